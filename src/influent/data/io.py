@@ -1,0 +1,99 @@
+"""Build a `Split` from arrays, pandas/Arrow tables, CSV/Parquet/NPZ files or a torch Dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .split import Split
+from .validate import InputError, check_columns
+
+
+def from_arrays(X: Any, y: Any, group: Any = None, ids: Any = None, name: str = "data") -> Split:
+    """A Split from array-likes."""
+    return Split(np.asarray(X), np.asarray(y), None if group is None else np.asarray(group),
+                 None if ids is None else np.asarray(ids), name)
+
+
+def from_frame(df: Any, label: str, group: str | None = None, id_column: str | None = None,
+               features: Sequence[str] | None = None, name: str = "data") -> Split:
+    """A Split from a pandas DataFrame or a pyarrow Table; non-numeric feature columns are an error."""
+    if not isinstance(df, pd.DataFrame):
+        try:
+            df = df.to_pandas()
+        except AttributeError:
+            raise InputError(f"{name}: expected a pandas DataFrame or an Arrow table, got {type(df).__name__}") from None
+    columns = [str(c) for c in df.columns]
+    df.columns = columns
+    wanted = [label] + ([group] if group else []) + ([id_column] if id_column else []) + list(features or [])
+    check_columns(columns, wanted, name)
+    reserved = {label, group, id_column}
+    feats = list(features) if features else [c for c in columns if c not in reserved]
+    if not feats:
+        raise InputError(f"{name}: no feature columns left after removing label/group/id columns")
+    non_numeric = [c for c in feats if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))]
+    if non_numeric:
+        raise InputError(f"{name}: non-numeric feature column(s) {non_numeric[:5]}; one-hot encode them or drop them")
+    if df[label].isna().any():
+        raise InputError(f"{name}: label column {label!r} has missing values at row {int(df[label].isna().to_numpy().argmax())}")
+    nan_cols = [c for c in feats if df[c].isna().any()]
+    if nan_cols:
+        raise InputError(f"{name}: missing values (NaN) in column(s) {nan_cols[:5]}; impute or drop those rows")
+    X = df[feats].to_numpy(dtype=np.float32)
+    y = df[label].to_numpy()
+    return Split(X, y, df[group].to_numpy() if group else None,
+                 df[id_column].to_numpy() if id_column else None, name, feats)
+
+
+def read_table(path: str | Path, name: str | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet file as a DataFrame, with one-line errors."""
+    p = Path(path)
+    name = name or p.name
+    if not p.exists():
+        raise InputError(f"{name}: file not found: {p}")
+    if p.is_dir():
+        raise InputError(f"{name}: {p} is a directory, expected a CSV, Parquet or NPZ file")
+    suffix = p.suffix.lower()
+    try:
+        if suffix in (".csv", ".txt", ".tsv"):
+            return pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",")
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(p)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as exc:
+        raise InputError(f"{name}: cannot read {p}: {str(exc).splitlines()[0]}") from None
+    raise InputError(f"{name}: unsupported file type {suffix!r}; use .csv, .parquet or .npz")
+
+
+def from_file(path: str | Path, label: str = "y", group: str | None = None, id_column: str | None = None,
+              features: Sequence[str] | None = None, name: str | None = None) -> Split:
+    """A Split from a CSV/Parquet table (label/group by column name) or an NPZ file (arrays `X`, `label`, ...)."""
+    p = Path(path)
+    name = name or p.stem
+    if p.suffix.lower() == ".npz":
+        if not p.exists():
+            raise InputError(f"{name}: file not found: {p}")
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                arrays = dict(z)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{name}: cannot read {p}: {str(exc).splitlines()[0]}") from None
+        feature_key = "X" if "X" in arrays else None
+        check_columns(list(arrays), [k for k in (feature_key or "X", label, group, id_column) if k], name)
+        return Split(arrays["X"], arrays[label], arrays.get(group) if group else None,
+                     arrays.get(id_column) if id_column else None, name)
+    return from_frame(read_table(p, name), label, group, id_column, features, name)
+
+
+def from_torch(dataset: Any, name: str = "data") -> Split:
+    """A Split from a map-style torch Dataset yielding (x, y) pairs."""
+    xs, ys = [], []
+    for i in range(len(dataset)):
+        x, y = dataset[i][:2]
+        xs.append(np.asarray(x))
+        ys.append(np.asarray(y).item())
+    if not xs:
+        raise InputError(f"{name}: the dataset is empty")
+    return Split(np.stack(xs), np.asarray(ys), name=name)

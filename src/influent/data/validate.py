@@ -1,0 +1,91 @@
+"""Shared input checks: every user-facing validation lives here and raises `InputError`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class InputError(ValueError):
+    """Bad user input; the message is one line that names the problem (CLI exit code 2)."""
+
+
+def check_features(X: Any, name: str = "features") -> np.ndarray:
+    """Return `X` as a float array of shape (n, ...) or raise `InputError`."""
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # pragma: no cover - numpy raises many kinds
+        raise InputError(f"{name}: cannot convert to an array ({exc})") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise InputError(f"{name}: values must be numeric, got dtype {arr.dtype}; encode categorical columns first")
+    arr = arr.astype(np.float64 if arr.dtype == np.float64 else np.float32, copy=False)
+    if arr.ndim < 2:
+        raise InputError(f"{name}: expected shape (n_samples, n_features...), got {arr.shape}")
+    if arr.shape[0] == 0:
+        raise InputError(f"{name}: the set is empty (0 samples)")
+    if not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr.reshape(arr.shape[0], -1)))[0]
+        raise InputError(f"{name}: NaN or infinite value at row {bad[0]}, column {bad[1]}")
+    return arr
+
+
+def check_labels(y: Any, n: int, name: str = "labels") -> np.ndarray:
+    """Return labels as a 1-D array of length `n` or raise `InputError`."""
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        if arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        else:
+            raise InputError(f"{name}: expected a 1-D label vector, got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise InputError(f"{name}: {arr.shape[0]} labels for {n} samples")
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)):
+            raise InputError(f"{name}: NaN label at row {int(np.argmax(~np.isfinite(arr)))}")
+        if np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+    elif arr.dtype == object:
+        if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in arr):
+            raise InputError(f"{name}: missing label value")
+        arr = arr.astype(str)
+    return arr
+
+
+def check_same_length(n: int, values: Any, name: str) -> np.ndarray:
+    """Return `values` as a 1-D array of length `n` or raise `InputError`."""
+    arr = np.asarray(values)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise InputError(f"{name}: expected {n} values, got shape {arr.shape}")
+    return arr
+
+
+def check_known_labels(y: np.ndarray, classes: np.ndarray, name: str = "labels") -> None:
+    """Raise `InputError` if `y` holds a label outside `classes`."""
+    unknown = np.setdiff1d(np.unique(y), classes)
+    if unknown.size:
+        raise InputError(f"{name}: unknown label(s) {unknown[:5].tolist()}; the model knows {classes.tolist()}")
+
+
+def check_at_least_two_classes(y: np.ndarray, name: str = "labels") -> None:
+    """Raise `InputError` when a classification label vector has a single class."""
+    if np.unique(y).size < 2:
+        raise InputError(f"{name}: only one class ({np.unique(y)[0]!r}); a classifier needs at least two")
+
+
+def check_budget(budget: float, n: int, name: str = "budget") -> int:
+    """Turn a count or a fraction in (0, 1) into a count in [0, n] or raise `InputError`."""
+    if budget is None or not np.isfinite(budget) or budget < 0:
+        raise InputError(f"{name}: must be a non-negative count or a fraction in (0, 1), got {budget!r}")
+    k = int(round(budget * n)) if 0 < budget < 1 else int(budget)
+    if k > n:
+        raise InputError(f"{name}: {k} is larger than the {n} samples available")
+    return k
+
+
+def check_columns(columns: list[str], wanted: list[str], where: str) -> None:
+    """Raise `InputError` if any name in `wanted` is not among `columns`."""
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        shown = ", ".join(columns[:8]) + (" ..." if len(columns) > 8 else "")
+        raise InputError(f"{where}: unknown column(s) {missing}; available: {shown}")

@@ -1,0 +1,117 @@
+"""Factorised per-sample gradients of linear layers.
+
+For ``z = W a + b`` the per-sample gradient is ``dW_i = delta_i a_i^T`` and ``db_i = delta_i``, with
+``delta_i = d l_i / d z_i``. Hence ``<g_i, g_j> = sum_layers (delta_i . delta_j) * (a_i . a_j + [bias])``,
+and ``g_i . v = sum_layers delta_i^T V_W a_i + delta_i . v_b``: neither needs the (B, p) gradient matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..models.base import ModelAdapter, loss_from_outputs
+
+
+@dataclass
+class LayerFactors:
+    """Factors of one linear layer for a batch: inputs `a` (B, d_in) and output gradients `delta` (B, d_out)."""
+
+    name: str
+    a: torch.Tensor
+    delta: torch.Tensor
+    has_weight: bool
+    has_bias: bool
+
+
+def linear_layers(adapter: ModelAdapter) -> dict[str, tuple[bool, bool]] | None:
+    """{module name: (weight analysed, bias analysed)} if every analysed parameter belongs to an
+    `nn.Linear`; None otherwise (the factorised path does not apply)."""
+    module = adapter._require_fitted()
+    names = set(adapter.param_names())
+    modules = dict(module.named_modules())
+    layers: dict[str, tuple[bool, bool]] = {}
+    for pname in names:
+        owner, _, leaf = pname.rpartition(".")
+        m = modules.get(owner)
+        if not isinstance(m, nn.Linear) or leaf not in ("weight", "bias"):
+            return None
+        layers[owner] = (f"{owner}.weight" in names if owner else "weight" in names,
+                         f"{owner}.bias" in names if owner else "bias" in names)
+    return layers
+
+
+def factors(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor,
+            layers: dict[str, tuple[bool, bool]]) -> list[LayerFactors]:
+    """Run forward and one backward pass; return the factors of each analysed linear layer.
+
+    Requires 2-D inputs to each layer (one activation vector per sample) and no cross-sample coupling
+    in the module (e.g. batch norm in training mode).
+    """
+    module = adapter._require_fitted()
+    module.eval()
+    modules = dict(module.named_modules())
+    store: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    handles = []
+    for name in layers:
+        def hook(mod, inp, out, name=name):
+            store[name] = (inp[0].detach(), out)
+        handles.append(modules[name].register_forward_hook(hook))
+    try:
+        with torch.enable_grad():
+            out = module(X.detach())
+            losses = loss_from_outputs(adapter.loss, out, t)
+            outs = [store[n][1] for n in layers]
+            deltas = torch.autograd.grad(losses.sum(), outs)
+    finally:
+        for h in handles:
+            h.remove()
+    result = []
+    for (name, (hw, hb)), d in zip(layers.items(), deltas):
+        a = store[name][0]
+        if a.ndim != 2:
+            raise ValueError(f"layer {name!r} sees inputs of shape {tuple(a.shape)}; factorised path needs 2-D")
+        result.append(LayerFactors(name, a, d.detach(), hw, hb))
+    return result
+
+
+def factor_gram(fa: list[LayerFactors], fb: list[LayerFactors]) -> torch.Tensor:
+    """(B_a, B_b) inner products of per-sample gradients from two factor lists."""
+    total = None
+    for la, lb in zip(fa, fb):
+        dd = la.delta @ lb.delta.T
+        term = dd * (la.a @ lb.a.T) if la.has_weight else torch.zeros_like(dd)
+        if la.has_bias:
+            term = term + dd
+        total = term if total is None else total + term
+    assert total is not None
+    return total
+
+
+def factor_dot(fa: list[LayerFactors], v: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B,) products g_i . v with `v` a parameter dict (``<layer>.weight``/``<layer>.bias`` keys)."""
+    total = None
+    for lf in fa:
+        prefix = f"{lf.name}." if lf.name else ""
+        term = torch.zeros(lf.a.shape[0], dtype=lf.a.dtype)
+        if lf.has_weight:
+            term = term + ((lf.delta @ v[prefix + "weight"]) * lf.a).sum(1)
+        if lf.has_bias:
+            term = term + lf.delta @ v[prefix + "bias"]
+        total = term if total is None else total + term
+    assert total is not None
+    return total
+
+
+def factor_grads(fa: list[LayerFactors], order: list[str]) -> torch.Tensor:
+    """(B, p) per-sample gradients rebuilt from factors, in the adapter's parameter order."""
+    parts: dict[str, torch.Tensor] = {}
+    for lf in fa:
+        prefix = f"{lf.name}." if lf.name else ""
+        if lf.has_weight:
+            parts[prefix + "weight"] = torch.einsum("bo,bi->boi", lf.delta, lf.a).reshape(lf.a.shape[0], -1)
+        if lf.has_bias:
+            parts[prefix + "bias"] = lf.delta
+    return torch.cat([parts[n] for n in order], dim=1)

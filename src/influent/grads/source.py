@@ -1,0 +1,152 @@
+"""`GradientSource`: the per-sample gradients of one split at one model, served in bounded chunks.
+
+Every method reads training gradients through this one mechanism. Gradients are computed chunk by
+chunk (vmap, loop fallback), or read from a `GradientStore` when one is given (computing only the
+chunks it lacks), and linear-only models use the factorised path for products so that the (n, p)
+matrix is never built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..data import Split
+from ..models.base import ModelAdapter
+from .linear import factor_dot, factor_gram, factor_grads, factors, linear_layers
+from .per_sample import per_sample_grads, unflatten
+from .store import GradientStore, store_key
+
+Progress = Callable[[int, int], None]
+
+
+class GradientSource:
+    """Per-sample gradients of `split` under `adapter` (at its current parameters).
+
+    Parameters
+    ----------
+    chunk_size : samples per chunk; memory is O(chunk_size * p)
+    store : folder of an on-disk gradient store (reused across runs; resumable), or None
+    method : "auto" | "vmap" | "loop" | "factorised" (per-sample gradient path)
+    progress : optional callback progress(done, total) called per chunk
+    """
+
+    def __init__(self, adapter: ModelAdapter, split: Split, chunk_size: int = 512,
+                 store: str | Path | None = None, method: str = "auto", progress: Progress | None = None) -> None:
+        self.adapter = adapter
+        self.split = split
+        self.chunk_size = max(1, int(chunk_size))
+        self.method = method
+        self.progress = progress
+        self.X, self.t = adapter.tensors(split)
+        self.n = len(split)
+        self.names = adapter.param_names()
+        self.like = adapter.params()
+        self.p = sum(v.numel() for v in self.like.values())
+        self.layers = linear_layers(adapter) if method in ("auto", "factorised") else None
+        if self.layers is not None and split.X.ndim != 2:
+            self.layers = None
+        if method == "factorised" and self.layers is None:
+            raise ValueError("the factorised path needs every analysed parameter in an nn.Linear on 2-D inputs")
+        self.store: GradientStore | None = None
+        if store is not None:
+            key = store_key(adapter.fingerprint(), split.fingerprint(), self.names, str(adapter.dtype))
+            dtype = "float64" if adapter.dtype == torch.float64 else "float32"
+            self.store = GradientStore(store, key, self.n, self.p, self.chunk_size, dtype)
+
+    @property
+    def factorised(self) -> bool:
+        """True when products use the linear-layer factors instead of gradient rows."""
+        return self.layers is not None and self.store is None
+
+    def _slices(self) -> list[slice]:
+        return [slice(s, min(self.n, s + self.chunk_size)) for s in range(0, self.n, self.chunk_size)]
+
+    def _tick(self, i: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(i + 1, total)
+
+    def compute(self, sl: slice) -> torch.Tensor:
+        """(B, p) gradients of rows `sl`, freshly computed."""
+        X, t = self.X[sl], self.t[sl]
+        if self.layers is not None and self.method in ("auto", "factorised"):
+            return factor_grads(factors(self.adapter, X, t, self.layers), self.names)
+        return per_sample_grads(self.adapter, X, t, method=self.method if self.method != "factorised" else "auto")
+
+    def fill_store(self, stop_after: int | None = None) -> None:
+        """Compute and write every missing chunk of the store (`stop_after` chunks at most, for tests)."""
+        assert self.store is not None
+        missing = self.store.missing()
+        for k, ci in enumerate(missing):
+            if stop_after is not None and k >= stop_after:
+                return
+            self.store.write(ci, self.compute(self.store.rows(ci)).cpu().numpy())
+            self._tick(k, len(missing))
+
+    def chunks(self) -> Iterator[tuple[slice, torch.Tensor]]:
+        """Yield (rows, (B, p) gradients) covering all samples in order."""
+        if self.store is not None:
+            self.fill_store()
+            for ci in range(self.store.n_chunks):
+                yield self.store.rows(ci), torch.as_tensor(self.store.read(ci), dtype=self.adapter.dtype)
+            return
+        slices = self._slices()
+        for i, sl in enumerate(slices):
+            yield sl, self.compute(sl)
+            self._tick(i, len(slices))
+
+    def matrix(self) -> torch.Tensor:
+        """The full (n, p) gradient matrix (only when the caller accepts that memory)."""
+        return torch.cat([g for _, g in self.chunks()])
+
+    def dot(self, V: torch.Tensor) -> torch.Tensor:
+        """(n, k) products g_i . V[:, j] for V of shape (p, k) (or (n,) for V of shape (p,))."""
+        vec = V.ndim == 1
+        V2 = V.reshape(self.p, -1).to(self.adapter.dtype)
+        out = torch.empty(self.n, V2.shape[1], dtype=self.adapter.dtype)
+        if self.factorised:
+            vs = [unflatten(V2[:, j], self.like) for j in range(V2.shape[1])]
+            slices = self._slices()
+            for i, sl in enumerate(slices):
+                f = factors(self.adapter, self.X[sl], self.t[sl], self.layers)
+                for j, v in enumerate(vs):
+                    out[sl, j] = factor_dot(f, v)
+                self._tick(i, len(slices))
+        else:
+            for sl, G in self.chunks():
+                out[sl] = G @ V2
+        return out[:, 0] if vec else out
+
+    def gram(self, other: "GradientSource") -> torch.Tensor:
+        """(n, m) inner products <g_i, h_j> between this split's and `other`'s gradients."""
+        out = torch.empty(self.n, other.n, dtype=self.adapter.dtype)
+        if self.factorised and other.factorised:
+            fb = [factors(other.adapter, other.X[s], other.t[s], other.layers) for s in other._slices()]
+            slices = self._slices()
+            for i, sl in enumerate(slices):
+                fa = factors(self.adapter, self.X[sl], self.t[sl], self.layers)
+                out[sl] = torch.cat([factor_gram(fa, f) for f in fb], dim=1)
+                self._tick(i, len(slices))
+            return out
+        H = other.matrix()
+        for sl, G in self.chunks():
+            out[sl] = G @ H.T
+        return out
+
+    def sq_norms(self) -> torch.Tensor:
+        """(n,) squared gradient norms |g_i|^2."""
+        out = torch.empty(self.n, dtype=self.adapter.dtype)
+        if self.factorised:
+            for sl in self._slices():
+                f = factors(self.adapter, self.X[sl], self.t[sl], self.layers)
+                out[sl] = sum(((lf.delta**2).sum(1) * ((lf.a**2).sum(1) * lf.has_weight + lf.has_bias)) for lf in f)
+            return out
+        for sl, G in self.chunks():
+            out[sl] = (G**2).sum(1)
+        return out
+
+    def to_numpy(self) -> np.ndarray:
+        return self.matrix().cpu().numpy()

@@ -1,0 +1,225 @@
+"""`ModelAdapter`: the one interface every method sees.
+
+An adapter owns a torch module and states, as pure functions of the *analysed* parameters
+(a dict name -> tensor; the other parameters stay fixed):
+
+- ``per_sample_loss(params, X, t) -> (B,)``: the loss of each sample,
+- ``regularizer(params) -> ()``: the model's own regulariser, so that the training objective is
+  ``mean_i per_sample_loss + regularizer`` (design promise 2),
+- ``outputs(params, X) -> (B, K)`` logits (or predictions for ``loss="mse"``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from ..data import Split
+from ..data.validate import InputError, check_at_least_two_classes, check_known_labels
+
+Params = dict[str, torch.Tensor]
+LOSSES = ("cross_entropy", "bce", "mse")
+
+
+def loss_from_outputs(kind: str, out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Per-sample loss (B,) from model outputs (B, K) and encoded targets `t`."""
+    if kind == "cross_entropy":
+        return F.cross_entropy(out, t, reduction="none")
+    if kind == "bce":
+        z = out.reshape(out.shape[0], -1)[:, 0]
+        return F.binary_cross_entropy_with_logits(z, t.to(z.dtype), reduction="none")
+    if kind == "mse":
+        diff = out.reshape(out.shape[0], -1) - t.reshape(t.shape[0], -1).to(out.dtype)
+        return 0.5 * (diff**2).sum(1)
+    raise InputError(f"unknown loss {kind!r}; choose one of {LOSSES}")
+
+
+def probabilities(kind: str, out: torch.Tensor) -> torch.Tensor:
+    """Class probabilities (B, K) from outputs; for mse the outputs themselves."""
+    if kind == "cross_entropy":
+        return torch.softmax(out, dim=-1)
+    if kind == "bce":
+        p = torch.sigmoid(out.reshape(out.shape[0], -1)[:, 0])
+        return torch.stack([1 - p, p], dim=1)
+    return out
+
+
+class ModelAdapter:
+    """Base class; subclasses build `self.module` in `fit` and set `reg_coef`.
+
+    Parameters
+    ----------
+    loss : "cross_entropy" | "bce" | "mse"
+    params : "all" | "last" | list of module-name prefixes — which parameters are analysed
+    dtype : torch dtype of the module and of every computation on it
+    """
+
+    def __init__(self, loss: str = "cross_entropy", params: str | Sequence[str] = "all",
+                 dtype: torch.dtype = torch.float32) -> None:
+        if loss not in LOSSES:
+            raise InputError(f"unknown loss {loss!r}; choose one of {LOSSES}")
+        self.loss = loss
+        self.params_spec = params
+        self.dtype = dtype
+        self.module: nn.Module | None = None
+        self.classes_: np.ndarray | None = None
+        self.reg_coef: dict[str, float] = {}
+        self.n_train_: int | None = None
+
+    # ---- construction -------------------------------------------------------------------
+    def fit(self, split: Split, sample_weight: np.ndarray | None = None) -> "ModelAdapter":
+        raise NotImplementedError
+
+    def clone(self) -> "ModelAdapter":
+        """An unfitted copy with the same settings (and the same initial weights for torch models)."""
+        raise NotImplementedError
+
+    def refit(self, split: Split, sample_weight: np.ndarray | None = None, warm_start: bool = False) -> "ModelAdapter":
+        """A new adapter fitted on `split` (self is unchanged). Warm start where the model supports it."""
+        return self.clone().fit(split, sample_weight)
+
+    @property
+    def fitted(self) -> bool:
+        return self.module is not None
+
+    def _require_fitted(self) -> nn.Module:
+        if self.module is None:
+            raise InputError(f"{type(self).__name__} is not fitted; call .fit(train) first")
+        return self.module
+
+    # ---- labels ----------------------------------------------------------------------------
+    def _set_classes(self, y: np.ndarray) -> None:
+        if self.loss == "mse":
+            self.classes_ = None
+            return
+        check_at_least_two_classes(y, "train labels")
+        self.classes_ = np.unique(y)
+        if self.loss == "bce" and len(self.classes_) != 2:
+            raise InputError(f"loss 'bce' needs exactly two classes, got {len(self.classes_)}")
+
+    @property
+    def n_classes(self) -> int:
+        return 1 if self.classes_ is None else len(self.classes_)
+
+    def encode(self, y: np.ndarray) -> torch.Tensor:
+        """Labels -> the target tensor `per_sample_loss` expects (class index, 0/1, or float)."""
+        if self.classes_ is None:
+            return torch.as_tensor(np.asarray(y, dtype=np.float64), dtype=self.dtype)
+        check_known_labels(y, self.classes_)
+        return torch.as_tensor(np.searchsorted(self.classes_, y), dtype=torch.long)
+
+    def tensors(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+        return split.tensor_X(self.dtype), self.encode(split.y)
+
+    # ---- analysed parameters -------------------------------------------------------------
+    def param_names(self) -> list[str]:
+        module = self._require_fitted()
+        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        spec = self.params_spec
+        if spec == "all":
+            return [n for n, _ in named]
+        if spec == "last":
+            owners = [n.rsplit(".", 1)[0] if "." in n else "" for n, _ in named]
+            last = owners[-1]
+            return [n for (n, _), o in zip(named, owners) if o == last]
+        if isinstance(spec, str):
+            spec = [spec]
+        chosen = [n for n, _ in named if any(n == s or n.startswith(s + ".") for s in spec)]
+        if not chosen:
+            raise InputError(f"params {list(spec)} match no parameter; available: {[n for n, _ in named][:8]}")
+        return chosen
+
+    def params(self) -> Params:
+        """The analysed parameters, detached copies."""
+        module = self._require_fitted()
+        table = dict(module.named_parameters())
+        return {n: table[n].detach().clone() for n in self.param_names()}
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.params().values())
+
+    def _full(self, params: Params) -> dict[str, torch.Tensor]:
+        module = self._require_fitted()
+        full = {n: p.detach() for n, p in module.named_parameters()}
+        full.update({n: b for n, b in module.named_buffers()})
+        full.update(params)
+        return full
+
+    # ---- the objective as pure functions -------------------------------------------------
+    def outputs(self, params: Params, X: torch.Tensor) -> torch.Tensor:
+        module = self._require_fitted()
+        return functional_call(module, self._full(params), (X,))
+
+    def per_sample_loss(self, params: Params, X: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return loss_from_outputs(self.loss, self.outputs(params, X), t)
+
+    def regularizer(self, params: Params) -> torch.Tensor:
+        """sum over analysed parameters of coef/2 * |theta|^2 (coef from `reg_coef`)."""
+        total = torch.zeros((), dtype=self.dtype)
+        for n, p in params.items():
+            c = self.reg_coef.get(n, 0.0)
+            if c:
+                total = total + 0.5 * c * (p**2).sum()
+        return total
+
+    def reg_hessian_diag(self) -> torch.Tensor:
+        """Diagonal of the regulariser's Hessian over the flattened analysed parameters (p,)."""
+        parts = [torch.full((p.numel(),), float(self.reg_coef.get(n, 0.0)), dtype=self.dtype)
+                 for n, p in self.params().items()]
+        return torch.cat(parts)
+
+    # ---- prediction ------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_proba(self, X: Any, batch_size: int = 4096) -> np.ndarray:
+        """Class probabilities (n, K) (binary models give two columns)."""
+        module = self._require_fitted()
+        module.eval()
+        Xt = torch.as_tensor(np.asarray(X.X if isinstance(X, Split) else X), dtype=self.dtype)
+        out = [probabilities(self.loss, module(Xt[i:i + batch_size])) for i in range(0, len(Xt), batch_size)]
+        return torch.cat(out).numpy()
+
+    def predict(self, X: Any) -> np.ndarray:
+        proba = self.predict_proba(X)
+        if self.classes_ is None:
+            return proba
+        return self.classes_[proba.argmax(1)]
+
+    def accuracy(self, split: Split) -> float:
+        return float(np.mean(self.predict(split) == split.y))
+
+    @torch.no_grad()
+    def loss_on(self, split: Split) -> float:
+        """Mean per-sample loss on `split` (no regulariser)."""
+        X, t = self.tensors(split)
+        self._require_fitted().eval()
+        return float(self.per_sample_loss(self.params(), X, t).mean())
+
+    def fingerprint(self) -> str:
+        """Hash of the analysed parameter names and values: the key of cached gradients."""
+        h = hashlib.sha256(self.loss.encode())
+        for n, p in self.params().items():
+            h.update(n.encode())
+            h.update(p.detach().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        return {"adapter": type(self).__name__, "loss": self.loss, "params": self.params_spec,
+                "dtype": str(self.dtype).replace("torch.", ""),
+                "n_params": self.n_params() if self.fitted else None}
+
+    def with_params(self, params: Params) -> "ModelAdapter":
+        """A copy whose analysed parameters are replaced by `params` (for checkpoints, ensembles)."""
+        other = copy.copy(self)
+        other.module = copy.deepcopy(self._require_fitted())
+        with torch.no_grad():
+            table = dict(other.module.named_parameters())
+            for n, v in params.items():
+                table[n].copy_(v)
+        return other

@@ -1,0 +1,128 @@
+"""Deterministic training loop for torch adapters, and the `TrainingRecorder` for checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .base import ModelAdapter
+
+
+@dataclass
+class TrainConfig:
+    """How a torch adapter is trained. Deterministic for a given `seed`.
+
+    The objective is the (weighted) mean loss plus the adapter's regulariser; weight decay is part
+    of that objective (an explicit L2 term), not an optimizer side effect.
+    """
+
+    optimizer: str = "adam"  # "adam" | "sgd"
+    lr: float = 1e-2
+    epochs: int = 100
+    batch_size: int | None = None  # None = full batch
+    momentum: float = 0.0
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Checkpoint:
+    """Analysed parameters at one training step, with the learning rate used at that step."""
+
+    step: int
+    lr: float
+    params: dict[str, torch.Tensor]
+
+
+class TrainingRecorder:
+    """Records checkpoints during training (for TracIn, Diff-In).
+
+    Call ``recorder.record(adapter, step, lr)`` in your own loop, or pass the recorder to
+    ``adapter.fit(train, recorder=...)``. Checkpoints are kept in memory, and also saved to
+    ``directory`` as ``ckpt-<step>.pt`` when one is given.
+
+    Parameters
+    ----------
+    every : record one checkpoint every `every` optimizer steps (and always the last step)
+    directory : optional folder for the checkpoints
+    """
+
+    def __init__(self, every: int = 1, directory: str | Path | None = None) -> None:
+        self.every = max(1, int(every))
+        self.directory = Path(directory) if directory else None
+        self.checkpoints: list[Checkpoint] = []
+
+    def record(self, adapter: "ModelAdapter", step: int, lr: float) -> None:
+        ckpt = Checkpoint(int(step), float(lr), adapter.params())
+        self.checkpoints.append(ckpt)
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp = self.directory / f".ckpt-{step}.pt.tmp"
+            torch.save({"step": ckpt.step, "lr": ckpt.lr, "params": ckpt.params}, tmp)
+            tmp.replace(self.directory / f"ckpt-{step}.pt")
+
+    def maybe_record(self, adapter: "ModelAdapter", step: int, lr: float, last: bool) -> None:
+        if step % self.every == 0 or last:
+            if not self.checkpoints or self.checkpoints[-1].step != step:
+                self.record(adapter, step, lr)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "TrainingRecorder":
+        rec = cls(directory=None)
+        for f in sorted(Path(directory).glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[1])):
+            d = torch.load(f, weights_only=True)
+            rec.checkpoints.append(Checkpoint(d["step"], d["lr"], d["params"]))
+        return rec
+
+    def __len__(self) -> int:
+        return len(self.checkpoints)
+
+
+def train_torch(adapter: "ModelAdapter", X: torch.Tensor, t: torch.Tensor, config: TrainConfig,
+                sample_weight: np.ndarray | None = None, recorder: TrainingRecorder | None = None) -> None:
+    """Minimise mean(w_i * loss_i) + regulariser over all trainable parameters of `adapter.module`."""
+    module = adapter.module
+    assert module is not None
+    gen = torch.Generator().manual_seed(config.seed)
+    params = [p for p in module.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=config.lr)
+    elif config.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+    else:
+        raise ValueError(f"unknown optimizer {config.optimizer!r}; use 'adam' or 'sgd'")
+    n = X.shape[0]
+    w = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=X.dtype)
+    bs = n if not config.batch_size else min(int(config.batch_size), n)
+    steps_per_epoch = (n + bs - 1) // bs
+    total = config.epochs * steps_per_epoch
+    names = dict(module.named_parameters())
+    reg_items = [(names[k], c) for k, c in adapter.reg_coef.items() if c and k in names]
+    step = 0
+    module.train()
+    from .base import loss_from_outputs  # local: base imports this module's types
+
+    for _ in range(config.epochs):
+        order = torch.randperm(n, generator=gen) if bs < n else torch.arange(n)
+        for b in range(steps_per_epoch):
+            idx = order[b * bs:(b + 1) * bs]
+            opt.zero_grad(set_to_none=True)
+            losses = loss_from_outputs(adapter.loss, module(X[idx]), t[idx])
+            loss = (losses * w[idx]).mean() if w is not None else losses.mean()
+            for p, c in reg_items:
+                loss = loss + 0.5 * c * (p**2).sum()
+            loss.backward()
+            opt.step()
+            step += 1
+            if recorder is not None:
+                module.eval()
+                recorder.maybe_record(adapter, step, opt.param_groups[0]["lr"], last=step == total)
+                module.train()
+    module.eval()

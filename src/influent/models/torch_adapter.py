@@ -64,6 +64,7 @@ class TorchAdapter(ModelAdapter):
         torch.manual_seed(self.train_config.seed)
         train_torch(self, X, t, self.train_config, sample_weight, recorder)
         self.n_train_ = len(split)
+        self.recorder_ = recorder
         return self
 
     def clone(self) -> "TorchAdapter":
@@ -71,6 +72,7 @@ class TorchAdapter(ModelAdapter):
         other.module = None
         other.classes_ = None
         other.reg_coef = {}
+        other.recorder_ = None
         return other
 
     def describe(self) -> dict:

@@ -1,0 +1,91 @@
+"""The two verbs: `score` (one value per training sample) and `attribute` (train x test matrix)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import Split
+from .data.validate import InputError
+from .grads.source import Progress
+from .methods import METHODS, Job
+from .models.base import ModelAdapter
+from .scores import Scores
+from .targets import Target, Utility
+
+
+def _job(model: ModelAdapter, train: Split, target: Target | Split | None, options: dict[str, Any],
+         chunk_size: int, store: str | Path | None, seed: int, progress: Progress | None) -> Job:
+    if not isinstance(model, ModelAdapter):
+        raise InputError(f"model must be an influent ModelAdapter, got {type(model).__name__}")
+    if not model.fitted:
+        raise InputError(f"{type(model).__name__} is not fitted; call .fit(train) first")
+    if not isinstance(train, Split):
+        raise InputError(f"train must be an influent Split, got {type(train).__name__}")
+    if model.classes_ is not None:
+        from .data.validate import check_known_labels
+
+        check_known_labels(train.y, model.classes_, f"{train.name}: labels")
+    if isinstance(target, Split):
+        target = Utility(target)
+    if target is not None:
+        target.prepare(model)
+    return Job(model, train, target, options, chunk_size, store, seed, progress)
+
+
+def _method(name: str):
+    if name not in METHODS:
+        raise InputError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    return METHODS[name]
+
+
+def score(model: ModelAdapter, train: Split, target: Target | Split | None = None, method: str = "if", *,
+          chunk_size: int = 512, store: str | Path | None = None, seed: int = 0,
+          progress: Progress | None = None, **options: Any) -> Scores:
+    """Score every training sample; higher = more valuable to `target`, the lowest are removed first.
+
+    Parameters
+    ----------
+    model : a fitted `ModelAdapter`
+    train : the split the model was fitted on
+    target : a `Target` (a bare Split means `Utility(split)`); not needed by self-influence and random
+    method : a name from `influent.methods.METHODS` ("if", "ip", "tracin", "self-if", "self-tracin", ...)
+    chunk_size : samples per chunk of per-sample gradients (memory O(chunk_size * n_params))
+    store : folder for an on-disk gradient store reused across runs and resumable after interruption
+    seed : seed of every random choice
+    progress : callback progress(done, total) per gradient chunk
+    **options : method options, e.g. solver="cg", damping=1e-3, solver_options={...}, checkpoints=...
+    """
+    spec = _method(method)
+    job = _job(model, train, target, options, chunk_size, store, seed, progress)
+    if spec.needs_target:
+        job.need_target(method)
+    t0 = time.perf_counter()
+    result = spec.score(job)
+    job.timing["total"] = time.perf_counter() - t0
+    unused = sorted(set(options) - set(job.used) - {"checkpoints"})
+    if unused:
+        raise InputError(f"method {method!r} does not take option(s) {unused}")
+    settings = {k: v for k, v in job.used.items() if k != "checkpoints"}
+    settings.update(chunk_size=chunk_size, seed=seed, model=model.describe())
+    return Scores(result.values, method, train.ids, result.raw, settings,
+                  None if job.target is None else job.target.describe(), job.timing)
+
+
+def attribute(model: ModelAdapter, train: Split, test: Split, method: str = "ip", *, chunk_size: int = 512,
+              seed: int = 0, progress: Progress | None = None, **options: Any) -> np.ndarray:
+    """(n_train, n_test) pairwise attributions: entry (i, j) estimates how much test sample j's loss rises
+    when training sample i is removed (higher = i helps j). Methods: those with a pairwise form."""
+    spec = _method(method)
+    if spec.pairwise is None:
+        have = sorted(k for k, s in METHODS.items() if s.pairwise is not None)
+        raise InputError(f"method {method!r} has no pairwise form; choose one of {have}")
+    job = _job(model, train, None, options, chunk_size, None, seed, progress)
+    out = spec.pairwise(job, test)
+    unused = sorted(set(options) - set(job.used) - {"checkpoints"})
+    if unused:
+        raise InputError(f"method {method!r} does not take option(s) {unused}")
+    return out

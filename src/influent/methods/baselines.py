@@ -1,0 +1,33 @@
+"""Baselines: random scores and leave-one-out retraining (the ground truth on convex models)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import Job, Result, register_method
+
+
+@register_method("random", needs_target=False)
+def random_scores(job: Job) -> Result:
+    """Random values (standard normal, seeded): the reference every method must beat."""
+    rng = np.random.default_rng(job.seed)
+    return Result(rng.standard_normal(len(job.train)))
+
+
+@register_method("loo")
+def leave_one_out(job: Job) -> Result:
+    """Leave-one-out retraining: values_i = f(theta_{-i}) - f(theta_hat), the actual rise of the target
+    cost when sample i is removed and the model refit. `subset` limits it to some positions (others NaN);
+    `warm_start` starts each refit from the fitted model where the adapter supports it."""
+    target = job.need_target("loo")
+    subset = job.opt("subset", None)
+    warm = bool(job.opt("warm_start", True))
+    idx = np.arange(len(job.train)) if subset is None else np.asarray(subset, dtype=np.int64)
+    base = target.evaluate(job.adapter)
+    values = np.full(len(job.train), np.nan)
+    for k, i in enumerate(idx):
+        refit = job.adapter.refit(job.train.without([i]), warm_start=warm)
+        values[i] = target.evaluate(refit) - base
+        if job.progress is not None:
+            job.progress(k + 1, len(idx))
+    return Result(values, values)

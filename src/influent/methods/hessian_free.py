@@ -1,0 +1,56 @@
+"""Hessian-free estimators of [IP]: inner product (IP), TracIn and Self-TracIn."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data import Split
+from .registry import Job, Result, register_method, register_pairwise, to_numpy
+
+
+@register_method("ip")
+def inner_product(job: Job) -> Result:
+    """IP: raw = g_z . grad f at the final model (for utility, the mean validation-loss gradient); values = raw."""
+    target = job.need_target("ip")
+    v = to_numpy(job.source().dot(target.grad(job.adapter)))
+    return Result(v, v)
+
+
+@register_pairwise("ip")
+def inner_product_pairwise(job: Job, test: Split) -> np.ndarray:
+    """(n_train, n_test) gradient inner products g_i . g_test_j (factorised for linear layers)."""
+    return to_numpy(job.source().gram(job.source(split=test)))
+
+
+@register_method("tracin")
+def tracin(job: Job) -> Result:
+    """TracIn: raw = sum_c eta_c g_z(theta_c) . grad f(theta_c) over recorded checkpoints; values = raw."""
+    target = job.need_target("tracin")
+    total = torch.zeros(len(job.train), dtype=job.adapter.dtype)
+    for ck in job.checkpoints("tracin"):
+        at = job.adapter.with_params(ck.params)
+        total += ck.lr * job.source(at, job.train).dot(target.grad(at))
+    v = to_numpy(total)
+    return Result(v, v)
+
+
+@register_pairwise("tracin")
+def tracin_pairwise(job: Job, test: Split) -> np.ndarray:
+    """(n_train, n_test) sum_c eta_c g_i(theta_c) . g_test_j(theta_c)."""
+    total = None
+    for ck in job.checkpoints("tracin"):
+        at = job.adapter.with_params(ck.params)
+        G = ck.lr * job.source(at, job.train).gram(job.source(at, test))
+        total = G if total is None else total + G
+    return to_numpy(total)
+
+
+@register_method("self-tracin", needs_target=False)
+def self_tracin(job: Job) -> Result:
+    """Self-TracIn: raw = sum_c eta_c |g_z(theta_c)|^2; values = -raw (high self-influence = suspicious)."""
+    total = torch.zeros(len(job.train), dtype=job.adapter.dtype)
+    for ck in job.checkpoints("self-tracin"):
+        total += ck.lr * job.source(job.adapter.with_params(ck.params), job.train).sq_norms()
+    r = to_numpy(total)
+    return Result(-r, r)

@@ -1,0 +1,45 @@
+"""Classical influence functions with any curvature solver, and self-influence."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from ..data import Split
+from .registry import Job, Result, register_method, register_pairwise, to_numpy
+
+
+@register_method("if")
+def influence(job: Job) -> Result:
+    """Influence function: effect_i = (1/n) grad f^T (H + damping I)^-1 g_i; values = effect."""
+    target = job.need_target("if")
+    t0 = time.perf_counter()
+    solver = job.solver()
+    t1 = time.perf_counter()
+    u = solver.solve(target.grad(job.adapter))
+    effect = job.source().dot(u) / len(job.train)
+    job.timing.update(curvature=t1 - t0, scoring=time.perf_counter() - t1)
+    v = to_numpy(effect)
+    return Result(v, v)
+
+
+@register_pairwise("if")
+def influence_pairwise(job: Job, test: Split) -> np.ndarray:
+    """(n_train, n_test): (1/n) g_test_j^T (H + damping I)^-1 g_i, the rise of test loss j if i is removed."""
+    solver = job.solver()
+    U = solver.solve(job.source(split=test).matrix().T)  # (p, m)
+    return to_numpy(job.source().dot(U) / len(job.train))
+
+
+@register_method("self-if", needs_target=False)
+def self_influence(job: Job) -> Result:
+    """Self-influence g_i^T (H + damping I)^-1 g_i with any solver; values = -raw (high = suspicious)."""
+    t0 = time.perf_counter()
+    solver = job.solver()
+    t1 = time.perf_counter()
+    raw = torch.cat([solver.quad(G) for _, G in job.source().chunks()])
+    job.timing.update(curvature=t1 - t0, scoring=time.perf_counter() - t1)
+    r = to_numpy(raw)
+    return Result(-r, r)

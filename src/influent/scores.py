@@ -1,0 +1,153 @@
+"""`Scores`: per-sample values with one orientation — higher = more valuable; the lowest go first."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .data.validate import InputError
+
+META_KEY = b"influent"
+
+
+def atomic_write(path: str | Path, write: Any) -> Path:
+    """Call `write(tmp_path)` then move the file into place, so readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+@dataclass
+class Scores:
+    """Per-sample scores of one method on one training split.
+
+    Attributes
+    ----------
+    values : (n,) higher = more valuable to the target; `most_harmful` returns the lowest
+    method : method name, e.g. "if"
+    ids : (n,) sample ids of the training split
+    raw : (n,) the method's own statistic in the paper's orientation (or None when equal to values)
+    settings : every option of the run (solver, damping, ...)
+    target : description of the target
+    timing : seconds per phase
+    """
+
+    values: np.ndarray
+    method: str
+    ids: np.ndarray
+    raw: np.ndarray | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    target: dict[str, Any] | None = None
+    timing: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.values = np.asarray(self.values, dtype=np.float64)
+        self.ids = np.asarray(self.ids)
+        if self.values.ndim != 1 or self.values.shape != self.ids.shape:
+            raise ValueError(f"values {self.values.shape} and ids {self.ids.shape} must be 1-D of equal length")
+        if self.raw is not None:
+            self.raw = np.asarray(self.raw, dtype=np.float64)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def order(self) -> np.ndarray:
+        """Positions from most harmful (lowest value) to most valuable; NaN values last; stable."""
+        v = np.where(np.isnan(self.values), np.inf, self.values)
+        return np.argsort(v, kind="stable")
+
+    def most_harmful(self, k: int) -> np.ndarray:
+        """Positions of the `k` lowest-valued samples, most harmful first."""
+        return self.order()[:k]
+
+    def most_helpful(self, k: int) -> np.ndarray:
+        """Positions of the `k` highest-valued samples, most valuable first."""
+        v = np.where(np.isnan(self.values), -np.inf, self.values)
+        return np.argsort(-v, kind="stable")[:k]
+
+    def to_frame(self) -> pd.DataFrame:
+        df = pd.DataFrame({"id": self.ids, "value": self.values})
+        if self.raw is not None:
+            df["raw"] = self.raw
+        df["rank"] = np.empty(len(self), dtype=np.int64)
+        df.loc[self.order(), "rank"] = np.arange(len(self))
+        return df
+
+    def meta(self) -> dict[str, Any]:
+        return _jsonable({"method": self.method, "settings": self.settings, "target": self.target,
+                          "timing": self.timing, "format": 1})
+
+    def save(self, path: str | Path) -> Path:
+        """Write to .parquet (metadata in the schema) or .csv (metadata in `<path>.json`), atomically."""
+        path = Path(path)
+        df = self.to_frame()
+        suffix = path.suffix.lower()
+        if suffix in (".parquet", ".pq"):
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                                  META_KEY: json.dumps(self.meta()).encode()})
+            return atomic_write(path, lambda p: pq.write_table(table, p))
+        if suffix == ".csv":
+            atomic_write(path.with_name(path.name + ".json"), lambda p: p.write_text(json.dumps(self.meta(), indent=1)))
+            return atomic_write(path, lambda p: df.to_csv(p, index=False))
+        raise InputError(f"scores: unsupported file type {suffix!r}; use .parquet or .csv")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Scores":
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"scores: file not found: {path}")
+        suffix = path.suffix.lower()
+        if suffix in (".parquet", ".pq"):
+            table = pq.read_table(path)
+            raw_meta = (table.schema.metadata or {}).get(META_KEY)
+            meta = json.loads(raw_meta) if raw_meta else {}
+            df = table.to_pandas()
+        elif suffix == ".csv":
+            df = pd.read_csv(path)
+            side = path.with_name(path.name + ".json")
+            meta = json.loads(side.read_text()) if side.exists() else {}
+        else:
+            raise InputError(f"scores: unsupported file type {suffix!r}; use .parquet or .csv")
+        for col in ("id", "value"):
+            if col not in df.columns:
+                raise InputError(f"scores: {path} has no {col!r} column; is it a scores file?")
+        return cls(df["value"].to_numpy(), meta.get("method", "unknown"), df["id"].to_numpy(),
+                   df["raw"].to_numpy() if "raw" in df.columns else None, meta.get("settings", {}),
+                   meta.get("target"), meta.get("timing", {}))
+
+    def __repr__(self) -> str:
+        return f"Scores(method={self.method!r}, n={len(self)}, settings={self.settings})"

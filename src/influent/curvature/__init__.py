@@ -1,13 +1,13 @@
-"""Inverse-Hessian-vector-product solvers behind one interface and one damping meaning."""
+"""Inverse-Hessian-vector-product solvers behind one interface and one damping meaning.
+Every module in this package registers its solvers on import."""
 
-from . import exact  # noqa: F401  (registers identity, exact)
+import importlib
+import pkgutil
+
 from .base import SOLVERS, CurvatureContext, Solver, make_solver, register
 
-for _mod in ("iterative", "arnoldi", "kfac", "datainf"):
-    try:  # solvers register themselves on import
-        __import__(f"{__name__}.{_mod}")
-    except ModuleNotFoundError as _exc:  # pragma: no cover - only while a solver module is missing
-        if _exc.name != f"{__name__}.{_mod}":
-            raise
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if _info.name != "base":
+        importlib.import_module(f"{__name__}.{_info.name}")
 
 __all__ = ["CurvatureContext", "Solver", "make_solver", "register", "SOLVERS"]

@@ -1,6 +1,13 @@
-"""Estimators. Each registers a `score(job) -> Result` and, where it has one, a pairwise form."""
+"""Estimators. Each module registers `score(job) -> Result` functions (and pairwise forms) on import;
+every module in this package is imported here, so a new method needs only its own file."""
 
-from . import baselines, hessian_free, influence  # noqa: F401  (register the methods)
+import importlib
+import pkgutil
+
 from .registry import METHODS, Job, MethodSpec, Result, register_method, register_pairwise
+
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if _info.name != "registry":
+        importlib.import_module(f"{__name__}.{_info.name}")
 
 __all__ = ["METHODS", "Job", "MethodSpec", "Result", "register_method", "register_pairwise"]

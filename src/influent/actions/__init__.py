@@ -1,0 +1,1 @@
+"""Actions on scores: trim, relabel, reweight, coreset, active learning. Import submodules."""

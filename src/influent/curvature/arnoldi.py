@@ -39,7 +39,7 @@ class ArnoldiSolver(Solver):
     """
 
     def __init__(self, rank: int = 50, n_iter: int | None = None, rcond: float | None = None) -> None:
-        super().__init__(rank=rank, n_iter=n_iter)
+        super().__init__(rank=rank, n_iter=n_iter, rcond=rcond)
         if int(rank) < 1:
             raise ValueError(f"arnoldi: rank must be >= 1, got {rank}")
         if n_iter is not None and int(n_iter) < 1:

@@ -111,8 +111,9 @@ class LiSSASolver(Solver):
     scale : a number above the largest eigenvalue of ``H + damping I``, or "auto": estimated by
             `power_iter` power iterations on the full-data ``H + damping I`` (seeded by ctx.seed),
             times 1.1 (power iteration approaches the top eigenvalue from below)
-    batch_size : samples per minibatch HVP, drawn with replacement; None or >= n uses all data
-                 (then the recursion is deterministic Richardson iteration)
+    batch_size : samples per minibatch HVP, taken in order from a fresh random permutation of the
+                 training set (no repeats within a batch; reshuffled when too few remain); None or
+                 >= n uses all data (then the recursion is deterministic Richardson iteration)
     repeats : independent recursions averaged (reduces the minibatch noise)
     power_iter : power iterations for ``scale="auto"``
 
@@ -164,10 +165,15 @@ class LiSSASolver(Solver):
         full = self.batch_size is None or self.batch_size >= ctx.n
         total = torch.zeros_like(V)
         vnorm = float(V.norm()) or 1.0
+        perm, pos = torch.randperm(ctx.n, generator=gen), 0
         for _ in range(self.repeats):
             h = V.clone()
             for j in range(self.depth):
-                index = None if full else torch.randint(0, ctx.n, (self.batch_size,), generator=gen)
+                index = None
+                if not full:  # shuffled passes over the data, batches without replacement
+                    if pos + self.batch_size > ctx.n:
+                        perm, pos = torch.randperm(ctx.n, generator=gen), 0
+                    index, pos = perm[pos:pos + self.batch_size], pos + self.batch_size
                 Ah = ctx.hvp(h, index) + ctx.damping * h
                 h = V + h - Ah / self.scale_
                 if (j + 1) % 50 == 0 or j + 1 == self.depth:

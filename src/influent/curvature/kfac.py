@@ -156,7 +156,9 @@ def pseudo_gradients(adapter: ModelAdapter, layers: list[_Layer], X: torch.Tenso
         if a.ndim != 2 or zs[li].ndim != 2:
             raise ValueError(f"kfac/ekfac: layer {L.name!r} sees inputs of shape {tuple(a.shape)}; only 2-D "
                              "(one vector per sample) inputs are supported")
-        parts = ([a] if L.w is not None else []) + ([torch.ones(a.shape[0], 1, dtype=a.dtype)] if L.b is not None else [])
+        parts = [a] if L.w is not None else []
+        if L.b is not None:
+            parts.append(torch.ones(a.shape[0], 1, dtype=a.dtype))
         acts.append(torch.cat(parts, dim=1))
         grads.append(torch.stack([cols[c][li] for c in range(len(cols))]))
     return acts, grads

@@ -1,0 +1,243 @@
+"""Pool-based active learning: each round refits on the labeled set, scores the pool, asks an oracle
+for the labels of the top `batch_size` pool samples, and records test accuracy. Resumable.
+
+A strategy is a function ``strategy(model, labeled, pool, rng, **options) -> (U,) priorities`` (higher =
+label first). Strategies: ``fi`` (FI-active of [FI]), ``iv`` (influence value of adding the
+pseudo-labeled sample, recomputed every round), ``bald``, ``entropy``, ``margin``, ``random``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..data import Split
+from ..data.validate import InputError
+from ..models.base import ModelAdapter
+from ..scores import atomic_write
+
+Strategy = Callable[..., np.ndarray]
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def strategy(name: str) -> Callable[[Strategy], Strategy]:
+    def deco(fn: Strategy) -> Strategy:
+        STRATEGIES[name] = fn
+        return fn
+
+    return deco
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    return -(p * np.log(np.clip(p, 1e-12, None))).sum(1)
+
+
+@strategy("random")
+def random_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator, **_: Any) -> np.ndarray:
+    """Uniformly random order."""
+    return rng.random(len(pool))
+
+
+@strategy("entropy")
+def entropy_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator, **_: Any) -> np.ndarray:
+    """Predictive entropy: label the most uncertain first."""
+    return _entropy(model.predict_proba(pool.X))
+
+
+@strategy("margin")
+def margin_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator, **_: Any) -> np.ndarray:
+    """Negative margin between the two most probable classes: smallest margin first."""
+    p = np.sort(model.predict_proba(pool.X), axis=1)
+    return -(p[:, -1] - p[:, -2])
+
+
+def _member_probas(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator,
+                   members: int, dropout: float) -> np.ndarray:
+    """(M, U, K) class probabilities from MC dropout (torch models with dropout layers: kept active)
+    or, for models without dropout, from bootstrap refits on the labeled set."""
+    import torch
+
+    module = model._require_fitted()
+    has_dropout = any(isinstance(m, torch.nn.Dropout) for m in module.modules())
+    if has_dropout:
+        from ..models.base import probabilities
+
+        X = torch.as_tensor(pool.X, dtype=model.dtype)
+        out = []
+        torch.manual_seed(int(rng.integers(2**31)))
+        module.train()
+        try:
+            with torch.no_grad():
+                for _ in range(members):
+                    out.append(probabilities(model.loss, module(X)).numpy())
+        finally:
+            module.eval()
+        return np.stack(out)
+    out = []
+    for _ in range(members):
+        boot = rng.integers(0, len(labeled), len(labeled))
+        if len(np.unique(labeled.y[boot])) < len(np.unique(labeled.y)):
+            boot = np.arange(len(labeled))
+        sub = Split(labeled.X[boot], labeled.y[boot], name=labeled.name)
+        out.append(model.refit(sub).predict_proba(pool.X))
+    return np.stack(out)
+
+
+@strategy("bald")
+def bald_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator, members: int = 10,
+                  dropout: float = 0.1, **_: Any) -> np.ndarray:
+    """BALD mutual information H[mean_m p_m] - mean_m H[p_m] over MC-dropout or bootstrap members."""
+    P = _member_probas(model, labeled, pool, rng, members, dropout)
+    return _entropy(P.mean(0)) - np.mean([_entropy(p) for p in P], axis=0)
+
+
+@strategy("iv")
+def iv_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator, valid: Split | None = None,
+                damping: float = 0.0, **_: Any) -> np.ndarray:
+    """Influence value of *adding* each pool sample with its predicted label: adding z lowers the target
+    loss (on `valid`, or on the labeled set when no validation split is given) by about
+    (1/n) grad f^T H^-1 g_z, so the highest is labeled first. Recomputed every round."""
+    from ..api import score
+    from ..targets import Utility
+
+    pseudo = Split(pool.X, model.predict(pool.X), ids=pool.ids, name="pool")
+    target = Utility(valid if valid is not None else labeled)
+    # the curvature is the labeled set's; the pool samples only enter through their gradients
+    from ..curvature import CurvatureContext, make_solver
+    from ..grads.source import GradientSource
+
+    target.prepare(model)
+    solver = make_solver("exact").fit(CurvatureContext(model, labeled, damping))
+    u = solver.solve(target.grad(model))
+    return (GradientSource(model, pseudo).dot(u) / len(labeled)).numpy()
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    n_labeled: int
+    test_accuracy: float
+    seconds: float
+    picked: list
+
+
+@dataclass
+class ActiveLearner:
+    """Run pool-based active learning.
+
+    Parameters
+    ----------
+    model : an (unfitted or fitted) adapter; each round fits a fresh clone on the labeled set
+    labeled, pool : Splits; pool labels are hidden from the strategy and revealed only by `oracle`
+    strategy : a name in `STRATEGIES` or a callable with the strategy signature
+    batch_size : pool samples labeled per round
+    rounds : number of acquisition rounds
+    oracle : callable(pool_ids) -> labels; default reads the pool split's own labels (experiments)
+    test : split on which accuracy is recorded each round (optional)
+    state_path : JSON file where the state is saved after each round; `run` resumes from it
+    seed : seeds every random choice (round r uses seed + r)
+    options : passed to the strategy (e.g. members for bald, valid for iv)
+    """
+
+    model: ModelAdapter
+    labeled: Split
+    pool: Split
+    strategy: str | Strategy = "entropy"
+    batch_size: int = 10
+    rounds: int = 5
+    oracle: Callable[[np.ndarray], np.ndarray] | None = None
+    test: Split | None = None
+    state_path: str | Path | None = None
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.strategy, str) and self.strategy not in STRATEGIES:
+            raise InputError(f"unknown strategy {self.strategy!r}; choose one of {sorted(STRATEGIES)}")
+        if self.batch_size < 1 or self.rounds < 0:
+            raise InputError(f"batch_size must be >= 1 and rounds >= 0, got {self.batch_size}, {self.rounds}")
+        if np.intersect1d(self.labeled.ids, self.pool.ids).size:
+            raise InputError("labeled and pool splits share ids; give them disjoint ids")
+        self.history: list[RoundRecord] = []
+        self.labeled_ids = list(self.labeled.ids.tolist())
+        self.revealed: dict[Any, Any] = {}
+
+    # ---- state -----------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {"labeled_ids": self.labeled_ids, "revealed": [[k, v] for k, v in self.revealed.items()],
+                "history": [r.__dict__ for r in self.history], "seed": self.seed,
+                "strategy": self.strategy if isinstance(self.strategy, str) else getattr(self.strategy, "__name__", "custom")}
+
+    def _save(self) -> None:
+        if self.state_path is not None:
+            text = json.dumps(self._state(), default=lambda o: o.item() if hasattr(o, "item") else str(o))
+            atomic_write(self.state_path, lambda p: p.write_text(text))
+
+    def _load(self) -> None:
+        path = Path(self.state_path) if self.state_path else None
+        if path is None or not path.exists():
+            return
+        state = json.loads(path.read_text())
+        self.labeled_ids = state["labeled_ids"]
+        self.revealed = {k: v for k, v in state["revealed"]}
+        self.history = [RoundRecord(**r) for r in state["history"]]
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def current_sets(self) -> tuple[Split, Split | None]:
+        """(labeled, remaining pool or None when exhausted), with the oracle's labels for acquired samples."""
+        got = np.isin(self.pool.ids, list(self.revealed))
+        labeled = self.labeled
+        if got.any():
+            acq = np.flatnonzero(got)
+            y = np.array([self.revealed[i] for i in self.pool.ids[acq].tolist()], dtype=self.labeled.y.dtype)
+            labeled = Split(np.concatenate([self.labeled.X, self.pool.X[acq]]), np.concatenate([self.labeled.y, y]),
+                            ids=np.concatenate([self.labeled.ids, self.pool.ids[acq]]), name="labeled")
+        return labeled, (self.pool.subset(~got, name="pool") if not got.all() else None)
+
+    def _ask(self, ids: np.ndarray) -> np.ndarray:
+        if self.oracle is not None:
+            return np.asarray(self.oracle(ids))
+        pos = {v: i for i, v in enumerate(self.pool.ids.tolist())}
+        return self.pool.y[[pos[i] for i in ids.tolist()]]
+
+    def step(self) -> RoundRecord:
+        """One round: fit on the labeled set, score the pool, acquire the top batch."""
+        r = len(self.history)
+        t0 = time.perf_counter()
+        labeled, pool = self.current_sets()
+        model = self.model.clone().fit(labeled)
+        acc = model.accuracy(self.test) if self.test is not None else float("nan")
+        picked: list = []
+        if pool is not None:
+            fn = STRATEGIES[self.strategy] if isinstance(self.strategy, str) else self.strategy
+            prio = np.asarray(fn(model, labeled, pool, np.random.default_rng(self.seed + r), **self.options))
+            if prio.shape != (len(pool),):
+                raise ValueError(f"strategy returned shape {prio.shape}, expected ({len(pool)},)")
+            top = np.argsort(-prio, kind="stable")[: self.batch_size]
+            ids = pool.ids[top]
+            for i, lab in zip(ids.tolist(), self._ask(ids).tolist()):
+                self.revealed[i] = lab
+            picked = ids.tolist()
+        rec = RoundRecord(r, len(labeled), acc, time.perf_counter() - t0, picked)
+        self.history.append(rec)
+        self._save()
+        return rec
+
+    def run(self) -> list[RoundRecord]:
+        """Run until `rounds` acquisition rounds are done (resuming from `state_path` if it exists),
+        then fit once more to record the final accuracy."""
+        self._load()
+        while len(self.history) < self.rounds:
+            self.step()
+        if len(self.history) == self.rounds:
+            labeled, _ = self.current_sets()
+            model = self.model.clone().fit(labeled)
+            acc = model.accuracy(self.test) if self.test is not None else float("nan")
+            self.history.append(RoundRecord(self.rounds, len(labeled), acc, 0.0, []))
+            self._save()
+        return self.history

@@ -82,37 +82,39 @@ class SklearnLogistic(ModelAdapter):
         return self
 
     def _polish(self, split: Split, sample_weight: np.ndarray | None) -> None:
-        """Newton steps on mean(w_i l_i) + reg from scikit-learn's solution."""
+        """Newton steps on mean(w_i l_i) + reg from scikit-learn's solution (closed-form Hessian)."""
         if self.newton_steps <= 0 or self.n_params() > 4000:
             return
-        from torch.func import functional_call, hessian
-
         lin = self.module
         X, t = self.tensors(split)
-        w = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=self.dtype)
-        names = [n for n, _ in lin.named_parameters()]
-        shapes = [p.shape for p in lin.parameters()]
-
-        def obj(theta: torch.Tensor) -> torch.Tensor:
-            parts, i = {}, 0
-            for n, sh in zip(names, shapes):
-                k = int(np.prod(sh))
-                parts[n] = theta[i:i + k].reshape(sh)
-                i += k
-            losses = loss_from_outputs(self.loss, functional_call(lin, parts, (X,)), t)
-            data = (losses * w).mean() if w is not None else losses.mean()
-            return data + 0.5 * self.reg_coef["weight"] * (parts["weight"] ** 2).sum()
-
-        theta = torch.cat([p.detach().reshape(-1) for p in lin.parameters()])
+        n, d = X.shape
+        w = torch.ones(n, dtype=self.dtype) if sample_weight is None else torch.as_tensor(sample_weight, dtype=self.dtype)
+        Xa = torch.cat([X, torch.ones(n, 1, dtype=self.dtype)], 1) if self.fit_intercept else X
+        K = lin.weight.shape[0]
+        reg = torch.zeros(K, Xa.shape[1], dtype=self.dtype)
+        reg[:, :d] = self.reg_coef["weight"]
         for _ in range(self.newton_steps):
-            g = torch.func.grad(obj)(theta)
-            H = hessian(obj)(theta)
-            theta = theta - torch.linalg.lstsq(H, g[:, None], rcond=1e-12).solution[:, 0]
-        with torch.no_grad():
-            i = 0
-            for p in lin.parameters():
-                p.copy_(theta[i:i + p.numel()].reshape(p.shape))
-                i += p.numel()
+            Wa = torch.cat([lin.weight, lin.bias[:, None]], 1) if self.fit_intercept else lin.weight.detach()
+            Wa = Wa.detach()
+            z = Xa @ Wa.T
+            if self.loss == "bce":
+                p = torch.sigmoid(z[:, 0])
+                r = (p - t.to(self.dtype))[:, None]  # dl/dz, (n, 1)
+                lam = (p * (1 - p))[:, None, None]  # (n, 1, 1)
+            else:
+                P = torch.softmax(z, 1)
+                r = P - torch.nn.functional.one_hot(t, K).to(self.dtype)
+                lam = torch.diag_embed(P) - P[:, :, None] * P[:, None, :]  # (n, K, K)
+            # gradient and Hessian over (K, d+1) in row-major order: weights, then intercept column
+            G = (w[:, None] * r).T @ Xa / n + reg * Wa
+            H = torch.einsum("i,ikl,ia,ib->kalb", w, lam, Xa, Xa).reshape(K * Xa.shape[1], -1) / n
+            H = H + torch.diag(reg.reshape(-1))
+            step = torch.linalg.lstsq(H, G.reshape(-1, 1), rcond=1e-12).solution.reshape(K, -1)
+            Wa = Wa - step
+            with torch.no_grad():
+                lin.weight.copy_(Wa[:, :d])
+                if self.fit_intercept:
+                    lin.bias.copy_(Wa[:, d])
 
     def refit(self, split: Split, sample_weight: np.ndarray | None = None, warm_start: bool = False) -> "SklearnLogistic":
         warm = self.estimator_ if (warm_start and self.estimator_ is not None

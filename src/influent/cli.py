@@ -1,55 +1,509 @@
-"""The `influent` command."""
+"""The `influent` command: score, act on scores (trim, relabel, reweight, coreset), select, report, demo.
+
+Every user mistake exits with code 2 and one line on stderr naming the problem and the fix (add
+``--debug`` for the traceback); outputs are written atomically at the end, so a failed run leaves none.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 import typer
 
 from .data.validate import InputError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Training-data influence: which samples help, which hurt, and what to do about it.")
 
 
-@app.command()
-def demo(out: Optional[Path] = typer.Option(None, help="folder for the scores of each method"),
-         noise: float = typer.Option(0.1, help="fraction of training labels to flip"),
-         seed: int = typer.Option(0, help="random seed")) -> None:
-    """End to end on bundled digits with injected label noise: score, detect, trim, refit."""
-    from .demo import run_demo
+# ---- display ---------------------------------------------------------------------------------------------
+def _consoles():
+    from rich.console import Console
 
-    run_demo(out=out, noise=noise, seed=seed, echo=typer.echo)
+    return Console(), Console(stderr=True)
+
+
+@contextmanager
+def _progress(err_console) -> Iterator[Any]:
+    """Rich progress bars on stderr; on an error they vanish, so that the error stays one line."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn,
+                               TimeElapsedColumn)
+
+    bars = Progress(SpinnerColumn(finished_text="[green]✓[/]"), TextColumn("{task.description:<36}"),
+                    BarColumn(bar_width=30), TaskProgressColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err_console)
+    bars.start()
+    try:
+        yield bars
+    except BaseException:
+        bars.live.transient = True
+        bars.stop()
+        raise
+    bars.stop()
+
+
+def _parse_options(items: list[str]) -> dict[str, Any]:
+    """`-o key=value` pairs; values are JSON when they parse as JSON (numbers, true, lists, {...}), else text."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise InputError(f"option {item!r} is not KEY=VALUE; write e.g. -o damping=0.001")
+        key, raw = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        if not key:
+            raise InputError(f"option {item!r} has no name; write e.g. -o damping=0.001")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+def _shape(text: Optional[str]) -> Optional[list[int]]:
+    if not text:
+        return None
+    try:
+        dims = [int(v) for v in text.lower().replace(",", "x").split("x")]
+    except ValueError:
+        raise InputError(f"--image-shape {text!r} is not like 8x8 or 3x32x32") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise InputError(f"--image-shape {text!r} needs positive sizes, e.g. 8x8")
+    return dims
+
+
+def _hidden(text: Optional[str]) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        sizes = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--hidden {text!r} is not a list of layer sizes like 64,32") from None
+    if not sizes or any(h <= 0 for h in sizes):
+        raise InputError(f"--hidden {text!r} needs positive layer sizes, like 64,32")
+    return sizes
+
+
+def _model_options(model: str, C: Optional[float], hidden: Optional[str], epochs: Optional[int], lr: Optional[float],
+                   batch_size: Optional[int], weight_decay: Optional[float]) -> dict[str, Any]:
+    given = {"C": C, "hidden": _hidden(hidden), "epochs": epochs, "lr": lr, "batch_size": batch_size,
+             "weight_decay": weight_decay}
+    given = {k: v for k, v in given.items() if v is not None}
+    if model == "logistic":
+        wrong = sorted(set(given) - {"C"})
+    else:
+        wrong = sorted({"C"} & set(given))
+    if wrong:
+        flags = ", ".join("--" + w.replace("_", "-") for w in wrong)
+        raise InputError(f"{flags} do(es) not apply to --model {model}; logistic takes --C, mlp and torch models "
+                         "take --hidden --epochs --lr --batch-size --weight-decay")
+    if model != "mlp" and "hidden" in given:
+        raise InputError("--hidden applies to --model mlp only")
+    return given
+
+
+def _finish(console, out: Path, extra: str = "") -> None:
+    console.print(f"[bold]wrote[/] {out}/scores.parquet, {out}/run.json, {out}/report.html{extra}")
+    console.print(f"open [link=file://{(out / 'report.html').resolve()}]{out / 'report.html'}[/link] in a browser")
+
+
+# ---- score -------------------------------------------------------------------------------------------------
+@app.command()
+def score(
+    train: Path = typer.Option(..., "--train", help="training data: CSV, Parquet or NPZ (arrays X and the label)"),
+    valid: Path = typer.Option(..., "--valid", help="validation data; the target is measured on it"),
+    test: Optional[Path] = typer.Option(None, "--test", help="test data; enables the removal curve in the report"),
+    label: str = typer.Option(..., "--label", help="label column (NPZ: array name)"),
+    group: Optional[str] = typer.Option(None, "--group", help="group/sensitive attribute column (fairness targets)"),
+    id_column: Optional[str] = typer.Option(None, "--id", help="sample id column (default: row numbers)"),
+    text: Optional[str] = typer.Option(None, "--text", help="column with each row's raw text: not a feature, shown in the report"),
+    clean_label: Optional[str] = typer.Option(None, "--clean-label", help="column with known clean labels (noisy-label "
+                                              "experiments): not a feature; the report measures detection"),
+    drop: list[str] = typer.Option([], "--drop", help="a column that is not a feature (repeatable)"),
+    standardize: bool = typer.Option(False, "--standardize", help="z-score features with training statistics"),
+    image_shape: Optional[str] = typer.Option(None, "--image-shape", help="show rows as images of this shape, e.g. 8x8"),
+    model: str = typer.Option("logistic", "--model", help="logistic | mlp | path/to/file.py:function"),
+    C: Optional[float] = typer.Option(None, "--C", help="logistic: inverse regularisation strength (default 1.0)"),
+    hidden: Optional[str] = typer.Option(None, "--hidden", help="mlp: hidden layer sizes, e.g. 64,32 (default 64)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="mlp/torch: training epochs (default 100)"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="mlp/torch: learning rate (default 0.01)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="mlp/torch: batch size (default: full batch)"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="mlp/torch: L2 coefficient"),
+    method: str = typer.Option("if", "--method", help="scoring method: if, ip, self-if, tracin, ... (see influent methods)"),
+    solver: Optional[str] = typer.Option(None, "--solver", help="curvature solver: exact, cg, lissa, arnoldi, kfac, ekfac, datainf"),
+    damping: Optional[float] = typer.Option(None, "--damping", help="damping added to the Hessian (absolute)"),
+    option: list[str] = typer.Option([], "--option", "-o", help="method option KEY=VALUE (repeatable; JSON values)"),
+    target: str = typer.Option("utility", "--target", help="utility | demographic-parity | equal-opportunity | robustness"),
+    chunk_size: int = typer.Option(512, "--chunk-size", help="samples per gradient chunk (memory ~ chunk x parameters)"),
+    seed: int = typer.Option(0, "--seed", help="random seed"),
+    top: int = typer.Option(12, "--top", help="how many of the most harmful samples the report shows"),
+    curve: bool = typer.Option(True, "--curve/--no-curve", help="measure the removal curve (needs --test; refits the model)"),
+    title: Optional[str] = typer.Option(None, "--title", help="the report's title"),
+    out: Path = typer.Option(..., "--out", help="output folder: scores.parquet, run.json, report.html"),
+) -> None:
+    """Score every training sample; write scores.parquet, run.json and report.html to --out."""
+    from .data.validate import check_output_dir
+    from .run import RunConfig, Steps, load_data, run_score, write_outputs
+
+    check_output_dir(out)
+    method_options = _parse_options(option)
+    if solver is not None:
+        method_options["solver"] = solver
+    if damping is not None:
+        method_options["damping"] = damping
+    if top < 0:
+        raise InputError(f"--top must be >= 0, got {top}")
+    if chunk_size < 1:
+        raise InputError(f"--chunk-size must be >= 1, got {chunk_size}")
+    cfg = RunConfig(train=str(train), valid=str(valid), test=str(test) if test else None, label=label, group=group,
+                    id_column=id_column, text_column=text, clean_label_column=clean_label, drop=list(drop),
+                    standardize=standardize, image_shape=_shape(image_shape), model=model,
+                    model_options=_model_options(model, C, hidden, epochs, lr, batch_size, weight_decay), method=method,
+                    method_options=method_options, target=target, chunk_size=chunk_size, seed=seed, top=top, curve=curve,
+                    title=title)
+    console, err = _consoles()
+    with _progress(err) as bars:
+        steps = Steps(bars)
+        with steps.step("read data"):
+            data = load_data(cfg)
+        outcome = run_score(cfg, data, steps)
+        with steps.step("write outputs"):
+            write_outputs(out, outcome)
+    s = outcome.record["results"]["summary"]
+    verb = "look harmful" if s["rule"] == "negative" else "stand out (outliers of an unsigned statistic)"
+    console.print(f"[bold]{s['n_harmful']:,}[/] of {s['n_train']:,} training samples {verb} "
+                  f"({cfg.method}, target {cfg.target})")
+    _finish(console, out)
+
+
+# ---- acting on scores -----------------------------------------------------------------------------------
+def _log_path(out: Path, log: Optional[Path]) -> Path:
+    return log if log is not None else out.with_name(out.stem + ".changes.csv")
+
+
+def _check_file_out(path: Path, name: str) -> None:
+    from .data.validate import check_output_dir
+
+    if path.exists() and path.is_dir():
+        raise InputError(f"{name}: {path} is a folder; give a file name such as {path / 'clean.csv'}")
+    check_output_dir(path.parent if str(path.parent) else Path("."), name)
+
+
+def _act(action: str, scores_dir: Path, out: Path, log: Optional[Path], **kw: Any) -> None:
+    import numpy as np
+
+    from .actions import edit as actions
+    from .run import build_model, frame_rows, reload_train, write_rows
+
+    log_path = _log_path(out, log)
+    _check_file_out(out, "--out")
+    _check_file_out(log_path, "--log")
+    if out.suffix.lower() not in (".csv", ".parquet", ".pq", ".npz"):
+        raise InputError(f"--out {out}: use a .csv, .parquet or .npz file name")
+    if log_path.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise InputError(f"--log {log_path}: use a .csv or .parquet file name")
+    if log_path.resolve() == out.resolve():
+        raise InputError("--log and --out name the same file")
+    console, err = _consoles()
+    with _progress(err) as bars:
+        from .run import Steps
+
+        steps = Steps(bars)
+        with steps.step("read scores and training data"):
+            record, cfg, data, scores = reload_train(scores_dir)
+        train = data.train
+        if action == "trim":
+            result = actions.trim(train, scores, kw["budget"])
+        elif action == "coreset":
+            result = actions.coreset(train, scores, kw["budget"])
+        elif action == "reweight":
+            result = actions.reweight(train, scores, kw["temperature"])
+        else:
+            from .data.validate import check_budget
+
+            check_budget(kw["budget"], len(train), "relabel budget")
+            model = None
+            if len(np.unique(train.y)) > 2:
+                with steps.step("fit model (picks the new labels)"):
+                    model = build_model(cfg.model, cfg.model_options, train, cfg.seed)
+                    if not model.fitted:
+                        model.fit(train)
+            result = actions.relabel(train, scores, kw["budget"], model=model)
+        pos_of = {str(v): i for i, v in enumerate(np.asarray(train.ids))}
+        kept = np.array([pos_of[str(v)] for v in np.asarray(result.split.ids)], dtype=np.int64)
+        rows = frame_rows(data, kept)
+        if action == "relabel":
+            rows = _with_labels(rows, cfg.label, result.split.y)
+        if action == "reweight":
+            rows = _with_column(rows, "weight", result.weights)
+        with steps.step("write"):
+            written = write_rows(out, rows)
+            try:
+                result.save(log_path)
+            except BaseException:
+                written.unlink(missing_ok=True)
+                raise
+    verb = {"trim": f"removed {len(result.log):,}", "coreset": f"kept {len(result.split):,}",
+            "relabel": f"relabelled {len(result.log):,}", "reweight": f"weighted {len(result.split):,}"}[action]
+    console.print(f"{verb} of {len(train):,} samples; wrote {out} ({len(result.split):,} rows) and the change log {log_path}")
+
+
+def _with_labels(rows: Any, label: str, y: Any) -> Any:
+    import pandas as pd
+
+    if isinstance(rows, pd.DataFrame):
+        rows = rows.copy()
+        rows[label] = pd.Series(y).astype(rows[label].dtype, errors="ignore") if len(rows) else y
+        return rows
+    return {**rows, label: y}
+
+
+def _with_column(rows: Any, name: str, values: Any) -> Any:
+    import pandas as pd
+
+    if isinstance(rows, pd.DataFrame):
+        if name in rows.columns:
+            raise InputError(f"the training data already has a {name!r} column; rename it first")
+        rows = rows.copy()
+        rows[name] = values
+        return rows
+    return {**rows, name: values}
+
+
+SCORES = typer.Option(..., "--scores", help="the --out folder of `influent score` (scores.parquet, run.json)")
+OUT_FILE = typer.Option(..., "--out", help="the edited data set: .csv, .parquet (tables) or .npz")
+LOG = typer.Option(None, "--log", help="change log file (default: OUT with .changes.csv)")
+
+
+@app.command()
+def trim(scores: Path = SCORES, budget: float = typer.Option(..., "--budget", help="how many to remove: a count, or a fraction in (0, 1)"),
+         out: Path = OUT_FILE, log: Optional[Path] = LOG) -> None:
+    """Remove the BUDGET lowest-valued training samples; write the rest and a change log."""
+    _act("trim", scores, out, log, budget=budget)
+
+
+@app.command()
+def relabel(scores: Path = SCORES, budget: float = typer.Option(..., "--budget", help="how many to relabel: a count, or a fraction in (0, 1)"),
+            out: Path = OUT_FILE, log: Optional[Path] = LOG) -> None:
+    """Give the BUDGET lowest-valued samples a new label (binary: flipped; else the model's best other class)."""
+    _act("relabel", scores, out, log, budget=budget)
+
+
+@app.command()
+def reweight(scores: Path = SCORES,
+             temperature: float = typer.Option(..., "--temperature", help="softmax temperature on the scale of the values "
+                                               "(weights ~ exp(value / T), mean 1)"),
+             out: Path = OUT_FILE, log: Optional[Path] = LOG) -> None:
+    """Write every training row with a `weight` column, weights ~ exp(value / temperature), mean 1."""
+    _act("reweight", scores, out, log, temperature=temperature)
+
+
+@app.command()
+def coreset(scores: Path = SCORES, budget: float = typer.Option(..., "--budget", help="how many to keep: a count, or a fraction in (0, 1)"),
+            out: Path = OUT_FILE, log: Optional[Path] = LOG) -> None:
+    """Keep the BUDGET highest-valued training samples."""
+    _act("coreset", scores, out, log, budget=budget)
+
+
+# ---- select -------------------------------------------------------------------------------------------------
+@app.command()
+def select(
+    train: Path = typer.Option(..., "--train", help="labelled data so far: CSV, Parquet or NPZ"),
+    pool: Path = typer.Option(..., "--pool", help="unlabelled pool with the training features (other columns are kept)"),
+    label: str = typer.Option(..., "--label", help="label column of --train"),
+    budget: float = typer.Option(..., "--budget", help="how many pool rows to label next: a count or a fraction"),
+    out: Path = typer.Option(..., "--out", help="the chosen pool rows, most useful first (.csv/.parquet/.npz)"),
+    strategy: str = typer.Option("entropy", "--strategy", help="entropy | margin | bald | iv | random (see docs/cli.md)"),
+    valid: Optional[Path] = typer.Option(None, "--valid", help="validation data, the target of --strategy iv"),
+    model: str = typer.Option("logistic", "--model", help="logistic | mlp | path/to/file.py:function"),
+    C: Optional[float] = typer.Option(None, "--C", help="logistic: inverse regularisation strength"),
+    drop: list[str] = typer.Option([], "--drop", help="a column of --train that is not a feature (repeatable)"),
+    pool_id: Optional[str] = typer.Option(None, "--id", help="id column of --pool"),
+    option: list[str] = typer.Option([], "--option", "-o", help="strategy option KEY=VALUE, e.g. -o members=20 (bald)"),
+    seed: int = typer.Option(0, "--seed", help="random seed"),
+) -> None:
+    """One active-learning round: fit on --train, rank the --pool, write the BUDGET rows to label next.
+
+    The strategies are those of `influent.actions.active` (the ActiveLearner's): entropy (the most
+    uncertain first; the default), margin, bald, iv (influence of adding the pseudo-labelled sample on
+    the --valid loss) and random.
+    """
+    import numpy as np
+
+    from .actions.active import STRATEGIES
+    from .data.validate import check_budget
+    from .run import RunConfig, Steps, _read_split, build_model, read_pool, write_rows
+
+    _check_file_out(out, "--out")
+    if strategy not in STRATEGIES:
+        raise InputError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
+    options = _parse_options(option)
+    cfg = RunConfig(train=str(train), valid=None, label=label, drop=list(drop), model=model,
+                    model_options={"C": C} if C is not None else {}, seed=seed)
+    console, err = _consoles()
+    with _progress(err) as bars:
+        steps = Steps(bars)
+        with steps.step("read data"):
+            train_split, pool_split, frame = read_pool(cfg, str(pool), pool_id)
+            k = check_budget(budget, len(pool_split), "budget")
+            if valid is not None:
+                options["valid"] = _read_split(str(valid), "valid", cfg, train_split)[0]
+            elif strategy == "iv":
+                raise InputError("--strategy iv needs --valid FILE (the loss it lowers)")
+        with steps.step("fit model"):
+            adapter = build_model(model, cfg.model_options, train_split, seed)
+            if not adapter.fitted:
+                adapter.fit(train_split)
+        with steps.step(f"rank pool ({strategy})"):
+            util = np.asarray(STRATEGIES[strategy](adapter, train_split, pool_split, np.random.default_rng(seed),
+                                                   **options), dtype=np.float64)
+            order = np.argsort(-util, kind="stable")[:k]
+        rows = _take(frame, order, len(pool_split))
+        rows = _with_column(rows, "priority", np.arange(1, k + 1))
+        rows = _with_column(rows, f"{strategy}_score", util[order])
+        with steps.step("write"):
+            write_rows(out, rows)
+    console.print(f"chose {k:,} of {len(pool_split):,} pool rows by {strategy}; wrote {out}")
+
+
+def _take(frame: Any, positions: Any, n: int) -> Any:
+    import pandas as pd
+
+    if isinstance(frame, pd.DataFrame):
+        return frame.iloc[positions].reset_index(drop=True)
+    return {k: (v[positions] if v.ndim >= 1 and v.shape[0] == n else v) for k, v in frame.items()}
+
+
+# ---- report, datasets, methods, demo ---------------------------------------------------------------------------
+@app.command()
+def report(folder: Path = typer.Argument(..., help="the --out folder of `influent score` or `influent demo`")) -> None:
+    """Rebuild FOLDER/report.html from FOLDER/run.json."""
+    from .report import write_report
+
+    path = write_report(folder)
+    console, _ = _consoles()
+    console.print(f"wrote {path}")
+
+
+@app.command()
+def datasets() -> None:
+    """List the bundled data sets and the installable ones (with the command that installs each)."""
+    from rich.table import Table
+
+    from . import datasets as ds
+
+    table = Table(title="influent data sets (nothing is downloaded at run time)")
+    for col in ("name", "available", "contents", "install"):
+        table.add_column(col)
+    for info in ds.list_datasets():
+        name, available, install, summary = _dataset_row(info)
+        table.add_row(name, "[green]yes[/]" if available else "[yellow]no[/]", summary, "" if available else install)
+    console, _ = _consoles()
+    console.print(table)
+    console.print("use one in the demo: influent demo --dataset NAME")
+
+
+def _dataset_row(info: Any) -> tuple[str, bool, str, str]:
+    if isinstance(info, (tuple, list)):
+        name, available, install = info[:3]
+        return str(name), bool(available), str(install), ""
+    return info.name, bool(info.available), getattr(info, "install", ""), getattr(info, "summary", "")
+
+
+@app.command()
+def methods() -> None:
+    """List the scoring methods."""
+    from rich.table import Table
+
+    from .methods import METHODS
+
+    table = Table(title="scoring methods (influent score --method NAME)")
+    for col in ("name", "needs --valid target", "pairwise", "summary"):
+        table.add_column(col)
+    for name, spec in sorted(METHODS.items()):
+        table.add_row(name, "yes" if spec.needs_target else "no", "yes" if spec.pairwise else "no", spec.summary)
+    console, _ = _consoles()
+    console.print(table)
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("influent-demo"), "--out", help="output folder"),
+         dataset: str = typer.Option("digits", "--dataset", help="a data set from `influent datasets`"),
+         noise: float = typer.Option(0.1, "--noise", help="fraction of training labels to flip"),
+         method: str = typer.Option("if", "--method", help="the method the report shows"),
+         seed: int = typer.Option(0, "--seed", help="random seed")) -> None:
+    """End to end on bundled data with flipped labels: score, detect, trim, refit, and write the report."""
+    from rich.table import Table
+
+    from .demo import run_demo
+    from .run import Steps
+
+    console, err = _consoles()
+    with _progress(err) as bars:
+        res = run_demo(out=out, noise=noise, seed=seed, dataset=dataset, method=method, steps=Steps(bars))
+    table = Table(title=f"{dataset}: {res['n_train']:,} training samples, {res['n_flipped']:,} labels flipped; "
+                        f"test accuracy {res['base_accuracy']:.3f} before trimming")
+    for col in ("method", "seconds", "ROC AUC", f"precision@{res['budget']}", f"test acc after removing {res['budget']}"):
+        table.add_column(col, justify="right" if col != "method" else "left")
+    for r in res["rows"]:
+        table.add_row(r["method"], f"{r['seconds']:.2f}", f"{r['auc']:.3f}", f"{r['precision_at_budget']:.3f}",
+                      f"{r['test_acc_after_trim']:.3f}")
+    console.print(table)
+    _finish(console, out, f", {out}/data/")
+
+
+from .bench import bench_app  # noqa: E402  (`influent bench NAME [--quick]`)
+
+app.add_typer(bench_app, name="bench", help="Run a named benchmark suite and print its table (--list shows them).")
 
 
 @app.callback()
-def _root() -> None:
-    """influent command-line interface."""
+def _root(debug: bool = typer.Option(False, "--debug", help="show the full traceback of an error")) -> None:
+    """influent: score every training sample, see which help and which hurt, and act on it.
+
+    Start with `influent demo`, then `influent score --help`.
+    """
 
 
-def main() -> None:
-    """Entry point: bad input exits with code 2 and one line, no traceback (unless --debug)."""
-    debug = "--debug" in sys.argv
-    if debug:
-        sys.argv.remove("--debug")
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: bad input exits with code 2 and one line on stderr, no traceback (unless --debug)."""
+    try:  # recent typer vendors click; older typer uses click itself
+        from typer._click import exceptions as cx
+    except ImportError:  # pragma: no cover
+        from click import exceptions as cx
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
     try:
-        app(standalone_mode=False)
+        app(args=args, prog_name="influent", standalone_mode=False)
     except InputError as exc:
         if debug:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        msg = " ".join(str(exc).split())  # one line
+        typer.echo(f"error: {msg}", err=True)
         sys.exit(2)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(2)
-        if isinstance(exc, (click.exceptions.Abort, KeyboardInterrupt)):
-            sys.exit(130)
-        raise
+    except getattr(cx, "NoArgsIsHelpError", ()) as exc:  # `influent` alone: the help, exit 0
+        typer.echo(exc.ctx.get_help() if exc.ctx else "influent --help")
+        sys.exit(0)
+    except cx.UsageError as exc:
+        if debug:
+            raise
+        cmd = exc.ctx.command_path if exc.ctx else "influent"
+        msg = " ".join(exc.format_message().split())
+        typer.echo(f"error: {msg} (see {cmd} --help)", err=True)
+        sys.exit(2)
+    except cx.ClickException as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        sys.exit(2)
+    except (getattr(cx, "Abort", typer.Abort), typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,10 @@
-"""End-to-end demo on bundled data: flip some labels, score every sample, find and trim the harmful ones."""
+"""End-to-end demo on bundled data: flip some training labels, score every sample, find and trim the harmful
+ones, and write the same outputs as `influent score` (scores.parquet, run.json, report.html).
+
+The demo writes its data to ``OUT/data/{train,valid,test}.csv`` (the training file keeps the true label in a
+``clean_label`` column) and then runs exactly the `influent score` pipeline on those files, so every other
+command works on its output: ``influent trim --scores OUT --budget 100 --out clean.csv``.
+"""
 
 from __future__ import annotations
 
@@ -7,59 +13,169 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.metrics import roc_auc_score
+import pandas as pd
 
-from .api import score
-from .data import Split, from_arrays
-from .models import SklearnLogistic
-from .targets import Utility
+from .data import Split
+from .data.validate import InputError, check_output_dir
+from .report import build_report
+from .run import RunConfig, Steps, fast_refit_model, load_data, run_score, write_outputs
+from .scores import _jsonable, atomic_write
+
+IMAGE_SHAPES = {"digits": [8, 8], "mnist": [28, 28]}
+
+
+def noisy_splits(dataset: str = "digits", noise: float = 0.1, seed: int = 0) -> tuple[dict[str, Split], np.ndarray]:
+    """The bundled data set's train/valid/test splits with round(noise * n_train) training labels flipped
+    uniformly to another class. Returns the splits (train with noisy labels) and the clean training labels."""
+    from . import datasets
+    from .evaluation.noisy import flip_labels
+
+    parts = datasets.load(dataset, seed=seed)
+    missing = [k for k in ("train", "valid", "test") if k not in parts]
+    if missing:
+        raise InputError(f"data set {dataset!r} has no {missing} split")
+    train = parts["train"]
+    noisy, _ = flip_labels(train.y, noise, "uniform", seed)
+    return {**parts, "train": train.with_labels(noisy)}, train.y
 
 
 def noisy_digits(noise: float = 0.1, seed: int = 0) -> tuple[Split, Split, Split, np.ndarray]:
-    """scikit-learn digits (pixels / 16) split 1000 / 300 / rest, with a fraction `noise` of the
-    training labels flipped to another class. Returns train, valid, test and the flipped mask."""
-    X, y = load_digits(return_X_y=True)
-    X = X / 16.0
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(len(X))
-    tr, va, te = idx[:1000], idx[1000:1300], idx[1300:]
-    y_tr = y[tr].copy()
-    flip = rng.random(len(tr)) < noise
-    y_tr[flip] = (y_tr[flip] + rng.integers(1, 10, flip.sum())) % 10
-    return (from_arrays(X[tr], y_tr, name="digits-train"), from_arrays(X[va], y[va], name="digits-valid"),
-            from_arrays(X[te], y[te], name="digits-test"), flip)
+    """Digits (pixels / 16; 1000 train / 300 valid / rest test) with a fraction `noise` of the training labels
+    flipped. Returns train, valid, test and the flipped mask."""
+    parts, clean = noisy_splits("digits", noise, seed)
+    return parts["train"], parts["valid"], parts["test"], parts["train"].y != clean
 
 
-def run_demo(out: str | Path | None = None, noise: float = 0.1, seed: int = 0, methods: tuple[str, ...] = ("if", "ip", "self-if"),
-             budget: int | None = None, echo: Any = print) -> dict[str, Any]:
-    """Score noisy digits with each method, report how well the flipped labels rank as most harmful,
-    trim the `budget` lowest-valued samples (default: as many as were flipped), refit, report accuracy."""
-    train, valid, test, flipped = noisy_digits(noise, seed)
-    model = SklearnLogistic(C=0.1).fit(train)
-    base_acc = model.accuracy(test)
+def _frame(split: Split, clean: np.ndarray | None = None) -> pd.DataFrame:
+    X = split.X.reshape(len(split), -1)
+    width = len(str(X.shape[1] - 1))
+    cols = split.columns or [f"px{j:0{width}d}" for j in range(X.shape[1])]
+    df = pd.DataFrame(X, columns=cols)
+    df.insert(0, "id", split.ids)
+    df["label"] = split.y
+    if clean is not None:
+        df["clean_label"] = clean
+    return df
+
+
+def write_demo_data(folder: str | Path, parts: dict[str, Split], clean: np.ndarray) -> dict[str, Path]:
+    """Write train/valid/test as CSV files under `folder` (atomically); returns their paths."""
+    folder = Path(folder)
+    paths = {}
+    for role in ("train", "valid", "test"):
+        df = _frame(parts[role], clean if role == "train" else None)
+        paths[role] = atomic_write(folder / f"{role}.csv", lambda p, df=df: df.to_csv(p, index=False))
+    return paths
+
+
+def demo_config(data_dir: Path, dataset: str, method: str, seed: int, C: float = 0.1) -> RunConfig:
+    return RunConfig(train=str(data_dir / "train.csv"), valid=str(data_dir / "valid.csv"), test=str(data_dir / "test.csv"),
+                     label="label", id_column="id", clean_label_column="clean_label",
+                     image_shape=IMAGE_SHAPES.get(dataset), model="logistic", model_options={"C": C}, method=method,
+                     seed=seed, title=f"Noisy {dataset}: which training labels are wrong?")
+
+
+def run_demo(out: str | Path | None = "influent-demo", noise: float = 0.1, seed: int = 0, dataset: str = "digits",
+             method: str = "if", compare: tuple[str, ...] = ("ip", "self-if", "random"), budget: int | None = None,
+             steps: Steps | None = None, echo: Any = None) -> dict[str, Any]:
+    """Flip labels of a bundled data set, score with `method`, compare with other methods, write the outputs.
+
+    Parameters
+    ----------
+    out : output folder (scores.parquet, run.json, report.html, data/); None: a temporary folder
+    noise : fraction of training labels flipped (uniformly to another class)
+    dataset : a name from `influent.datasets.list_datasets()`
+    method : the method of the report; `compare` are scored too, for the comparison table
+    budget : samples trimmed in the comparison (default: as many as were flipped)
+    steps : timing and progress display
+    echo : optional callable for a one-line message per finished step
+
+    Returns
+    -------
+    dict with base_accuracy, budget, rows (one per method: seconds, auc, precision_at_budget,
+    test_acc_after_trim), out, and the run `record`.
+    """
+    import tempfile
+
+    steps = steps or Steps()
+    if out is None:
+        out = Path(tempfile.mkdtemp(prefix="influent-demo-"))
+    out = Path(out)
+    check_output_dir(out)
+    if not 0 < noise < 1:
+        raise InputError(f"noise must be a fraction in (0, 1), got {noise}")
+    from .methods import METHODS
+
+    for m in (method, *compare):
+        if m not in METHODS:
+            raise InputError(f"unknown method {m!r}; choose one of {sorted(METHODS)}")
+    created = not out.exists()
+    try:
+        return _run(out, noise, seed, dataset, method, compare, budget, steps, echo)
+    except BaseException:
+        if created and out.exists():  # no partial output
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _run(out: Path, noise: float, seed: int, dataset: str, method: str, compare: tuple[str, ...],
+         budget: int | None, steps: Steps, echo: Any) -> dict[str, Any]:
+    from .api import score
+    from .evaluation.detection import detection
+
+    with steps.step(f"prepare {dataset} with {noise:.0%} flipped labels"):
+        parts, clean = noisy_splits(dataset, noise, seed)
+        data_dir = out / "data"
+        write_demo_data(data_dir, parts, clean)
+        cfg = demo_config(data_dir, dataset, method, seed)
+        data = load_data(cfg)
+    outcome = run_score(cfg, data, steps, command="demo")
+    model, train, test = outcome.model, data.train, data.test
+    flipped = np.asarray(data.clean).astype(str) != train.y.astype(str)
     budget = int(flipped.sum()) if budget is None else int(budget)
-    echo(f"digits: {len(train)} train ({flipped.sum()} labels flipped), {len(valid)} valid, {len(test)} test; "
-         f"logistic regression (C=0.1), test accuracy {base_acc:.3f}")
+    refit = fast_refit_model(model)
+    base_acc = model.accuracy(test)
     rows = []
-    for method in methods:
-        t0 = time.perf_counter()
-        s = score(model, train, target=Utility(valid), method=method, seed=seed)
-        secs = time.perf_counter() - t0
-        auc = roc_auc_score(flipped, -s.values)
-        harm = s.most_harmful(budget)
-        precision = float(flipped[harm].mean())
-        acc = model.refit(train.without(harm)).accuracy(test)
-        rows.append({"method": method, "seconds": secs, "auc": auc, "precision_at_budget": precision,
-                     "test_acc_after_trim": acc})
-        if out is not None:
-            s.save(Path(out) / f"scores-{method}.parquet")
-    rng = np.random.default_rng(seed)
-    rand = rng.choice(len(train), budget, replace=False)
-    rows.append({"method": "random", "seconds": 0.0, "auc": 0.5, "precision_at_budget": float(flipped[rand].mean()),
-                 "test_acc_after_trim": model.refit(train.without(rand)).accuracy(test)})
-    echo(f"{'method':<10}{'seconds':>9}{'AUC':>8}{'prec@' + str(budget):>10}{'test acc after trim':>22}")
-    for r in rows:
-        echo(f"{r['method']:<10}{r['seconds']:>9.2f}{r['auc']:>8.3f}{r['precision_at_budget']:>10.3f}"
-             f"{r['test_acc_after_trim']:>22.3f}")
-    return {"base_accuracy": base_acc, "budget": budget, "rows": rows}
+    methods = [method] + [m for m in compare if m != method]
+    with steps.step("compare methods", total=len(methods) + 1) as tick:
+        for i, m in enumerate(methods):
+            if m == method:
+                s, secs = outcome.scores, outcome.record["timings"].get(f"score ({method})", 0.0)
+            else:
+                t0 = time.perf_counter()
+                s = score(model, train, target=valid_target(data), method=m, seed=seed)
+                secs = time.perf_counter() - t0
+            d = detection(s, flipped, budget)
+            harm = s.most_harmful(budget)
+            rows.append({"method": m, "seconds": secs, "auc": d.auc, "precision_at_budget": d.precision_at_k,
+                         "test_acc_after_trim": refit.refit(train.without(harm)).accuracy(test)})
+            tick(i + 1, len(methods) + 1)
+        rng = np.random.default_rng(seed)
+        accs = [refit.refit(train.without(rng.choice(len(train), budget, replace=False))).accuracy(test) for _ in range(3)]
+        if "random" not in methods:
+            rows.append({"method": "random", "seconds": 0.0, "auc": 0.5, "precision_at_budget": float(flipped.mean()),
+                         "test_acc_after_trim": float(np.mean(accs))})
+        oracle = refit.refit(train.without(np.flatnonzero(flipped))).accuracy(test)
+        tick(len(methods) + 1, len(methods) + 1)
+    record = outcome.record
+    record["results"].update(comparison=rows, comparison_budget=budget, comparison_base_accuracy=base_acc,
+                             comparison_oracle_accuracy=oracle, dataset=dataset, noise=noise)
+    record["timings"] = {**steps.timings, "score_phases": record["timings"].get("score_phases", {})}
+    record["progress"] = _jsonable(steps.progress)
+    outcome.html = build_report(record)
+    write_outputs(out, outcome)
+    if echo is not None:
+        echo(f"wrote {out}/report.html")
+    return {"base_accuracy": base_acc, "budget": budget, "rows": rows, "oracle_accuracy": oracle, "out": out,
+            "record": outcome.record, "n_flipped": int(flipped.sum()), "n_train": len(train), "n_test": len(test)}
+
+
+def valid_target(data: Any) -> Any:
+    from .targets import Utility
+
+    return Utility(data.valid)
+
+
+__all__ = ["run_demo", "noisy_digits", "noisy_splits", "write_demo_data"]

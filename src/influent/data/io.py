@@ -34,6 +34,8 @@ def from_frame(df: Any, label: str, group: str | None = None, id_column: str | N
     feats = list(features) if features else [c for c in columns if c not in reserved]
     if not feats:
         raise InputError(f"{name}: no feature columns left after removing label/group/id columns")
+    if len(df) == 0:
+        raise InputError(f"{name}: the set is empty (0 rows)")
     non_numeric = [c for c in feats if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))]
     if non_numeric:
         raise InputError(f"{name}: non-numeric feature column(s) {non_numeric[:5]}; one-hot encode them or drop them")
@@ -42,7 +44,7 @@ def from_frame(df: Any, label: str, group: str | None = None, id_column: str | N
     nan_cols = [c for c in feats if df[c].isna().any()]
     if nan_cols:
         raise InputError(f"{name}: missing values (NaN) in column(s) {nan_cols[:5]}; impute or drop those rows")
-    X = df[feats].to_numpy(dtype=np.float32)
+    X = df[feats].to_numpy(dtype=np.float32, copy=True)  # pandas may hand out a read-only view
     y = df[label].to_numpy()
     return Split(X, y, df[group].to_numpy() if group else None,
                  df[id_column].to_numpy() if id_column else None, name, feats)

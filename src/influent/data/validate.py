@@ -89,3 +89,27 @@ def check_columns(columns: list[str], wanted: list[str], where: str) -> None:
     if missing:
         shown = ", ".join(columns[:8]) + (" ..." if len(columns) > 8 else "")
         raise InputError(f"{where}: unknown column(s) {missing}; available: {shown}")
+
+
+def check_feature_shape(X: np.ndarray, like: np.ndarray, name: str = "features") -> None:
+    """Raise `InputError` unless samples of `X` have the shape of samples of `like` (same features)."""
+    if X.shape[1:] != like.shape[1:]:
+        raise InputError(f"{name}: samples have shape {tuple(X.shape[1:])}, the training data has "
+                         f"{tuple(like.shape[1:])}; use the same feature columns")
+
+
+def check_output_dir(path: Any, name: str = "output") -> None:
+    """Raise `InputError` unless folder `path` exists and is writable or can be created."""
+    import os
+    from pathlib import Path
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{name}: {p} exists and is not a folder; choose another --out")
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{name}: cannot create {p}: {probe} is a file, not a folder; choose another --out")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{name}: cannot write to {probe} (permission denied); choose another --out")

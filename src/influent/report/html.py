@@ -1,0 +1,360 @@
+"""The report page: one self-contained HTML file built from a run record (``run.json``).
+
+No scripts, no external style sheets, fonts or images: charts are inline SVG and sample images are
+``data:`` PNGs, so the page works offline and opened straight from disk.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from typing import Any
+
+from . import svg
+from .svg import fmt_value
+
+SECTIONS = ("summary", "distribution", "samples", "removal", "detection", "comparison", "settings")
+
+METHOD_NAMES = {
+    "if": "influence function", "self-if": "self-influence", "ip": "gradient inner product",
+    "ip-ensemble": "inner product ensemble", "tracin": "TracIn", "self-tracin": "self-TracIn", "gex": "GEX",
+    "self-gex": "self-GEX", "loo": "leave-one-out retraining", "random": "random scores (a baseline)",
+    "fi": "FI local influence", "fi-paired": "FI paired", "label-quality": "label quality (cleanlab)",
+    "outlier": "outlier gradient analysis", "diff-in": "Diff-In",
+}
+TARGET_TEXT = {"utility": "validation loss", "demographic-parity": "demographic-parity gap on the validation set",
+               "equal-opportunity": "equal-opportunity gap on the validation set",
+               "robustness": "loss on an adversarial copy of the validation set"}
+
+CSS = """
+:root{--ink:#1f2328;--muted:#57606a;--line:#d0d7de;--soft:#f6f8fa;--harm:#b04400;--help:#0072B2;--flip:#8a5a00;}
+*{box-sizing:border-box}
+body{margin:0;font:16px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:var(--ink);background:#fff}
+main{max-width:1080px;margin:0 auto;padding:28px 28px 56px}
+header{padding-bottom:4px}
+h1{font-size:28px;margin:0 0 4px;letter-spacing:-.01em}
+h2{font-size:21px;margin:40px 0 6px;padding-top:8px;border-top:1px solid var(--line)}
+h3{font-size:16px;margin:22px 0 8px}
+.sub{color:var(--muted);margin:0}
+nav{display:flex;flex-wrap:wrap;gap:6px 14px;margin:12px 0 0;font-size:14px}
+nav a{color:var(--help);text-decoration:none}
+nav a:hover{text-decoration:underline}
+.lead{font-size:19px;margin:22px 0 10px;max-width:62em}
+.lead strong{color:var(--harm)}
+.findings{margin:6px 0 18px;padding-left:20px;max-width:62em}
+.findings li{margin:4px 0}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(180px,1fr));gap:12px;margin:16px 0}
+.card{border:1px solid var(--line);border-radius:8px;padding:12px 14px;background:var(--soft)}
+.card .k{font-size:12px;text-transform:uppercase;letter-spacing:.06em;color:var(--muted);margin:0}
+.card .v{font-size:17px;font-weight:600;margin:2px 0}
+.card .d{font-size:14px;color:var(--muted);margin:0}
+.big{font-size:30px!important;color:var(--harm)}
+p.note{color:var(--muted);font-size:14px;max-width:62em;margin:6px 0}
+figure{margin:12px 0}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:18px}
+figcaption{font-size:14px;color:var(--muted);margin-top:4px}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:12px}
+.sample{border:1px solid var(--line);border-radius:8px;padding:10px;background:#fff;font-size:13px;line-height:1.4}
+.sample img{width:100%;max-width:128px;display:block;margin:0 auto 8px;image-rendering:pixelated;border:1px solid var(--line);border-radius:4px}
+.sample .rank{font-weight:700}
+.sample .val{font-variant-numeric:tabular-nums}
+.texts{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:12px}
+.texts blockquote{margin:0 0 8px;font-size:14px;line-height:1.45;max-height:9.5em;overflow:auto}
+.badge{display:inline-block;border-radius:10px;padding:0 7px;font-size:12px;font-weight:600;margin-top:4px}
+.badge.flip{background:#fff1d6;color:var(--flip);border:1px solid #e6b655}
+.badge.ok{background:#eef1f4;color:var(--muted);border:1px solid var(--line)}
+table{border-collapse:collapse;font-size:14px;margin:8px 0;width:100%}
+table.compact{width:auto;min-width:420px}
+.legend{display:flex;flex-wrap:wrap;gap:4px 18px;font-size:13px;margin:8px 0 2px}
+.key{display:inline-flex;align-items:center;gap:6px}
+th,td{border-bottom:1px solid var(--line);padding:5px 8px;text-align:left;vertical-align:top}
+th{background:var(--soft);font-weight:600}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.feat{white-space:nowrap;margin-right:10px}
+.neg{color:var(--harm)}
+details{margin:10px 0}
+summary{cursor:pointer;font-weight:600}
+code,pre{font:13px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+pre{background:var(--soft);border:1px solid var(--line);border-radius:6px;padding:10px;overflow:auto;max-height:420px}
+footer{margin-top:48px;color:var(--muted);font-size:13px;border-top:1px solid var(--line);padding-top:12px}
+@media print{nav{display:none} h2{break-before:auto}}
+"""
+
+
+def _n(x: Any) -> str:
+    return "–" if x is None else f"{int(x):,}"
+
+
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def _method_name(m: str) -> str:
+    return METHOD_NAMES.get(m, m)
+
+
+def _options_text(settings: dict[str, Any]) -> str:
+    keep = {k: v for k, v in settings.items() if k in ("solver", "damping", "n_checkpoints", "members", "solver_options")
+            and v not in (None, {}, "")}
+    return ", ".join(f"{k} {v}" for k, v in keep.items())
+
+
+def _closest(curve: dict[str, Any], want: float = 0.1) -> int | None:
+    fr = curve["fractions"]
+    cands = [i for i, f in enumerate(fr) if f > 0 and curve["harmful"]["accuracy"][i] is not None]
+    return min(cands, key=lambda i: abs(fr[i] - want)) if cands else None
+
+
+# ---- sections ------------------------------------------------------------------------------------------
+def summary_section(rec: dict[str, Any]) -> str:
+    res = rec["results"]
+    s = res["summary"]
+    cfg = rec["config"]
+    n, nh = s["n_train"], s["n_harmful"]
+    target_txt = TARGET_TEXT.get(s["target"], s["target"])
+    if s["rule"] == "negative":
+        lead = (f"<strong>{nh:,} of {n:,} training samples ({100 * nh / max(1, n):.1f}%) look harmful</strong> to the "
+                f"{escape(target_txt)}: removing any one of them alone is predicted to lower it.")
+    else:
+        lead = (f"<strong>{nh:,} of {n:,} training samples ({100 * nh / max(1, n):.1f}%) stand out</strong> as outliers "
+                f"of the {escape(_method_name(s['method']))} statistic. This method has no sign: it flags unusual "
+                "samples, which are often mislabelled, not samples proven harmful.")
+    finds = []
+    if "detection" in res:
+        d = res["detection"]
+        finds.append(f"<b>Flipped labels.</b> {d['n_noisy']:,} training labels are known to be wrong. Among the "
+                     f"{d['k']:,} lowest-valued samples, {round(d['precision_at_k'] * d['k']):,} are flipped "
+                     f"(precision {_pct(d['precision_at_k'], 0)}); ranking by value separates flipped from clean "
+                     f"samples with ROC AUC {d['auc']:.3f} (0.5 = chance).")
+    if "curve" in res:
+        c = res["curve"]
+        i = _closest(c)
+        if i is not None:
+            a0, a1, ar = c["harmful"]["accuracy"][0], c["harmful"]["accuracy"][i], c["random"]["accuracy"][i]
+            finds.append(f"<b>Removal.</b> Removing the {_pct(c['fractions'][i], 0)} lowest-valued samples "
+                         f"({c['k'][i]:,}) and refitting takes test accuracy from {_pct(a0)} to <b>{_pct(a1)}</b>; "
+                         f"removing a random {_pct(c['fractions'][i], 0)} gives {_pct(ar)}.")
+    if s.get("n_nan"):
+        finds.append(f"{s['n_nan']:,} samples have no score (NaN); they rank last.")
+    model = res.get("model_label", cfg["model"])
+    acc = []
+    if s.get("valid_accuracy") is not None:
+        acc.append(f"validation accuracy {_pct(s['valid_accuracy'])}")
+    if s.get("test_accuracy") is not None:
+        acc.append(f"test {_pct(s['test_accuracy'])}")
+    classes = s.get("classes")
+    shape = f"{n:,} rows × {s['n_features']:,} features" + (f", {len(classes)} classes" if classes else "")
+    splits = f"validation {s['n_valid']:,}" + (f", test {s['n_test']:,}" if s.get("n_test") else ", no test split")
+    opts = _options_text(rec.get("method", {}).get("settings", {}))
+    cards = [
+        ("Harmful" if s["rule"] == "negative" else "Flagged", f'<p class="v big">{nh:,}</p>',
+         f"{100 * nh / max(1, n):.1f}% of the training set" + (" (value &lt; 0)" if s["rule"] == "negative"
+                                                               else f" (value below {escape(fmt_value(s['threshold']))})")),
+        ("Method", f'<p class="v">{escape(s["method"])} · {escape(_method_name(s["method"]))}</p>',
+         escape(opts) or "default options"),
+        ("Target", f'<p class="v">{escape(s["target"])}</p>', escape(target_txt)),
+        ("Data", f'<p class="v">{escape(s.get("train_file") or "train")}</p>', f"{shape}; {splits}"),
+        ("Model", f'<p class="v">{escape(model)}</p>', escape(", ".join(acc)) or "&nbsp;"),
+    ]
+    cards_html = "".join(f'<div class="card"><p class="k">{k}</p>{v}<p class="d">{d}</p></div>' for k, v, d in cards)
+    find_html = f'<ul class="findings">{"".join(f"<li>{f}</li>" for f in finds)}</ul>' if finds else ""
+    return (f'<section id="summary"><h2>Summary</h2><p class="lead">{lead}</p>{find_html}'
+            f'<div class="cards">{cards_html}</div>'
+            '<p class="note">Scores follow one convention for every method: higher = more valuable to the target, '
+            'the lowest are removed first. The value of a sample estimates how much the target cost would rise if '
+            'that sample were left out of training.</p></section>')
+
+
+def distribution_section(rec: dict[str, Any]) -> str:
+    res = rec["results"]
+    s, dist = res["summary"], res["distribution"]
+    chart = svg.class_rows(dist, s["threshold"], s["rule"])
+    tails = ""
+    if dist.get("clipped"):
+        tails = (f" The axis covers the central 99% of values; {dist['below']:,} lower and {dist['above']:,} higher "
+                 "values are counted in the end bins.")
+    per = "by class" if len(dist["rows"]) > 1 else ""
+    word = "look harmful" if s["rule"] == "negative" else "are flagged as outliers"
+    return (f'<section id="distribution"><h2>Score distribution {per}</h2>'
+            f'<p class="note">One histogram per class on a shared axis (each row scaled to its own peak; bar height '
+            f'grows with the square root of the count, so single samples stay visible). Vermillion bars are samples '
+            f'that {word}; the numbers on the right count them.{tails}</p>'
+            f"<figure>{chart}</figure></section>")
+
+
+def _sample_meta(r: dict[str, Any]) -> str:
+    bits = [f'<div><span class="rank">#{r["rank"]:,}</span> · id {escape(str(r["id"]))}</div>']
+    if "predicted" in r:
+        agree = r["predicted"] == r["label"]
+        bits.append(f'<div>label <b>{escape(r["label"])}</b>' + ("" if agree else
+                    f' · model says <b>{escape(r["predicted"])}</b> ({_pct(r["p_predicted"], 0)})') + "</div>")
+    else:
+        bits.append(f'<div>label <b>{escape(r["label"])}</b></div>')
+    bits.append(f'<div class="val">value <span class="{"neg" if r.get("flagged") else ""}">{escape(fmt_value(r["value"]))}</span></div>')
+    if "clean" in r:
+        if r["clean"] != r["label"]:
+            bits.append(f'<span class="badge flip">flipped · true {escape(r["clean"])}</span>')
+        else:
+            bits.append('<span class="badge ok">label correct</span>')
+    return "".join(bits)
+
+
+def _samples_html(rows: list[dict[str, Any]], kind: str) -> str:
+    if not rows:
+        return '<p class="note">None.</p>'
+    if kind == "image":
+        cells = []
+        for r in rows:
+            img = (f'<img alt="sample {escape(str(r["id"]))}, label {escape(r["label"])}" '
+                   f'src="data:image/png;base64,{r["image"]}">' if r.get("image") else "")
+            cells.append(f'<div class="sample">{img}{_sample_meta(r)}</div>')
+        return f'<div class="gallery">{"".join(cells)}</div>'
+    if kind == "text":
+        cells = [f'<div class="sample"><blockquote>{escape(r.get("text", ""))}</blockquote>{_sample_meta(r)}</div>'
+                 for r in rows]
+        return f'<div class="texts">{"".join(cells)}</div>'
+    has_clean = any("clean" in r for r in rows)
+    has_pred = any("predicted" in r for r in rows)
+    head = ("<tr><th>rank</th><th>id</th><th>label</th>" + ("<th>model says</th>" if has_pred else "")
+            + ("<th>known clean label</th>" if has_clean else "") + "<th>value</th><th>features (z-score against the "
+            "training set)</th></tr>")
+    body = []
+    for r in rows:
+        feats = "".join(f'<span class="feat">{escape(n)} = {escape(fmt_value(v))} '
+                        f'<small>({"+" if z >= 0 else "−"}{abs(z):.1f})</small></span> ' for n, v, z in r["features"])
+        pred = f'<td>{escape(r.get("predicted", ""))} ({_pct(r.get("p_predicted"), 0)})</td>' if has_pred else ""
+        flip = ' <span class="badge flip">flipped</span>' if r.get("clean") != r["label"] else ""
+        clean = f'<td>{escape(r.get("clean", ""))}{flip}</td>' if has_clean else ""
+        body.append(f'<tr><td class="num">{r["rank"]:,}</td><td>{escape(str(r["id"]))}</td><td>{escape(r["label"])}</td>'
+                    f'{pred}{clean}<td class="num {"neg" if r.get("flagged") else ""}">{escape(fmt_value(r["value"]))}</td>'
+                    f"<td>{feats}</td></tr>")
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def samples_section(rec: dict[str, Any]) -> str:
+    smp = rec["results"]["samples"]
+    signed = rec["results"]["summary"]["rule"] == "negative"
+    kind = smp["kind"]
+    form = {"image": "as images", "text": "as text", "tabular": "as table rows"}[kind]
+    extra = "" if kind != "tabular" else " For wide tables only the five most unusual features of each row are shown."
+    title, first, contrast = (("Most harmful samples", "most harmful first", "Most helpful samples, for contrast") if signed
+                              else ("Most suspicious samples", "most suspicious first", "Most typical samples, for contrast"))
+    return (f'<section id="samples"><h2>{title}</h2>'
+            f'<p class="note">The lowest-valued training samples, {form}, {first}. A label the model '
+            f'disagrees with is a common sign of a labelling mistake.{extra}</p>'
+            f'{_samples_html(smp["harmful"], kind)}'
+            f'<h3>{contrast}</h3>{_samples_html(smp["helpful"], kind)}</section>')
+
+
+def removal_section(rec: dict[str, Any]) -> str:
+    res = rec["results"]
+    if "curve" not in res:
+        return ('<section id="removal"><h2>Removal curve</h2><p class="note">No test split was given, so the removal '
+                "curve was not measured. Pass <code>--test FILE</code> to see how test accuracy changes when the "
+                "lowest-valued samples are removed.</p></section>")
+    c = res["curve"]
+    m = res["summary"]["method"]
+    a = svg.removal_chart(c, "accuracy", "test accuracy", m)
+    b = svg.removal_chart(c, "cost", c["cost_label"], m)
+    return (f'<section id="removal"><h2>Removal curve</h2>'
+            f'<p class="note">The model is refit after removing the lowest-valued samples (vermillion, solid), a random '
+            f'set of the same size (grey, dashed; mean and range of {c["repeats"]} draws) and the highest-valued '
+            f'samples (blue, dotted), measured on {c["n_test"]:,} test samples. Scores that mean something lift the '
+            f'vermillion line above the grey one and push the blue one below it.</p>'
+            f'{svg.removal_legend(m, c["repeats"])}'
+            f'<div class="charts"><figure>{a}</figure><figure>{b}</figure></div></section>')
+
+
+def detection_section(rec: dict[str, Any]) -> str:
+    res = rec["results"]
+    if "detection" not in res:
+        return ""
+    d = res["detection"]
+    m = res["summary"]["method"]
+    a = svg.recall_chart(d, m)
+    b = svg.noisy_hist(d, res["distribution"]["edges"], res["summary"]["threshold"])
+    rows = [("ROC AUC (0.5 = chance, 1 = perfect)", f"{d['auc']:.3f}"),
+            (f"precision among the {d['k']:,} lowest-valued", _pct(d["precision_at_k"])),
+            (f"flipped labels found among the {d['k']:,} lowest-valued", _pct(d["recall_at_k"])),
+            ("average precision", f"{d['average_precision']:.3f}"),
+            ("flipped labels / training samples", f"{d['n_noisy']:,} / {d['n']:,}")]
+    table = '<table class="compact">' + "".join(f'<tr><th>{k}</th><td class="num">{v}</td></tr>' for k, v in rows) + "</table>"
+    return (f'<section id="detection"><h2>Detection of flipped labels</h2>'
+            f'<p class="note">These labels were flipped on purpose, so we know which samples are wrong. Good scores put '
+            f'them first: the vermillion curve climbs towards the green one (a perfect ranking) and far above the '
+            f'grey diagonal (a random order).</p>{table}'
+            f'<div class="charts"><figure>{svg.recall_legend(m)}{a}</figure><figure>{svg.noisy_legend(d)}{b}</figure></div>'
+            '</section>')
+
+
+def comparison_section(rec: dict[str, Any]) -> str:
+    rows = rec["results"].get("comparison")
+    if not rows:
+        return ""
+    budget = rec["results"].get("comparison_budget")
+    head = ("<tr><th>method</th><th>what it is</th><th>seconds</th><th>ROC AUC</th>"
+            f"<th>precision@{budget}</th><th>test accuracy after removing {budget}</th></tr>")
+    body = "".join(
+        f'<tr><td><b>{escape(r["method"])}</b></td><td>{escape(_method_name(r["method"]))}</td>'
+        f'<td class="num">{r["seconds"]:.2f}</td><td class="num">{r["auc"]:.3f}</td>'
+        f'<td class="num">{_pct(r["precision_at_budget"])}</td><td class="num">{_pct(r["test_acc_after_trim"])}</td></tr>'
+        for r in rows)
+    base = rec["results"].get("comparison_base_accuracy")
+    note = f" Test accuracy before removing anything: {_pct(base)}." if base is not None else ""
+    return (f'<section id="comparison"><h2>Methods compared on the same data</h2>'
+            f'<p class="note">Each method scores the same noisy training set; the {budget} lowest-valued samples are '
+            f'removed and the model refit.{note}</p><table>{head}{body}</table></section>')
+
+
+def _kv_table(d: dict[str, Any]) -> str:
+    def show(v: Any) -> str:
+        return escape(v if isinstance(v, str) else json.dumps(v))
+
+    return "<table>" + "".join(f"<tr><th>{escape(str(k))}</th><td><code>{show(v)}</code></td></tr>"
+                               for k, v in d.items()) + "</table>"
+
+
+def settings_section(rec: dict[str, Any]) -> str:
+    files = rec.get("data", {})
+    frows = "".join(f'<tr><td>{escape(role)}</td><td><code>{escape(str(f.get("path", "")))}</code></td>'
+                    f'<td class="num">{_n(f.get("rows"))}</td><td><code>{escape(str(f.get("sha256", ""))[:16])}</code></td>'
+                    f'<td><code>{escape(str(f.get("fingerprint", "")))}</code></td></tr>' for role, f in files.items())
+    ftable = ("<table><tr><th>split</th><th>file</th><th>rows</th><th>sha256 (first 16)</th><th>data fingerprint</th></tr>"
+              f"{frows}</table>") if frows else ""
+    timings = {k: (f"{v:.2f} s" if isinstance(v, (int, float)) else v) for k, v in rec.get("timings", {}).items()
+               if k != "build report"}
+    return (f'<section id="settings"><h2>Settings and provenance</h2>'
+            f'<p class="note">Everything needed to repeat this run; the same record is in <code>run.json</code>.</p>'
+            f"{ftable}"
+            f'<details><summary>Run settings</summary>{_kv_table(rec.get("config", {}))}</details>'
+            f'<details><summary>Method settings</summary>{_kv_table(rec.get("method", {}).get("settings", {}))}</details>'
+            f'<details><summary>Model</summary>{_kv_table(rec.get("model", {}))}</details>'
+            f'<details><summary>Timings</summary>{_kv_table(timings)}</details>'
+            f'<details><summary>Versions</summary>{_kv_table(rec.get("versions", {}))}</details></section>')
+
+
+def build_report(rec: dict[str, Any]) -> str:
+    """The complete HTML page for a run record (the dict saved as run.json)."""
+    s = rec["results"]["summary"]
+    cfg = rec["config"]
+    title = cfg.get("title") or f"{s['method']} scores for {s.get('train_file') or 'the training set'}"
+    present = [("summary", "Summary"), ("distribution", "Distribution"),
+               ("samples", "Harmful samples" if s["rule"] == "negative" else "Suspicious samples"),
+               ("removal", "Removal curve")]
+    if "detection" in rec["results"]:
+        present.append(("detection", "Flipped labels"))
+    if rec["results"].get("comparison"):
+        present.append(("comparison", "Methods compared"))
+    present.append(("settings", "Settings"))
+    nav = "".join(f'<a href="#{k}">{v}</a>' for k, v in present)
+    version = rec.get("versions", {}).get("influent", "")
+    body = "".join([summary_section(rec), distribution_section(rec), samples_section(rec), removal_section(rec),
+                    detection_section(rec), comparison_section(rec), settings_section(rec)])
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{escape(title)} · influent</title><style>{CSS}</style></head><body><main>"
+            f'<header><h1>{escape(title)}</h1><p class="sub">influent {escape(version)} · '
+            f'{escape(rec.get("command", "score"))} · {escape(rec.get("created", ""))}</p><nav>{nav}</nav></header>'
+            f"{body}<footer>Made by influent {escape(version)}. This page is self-contained: it loads nothing from the "
+            "network and works opened from disk. Rebuild it with <code>influent report DIR</code>.</footer>"
+            "</main></body></html>\n")

@@ -61,3 +61,29 @@ def test_bad_settings_are_clear_errors(al_data):
         ActiveLearner(inf.models.SklearnLogistic(), labeled, pool, strategy="oracle-magic")
     with pytest.raises(inf.InputError, match="share ids"):
         ActiveLearner(inf.models.SklearnLogistic(), labeled, labeled)
+
+
+def test_percentile_mean_equals_numpy_brute_force():
+    from influent.actions.active import percentile_mean
+
+    M = np.random.default_rng(0).normal(size=(37, 5))
+    expected = []
+    for col in M.T:
+        lo, hi = np.percentile(col, [10, 90])
+        expected.append(col[(col >= lo) & (col <= hi)].mean())
+    np.testing.assert_allclose(percentile_mean(M), expected, rtol=1e-12)
+
+
+def test_fi_active_strategy_matches_pairwise_fi(al_data):
+    from influent.actions.active import percentile_mean
+    from influent.methods.fi import fi_pairwise
+
+    labeled, pool, test = al_data
+    lab = labeled.subset(range(30))
+    small_pool = pool.subset(range(12))
+    model = inf.models.SklearnLogistic(C=1.0).fit(lab)
+    prio = STRATEGIES["fi"](model, lab, small_pool, np.random.default_rng(0))
+    pseudo = inf.Split(small_pool.X, model.predict(small_pool.X), ids=small_pool.ids)
+    np.testing.assert_allclose(prio, percentile_mean(fi_pairwise(model, lab, pseudo)), rtol=1e-9)
+    al = ActiveLearner(inf.models.SklearnLogistic(C=1.0), lab, small_pool, strategy="fi", batch_size=12, rounds=1)
+    assert sorted(al.run()[0].picked) == sorted(small_pool.ids.tolist())

@@ -117,6 +117,51 @@ def iv_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random
     return (GradientSource(model, pseudo).dot(u) / len(labeled)).numpy()
 
 
+def percentile_mean(M: np.ndarray, lo: float = 10.0, hi: float = 90.0) -> np.ndarray:
+    """Column-wise mean of the entries of M (L, U) lying between the lo-th and hi-th percentiles of
+    their column (inclusive; numpy's linear interpolation)."""
+    M = np.asarray(M, dtype=np.float64)
+    a, b = np.percentile(M, [lo, hi], axis=0)
+    keep = (M >= a) & (M <= b)
+    return (M * keep).sum(0) / np.maximum(keep.sum(0), 1)
+
+
+@strategy("fi")
+def fi_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator, approx: str = "exact",
+                subsample: float | None = None, damping: float = 0.0, rank: int = 10, lo: float = 10.0,
+                hi: float = 90.0, params: str | None = None, n_estimators: int = 50, **_: Any) -> np.ndarray:
+    """FI-active of [FI]: for each pool sample x_u with its predicted label, the mean over the labeled
+    samples z_i of FI((x_u, y_pred), z_i), restricted to the lo-th..hi-th percentiles; highest first.
+
+    Neural networks use their last layer's parameters (``params="last"``) unless `params` says otherwise.
+    ``subsample=alpha`` computes FI-active on a fraction of the pool and ranks the rest with a random
+    forest (the subsampling approximation of [FI]). ``approx="kfsvd"`` uses K-FAC + truncated SVD.
+    """
+    import copy
+
+    from ..methods.fi import fi_pairwise, fit_solver, subsample_fi
+    from ..models.sklearn_logistic import SklearnLogistic
+
+    view = model
+    spec = params if params is not None else (None if isinstance(model, SklearnLogistic) else "last")
+    if spec is not None:
+        view = copy.copy(model)
+        view.params_spec = spec
+    solver = fit_solver(view, labeled, "kfac" if approx == "kfsvd" else "exact", damping)
+    pseudo = Split(pool.X, model.predict(pool.X), ids=pool.ids, name="pool")
+
+    def fi_of(rows: np.ndarray) -> np.ndarray:
+        M = fi_pairwise(view, labeled, pseudo.subset(rows), solver=solver, approx=approx, rank=rank,
+                        seed=int(rng.integers(2**31)))
+        return percentile_mean(M, lo, hi)
+
+    if subsample is None:
+        return fi_of(np.arange(len(pool)))
+    raw, _ = subsample_fi(fi_of, pool.X.reshape(len(pool), -1).astype(np.float64), float(subsample),
+                          int(rng.integers(2**31)), n_estimators)
+    return raw
+
+
 @dataclass
 class RoundRecord:
     round: int

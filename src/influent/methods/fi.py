@@ -1,0 +1,544 @@
+"""FI local influence [FI] (Yu et al., "Enhancing Prediction Performance through Influence Measure").
+
+Perturb one training input ``x -> x + w`` (``w`` in R^d) and follow the fitted parameters. With the
+training objective ``mean_i l(z_i) + reg`` and ``H`` its Hessian (plus ``damping * I``):
+
+- ``J_z = d/dx grad_theta l(z)``, shape (p, d), the input-parameter cross derivatives;
+- ``dtheta/dw = -(1/n) H^-1 J_z`` (the minus sign: moving ``x`` changes the stationarity condition by
+  ``(1/n) J_z w``, which ``H dtheta`` must cancel);
+- ``u_c = (dtheta/dw)^T grad_theta log P(c|x) + grad_x log P(c|x)`` (d,), for every class c;
+- the metric tensor ``G_z = sum_c P(c|x) u_c u_c^T`` (d, d), the Fisher information of the perturbed
+  sample's predictive distribution with respect to ``w``;
+- ``FI(z', z) = a^T pinv(G_z) a`` with ``a = (dtheta/dw)^T grad_theta L(z')``; ``FI_util(z)`` uses the
+  gradient of a target (the mean validation loss for utility, any `influent.targets` Target otherwise).
+
+FI is unsigned; trimming removes the highest, so ``values = -FI`` and ``raw = FI``.
+
+Pseudo-inverse. ``sum_c P(c|x) u_c = grad_w sum_c P(c|x) = 0`` for every model, so ``G_z`` has rank at
+most ``K - 1`` (rank one for a binary classifier) whatever ``d`` is. We factor ``G = S^T S`` with
+``S = diag(sqrt P) U`` (K, d), remove the component of ``S`` along the known null vector ``sqrt P``
+(exactly zero in exact arithmetic; dropping it removes round-off that a pseudo-inverse would otherwise
+blow up), and keep the eigenvalues ``s_r^2`` of ``G`` with ``s_r^2 > rcond * max_r s_r^2`` (relative to the
+largest eigenvalue of the same sample's ``G``; ``rcond`` 1e-10 in float64, 1e-5 in float32). Then
+``FI = sum_r (v_r . a / s_r)^2`` over the kept right singular vectors ``v_r`` of ``S``.
+For a binary classifier this is ``(a . v)^2 / (sigma (1 - sigma) |v|^4)`` with ``v`` the total derivative
+of the perturbed sample's logit: confidently misclassified samples get the largest FI.
+
+Every product with ``J_z`` is of the form ``J_z^T y`` for ``y`` in {``H^-1 grad f``, ``H^-1 grad_theta log
+P(c|x)``}: ``FI(z', z) = sum_r (e_{z,r} . H^-1 grad L(z'))^2`` with ``e_{z,r} = -(1/n) J_z v_r / s_r``.
+So a pairwise matrix needs one solve per query and one per training sample and class, never one per pair.
+
+Approximations (``approx``):
+
+- ``"exact"``: ``J_z`` built explicitly, in batches (torch.func: vmap over samples of jacfwd over x of
+  grad over theta), with any curvature solver (default the exact one). ``jacobian="vjp"`` computes the
+  same numbers with vector-Jacobian products ``J_z^T y`` (reverse over reverse) and never forms ``J_z``.
+- ``"kfsvd"``: K-FAC inverse Hessian (default solver ``"kfac"``) and a rank-``k`` truncated SVD of each
+  ``J_z`` by randomised subspace (power) iteration on Jacobian-vector products ``J_z v`` (forward over
+  reverse) and ``J_z^T u``; memory O(sum over layers of the Kronecker factors + B (p + d) k).
+- ``subsample=alpha``: FI on a random fraction ``alpha`` of the samples (seeded), a random forest from
+  the features (and the one-hot label, ``rank_features="xy"``) to the rank of FI for the others.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import grad, jacfwd, jacrev, jvp, vjp, vmap
+
+from ..curvature import CurvatureContext, Solver, make_solver
+from ..data import Split
+from ..data.validate import InputError
+from ..grads.per_sample import flatten
+from ..grads.source import GradientSource
+from ..models.base import ModelAdapter, Params
+from .registry import Job, Result, register_method, register_pairwise, to_numpy
+
+APPROX = ("exact", "kfsvd")
+JACOBIANS = ("explicit", "vjp")
+# elements of one batch of explicit cross Jacobians (B * p * d); bounds memory of the exact path
+_MAX_ELEMENTS = 2**20
+
+
+def default_rcond(dtype: torch.dtype) -> float:
+    """Relative eigenvalue cut-off of the metric tensor's pseudo-inverse: 1e-10 (float64), 1e-5 otherwise."""
+    return 1e-10 if dtype == torch.float64 else 1e-5
+
+
+# ---- per-sample derivatives ---------------------------------------------------------------------
+def _check_classifier(adapter: ModelAdapter) -> None:
+    if adapter.loss not in ("bce", "cross_entropy"):
+        raise InputError(f"FI needs a classifier (loss 'bce' or 'cross_entropy'), got loss {adapter.loss!r}")
+
+
+def _flat_grad_fn(adapter: ModelAdapter, params: Params) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """x, t -> (p,) gradient of the single-sample loss w.r.t. the analysed parameters."""
+
+    def loss(p: Params, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return adapter.per_sample_loss(p, x.unsqueeze(0), t.unsqueeze(0))[0]
+
+    g = grad(loss)
+    return lambda x, t: flatten(g(params, x, t))
+
+
+def _log_probs_fn(adapter: ModelAdapter) -> Callable[[Params, torch.Tensor], torch.Tensor]:
+    """(params, x) -> (K,) log P(c|x); bce models: classes (0, 1) from the one logit."""
+    _check_classifier(adapter)
+    kind = adapter.loss
+
+    def lp(params: Params, x: torch.Tensor) -> torch.Tensor:
+        out = adapter.outputs(params, x.unsqueeze(0)).reshape(-1)
+        if kind == "bce":
+            return torch.stack([F.logsigmoid(-out[0]), F.logsigmoid(out[0])])
+        return torch.log_softmax(out, dim=0)
+
+    return lp
+
+
+def _own(X: torch.Tensor) -> torch.Tensor:
+    """A detached copy with its own storage: forward-mode AD on a slice (a view) of a large tensor is
+    orders of magnitude slower in torch (make_dual on views)."""
+    return X.detach().clone()
+
+
+def cross_jacobians(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor, params: Params | None = None) -> torch.Tensor:
+    """(B, p, d) input-parameter cross derivatives ``J_z = d/dx grad_theta l(z)`` of every row, batched
+    (vmap over samples of jacfwd over x of grad over theta). Inputs of any shape are flattened to d."""
+    params = adapter.params() if params is None else params
+    fg = _flat_grad_fn(adapter, params)
+
+    def one(x: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
+        J = jacfwd(fg, argnums=0)(x, tt)
+        return J.reshape(J.shape[0], -1)
+
+    return vmap(one)(_own(X), t)
+
+
+def cross_tmul(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor, Y: torch.Tensor,
+               params: Params | None = None) -> torch.Tensor:
+    """(B, m, d) products ``J_z^T y`` for every row z and column y of ``Y``, without forming ``J_z``.
+
+    ``Y`` is (p, m), shared by all rows, or (B, p, m), one per row (vector-Jacobian products).
+    """
+    params = adapter.params() if params is None else params
+    fg = _flat_grad_fn(adapter, params)
+
+    def one(x: torch.Tensor, tt: torch.Tensor, Yz: torch.Tensor) -> torch.Tensor:
+        _, pull = vjp(lambda xx: fg(xx, tt), x)
+        return vmap(lambda y: pull(y)[0].reshape(-1))(Yz.T)
+
+    return vmap(one, in_dims=(0, 0, None if Y.ndim == 2 else 0))(_own(X), t, Y)
+
+
+def cross_mul(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor, V: torch.Tensor,
+              params: Params | None = None) -> torch.Tensor:
+    """(B, p, k) products ``J_z v`` for every row z and column v of ``V`` ((d, k) shared or (B, d, k)),
+    without forming ``J_z`` (Jacobian-vector products, forward over reverse)."""
+    params = adapter.params() if params is None else params
+    fg = _flat_grad_fn(adapter, params)
+
+    def one(x: torch.Tensor, tt: torch.Tensor, Vz: torch.Tensor) -> torch.Tensor:
+        f = lambda xx: fg(xx, tt)
+        cols = vmap(lambda v: jvp(f, (x,), (v.reshape(x.shape),))[1])(Vz.T)  # (k, p)
+        return cols.T
+
+    return vmap(one, in_dims=(0, 0, None if V.ndim == 2 else 0))(_own(X), t, V)
+
+
+def truncated_cross_svd(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor, rank: int, power_iters: int = 2,
+                        generator: torch.Generator | None = None, params: Params | None = None):
+    """Rank-k truncated SVD ``J_z ~ U diag(S) V^T`` of every row's cross Jacobian by randomised subspace
+    iteration on ``J v`` and ``J^T u`` products (Halko, Martinsson & Tropp 2011), never forming ``J_z``.
+
+    Returns U (B, p, k), S (B, k), V (B, d, k) with ``k = min(rank, p, d)``; exact when ``k = min(p, d)``.
+    Memory O(B (p + d) k).
+    """
+    params = adapter.params() if params is None else params
+    p = sum(v.numel() for v in params.values())
+    d = int(np.prod(X.shape[1:]))
+    k = max(1, min(int(rank), p, d))
+    omega = torch.randn(d, k, generator=generator, dtype=X.dtype)
+    Q = torch.linalg.qr(cross_mul(adapter, X, t, omega, params)).Q  # (B, p, k)
+    for _ in range(int(power_iters)):
+        Z = torch.linalg.qr(cross_tmul(adapter, X, t, Q, params).transpose(1, 2)).Q  # (B, d, k)
+        Q = torch.linalg.qr(cross_mul(adapter, X, t, Z, params)).Q
+    Bm = cross_tmul(adapter, X, t, Q, params)  # (B, k, d) = Q^T J
+    Ub, S, Vt = torch.linalg.svd(Bm, full_matrices=False)
+    return Q @ Ub, S, Vt.transpose(1, 2)
+
+
+class _CrossJacobian:
+    """J_z for one batch of rows, in one of three forms; only ``J^T Y`` products are needed."""
+
+    def __init__(self, adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor, params: Params, mode: str,
+                 rank: int = 10, power_iters: int = 2, generator: torch.Generator | None = None) -> None:
+        self.adapter, self.X, self.t, self.params, self.mode = adapter, X, t, params, mode
+        if mode == "explicit":
+            self.J = cross_jacobians(adapter, X, t, params)
+        elif mode == "kfsvd":
+            self.U, self.S, self.V = truncated_cross_svd(adapter, X, t, rank, power_iters, generator, params)
+        elif mode != "vjp":
+            raise ValueError(f"unknown cross-Jacobian mode {mode!r}")
+
+    def tmul(self, Y: torch.Tensor) -> torch.Tensor:
+        """(B, m, d) ``J_z^T Y`` for Y (p, m) shared or (B, p, m) per row."""
+        if self.mode == "explicit":
+            return torch.einsum("bpd,pm->bmd" if Y.ndim == 2 else "bpd,bpm->bmd", self.J, Y)
+        if self.mode == "kfsvd":
+            UtY = torch.einsum("bpk,pm->bkm" if Y.ndim == 2 else "bpk,bpm->bkm", self.U, Y)
+            return torch.einsum("bdk,bkm->bmd", self.V, self.S[:, :, None] * UtY)
+        return cross_tmul(self.adapter, self.X, self.t, Y, self.params)
+
+
+# ---- the metric tensor ----------------------------------------------------------------------------
+def metric_factors(log_probs: torch.Tensor, U: torch.Tensor, rcond: float,
+                   project: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pseudo-inverse factors of ``G = sum_c P_c u_c u_c^T`` for a batch.
+
+    Parameters
+    ----------
+    log_probs : (B, K) log P(c|x)
+    U : (B, K, d) the vectors u_c
+    rcond : eigenvalues of G below ``rcond * max eigenvalue`` (per sample) are dropped
+    project : remove the component along the exact null vector ``sqrt(P)`` first (see module docstring)
+
+    Returns
+    -------
+    Vh : (B, R, d) right singular vectors of ``S = diag(sqrt P) U`` (eigenvectors of G)
+    inv_s : (B, R) ``1 / s_r`` for kept eigenvalues ``s_r^2``, 0 for dropped ones;
+        ``a^T pinv(G) a = sum_r (inv_s_r * Vh_r . a)^2``.
+    """
+    q = log_probs.exp().sqrt()
+    S = q[:, :, None] * U
+    if project:
+        qn = q / q.norm(dim=1, keepdim=True)
+        S = S - qn[:, :, None] * torch.einsum("bk,bkd->bd", qn, S)[:, None, :]
+    _, s, Vh = torch.linalg.svd(S, full_matrices=False)
+    ev = s**2
+    top = ev.max(dim=1, keepdim=True).values
+    keep = (ev > rcond * top) & (top > 0)
+    inv_s = torch.where(keep, 1.0 / torch.where(keep, s, torch.ones_like(s)), torch.zeros_like(s))
+    return Vh, inv_s
+
+
+# ---- the core: FI of a set of training rows against a set of directions -------------------------
+@dataclass
+class FIConfig:
+    """How FI is computed (see the module docstring).
+
+    sign : the sign of ``dtheta/dw = sign * (1/n) H^-1 J_z``; -1 is the correct one (kept as a
+        parameter only for the sign ablation in `docs/fi.md`)
+    rcond : relative eigenvalue cut-off of pinv(G); None: `default_rcond`
+    project : remove the exact null direction of G before the pseudo-inverse
+    jacobian : "explicit" | "vjp" | "kfsvd" — how products with J_z are formed
+    rank, power_iters : truncated SVD settings for "kfsvd"
+    chunk_size : rows per batch (the explicit path also caps B * p * d)
+    seed : seed of the random start of the power iteration
+    """
+
+    sign: float = -1.0
+    rcond: float | None = None
+    project: bool = True
+    jacobian: str = "explicit"
+    rank: int = 10
+    power_iters: int = 2
+    chunk_size: int = 256
+    seed: int = 0
+
+
+def fi_matrix(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor, n: int, solver: Solver,
+              Y: torch.Tensor, config: FIConfig | None = None) -> torch.Tensor:
+    """(B, m) ``FI(y_j, z_i) = a_ij^T pinv(G_zi) a_ij`` with ``a_ij = (dtheta/dw_i)^T y_j`` for rows
+    z_i = (X[i], t[i]) and the columns ``y_j`` of ``Y`` (p, m), e.g. gradients of validation losses.
+
+    ``n`` is the size of the training set the model was fitted on (``dtheta/dw`` carries 1/n); ``solver``
+    a fitted curvature solver for that training set. Batched over rows; no loop over pairs.
+    """
+    cfg = config or FIConfig()
+    _check_classifier(adapter)
+    params = adapter.params()
+    p = sum(v.numel() for v in params.values())
+    d = int(np.prod(X.shape[1:]))
+    rcond = default_rcond(adapter.dtype) if cfg.rcond is None else float(cfg.rcond)
+    Y = Y.reshape(p, -1).to(adapter.dtype)
+    HY = solver.solve(Y)  # (p, m)
+    scale = cfg.sign / n
+    lp = _log_probs_fn(adapter)
+    lp_all = vmap(lp, in_dims=(None, 0))
+    jac_lp = vmap(jacrev(lp, argnums=(0, 1)), in_dims=(None, 0))
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    B = max(1, int(cfg.chunk_size))
+    if cfg.jacobian == "explicit":
+        B = max(1, min(B, _MAX_ELEMENTS // max(1, p * d)))
+    out = torch.empty(X.shape[0], Y.shape[1], dtype=adapter.dtype)
+    for s in range(0, X.shape[0], B):
+        Xc, tc = X[s:s + B], t[s:s + B]
+        b = Xc.shape[0]
+        logp = lp_all(params, Xc)  # (b, K)
+        gth, gx = jac_lp(params, Xc)
+        K = logp.shape[1]
+        gth = torch.cat([v.reshape(b, K, -1) for v in gth.values()], dim=2)  # (b, K, p)
+        gx = gx.reshape(b, K, d)
+        Hg = solver.solve(gth.reshape(b * K, p).T).T.reshape(b, K, p)
+        J = _CrossJacobian(adapter, Xc, tc, params, cfg.jacobian, cfg.rank, cfg.power_iters, gen)
+        U = scale * J.tmul(Hg.transpose(1, 2)) + gx  # (b, K, d)
+        Vh, inv_s = metric_factors(logp, U, rcond, cfg.project)
+        A = scale * J.tmul(HY)  # (b, m, d)
+        proj = torch.einsum("brd,bmd->bmr", Vh, A) * inv_s[:, None, :]
+        out[s:s + b] = (proj**2).sum(2)
+    return out
+
+
+# ---- solvers --------------------------------------------------------------------------------------
+def fit_solver(adapter: ModelAdapter, train: Split, name: str = "exact", damping: float = 0.0,
+               chunk_size: int = 512, seed: int = 0, store=None, **options) -> Solver:
+    """A curvature solver (``(H + damping I)^-1``) fitted on the training split."""
+    if damping < 0:
+        raise InputError(f"damping must be >= 0, got {damping}")
+    ctx = CurvatureContext(adapter, train, float(damping), chunk_size, seed, store)
+    return make_solver(name, **options).fit(ctx)
+
+
+def _job_config(job: Job, method: str) -> tuple[Solver, FIConfig, float]:
+    """Read the FI options of a job; returns the fitted solver, the config and the solver time."""
+    approx = job.opt("approx", "exact")
+    if approx not in APPROX:
+        raise InputError(f"{method}: approx must be one of {APPROX}, got {approx!r}")
+    if approx == "kfsvd":
+        jacobian = "kfsvd"
+        rank = int(job.opt("rank", 10))
+        if rank < 1:
+            raise InputError(f"{method}: rank must be >= 1, got {rank}")
+        iters = int(job.opt("power_iters", 2))
+        default_solver = "kfac"
+    else:
+        jacobian = job.opt("jacobian", "explicit")
+        if jacobian not in JACOBIANS:
+            raise InputError(f"{method}: jacobian must be one of {JACOBIANS}, got {jacobian!r}")
+        rank, iters, default_solver = 10, 2, "exact"
+    rcond = job.opt("rcond", None)
+    if rcond is not None and not (0 <= float(rcond) < 1):
+        raise InputError(f"{method}: rcond must be in [0, 1), got {rcond}")
+    name = job.opt("solver", default_solver)
+    damping = float(job.opt("damping", 0.0))
+    t0 = time.perf_counter()
+    solver = fit_solver(job.adapter, job.train, name, damping, job.chunk_size, job.seed, job.store,
+                        **(job.opt("solver_options", None) or {}))
+    cfg = FIConfig(rcond=None if rcond is None else float(rcond), jacobian=jacobian, rank=rank,
+                   power_iters=iters, chunk_size=min(job.chunk_size, 256), seed=job.seed)
+    return solver, cfg, time.perf_counter() - t0
+
+
+def _rank_model_features(train: Split, adapter: ModelAdapter, mode: str) -> np.ndarray:
+    X = train.X.reshape(len(train), -1).astype(np.float64)
+    if mode == "x":
+        return X
+    if mode != "xy":
+        raise InputError(f"rank_features must be 'x' or 'xy', got {mode!r}")
+    codes = adapter.encode(train.y).numpy()
+    onehot = np.zeros((len(train), max(2, adapter.n_classes)))
+    onehot[np.arange(len(train)), codes] = 1.0
+    return np.hstack([X, onehot])
+
+
+def subsample_fi(fi_of: Callable[[np.ndarray], np.ndarray], features: np.ndarray, alpha: float, seed: int,
+                 n_estimators: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """FI on a seeded random fraction ``alpha`` of the rows, a random-forest rank model for the rest.
+
+    ``fi_of(rows) -> FI`` computes FI exactly (or by KFSVD) for the given row positions. The forest
+    (``n_estimators`` trees, sqrt(#features) candidate features per split, seeded) regresses the rank
+    quantile (0 = lowest FI, 1 = highest) on ``features``; a predicted quantile is
+    mapped back to the FI scale through the empirical quantiles of the computed FI, so all rows share
+    one scale. Returns (raw FI for every row, boolean mask of the rows computed exactly).
+    """
+    from scipy.stats import rankdata
+    from sklearn.ensemble import RandomForestRegressor
+
+    n = features.shape[0]
+    m = min(n, max(2, int(math.ceil(alpha * n))))
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
+    fi = np.asarray(fi_of(rows), dtype=np.float64)
+    raw = np.empty(n)
+    raw[rows] = fi
+    mask = np.zeros(n, dtype=bool)
+    mask[rows] = True
+    if m < n:
+        q = (rankdata(fi) - 1) / max(1, m - 1)
+        forest = RandomForestRegressor(n_estimators=n_estimators, max_features="sqrt", random_state=seed, n_jobs=1)
+        forest.fit(features[rows], q)
+        pred = np.clip(forest.predict(features[~mask]), 0.0, 1.0)
+        raw[~mask] = np.quantile(fi, pred)
+    return raw, mask
+
+
+# ---- registered methods -------------------------------------------------------------------------
+def _target_fi(job: Job, method: str) -> np.ndarray:
+    target = job.need_target(method)
+    solver, cfg, t_solver = _job_config(job, method)
+    alpha = job.opt("subsample", None)
+    X, t = job.adapter.tensors(job.train)
+    g = target.grad(job.adapter)
+    t1 = time.perf_counter()
+    fi_rows = lambda rows: to_numpy(fi_matrix(job.adapter, X[rows], t[rows], len(job.train), solver, g, cfg)[:, 0])
+    if alpha is None:
+        raw = fi_rows(np.arange(len(job.train)))
+        job.timing.update(curvature=t_solver, scoring=time.perf_counter() - t1)
+        return raw
+    alpha = float(alpha)
+    if not 0 < alpha <= 1:
+        raise InputError(f"{method}: subsample must be a fraction in (0, 1], got {alpha}")
+    feats = _rank_model_features(job.train, job.adapter, job.opt("rank_features", "xy"))
+    trees = int(job.opt("n_estimators", 50))
+    raw, _ = subsample_fi(fi_rows, feats, alpha, job.seed, trees)
+    job.timing.update(curvature=t_solver, scoring=time.perf_counter() - t1)
+    return raw
+
+
+@register_method("fi")
+def fi_util(job: Job) -> Result:
+    """FI local influence [FI]: raw = a^T pinv(G_z) a with a = (dtheta/dw)^T grad f; values = -raw.
+
+    Options: approx ("exact" | "kfsvd"), solver (default "exact", or "kfac" for kfsvd), damping,
+    solver_options, rcond (pinv cut-off relative to the largest eigenvalue of G_z), jacobian ("explicit" |
+    "vjp", exact path), rank and power_iters (kfsvd), subsample (fraction alpha; random-forest rank model
+    for the rest), rank_features ("xy" | "x"), n_estimators (forest size, default 50).
+    """
+    raw = _target_fi(job, "fi")
+    return Result(-raw, raw)
+
+
+def fi_pairwise(adapter: ModelAdapter, train: Split, query: Split, *, solver: Solver | str | None = None,
+                damping: float = 0.0, approx: str = "exact", rank: int = 10, power_iters: int = 2,
+                rcond: float | None = None, chunk_size: int = 256, seed: int = 0) -> np.ndarray:
+    """(n_train, n_query) matrix ``FI(z'_j, z_i)``: the influence measure of perturbing training sample
+    z_i on the loss of query sample z'_j = (x'_j, y'_j) (for FI-active, y' is the predicted label).
+
+    One solve per query sample and one per training sample and class; the matrix is computed in
+    batches of training rows (memory O(chunk_size * n_query * d)), with no loop over pairs.
+
+    Parameters
+    ----------
+    adapter : fitted classifier; train : the split it was fitted on; query : the z' samples
+    solver : a fitted `Solver` or a solver name (None: "exact", or "kfac" for approx="kfsvd")
+    approx : "exact" (explicit J_z) | "kfsvd" (rank-`rank` truncated SVD of J_z)
+    rcond : pinv cut-off of G_z relative to its largest eigenvalue (None: 1e-10 float64 / 1e-5)
+    """
+    if approx not in APPROX:
+        raise InputError(f"approx must be one of {APPROX}, got {approx!r}")
+    if solver is None:
+        solver = "kfac" if approx == "kfsvd" else "exact"
+    if isinstance(solver, str):
+        solver = fit_solver(adapter, train, solver, damping, chunk_size, seed)
+    Gq = GradientSource(adapter, query, chunk_size).matrix()  # (m, p)
+    cfg = FIConfig(rcond=rcond, jacobian="kfsvd" if approx == "kfsvd" else "explicit", rank=rank,
+                   power_iters=power_iters, chunk_size=chunk_size, seed=seed)
+    X, t = adapter.tensors(train)
+    return to_numpy(fi_matrix(adapter, X, t, len(train), solver, Gq.T, cfg))
+
+
+@register_pairwise("fi")
+def fi_attribute(job: Job, test: Split) -> np.ndarray:
+    """(n_train, n_test) ``-FI(z_test_j, z_i)`` (values orientation: the most influential pairs lowest)."""
+    solver, cfg, _ = _job_config(job, "fi")
+    Gq = GradientSource(job.adapter, test, job.chunk_size).matrix()
+    X, t = job.adapter.tensors(job.train)
+    return -to_numpy(fi_matrix(job.adapter, X, t, len(job.train), solver, Gq.T, cfg))
+
+
+# ---- FI-paired -------------------------------------------------------------------------------------
+def fi_paired_matrix(adapter: ModelAdapter, train: Split, target_grad: torch.Tensor, solver: Solver,
+                     rcond: float | None = None, chunk_size: int = 64, max_n: int = 2000) -> np.ndarray:
+    """(n, n) FI of perturbing two training inputs together, ``w = (w_i, w_j)`` in R^{2d}.
+
+    ``dtheta/dw = -(1/n) H^-1 [J_i, J_j]``; the metric is the Fisher information of both perturbed
+    samples' predictive distributions, ``G_ij = sum_c P_c(x_i) u_c^(i) u_c^(i)T + sum_c P_c(x_j) u_c^(j) u_c^(j)T``
+    with ``u_c^(k) = (dtheta/dw)^T grad_theta log P_c(x_k) + [grad_x log P_c(x_k)]`` placed in sample k's
+    block; ``FI_ij = a^T pinv(G_ij) a`` with ``a = (dtheta/dw)^T grad f``. The diagonal holds the single-
+    sample FI. Quadratic in n in time and memory (n^2 K d): for small sets only (``max_n``).
+    """
+    _check_classifier(adapter)
+    n = len(train)
+    if n > max_n:
+        raise InputError(f"fi-paired is quadratic in the number of samples; {n} > max_n={max_n} "
+                         "(use method='fi', or pass a larger max_n)")
+    if n * n * max(2, adapter.n_classes) * train.n_features > 2**27:
+        raise InputError(f"fi-paired: {n} samples x {train.n_features} features needs an n x n x K x d "
+                         "array too large for memory; use method='fi' or fewer samples")
+    params = adapter.params()
+    p = sum(v.numel() for v in params.values())
+    X, t = adapter.tensors(train)
+    d = int(np.prod(X.shape[1:]))
+    rc = default_rcond(adapter.dtype) if rcond is None else float(rcond)
+    lp = _log_probs_fn(adapter)
+    logp = vmap(lp, in_dims=(None, 0))(params, X)  # (n, K)
+    gth, gx = vmap(jacrev(lp, argnums=(0, 1)), in_dims=(None, 0))(params, X)
+    K = logp.shape[1]
+    gth = torch.cat([v.reshape(n, K, -1) for v in gth.values()], dim=2)
+    gx = gx.reshape(n, K, d)
+    Hg = solver.solve(gth.reshape(n * K, p).T)  # (p, n K)
+    h = solver.solve(target_grad.reshape(p, 1).to(adapter.dtype))  # (p, 1)
+    J = cross_jacobians(adapter, X, t, params)  # (n, p, d)
+    # C[j, i, c] = -(1/n) J_j^T H^-1 grad_theta log P_c(x_i): effect of perturbing x_j on log P_c(x_i)
+    C = (-1.0 / n) * torch.einsum("jpd,pq->jqd", J, Hg).reshape(n, n, K, d)
+    a = (-1.0 / n) * torch.einsum("jpd,p->jd", J, h[:, 0])  # (n, d)
+    q = logp.exp().sqrt()  # (n, K)
+    qn = q / q.norm(dim=1, keepdim=True)
+    out = np.empty((n, n))
+    for s in range(0, n, chunk_size):
+        I = torch.arange(s, min(n, s + chunk_size))
+        b = len(I)
+        # rows of S for pair (i, j): sample i's K rows then sample j's K rows; columns (w_i, w_j)
+        own_i = C[I, I] + gx[I]  # (b, K, d): u^(i) in block i
+        cross_ij = C[:, I].transpose(0, 1)  # (b, n, K, d): [j, i] -> effect of w_j on log P(x_i)
+        Si = torch.cat([own_i[:, None].expand(b, n, K, d), cross_ij], dim=3)  # block (w_i, w_j) for sample i
+        own_j = C[torch.arange(n), torch.arange(n)] + gx  # (n, K, d)
+        cross_ji = C[I]  # (b, n, K, d): [i, j] -> effect of w_i on log P(x_j)
+        Sj = torch.cat([cross_ji, own_j[None].expand(b, n, K, d)], dim=3)
+        Si = q[I][:, None, :, None] * Si
+        Sj = q[None, :, :, None] * Sj
+        Si = Si - qn[I][:, None, :, None] * torch.einsum("bk,bjkd->bjd", qn[I], Si)[:, :, None, :]
+        Sj = Sj - qn[None, :, :, None] * torch.einsum("jk,bjkd->bjd", qn, Sj)[:, :, None, :]
+        S = torch.cat([Si, Sj], dim=2)  # (b, n, 2K, 2d)
+        _, sv, Vh = torch.linalg.svd(S, full_matrices=False)
+        ev = sv**2
+        top = ev.max(dim=2, keepdim=True).values
+        keep = (ev > rc * top) & (top > 0)
+        inv = torch.where(keep, 1.0 / torch.where(keep, sv, torch.ones_like(sv)), torch.zeros_like(sv))
+        A = torch.cat([a[I][:, None, :].expand(b, n, d), a[None].expand(b, n, d)], dim=2)  # (b, n, 2d)
+        proj = torch.einsum("bjrd,bjd->bjr", Vh, A) * inv
+        out[s:s + b] = to_numpy((proj**2).sum(2))
+    single = fi_matrix(adapter, X, t, n, solver, target_grad, FIConfig(rcond=rcond))[:, 0]
+    np.fill_diagonal(out, to_numpy(single))
+    return out
+
+
+@register_method("fi-paired")
+def fi_paired(job: Job) -> Result:
+    """FI-paired: FI of perturbing two samples together (masking); raw_i = max_j FI_ij (or the mean,
+    ``reduce="mean"``); values = -raw. Quadratic in n (small sets; ``max_n``, default 2000)."""
+    target = job.need_target("fi-paired")
+    reduce = job.opt("reduce", "max")
+    if reduce not in ("max", "mean"):
+        raise InputError(f"fi-paired: reduce must be 'max' or 'mean', got {reduce!r}")
+    name = job.opt("solver", "exact")
+    damping = float(job.opt("damping", 0.0))
+    rcond = job.opt("rcond", None)
+    max_n = int(job.opt("max_n", 2000))
+    t0 = time.perf_counter()
+    solver = fit_solver(job.adapter, job.train, name, damping, job.chunk_size, job.seed, job.store,
+                        **(job.opt("solver_options", None) or {}))
+    t1 = time.perf_counter()
+    M = fi_paired_matrix(job.adapter, job.train, target.grad(job.adapter), solver, rcond, max_n=max_n)
+    off = M.copy()
+    np.fill_diagonal(off, np.nan)
+    raw = np.nanmax(off, axis=1) if reduce == "max" else np.nanmean(off, axis=1)
+    if len(job.train) == 1:
+        raw = np.diag(M).copy()
+    job.timing.update(curvature=t1 - t0, scoring=time.perf_counter() - t1)
+    return Result(-raw, raw)

@@ -39,7 +39,7 @@ from .scores import Scores, _jsonable, atomic_write
 RUN_FORMAT = 1
 OUTPUT_FILES = ("scores.parquet", "run.json", "report.html")
 TARGETS = ("utility", "demographic-parity", "equal-opportunity", "robustness")
-CHECKPOINT_METHODS = ("tracin", "self-tracin", "diffin")  # torch models record ~10 checkpoints while training
+CHECKPOINT_METHODS = ("tracin", "self-tracin", "diffin", "self-diffin")  # torch models record ~10 checkpoints while training
 
 
 # ---- configuration ---------------------------------------------------------------------------------

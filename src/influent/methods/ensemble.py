@@ -1,0 +1,296 @@
+"""Ensemble estimators of [IP] without retraining: IP Ensemble and GEX (geometric ensemble).
+
+IP Ensemble sums the inner product g_z . grad f over M members built from the fitted model. Member 0
+is the model itself; members 1..M-1 either run with a fixed dropout mask on activations (torch models
+that have dropout layers, or are given dropout points) or carry Gaussian noise on the analysed
+parameters (models without dropout, e.g. logistic regression).
+
+GEX takes its members from short SGD runs started at the fitted parameters and compares losses only
+(forward passes): raw(z) = mean_m (l(z, theta_m) - l(z, theta_hat)) * (f(theta_m) - f(theta_hat)).
+Its self version uses the squared loss deviation.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data import Split
+from ..data.validate import InputError
+from ..grads.source import GradientSource
+from ..models.base import ModelAdapter, Params
+from .registry import Job, Result, register_method, register_pairwise, to_numpy
+
+# --------------------------------------------------------------------------------------------
+# IP Ensemble
+# --------------------------------------------------------------------------------------------
+
+
+class _MaskHook:
+    """Forward hook multiplying a module's output by a fixed mask (inverted dropout scaling)."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        self.mask = mask
+
+    def __call__(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        return output * self.mask
+
+
+def dropout_points(adapter: ModelAdapter, given: Sequence[str] | None = None) -> list[str]:
+    """Module names where members apply their dropout mask: `given` names, else the model's
+    `nn.Dropout*` layers (possibly none)."""
+    modules = dict(adapter._require_fitted().named_modules())
+    if given is not None:
+        names = [given] if isinstance(given, str) else list(given)
+        unknown = [n for n in names if n not in modules]
+        if unknown:
+            raise InputError(f"dropout_points {unknown} name no module; available: {list(modules)[1:9]}")
+        return names
+    return [n for n, m in modules.items() if isinstance(m, nn.modules.dropout._DropoutNd)]
+
+
+def _activation_shapes(adapter: ModelAdapter, split: Split, points: list[str]) -> dict[str, tuple[int, ...]]:
+    """Per-sample output shape of each dropout point (one forward pass on one sample)."""
+    module = adapter._require_fitted()
+    modules = dict(module.named_modules())
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = [modules[n].register_forward_hook(
+        lambda m, i, o, n=n: shapes.__setitem__(n, tuple(o.shape[1:]))) for n in points]
+    try:
+        with torch.no_grad():
+            module.eval()
+            module(split.tensor_X(adapter.dtype)[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def masked_member(adapter: ModelAdapter, masks: dict[str, torch.Tensor]) -> ModelAdapter:
+    """A copy of `adapter` whose module multiplies the output of each named module by its mask
+    (shape: the per-sample activation shape; broadcast over the batch)."""
+    other = copy.copy(adapter)
+    other.module = copy.deepcopy(adapter._require_fitted())
+    modules = dict(other.module.named_modules())
+    for name, mask in masks.items():
+        modules[name].register_forward_hook(_MaskHook(mask))
+    return other
+
+
+def ensemble_members(adapter: ModelAdapter, split: Split, members: int = 5, mode: str = "auto",
+                     rate: float | Sequence[float] = (0.0, 0.01), noise: float = 0.01,
+                     points: Sequence[str] | None = None, seed: int = 0) -> tuple[list[ModelAdapter], str]:
+    """The M members of IP Ensemble; member 0 is `adapter` itself.
+
+    Parameters
+    ----------
+    members : M >= 1
+    mode : "dropout" (fixed masks on activations), "noise" (Gaussian parameter noise) or "auto"
+        (dropout where the model has dropout layers or `points` are given, noise otherwise)
+    rate : dropout rate, a float, or a pair (lo, hi) to draw each member's rate from U(lo, hi)
+    noise : standard deviation of the parameter noise N(0, noise^2) on the analysed parameters
+    points : module names whose outputs are masked (default: the model's dropout layers)
+    seed : seed of the member draws (torch.Generator)
+
+    Returns
+    -------
+    (list of M adapters, the mode used). A dropout member draws one mask per point, of the
+    per-sample activation shape, shared by all samples: keep ~ Bernoulli(1 - r), mask = keep / (1 - r).
+    Noise members draw, for each analysed parameter in order, theta + noise * N(0, 1).
+    """
+    if int(members) < 1:
+        raise InputError(f"members must be >= 1, got {members}")
+    if mode not in ("auto", "dropout", "noise"):
+        raise InputError(f"mode must be 'auto', 'dropout' or 'noise', got {mode!r}")
+    pts = dropout_points(adapter, points) if mode != "noise" else []
+    if mode == "dropout" and not pts:
+        raise InputError("mode='dropout' but the model has no dropout layers; pass dropout_points=[module names]")
+    used = "dropout" if pts else "noise"
+    gen = torch.Generator().manual_seed(int(seed))
+    out: list[ModelAdapter] = [adapter]
+    if used == "dropout":
+        lo, hi = (float(rate), float(rate)) if np.isscalar(rate) else (float(rate[0]), float(rate[1]))
+        if not (0 <= lo <= hi < 1):
+            raise InputError(f"rate must lie in [0, 1), got {rate}")
+        shapes = _activation_shapes(adapter, split, pts)
+        for _ in range(1, int(members)):
+            r = lo + (hi - lo) * float(torch.rand((), generator=gen, dtype=torch.float64))
+            masks = {n: (torch.rand(shapes[n], generator=gen, dtype=torch.float64) >= r).to(adapter.dtype) / (1 - r)
+                     for n in pts}
+            out.append(masked_member(adapter, masks))
+    else:
+        if not noise >= 0:
+            raise InputError(f"noise must be >= 0, got {noise}")
+        theta = adapter.params()
+        for _ in range(1, int(members)):
+            noisy = {n: p + float(noise) * torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype)
+                     for n, p in theta.items()}
+            out.append(adapter.with_params(noisy))
+    return out, used
+
+
+def _members(job: Job, split: Split) -> list[ModelAdapter]:
+    members, used = ensemble_members(
+        job.adapter, split, int(job.opt("members", 5)), job.opt("mode", "auto"),
+        job.opt("rate", (0.0, 0.01)), float(job.opt("noise", 0.01)), job.opt("dropout_points", None), job.seed)
+    job.used["member_mode"] = used
+    return members
+
+
+def _source(job: Job, member: ModelAdapter, split: Split) -> GradientSource:
+    # factorised products read a linear layer's output before any mask hook on that same layer would
+    # apply, so a member masking a parameterised module takes the vmap path
+    method = job.opt("grad_method", "auto")
+    masked_owner = any(isinstance(h, _MaskHook) and any(True for _ in m.parameters(recurse=False))
+                       for m in member.module.modules() for h in m._forward_hooks.values())
+    if masked_owner and method in ("auto", "factorised"):
+        method = "vmap"
+    return GradientSource(member, split, job.chunk_size, None, method)
+
+
+@register_method("ip-ensemble")
+def ip_ensemble(job: Job) -> Result:
+    """IP Ensemble: raw = sum over M members of g_z(member) . grad f(member); values = raw.
+
+    Options: members (5), mode ("auto" | "dropout" | "noise"), rate ((0, 0.01): each member's dropout rate
+    is drawn from U(lo, hi); a float fixes it), noise (0.01, std of parameter noise), dropout_points (module
+    names to mask when the model has no dropout layers). Member 0 is the fitted model, so members=1 is IP.
+    """
+    target = job.need_target("ip-ensemble")
+    total = torch.zeros(len(job.train), dtype=job.adapter.dtype)
+    for k, member in enumerate(_members(job, job.train)):
+        src = job.source() if k == 0 else _source(job, member, job.train)
+        total += src.dot(target.grad(member))
+    v = to_numpy(total)
+    return Result(v, v)
+
+
+@register_pairwise("ip-ensemble")
+def ip_ensemble_pairwise(job: Job, test: Split) -> np.ndarray:
+    """(n_train, n_test) sum over members of g_i(member) . g_test_j(member)."""
+    total = None
+    for k, member in enumerate(_members(job, job.train)):
+        a = job.source() if k == 0 else _source(job, member, job.train)
+        b = job.source(split=test) if k == 0 else _source(job, member, test)
+        G = a.gram(b)
+        total = G if total is None else total + G
+    return to_numpy(total)
+
+
+# --------------------------------------------------------------------------------------------
+# GEX
+# --------------------------------------------------------------------------------------------
+
+
+def gex_members(adapter: ModelAdapter, train: Split, members: int = 8, steps: int = 10, lr: float = 0.01,
+                batch_size: int = 32, sampling: str = "independent", seed: int = 0) -> list[Params]:
+    """Member parameters for GEX from minibatch SGD started at the fitted parameters.
+
+    The objective is the training objective, mean minibatch loss + regulariser, over the analysed
+    parameters (the others stay fixed).
+
+    Parameters
+    ----------
+    members : M >= 1
+    steps : SGD steps per member
+    lr : SGD learning rate (no momentum)
+    batch_size : minibatch size (capped at n)
+    sampling : "independent" — member m is the end of its own run of `steps` steps from theta_hat;
+        "trajectory" — member m is the state after (m + 1) * `steps` steps of one run
+    seed : seed of the minibatch draws; batch b of a run is `randperm(n)[:batch_size]` from one
+        torch.Generator seeded with `seed`, drawn in order of the runs and steps
+
+    Returns
+    -------
+    list of M parameter dicts (detached)
+    """
+    if int(members) < 1 or int(steps) < 1:
+        raise InputError(f"members and steps must be >= 1, got {members} and {steps}")
+    if sampling not in ("independent", "trajectory"):
+        raise InputError(f"sampling must be 'independent' or 'trajectory', got {sampling!r}")
+    if not lr > 0:
+        raise InputError(f"lr must be positive, got {lr}")
+    X, t = adapter.tensors(train)
+    n = len(train)
+    bs = min(int(batch_size), n)
+    gen = torch.Generator().manual_seed(int(seed))
+    theta_hat = adapter.params()
+    adapter._require_fitted().eval()
+
+    def step(theta: Params) -> Params:
+        idx = torch.randperm(n, generator=gen)[:bs]
+        leaves = {k: v.detach().requires_grad_(True) for k, v in theta.items()}
+        with torch.enable_grad():
+            obj = adapter.per_sample_loss(leaves, X[idx], t[idx]).mean() + adapter.regularizer(leaves)
+            grads = torch.autograd.grad(obj, list(leaves.values()), allow_unused=True)
+        return {k: (v - lr * g).detach() if g is not None else v.detach()
+                for (k, v), g in zip(leaves.items(), grads)}
+
+    out: list[Params] = []
+    theta = theta_hat
+    for _ in range(int(members)):
+        if sampling == "independent":
+            theta = theta_hat
+        for _ in range(int(steps)):
+            theta = step(theta)
+        out.append(theta)
+    return out
+
+
+@torch.no_grad()
+def _losses(adapter: ModelAdapter, params: Params, split: Split, chunk_size: int) -> torch.Tensor:
+    X, t = adapter.tensors(split)
+    return torch.cat([adapter.per_sample_loss(params, X[s:s + chunk_size], t[s:s + chunk_size])
+                      for s in range(0, len(split), chunk_size)])
+
+
+def _gex_deviations(job: Job, split: Split, members: list[Params]) -> torch.Tensor:
+    """(M, n) loss deviations l(z, theta_m) - l(z, theta_hat): forward passes only."""
+    base = _losses(job.adapter, job.adapter.params(), split, job.chunk_size)
+    return torch.stack([_losses(job.adapter, p, split, job.chunk_size) - base for p in members])
+
+
+def _gex_members(job: Job) -> list[Params]:
+    return gex_members(job.adapter, job.train, int(job.opt("members", 8)), int(job.opt("steps", 10)),
+                       float(job.opt("lr", 0.01)), int(job.opt("batch_size", 32)),
+                       job.opt("sampling", "independent"), job.seed)
+
+
+@register_method("gex")
+def gex(job: Job) -> Result:
+    """GEX: raw = mean_m (l(z, theta_m) - l(z, theta_hat)) * (f(theta_m) - f(theta_hat)); values = raw.
+
+    Members come from SGD started at the fitted model (`gex_members`; options members (8), steps (10),
+    lr (0.01), batch_size (32), sampling ("independent" | "trajectory")). Like IP, a positive raw means the
+    sample's loss and the target cost move together, i.e. the sample helps the target.
+    """
+    target = job.need_target("gex")
+    members = _gex_members(job)
+    D = _gex_deviations(job, job.train, members)
+    with torch.no_grad():
+        f0 = target.value(job.adapter, job.adapter.params())
+        df = torch.stack([target.value(job.adapter, p) - f0 for p in members])
+    v = to_numpy((D * df[:, None]).mean(0))
+    return Result(v, v)
+
+
+@register_pairwise("gex")
+def gex_pairwise(job: Job, test: Split) -> np.ndarray:
+    """(n_train, n_test) mean_m (l(z_i, theta_m) - l(z_i, theta_hat)) * (l(x_j, theta_m) - l(x_j, theta_hat))."""
+    members = _gex_members(job)
+    D = _gex_deviations(job, job.train, members)
+    T = _gex_deviations(job, test, members)
+    return to_numpy(D.T @ T / len(members))
+
+
+@register_method("self-gex", needs_target=False)
+def self_gex(job: Job) -> Result:
+    """Self-GEX: raw = mean_m (l(z, theta_m) - l(z, theta_hat))^2; values = -raw (high = suspicious).
+    Options as for "gex"."""
+    D = _gex_deviations(job, job.train, _gex_members(job))
+    r = to_numpy((D**2).mean(0))
+    return Result(-r, r)

@@ -1,0 +1,197 @@
+"""Hessian-free family of [IP]: IP Ensemble (dropout and parameter-noise members), GEX, label quality,
+and the synthetic check of [IP] (IP agrees with exact IF on a separable set with flipped labels)."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+import influent as inf
+from influent.grads import per_sample_grads
+from influent.methods.ensemble import ensemble_members, gex_members
+
+
+def _brute_ip(adapter, train, valid):
+    """sum_i g_i . mean_v g_v with per-sample gradients from the loop path."""
+    G = per_sample_grads(adapter, *adapter.tensors(train), method="loop")
+    gv = per_sample_grads(adapter, *adapter.tensors(valid), method="loop").mean(0)
+    return (G @ gv).numpy()
+
+
+def test_ensemble_with_one_member_equals_ip(iris, small_mlp, digits_small):
+    train, valid = iris
+    lr = inf.models.SklearnLogistic(C=1.0).fit(train)
+    ip = inf.score(lr, train, target=valid, method="ip")
+    ens = inf.score(lr, train, target=valid, method="ip-ensemble", members=1)
+    np.testing.assert_allclose(ens.values, ip.values, rtol=1e-12)
+    np.testing.assert_allclose(ip.values, _brute_ip(lr, train, valid), rtol=1e-9, atol=1e-12)
+    tr, va = digits_small
+    np.testing.assert_allclose(inf.score(small_mlp, tr, target=va, method="ip-ensemble", members=1).values,
+                               inf.score(small_mlp, tr, target=va, method="ip").values, rtol=1e-12)
+
+
+def test_noise_members_equal_brute_force(iris):
+    """Logistic regression has no dropout: members are theta + N(0, noise^2), drawn in the documented order."""
+    train, valid = iris
+    model = inf.models.SklearnLogistic(C=1.0).fit(train)
+    s = inf.score(model, train, target=valid, method="ip-ensemble", members=4, noise=0.05, seed=3)
+    assert s.settings["member_mode"] == "noise"
+    gen = torch.Generator().manual_seed(3)
+    theta = model.params()
+    expected = _brute_ip(model, train, valid)
+    for _ in range(3):
+        noisy = {k: v + 0.05 * torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in theta.items()}
+        expected = expected + _brute_ip(model.with_params(noisy), train, valid)
+    np.testing.assert_allclose(s.values, expected, rtol=1e-9, atol=1e-12)
+    # the noise matters: members differ from the model
+    assert not np.allclose(s.values, 4 * inf.score(model, train, target=valid, method="ip").values, rtol=1e-3)
+    A = inf.attribute(model, train, valid, method="ip-ensemble", members=4, noise=0.05, seed=3)
+    np.testing.assert_allclose(A.mean(1), s.values, rtol=1e-9, atol=1e-12)
+
+
+class _ExplicitMask(torch.nn.Module):
+    """The same MLP written out by hand, with the hidden activation multiplied by a given mask."""
+
+    def __init__(self, net, mask):
+        super().__init__()
+        self.net, self.mask = net, mask
+
+    def forward(self, x):
+        return self.net[3](self.net[2](self.net[1](self.net[0](x))) * self.mask)
+
+
+def test_dropout_members_equal_explicitly_masked_networks(digits_small):
+    train, valid = digits_small
+    m = inf.models.TabularMLP(hidden=(8,), dropout=0.3, weight_decay=1e-3, dtype=torch.float64,
+                              train=inf.models.TrainConfig(epochs=100)).fit(train)
+    assert [type(x).__name__ for x in m.module] == ["Linear", "ReLU", "Dropout", "Linear"]
+    kw = dict(members=3, rate=0.4, seed=5)
+    s = inf.score(m, train, target=valid, method="ip-ensemble", **kw)
+    assert s.settings["member_mode"] == "dropout"
+    members, mode = ensemble_members(m, train, 3, "auto", 0.4, 0.01, None, 5)
+    # masks in the documented order: one rate draw (fixed here), then keep ~ Bernoulli(0.6) / 0.6 over 8 units
+    gen = torch.Generator().manual_seed(5)
+    expected = _brute_ip(m, train, valid)
+    for k in range(1, 3):
+        torch.rand((), generator=gen, dtype=torch.float64)
+        mask = (torch.rand((8,), generator=gen, dtype=torch.float64) >= 0.4).double() / 0.6
+        assert 0 < int((mask == 0).sum()) < 8  # the draw really drops some units, not all
+        explicit = inf.models.TorchAdapter(_ExplicitMask(m.module, mask), dtype=torch.float64, fitted=True,
+                                           classes=m.classes_)
+        assert explicit.param_names() == ["net." + n for n in m.param_names()]
+        expected = expected + _brute_ip(explicit, train, valid)
+        # the member's predictions are those of the masked network
+        np.testing.assert_allclose(members[k].predict_proba(valid.X), explicit.predict_proba(valid.X), atol=1e-12)
+    np.testing.assert_allclose(s.values, expected, rtol=1e-8, atol=1e-12)
+
+
+def test_given_dropout_points_on_a_model_without_dropout(small_mlp, digits_small):
+    train, valid = digits_small
+    s = inf.score(small_mlp, train, target=valid, method="ip-ensemble", members=3, rate=0.5, dropout_points=["1"])
+    assert s.settings["member_mode"] == "dropout"
+    ip = inf.score(small_mlp, train, target=valid, method="ip").values
+    assert not np.allclose(s.values, 3 * ip, rtol=1e-3)
+    with pytest.raises(inf.InputError, match="name no module"):
+        inf.score(small_mlp, train, target=valid, method="ip-ensemble", dropout_points=["nope"])
+    with pytest.raises(inf.InputError, match="no dropout layers"):
+        inf.score(small_mlp, train, target=valid, method="ip-ensemble", mode="dropout")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny float64 MLP on 40 samples of 3 features."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = (X[:, 0] + X[:, 1] ** 2 > 0.5).astype(int)
+    train, valid = inf.from_arrays(X[:40], y[:40]), inf.from_arrays(X[40:], y[40:])
+    m = inf.models.TabularMLP(hidden=(4,), weight_decay=1e-2, dtype=torch.float64,
+                              train=inf.models.TrainConfig(epochs=200, lr=0.05)).fit(train)
+    return m, train, valid
+
+
+def test_gex_members_follow_sgd_from_the_fitted_model(tiny):
+    m, train, _ = tiny
+    kw = dict(members=2, steps=3, lr=0.1, batch_size=8, seed=4)
+    mem = gex_members(m, train, **kw)
+    traj = gex_members(m, train, **{**kw, "members": 2}, sampling="trajectory")
+    X, t = m.tensors(train)
+    gen = torch.Generator().manual_seed(4)
+    expected = []
+    for run in range(2):
+        theta = {k: v.clone() for k, v in m.params().items()}
+        for _ in range(3):
+            idx = torch.randperm(40, generator=gen)[:8]
+            p = {k: v.requires_grad_(True) for k, v in theta.items()}
+            obj = m.per_sample_loss(p, X[idx], t[idx]).mean() + 0.5 * 1e-2 * sum((v**2).sum() for v in p.values())
+            g = torch.autograd.grad(obj, list(p.values()))
+            theta = {k: (v - 0.1 * gi).detach() for (k, v), gi in zip(p.items(), g)}
+        expected.append(theta)
+    for got, exp in zip(mem, expected):
+        for k in exp:
+            torch.testing.assert_close(got[k], exp[k], rtol=1e-12, atol=1e-14)
+    # trajectory members: member 1 continues from member 0 (not from theta_hat)
+    assert all(torch.equal(traj[0][k], mem[0][k]) for k in mem[0])
+    assert not all(torch.allclose(traj[1][k], mem[1][k]) for k in mem[1])
+
+
+def test_gex_equals_brute_force_formula(tiny):
+    m, train, valid = tiny
+    kw = dict(members=5, steps=4, lr=0.2, batch_size=10)
+    mem = gex_members(m, train, **kw, seed=7)
+
+    def loss(params, x, y):  # one sample at a time
+        return float(m.per_sample_loss(params, *m.tensors(inf.from_arrays(x[None], np.array([y]))))[0])
+
+    theta = m.params()
+    D = np.array([[loss(p, train.X[i], train.y[i]) - loss(theta, train.X[i], train.y[i]) for i in range(len(train))]
+                  for p in mem])
+    f = lambda p: np.mean([loss(p, valid.X[j], valid.y[j]) for j in range(len(valid))])  # noqa: E731
+    df = np.array([f(p) - f(theta) for p in mem])
+    assert np.abs(D).max() > 1e-4  # members really moved
+    s = inf.score(m, train, method="self-gex", seed=7, **kw)
+    np.testing.assert_allclose(s.raw, (D**2).mean(0), rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(s.values, -s.raw)
+    g = inf.score(m, train, target=valid, method="gex", seed=7, **kw)
+    np.testing.assert_allclose(g.values, (D * df[:, None]).mean(0), rtol=1e-9, atol=1e-15)
+    A = inf.attribute(m, train, valid, method="gex", seed=7, **kw)
+    np.testing.assert_allclose(A.mean(1), g.values, rtol=1e-9, atol=1e-15)
+
+
+def test_ip_agrees_with_exact_if_on_separable_data_with_flipped_labels():
+    """The synthetic check of [IP]: linearly separable 2-D data, 10 flipped labels, logistic regression."""
+    rng = np.random.default_rng(0)
+    n = 200
+    y = rng.integers(0, 2, n + 200)
+    X = rng.normal(size=(n + 200, 2)) * 0.7 + np.where(y[:, None] == 1, 1.5, -1.5)
+    flipped = rng.choice(n, 10, replace=False)
+    y_tr = y[:n].copy()
+    y_tr[flipped] = 1 - y_tr[flipped]
+    train, valid = inf.from_arrays(X[:n], y_tr), inf.from_arrays(X[n:], y[n:])
+    model = inf.models.SklearnLogistic(C=1.0).fit(train)
+    ip = inf.score(model, train, target=valid, method="ip").values
+    exact = inf.score(model, train, target=valid, method="if", solver="exact").values
+    assert np.all(np.sign(ip[flipped]) == np.sign(exact[flipped]))
+    assert np.all(exact[flipped] < 0)  # flipped labels hurt the validation loss
+    assert spearmanr(ip, exact)[0] >= 0.9
+
+
+def test_label_quality_uses_cleanlab_on_out_of_sample_probabilities(iris):
+    from cleanlab.rank import get_label_quality_scores
+    from sklearn.model_selection import StratifiedKFold
+
+    train, _ = iris
+    model = inf.models.SklearnLogistic(C=1.0).fit(train)
+    labels = np.searchsorted(model.classes_, train.y)
+    s0 = inf.score(model, train, method="label-quality", kind="normalized-margin", cv=0)
+    np.testing.assert_allclose(s0.values, get_label_quality_scores(labels, model.predict_proba(train.X),
+                                                                   method="normalized_margin"), rtol=1e-12)
+    s = inf.score(model, train, method="label-quality", kind="confidence-entropy", cv=3, seed=1)
+    proba = np.zeros((len(train), 3))
+    for fit_idx, held in StratifiedKFold(3, shuffle=True, random_state=1).split(train.X, train.y):
+        proba[held] = model.refit(train.subset(fit_idx)).predict_proba(train.X[held])
+    np.testing.assert_allclose(s.values, get_label_quality_scores(labels, proba, method="confidence_weighted_entropy"),
+                               rtol=1e-9)
+    assert not np.allclose(s.values, inf.score(model, train, method="label-quality", kind="confidence-entropy",
+                                               cv=0).values)
+    with pytest.raises(inf.InputError, match="unknown label-quality kind"):
+        inf.score(model, train, method="label-quality", kind="margin")

@@ -310,9 +310,9 @@ def build_model(spec: str, options: dict[str, Any] | None = None, train: Split |
         return SklearnLogistic(C=float(opts.get("C", 1.0)))
     if spec == "mlp":
         hidden = opts.get("hidden", [64])
+        decay = {"weight_decay": float(opts["weight_decay"])} if "weight_decay" in opts else {}
         return TabularMLP(hidden=[int(h) for h in hidden], dropout=float(opts.get("dropout", 0.0)),
-                          weight_decay=float(opts.get("weight_decay", 1e-4)), train=_train_config(opts, seed),
-                          init_seed=seed)
+                          train=_train_config(opts, seed), init_seed=seed, **decay)
     if ":" not in spec or not spec.rsplit(":", 1)[0].endswith(".py"):
         raise InputError(f"unknown model {spec!r}; use logistic, mlp or path/to/file.py:function")
     file, func_name = spec.rsplit(":", 1)

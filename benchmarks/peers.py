@@ -283,12 +283,12 @@ def _run_job(job: dict) -> dict:
     return {"status": "ok", "seconds": seconds, "values": out.detach().cpu().double().numpy()}
 
 
-def _describe_error(exc: BaseException) -> str:
+def _describe_error(exc: BaseException, seconds: float, mem_gb: float) -> str:
     msg = str(exc).strip().splitlines()
     text = msg[-1] if msg else ""
     if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc) or "not enough memory" in str(exc):
-        return f"out of memory under the worker's limit ({text[:120]})"
-    return f"error: {type(exc).__name__}: {text[:160]}"
+        return f"out of memory ({mem_gb:.0f} GB limit) after {seconds:.0f} s"
+    return f"error after {seconds:.0f} s: {type(exc).__name__}: {text[:160]}"
 
 
 def worker_main(threads: int, mem_gb: float) -> None:
@@ -313,6 +313,7 @@ def worker_main(threads: int, mem_gb: float) -> None:
     proto.write("ready\n")
     for line in sys.stdin:
         job_path, res_path = line.rstrip("\n").split("\t")
+        t0 = time.perf_counter()
         try:
             job = torch.load(job_path, weights_only=False)
             res = _run_job(job)
@@ -320,7 +321,7 @@ def worker_main(threads: int, mem_gb: float) -> None:
             res = {"status": f"not installed ({exc.name or exc})"}
         except BaseException as exc:  # noqa: BLE001 - any failure of a peer is a result, not a crash
             traceback.print_exc()
-            res = {"status": _describe_error(exc)}
+            res = {"status": _describe_error(exc, time.perf_counter() - t0, mem_gb)}
         torch.save(res, res_path)
         proto.write("done\n")
 
@@ -483,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = SIZES["quick" if args.quick else "default"]
     lam = args.damping
     only = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = only - {"ip", "exact", "lissa", "datainf", "ekfac", "exact-large"}
+    if unknown:
+        ap.error(f"--only: unknown row(s) {sorted(unknown)}; choose from ip,exact,lissa,datainf,ekfac,exact-large")
     load0 = os.getloadavg()
 
     # ---- models ------------------------------------------------------------------------------------------

@@ -91,15 +91,17 @@ def factor_gram(fa: list[LayerFactors], fb: list[LayerFactors]) -> torch.Tensor:
 
 
 def factor_dot(fa: list[LayerFactors], v: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(B,) products g_i . v with `v` a parameter dict (``<layer>.weight``/``<layer>.bias`` keys)."""
+    """(B, k) products g_i . v_j for k stacked directions: `v` maps ``<layer>.weight`` to (k, d_out, d_in)
+    and ``<layer>.bias`` to (k, d_out)."""
     total = None
     for lf in fa:
         prefix = f"{lf.name}." if lf.name else ""
-        term = torch.zeros(lf.a.shape[0], dtype=lf.a.dtype)
+        k = next(iter(v.values())).shape[0]
+        term = torch.zeros(lf.a.shape[0], k, dtype=lf.a.dtype)
         if lf.has_weight:
-            term = term + ((lf.delta @ v[prefix + "weight"]) * lf.a).sum(1)
+            term = term + torch.einsum("bo,koi,bi->bk", lf.delta, v[prefix + "weight"], lf.a)
         if lf.has_bias:
-            term = term + lf.delta @ v[prefix + "bias"]
+            term = term + lf.delta @ v[prefix + "bias"].T
         total = term if total is None else total + term
     assert total is not None
     return total

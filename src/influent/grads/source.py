@@ -17,7 +17,7 @@ import torch
 from ..data import Split
 from ..models.base import ModelAdapter
 from .linear import factor_dot, factor_gram, factor_grads, factors, linear_layers
-from .per_sample import per_sample_grads, unflatten
+from .per_sample import per_sample_grads
 from .store import GradientStore, store_key
 
 Progress = Callable[[int, int], None]
@@ -108,12 +108,13 @@ class GradientSource:
         V2 = V.reshape(self.p, -1).to(self.adapter.dtype)
         out = torch.empty(self.n, V2.shape[1], dtype=self.adapter.dtype)
         if self.factorised:
-            vs = [unflatten(V2[:, j], self.like) for j in range(V2.shape[1])]
+            k, i0, stacked = V2.shape[1], 0, {}
+            for name, p in self.like.items():  # (p, k) -> {name: (k, *shape)}
+                stacked[name] = V2[i0:i0 + p.numel()].T.reshape(k, *p.shape)
+                i0 += p.numel()
             slices = self._slices()
             for i, sl in enumerate(slices):
-                f = factors(self.adapter, self.X[sl], self.t[sl], self.layers)
-                for j, v in enumerate(vs):
-                    out[sl, j] = factor_dot(f, v)
+                out[sl] = factor_dot(factors(self.adapter, self.X[sl], self.t[sl], self.layers), stacked)
                 self._tick(i, len(slices))
         else:
             for sl, G in self.chunks():

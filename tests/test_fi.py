@@ -12,7 +12,7 @@ import influent as inf
 from influent.evaluation.trimming import (format_wins, method_scorer, random_scorer, trim_curve,
                                           trimming_experiment, wins_table)
 from influent.grads.per_sample import flatten, unflatten
-from influent.methods.fi import fi_matrix, fi_paired_matrix, fi_pairwise, fit_solver
+from influent.methods.fi import FIConfig, fi_matrix, fi_paired_matrix, fi_pairwise, fit_solver
 
 
 # ---- brute force ---------------------------------------------------------------------------------
@@ -96,7 +96,7 @@ def test_fi_equals_brute_force(which, request):
     model, train, valid = request.getfixturevalue(which)
     target = inf.targets.Utility(valid)
     expected = _brute(model, train, target.grad(model).numpy())[0]
-    s = inf.score(model, train, target=target, method="fi")
+    s = inf.score(model, train, target=target, method="fi", jacobian="explicit")
     assert s.method == "fi" and s.settings["approx"] == "exact"
     np.testing.assert_allclose(s.raw, expected, rtol=1e-5)
     np.testing.assert_allclose(s.values, -s.raw)
@@ -227,7 +227,12 @@ def test_pairwise_matrix_and_target_swap(tiny_mlp):
     solver = fit_solver(model, train)
     X, t = model.tensors(train)
     grads = inf.grads.GradientSource(model, query).matrix()
-    np.testing.assert_allclose(fi_matrix(model, X, t, len(train), solver, grads.T).numpy(), M, rtol=1e-9)
+    # both product routes (m <= K directions: J^T y; m > K: J v) with both Jacobian forms
+    for mode in ("explicit", "vjp"):
+        cfg = FIConfig(jacobian=mode)
+        np.testing.assert_allclose(fi_matrix(model, X, t, len(train), solver, grads.T, cfg).numpy(), M, rtol=1e-9)
+        np.testing.assert_allclose(fi_matrix(model, X, t, len(train), solver, grads[:1].T, cfg).numpy(), M[:, :1],
+                                   rtol=1e-9)
 
 
 def test_fi_with_fairness_target():

@@ -29,6 +29,26 @@ def test_newton_polish_reaches_machine_precision(iris):
     assert max(float(x.abs().max()) for x in g) < 1e-12
 
 
+@pytest.mark.parametrize("data", ["cancer", "iris"])
+@pytest.mark.parametrize("intercept", [True, False])
+def test_closed_form_hessian_equals_autodiff_hessian(data, intercept, request):
+    """The logistic closed-form Hessian (weighted) equals torch.func.hessian of the same objective."""
+    from influent.grads.per_sample import flatten, unflatten
+
+    train, _ = request.getfixturevalue(data)
+    m = inf.models.SklearnLogistic(C=0.3, fit_intercept=intercept).fit(train)
+    X, t = m.tensors(train)
+    w = torch.linspace(0.5, 2.0, X.shape[0], dtype=torch.float64)
+    params = m.params()
+
+    def objective(theta):
+        p = unflatten(theta, params)
+        return (w * m.per_sample_loss(p, X, t)).sum() / X.shape[0] + m.regularizer(p)
+
+    H = torch.func.hessian(objective)(flatten(params))
+    torch.testing.assert_close(m.closed_form_hessian(X, t, w, chunk_size=37), H, rtol=1e-10, atol=1e-13)
+
+
 def test_mlp_is_deterministic_and_clone_retrains_identically(digits_small):
     train, valid = digits_small
     cfg = inf.models.TrainConfig(epochs=30, batch_size=32, seed=3)

@@ -129,7 +129,7 @@ def percentile_mean(M: np.ndarray, lo: float = 10.0, hi: float = 90.0) -> np.nda
 @strategy("fi")
 def fi_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator, approx: str = "exact",
                 subsample: float | None = None, damping: float = 0.0, rank: int = 10, lo: float = 10.0,
-                hi: float = 90.0, params: str | None = None, n_estimators: int = 50, **_: Any) -> np.ndarray:
+                hi: float = 90.0, params: str | None = None, n_estimators: int = 25, **_: Any) -> np.ndarray:
     """FI-active of [FI]: for each pool sample x_u with its predicted label, the mean over the labeled
     samples z_i of FI((x_u, y_pred), z_i), restricted to the lo-th..hi-th percentiles; highest first.
 

@@ -24,20 +24,25 @@ largest eigenvalue of the same sample's ``G``; ``rcond`` 1e-10 in float64, 1e-5 
 For a binary classifier this is ``(a . v)^2 / (sigma (1 - sigma) |v|^4)`` with ``v`` the total derivative
 of the perturbed sample's logit: confidently misclassified samples get the largest FI.
 
-Every product with ``J_z`` is of the form ``J_z^T y`` for ``y`` in {``H^-1 grad f``, ``H^-1 grad_theta log
-P(c|x)``}: ``FI(z', z) = sum_r (e_{z,r} . H^-1 grad L(z'))^2`` with ``e_{z,r} = -(1/n) J_z v_r / s_r``.
-So a pairwise matrix needs one solve per query and one per training sample and class, never one per pair.
+Products with ``J_z``. ``u_c`` needs ``J_z^T H^-1 grad_theta log P(c|x)`` (K products per sample); then
+``FI(z', z) = sum_r (e_{z,r} . H^-1 grad L(z'))^2`` with ``e_{z,r} = -(1/n) J_z v_r / s_r`` (R <= K more
+products per sample), or, for m <= K directions, ``v_r . (-(1/n) J_z^T H^-1 grad L)`` directly. A matrix
+over m query samples and n training samples costs m + nK solves, about n(K + R) products with J, and one
+(n x p) by (p x m) product: never one operation per pair.
 
 Approximations (``approx``):
 
-- ``"exact"``: ``J_z`` built explicitly, in batches (torch.func: vmap over samples of jacfwd over x of
-  grad over theta), with any curvature solver (default the exact one). ``jacobian="vjp"`` computes the
-  same numbers with vector-Jacobian products ``J_z^T y`` (reverse over reverse) and never forms ``J_z``.
+- ``"exact"``: with any curvature solver (default the exact one). ``jacobian="explicit"`` builds ``J_z``
+  in batches (torch.func: vmap over samples of jacfwd over x of grad over theta; d forward products per
+  sample); ``jacobian="vjp"`` never forms it (vector-Jacobian products ``J_z^T y``, reverse over reverse,
+  and Jacobian-vector products ``J_z v``, forward over reverse); ``"auto"`` (default) takes the explicit
+  form only when ``d <= 2 max(K, 2)``. Both give the same numbers.
 - ``"kfsvd"``: K-FAC inverse Hessian (default solver ``"kfac"``) and a rank-``k`` truncated SVD of each
   ``J_z`` by randomised subspace (power) iteration on Jacobian-vector products ``J_z v`` (forward over
   reverse) and ``J_z^T u``; memory O(sum over layers of the Kronecker factors + B (p + d) k).
 - ``subsample=alpha``: FI on a random fraction ``alpha`` of the samples (seeded), a random forest from
-  the features (and the one-hot label, ``rank_features="xy"``) to the rank of FI for the others.
+  the features, the one-hot label and the model's loss and outputs (``rank_features="xy+model"``) to the
+  rank of FI for the others.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ from ..models.base import ModelAdapter, Params
 from .registry import Job, Result, register_method, register_pairwise, to_numpy
 
 APPROX = ("exact", "kfsvd")
-JACOBIANS = ("explicit", "vjp")
+JACOBIANS = ("auto", "explicit", "vjp")
 # elements of one batch of explicit cross Jacobians (B * p * d); bounds memory of the exact path
 _MAX_ELEMENTS = 2**20
 
@@ -195,6 +200,14 @@ class _CrossJacobian:
             return torch.einsum("bdk,bkm->bmd", self.V, self.S[:, :, None] * UtY)
         return cross_tmul(self.adapter, self.X, self.t, Y, self.params)
 
+    def mul(self, V: torch.Tensor) -> torch.Tensor:
+        """(B, p, r) ``J_z V_z`` for per-row V (B, d, r)."""
+        if self.mode == "explicit":
+            return torch.einsum("bpd,bdr->bpr", self.J, V)
+        if self.mode == "kfsvd":
+            return torch.einsum("bpk,bkr->bpr", self.U, self.S[:, :, None] * torch.einsum("bdk,bdr->bkr", self.V, V))
+        return cross_mul(self.adapter, self.X, self.t, V, self.params)
+
 
 # ---- the metric tensor ----------------------------------------------------------------------------
 def metric_factors(log_probs: torch.Tensor, U: torch.Tensor, rcond: float,
@@ -236,7 +249,8 @@ class FIConfig:
         parameter only for the sign ablation in `docs/fi.md`)
     rcond : relative eigenvalue cut-off of pinv(G); None: `default_rcond`
     project : remove the exact null direction of G before the pseudo-inverse
-    jacobian : "explicit" | "vjp" | "kfsvd" — how products with J_z are formed
+    jacobian : "auto" | "explicit" | "vjp" | "kfsvd" — how products with J_z are formed ("auto": explicit
+        when d <= 2 max(K, 2), else products)
     rank, power_iters : truncated SVD settings for "kfsvd"
     chunk_size : rows per batch (the explicit path also caps B * p * d)
     seed : seed of the random start of the power iteration
@@ -245,7 +259,7 @@ class FIConfig:
     sign: float = -1.0
     rcond: float | None = None
     project: bool = True
-    jacobian: str = "explicit"
+    jacobian: str = "auto"
     rank: int = 10
     power_iters: int = 2
     chunk_size: int = 256
@@ -265,16 +279,20 @@ def fi_matrix(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor, n: int, s
     params = adapter.params()
     p = sum(v.numel() for v in params.values())
     d = int(np.prod(X.shape[1:]))
+    mode = cfg.jacobian
+    if mode == "auto":  # explicit J_z costs d forward products per sample, the product form about 2K
+        mode = "explicit" if d <= 2 * max(2, adapter.n_classes) else "vjp"
     rcond = default_rcond(adapter.dtype) if cfg.rcond is None else float(cfg.rcond)
     Y = Y.reshape(p, -1).to(adapter.dtype)
     HY = solver.solve(Y)  # (p, m)
+    m = HY.shape[1]
     scale = cfg.sign / n
     lp = _log_probs_fn(adapter)
     lp_all = vmap(lp, in_dims=(None, 0))
     jac_lp = vmap(jacrev(lp, argnums=(0, 1)), in_dims=(None, 0))
     gen = torch.Generator().manual_seed(int(cfg.seed))
     B = max(1, int(cfg.chunk_size))
-    if cfg.jacobian == "explicit":
+    if mode == "explicit":
         B = max(1, min(B, _MAX_ELEMENTS // max(1, p * d)))
     out = torch.empty(X.shape[0], Y.shape[1], dtype=adapter.dtype)
     for s in range(0, X.shape[0], B):
@@ -286,11 +304,17 @@ def fi_matrix(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor, n: int, s
         gth = torch.cat([v.reshape(b, K, -1) for v in gth.values()], dim=2)  # (b, K, p)
         gx = gx.reshape(b, K, d)
         Hg = solver.solve(gth.reshape(b * K, p).T).T.reshape(b, K, p)
-        J = _CrossJacobian(adapter, Xc, tc, params, cfg.jacobian, cfg.rank, cfg.power_iters, gen)
-        U = scale * J.tmul(Hg.transpose(1, 2)) + gx  # (b, K, d)
-        Vh, inv_s = metric_factors(logp, U, rcond, cfg.project)
-        A = scale * J.tmul(HY)  # (b, m, d)
-        proj = torch.einsum("brd,bmd->bmr", Vh, A) * inv_s[:, None, :]
+        J = _CrossJacobian(adapter, Xc, tc, params, mode, cfg.rank, cfg.power_iters, gen)
+        if m <= K:  # few directions: a = scale J^T H^-1 y directly, in the same products as u_c
+            T = J.tmul(torch.cat([Hg.transpose(1, 2), HY.expand(b, p, m)], 2))  # (b, K + m, d)
+            U, A = scale * T[:, :K] + gx, scale * T[:, K:]
+            Vh, inv_s = metric_factors(logp, U, rcond, cfg.project)  # (b, R, d), R = min(K, d)
+            proj = torch.einsum("brd,bmd->bmr", Vh, A) * inv_s[:, None, :]
+        else:  # many directions: v_r . a = (scale J v_r) . H^-1 y, R products with J per row
+            U = scale * J.tmul(Hg.transpose(1, 2)) + gx  # (b, K, d)
+            Vh, inv_s = metric_factors(logp, U, rcond, cfg.project)
+            E = scale * J.mul(Vh.transpose(1, 2)) * inv_s[:, None, :]  # (b, p, R)
+            proj = torch.einsum("bpr,pm->bmr", E, HY)
         out[s:s + b] = (proj**2).sum(2)
     return out
 
@@ -318,7 +342,7 @@ def _job_config(job: Job, method: str) -> tuple[Solver, FIConfig, float]:
         iters = int(job.opt("power_iters", 2))
         default_solver = "kfac"
     else:
-        jacobian = job.opt("jacobian", "explicit")
+        jacobian = job.opt("jacobian", "auto")
         if jacobian not in JACOBIANS:
             raise InputError(f"{method}: jacobian must be one of {JACOBIANS}, got {jacobian!r}")
         rank, iters, default_solver = 10, 2, "exact"
@@ -335,20 +359,32 @@ def _job_config(job: Job, method: str) -> tuple[Solver, FIConfig, float]:
     return solver, cfg, time.perf_counter() - t0
 
 
+RANK_FEATURES = ("x", "xy", "xy+model")
+
+
 def _rank_model_features(train: Split, adapter: ModelAdapter, mode: str) -> np.ndarray:
+    """Inputs of the rank model: the flattened features ("x"), plus the one-hot label ("xy"), plus the
+    fitted model's per-sample loss and outputs ("xy+model", one forward pass)."""
+    if mode not in RANK_FEATURES:
+        raise InputError(f"rank_features must be one of {RANK_FEATURES}, got {mode!r}")
     X = train.X.reshape(len(train), -1).astype(np.float64)
     if mode == "x":
         return X
-    if mode != "xy":
-        raise InputError(f"rank_features must be 'x' or 'xy', got {mode!r}")
     codes = adapter.encode(train.y).numpy()
     onehot = np.zeros((len(train), max(2, adapter.n_classes)))
     onehot[np.arange(len(train)), codes] = 1.0
-    return np.hstack([X, onehot])
+    parts = [X, onehot]
+    if mode == "xy+model":
+        Xt, t = adapter.tensors(train)
+        params = adapter.params()
+        with torch.no_grad():
+            parts.append(to_numpy(adapter.per_sample_loss(params, Xt, t))[:, None])
+            parts.append(to_numpy(adapter.outputs(params, Xt)).reshape(len(train), -1))
+    return np.hstack(parts)
 
 
 def subsample_fi(fi_of: Callable[[np.ndarray], np.ndarray], features: np.ndarray, alpha: float, seed: int,
-                 n_estimators: int = 50) -> tuple[np.ndarray, np.ndarray]:
+                 n_estimators: int = 25) -> tuple[np.ndarray, np.ndarray]:
     """FI on a seeded random fraction ``alpha`` of the rows, a random-forest rank model for the rest.
 
     ``fi_of(rows) -> FI`` computes FI exactly (or by KFSVD) for the given row positions. The forest
@@ -393,8 +429,8 @@ def _target_fi(job: Job, method: str) -> np.ndarray:
     alpha = float(alpha)
     if not 0 < alpha <= 1:
         raise InputError(f"{method}: subsample must be a fraction in (0, 1], got {alpha}")
-    feats = _rank_model_features(job.train, job.adapter, job.opt("rank_features", "xy"))
-    trees = int(job.opt("n_estimators", 50))
+    feats = _rank_model_features(job.train, job.adapter, job.opt("rank_features", "xy+model"))
+    trees = int(job.opt("n_estimators", 25))
     raw, _ = subsample_fi(fi_rows, feats, alpha, job.seed, trees)
     job.timing.update(curvature=t_solver, scoring=time.perf_counter() - t1)
     return raw
@@ -405,9 +441,9 @@ def fi_util(job: Job) -> Result:
     """FI local influence [FI]: raw = a^T pinv(G_z) a with a = (dtheta/dw)^T grad f; values = -raw.
 
     Options: approx ("exact" | "kfsvd"), solver (default "exact", or "kfac" for kfsvd), damping,
-    solver_options, rcond (pinv cut-off relative to the largest eigenvalue of G_z), jacobian ("explicit" |
-    "vjp", exact path), rank and power_iters (kfsvd), subsample (fraction alpha; random-forest rank model
-    for the rest), rank_features ("xy" | "x"), n_estimators (forest size, default 50).
+    solver_options, rcond (pinv cut-off relative to the largest eigenvalue of G_z), jacobian ("auto" |
+    "explicit" | "vjp", exact path), rank and power_iters (kfsvd), subsample (fraction alpha; random-forest rank model
+    for the rest), rank_features ("xy+model" | "xy" | "x"), n_estimators (forest size, default 25).
     """
     raw = _target_fi(job, "fi")
     return Result(-raw, raw)
@@ -436,7 +472,7 @@ def fi_pairwise(adapter: ModelAdapter, train: Split, query: Split, *, solver: So
     if isinstance(solver, str):
         solver = fit_solver(adapter, train, solver, damping, chunk_size, seed)
     Gq = GradientSource(adapter, query, chunk_size).matrix()  # (m, p)
-    cfg = FIConfig(rcond=rcond, jacobian="kfsvd" if approx == "kfsvd" else "explicit", rank=rank,
+    cfg = FIConfig(rcond=rcond, jacobian="kfsvd" if approx == "kfsvd" else "auto", rank=rank,
                    power_iters=power_iters, chunk_size=chunk_size, seed=seed)
     X, t = adapter.tensors(train)
     return to_numpy(fi_matrix(adapter, X, t, len(train), solver, Gq.T, cfg))

@@ -169,6 +169,12 @@ class ModelAdapter:
                 total = total + 0.5 * c * (p**2).sum()
         return total
 
+    def closed_form_hessian(self, X: torch.Tensor, t: torch.Tensor,
+                            sample_weight: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The (p, p) Hessian of ``sum_i w_i l_i / n + reg`` over the analysed parameters in closed form,
+        or None where the model has none (curvature is then built from Hessian-vector products)."""
+        return None
+
     def reg_hessian_diag(self) -> torch.Tensor:
         """Diagonal of the regulariser's Hessian over the flattened analysed parameters (p,)."""
         parts = [torch.full((p.numel(),), float(self.reg_coef.get(n, 0.0)), dtype=self.dtype)

@@ -81,40 +81,59 @@ class SklearnLogistic(ModelAdapter):
         self._polish(split, sample_weight)
         return self
 
+    def closed_form_hessian(self, X: torch.Tensor, t: torch.Tensor, sample_weight: torch.Tensor | None = None,
+                            chunk_size: int = 8192) -> torch.Tensor:
+        """The (p, p) Hessian of ``sum_i w_i l_i / n + reg`` in closed form, over the flattened analysed
+        parameters (weight rows, then the intercepts); ``w = 1`` without sample weights."""
+        W, b = self.module.weight.detach(), (self.module.bias.detach() if self.fit_intercept else None)
+        K, d = W.shape
+        n = X.shape[0]
+        q = d + (1 if self.fit_intercept else 0)
+        H = torch.zeros(K, q, K, q, dtype=self.dtype)
+        for s in range(0, n, chunk_size):
+            Xc = X[s:s + chunk_size].to(self.dtype)
+            Xa = torch.cat([Xc, torch.ones(Xc.shape[0], 1, dtype=self.dtype)], 1) if self.fit_intercept else Xc
+            z = Xc @ W.T + (b if b is not None else 0.0)
+            if self.loss == "bce":
+                pr = torch.sigmoid(z[:, 0])
+                lam = (pr * (1 - pr))[:, None, None]
+            else:
+                P = torch.softmax(z, 1)
+                lam = torch.diag_embed(P) - P[:, :, None] * P[:, None, :]
+            if sample_weight is not None:
+                lam = lam * sample_weight[s:s + chunk_size].to(self.dtype)[:, None, None]
+            for k in range(K):
+                for m in range(k, K):
+                    block = (Xa * lam[:, k, m, None]).T @ Xa
+                    H[k, :, m, :] += block
+                    if m != k:
+                        H[m, :, k, :] += block
+        H /= n
+        # (K, q, K, q) row-major over [weights | intercept] per class -> the adapter's flat order
+        idx = torch.arange(K * q).reshape(K, q)
+        order = torch.cat([idx[:, :d].reshape(-1), idx[:, d:].reshape(-1)])
+        H = H.reshape(K * q, K * q)[order][:, order]
+        return H + torch.diag(self.reg_hessian_diag())
+
     def _polish(self, split: Split, sample_weight: np.ndarray | None) -> None:
         """Newton steps on mean(w_i l_i) + reg from scikit-learn's solution (closed-form Hessian)."""
         if self.newton_steps <= 0 or self.n_params() > 4000:
             return
-        lin = self.module
         X, t = self.tensors(split)
-        n, d = X.shape
-        w = torch.ones(n, dtype=self.dtype) if sample_weight is None else torch.as_tensor(sample_weight, dtype=self.dtype)
-        Xa = torch.cat([X, torch.ones(n, 1, dtype=self.dtype)], 1) if self.fit_intercept else X
-        K = lin.weight.shape[0]
-        reg = torch.zeros(K, Xa.shape[1], dtype=self.dtype)
-        reg[:, :d] = self.reg_coef["weight"]
+        n = X.shape[0]
+        w = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=self.dtype)
         for _ in range(self.newton_steps):
-            Wa = torch.cat([lin.weight, lin.bias[:, None]], 1) if self.fit_intercept else lin.weight.detach()
-            Wa = Wa.detach()
-            z = Xa @ Wa.T
-            if self.loss == "bce":
-                p = torch.sigmoid(z[:, 0])
-                r = (p - t.to(self.dtype))[:, None]  # dl/dz, (n, 1)
-                lam = (p * (1 - p))[:, None, None]  # (n, 1, 1)
-            else:
-                P = torch.softmax(z, 1)
-                r = P - torch.nn.functional.one_hot(t, K).to(self.dtype)
-                lam = torch.diag_embed(P) - P[:, :, None] * P[:, None, :]  # (n, K, K)
-            # gradient and Hessian over (K, d+1) in row-major order: weights, then intercept column
-            G = (w[:, None] * r).T @ Xa / n + reg * Wa
-            H = torch.einsum("i,ikl,ia,ib->kalb", w, lam, Xa, Xa).reshape(K * Xa.shape[1], -1) / n
-            H = H + torch.diag(reg.reshape(-1))
-            step = torch.linalg.lstsq(H, G.reshape(-1, 1), rcond=1e-12).solution.reshape(K, -1)
-            Wa = Wa - step
+            params = {k: v.requires_grad_() for k, v in self.params().items()}
+            losses = self.per_sample_loss(params, X, t)
+            total = (losses if w is None else w * losses).sum() / n + self.regularizer(params)
+            g = torch.cat([v.reshape(-1) for v in torch.autograd.grad(total, list(params.values()))])
+            step = torch.linalg.lstsq(self.closed_form_hessian(X, t, w), g[:, None], rcond=1e-12).solution[:, 0]
+            live = dict(self.module.named_parameters())
             with torch.no_grad():
-                lin.weight.copy_(Wa[:, :d])
-                if self.fit_intercept:
-                    lin.bias.copy_(Wa[:, d])
+                offset = 0
+                for name, v in params.items():
+                    live[name] -= step[offset:offset + v.numel()].reshape(v.shape)
+                    offset += v.numel()
 
     def refit(self, split: Split, sample_weight: np.ndarray | None = None, warm_start: bool = False) -> "SklearnLogistic":
         warm = self.estimator_ if (warm_start and self.estimator_ is not None

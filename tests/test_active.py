@@ -1,7 +1,9 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 import influent as inf
 from influent.actions.active import STRATEGIES, ActiveLearner
@@ -16,7 +18,7 @@ def al_data():
     return tr.subset(range(40)), tr.subset(range(40, 160)), d["test"]
 
 
-@pytest.mark.parametrize("strategy", ["random", "entropy", "margin", "iv"])
+@pytest.mark.parametrize("strategy", ["random", "entropy", "margin", "iv", "bald"])
 def test_batch_equal_to_pool_labels_everything(strategy, al_data):
     labeled, pool, test = al_data
     al = ActiveLearner(inf.models.SklearnLogistic(C=1.0, newton_steps=0), labeled, pool.subset(range(30)),
@@ -87,3 +89,90 @@ def test_fi_active_strategy_matches_pairwise_fi(al_data):
     np.testing.assert_allclose(prio, percentile_mean(fi_pairwise(model, lab, pseudo)), rtol=1e-9)
     al = ActiveLearner(inf.models.SklearnLogistic(C=1.0), lab, small_pool, strategy="fi", batch_size=12, rounds=1)
     assert sorted(al.run()[0].picked) == sorted(small_pool.ids.tolist())
+
+
+def test_iv_strategy_is_minus_influence_of_adding_the_pseudo_labelled_sample(al_data):
+    """IV priority = (1/n) grad f^T H^-1 g_z with H the labeled set's explicit Hessian (brute force)."""
+    import torch
+
+    from influent.grads.per_sample import flatten, unflatten
+
+    labeled, pool, _ = al_data
+    lab, small_pool = labeled.subset(range(30)), pool.subset(range(8))
+    model = inf.models.SklearnLogistic(C=1.0).fit(lab)
+    prio = STRATEGIES["iv"](model, lab, small_pool, np.random.default_rng(0), damping=1e-3)
+    params = model.params()
+    X, t = model.tensors(lab)
+    obj = lambda th: model.per_sample_loss(unflatten(th, params), X, t).mean() + model.regularizer(unflatten(th, params))
+    H = torch.func.hessian(obj)(flatten(params)) + 1e-3 * torch.eye(model.n_params(), dtype=torch.float64)
+    g_f = torch.func.grad(lambda th: model.per_sample_loss(unflatten(th, params), X, t).mean())(flatten(params))
+    Xp, tp = model.tensors(inf.Split(small_pool.X, model.predict(small_pool.X)))
+    G = torch.func.jacrev(lambda th: model.per_sample_loss(unflatten(th, params), Xp, tp))(flatten(params))
+    expected = (G @ torch.linalg.solve(H, g_f)).numpy() / len(lab)
+    np.testing.assert_allclose(prio, expected, rtol=1e-8)
+
+
+@pytest.fixture(scope="module")
+def tiny_images():
+    import influent.datasets as D
+
+    d = D.load_digits({"train": 90, "valid": 10, "test": 100})
+    img = lambda s: inf.Split(s.X.reshape(-1, 1, 8, 8), s.y, ids=s.ids)
+    return img(d["train"]).subset(range(30)), img(d["train"]).subset(range(30, 90)), img(d["test"])
+
+
+def test_small_cnn_mc_dropout_bald_and_last_layer_fi(tiny_images):
+    """SmallCNN trains on images; BALD uses MC dropout (members differ, no refits); FI-active analyses the
+    last layer and equals the percentile mean of pairwise FI on that layer."""
+    import copy
+
+    from influent.actions.active import _member_probas, percentile_mean
+    from influent.methods.fi import fi_pairwise
+
+    labeled, pool, test = tiny_images
+    cnn = inf.models.SmallCNN(channels=(4, 8), kernel=2, hidden=16, dropout=0.1, dtype=torch.float64,
+                              train=inf.models.TrainConfig(epochs=150)).fit(labeled)
+    assert cnn.accuracy(test) > 0.25  # 30 images of 8x8, 10 classes: well above chance (0.1)
+    P = _member_probas(cnn, labeled, pool, np.random.default_rng(0), members=4, dropout=0.25)
+    assert P.shape == (4, len(pool), cnn.n_classes) and not np.allclose(P[0], P[1])
+    np.testing.assert_allclose(P.sum(2), 1.0, rtol=1e-9)
+    assert not cnn.module.training  # MC dropout leaves the network in evaluation mode
+    prio = STRATEGIES["fi"](cnn, labeled, pool.subset(range(6)), np.random.default_rng(0))
+    view = copy.copy(cnn)
+    view.params_spec = "last"
+    pseudo = inf.Split(pool.X[:6], cnn.predict(pool.X[:6]))
+    np.testing.assert_allclose(prio, percentile_mean(fi_pairwise(view, labeled, pseudo)), rtol=1e-8)
+    with pytest.raises(inf.InputError, match="images shaped"):
+        inf.models.SmallCNN().fit(inf.Split(labeled.X.reshape(30, -1), labeled.y))
+
+
+def test_experiment_runner_curves_summary_plot_and_resume(tmp_path, al_data):
+    from influent.evaluation.active import active_learning_experiment, plot_curves, round_costs, summarize_curves
+
+    labeled, pool, test = al_data
+    sets = lambda rep: {"labeled": labeled.subset(range(20 + rep)), "pool": pool.subset(range(60)), "test": test}
+    make_model = lambda rep: inf.models.SklearnLogistic(C=1.0, newton_steps=0)
+    strategies = {"entropy": ("entropy", {}), "random": ("random", {})}
+    frame = active_learning_experiment(sets, make_model, strategies, batch_size=15, rounds=2, repeats=[0, 1],
+                                       state_dir=tmp_path / "states")
+    assert len(frame) == 2 * 2 * 3
+    for rep, part in frame.groupby("repeat"):
+        # every strategy starts from the same labeled set, so round 0 is the same model
+        assert part[part["round"] == 0]["accuracy"].nunique() == 1
+        assert sorted(part["n_labeled"].unique()) == [20 + rep, 35 + rep, 50 + rep]
+    again = active_learning_experiment(sets, make_model, strategies, batch_size=15, rounds=2, repeats=[0, 1],
+                                       state_dir=tmp_path / "states")
+    pd.testing.assert_frame_equal(frame.drop(columns=["seconds", "score_seconds"]),
+                                  again.drop(columns=["seconds", "score_seconds"]))
+    assert (again["seconds"] == frame["seconds"]).all()  # read back from the saved states, not rerun
+    summary = summarize_curves(frame)
+    row = summary[(summary["strategy"] == "random") & (summary["n_labeled"] == 35)].iloc[0]
+    vals = frame[(frame["strategy"] == "random") & (frame["n_labeled"] == 35)]["accuracy"]
+    assert row["repeats"] == 1 and row["mean"] == pytest.approx(vals.mean())
+    plot_curves(summary, tmp_path / "curves.png", "test")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    costs = round_costs(make_model(0), labeled, pool, {"bald": ("bald", {"members": 3}), "random": ("random", {})},
+                        repeats=1)
+    assert list(costs["strategy"]) == ["bald", "random"] and costs["x bald"].iloc[0] == 1.0
+    with pytest.raises(inf.InputError, match="at least one strategy"):
+        active_learning_experiment(sets, make_model, {}, 5, 1, [0])

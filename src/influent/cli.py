@@ -316,7 +316,7 @@ def select(
     label: str = typer.Option(..., "--label", help="label column of --train"),
     budget: float = typer.Option(..., "--budget", help="how many pool rows to label next: a count or a fraction"),
     out: Path = typer.Option(..., "--out", help="the chosen pool rows, most useful first (.csv/.parquet/.npz)"),
-    strategy: str = typer.Option("entropy", "--strategy", help="entropy | margin | bald | iv | random (see docs/cli.md)"),
+    strategy: str = typer.Option("entropy", "--strategy", help="entropy | margin | bald | iv | fi | random (see docs/cli.md)"),
     valid: Optional[Path] = typer.Option(None, "--valid", help="validation data, the target of --strategy iv"),
     model: str = typer.Option("logistic", "--model", help="logistic | mlp | path/to/file.py:function"),
     C: Optional[float] = typer.Option(None, "--C", help="logistic: inverse regularisation strength"),
@@ -329,7 +329,8 @@ def select(
 
     The strategies are those of `influent.actions.active` (the ActiveLearner's): entropy (the most
     uncertain first; the default), margin, bald, iv (influence of adding the pseudo-labelled sample on
-    the --valid loss) and random.
+    the --valid loss), fi (FI-active: the trimmed mean FI of the pseudo-labelled sample against the
+    labelled set) and random.
     """
     import numpy as np
 

@@ -134,7 +134,7 @@ def load_adult(n_train: int | None = 5000, n_valid: int = 1000, n_test: int | No
         raise InputError(f"adult: {n_tr} + {n_valid} samples asked, adult.data has {len(tr_idx)}")
     rows = {"train": tr_idx[:n_tr], "valid": tr_idx[n_tr:n_tr + n_valid], "test": te_idx[:n_test]}
     cols = list(feats.columns)
-    parts = {k: Split(X[r], y[r], group[r], r, f"adult-{k}", cols) for k, r in rows.items()}
+    parts = {k: Split(X[r], y[r], group[r], r, f"adult-{k}", cols) for k, r in rows.items() if len(r)}
     return _standardise(parts)
 
 

@@ -96,25 +96,40 @@ def bald_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.rand
     return _entropy(P.mean(0)) - np.mean([_entropy(p) for p in P], axis=0)
 
 
+def _view(model: ModelAdapter, params: str | None) -> ModelAdapter:
+    """The model analysed over `params`; default: all parameters of a logistic model, the last layer of a
+    network (as [IV]'s and [FI]'s code do)."""
+    import copy
+
+    from ..models.sklearn_logistic import SklearnLogistic
+
+    spec = params if params is not None else (None if isinstance(model, SklearnLogistic) else "last")
+    if spec is None:
+        return model
+    view = copy.copy(model)
+    view.params_spec = spec
+    return view
+
+
+def _pseudo_labelled(model: ModelAdapter, pool: Split) -> Split:
+    return Split(pool.X, model.predict(pool.X), ids=pool.ids, name="pool")
+
+
 @strategy("iv")
 def iv_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator, valid: Split | None = None,
-                damping: float = 0.0, **_: Any) -> np.ndarray:
+                damping: float = 0.0, params: str | None = None, solver: str = "exact", **_: Any) -> np.ndarray:
     """Influence value of *adding* each pool sample with its predicted label: adding z lowers the target
     loss (on `valid`, or on the labeled set when no validation split is given) by about
-    (1/n) grad f^T H^-1 g_z, so the highest is labeled first. Recomputed every round."""
-    from ..api import score
+    (1/n) grad f^T H^-1 g_z, with H the labeled set's Hessian, so the highest is labeled first.
+    Recomputed every round; networks use their last layer (``params``)."""
+    from ..grads.source import GradientSource
+    from ..methods.fi import fit_solver
     from ..targets import Utility
 
-    pseudo = Split(pool.X, model.predict(pool.X), ids=pool.ids, name="pool")
+    view = _view(model, params)
     target = Utility(valid if valid is not None else labeled)
-    # the curvature is the labeled set's; the pool samples only enter through their gradients
-    from ..curvature import CurvatureContext, make_solver
-    from ..grads.source import GradientSource
-
-    target.prepare(model)
-    solver = make_solver("exact").fit(CurvatureContext(model, labeled, damping))
-    u = solver.solve(target.grad(model))
-    return (GradientSource(model, pseudo).dot(u) / len(labeled)).numpy()
+    u = fit_solver(view, labeled, solver, damping).solve(target.grad(view))
+    return (GradientSource(view, _pseudo_labelled(model, pool)).dot(u) / len(labeled)).numpy()
 
 
 def percentile_mean(M: np.ndarray, lo: float = 10.0, hi: float = 90.0) -> np.ndarray:
@@ -137,18 +152,11 @@ def fi_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random
     ``subsample=alpha`` computes FI-active on a fraction of the pool and ranks the rest with a random
     forest (the subsampling approximation of [FI]). ``approx="kfsvd"`` uses K-FAC + truncated SVD.
     """
-    import copy
+    from ..methods.fi import rank_model_features, fi_pairwise, fit_solver, subsample_fi
 
-    from ..methods.fi import fi_pairwise, fit_solver, subsample_fi
-    from ..models.sklearn_logistic import SklearnLogistic
-
-    view = model
-    spec = params if params is not None else (None if isinstance(model, SklearnLogistic) else "last")
-    if spec is not None:
-        view = copy.copy(model)
-        view.params_spec = spec
+    view = _view(model, params)
     solver = fit_solver(view, labeled, "kfac" if approx == "kfsvd" else "exact", damping)
-    pseudo = Split(pool.X, model.predict(pool.X), ids=pool.ids, name="pool")
+    pseudo = _pseudo_labelled(model, pool)
 
     def fi_of(rows: np.ndarray) -> np.ndarray:
         M = fi_pairwise(view, labeled, pseudo.subset(rows), solver=solver, approx=approx, rank=rank,
@@ -157,18 +165,22 @@ def fi_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random
 
     if subsample is None:
         return fi_of(np.arange(len(pool)))
-    raw, _ = subsample_fi(fi_of, pool.X.reshape(len(pool), -1).astype(np.float64), float(subsample),
+    raw, _ = subsample_fi(fi_of, rank_model_features(pseudo, model, "xy+model"), float(subsample),
                           int(rng.integers(2**31)), n_estimators)
     return raw
 
 
 @dataclass
 class RoundRecord:
+    """One round: the labeled-set size the model was fitted on, its test accuracy, the round's wall time
+    (fit + scoring), the scoring time alone and the pool ids acquired."""
+
     round: int
     n_labeled: int
     test_accuracy: float
     seconds: float
     picked: list
+    score_seconds: float = 0.0
 
 
 @dataclass
@@ -258,9 +270,12 @@ class ActiveLearner:
         model = self.model.clone().fit(labeled)
         acc = model.accuracy(self.test) if self.test is not None else float("nan")
         picked: list = []
+        t_score = 0.0
         if pool is not None:
             fn = STRATEGIES[self.strategy] if isinstance(self.strategy, str) else self.strategy
+            t1 = time.perf_counter()
             prio = np.asarray(fn(model, labeled, pool, np.random.default_rng(self.seed + r), **self.options))
+            t_score = time.perf_counter() - t1
             if prio.shape != (len(pool),):
                 raise ValueError(f"strategy returned shape {prio.shape}, expected ({len(pool)},)")
             top = np.argsort(-prio, kind="stable")[: self.batch_size]
@@ -268,7 +283,7 @@ class ActiveLearner:
             for i, lab in zip(ids.tolist(), self._ask(ids).tolist()):
                 self.revealed[i] = lab
             picked = ids.tolist()
-        rec = RoundRecord(r, len(labeled), acc, time.perf_counter() - t0, picked)
+        rec = RoundRecord(r, len(labeled), acc, time.perf_counter() - t0, picked, t_score)
         self.history.append(rec)
         self._save()
         return rec

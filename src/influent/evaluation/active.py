@@ -1,0 +1,147 @@
+"""Active-learning experiments: every strategy starts from the same labeled set and pool in each repeat;
+test accuracy is recorded against the labeled-set size, then summarised (mean and spread) and plotted.
+
+`make_sets(repeat)` returns the splits ``labeled``, ``pool`` and ``test``; `make_model(repeat)` an
+unfitted adapter. A strategy is given as ``(name or callable, options)``; see `influent.actions.active`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from ..actions.active import ActiveLearner, Strategy
+from ..data import Split
+from ..data.validate import InputError
+from ..models.base import ModelAdapter
+from ..scores import atomic_write
+
+StrategySpec = tuple["str | Strategy", dict[str, Any]]
+
+
+def active_learning_experiment(make_sets: Callable[[int], dict[str, Split]], make_model: Callable[[int], ModelAdapter],
+                               strategies: dict[str, StrategySpec], batch_size: int, rounds: int,
+                               repeats: Iterable[int], state_dir: str | Path | None = None,
+                               progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Run every strategy for `rounds` acquisition rounds of `batch_size` samples in every repeat.
+
+    With `state_dir`, each run saves its state there after every round (``<strategy>-r<repeat>.json``) and
+    an interrupted experiment resumes where it stopped. Returns a long table with columns repeat, strategy,
+    round, n_labeled, accuracy, seconds (the round's fit + scoring time) and score_seconds (scoring only).
+    """
+    if not strategies:
+        raise InputError("active learning: give at least one strategy")
+    rows = []
+    for rep in repeats:
+        sets = make_sets(rep)
+        for part in ("labeled", "pool", "test"):
+            if part not in sets:
+                raise InputError(f"active learning: make_sets must return a '{part}' split")
+        for name, (strategy, options) in strategies.items():
+            state = None if state_dir is None else Path(state_dir) / f"{name}-r{rep}.json"
+            if state is not None:
+                state.parent.mkdir(parents=True, exist_ok=True)
+            learner = ActiveLearner(make_model(rep), sets["labeled"], sets["pool"], strategy=strategy,
+                                    batch_size=batch_size, rounds=rounds, test=sets["test"], state_path=state,
+                                    seed=1000 * rep, options=dict(options))
+            for rec in learner.run():
+                rows.append({"repeat": rep, "strategy": name, "round": rec.round, "n_labeled": rec.n_labeled,
+                             "accuracy": rec.test_accuracy, "seconds": rec.seconds,
+                             "score_seconds": rec.score_seconds})
+            if progress is not None:
+                last = rows[-1]
+                progress(f"repeat {rep} {name}: final accuracy {last['accuracy']:.4f} with {last['n_labeled']} labels")
+    return pd.DataFrame(rows)
+
+
+def summarize_curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean, standard deviation, minimum and maximum test accuracy per strategy and labeled-set size."""
+    g = frame.groupby(["strategy", "n_labeled"], sort=False)["accuracy"]
+    out = g.agg(["mean", "std", "min", "max", "count"]).reset_index()
+    return out.rename(columns={"count": "repeats"})
+
+
+def plot_curves(summary: pd.DataFrame, path: str | Path, title: str) -> None:
+    """Accuracy against labeled-set size, one line per strategy with a band of +-1 standard deviation
+    (PNG, written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, part in summary.groupby("strategy", sort=False):
+        x, m = part["n_labeled"].to_numpy(), 100 * part["mean"].to_numpy()
+        s = 100 * np.nan_to_num(part["std"].to_numpy())
+        ax.plot(x, m, marker="o", ms=3, label=name)
+        ax.fill_between(x, m - s, m + s, alpha=0.15)
+    ax.set_xlabel("labeled samples")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))
+    plt.close(fig)
+
+
+# ---- the [FI] configurations -------------------------------------------------------------------
+def adult_setup(init: int = 300, pool: int = 5000, n_test: int = 5000, C: float = 1.0):
+    """UCI Adult with logistic regression: `init` labeled and `pool` unlabeled samples drawn from adult.data
+    (a fresh draw per repeat), `n_test` test samples from adult.test. Returns (make_sets, make_model)."""
+    from ..datasets import load_adult
+    from ..models import SklearnLogistic
+
+    def make_sets(rep: int) -> dict[str, Split]:
+        d = load_adult(n_train=init + pool, n_valid=0, n_test=n_test, seed=rep)
+        return {"labeled": d["train"].subset(np.arange(init), name="labeled"),
+                "pool": d["train"].subset(np.arange(init, init + pool), name="pool"), "test": d["test"]}
+
+    return make_sets, lambda rep: SklearnLogistic(C=C)
+
+
+def mnist_setup(init: int = 60, pool: int = 420, n_test: int = 1000, epochs: int = 100):
+    """The 5,000-digit MNIST subset as (1, 28, 28) images with `SmallCNN` (two convolutions, dropout):
+    `init` labeled, `pool` unlabeled, `n_test` test images, a fresh draw per repeat."""
+    from ..datasets import load_mnist_subset
+    from ..models import SmallCNN, TrainConfig
+
+    def make_sets(rep: int) -> dict[str, Split]:
+        d = load_mnist_subset({"train": init + pool, "test": n_test}, seed=rep, images=True)
+        return {"labeled": d["train"].subset(np.arange(init), name="labeled"),
+                "pool": d["train"].subset(np.arange(init, init + pool), name="pool"), "test": d["test"]}
+
+    return make_sets, lambda rep: SmallCNN(train=TrainConfig(epochs=epochs, seed=rep), init_seed=rep)
+
+
+def default_strategies(bald_members: int = 10) -> dict[str, StrategySpec]:
+    """FI-active, IV, BALD, entropy and random, with their default options."""
+    return {"fi": ("fi", {}), "iv": ("iv", {}), "bald": ("bald", {"members": bald_members}),
+            "entropy": ("entropy", {}), "random": ("random", {})}
+
+
+def round_costs(model: ModelAdapter, labeled: Split, pool: Split, strategies: dict[str, StrategySpec],
+                repeats: int = 3, reference: str = "bald") -> pd.DataFrame:
+    """Scoring time of one acquisition round (model fitted on `labeled`, the whole `pool` scored) for each
+    strategy: median over `repeats`, and the ratio to `reference`."""
+    import time
+
+    from ..actions.active import STRATEGIES
+
+    fitted = model.clone().fit(labeled)
+    rows = []
+    for name, (strategy, options) in strategies.items():
+        fn = STRATEGIES[strategy] if isinstance(strategy, str) else strategy
+        times = []
+        for r in range(repeats):
+            t0 = time.perf_counter()
+            fn(fitted, labeled, pool, np.random.default_rng(r), **options)
+            times.append(time.perf_counter() - t0)
+        rows.append({"strategy": name, "seconds": float(np.median(times))})
+    out = pd.DataFrame(rows)
+    if reference in set(out["strategy"]):
+        out[f"x {reference}"] = out["seconds"] / float(out.loc[out["strategy"] == reference, "seconds"].iloc[0])
+    return out

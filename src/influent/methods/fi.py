@@ -362,7 +362,7 @@ def _job_config(job: Job, method: str) -> tuple[Solver, FIConfig, float]:
 RANK_FEATURES = ("x", "xy", "xy+model")
 
 
-def _rank_model_features(train: Split, adapter: ModelAdapter, mode: str) -> np.ndarray:
+def rank_model_features(train: Split, adapter: ModelAdapter, mode: str) -> np.ndarray:
     """Inputs of the rank model: the flattened features ("x"), plus the one-hot label ("xy"), plus the
     fitted model's per-sample loss and outputs ("xy+model", one forward pass)."""
     if mode not in RANK_FEATURES:
@@ -429,7 +429,7 @@ def _target_fi(job: Job, method: str) -> np.ndarray:
     alpha = float(alpha)
     if not 0 < alpha <= 1:
         raise InputError(f"{method}: subsample must be a fraction in (0, 1], got {alpha}")
-    feats = _rank_model_features(job.train, job.adapter, job.opt("rank_features", "xy+model"))
+    feats = rank_model_features(job.train, job.adapter, job.opt("rank_features", "xy+model"))
     trees = int(job.opt("n_estimators", 25))
     raw, _ = subsample_fi(fi_rows, feats, alpha, job.seed, trees)
     job.timing.update(curvature=t_solver, scoring=time.perf_counter() - t1)

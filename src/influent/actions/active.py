@@ -33,31 +33,52 @@ def strategy(name: str) -> Callable[[Strategy], Strategy]:
     return deco
 
 
+def resolve_strategy(strategy: str | Strategy, options: dict[str, Any]) -> Strategy:
+    """The strategy function for a name (or the callable itself), after checking `options` against its
+    keyword parameters (a callable taking ``**kwargs`` accepts anything)."""
+    import inspect
+
+    if isinstance(strategy, str):
+        if strategy not in STRATEGIES:
+            raise InputError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
+        fn = STRATEGIES[strategy]
+    else:
+        fn = strategy
+    params = list(inspect.signature(fn).parameters.values())[4:]
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        known = [p.name for p in params]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            name = strategy if isinstance(strategy, str) else getattr(fn, "__name__", "strategy")
+            raise InputError(f"strategy {name!r} has no option {unknown[0]!r}; its options: {known or 'none'}")
+    return fn
+
+
 def _entropy(p: np.ndarray) -> np.ndarray:
     return -(p * np.log(np.clip(p, 1e-12, None))).sum(1)
 
 
 @strategy("random")
-def random_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator, **_: Any) -> np.ndarray:
+def random_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator) -> np.ndarray:
     """Uniformly random order."""
     return rng.random(len(pool))
 
 
 @strategy("entropy")
-def entropy_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator, **_: Any) -> np.ndarray:
+def entropy_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator) -> np.ndarray:
     """Predictive entropy: label the most uncertain first."""
     return _entropy(model.predict_proba(pool.X))
 
 
 @strategy("margin")
-def margin_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator, **_: Any) -> np.ndarray:
+def margin_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator) -> np.ndarray:
     """Negative margin between the two most probable classes: smallest margin first."""
     p = np.sort(model.predict_proba(pool.X), axis=1)
     return -(p[:, -1] - p[:, -2])
 
 
 def _member_probas(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator,
-                   members: int, dropout: float) -> np.ndarray:
+                   members: int) -> np.ndarray:
     """(M, U, K) class probabilities from MC dropout (torch models with dropout layers: kept active)
     or, for models without dropout, from bootstrap refits on the labeled set."""
     import torch
@@ -89,10 +110,12 @@ def _member_probas(model: ModelAdapter, labeled: Split, pool: Split, rng: np.ran
 
 
 @strategy("bald")
-def bald_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator, members: int = 10,
-                  dropout: float = 0.1, **_: Any) -> np.ndarray:
+def bald_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator,
+                  members: int = 10) -> np.ndarray:
     """BALD mutual information H[mean_m p_m] - mean_m H[p_m] over MC-dropout or bootstrap members."""
-    P = _member_probas(model, labeled, pool, rng, members, dropout)
+    if int(members) < 2:
+        raise InputError(f"bald: members must be >= 2, got {members}")
+    P = _member_probas(model, labeled, pool, rng, int(members))
     return _entropy(P.mean(0)) - np.mean([_entropy(p) for p in P], axis=0)
 
 
@@ -117,7 +140,7 @@ def _pseudo_labelled(model: ModelAdapter, pool: Split) -> Split:
 
 @strategy("iv")
 def iv_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator, valid: Split | None = None,
-                damping: float = 0.0, params: str | None = None, solver: str = "exact", **_: Any) -> np.ndarray:
+                damping: float = 0.0, params: str | None = None, solver: str = "exact") -> np.ndarray:
     """Influence value of *adding* each pool sample with its predicted label: adding z lowers the target
     loss (on `valid`, or on the labeled set when no validation split is given) by about
     (1/n) grad f^T H^-1 g_z, with H the labeled set's Hessian, so the highest is labeled first.
@@ -144,7 +167,7 @@ def percentile_mean(M: np.ndarray, lo: float = 10.0, hi: float = 90.0) -> np.nda
 @strategy("fi")
 def fi_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator, approx: str = "exact",
                 subsample: float | None = None, damping: float = 0.0, rank: int = 10, lo: float = 10.0,
-                hi: float = 90.0, params: str | None = None, n_estimators: int = 25, **_: Any) -> np.ndarray:
+                hi: float = 90.0, params: str | None = None, n_estimators: int = 25) -> np.ndarray:
     """FI-active of [FI]: for each pool sample x_u with its predicted label, the mean over the labeled
     samples z_i of FI((x_u, y_pred), z_i), restricted to the lo-th..hi-th percentiles; highest first.
 
@@ -214,8 +237,7 @@ class ActiveLearner:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.strategy, str) and self.strategy not in STRATEGIES:
-            raise InputError(f"unknown strategy {self.strategy!r}; choose one of {sorted(STRATEGIES)}")
+        self._fn = resolve_strategy(self.strategy, self.options)
         if self.batch_size < 1 or self.rounds < 0:
             raise InputError(f"batch_size must be >= 1 and rounds >= 0, got {self.batch_size}, {self.rounds}")
         if np.intersect1d(self.labeled.ids, self.pool.ids).size:
@@ -272,9 +294,8 @@ class ActiveLearner:
         picked: list = []
         t_score = 0.0
         if pool is not None:
-            fn = STRATEGIES[self.strategy] if isinstance(self.strategy, str) else self.strategy
             t1 = time.perf_counter()
-            prio = np.asarray(fn(model, labeled, pool, np.random.default_rng(self.seed + r), **self.options))
+            prio = np.asarray(self._fn(model, labeled, pool, np.random.default_rng(self.seed + r), **self.options))
             t_score = time.perf_counter() - t1
             if prio.shape != (len(pool),):
                 raise ValueError(f"strategy returned shape {prio.shape}, expected ({len(pool)},)")

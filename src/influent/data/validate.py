@@ -91,6 +91,13 @@ def check_columns(columns: list[str], wanted: list[str], where: str) -> None:
         raise InputError(f"{where}: unknown column(s) {missing}; available: {shown}")
 
 
+def check_splits(splits: dict, wanted: tuple[str, ...], where: str) -> None:
+    """`splits` (a dict returned by an experiment's set-up function) has every name in `wanted`."""
+    missing = [k for k in wanted if k not in splits]
+    if missing:
+        raise InputError(f"{where} must return the splits {list(wanted)}; missing {missing}")
+
+
 def check_feature_shape(X: np.ndarray, like: np.ndarray, name: str = "features") -> None:
     """Raise `InputError` unless samples of `X` have the shape of samples of `like` (same features)."""
     if X.shape[1:] != like.shape[1:]:

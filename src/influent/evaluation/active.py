@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..actions.active import ActiveLearner, Strategy
 from ..data import Split
-from ..data.validate import InputError
+from ..data.validate import InputError, check_splits
 from ..models.base import ModelAdapter
 from ..scores import atomic_write
 
@@ -37,9 +37,7 @@ def active_learning_experiment(make_sets: Callable[[int], dict[str, Split]], mak
     rows = []
     for rep in repeats:
         sets = make_sets(rep)
-        for part in ("labeled", "pool", "test"):
-            if part not in sets:
-                raise InputError(f"active learning: make_sets must return a '{part}' split")
+        check_splits(sets, ("labeled", "pool", "test"), "active learning: make_sets")
         for name, (strategy, options) in strategies.items():
             state = None if state_dir is None else Path(state_dir) / f"{name}-r{rep}.json"
             if state is not None:
@@ -129,12 +127,12 @@ def round_costs(model: ModelAdapter, labeled: Split, pool: Split, strategies: di
     strategy: median over `repeats`, and the ratio to `reference`."""
     import time
 
-    from ..actions.active import STRATEGIES
+    from ..actions.active import resolve_strategy
 
     fitted = model.clone().fit(labeled)
     rows = []
     for name, (strategy, options) in strategies.items():
-        fn = STRATEGIES[strategy] if isinstance(strategy, str) else strategy
+        fn = resolve_strategy(strategy, options)
         times = []
         for r in range(repeats):
             t0 = time.perf_counter()

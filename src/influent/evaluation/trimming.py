@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import Split
-from ..data.validate import InputError, check_budget
+from ..data.validate import InputError, check_budget, check_splits
 from ..models.base import ModelAdapter
 from ..scores import Scores
 
@@ -72,9 +72,7 @@ def trimming_experiment(make_splits: Callable[[int], dict[str, Split]], make_mod
     rows = []
     for seed in seeds:
         splits = make_splits(seed)
-        for part in ("train", "valid", "test"):
-            if part not in splits:
-                raise InputError(f"trimming: make_splits must return a '{part}' split")
+        check_splits(splits, ("train", "valid", "test"), "trimming: make_splits")
         train, valid, test = splits["train"], splits["valid"], splits["test"]
         model = make_model(seed).fit(train)
         for name, scorer in scorers.items():

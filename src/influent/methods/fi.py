@@ -456,7 +456,8 @@ def fi_pairwise(adapter: ModelAdapter, train: Split, query: Split, *, solver: So
     z_i on the loss of query sample z'_j = (x'_j, y'_j) (for FI-active, y' is the predicted label).
 
     One solve per query sample and one per training sample and class; the matrix is computed in
-    batches of training rows (memory O(chunk_size * n_query * d)), with no loop over pairs.
+    batches of training rows (memory O(chunk_size * n_query * K) besides the result), with no loop over
+    pairs (cost model in docs/active-learning.md).
 
     Parameters
     ----------

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import influent as inf
-from influent.actions.active import STRATEGIES, ActiveLearner
+from influent.actions import STRATEGIES, ActiveLearner
 
 
 @pytest.fixture(scope="module")

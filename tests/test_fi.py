@@ -192,6 +192,10 @@ def test_kfsvd_full_rank_on_mlp_with_exact_solver(tiny_mlp):
     k = inf.score(model, train, target=valid, method="fi", approx="kfsvd", rank=3, solver="exact",
                   power_iters=0).raw
     np.testing.assert_allclose(k, exact, rtol=1e-8)
+    # the pairwise route (more directions than classes: products J_z v) at full rank, too
+    query = valid.subset(np.arange(5))
+    np.testing.assert_allclose(fi_pairwise(model, train, query, solver="exact", approx="kfsvd", rank=3),
+                               fi_pairwise(model, train, query), rtol=1e-8)
 
 
 def test_subsampling_is_deterministic_and_exact_on_its_sample(tiny_binary):

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..data import Split
 from ..data.validate import InputError
-from ..models.base import ModelAdapter
+from ..models.base import ModelAdapter, resolve_params
 from ..scores import atomic_write
 
 Strategy = Callable[..., np.ndarray]
@@ -119,37 +119,22 @@ def bald_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.rand
     return _entropy(P.mean(0)) - np.mean([_entropy(p) for p in P], axis=0)
 
 
-def _view(model: ModelAdapter, params: str | None) -> ModelAdapter:
-    """The model analysed over `params`; default: all parameters of a logistic model, the last layer of a
-    network (as [IV]'s and [FI]'s code do)."""
-    import copy
-
-    from ..models.sklearn_logistic import SklearnLogistic
-
-    spec = params if params is not None else (None if isinstance(model, SklearnLogistic) else "last")
-    if spec is None:
-        return model
-    view = copy.copy(model)
-    view.params_spec = spec
-    return view
-
-
 def _pseudo_labelled(model: ModelAdapter, pool: Split) -> Split:
     return Split(pool.X, model.predict(pool.X), ids=pool.ids, name="pool")
 
 
 @strategy("iv")
 def iv_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator, valid: Split | None = None,
-                damping: float = 0.0, params: str | None = None, solver: str = "exact") -> np.ndarray:
+                damping: float = 0.0, params: str = "auto", solver: str = "exact") -> np.ndarray:
     """Influence value of *adding* each pool sample with its predicted label: adding z lowers the target
     loss (on `valid`, or on the labeled set when no validation split is given) by about
     (1/n) grad f^T H^-1 g_z, with H the labeled set's Hessian, so the highest is labeled first.
-    Recomputed every round; networks use their last layer (``params``)."""
+    Recomputed every round; ``params`` as for ``fi``."""
     from ..grads.source import GradientSource
     from ..methods.fi import fit_solver
     from ..targets import Utility
 
-    view = _view(model, params)
+    view = resolve_params(model, params)
     target = Utility(valid if valid is not None else labeled)
     u = fit_solver(view, labeled, solver, damping).solve(target.grad(view))
     return (GradientSource(view, _pseudo_labelled(model, pool)).dot(u) / len(labeled)).numpy()
@@ -167,17 +152,18 @@ def percentile_mean(M: np.ndarray, lo: float = 10.0, hi: float = 90.0) -> np.nda
 @strategy("fi")
 def fi_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator, approx: str = "exact",
                 subsample: float | None = None, damping: float = 0.0, rank: int = 10, lo: float = 10.0,
-                hi: float = 90.0, params: str | None = None, n_estimators: int = 25) -> np.ndarray:
+                hi: float = 90.0, params: str = "auto", n_estimators: int = 25) -> np.ndarray:
     """FI-active of [FI]: for each pool sample x_u with its predicted label, the mean over the labeled
     samples z_i of FI((x_u, y_pred), z_i), restricted to the lo-th..hi-th percentiles; highest first.
 
-    Neural networks use their last layer's parameters (``params="last"``) unless `params` says otherwise.
+    ``params="auto"`` analyses the last layer of a neural network and every parameter of a linear model
+    (`influent.models.base.resolve_params`); any parameter spec may be given instead.
     ``subsample=alpha`` computes FI-active on a fraction of the pool and ranks the rest with a random
     forest (the subsampling approximation of [FI]). ``approx="kfsvd"`` uses K-FAC + truncated SVD.
     """
     from ..methods.fi import rank_model_features, fi_pairwise, fit_solver, subsample_fi
 
-    view = _view(model, params)
+    view = resolve_params(model, params)
     solver = fit_solver(view, labeled, "kfac" if approx == "kfsvd" else "exact", damping)
     pseudo = _pseudo_labelled(model, pool)
 

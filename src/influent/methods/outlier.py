@@ -12,7 +12,6 @@ each; the pairwise form of ``method="outlier"`` spreads those scores over the tr
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -24,36 +23,12 @@ from sklearn.svm import OneClassSVM
 from ..data import Split
 from ..data.validate import InputError
 from ..grads.source import GradientSource
-from ..models.base import ModelAdapter
+from ..models.base import ModelAdapter, resolve_params
 from .registry import Job, Result, register_method, register_pairwise, to_numpy
 
 DETECTORS = ("iforest", "l1", "l2", "ocsvm")
 _MAX_CACHED_PROJECTION = 1 << 24  # entries of R kept in memory; larger projections are regenerated per chunk
 _BLOCK = 4096  # rows of R generated from one seed
-
-
-def resolve_params(adapter: ModelAdapter, params: str | Sequence[str] = "auto") -> ModelAdapter:
-    """`adapter` viewed with the analysed parameters `params`.
-
-    "auto": the adapter's own choice when it is not "all"; otherwise the last layer for a neural net
-    (parameters in more than one module) and all parameters for a linear model (one module).
-    Any other value is a parameter spec as in `ModelAdapter` ("all", "last", module names).
-    """
-    spec: Any = params
-    if params == "auto":
-        if adapter.params_spec != "all":
-            return adapter
-        owners = {n.rsplit(".", 1)[0] if "." in n else "" for n, p in adapter._require_fitted().named_parameters()
-                  if p.requires_grad}
-        spec = "last" if len(owners) > 1 else "all"
-    if isinstance(spec, (list, tuple)):
-        spec = list(spec)
-    if spec == adapter.params_spec:
-        return adapter
-    view = copy.copy(adapter)
-    view.params_spec = spec
-    view.param_names()  # raises InputError for names that match nothing
-    return view
 
 
 class GaussianProjection:

@@ -229,3 +229,27 @@ class ModelAdapter:
             for n, v in params.items():
                 table[n].copy_(v)
         return other
+
+
+def resolve_params(adapter: ModelAdapter, params: str | Sequence[str] = "auto") -> ModelAdapter:
+    """`adapter` viewed with the analysed parameters `params`.
+
+    "auto": the adapter's own choice when it is not "all"; otherwise the last layer for a neural net
+    (parameters in more than one module) and all parameters for a linear model (one module).
+    Any other value is a parameter spec as in `ModelAdapter` ("all", "last", module names).
+    """
+    spec: Any = params
+    if params == "auto":
+        if adapter.params_spec != "all":
+            return adapter
+        owners = {n.rsplit(".", 1)[0] if "." in n else "" for n, p in adapter._require_fitted().named_parameters()
+                  if p.requires_grad}
+        spec = "last" if len(owners) > 1 else "all"
+    if isinstance(spec, (list, tuple)):
+        spec = list(spec)
+    if spec == adapter.params_spec:
+        return adapter
+    view = copy.copy(adapter)
+    view.params_spec = spec
+    view.param_names()  # raises InputError for names that match nothing
+    return view

@@ -340,7 +340,11 @@ def select(
 
     _check_file_out(out, "--out")
     options = _parse_options(option)
-    rank_pool = resolve_strategy(strategy, {**options, **({"valid": None} if strategy == "iv" else {})})
+    if valid is not None and strategy != "iv":
+        raise InputError(f"--valid is used only by --strategy iv, not {strategy}")
+    if valid is None and strategy == "iv":
+        raise InputError("--strategy iv needs --valid FILE (the loss it lowers)")
+    rank_pool = resolve_strategy(strategy, {**options, **({"valid": None} if valid is not None else {})})
     cfg = RunConfig(train=str(train), valid=None, label=label, drop=list(drop), model=model,
                     model_options={"C": C} if C is not None else {}, seed=seed)
     console, err = _consoles()
@@ -349,12 +353,8 @@ def select(
         with steps.step("read data"):
             train_split, pool_split, frame = read_pool(cfg, str(pool), pool_id)
             k = check_budget(budget, len(pool_split), "budget")
-            if strategy != "iv" and valid is not None:
-                raise InputError(f"--valid is used only by --strategy iv, not {strategy}")
             if valid is not None:
                 options["valid"] = _read_split(str(valid), "valid", cfg, train_split)[0]
-            elif strategy == "iv":
-                raise InputError("--strategy iv needs --valid FILE (the loss it lowers)")
         with steps.step("fit model"):
             adapter = build_model(model, cfg.model_options, train_split, seed)
             if not adapter.fitted:

@@ -19,7 +19,7 @@ from ..data.validate import InputError, check_splits
 from ..models.base import ModelAdapter
 from ..scores import atomic_write
 
-StrategySpec = tuple["str | Strategy", dict[str, Any]]
+StrategySpec = tuple[str | Strategy, dict[str, Any]]
 
 
 def active_learning_experiment(make_sets: Callable[[int], dict[str, Split]], make_model: Callable[[int], ModelAdapter],
@@ -87,6 +87,13 @@ def plot_curves(summary: pd.DataFrame, path: str | Path, title: str) -> None:
 
 
 # ---- the [FI] configurations -------------------------------------------------------------------
+def _labeled_and_pool(parts: dict[str, Split], init: int) -> dict[str, Split]:
+    """The first `init` training rows as the labeled set, the rest as the pool; the test split as is."""
+    train = parts["train"]
+    return {"labeled": train.subset(np.arange(init), name="labeled"),
+            "pool": train.subset(np.arange(init, len(train)), name="pool"), "test": parts["test"]}
+
+
 def adult_setup(init: int = 300, pool: int = 5000, n_test: int = 5000, C: float = 1.0):
     """UCI Adult with logistic regression: `init` labeled and `pool` unlabeled samples drawn from adult.data
     (a fresh draw per repeat), `n_test` test samples from adult.test. Returns (make_sets, make_model)."""
@@ -94,9 +101,7 @@ def adult_setup(init: int = 300, pool: int = 5000, n_test: int = 5000, C: float 
     from ..models import SklearnLogistic
 
     def make_sets(rep: int) -> dict[str, Split]:
-        d = load_adult(n_train=init + pool, n_valid=0, n_test=n_test, seed=rep)
-        return {"labeled": d["train"].subset(np.arange(init), name="labeled"),
-                "pool": d["train"].subset(np.arange(init, init + pool), name="pool"), "test": d["test"]}
+        return _labeled_and_pool(load_adult(n_train=init + pool, n_valid=0, n_test=n_test, seed=rep), init)
 
     return make_sets, lambda rep: SklearnLogistic(C=C)
 
@@ -108,9 +113,8 @@ def mnist_setup(init: int = 60, pool: int = 420, n_test: int = 1000, epochs: int
     from ..models import SmallCNN, TrainConfig
 
     def make_sets(rep: int) -> dict[str, Split]:
-        d = load_mnist_subset({"train": init + pool, "test": n_test}, seed=rep, images=True)
-        return {"labeled": d["train"].subset(np.arange(init), name="labeled"),
-                "pool": d["train"].subset(np.arange(init, init + pool), name="pool"), "test": d["test"]}
+        return _labeled_and_pool(load_mnist_subset({"train": init + pool, "test": n_test}, seed=rep, images=True),
+                                 init)
 
     return make_sets, lambda rep: SmallCNN(train=TrainConfig(epochs=epochs, seed=rep), init_seed=rep)
 

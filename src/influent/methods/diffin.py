@@ -69,7 +69,8 @@ _VGRAD_CACHE: "weakref.WeakKeyDictionary[Target, dict[tuple[str | None, str], to
 # ---- Hessian-vector products ---------------------------------------------------------------------
 def hvp(grad_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, w: torch.Tensor,
         kind: str = "fd", eps: float = 1e-3, g0: torch.Tensor | None = None) -> torch.Tensor:
-    """H w for the Hessian of the function whose gradient is `grad_fn` (flat (p,) -> (p,)), at `theta`.
+    """The derivative of `grad_fn` at `theta` in the direction `w`: H w when `grad_fn` (flat (p,) -> (p,)) is
+    the gradient of a function with Hessian H; any output shape works (e.g. per-sample gradients).
 
     kind="fd": (grad_fn(theta + s w) - grad_fn(theta)) / s with s = eps / |w| (`g0` = grad_fn(theta) if
     already known); kind="exact": the Jacobian-vector product of `grad_fn` (torch.func.jvp).
@@ -77,11 +78,11 @@ def hvp(grad_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, w:
     """
     if kind == "exact":
         return jvp(grad_fn, (theta,), (w,))[1]
+    g0 = grad_fn(theta) if g0 is None else g0
     norm = float(w.norm())
     if norm == 0.0:
-        return torch.zeros_like(theta)
+        return torch.zeros_like(g0)
     s = eps / norm
-    g0 = grad_fn(theta) if g0 is None else g0
     return (grad_fn(theta + s * w) - g0) / s
 
 
@@ -189,34 +190,18 @@ def _target_terms(obj: _Objective, theta: torch.Tensor, X: torch.Tensor, t: torc
     """For the rows (X, t): v . G_z, v . H_B G_z (= G_z . u with u = H_B v) and v . H_z G_B."""
     first = _dirderiv(obj, theta, X, t, v)
     batch = _dirderiv(obj, theta, X, t, u)
-    if kind == "exact":
-        sample = jvp(lambda th: _dirderiv(obj, th, X, t, v), (theta,), (GB,))[1]
-    else:
-        norm = float(GB.norm())
-        if norm == 0.0:
-            sample = torch.zeros_like(first)
-        else:
-            s = eps / norm
-            sample = (_dirderiv(obj, theta + s * GB, X, t, v) - first) / s
+    sample = hvp(lambda th: _dirderiv(obj, th, X, t, v), theta, GB, kind, eps, first)
     return first, batch, sample
 
 
 def _self_terms(obj: _Objective, theta: torch.Tensor, X: torch.Tensor, t: torch.Tensor, batch_fn: Callable,
                 GB: torch.Tensor, kind: str, eps: float, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For the rows (X, t): |G_z|^2, G_z . H_B G_z and G_z . H_z G_B."""
-    G = obj.grads(theta, X, t, exact_path=kind == "exact")  # (B, p)
+    grads = lambda th: obj.grads(th, X, t, exact_path=kind == "exact")  # noqa: E731
+    G = grads(theta)  # (B, p)
     first = (G * G).sum(1)
     # G_z . H_z G_B: per-sample Hessians applied to the shared direction G_B
-    if kind == "exact":
-        HG = jvp(lambda th: obj.grads(th, X, t, exact_path=True), (theta,), (GB,))[1]
-        sample = (HG * G).sum(1)
-    else:
-        norm = float(GB.norm())
-        if norm == 0.0:
-            sample = torch.zeros_like(first)
-        else:
-            s = eps / norm
-            sample = ((obj.grads(theta + s * GB, X, t) - G) * G).sum(1) / s
+    sample = (hvp(grads, theta, GB, kind, eps, G) * G).sum(1)
     # G_z . H_B G_z: the proxy batch's Hessian applied to each sample's own gradient (vmap over samples)
     batch = torch.empty_like(first)
     if kind == "exact":

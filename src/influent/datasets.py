@@ -173,6 +173,16 @@ def load_mnist_subset(sizes: dict[str, int | None] | None = None, seed: int = 0,
     return _shuffle_split(X, y, sizes or {"train": 3000, "valid": 1000, "test": None}, seed, name="mnist")
 
 
+def load_group_set(name: str, n_train: int = 5000, seed: int = 0, where: str = "data set") -> dict[str, Split]:
+    """The two tabular sets with a sensitive group, as the fairness and defense experiments use them:
+    "adult" (`n_train` train, 1,000 valid, 5,000 test) or "compas" (its default split). `where` prefixes
+    the error for any other name."""
+    if name == "adult":
+        return load_adult(n_train=n_train, n_valid=1000, n_test=5000, seed=seed)
+    if name == "compas":
+        return load_compas(seed=seed)
+    raise InputError(f"{where}: unknown data set {name!r}; use 'adult' or 'compas'")
+
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo("digits", "scikit-learn digits, 1,797 x 64, 10 classes", None, "(bundled)", load_digits),
     "breast-cancer": DatasetInfo("breast-cancer", "scikit-learn breast cancer, 569 x 30, binary", None, "(bundled)",

@@ -129,12 +129,7 @@ def run_defense(dataset: str = "adult", *, n_train: int = 5000, C: float = 1.0, 
     1,000 valid, 5,000 test) or "compas" (4,000 / 1,000 / 1,172)."""
     from .. import datasets as ds
 
-    if dataset == "adult":
-        parts = ds.load_adult(n_train=n_train, n_valid=1000, n_test=5000, seed=seed)
-    elif dataset == "compas":
-        parts = ds.load_compas(seed=seed)
-    else:
-        raise InputError(f"defense: unknown data set {dataset!r}; use 'adult' or 'compas'")
+    parts = ds.load_group_set(dataset, n_train, seed, "defense")
     model = SklearnLogistic(C=C, newton_steps=0).fit(parts["train"])
     df, notes = defense_experiment(model, parts["train"], parts["valid"], parts["test"], seed=seed, **kwargs)
     df.insert(0, "dataset", dataset)

@@ -113,12 +113,7 @@ def fairness_experiment(datasets: Sequence[str] = ("adult", "compas"), *, seeds:
     frames = []
     for name in datasets:
         for seed in seeds:
-            if name == "adult":
-                parts = ds.load_adult(n_train=n_train, n_valid=1000, n_test=5000, seed=seed)
-            elif name == "compas":
-                parts = ds.load_compas(seed=seed)
-            else:
-                raise InputError(f"fairness experiment: unknown data set {name!r}; use 'adult' or 'compas'")
+            parts = ds.load_group_set(name, n_train, seed, "fairness experiment")
             train, valid, test = parts["train"], parts["valid"], parts["test"]
             model = SklearnLogistic(C=C, newton_steps=0).fit(train)
             df = fairness_trimming(model, train, valid, test, budget=budget, method=method, n_jobs=n_jobs,

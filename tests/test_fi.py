@@ -198,7 +198,24 @@ def test_kfsvd_full_rank_on_mlp_with_exact_solver(tiny_mlp):
                                fi_pairwise(model, train, query), rtol=1e-8)
 
 
-def test_subsampling_is_deterministic_and_exact_on_its_sample(tiny_binary):
+def _algorithm6(exact, features, rows, seed, trees, quantile=False):
+    """[FI] Algorithm 6 written out: a forest fitted on (x_i', rank_i') of the subsample (raw ranks 1..m),
+    its predicted rank for every sample, read back on the FI scale through the subsample's quantiles.
+    ``quantile``: regress (rank - 1) / (m - 1) instead (the same splits, but exact ties between redundant
+    features, e.g. the two one-hot columns, can then be broken differently by round-off)."""
+    from scipy.stats import rankdata
+    from sklearn.ensemble import RandomForestRegressor
+
+    m = len(rows)
+    r = rankdata(exact[rows])
+    forest = RandomForestRegressor(n_estimators=trees, max_features="sqrt", random_state=seed, n_jobs=1)
+    forest.fit(features[rows], (r - 1) / (m - 1) if quantile else r)
+    pred = forest.predict(features)
+    return np.quantile(exact[rows], pred if quantile else (pred - 1) / (m - 1))
+
+
+def test_subsampling_default_is_algorithm_6(tiny_binary):
+    """Default: the forest reads x only and predicts the rank of every sample, the subsample included."""
     model, train, valid = tiny_binary
     exact = inf.score(model, train, target=valid, method="fi").raw
     a = inf.score(model, train, target=valid, method="fi", subsample=0.4, seed=5, n_estimators=20)
@@ -206,14 +223,38 @@ def test_subsampling_is_deterministic_and_exact_on_its_sample(tiny_binary):
     c = inf.score(model, train, target=valid, method="fi", subsample=0.4, seed=6, n_estimators=20)
     np.testing.assert_array_equal(a.values, b.values)
     assert not np.array_equal(a.values, c.values)
+    assert a.settings["rank_features"] == "x" and a.settings["keep_exact"] is False
     rows = np.sort(np.random.default_rng(5).choice(len(train), size=12, replace=False))
-    np.testing.assert_allclose(a.raw[rows], exact[rows], rtol=1e-12)
-    others = np.setdiff1d(np.arange(len(train)), rows)
-    assert np.all((a.raw[others] >= exact[rows].min()) & (a.raw[others] <= exact[rows].max()))
+    np.testing.assert_allclose(a.raw, _algorithm6(exact, train.X, rows, 5, 20), rtol=1e-10)
+    # the sampled rows get the forest's prediction, not their computed FI
+    assert not np.allclose(a.raw[rows], exact[rows])
     full = inf.score(model, train, target=valid, method="fi", subsample=1.0)
     np.testing.assert_allclose(full.raw, exact, rtol=1e-12)
     with pytest.raises(inf.InputError, match="subsample"):
         inf.score(model, train, target=valid, method="fi", subsample=1.5)
+    with pytest.raises(inf.InputError, match="rank_features"):
+        inf.score(model, train, target=valid, method="fi", subsample=0.5, rank_features="xyz")
+
+
+def test_subsampling_variant_keeps_exact_fi_and_ranks_the_rest(tiny_binary):
+    """The variant: exact FI on the sampled rows; the forest (features, one-hot label, the model's loss and
+    outputs) predicts the others, and its order agrees with exact FI on the rows it never saw."""
+    from scipy.stats import spearmanr
+
+    model, train, valid = tiny_binary
+    exact = inf.score(model, train, target=valid, method="fi").raw
+    s = inf.score(model, train, target=valid, method="fi", subsample=0.4, seed=5, n_estimators=20,
+                  rank_features="xy+model", keep_exact=True)
+    rows = np.sort(np.random.default_rng(5).choice(len(train), size=12, replace=False))
+    others = np.setdiff1d(np.arange(len(train)), rows)
+    np.testing.assert_allclose(s.raw[rows], exact[rows], rtol=1e-12)
+    X, t = model.tensors(train)
+    with torch.no_grad():
+        loss = model.per_sample_loss(model.params(), X, t).numpy()[:, None]
+        out = model.outputs(model.params(), X).numpy().reshape(len(train), -1)
+    feats = np.hstack([train.X, np.eye(2)[train.y], loss, out])
+    np.testing.assert_allclose(s.raw[others], _algorithm6(exact, feats, rows, 5, 20, quantile=True)[others], rtol=1e-10)
+    assert spearmanr(s.raw[others], exact[others])[0] > 0.5
 
 
 def test_pairwise_matrix_and_target_swap(tiny_mlp):

@@ -40,9 +40,11 @@ Approximations (``approx``):
 - ``"kfsvd"``: K-FAC inverse Hessian (default solver ``"kfac"``) and a rank-``k`` truncated SVD of each
   ``J_z`` by randomised subspace (power) iteration on Jacobian-vector products ``J_z v`` (forward over
   reverse) and ``J_z^T u``; memory O(sum over layers of the Kronecker factors + B (p + d) k).
-- ``subsample=alpha``: FI on a random fraction ``alpha`` of the samples (seeded), a random forest from
-  the features, the one-hot label and the model's loss and outputs (``rank_features="xy+model"``) to the
-  rank of FI for the others.
+- ``subsample=alpha`` ([FI] Appendix, Algorithm 6): FI on a seeded random fraction ``alpha`` of the samples,
+  a random forest fitted on (x_i', rank_i') of that subsample, and the forest's predicted rank for every
+  sample, the subsample included. Variant (options): ``rank_features="xy+model"`` also feeds the one-hot
+  label and the model's loss and outputs to the forest, and ``keep_exact=True`` keeps the computed FI of
+  the sampled rows (the forest predicts only the others).
 """
 
 from __future__ import annotations
@@ -384,14 +386,21 @@ def rank_model_features(train: Split, adapter: ModelAdapter, mode: str) -> np.nd
 
 
 def subsample_fi(fi_of: Callable[[np.ndarray], np.ndarray], features: np.ndarray, alpha: float, seed: int,
-                 n_estimators: int = 25) -> tuple[np.ndarray, np.ndarray]:
-    """FI on a seeded random fraction ``alpha`` of the rows, a random-forest rank model for the rest.
+                 n_estimators: int = 25, keep_exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """[FI] Algorithm 6: FI on a seeded random fraction ``alpha`` of the rows, a random-forest rank model
+    for every row.
 
-    ``fi_of(rows) -> FI`` computes FI exactly (or by KFSVD) for the given row positions. The forest
-    (``n_estimators`` trees, sqrt(#features) candidate features per split, seeded) regresses the rank
-    quantile (0 = lowest FI, 1 = highest) on ``features``; a predicted quantile is
-    mapped back to the FI scale through the empirical quantiles of the computed FI, so all rows share
-    one scale. Returns (raw FI for every row, boolean mask of the rows computed exactly).
+    ``fi_of(rows) -> FI`` computes FI exactly (or by KFSVD) for the given row positions; ``features`` (n, f)
+    are the forest's inputs (the paper: the features x). The forest (``n_estimators`` trees, sqrt(f)
+    candidate features per split, seeded by ``seed``) regresses the rank quantile ``(rank - 1) / (m - 1)``
+    of the subsample's FI (0 = lowest, 1 = highest; an affine map of the paper's rank, which leaves a
+    regression forest's splits unchanged) on the subsample's features, and predicts it for **every** row,
+    the subsample included (the paper's rule). With ``keep_exact`` (our variant) the sampled rows keep
+    their computed FI and only the others are predicted. A predicted quantile is mapped to the FI scale
+    through the empirical quantiles of the computed FI (monotone: the order is the forest's), so ``raw``
+    stays on the FI scale.
+
+    Returns (raw FI for every row (n,), boolean mask (n,) of the rows whose FI was computed).
     """
     from scipy.stats import rankdata
     from sklearn.ensemble import RandomForestRegressor
@@ -400,16 +409,17 @@ def subsample_fi(fi_of: Callable[[np.ndarray], np.ndarray], features: np.ndarray
     m = min(n, max(2, int(math.ceil(alpha * n))))
     rows = np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
     fi = np.asarray(fi_of(rows), dtype=np.float64)
-    raw = np.empty(n)
-    raw[rows] = fi
     mask = np.zeros(n, dtype=bool)
     mask[rows] = True
-    if m < n:
-        q = (rankdata(fi) - 1) / max(1, m - 1)
-        forest = RandomForestRegressor(n_estimators=n_estimators, max_features="sqrt", random_state=seed, n_jobs=1)
-        forest.fit(features[rows], q)
-        pred = np.clip(forest.predict(features[~mask]), 0.0, 1.0)
-        raw[~mask] = np.quantile(fi, pred)
+    if m == n:
+        return fi, mask
+    q = (rankdata(fi) - 1) / max(1, m - 1)
+    forest = RandomForestRegressor(n_estimators=n_estimators, max_features="sqrt", random_state=seed, n_jobs=1)
+    forest.fit(features[rows], q)
+    predict = ~mask if keep_exact else np.ones(n, dtype=bool)
+    raw = np.empty(n)
+    raw[rows] = fi
+    raw[predict] = np.quantile(fi, np.clip(forest.predict(features[predict]), 0.0, 1.0))
     return raw, mask
 
 
@@ -429,9 +439,11 @@ def _target_fi(job: Job, method: str) -> np.ndarray:
     alpha = float(alpha)
     if not 0 < alpha <= 1:
         raise InputError(f"{method}: subsample must be a fraction in (0, 1], got {alpha}")
-    feats = rank_model_features(job.train, job.adapter, job.opt("rank_features", "xy+model"))
+    feats = rank_model_features(job.train, job.adapter, job.opt("rank_features", "x"))
     trees = int(job.opt("n_estimators", 25))
-    raw, _ = subsample_fi(fi_rows, feats, alpha, job.seed, trees)
+    if trees < 1:
+        raise InputError(f"{method}: n_estimators must be >= 1, got {trees}")
+    raw, _ = subsample_fi(fi_rows, feats, alpha, job.seed, trees, bool(job.opt("keep_exact", False)))
     job.timing.update(curvature=t_solver, scoring=time.perf_counter() - t1)
     return raw
 
@@ -442,8 +454,10 @@ def fi_util(job: Job) -> Result:
 
     Options: approx ("exact" | "kfsvd"), solver (default "exact", or "kfac" for kfsvd), damping,
     solver_options, rcond (pinv cut-off relative to the largest eigenvalue of G_z), jacobian ("auto" |
-    "explicit" | "vjp", exact path), rank and power_iters (kfsvd), subsample (fraction alpha; random-forest rank model
-    for the rest), rank_features ("xy+model" | "xy" | "x"), n_estimators (forest size, default 25).
+    "explicit" | "vjp", exact path), rank and power_iters (kfsvd), subsample (fraction alpha: [FI] Algorithm 6,
+    a random forest fitted on the subsample's (x, rank of FI) predicts the rank of every sample),
+    rank_features ("x", the paper's, | "xy" | "xy+model": also the one-hot label, the model's loss and
+    outputs), keep_exact (False; True keeps the computed FI of the subsample), n_estimators (forest size, 25).
     """
     raw = _target_fi(job, "fi")
     return Result(-raw, raw)

@@ -9,6 +9,7 @@ from sklearn.svm import OneClassSVM
 
 import influent as inf
 from influent.evaluation import detection as detection_module
+from influent.evaluation.class_detection import class_detection
 from influent.evaluation.detection import detection
 from influent.evaluation.noisy import flip_labels, noisy_label_experiment
 from influent.grads import per_sample_grads
@@ -114,6 +115,51 @@ def test_per_class_forests_detect_the_class(iris):
         np.testing.assert_allclose(A[train.y == c], np.broadcast_to(det.scores[:, c], ((train.y == c).sum(), len(valid))))
     with pytest.raises(inf.InputError, match="per-class forests"):
         inf.attribute(model, train, valid, method="outlier", detector="l2")
+
+
+def _class_detection_loop(R, ytr, yte, k=None):
+    """[OGA] / DataInf's protocol written out per test sample: sklearn AUC of the column against "same
+    class", and the fraction of the class found among the k highest (k = class size by default)."""
+    aucs, recalls = [], []
+    for j in range(R.shape[1]):
+        same = ytr == yte[j]
+        aucs.append(roc_auc_score(same, R[:, j]))
+        kk = same.sum() if k is None else k
+        top = np.argsort(-R[:, j], kind="stable")[:kk]
+        recalls.append(same[top].sum() / same.sum())
+    return np.array(aucs), np.array(recalls)
+
+
+def test_class_detection_metrics_against_a_loop(iris):
+    rng = np.random.default_rng(0)
+    ytr, yte = rng.integers(0, 4, 80), rng.integers(0, 4, 25)
+    R = rng.normal(size=(80, 25)) + 1.5 * (ytr[:, None] == yte[None, :])
+    R[:10] = np.round(R[:10])  # some ties
+    rep = class_detection(R, ytr, yte)
+    auc, rec = _class_detection_loop(R, ytr, yte)
+    np.testing.assert_allclose(rep.per_test_auc, auc, rtol=1e-12)
+    np.testing.assert_allclose(rep.per_test_recall, rec, rtol=1e-12)
+    assert rep.auc == pytest.approx(auc.mean()) and rep.recall_std == pytest.approx(rec.std())
+    assert 0.7 < rep.auc < 1.0  # informative but imperfect scores
+    rep5 = class_detection(R, ytr, yte, k=5)
+    np.testing.assert_allclose(rep5.per_test_recall, _class_detection_loop(R, ytr, yte, k=5)[1], rtol=1e-12)
+    # per-class forests on iris: their relatedness matrix through the same metrics
+    train, valid = iris
+    model = inf.models.SklearnLogistic(C=1.0).fit(train)
+    det = class_forests(model, train, valid, seed=0)
+    R2 = det.relatedness(train.y)
+    np.testing.assert_allclose(R2, inf.attribute(model, train, valid, method="outlier"))
+    rep2 = class_detection(R2, train.y, valid.y)
+    auc2, rec2 = _class_detection_loop(R2, train.y, valid.y)
+    np.testing.assert_allclose(rep2.per_test_auc, auc2, rtol=1e-12)
+    np.testing.assert_allclose(rep2.per_test_recall, rec2, rtol=1e-12)
+    # a test sample whose class forest wins gets AUC 1 and recall 1 (its class ranks first, as a block)
+    won = det.predicted == valid.y
+    assert won.any() and np.all(rep2.per_test_auc[won] == 1) and np.all(rep2.per_test_recall[won] == 1)
+    with pytest.raises(inf.InputError, match="shape"):
+        class_detection(R[:, :3], ytr, yte)
+    with pytest.raises(inf.InputError, match="test class"):
+        class_detection(R, ytr, np.full(25, 9))
 
 
 def test_detection_metrics_against_brute_force():

@@ -1,8 +1,9 @@
 """[FI] on UCI Adult: trimming curves (test accuracy after removing b = 0..200 training samples) for FI,
 FI subsampled (alpha = 0.2) both ways — [FI] Algorithm 6 (the default: a forest on x predicts every
 sample's rank) and our variant (forest on x, label, the model's loss and outputs; exact FI kept for the
-sampled rows) — IV and random removal, plus their rank correlation with exact FI and their timing. Logistic regression (scikit-learn, C = 1) on 5,000 training samples,
-1,000 validation (the FI/IV target) and 5,000 test samples (from adult.test).
+sampled rows) — IV and random removal, plus their rank correlation with exact FI and their timing.
+Logistic regression (scikit-learn, C = 1) on 5,000 training samples, 1,000 validation (the FI/IV target)
+and 5,000 test samples (from adult.test).
 
     python benchmarks/fi_adult.py            # writes docs/fi_adult.csv and docs/fi_adult.png (~10 minutes)
     python benchmarks/fi_adult.py --quick    # 1,000 training samples, b = 0..40, nothing written

@@ -68,7 +68,8 @@ class SubsetUtility:
     """
 
     def __init__(self, adapter, train, metric, sign: float, empty: float, seed: int = 0) -> None:
-        self.adapter, self.train, self.metric, self.sign, self.empty, self.seed = adapter, train, metric, sign, empty, seed
+        self.adapter, self.train, self.metric, self.sign = adapter, train, metric, sign
+        self.empty, self.seed = float(empty), seed
         self.y = np.asarray(train.y)
         self.n_classes = len(np.unique(self.y)) if adapter.classes_ is not None else 0
         self.cache: dict[bytes, float] = {}

@@ -175,7 +175,7 @@ def fi_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random
     if subsample is None:
         return fi_of(np.arange(len(pool)))
     raw, _ = subsample_fi(fi_of, rank_model_features(pseudo, model, "xy+model"), float(subsample),
-                          int(rng.integers(2**31)), n_estimators)
+                          int(rng.integers(2**31)), n_estimators, keep_exact=True)
     return raw
 
 

@@ -14,8 +14,6 @@ import json
 from collections import OrderedDict
 
 import numpy as np
-from cleanlab.rank import get_label_quality_scores
-
 from ..data import Split
 from ..data.validate import InputError
 from ..models.base import ModelAdapter
@@ -75,7 +73,17 @@ def label_quality_scores(labels: np.ndarray, pred_probs: np.ndarray, kind: str =
     """cleanlab's `get_label_quality_scores` under our names; labels are 0..K-1; lower = more suspicious."""
     if kind not in KINDS:
         raise InputError(f"unknown label-quality kind {kind!r}; choose one of {list(KINDS)}")
+    get_label_quality_scores = _cleanlab_scores()
     return get_label_quality_scores(np.asarray(labels), np.asarray(pred_probs), method=KINDS[kind])
+
+
+def _cleanlab_scores():
+    """cleanlab's `rank.get_label_quality_scores`, imported here: cleanlab is an optional dependency."""
+    try:
+        from cleanlab.rank import get_label_quality_scores
+    except ImportError:
+        raise InputError('method label-quality needs cleanlab: pip install "cleanlab>=2.6"') from None
+    return get_label_quality_scores
 
 
 @register_method("label-quality", needs_target=False)

@@ -345,10 +345,10 @@ def build_model(spec: str, options: dict[str, Any] | None = None, train: Split |
     if isinstance(made, ModelAdapter):
         return made
     torch_kw = {"weight_decay": float(opts.get("weight_decay", 0.0)), "train": _train_config(opts, seed)}
-    if isinstance(made, nn.Module):
-        return TorchAdapter(made, **torch_kw)
+    if isinstance(made, nn.Module):  # an architecture: trained by the run from its weights
+        return TorchAdapter(made, fitted=False, **torch_kw)
     if isinstance(made, dict) and isinstance(made.get("module"), nn.Module):
-        kw = {**torch_kw, **made}
+        kw = {"fitted": False, **torch_kw, **made}
         if isinstance(kw.get("train"), dict):
             kw["train"] = TrainConfig(**kw["train"])
         try:

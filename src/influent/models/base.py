@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -49,6 +50,19 @@ def probabilities(kind: str, out: torch.Tensor) -> torch.Tensor:
         p = torch.sigmoid(out.reshape(out.shape[0], -1)[:, 0])
         return torch.stack([1 - p, p], dim=1)
     return out
+
+
+@contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Evaluation mode inside the block; each submodule's own train/eval mode is restored after it."""
+    was = [m for m in module.modules() if m.training]
+    for m in was:
+        m.training = False
+    try:
+        yield module
+    finally:
+        for m in was:
+            m.training = True
 
 
 class ModelAdapter:
@@ -89,6 +103,19 @@ class ModelAdapter:
     def fitted(self) -> bool:
         return self.module is not None
 
+    @property
+    def device(self) -> torch.device:
+        """Where the module's parameters live (the user's choice; the adapter never moves them)."""
+        module = self.module
+        for p in (module.parameters() if module is not None else ()):
+            return p.device
+        return torch.device("cpu")
+
+    def check_split(self, split: Split) -> None:
+        """Raise a one-line `InputError` unless the fitted model can take `split` (labels it knows)."""
+        if self.classes_ is not None:
+            check_known_labels(split.y, self.classes_, f"{split.name}: labels")
+
     def _require_fitted(self) -> nn.Module:
         if self.module is None:
             raise InputError(f"{type(self).__name__} is not fitted; call .fit(train) first")
@@ -111,12 +138,15 @@ class ModelAdapter:
     def encode(self, y: np.ndarray) -> torch.Tensor:
         """Labels -> the target tensor `per_sample_loss` expects (class index, 0/1, or float)."""
         if self.classes_ is None:
-            return torch.as_tensor(np.asarray(y, dtype=np.float64), dtype=self.dtype)
+            if self.loss != "mse":
+                raise InputError(f"{type(self).__name__}: the classes are unknown; pass classes=[...]")
+            return torch.as_tensor(np.asarray(y, dtype=np.float64), dtype=self.dtype, device=self.device)
         check_known_labels(y, self.classes_)
-        return torch.as_tensor(np.searchsorted(self.classes_, y), dtype=torch.long)
+        return torch.as_tensor(np.searchsorted(self.classes_, y), dtype=torch.long, device=self.device)
 
     def tensors(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
-        return split.tensor_X(self.dtype), self.encode(split.y)
+        """(X, t) of `split` in the model's dtype, on the model's device."""
+        return split.tensor_X(self.dtype).to(self.device), self.encode(split.y)
 
     # ---- analysed parameters -------------------------------------------------------------
     def param_names(self) -> list[str]:
@@ -154,15 +184,17 @@ class ModelAdapter:
 
     # ---- the objective as pure functions -------------------------------------------------
     def outputs(self, params: Params, X: torch.Tensor) -> torch.Tensor:
+        """Model outputs (B, K) at `params`, in evaluation mode (the module's own mode is left as it was)."""
         module = self._require_fitted()
-        return functional_call(module, self._full(params), (X,))
+        with _eval_mode(module):
+            return functional_call(module, self._full(params), (X,))
 
     def per_sample_loss(self, params: Params, X: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return loss_from_outputs(self.loss, self.outputs(params, X), t)
 
     def regularizer(self, params: Params) -> torch.Tensor:
         """sum over analysed parameters of coef/2 * |theta|^2 (coef from `reg_coef`)."""
-        total = torch.zeros((), dtype=self.dtype)
+        total = torch.zeros((), dtype=self.dtype, device=self.device)
         for n, p in params.items():
             c = self.reg_coef.get(n, 0.0)
             if c:
@@ -186,9 +218,10 @@ class ModelAdapter:
     def predict_proba(self, X: Any, batch_size: int = 4096) -> np.ndarray:
         """Class probabilities (n, K) (binary models give two columns)."""
         module = self._require_fitted()
-        module.eval()
         Xt = torch.as_tensor(np.asarray(X.X if isinstance(X, Split) else X), dtype=self.dtype)
-        out = [probabilities(self.loss, module(Xt[i:i + batch_size])) for i in range(0, len(Xt), batch_size)]
+        with _eval_mode(module):
+            out = [probabilities(self.loss, module(Xt[i:i + batch_size].to(self.device))).cpu()
+                   for i in range(0, len(Xt), batch_size)]
         return torch.cat(out).numpy()
 
     def predict(self, X: Any) -> np.ndarray:
@@ -204,7 +237,6 @@ class ModelAdapter:
     def loss_on(self, split: Split) -> float:
         """Mean per-sample loss on `split` (no regulariser)."""
         X, t = self.tensors(split)
-        self._require_fitted().eval()
         return float(self.per_sample_loss(self.params(), X, t).mean())
 
     def fingerprint(self) -> str:

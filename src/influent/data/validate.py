@@ -120,3 +120,29 @@ def check_output_dir(path: Any, name: str = "output") -> None:
         raise InputError(f"{name}: cannot create {p}: {probe} is a file, not a folder; choose another --out")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise InputError(f"{name}: cannot write to {probe} (permission denied); choose another --out")
+
+
+def check_outputs(outputs: dict[str, Any], inputs: dict[str, Any], force: bool = False) -> None:
+    """Outputs never replace an input, and replace an existing file only with ``force``.
+
+    Parameters
+    ----------
+    outputs : option name (e.g. "--out") -> output file path (or a list of paths it writes)
+    inputs : what each input is (e.g. "--train") -> its path; compared by real path (symlinks, "..")
+    force : whether existing outputs may be replaced
+    """
+    import os
+
+    real_in = {os.path.realpath(str(p)): name for name, p in inputs.items() if p is not None}
+    existing = []
+    for name, paths in outputs.items():
+        for p in (paths if isinstance(paths, (list, tuple)) else [paths]):
+            real = os.path.realpath(str(p))
+            if real in real_in:
+                raise InputError(f"{name} {p} is the input {real_in[real]} of this run; an output never replaces "
+                                 "an input: choose another file name")
+            if os.path.lexists(p):
+                existing.append(str(p))
+    if existing and not force:
+        shown = ", ".join(existing[:3]) + (" ..." if len(existing) > 3 else "")
+        raise InputError(f"{shown} already exist(s); pass --force to replace, or choose another output name")

@@ -1,0 +1,162 @@
+"""Nothing a user types loses data: outputs never replace inputs, existing outputs only with --force,
+files with the umask's modes, Ctrl-C / SIGTERM exit 130 / 143 with one line and leave nothing half-written,
+run folders work from any directory; and the hostile inputs of issue 12 each get a one-line error."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from influent.cli import main
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def run_cli(args, capsys):
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def sha(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _table(n, seed, label_noise=0.5):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 5))
+    df = pd.DataFrame(X, columns=[f"f{j}" for j in range(5)])
+    df["y"] = (X[:, 0] + label_noise * rng.normal(size=n) > 0).astype(int)
+    return df
+
+
+@pytest.fixture()
+def files(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    for name, n, seed in (("train", 80, 0), ("valid", 40, 1), ("test", 40, 2)):
+        _table(n, seed).to_csv(d / f"{name}.csv", index=False)
+    return d
+
+
+def _score(d, out, *extra):
+    return ["score", "--train", d / "train.csv", "--valid", d / "valid.csv", "--label", "y", "--no-curve",
+            "--out", out, *extra]
+
+
+@pytest.fixture()
+def run(files, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_cli(_score(files, out), capsys)
+    assert code == 0, err
+    return out
+
+
+@pytest.mark.parametrize("action, extra", [("trim", ["--budget", "5"]), ("relabel", ["--budget", "5"]),
+                                           ("reweight", ["--temperature", "1"]), ("coreset", ["--budget", "0.5"])])
+def test_an_output_never_replaces_the_training_file(action, extra, files, run, capsys):
+    train = files / "train.csv"
+    before = sha(train)
+    link = files.parent / "link.csv"
+    link.symlink_to(train)
+    for target in (train, files / ".." / "data" / "train.csv", link):
+        code, _, err = run_cli([action, "--scores", run, *extra, "--out", target, "--force"], capsys)
+        assert code == 2 and "is the input --train" in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run_cli([action, "--scores", run, *extra, "--out", files / "x.csv", "--log", run / "scores.parquet",
+                            "--force"], capsys)
+    assert code == 2 and "input" in err
+    assert sha(train) == before
+
+
+def test_existing_outputs_are_replaced_only_with_force(files, run, tmp_path, capsys):
+    before = {p.name: sha(p) for p in run.iterdir()}
+    code, _, err = run_cli(_score(files, run), capsys)
+    assert code == 2 and "--force" in err
+    assert {p.name: sha(p) for p in run.iterdir()} == before
+    code, _, err = run_cli(_score(files, run, "--force", "--method", "ip"), capsys)
+    assert code == 0, err
+    assert sha(run / "scores.parquet") != before["scores.parquet"]
+    out = tmp_path / "clean.csv"
+    out.write_text("keep me")
+    code, _, err = run_cli(["trim", "--scores", run, "--budget", "3", "--out", out], capsys)
+    assert code == 2 and "--force" in err and out.read_text() == "keep me"
+    code, _, err = run_cli(["trim", "--scores", run, "--budget", "3", "--out", out, "--force"], capsys)
+    assert code == 0 and len(pd.read_csv(out)) == 77
+    # select: the pool is an input
+    code, _, err = run_cli(["select", "--train", files / "train.csv", "--pool", files / "test.csv", "--label", "y",
+                            "--budget", "3", "--out", files / "test.csv", "--force"], capsys)
+    assert code == 2 and "is the input --pool" in err
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_files_get_the_umasks_mode(umask, mode, files, tmp_path, capsys):
+    old = os.umask(umask)
+    try:
+        out = tmp_path / f"run{umask:o}"
+        assert run_cli(_score(files, out), capsys)[0] == 0
+        assert run_cli(["trim", "--scores", out, "--budget", "2", "--out", tmp_path / f"c{umask:o}.csv"], capsys)[0] == 0
+    finally:
+        os.umask(old)
+    written = [out / "scores.parquet", out / "run.json", out / "report.html", tmp_path / f"c{umask:o}.csv",
+               tmp_path / f"c{umask:o}.changes.csv"]
+    assert [oct(p.stat().st_mode & 0o777) for p in written] == [oct(mode)] * len(written)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_trim_works_from_another_directory(files, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(files)
+    assert run_cli(["score", "--train", "train.csv", "--valid", "valid.csv", "--label", "y", "--no-curve",
+                    "--out", "../rel-run"], capsys)[0] == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, _, err = run_cli(["trim", "--scores", tmp_path / "rel-run", "--budget", "4", "--out", "t.csv"], capsys)
+    assert code == 0, err
+    assert len(pd.read_csv(elsewhere / "t.csv")) == 76
+
+
+SLOW_MODEL = '''
+import pathlib, torch
+def make(train):
+    pathlib.Path(__file__).with_name("started").write_text("1")
+    return torch.nn.Sequential(torch.nn.Linear(5, 64), torch.nn.Tanh(), torch.nn.Linear(64, 2))
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code, name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_an_interrupt_exits_130_or_143_with_one_line_and_keeps_the_old_outputs(sig, code, name, files, run, tmp_path):
+    model = tmp_path / "slow.py"
+    model.write_text(SLOW_MODEL)
+    before = {p.name: sha(p) for p in run.iterdir()}
+    fresh = tmp_path / "fresh"
+    for out, extra in ((run, ["--force"]), (fresh, [])):
+        (tmp_path / "started").unlink(missing_ok=True)
+        args = [sys.executable, "-m", "influent.cli", *map(str, _score(files, out, "--model", f"{model}:make",
+                                                                         "--epochs", "10000000", *extra))]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"},
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # as in `cmd &`
+        deadline = time.time() + 120
+        while not (tmp_path / "started").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        assert proc.returncode == code, err
+        assert len(lines) == 1 and name in lines[0] and "no output was written" in lines[0], err
+        assert "Traceback" not in err
+    assert {p.name: sha(p) for p in run.iterdir()} == before
+    assert not fresh.exists()

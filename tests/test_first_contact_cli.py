@@ -160,3 +160,97 @@ def test_an_interrupt_exits_130_or_143_with_one_line_and_keeps_the_old_outputs(s
         assert "Traceback" not in err
     assert {p.name: sha(p) for p in run.iterdir()} == before
     assert not fresh.exists()
+
+
+# ---- hostile inputs (issue 12, item 7): one line, exit 2, no traceback, nothing written ----------------------
+def _continuous_label(d, run, tmp):
+    df = _table(80, 0)
+    df["y"] = np.random.default_rng(0).uniform(size=80)
+    df.to_csv(tmp / "cont.csv", index=False)
+    return _score_args(tmp / "cont.csv", d / "valid.csv", tmp / "o"), "continuous"
+
+
+def _score_args(train, valid, out, *extra):
+    return ["score", "--train", train, "--valid", valid, "--label", "y", "--no-curve", "--out", out, *extra]
+
+
+def _damping_nan(d, run, tmp):
+    return _score_args(d / "train.csv", d / "valid.csv", tmp / "o", "--damping", "nan"), "damping"
+
+
+def _solver_options_not_json(d, run, tmp):
+    return _score_args(d / "train.csv", d / "valid.csv", tmp / "o", "-o", "solver_options=tol:1e-3"), "JSON object"
+
+
+def _solver_options_unknown_key(d, run, tmp):
+    return _score_args(d / "train.csv", d / "valid.csv", tmp / "o", "--solver", "cg", "-o",
+                       'solver_options={"tolerance": 1e-3}'), "tolerance"
+
+
+def _truncated_scores(d, run, tmp):
+    data = (run / "scores.parquet").read_bytes()
+    (run / "scores.parquet").write_bytes(data[: len(data) // 2])
+    return ["trim", "--scores", run, "--budget", "3", "--out", tmp / "c.csv"], "truncated"
+
+
+def _model_output_size(d, run, tmp):
+    (tmp / "m.py").write_text("import torch\ndef make():\n    return torch.nn.Linear(5, 3)\n")
+    return (_score_args(d / "train.csv", d / "valid.csv", tmp / "o", "--model", f"{tmp / 'm.py'}:make"),
+            "3 output")
+
+
+def _test_label_never_seen(d, run, tmp):
+    df = _table(40, 2)
+    df.loc[0, "y"] = 7
+    df.to_csv(tmp / "t.csv", index=False)
+    return _score_args(d / "train.csv", d / "valid.csv", tmp / "o", "--test", tmp / "t.csv", "--curve"), "unknown label"
+
+
+def _budget_above_one_fraction(d, run, tmp):
+    return ["trim", "--scores", run, "--budget", "1.5", "--out", tmp / "c.csv"], "budget"
+
+
+HOSTILE = [_continuous_label, _damping_nan, _solver_options_not_json, _solver_options_unknown_key, _truncated_scores,
+           _model_output_size, _test_label_never_seen, _budget_above_one_fraction]
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=[c.__name__.strip("_") for c in HOSTILE])
+def test_hostile_input_is_one_line_exit_2(case, files, run, tmp_path, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    args, message = case(files, run, work)
+    before = sorted(p.name for p in work.iterdir())
+    code, _, err = run_cli(args, capsys)
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.lstrip().startswith(("✓", "⠋", "•"))]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in work.iterdir()) == before  # nothing written
+
+
+def test_report_on_a_read_only_folder_is_one_line(run, capsys, monkeypatch):
+    """Root ignores permission bits, so the read-only folder is simulated where the write fails."""
+    import influent.report as report
+
+    def denied(path, write):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(report, "atomic_write", denied)
+    before = sha(run / "report.html")
+    code, _, err = run_cli(["report", run], capsys)
+    assert code == 2 and err.count("\n") == 1 and "cannot write" in err and "Permission denied" in err, err
+    assert sha(run / "report.html") == before
+
+
+@pytest.mark.parametrize("text, count", [("5", 5), ("0.25", 20), ("1", 1)])
+def test_budget_count_or_fraction(text, count, run, tmp_path, capsys):
+    out = tmp_path / f"b{text}.csv"
+    code, _, err = run_cli(["trim", "--scores", run, "--budget", text, "--out", out], capsys)
+    assert code == 0, err
+    assert len(pd.read_csv(out)) == 80 - count
+
+
+@pytest.mark.parametrize("text", ["1.0", "1.5", "-2", "nan", "5%", "0"])
+def test_budget_anything_else_is_an_error(text, run, tmp_path, capsys):
+    code, _, err = run_cli(["trim", "--scores", run, "--budget", text, "--out", tmp_path / "b.csv"], capsys)
+    assert code == 2 and "count" in err and not (tmp_path / "b.csv").exists(), err

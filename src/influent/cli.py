@@ -14,7 +14,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 
-from .data.validate import InputError
+from .data.validate import InputError, parse_budget
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Training-data influence: which samples help, which hurt, and what to do about it.")
@@ -339,17 +339,17 @@ FORCE = typer.Option(False, "--force", help="replace --out and --log if they exi
 
 
 @app.command()
-def trim(scores: Path = SCORES, budget: float = typer.Option(..., "--budget", help="how many to remove: a count, or a fraction in (0, 1)"),
+def trim(scores: Path = SCORES, budget: str = typer.Option(..., "--budget", help="how many to remove: a count, or a fraction in (0, 1)"),
          out: Path = OUT_FILE, log: Optional[Path] = LOG, force: bool = FORCE) -> None:
     """Remove the BUDGET lowest-valued training samples; write the rest and a change log."""
-    _act("trim", scores, out, log, force, budget=budget)
+    _act("trim", scores, out, log, force, budget=parse_budget(budget))
 
 
 @app.command()
-def relabel(scores: Path = SCORES, budget: float = typer.Option(..., "--budget", help="how many to relabel: a count, or a fraction in (0, 1)"),
+def relabel(scores: Path = SCORES, budget: str = typer.Option(..., "--budget", help="how many to relabel: a count, or a fraction in (0, 1)"),
             out: Path = OUT_FILE, log: Optional[Path] = LOG, force: bool = FORCE) -> None:
     """Give the BUDGET lowest-valued samples a new label (binary: flipped; else the model's best other class)."""
-    _act("relabel", scores, out, log, force, budget=budget)
+    _act("relabel", scores, out, log, force, budget=parse_budget(budget))
 
 
 @app.command()
@@ -362,10 +362,10 @@ def reweight(scores: Path = SCORES,
 
 
 @app.command()
-def coreset(scores: Path = SCORES, budget: float = typer.Option(..., "--budget", help="how many to keep: a count, or a fraction in (0, 1)"),
+def coreset(scores: Path = SCORES, budget: str = typer.Option(..., "--budget", help="how many to keep: a count, or a fraction in (0, 1)"),
             out: Path = OUT_FILE, log: Optional[Path] = LOG, force: bool = FORCE) -> None:
     """Keep the BUDGET highest-valued training samples."""
-    _act("coreset", scores, out, log, force, budget=budget)
+    _act("coreset", scores, out, log, force, budget=parse_budget(budget))
 
 
 # ---- select -------------------------------------------------------------------------------------------------
@@ -374,7 +374,7 @@ def select(
     train: Path = typer.Option(..., "--train", help="labelled data so far: CSV, Parquet or NPZ"),
     pool: Path = typer.Option(..., "--pool", help="unlabelled pool with the training features (other columns are kept)"),
     label: str = typer.Option(..., "--label", help="label column of --train"),
-    budget: float = typer.Option(..., "--budget", help="how many pool rows to label next: a count or a fraction"),
+    budget: str = typer.Option(..., "--budget", help="how many pool rows to label next: a count or a fraction"),
     out: Path = typer.Option(..., "--out", help="the chosen pool rows, most useful first (.csv/.parquet/.npz)"),
     strategy: str = typer.Option("entropy", "--strategy", help="entropy | margin | bald | iv | fi | random (see docs/cli.md)"),
     valid: Optional[Path] = typer.Option(None, "--valid", help="validation data, the target of --strategy iv"),
@@ -416,7 +416,7 @@ def select(
         steps = Steps(bars)
         with steps.step("read data"):
             train_split, pool_split, frame = read_pool(cfg, str(pool), pool_id)
-            k = check_budget(budget, len(pool_split), "budget")
+            k = check_budget(parse_budget(budget), len(pool_split), "--budget")
             if valid is not None:
                 options["valid"] = _read_split(str(valid), "valid", cfg, train_split)[0]
         with steps.step("fit model"):

@@ -438,6 +438,9 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
                 model.fit(data.train, recorder=TrainingRecorder(every=max(1, int(cfg.model_options.get("epochs") or 100) // 10)))
             else:
                 model.fit(data.train)
+    for split in (data.valid, data.test):
+        if split is not None:
+            model.check_split(split)  # labels the model never saw: one line, not NaN curves
     if cfg.params is not None:
         from .models.base import resolve_params
 

@@ -189,17 +189,21 @@ class Scores:
         if not path.exists():
             raise InputError(f"scores: file not found: {path}")
         suffix = path.suffix.lower()
-        if suffix in (".parquet", ".pq"):
-            table = pq.read_table(path)
-            raw_meta = (table.schema.metadata or {}).get(META_KEY)
-            meta = json.loads(raw_meta) if raw_meta else {}
-            df = table.to_pandas()
-        elif suffix == ".csv":
-            df = pd.read_csv(path)
-            side = path.with_name(path.name + ".json")
-            meta = json.loads(side.read_text()) if side.exists() else {}
-        else:
+        if suffix not in (".parquet", ".pq", ".csv"):
             raise InputError(f"scores: unsupported file type {suffix!r}; use .parquet or .csv")
+        try:
+            if suffix in (".parquet", ".pq"):
+                table = pq.read_table(path)
+                raw_meta = (table.schema.metadata or {}).get(META_KEY)
+                meta = json.loads(raw_meta) if raw_meta else {}
+                df = table.to_pandas()
+            else:
+                df = pd.read_csv(path)
+                side = path.with_name(path.name + ".json")
+                meta = json.loads(side.read_text()) if side.exists() else {}
+        except (pa.ArrowException, OSError, ValueError, pd.errors.ParserError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"scores: cannot read {path} ({first}); is it truncated? run influent score again") from None
         for col in ("id", "value"):
             if col not in df.columns:
                 raise InputError(f"scores: {path} has no {col!r} column; is it a scores file?")

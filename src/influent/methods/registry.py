@@ -58,11 +58,23 @@ class Job:
     def solver(self) -> Solver:
         """The curvature solver named by the options `solver`, `damping`, `solver_options`."""
         name = self.opt("solver", "exact")
-        damping = float(self.opt("damping", 0.0))
-        if damping < 0:
-            raise InputError(f"damping must be >= 0, got {damping}")
+        damping = check_damping(self.opt("damping", 0.0))
+        options = self.opt("solver_options", None) or {}
+        if not isinstance(options, dict):
+            raise InputError(f"solver_options must be a JSON object such as {{\"tol\": 1e-6}}, got {options!r}")
         ctx = CurvatureContext(self.adapter, self.train, damping, self.chunk_size, self.seed, self.store)
-        return make_solver(name, **(self.opt("solver_options", None) or {})).fit(ctx)
+        try:
+            solver = make_solver(name, **options)
+        except TypeError as exc:
+            raise InputError(f"solver {name!r}: {exc}".replace("__init__() ", "")) from None
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        try:
+            return solver.fit(ctx)
+        except InputError:
+            raise
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
 
     def checkpoints(self, method: str) -> list[Checkpoint]:
         ckpts = self.options.get("checkpoints")
@@ -80,6 +92,17 @@ class Job:
                              f"the model analyses {names[:4]}")
         self.used["n_checkpoints"] = len(ckpts)
         return ckpts
+
+
+def check_damping(value: Any) -> float:
+    """`damping` as a finite float >= 0, or a one-line `InputError`."""
+    try:
+        damping = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"damping must be a number >= 0, got {value!r}") from None
+    if not np.isfinite(damping) or damping < 0:
+        raise InputError(f"damping must be >= 0 and finite, got {value!r}")
+    return damping
 
 
 @dataclass

@@ -254,3 +254,23 @@ def test_budget_count_or_fraction(text, count, run, tmp_path, capsys):
 def test_budget_anything_else_is_an_error(text, run, tmp_path, capsys):
     code, _, err = run_cli(["trim", "--scores", run, "--budget", text, "--out", tmp_path / "b.csv"], capsys)
     assert code == 2 and "count" in err and not (tmp_path / "b.csv").exists(), err
+
+
+def test_mlp_default_and_params_are_recorded_in_the_run(files, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "mlp"
+    code, _, err = run_cli(_score(files, out, "--model", "mlp", "--hidden", "8", "--epochs", "50"), capsys)
+    assert code == 0, err
+    rec = json.loads((out / "run.json").read_text())
+    settings = rec["method"]["settings"]
+    assert settings["solver"] == "ekfac" and settings["damping"] > 0 and "damping_rule" in settings
+    last = tmp_path / "mlp-last"
+    code, _, err = run_cli(_score(files, last, "--model", "mlp", "--hidden", "8", "--epochs", "50", "--params", "last"),
+                           capsys)
+    assert code == 0, err
+    rec = json.loads((last / "run.json").read_text())
+    assert rec["config"]["params"] == "last" and rec["method"]["settings"]["model"]["params"] == "last"
+    assert rec["method"]["settings"]["solver"] == "exact" and rec["method"]["settings"]["damping"] == 0.0  # convex
+    code, _, err = run_cli(_score(files, tmp_path / "x", "--model", "mlp", "--params", "nope"), capsys)
+    assert code == 2 and "match no parameter" in err

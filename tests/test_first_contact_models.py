@@ -197,3 +197,60 @@ def test_a_fitted_sklearn_logistic_regression_is_taken_as_it_is(wine):
     assert np.array_equal(est.coef_, coef)
     with pytest.raises(InputError, match="fitted scikit-learn LogisticRegression"):
         inf.models.SklearnLogistic.from_estimator(LogisticRegression(), train)
+
+
+# ---- sound defaults on a non-convex network (issue 12, item 8) ------------------------------------------------
+@pytest.fixture(scope="module")
+def wine_mlp(wine):
+    train, _ = wine
+    return inf.models.TabularMLP(hidden=(8,), dtype=torch.float64, train=TrainConfig(epochs=200)).fit(train)
+
+
+def test_non_convex_default_is_ekfac_with_the_recorded_damping_rule(wine, wine_mlp):
+    import warnings
+
+    train, valid = wine
+    assert not wine_mlp.is_convex()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default warns about nothing
+        s = inf.score(wine_mlp, train, target=valid, method="if")
+    assert s.settings["solver"] == "ekfac" and "damping_rule" in s.settings
+    # the rule, computed here from per-sample gradients by a loop: 0.1 * (mean |g_i|^2 + sum reg) / p
+    params = wine_mlp.params()
+    X, t = wine_mlp.tensors(train)
+    sq = []
+    for i in range(len(train)):
+        p = {k: v.clone().requires_grad_() for k, v in params.items()}
+        g = torch.autograd.grad(wine_mlp.per_sample_loss(p, X[i:i + 1], t[i:i + 1]).sum(), list(p.values()))
+        sq.append(sum(float((gi ** 2).sum()) for gi in g))
+    n_p = sum(v.numel() for v in params.values())
+    want = 0.1 * (np.mean(sq) + wine_mlp.weight_decay * n_p) / n_p
+    assert s.settings["damping"] == pytest.approx(want, rel=1e-10)
+    # a user's explicit choice is kept as given
+    e = inf.score(wine_mlp, train, target=valid, method="if", solver="ekfac", damping=0.5)
+    assert e.settings["damping"] == 0.5 and "damping_rule" not in e.settings
+
+
+def test_convex_default_is_unchanged(wine):
+    train, valid = wine
+    m = inf.models.SklearnLogistic(C=1.0).fit(train)
+    assert m.is_convex()
+    s = inf.score(m, train, target=valid, method="if")
+    assert s.settings["solver"] == "exact" and s.settings["damping"] == 0.0 and "damping_rule" not in s.settings
+    last = inf.models.base.resolve_params(inf.models.TabularMLP(hidden=(4,)).fit(train), "last")
+    assert last.is_convex()
+
+
+@pytest.mark.parametrize("solver, options", [("lissa", {"scale": "auto", "depth": 20}), ("exact", {})])
+def test_an_indefinite_hessian_is_warned_about(solver, options, wine, wine_mlp):
+    train, valid = wine
+    with pytest.warns(RuntimeWarning, match="negative"):
+        inf.score(wine_mlp, train, target=valid, method="if", solver=solver, damping=1e-6, solver_options=options)
+
+
+def test_cg_error_names_the_curvatures_that_exist(wine, wine_mlp):
+    train, valid = wine
+    with pytest.raises(InputError, match="'curvature': 'ggn'") as err:
+        with pytest.warns(RuntimeWarning):
+            inf.score(wine_mlp, train, target=valid, method="if", solver="cg", damping=0.0)
+    assert "Gauss-Newton curvature" not in str(err.value).split(";")[0]

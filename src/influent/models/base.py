@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
@@ -24,6 +25,11 @@ from torch.func import functional_call
 
 from ..data import Split
 from ..data.validate import InputError, check_at_least_two_classes, check_known_labels
+
+# torch's forward-mode AD (used for Hessian- and Gauss-Newton-vector products) loads decompositions written
+# with torch.jit.script on first use, which warns once per decomposition (18 lines) in torch >= 2.9.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning)
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 Params = dict[str, torch.Tensor]
 LOSSES = ("cross_entropy", "bce", "mse")
@@ -206,6 +212,22 @@ class ModelAdapter:
         """The (p, p) Hessian of ``sum_i w_i l_i / n + reg`` over the analysed parameters in closed form,
         or None where the model has none (curvature is then built from Hessian-vector products)."""
         return None
+
+    def is_convex(self) -> bool:
+        """Whether the training objective is convex in the analysed parameters: they all belong to one
+        `nn.Linear` that is the module's last layer with parameters (a linear model, or the last layer of a
+        network whose other weights stay fixed), with one of the convex losses. Influence functions assume a
+        convex objective; on a non-convex one the Hessian is indefinite (`Job.solver` picks a
+        positive-definite curvature instead)."""
+        module = self._require_fitted()
+        names = self.param_names()
+        owners = {n.rsplit(".", 1)[0] if "." in n else "" for n in names}
+        if len(owners) != 1:
+            return False
+        mods = dict(module.named_modules())
+        owner = mods.get(next(iter(owners)))
+        with_params = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
+        return isinstance(owner, nn.Linear) and bool(with_params) and with_params[-1] is owner
 
     def reg_hessian_diag(self) -> torch.Tensor:
         """Diagonal of the regulariser's Hessian over the flattened analysed parameters (p,)."""

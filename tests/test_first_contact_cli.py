@@ -274,3 +274,45 @@ def test_mlp_default_and_params_are_recorded_in_the_run(files, tmp_path, capsys)
     assert rec["method"]["settings"]["solver"] == "exact" and rec["method"]["settings"]["damping"] == 0.0  # convex
     code, _, err = run_cli(_score(files, tmp_path / "x", "--model", "mlp", "--params", "nope"), capsys)
     assert code == 2 and "match no parameter" in err
+
+
+def test_standardize_report_shows_the_data_as_given(files, tmp_path, capsys):
+    import json
+
+    df = _table(80, 0)
+    df["f1"] = df["f1"] * 50 + 1000  # far from z-scores
+    df.to_csv(tmp_path / "tr.csv", index=False)
+    out = tmp_path / "std"
+    code, _, err = run_cli(["score", "--train", tmp_path / "tr.csv", "--valid", files / "valid.csv", "--label", "y",
+                            "--no-curve", "--standardize", "--out", out], capsys)
+    assert code == 0, err
+    rec = json.loads((out / "run.json").read_text())
+    shown = 0
+    for s in rec["results"]["samples"]["harmful"]:
+        for name, value, z in s["features"]:
+            assert value == pytest.approx(float(np.float32(df.loc[s["position"], name])), rel=1e-6)
+            shown += name == "f1"
+    assert shown > 0
+
+
+def test_label_quality_flags_labels_more_likely_wrong(tmp_path, capsys):
+    """The Tukey fence flags nothing on a [0, 1] statistic mostly near 1; the method's own rule flags the
+    samples whose given label has out-of-sample probability below 1/2 (here most of the flipped ones)."""
+    pytest.importorskip("cleanlab")
+    import json
+
+    rng = np.random.default_rng(0)
+    df = _table(300, 0, label_noise=0.2)
+    flip = rng.choice(300, 30, replace=False)
+    df["clean"] = df["y"]
+    df.loc[flip, "y"] = 1 - df.loc[flip, "y"]
+    df.to_csv(tmp_path / "noisy.csv", index=False)
+    _table(60, 1).to_csv(tmp_path / "v.csv", index=False)
+    out = tmp_path / "lq"
+    code, _, err = run_cli(["score", "--train", tmp_path / "noisy.csv", "--valid", tmp_path / "v.csv", "--label", "y",
+                            "--clean-label", "clean", "--method", "label-quality", "--no-curve", "--out", out], capsys)
+    assert code == 0, err
+    rec = json.loads((out / "run.json").read_text())
+    s = rec["results"]["summary"]
+    assert s["rule"] == "method" and s["threshold"] == 0.5
+    assert s["noisy_among_harmful"] >= 20 and s["n_harmful"] <= 60, s

@@ -229,7 +229,8 @@ def score(
             write_outputs(out, outcome)
             _wrote(f"{out}/scores.parquet, run.json and report.html")
     s = outcome.record["results"]["summary"]
-    verb = "look harmful" if s["rule"] == "negative" else "stand out (outliers of an unsigned statistic)"
+    verb = {"negative": "look harmful", "method": "are flagged (the given label is more likely wrong than right)"}.get(
+        s["rule"], "stand out (outliers of an unsigned statistic)")
     console.print(f"[bold]{s['n_harmful']:,}[/] of {s['n_train']:,} training samples {verb} "
                   f"({cfg.method}, target {cfg.target})")
     _finish(console, out)

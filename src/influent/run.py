@@ -177,6 +177,8 @@ class Data:
     frames : role -> the table as read (pandas) or the NPZ arrays, for writing edited copies
     files : role -> {"path", "sha256", "rows", "fingerprint"}
     image_shape : shape of one sample as an image, or None
+    raw_X : the training features as the user gave them when the model sees transformed ones
+        (``--standardize``), so that the report shows the data, not z-scores; None otherwise
     """
 
     train: Split
@@ -187,6 +189,7 @@ class Data:
     frames: dict[str, Any] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     image_shape: tuple[int, ...] | None = None
+    raw_X: np.ndarray | None = None
 
     def describe(self) -> dict[str, Any]:
         return _jsonable(self.files)
@@ -254,6 +257,7 @@ def load_data(cfg: RunConfig) -> Data:
             setattr(data, role, split)
             data.frames[role] = frame
     if cfg.standardize:
+        data.raw_X = train.X
         mu = train.X.mean(0)
         sd = train.X.std(0)
         sd[sd == 0] = 1.0

@@ -23,6 +23,11 @@ KINDS = {"self-confidence": "self_confidence", "normalized-margin": "normalized_
          "confidence-entropy": "confidence_weighted_entropy"}
 
 
+# Where a score says "the given label is more likely wrong than right" (the report flags samples below it):
+# self-confidence p(label) < 1/2; normalized margin (p(label) - max other + 1) / 2 < 1/2, another class is
+# more likely. The report's Tukey fence flags none on a [0, 1] statistic that is mostly near 1.
+FLAG_BELOW = {"self-confidence": 0.5, "normalized-margin": 0.5}
+
 _CACHE: "OrderedDict[str, np.ndarray]" = OrderedDict()  # the last few cross-validated probabilities
 
 
@@ -104,4 +109,6 @@ def label_quality(job: Job) -> Result:
     proba = model.predict_proba(job.train) if cv == 0 else out_of_sample_proba(model, job.train, cv, job.seed)
     labels = np.searchsorted(model.classes_, job.train.y)
     s = np.asarray(label_quality_scores(labels, proba, kind), dtype=np.float64)
+    if kind in FLAG_BELOW:
+        job.used["flag_below"] = FLAG_BELOW[kind]
     return Result(s, s)

@@ -529,9 +529,14 @@ def demo(out: Path = typer.Option(Path("influent-demo"), "--out", help="output f
     _finish(console, out, f", {out}/data/")
 
 
-from .bench import bench_app  # noqa: E402  (`influent bench NAME [--quick]`)
+@app.command(name="bench")
+def bench(name: Optional[str] = typer.Argument(None, help="suite name (see --list)"),
+          quick: bool = typer.Option(False, "--quick", help="CI-sized run"),
+          list_: bool = typer.Option(False, "--list", help="list the suites and exit")) -> None:
+    """Run a named benchmark suite and print its table (--list shows them)."""
+    from .bench import bench as run_bench  # imported here: pandas and the suites load only when used
 
-app.add_typer(bench_app, name="bench", help="Run a named benchmark suite and print its table (--list shows them).")
+    run_bench(name, quick, list_)
 
 
 @app.callback()

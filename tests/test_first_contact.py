@@ -20,10 +20,10 @@ BLOCK = textwrap.dedent("""
 """)
 
 
-def _python(code: str, blocked=()) -> subprocess.CompletedProcess:
+def _python(code: str, blocked=(), flags=()) -> subprocess.CompletedProcess:
     prog = BLOCK.format(blocked=set(blocked)) + textwrap.dedent(code)
     env = {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run([sys.executable, *flags, "-c", prog], capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_package_and_every_method_import_without_optional_dependencies():
@@ -66,3 +66,21 @@ def test_cli_help_imports_neither_torch_nor_sklearn():
     assert r.returncode == 0, r.stderr
     assert "Usage" in r.stdout
     assert r.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_exact_gauss_newton_prints_no_torch_deprecation_warnings():
+    """torch's forward-mode AD loads jit-scripted decompositions on first use (18 warnings in torch 2.13);
+    influent filters exactly those, even where deprecation warnings are shown (``python -W default``, as
+    under pytest or ``-X dev``)."""
+    r = _python("""
+        import numpy as np, torch, influent as inf
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(40, 3)); y = (X[:, 0] > 0).astype(int)
+        tr = inf.from_arrays(X, y)
+        m = inf.models.TabularMLP(hidden=(4,), dtype=torch.float64, train=inf.models.TrainConfig(epochs=5)).fit(tr)
+        s = inf.score(m, tr, target=tr, method="if", solver="exact", solver_options={"curvature": "ggn"}, damping=1e-3)
+        print("OK", np.isfinite(s.values).all())
+    """, flags=("-W", "default"))
+    assert r.returncode == 0, r.stderr
+    assert "OK True" in r.stdout
+    assert "jit" not in r.stderr and "Warning" not in r.stderr, r.stderr

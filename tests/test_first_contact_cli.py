@@ -316,3 +316,27 @@ def test_label_quality_flags_labels_more_likely_wrong(tmp_path, capsys):
     s = rec["results"]["summary"]
     assert s["rule"] == "method" and s["threshold"] == 0.5
     assert s["noisy_among_harmful"] >= 20 and s["n_harmful"] <= 60, s
+
+
+def test_a_gradient_store_is_reused_and_an_interrupt_says_what_it_keeps(files, tmp_path, capsys):
+    import influent as inf
+    from influent import cli
+    from influent.grads.source import GradientSource
+
+    store = tmp_path / "grads"
+    a, b = tmp_path / "a", tmp_path / "b"
+    args = ["--method", "ip", "--chunk-size", "16", "--store", store]
+    assert run_cli(_score(files, a, *args), capsys)[0] == 0
+    assert run_cli(_score(files, b, *args), capsys)[0] == 0
+    np.testing.assert_array_equal(inf.Scores.load(a / "scores.parquet").values, inf.Scores.load(b / "scores.parquet").values)
+    assert cli.store_progress(store) == (5, 5)  # 80 rows in chunks of 16, all finished
+    # a store left half-filled (as by an interrupt) is reported by the one line
+    train = inf.from_arrays(np.random.default_rng(0).normal(size=(40, 3)), np.arange(40) % 2)
+    half = tmp_path / "half"
+    src = GradientSource(inf.models.SklearnLogistic().fit(train), train, 8, half)
+    src.fill_store(stop_after=2)
+    cli._STORES[:] = [half]
+    cli._WRITTEN.clear()
+    line = cli._interrupted_line("Ctrl-C")
+    assert "keeps 2 of 5 finished chunks" in line and "no output was written" in line and "\n" not in line
+    cli._STORES.clear()

@@ -22,6 +22,23 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 # ---- what a command has written (for the one line printed when it is interrupted) -------------------------
 _WRITTEN: list[str] = []
+_STORES: list[Path] = []  # gradient stores in use: an interrupted run keeps their finished chunks
+
+
+def store_progress(root: Path) -> tuple[int, int]:
+    """(finished, total) chunks over the gradient stores under `root` (one sub-folder per model/data key)."""
+    import numpy as np
+
+    done = total = 0
+    for flags in sorted(Path(root).glob("*/done")):
+        try:
+            import zarr
+
+            arr = np.asarray(zarr.open_array(str(flags), mode="r")[:])
+        except Exception:  # noqa: BLE001 - a store being created: nothing finished in it
+            continue
+        done, total = done + int(arr.sum()), total + int(arr.size)
+    return done, total
 
 
 def _wrote(what: str) -> None:
@@ -43,11 +60,17 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 
 def _interrupted_line(signal_name: str) -> str:
+    kept = ""
+    for root in _STORES:
+        done, total = store_progress(root)
+        if total:
+            kept += (f"; the gradient store {root} keeps {done} of {total} finished chunks (run the same command "
+                     "again to resume)")
     if _WRITTEN:
         return (f"interrupted ({signal_name}) after its outputs were complete: {'; '.join(_WRITTEN)} "
-                "(each written whole)")
+                f"(each written whole){kept}")
     return (f"interrupted ({signal_name}): no output was written or changed (outputs are moved into place "
-            "only when complete); run the command again")
+            f"only when complete){kept}; run the command again")
 
 
 # ---- display ---------------------------------------------------------------------------------------------
@@ -197,6 +220,8 @@ def score(
                                          "separated by commas (default: the method's own choice)"),
     out: Path = typer.Option(..., "--out", help="output folder: scores.parquet, run.json, report.html"),
     force: bool = typer.Option(False, "--force", help="replace the outputs of an earlier run in --out"),
+    store: Optional[Path] = typer.Option(None, "--store", help="folder of an on-disk gradient store: reused by later "
+                                         "runs, and an interrupted run resumes from its finished chunks"),
 ) -> None:
     """Score every training sample; write scores.parquet, run.json and report.html to --out."""
     from .data.validate import check_output_dir, check_outputs
@@ -217,8 +242,12 @@ def score(
                     standardize=standardize, image_shape=_shape(image_shape), model=_abs_model(model),
                     model_options=_model_options(model, C, hidden, epochs, lr, batch_size, weight_decay), method=method,
                     method_options=method_options, target=target, chunk_size=chunk_size, seed=seed, top=top, curve=curve,
-                    title=title, params=_params(params) if params is not None else None)
+                    title=title, params=_params(params) if params is not None else None,
+                    store=_abs(store) if store is not None else None)
     check_outputs({"--out": [out / f for f in OUTPUT_FILES]}, input_paths(cfg), force)
+    if store is not None:
+        check_output_dir(store, "--store")
+        _STORES.append(Path(store))
     console, err = _consoles()
     with _progress(err) as bars:
         steps = Steps(bars)
@@ -560,6 +589,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     _WRITTEN.clear()
+    _STORES.clear()
     handlers = {}
     try:  # SIGINT and SIGTERM raise Interrupted, even where the shell had SIGINT ignored
         handlers = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}

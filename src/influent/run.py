@@ -68,6 +68,8 @@ class RunConfig:
     title : the report's title (default: method and data)
     params : the analysed parameters ("all", "last", "auto" or module names; `resolve_params`), applied to
         the fitted model before scoring; None: the model's own choice
+    store : folder of an on-disk gradient store (chunked, resumable: an interrupted run computes only the
+        chunks it had not finished), or None
     """
 
     train: str | None = None
@@ -94,6 +96,7 @@ class RunConfig:
     curve_repeats: int = 3
     title: str | None = None
     params: str | list[str] | None = None
+    store: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))
@@ -452,7 +455,7 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
     target = make_target(cfg.target, data.valid)
     with steps.step(f"score ({cfg.method})") as tick:
         scores = score(model, data.train, target, method=cfg.method, chunk_size=cfg.chunk_size, seed=cfg.seed,
-                       progress=tick, **cfg.method_options)
+                       progress=tick, store=cfg.store, **cfg.method_options)
     results = report_data(cfg, data, model, scores, steps)
     results["model_label"] = label
     if extra_results:

@@ -82,4 +82,4 @@ def test_user_torch_module_and_unknown_labels(digits_small):
     with pytest.raises(InputError, match="unknown label"):
         m.encode(np.array([0, 7]))
     with pytest.raises(InputError, match="not fitted"):
-        inf.models.TorchAdapter(net).predict_proba(train.X)
+        inf.models.TorchAdapter(net, fitted=False).predict_proba(train.X)

@@ -1,12 +1,35 @@
-"""influent: training-data influence — score every training sample, then act on the scores."""
+"""influent: training-data influence — score every training sample, then act on the scores.
 
-from . import curvature, data, grads, methods, models, targets
-from .api import attribute, score
-from .data import InputError, Split, from_arrays, from_file, from_frame
-from .models import TrainingRecorder
-from .scores import Scores
+The subpackages and the names below are imported on first use (PEP 562), so that ``influent --help``
+and ``import influent`` do not pay for torch and scikit-learn before they are needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
+_SUBMODULES = ("curvature", "data", "grads", "methods", "models", "targets", "actions", "evaluation", "report",
+               "datasets", "run", "demo", "scores", "api")
+_NAMES = {"score": "api", "attribute": "api", "Scores": "scores", "Split": "data", "InputError": "data",
+          "from_arrays": "data", "from_file": "data", "from_frame": "data", "TrainingRecorder": "models"}
+
 __all__ = ["score", "attribute", "Scores", "Split", "InputError", "from_arrays", "from_file", "from_frame",
            "TrainingRecorder", "data", "models", "grads", "curvature", "targets", "methods", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))

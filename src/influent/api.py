@@ -12,7 +12,7 @@ from .data import Split
 from .data.validate import InputError
 from .grads.source import Progress
 from .methods import METHODS, Job
-from .models.base import ModelAdapter
+from .models.base import ModelAdapter, _eval_mode
 from .scores import Scores
 from .targets import Target, Utility
 
@@ -25,10 +25,7 @@ def _job(model: ModelAdapter, train: Split, target: Target | Split | None, optio
         raise InputError(f"{type(model).__name__} is not fitted; call .fit(train) first")
     if not isinstance(train, Split):
         raise InputError(f"train must be an influent Split, got {type(train).__name__}")
-    if model.classes_ is not None:
-        from .data.validate import check_known_labels
-
-        check_known_labels(train.y, model.classes_, f"{train.name}: labels")
+    model.check_split(train)
     if isinstance(target, Split):
         target = Utility(target)
     if target is not None:
@@ -64,7 +61,8 @@ def score(model: ModelAdapter, train: Split, target: Target | Split | None = Non
     if spec.needs_target:
         job.need_target(method)
     t0 = time.perf_counter()
-    result = spec.score(job)
+    with _eval_mode(model._require_fitted()):  # scored in evaluation mode; the module's own mode is restored
+        result = spec.score(job)
     job.timing["total"] = time.perf_counter() - t0
     unused = sorted(set(options) - set(job.used) - {"checkpoints"})
     if unused:
@@ -84,7 +82,8 @@ def attribute(model: ModelAdapter, train: Split, test: Split, method: str = "ip"
         have = sorted(k for k, s in METHODS.items() if s.pairwise is not None)
         raise InputError(f"method {method!r} has no pairwise form; choose one of {have}")
     job = _job(model, train, None, options, chunk_size, None, seed, progress)
-    out = spec.pairwise(job, test)
+    with _eval_mode(model._require_fitted()):
+        out = spec.pairwise(job, test)
     unused = sorted(set(options) - set(job.used) - {"checkpoints"})
     if unused:
         raise InputError(f"method {method!r} does not take option(s) {unused}")

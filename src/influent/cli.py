@@ -14,10 +14,63 @@ from typing import Any, Iterator, Optional
 
 import typer
 
-from .data.validate import InputError
+from .data.validate import InputError, parse_budget
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Training-data influence: which samples help, which hurt, and what to do about it.")
+
+
+# ---- what a command has written (for the one line printed when it is interrupted) -------------------------
+_WRITTEN: list[str] = []
+_STORES: list[Path] = []  # gradient stores in use: an interrupted run keeps their finished chunks
+
+
+def store_progress(root: Path) -> tuple[int, int]:
+    """(finished, total) chunks over the gradient stores under `root` (one sub-folder per model/data key)."""
+    import numpy as np
+
+    done = total = 0
+    for flags in sorted(Path(root).glob("*/done")):
+        try:
+            import zarr
+
+            arr = np.asarray(zarr.open_array(str(flags), mode="r")[:])
+        except Exception:  # noqa: BLE001 - a store being created: nothing finished in it
+            continue
+        done, total = done + int(arr.sum()), total + int(arr.size)
+    return done, total
+
+
+def _wrote(what: str) -> None:
+    _WRITTEN.append(what)
+
+
+class Interrupted(BaseException):
+    """SIGINT (Ctrl-C) or SIGTERM, raised in the main thread; every `except BaseException` clean-up runs."""
+
+    def __init__(self, name: str, code: int) -> None:
+        super().__init__(name)
+        self.name, self.code = name, code
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    import signal
+
+    raise Interrupted("Ctrl-C", 130) if signum == signal.SIGINT else Interrupted("SIGTERM", 143)
+
+
+def _interrupted_line(signal_name: str) -> str:
+    kept = ""
+    for root in _STORES:
+        done, total = store_progress(root)
+        if total:
+            kept += (f"; the gradient store {root} keeps {done} of {total} finished chunks (run the same command "
+                     "again to resume)")
+    if _WRITTEN:
+        return (f"interrupted ({signal_name}) after its outputs were complete: {'; '.join(_WRITTEN)} "
+                f"(each written whole){kept}")
+    return (f"interrupted ({signal_name}): no output was written or changed (outputs are moved into place "
+            f"only when complete){kept}; run the command again")
 
 
 # ---- display ---------------------------------------------------------------------------------------------
@@ -87,6 +140,27 @@ def _hidden(text: Optional[str]) -> Optional[list[int]]:
     return sizes
 
 
+def _abs(path: Path) -> str:
+    """The absolute path of an input file, so that the run folder works from any directory."""
+    return str(Path(path).expanduser().absolute())
+
+
+def _abs_model(spec: str) -> str:
+    if ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
+        file, func = spec.rsplit(":", 1)
+        return f"{_abs(Path(file))}:{func}"
+    return spec
+
+
+def _params(text: str) -> Any:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    if not names:
+        raise InputError("--params is empty; use all, last, or module names such as 0,2")
+    if len(names) == 1 and names[0] in ("all", "last", "auto"):
+        return names[0]
+    return names
+
+
 def _model_options(model: str, C: Optional[float], hidden: Optional[str], epochs: Optional[int], lr: Optional[float],
                    batch_size: Optional[int], weight_decay: Optional[float]) -> dict[str, Any]:
     given = {"C": C, "hidden": _hidden(hidden), "epochs": epochs, "lr": lr, "batch_size": batch_size,
@@ -142,11 +216,16 @@ def score(
     top: int = typer.Option(12, "--top", help="how many of the most harmful samples the report shows"),
     curve: bool = typer.Option(True, "--curve/--no-curve", help="measure the removal curve (needs --test; refits the model)"),
     title: Optional[str] = typer.Option(None, "--title", help="the report's title"),
+    params: Optional[str] = typer.Option(None, "--params", help="analysed parameters: all | last | module names "
+                                         "separated by commas (default: the method's own choice)"),
     out: Path = typer.Option(..., "--out", help="output folder: scores.parquet, run.json, report.html"),
+    force: bool = typer.Option(False, "--force", help="replace the outputs of an earlier run in --out"),
+    store: Optional[Path] = typer.Option(None, "--store", help="folder of an on-disk gradient store: reused by later "
+                                         "runs, and an interrupted run resumes from its finished chunks"),
 ) -> None:
     """Score every training sample; write scores.parquet, run.json and report.html to --out."""
-    from .data.validate import check_output_dir
-    from .run import RunConfig, Steps, load_data, run_score, write_outputs
+    from .data.validate import check_output_dir, check_outputs
+    from .run import OUTPUT_FILES, RunConfig, Steps, input_paths, load_data, run_score, write_outputs
 
     check_output_dir(out)
     method_options = _parse_options(option)
@@ -158,12 +237,17 @@ def score(
         raise InputError(f"--top must be >= 0, got {top}")
     if chunk_size < 1:
         raise InputError(f"--chunk-size must be >= 1, got {chunk_size}")
-    cfg = RunConfig(train=str(train), valid=str(valid), test=str(test) if test else None, label=label, group=group,
+    cfg = RunConfig(train=_abs(train), valid=_abs(valid), test=_abs(test) if test else None, label=label, group=group,
                     id_column=id_column, text_column=text, clean_label_column=clean_label, drop=list(drop),
-                    standardize=standardize, image_shape=_shape(image_shape), model=model,
+                    standardize=standardize, image_shape=_shape(image_shape), model=_abs_model(model),
                     model_options=_model_options(model, C, hidden, epochs, lr, batch_size, weight_decay), method=method,
                     method_options=method_options, target=target, chunk_size=chunk_size, seed=seed, top=top, curve=curve,
-                    title=title)
+                    title=title, params=_params(params) if params is not None else None,
+                    store=_abs(store) if store is not None else None)
+    check_outputs({"--out": [out / f for f in OUTPUT_FILES]}, input_paths(cfg), force)
+    if store is not None:
+        check_output_dir(store, "--store")
+        _STORES.append(Path(store))
     console, err = _consoles()
     with _progress(err) as bars:
         steps = Steps(bars)
@@ -172,8 +256,10 @@ def score(
         outcome = run_score(cfg, data, steps)
         with steps.step("write outputs"):
             write_outputs(out, outcome)
+            _wrote(f"{out}/scores.parquet, run.json and report.html")
     s = outcome.record["results"]["summary"]
-    verb = "look harmful" if s["rule"] == "negative" else "stand out (outliers of an unsigned statistic)"
+    verb = {"negative": "look harmful", "method": "are flagged (the given label is more likely wrong than right)"}.get(
+        s["rule"], "stand out (outliers of an unsigned statistic)")
     console.print(f"[bold]{s['n_harmful']:,}[/] of {s['n_train']:,} training samples {verb} "
                   f"({cfg.method}, target {cfg.target})")
     _finish(console, out)
@@ -192,11 +278,13 @@ def _check_file_out(path: Path, name: str) -> None:
     check_output_dir(path.parent if str(path.parent) else Path("."), name)
 
 
-def _act(action: str, scores_dir: Path, out: Path, log: Optional[Path], **kw: Any) -> None:
+def _act(action: str, scores_dir: Path, out: Path, log: Optional[Path], force: bool = False, **kw: Any) -> None:
     import numpy as np
 
     from .actions import edit as actions
-    from .run import build_model, frame_rows, reload_train, write_rows
+    from .data.validate import check_outputs
+    from .run import OUTPUT_FILES, absolute_inputs, build_model, frame_rows, input_paths, load_run, reload_train, write_rows
+    from .scores import atomic_group
 
     log_path = _log_path(out, log)
     _check_file_out(out, "--out")
@@ -207,6 +295,10 @@ def _act(action: str, scores_dir: Path, out: Path, log: Optional[Path], **kw: An
         raise InputError(f"--log {log_path}: use a .csv or .parquet file name")
     if log_path.resolve() == out.resolve():
         raise InputError("--log and --out name the same file")
+    record, cfg0 = load_run(scores_dir)
+    inputs = {**input_paths(absolute_inputs(record, cfg0)),
+              **{f"--scores ({name})": scores_dir / name for name in OUTPUT_FILES}}
+    check_outputs({"--out": out, "--log": log_path}, inputs, force)
     console, err = _consoles()
     with _progress(err) as bars:
         from .run import Steps
@@ -239,13 +331,10 @@ def _act(action: str, scores_dir: Path, out: Path, log: Optional[Path], **kw: An
             rows = _with_labels(rows, cfg.label, result.split.y)
         if action == "reweight":
             rows = _with_column(rows, "weight", result.weights)
-        with steps.step("write"):
-            written = write_rows(out, rows)
-            try:
-                result.save(log_path)
-            except BaseException:
-                written.unlink(missing_ok=True)
-                raise
+        with steps.step("write"), atomic_group():  # both files or neither
+            write_rows(out, rows)
+            result.save(log_path)
+        _wrote(f"{out} and {log_path}")
     verb = {"trim": f"removed {len(result.log):,}", "coreset": f"kept {len(result.split):,}",
             "relabel": f"relabelled {len(result.log):,}", "reweight": f"weighted {len(result.split):,}"}[action]
     console.print(f"{verb} of {len(train):,} samples; wrote {out} ({len(result.split):,} rows) and the change log {log_path}")
@@ -276,36 +365,37 @@ def _with_column(rows: Any, name: str, values: Any) -> Any:
 SCORES = typer.Option(..., "--scores", help="the --out folder of `influent score` (scores.parquet, run.json)")
 OUT_FILE = typer.Option(..., "--out", help="the edited data set: .csv, .parquet (tables) or .npz")
 LOG = typer.Option(None, "--log", help="change log file (default: OUT with .changes.csv)")
+FORCE = typer.Option(False, "--force", help="replace --out and --log if they exist (never an input of the run)")
 
 
 @app.command()
-def trim(scores: Path = SCORES, budget: float = typer.Option(..., "--budget", help="how many to remove: a count, or a fraction in (0, 1)"),
-         out: Path = OUT_FILE, log: Optional[Path] = LOG) -> None:
+def trim(scores: Path = SCORES, budget: str = typer.Option(..., "--budget", help="how many to remove: a count, or a fraction in (0, 1)"),
+         out: Path = OUT_FILE, log: Optional[Path] = LOG, force: bool = FORCE) -> None:
     """Remove the BUDGET lowest-valued training samples; write the rest and a change log."""
-    _act("trim", scores, out, log, budget=budget)
+    _act("trim", scores, out, log, force, budget=parse_budget(budget))
 
 
 @app.command()
-def relabel(scores: Path = SCORES, budget: float = typer.Option(..., "--budget", help="how many to relabel: a count, or a fraction in (0, 1)"),
-            out: Path = OUT_FILE, log: Optional[Path] = LOG) -> None:
+def relabel(scores: Path = SCORES, budget: str = typer.Option(..., "--budget", help="how many to relabel: a count, or a fraction in (0, 1)"),
+            out: Path = OUT_FILE, log: Optional[Path] = LOG, force: bool = FORCE) -> None:
     """Give the BUDGET lowest-valued samples a new label (binary: flipped; else the model's best other class)."""
-    _act("relabel", scores, out, log, budget=budget)
+    _act("relabel", scores, out, log, force, budget=parse_budget(budget))
 
 
 @app.command()
 def reweight(scores: Path = SCORES,
              temperature: float = typer.Option(..., "--temperature", help="softmax temperature on the scale of the values "
                                                "(weights ~ exp(value / T), mean 1)"),
-             out: Path = OUT_FILE, log: Optional[Path] = LOG) -> None:
+             out: Path = OUT_FILE, log: Optional[Path] = LOG, force: bool = FORCE) -> None:
     """Write every training row with a `weight` column, weights ~ exp(value / temperature), mean 1."""
-    _act("reweight", scores, out, log, temperature=temperature)
+    _act("reweight", scores, out, log, force, temperature=temperature)
 
 
 @app.command()
-def coreset(scores: Path = SCORES, budget: float = typer.Option(..., "--budget", help="how many to keep: a count, or a fraction in (0, 1)"),
-            out: Path = OUT_FILE, log: Optional[Path] = LOG) -> None:
+def coreset(scores: Path = SCORES, budget: str = typer.Option(..., "--budget", help="how many to keep: a count, or a fraction in (0, 1)"),
+            out: Path = OUT_FILE, log: Optional[Path] = LOG, force: bool = FORCE) -> None:
     """Keep the BUDGET highest-valued training samples."""
-    _act("coreset", scores, out, log, budget=budget)
+    _act("coreset", scores, out, log, force, budget=parse_budget(budget))
 
 
 # ---- select -------------------------------------------------------------------------------------------------
@@ -314,7 +404,7 @@ def select(
     train: Path = typer.Option(..., "--train", help="labelled data so far: CSV, Parquet or NPZ"),
     pool: Path = typer.Option(..., "--pool", help="unlabelled pool with the training features (other columns are kept)"),
     label: str = typer.Option(..., "--label", help="label column of --train"),
-    budget: float = typer.Option(..., "--budget", help="how many pool rows to label next: a count or a fraction"),
+    budget: str = typer.Option(..., "--budget", help="how many pool rows to label next: a count or a fraction"),
     out: Path = typer.Option(..., "--out", help="the chosen pool rows, most useful first (.csv/.parquet/.npz)"),
     strategy: str = typer.Option("entropy", "--strategy", help="entropy | margin | bald | iv | fi | random (see docs/cli.md)"),
     valid: Optional[Path] = typer.Option(None, "--valid", help="validation data, the target of --strategy iv"),
@@ -324,6 +414,7 @@ def select(
     pool_id: Optional[str] = typer.Option(None, "--id", help="id column of --pool"),
     option: list[str] = typer.Option([], "--option", "-o", help="strategy option KEY=VALUE, e.g. -o members=20 (bald)"),
     seed: int = typer.Option(0, "--seed", help="random seed"),
+    force: bool = typer.Option(False, "--force", help="replace --out if it exists (never an input)"),
 ) -> None:
     """One active-learning round: fit on --train, rank the --pool, write the BUDGET rows to label next.
 
@@ -338,7 +429,10 @@ def select(
     from .data.validate import check_budget
     from .run import RunConfig, Steps, _read_split, build_model, read_pool, write_rows
 
+    from .data.validate import check_outputs
+
     _check_file_out(out, "--out")
+    check_outputs({"--out": out}, {"--train": train, "--pool": pool, "--valid": valid}, force)
     options = _parse_options(option)
     if valid is not None and strategy != "iv":
         raise InputError(f"--valid is used only by --strategy iv, not {strategy}")
@@ -352,7 +446,7 @@ def select(
         steps = Steps(bars)
         with steps.step("read data"):
             train_split, pool_split, frame = read_pool(cfg, str(pool), pool_id)
-            k = check_budget(budget, len(pool_split), "budget")
+            k = check_budget(parse_budget(budget), len(pool_split), "--budget")
             if valid is not None:
                 options["valid"] = _read_split(str(valid), "valid", cfg, train_split)[0]
         with steps.step("fit model"):
@@ -368,6 +462,7 @@ def select(
         rows = _with_column(rows, f"{strategy}_score", util[order])
         with steps.step("write"):
             write_rows(out, rows)
+        _wrote(str(out))
     console.print(f"chose {k:,} of {len(pool_split):,} pool rows by {strategy}; wrote {out}")
 
 
@@ -386,6 +481,7 @@ def report(folder: Path = typer.Argument(..., help="the --out folder of `influen
     from .report import write_report
 
     path = write_report(folder)
+    _wrote(str(path))
     console, _ = _consoles()
     console.print(f"wrote {path}")
 
@@ -436,9 +532,13 @@ def demo(out: Path = typer.Option(Path("influent-demo"), "--out", help="output f
          dataset: str = typer.Option("digits", "--dataset", help="a data set from `influent datasets`"),
          noise: float = typer.Option(0.1, "--noise", help="fraction of training labels to flip"),
          method: str = typer.Option("if", "--method", help="the method the report shows"),
-         seed: int = typer.Option(0, "--seed", help="random seed")) -> None:
+         seed: int = typer.Option(0, "--seed", help="random seed"),
+         force: bool = typer.Option(False, "--force", help="replace an earlier demo in --out")) -> None:
     """End to end on bundled data with flipped labels: score, detect, trim, refit, and write the report."""
     from rich.table import Table
+
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise InputError(f"{out} already exists and is not empty; pass --force to replace it, or choose another --out")
 
     from .demo import run_demo
     from .run import Steps
@@ -446,6 +546,7 @@ def demo(out: Path = typer.Option(Path("influent-demo"), "--out", help="output f
     console, err = _consoles()
     with _progress(err) as bars:
         res = run_demo(out=out, noise=noise, seed=seed, dataset=dataset, method=method, steps=Steps(bars))
+        _wrote(f"{out}/")
     table = Table(title=f"{dataset}: {res['n_train']:,} training samples, {res['n_flipped']:,} labels flipped; "
                         f"test accuracy {res['base_accuracy']:.3f} before trimming")
     for col in ("method", "seconds", "ROC AUC", f"precision@{res['budget']}", f"test acc after removing {res['budget']}"):
@@ -457,9 +558,14 @@ def demo(out: Path = typer.Option(Path("influent-demo"), "--out", help="output f
     _finish(console, out, f", {out}/data/")
 
 
-from .bench import bench_app  # noqa: E402  (`influent bench NAME [--quick]`)
+@app.command(name="bench")
+def bench(name: Optional[str] = typer.Argument(None, help="suite name (see --list)"),
+          quick: bool = typer.Option(False, "--quick", help="CI-sized run"),
+          list_: bool = typer.Option(False, "--list", help="list the suites and exit")) -> None:
+    """Run a named benchmark suite and print its table (--list shows them)."""
+    from .bench import bench as run_bench  # imported here: pandas and the suites load only when used
 
-app.add_typer(bench_app, name="bench", help="Run a named benchmark suite and print its table (--list shows them).")
+    run_bench(name, quick, list_)
 
 
 @app.callback()
@@ -477,9 +583,26 @@ def main(argv: Optional[list[str]] = None) -> None:
     except ImportError:  # pragma: no cover
         from click import exceptions as cx
 
+    import signal
+
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    _WRITTEN.clear()
+    _STORES.clear()
+    handlers = {}
+    try:  # SIGINT and SIGTERM raise Interrupted, even where the shell had SIGINT ignored
+        handlers = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # pragma: no cover - not the main thread
+        pass
+    try:
+        _run_app(args, debug, cx)
+    finally:
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
+
+
+def _run_app(args: list[str], debug: bool, cx: Any) -> None:
     try:
         app(args=args, prog_name="influent", standalone_mode=False)
     except InputError as exc:
@@ -503,8 +626,11 @@ def main(argv: Optional[list[str]] = None) -> None:
             raise
         typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
         sys.exit(2)
+    except Interrupted as exc:
+        typer.echo(f"error: {_interrupted_line(exc.name)}", err=True)
+        sys.exit(exc.code)
     except (getattr(cx, "Abort", typer.Abort), typer.Abort, KeyboardInterrupt):
-        typer.echo("interrupted", err=True)
+        typer.echo(f"error: {_interrupted_line('Ctrl-C')}", err=True)
         sys.exit(130)
 
 

@@ -66,6 +66,10 @@ class RunConfig:
     curve, curve_fractions, curve_repeats : the removal curve (needs a test split): the fractions of the
         training set removed, and how many random removals are averaged
     title : the report's title (default: method and data)
+    params : the analysed parameters ("all", "last", "auto" or module names; `resolve_params`), applied to
+        the fitted model before scoring; None: the model's own choice
+    store : folder of an on-disk gradient store (chunked, resumable: an interrupted run computes only the
+        chunks it had not finished), or None
     """
 
     train: str | None = None
@@ -91,6 +95,8 @@ class RunConfig:
     curve_fractions: list[float] = field(default_factory=lambda: [0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3])
     curve_repeats: int = 3
     title: str | None = None
+    params: str | list[str] | None = None
+    store: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))
@@ -174,6 +180,8 @@ class Data:
     frames : role -> the table as read (pandas) or the NPZ arrays, for writing edited copies
     files : role -> {"path", "sha256", "rows", "fingerprint"}
     image_shape : shape of one sample as an image, or None
+    raw_X : the training features as the user gave them when the model sees transformed ones
+        (``--standardize``), so that the report shows the data, not z-scores; None otherwise
     """
 
     train: Split
@@ -184,6 +192,7 @@ class Data:
     frames: dict[str, Any] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     image_shape: tuple[int, ...] | None = None
+    raw_X: np.ndarray | None = None
 
     def describe(self) -> dict[str, Any]:
         return _jsonable(self.files)
@@ -251,6 +260,7 @@ def load_data(cfg: RunConfig) -> Data:
             setattr(data, role, split)
             data.frames[role] = frame
     if cfg.standardize:
+        data.raw_X = train.X
         mu = train.X.mean(0)
         sd = train.X.std(0)
         sd[sd == 0] = 1.0
@@ -345,10 +355,10 @@ def build_model(spec: str, options: dict[str, Any] | None = None, train: Split |
     if isinstance(made, ModelAdapter):
         return made
     torch_kw = {"weight_decay": float(opts.get("weight_decay", 0.0)), "train": _train_config(opts, seed)}
-    if isinstance(made, nn.Module):
-        return TorchAdapter(made, **torch_kw)
+    if isinstance(made, nn.Module):  # an architecture: trained by the run from its weights
+        return TorchAdapter(made, fitted=False, **torch_kw)
     if isinstance(made, dict) and isinstance(made.get("module"), nn.Module):
-        kw = {**torch_kw, **made}
+        kw = {"fitted": False, **torch_kw, **made}
         if isinstance(kw.get("train"), dict):
             kw["train"] = TrainConfig(**kw["train"])
         try:
@@ -435,10 +445,17 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
                 model.fit(data.train, recorder=TrainingRecorder(every=max(1, int(cfg.model_options.get("epochs") or 100) // 10)))
             else:
                 model.fit(data.train)
+    for split in (data.valid, data.test):
+        if split is not None:
+            model.check_split(split)  # labels the model never saw: one line, not NaN curves
+    if cfg.params is not None:
+        from .models.base import resolve_params
+
+        model = resolve_params(model, cfg.params)
     target = make_target(cfg.target, data.valid)
     with steps.step(f"score ({cfg.method})") as tick:
         scores = score(model, data.train, target, method=cfg.method, chunk_size=cfg.chunk_size, seed=cfg.seed,
-                       progress=tick, **cfg.method_options)
+                       progress=tick, store=cfg.store, **cfg.method_options)
     results = report_data(cfg, data, model, scores, steps)
     results["model_label"] = label
     if extra_results:
@@ -472,24 +489,36 @@ def _methods() -> dict:
 
 
 def write_outputs(out: str | Path, outcome: Outcome) -> list[Path]:
-    """Write scores.parquet, run.json and report.html under `out`, each atomically; if any write fails,
-    the files written by this call are removed (and `out` too when this call created it)."""
+    """Write scores.parquet, run.json and report.html under `out`, all or nothing: each is written to a
+    temporary file and flushed, and the three are moved into place together (`atomic_group`); on a failure
+    or an interruption none is, and `out` is removed again when this call created it."""
+    from .scores import atomic_group
+
     out = Path(out)
     check_output_dir(out)
     created = not out.exists()
-    written: list[Path] = []
+    written = [out / name for name in OUTPUT_FILES]
     try:
         out.mkdir(parents=True, exist_ok=True)
-        written.append(outcome.scores.save(out / "scores.parquet"))
-        written.append(write_json(out / "run.json", outcome.record))
-        written.append(atomic_write(out / "report.html", lambda p: p.write_text(outcome.html, encoding="utf-8")))
-    except OSError as exc:
-        for p in written:
-            p.unlink(missing_ok=True)
+        with atomic_group():
+            outcome.scores.save(out / "scores.parquet")
+            write_json(out / "run.json", outcome.record)
+            atomic_write(out / "report.html", lambda p: p.write_text(outcome.html, encoding="utf-8"))
+    except BaseException as exc:
         if created and out.exists() and not any(out.iterdir()):
             out.rmdir()
-        raise InputError(f"cannot write to {out}: {exc.strerror or exc}; choose another --out") from None
+        if isinstance(exc, OSError):
+            raise InputError(f"cannot write to {out}: {exc.strerror or exc}; choose another --out") from None
+        raise
     return written
+
+
+def input_paths(cfg: RunConfig) -> dict[str, str]:
+    """The files a run reads: option name -> path (the model file of a "file.py:function" model too)."""
+    found = {"--train": cfg.train, "--valid": cfg.valid, "--test": cfg.test}
+    if ":" in cfg.model:
+        found["--model"] = cfg.model.rsplit(":", 1)[0]
+    return {k: v for k, v in found.items() if v}
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
@@ -514,9 +543,20 @@ def load_run(folder: str | Path) -> tuple[dict[str, Any], RunConfig]:
     return record, RunConfig.from_dict(record["config"])
 
 
+def absolute_inputs(record: dict[str, Any], cfg: RunConfig) -> RunConfig:
+    """`cfg` with each data file given by a relative path replaced by the absolute path the run recorded
+    (`run.json` "data"), so that a run folder can be used from any working directory."""
+    files = record.get("data") or {}
+    changes = {role: files[role]["path"] for role in ("train", "valid", "test")
+               if getattr(cfg, role) and not Path(getattr(cfg, role)).is_absolute()
+               and isinstance(files.get(role), dict) and files[role].get("path")}
+    return dataclasses.replace(cfg, **changes)
+
+
 def reload_train(folder: str | Path) -> tuple[dict[str, Any], RunConfig, Data, Scores]:
     """Re-read the training data of a finished run, check it is unchanged, and load its scores."""
     record, cfg = load_run(folder)
+    cfg = absolute_inputs(record, cfg)
     scores = Scores.load(Path(folder) / "scores.parquet")
     data = load_data(cfg)
     want = record.get("data", {}).get("train", {}).get("fingerprint")

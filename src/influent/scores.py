@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -19,19 +20,76 @@ from .data.validate import InputError
 META_KEY = b"influent"
 
 
+def _file_mode() -> int:
+    """The mode a new file gets under the process umask (0666 & ~umask), as `open` would give it."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_GROUPS: list[list[tuple[Path, Path]]] = []  # open `atomic_group` blocks: (staged temporary, final path)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | Path, write: Any) -> Path:
-    """Call `write(tmp_path)` then move the file into place, so readers never see a partial file."""
+    """Call `write(tmp_path)`, flush it to disk, give it the umask's mode and move it into place, so that
+    readers never see a partial file. Inside an `atomic_group` block the move waits for the block's end."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    tmp = Path(tmp_name)
     try:
-        write(Path(tmp))
+        write(tmp)
+        os.chmod(tmp, _file_mode())
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        if _GROUPS:
+            _GROUPS[-1].append((tmp, path))
+            return path
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+@contextmanager
+def atomic_group() -> Iterator[None]:
+    """Every `atomic_write` inside the block is staged, and all are moved into place together when the
+    block ends; if it raises (or is interrupted), none is, and the staged files are removed."""
+    staged: list[tuple[Path, Path]] = []
+    _GROUPS.append(staged)
+    try:
+        yield
+    except BaseException:
+        _GROUPS.pop()
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    _GROUPS.pop()
+    try:
+        for i, (tmp, path) in enumerate(staged):
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged[i:]:
+            tmp.unlink(missing_ok=True)
+        raise
+    for folder in {path.parent for _, path in staged}:
+        _fsync_dir(folder)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -131,17 +189,21 @@ class Scores:
         if not path.exists():
             raise InputError(f"scores: file not found: {path}")
         suffix = path.suffix.lower()
-        if suffix in (".parquet", ".pq"):
-            table = pq.read_table(path)
-            raw_meta = (table.schema.metadata or {}).get(META_KEY)
-            meta = json.loads(raw_meta) if raw_meta else {}
-            df = table.to_pandas()
-        elif suffix == ".csv":
-            df = pd.read_csv(path)
-            side = path.with_name(path.name + ".json")
-            meta = json.loads(side.read_text()) if side.exists() else {}
-        else:
+        if suffix not in (".parquet", ".pq", ".csv"):
             raise InputError(f"scores: unsupported file type {suffix!r}; use .parquet or .csv")
+        try:
+            if suffix in (".parquet", ".pq"):
+                table = pq.read_table(path)
+                raw_meta = (table.schema.metadata or {}).get(META_KEY)
+                meta = json.loads(raw_meta) if raw_meta else {}
+                df = table.to_pandas()
+            else:
+                df = pd.read_csv(path)
+                side = path.with_name(path.name + ".json")
+                meta = json.loads(side.read_text()) if side.exists() else {}
+        except (pa.ArrowException, OSError, ValueError, pd.errors.ParserError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"scores: cannot read {path} ({first}); is it truncated? run influent score again") from None
         for col in ("id", "value"):
             if col not in df.columns:
                 raise InputError(f"scores: {path} has no {col!r} column; is it a scores file?")

@@ -69,10 +69,13 @@ class CGSolver(Solver):
             pAp = (Pa * APa).sum(0)
             bad = pAp <= 0
             if bool(bad.any()):
-                raise ValueError(
+                from ..data.validate import InputError
+
+                raise InputError(
                     f"cg: H + damping*I is not positive definite (found p^T A p = {float(pAp[bad][0]):.3g} <= 0 "
-                    f"at iteration {it + 1}, damping={ctx.damping:g}); increase damping, or use the 'exact' "
-                    "solver (it handles indefinite matrices) or a Gauss-Newton curvature")
+                    f"at iteration {it + 1}, damping={ctx.damping:g}); cg inverts the Hessian only: increase "
+                    "damping, or use solver 'exact' with solver_options={'curvature': 'ggn'} (positive "
+                    "semi-definite), 'ekfac' or 'kfac' (Gauss-Newton approximations)")
             alpha = rs[idx] / pAp
             X[:, idx] += alpha * Pa
             R[:, idx] -= alpha * APa

@@ -67,20 +67,58 @@ def check_known_labels(y: np.ndarray, classes: np.ndarray, name: str = "labels")
         raise InputError(f"{name}: unknown label(s) {unknown[:5].tolist()}; the model knows {classes.tolist()}")
 
 
+def check_class_labels(y: np.ndarray, name: str = "labels") -> None:
+    """Raise `InputError` when labels meant for a classifier are continuous (non-integer numbers)."""
+    arr = np.asarray(y)
+    if arr.dtype.kind == "f":
+        frac = arr[np.isfinite(arr) & (arr != np.round(arr))]
+        if frac.size:
+            raise InputError(f"{name}: the labels are continuous (e.g. {float(frac[0]):.6g}); a classifier needs "
+                             "class labels: choose the class column, or bin the values first")
+
+
 def check_at_least_two_classes(y: np.ndarray, name: str = "labels") -> None:
     """Raise `InputError` when a classification label vector has a single class."""
+    check_class_labels(y, name)
     if np.unique(y).size < 2:
         raise InputError(f"{name}: only one class ({np.unique(y)[0]!r}); a classifier needs at least two")
 
 
-def check_budget(budget: float, n: int, name: str = "budget") -> int:
-    """Turn a count or a fraction in (0, 1) into a count in [0, n] or raise `InputError`."""
-    if budget is None or not np.isfinite(budget) or budget < 0:
-        raise InputError(f"{name}: must be a non-negative count or a fraction in (0, 1), got {budget!r}")
-    k = int(round(budget * n)) if 0 < budget < 1 else int(budget)
+def check_budget(budget: Any, n: int, name: str = "budget") -> int:
+    """Turn a budget into a count in [0, n] or raise `InputError`.
+
+    An integer (or an integral float such as ``5.0``) is a count; a float strictly between 0 and 1 is a
+    fraction of `n` (rounded); anything else (``1.5``, negative, NaN, True) is an error.
+    """
+    if isinstance(budget, (bool, np.bool_)) or budget is None:
+        raise InputError(f"{name}: must be a count (0, 1, 2, ...) or a fraction in (0, 1), got {budget!r}")
+    try:
+        value = float(budget)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}: must be a count (0, 1, 2, ...) or a fraction in (0, 1), got {budget!r}") from None
+    if not np.isfinite(value) or value < 0 or (value > 1 and value != int(value)):
+        raise InputError(f"{name}: must be a count (0, 1, 2, ...) or a fraction in (0, 1), got {budget!r}")
+    k = int(round(value * n)) if 0 < value < 1 else int(value)
     if k > n:
         raise InputError(f"{name}: {k} is larger than the {n} samples available")
     return k
+
+
+def parse_budget(text: str, name: str = "--budget") -> int | float:
+    """A budget typed on the command line: an integer >= 1 is a count (``5``), a decimal strictly between 0
+    and 1 a fraction (``0.05``); anything else (``0``, ``1.0``, ``1.5``, ``-3``, ``5%``) is a one-line
+    `InputError`."""
+    t = str(text).strip()
+    if t.isdigit() and int(t) >= 1:
+        return int(t)
+    try:
+        value = float(t)
+    except ValueError:
+        value = float("nan")
+    if np.isfinite(value) and 0 < value < 1:
+        return value
+    raise InputError(f"{name} {text!r}: give a count of samples (an integer such as 20) or a fraction strictly "
+                     "between 0 and 1 (such as 0.05)")
 
 
 def check_columns(columns: list[str], wanted: list[str], where: str) -> None:
@@ -120,3 +158,29 @@ def check_output_dir(path: Any, name: str = "output") -> None:
         raise InputError(f"{name}: cannot create {p}: {probe} is a file, not a folder; choose another --out")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise InputError(f"{name}: cannot write to {probe} (permission denied); choose another --out")
+
+
+def check_outputs(outputs: dict[str, Any], inputs: dict[str, Any], force: bool = False) -> None:
+    """Outputs never replace an input, and replace an existing file only with ``force``.
+
+    Parameters
+    ----------
+    outputs : option name (e.g. "--out") -> output file path (or a list of paths it writes)
+    inputs : what each input is (e.g. "--train") -> its path; compared by real path (symlinks, "..")
+    force : whether existing outputs may be replaced
+    """
+    import os
+
+    real_in = {os.path.realpath(str(p)): name for name, p in inputs.items() if p is not None}
+    existing = []
+    for name, paths in outputs.items():
+        for p in (paths if isinstance(paths, (list, tuple)) else [paths]):
+            real = os.path.realpath(str(p))
+            if real in real_in:
+                raise InputError(f"{name} {p} is the input {real_in[real]} of this run; an output never replaces "
+                                 "an input: choose another file name")
+            if os.path.lexists(p):
+                existing.append(str(p))
+    if existing and not force:
+        shown = ", ".join(existing[:3]) + (" ..." if len(existing) > 3 else "")
+        raise InputError(f"{shown} already exist(s); pass --force to replace, or choose another output name")

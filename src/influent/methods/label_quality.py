@@ -14,8 +14,6 @@ import json
 from collections import OrderedDict
 
 import numpy as np
-from cleanlab.rank import get_label_quality_scores
-
 from ..data import Split
 from ..data.validate import InputError
 from ..models.base import ModelAdapter
@@ -24,6 +22,11 @@ from .registry import Job, Result, register_method
 KINDS = {"self-confidence": "self_confidence", "normalized-margin": "normalized_margin",
          "confidence-entropy": "confidence_weighted_entropy"}
 
+
+# Where a score says "the given label is more likely wrong than right" (the report flags samples below it):
+# self-confidence p(label) < 1/2; normalized margin (p(label) - max other + 1) / 2 < 1/2, another class is
+# more likely. The report's Tukey fence flags none on a [0, 1] statistic that is mostly near 1.
+FLAG_BELOW = {"self-confidence": 0.5, "normalized-margin": 0.5}
 
 _CACHE: "OrderedDict[str, np.ndarray]" = OrderedDict()  # the last few cross-validated probabilities
 
@@ -75,7 +78,17 @@ def label_quality_scores(labels: np.ndarray, pred_probs: np.ndarray, kind: str =
     """cleanlab's `get_label_quality_scores` under our names; labels are 0..K-1; lower = more suspicious."""
     if kind not in KINDS:
         raise InputError(f"unknown label-quality kind {kind!r}; choose one of {list(KINDS)}")
+    get_label_quality_scores = _cleanlab_scores()
     return get_label_quality_scores(np.asarray(labels), np.asarray(pred_probs), method=KINDS[kind])
+
+
+def _cleanlab_scores():
+    """cleanlab's `rank.get_label_quality_scores`, imported here: cleanlab is an optional dependency."""
+    try:
+        from cleanlab.rank import get_label_quality_scores
+    except ImportError:
+        raise InputError('method label-quality needs cleanlab: pip install "cleanlab>=2.6"') from None
+    return get_label_quality_scores
 
 
 @register_method("label-quality", needs_target=False)
@@ -96,4 +109,6 @@ def label_quality(job: Job) -> Result:
     proba = model.predict_proba(job.train) if cv == 0 else out_of_sample_proba(model, job.train, cv, job.seed)
     labels = np.searchsorted(model.classes_, job.train.y)
     s = np.asarray(label_quality_scores(labels, proba, kind), dtype=np.float64)
+    if kind in FLAG_BELOW:
+        job.used["flag_below"] = FLAG_BELOW[kind]
     return Result(s, s)

@@ -56,13 +56,77 @@ class Job:
                               self.progress if fitted else None)
 
     def solver(self) -> Solver:
-        """The curvature solver named by the options `solver`, `damping`, `solver_options`."""
-        name = self.opt("solver", "exact")
-        damping = float(self.opt("damping", 0.0))
-        if damping < 0:
-            raise InputError(f"damping must be >= 0, got {damping}")
+        """The curvature solver named by the options `solver`, `damping`, `solver_options`.
+
+        Defaults per model kind (each choice is recorded in the settings saved with the scores):
+
+        - convex models (`ModelAdapter.is_convex`: a linear model, or only the last linear layer
+          analysed): the exact Hessian, damping 0 -- the influence function of Koh & Liang (2017), Sec. 2;
+        - non-convex models: a positive semi-definite curvature, the generalised Gauss-Newton matrix
+          approximated by EK-FAC (George et al., 2018), or exactly when EK-FAC does not cover the analysed
+          layers (at most `EXACT_GGN_MAX_PARAMS` parameters), and a damping rule: 0.1 times
+          the mean eigenvalue of the curvature, estimated as the trace of the empirical Fisher plus the
+          regulariser divided by p -- the heuristic of kronfluence (Grosse et al., 2023). The Hessian of a
+          non-convex network is indefinite at a trained model, and its influence values are dominated by
+          the negative directions (Basu, Pope & Feizi, 2021).
+
+        A solver the user names is used as named; a warning says when the curvature it inverts is
+        indefinite on a non-convex model.
+        """
+        convex = self.adapter.is_convex()
+        named = "solver" in self.options
+        name = self.opt("solver", "exact" if convex else "ekfac")
+        options = self.opt("solver_options", None) or {}
+        if not isinstance(options, dict):
+            raise InputError(f"solver_options must be a JSON object such as {{\"tol\": 1e-6}}, got {options!r}")
+        options = dict(options)
+        if "damping" in self.options:
+            damping = check_damping(self.opt("damping"))
+        elif convex:
+            damping = check_damping(self.opt("damping", 0.0))
+        else:
+            damping = self._damping_rule()
+        self.used["curvature_rule"] = ("convex model: exact Hessian" if convex else
+                                       "non-convex model: Gauss-Newton curvature (PSD) + damping rule"
+                                       if not named else "non-convex model: solver as named")
         ctx = CurvatureContext(self.adapter, self.train, damping, self.chunk_size, self.seed, self.store)
-        return make_solver(name, **(self.opt("solver_options", None) or {})).fit(ctx)
+        if not convex and not named:
+            try:
+                return make_solver("ekfac", **options).fit(ctx)
+            except (ValueError, TypeError) as exc:  # layers EK-FAC does not cover: the exact Gauss-Newton
+                if self.adapter.n_params() > EXACT_GGN_MAX_PARAMS:
+                    raise InputError(f"no default curvature for this model: EK-FAC does not cover it ({exc}) and "
+                                     f"it has more than {EXACT_GGN_MAX_PARAMS} parameters for the exact Gauss-Newton; "
+                                     "analyse fewer parameters (params='last') or name a solver") from None
+                name = "exact"
+                self.used["solver"] = name
+                options = {**options, "curvature": "ggn"}
+                self.used["solver_options"] = options
+        try:
+            solver = make_solver(name, **options)
+        except TypeError as exc:
+            raise InputError(f"solver {name!r}: {exc}".replace("__init__() ", "")) from None
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        try:
+            solver.fit(ctx)
+        except InputError:
+            raise
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        if not convex:
+            _warn_if_indefinite(solver, ctx, name)
+        return solver
+
+    def _damping_rule(self) -> float:
+        """0.1 * mean eigenvalue of the curvature ~ 0.1 * (mean_i |g_i|^2 + sum(reg diag)) / p."""
+        sq = self.source().sq_norms()
+        reg = self.adapter.reg_hessian_diag()
+        mean_eig = (float(sq.mean()) + float(reg.sum())) / max(1, reg.numel())
+        damping = 0.1 * mean_eig
+        self.used["damping"] = damping
+        self.used["damping_rule"] = "0.1 * mean eigenvalue (trace of the empirical Fisher + regulariser) / p"
+        return damping
 
     def checkpoints(self, method: str) -> list[Checkpoint]:
         ckpts = self.options.get("checkpoints")
@@ -80,6 +144,69 @@ class Job:
                              f"the model analyses {names[:4]}")
         self.used["n_checkpoints"] = len(ckpts)
         return ckpts
+
+
+EXACT_GGN_MAX_PARAMS = 4000  # the exact Gauss-Newton fallback of a non-convex model's default curvature
+
+
+def _warn_if_indefinite(solver: Solver, ctx: CurvatureContext, name: str) -> None:
+    """Warn when the matrix the solver inverts has negative eigenvalues (a non-convex model)."""
+    import warnings
+
+    n_neg = getattr(solver, "n_negative_", None)
+    if n_neg:
+        warnings.warn(f"solver {name!r}: H + damping*I has {n_neg} negative eigenvalue(s) on this non-convex model; "
+                      "influence through an indefinite Hessian is dominated by those directions. Use the default "
+                      "(solver_options={'curvature': 'ggn'} with the damping rule), ekfac, or a larger damping",
+                      RuntimeWarning, stacklevel=4)
+        return
+    if name not in ("cg", "lissa"):
+        return
+    lam = _min_rayleigh(ctx)
+    if lam < 0:
+        warnings.warn(f"solver {name!r} assumes H + damping*I is positive definite, but it has a direction of "
+                      f"negative curvature (Rayleigh quotient {lam:.3g}, damping={ctx.damping:g}) on this non-convex "
+                      f"model: {name} does not compute the influence there. Raise damping above {-lam:.3g}, or use "
+                      "solver='exact' with solver_options={'curvature': 'ggn'}, or 'ekfac'", RuntimeWarning, stacklevel=4)
+
+
+def _min_rayleigh(ctx: CurvatureContext, steps: int = 30, max_rows: int = 2048) -> float:
+    """The smallest Ritz value of H + damping*I after `steps` Lanczos steps (full reorthogonalisation) over
+    a seeded subsample of at most `max_rows` rows. Ritz values lie inside the spectrum, so a negative value
+    means the matrix (on that subsample) is surely indefinite."""
+    gen = torch.Generator().manual_seed(ctx.seed)
+    index = torch.randperm(ctx.n, generator=gen)[:max_rows] if ctx.n > max_rows else None
+    q = torch.randn(ctx.p, generator=gen, dtype=ctx.dtype)
+    Q = [q / q.norm()]
+    alphas, betas = [], []
+    for j in range(min(steps, ctx.p)):
+        w = ctx.hvp(Q[j], index) + ctx.damping * Q[j]
+        alphas.append(float(Q[j] @ w))
+        B = torch.stack(Q, 1)
+        w = w - B @ (B.T @ w)
+        w = w - B @ (B.T @ w)
+        b = float(w.norm())
+        if b < 1e-12 * max(1.0, abs(alphas[-1])):
+            break
+        betas.append(b)
+        Q.append(w / b)
+    k = len(alphas)
+    T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+    if k > 1:
+        off = torch.tensor(betas[:k - 1], dtype=torch.float64)
+        T += torch.diag(off, 1) + torch.diag(off, -1)
+    return float(torch.linalg.eigvalsh(T).min())
+
+
+def check_damping(value: Any) -> float:
+    """`damping` as a finite float >= 0, or a one-line `InputError`."""
+    try:
+        damping = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"damping must be a number >= 0, got {value!r}") from None
+    if not np.isfinite(damping) or damping < 0:
+        raise InputError(f"damping must be >= 0 and finite, got {value!r}")
+    return damping
 
 
 @dataclass

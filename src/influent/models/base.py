@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from typing import Any, Sequence
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +25,11 @@ from torch.func import functional_call
 
 from ..data import Split
 from ..data.validate import InputError, check_at_least_two_classes, check_known_labels
+
+# torch's forward-mode AD (used for Hessian- and Gauss-Newton-vector products) loads decompositions written
+# with torch.jit.script on first use, which warns once per decomposition (18 lines) in torch >= 2.9.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning)
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 Params = dict[str, torch.Tensor]
 LOSSES = ("cross_entropy", "bce", "mse")
@@ -49,6 +56,19 @@ def probabilities(kind: str, out: torch.Tensor) -> torch.Tensor:
         p = torch.sigmoid(out.reshape(out.shape[0], -1)[:, 0])
         return torch.stack([1 - p, p], dim=1)
     return out
+
+
+@contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Evaluation mode inside the block; each submodule's own train/eval mode is restored after it."""
+    was = [m for m in module.modules() if m.training]
+    for m in was:
+        m.training = False
+    try:
+        yield module
+    finally:
+        for m in was:
+            m.training = True
 
 
 class ModelAdapter:
@@ -89,6 +109,19 @@ class ModelAdapter:
     def fitted(self) -> bool:
         return self.module is not None
 
+    @property
+    def device(self) -> torch.device:
+        """Where the module's parameters live (the user's choice; the adapter never moves them)."""
+        module = self.module
+        for p in (module.parameters() if module is not None else ()):
+            return p.device
+        return torch.device("cpu")
+
+    def check_split(self, split: Split) -> None:
+        """Raise a one-line `InputError` unless the fitted model can take `split` (labels it knows)."""
+        if self.classes_ is not None:
+            check_known_labels(split.y, self.classes_, f"{split.name}: labels")
+
     def _require_fitted(self) -> nn.Module:
         if self.module is None:
             raise InputError(f"{type(self).__name__} is not fitted; call .fit(train) first")
@@ -111,12 +144,15 @@ class ModelAdapter:
     def encode(self, y: np.ndarray) -> torch.Tensor:
         """Labels -> the target tensor `per_sample_loss` expects (class index, 0/1, or float)."""
         if self.classes_ is None:
-            return torch.as_tensor(np.asarray(y, dtype=np.float64), dtype=self.dtype)
+            if self.loss != "mse":
+                raise InputError(f"{type(self).__name__}: the classes are unknown; pass classes=[...]")
+            return torch.as_tensor(np.asarray(y, dtype=np.float64), dtype=self.dtype, device=self.device)
         check_known_labels(y, self.classes_)
-        return torch.as_tensor(np.searchsorted(self.classes_, y), dtype=torch.long)
+        return torch.as_tensor(np.searchsorted(self.classes_, y), dtype=torch.long, device=self.device)
 
     def tensors(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
-        return split.tensor_X(self.dtype), self.encode(split.y)
+        """(X, t) of `split` in the model's dtype, on the model's device."""
+        return split.tensor_X(self.dtype).to(self.device), self.encode(split.y)
 
     # ---- analysed parameters -------------------------------------------------------------
     def param_names(self) -> list[str]:
@@ -154,15 +190,17 @@ class ModelAdapter:
 
     # ---- the objective as pure functions -------------------------------------------------
     def outputs(self, params: Params, X: torch.Tensor) -> torch.Tensor:
+        """Model outputs (B, K) at `params`, in evaluation mode (the module's own mode is left as it was)."""
         module = self._require_fitted()
-        return functional_call(module, self._full(params), (X,))
+        with _eval_mode(module):
+            return functional_call(module, self._full(params), (X,))
 
     def per_sample_loss(self, params: Params, X: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return loss_from_outputs(self.loss, self.outputs(params, X), t)
 
     def regularizer(self, params: Params) -> torch.Tensor:
         """sum over analysed parameters of coef/2 * |theta|^2 (coef from `reg_coef`)."""
-        total = torch.zeros((), dtype=self.dtype)
+        total = torch.zeros((), dtype=self.dtype, device=self.device)
         for n, p in params.items():
             c = self.reg_coef.get(n, 0.0)
             if c:
@@ -175,6 +213,22 @@ class ModelAdapter:
         or None where the model has none (curvature is then built from Hessian-vector products)."""
         return None
 
+    def is_convex(self) -> bool:
+        """Whether the training objective is convex in the analysed parameters: they all belong to one
+        `nn.Linear` that is the module's last layer with parameters (a linear model, or the last layer of a
+        network whose other weights stay fixed), with one of the convex losses. Influence functions assume a
+        convex objective; on a non-convex one the Hessian is indefinite (`Job.solver` picks a
+        positive-definite curvature instead)."""
+        module = self._require_fitted()
+        names = self.param_names()
+        owners = {n.rsplit(".", 1)[0] if "." in n else "" for n in names}
+        if len(owners) != 1:
+            return False
+        mods = dict(module.named_modules())
+        owner = mods.get(next(iter(owners)))
+        with_params = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
+        return isinstance(owner, nn.Linear) and bool(with_params) and with_params[-1] is owner
+
     def reg_hessian_diag(self) -> torch.Tensor:
         """Diagonal of the regulariser's Hessian over the flattened analysed parameters (p,)."""
         parts = [torch.full((p.numel(),), float(self.reg_coef.get(n, 0.0)), dtype=self.dtype)
@@ -186,9 +240,10 @@ class ModelAdapter:
     def predict_proba(self, X: Any, batch_size: int = 4096) -> np.ndarray:
         """Class probabilities (n, K) (binary models give two columns)."""
         module = self._require_fitted()
-        module.eval()
         Xt = torch.as_tensor(np.asarray(X.X if isinstance(X, Split) else X), dtype=self.dtype)
-        out = [probabilities(self.loss, module(Xt[i:i + batch_size])) for i in range(0, len(Xt), batch_size)]
+        with _eval_mode(module):
+            out = [probabilities(self.loss, module(Xt[i:i + batch_size].to(self.device))).cpu()
+                   for i in range(0, len(Xt), batch_size)]
         return torch.cat(out).numpy()
 
     def predict(self, X: Any) -> np.ndarray:
@@ -204,7 +259,6 @@ class ModelAdapter:
     def loss_on(self, split: Split) -> float:
         """Mean per-sample loss on `split` (no regulariser)."""
         X, t = self.tensors(split)
-        self._require_fitted().eval()
         return float(self.per_sample_loss(self.params(), X, t).mean())
 
     def fingerprint(self) -> str:

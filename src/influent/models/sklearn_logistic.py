@@ -66,9 +66,15 @@ class SklearnLogistic(ModelAdapter):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             est.fit(split.X.astype(np.float64), split.y, sample_weight=sample_weight)
+        self._adopt(est, len(split))
+        self._polish(split, sample_weight)
+        return self
+
+    def _adopt(self, est: LogisticRegression, n: int) -> None:
+        """Take a fitted estimator's weights as the analysed linear layer; `n` training samples."""
         self.estimator_ = est
         self.loss = "bce" if len(self.classes_) == 2 else "cross_entropy"
-        lin = nn.Linear(split.X.shape[1], est.coef_.shape[0], bias=self.fit_intercept).to(self.dtype)
+        lin = nn.Linear(est.coef_.shape[1], est.coef_.shape[0], bias=self.fit_intercept).to(self.dtype)
         with torch.no_grad():
             lin.weight.copy_(torch.as_tensor(est.coef_))
             if self.fit_intercept:
@@ -76,10 +82,32 @@ class SklearnLogistic(ModelAdapter):
         self.module = lin.eval()
         # objective / (C n) = mean loss + |W|^2 / (2 C n); with sample weights the loss term is
         # sum w_i l_i / n, so the coefficient is the same.
-        self.reg_coef = {"weight": 1.0 / (self.C * len(split))}
-        self.n_train_ = len(split)
-        self._polish(split, sample_weight)
-        return self
+        self.reg_coef = {"weight": 1.0 / (self.C * n)}
+        self.n_train_ = int(n)
+
+    @classmethod
+    def from_estimator(cls, estimator: LogisticRegression, train: Split, newton_steps: int = 0,
+                       dtype: torch.dtype = torch.float64) -> "SklearnLogistic":
+        """A user's fitted scikit-learn `LogisticRegression` taken as it is: its C, intercept setting,
+        classes and weights (copied into the adapter; the estimator is not changed). `train` is the data it
+        was fitted on: its size fixes the regulariser ``1 / (C n)``. `newton_steps` > 0 polishes the
+        adapter's copy of the optimum (the estimator keeps its own weights); refits use `C` as usual."""
+        from ..data.validate import check_known_labels
+
+        coef = getattr(estimator, "coef_", None)
+        if not isinstance(estimator, LogisticRegression) or coef is None:
+            raise InputError(f"from_estimator needs a fitted scikit-learn LogisticRegression, got {type(estimator).__name__}")
+        if getattr(estimator, "penalty", "l2") not in ("l2", "deprecated") or getattr(estimator, "l1_ratio", None) not in (None, 0, 0.0):
+            raise InputError(f"from_estimator: penalty {estimator.penalty!r} is not the L2 objective this adapter reproduces")
+        if coef.shape[1] != train.n_features or train.X.ndim != 2:
+            raise InputError(f"from_estimator: the estimator has {coef.shape[1]} features, train has {train.X.shape[1:]}")
+        check_known_labels(train.y, estimator.classes_, f"{train.name}: labels")
+        model = cls(C=float(estimator.C), fit_intercept=bool(estimator.fit_intercept), tol=float(estimator.tol),
+                    max_iter=int(estimator.max_iter), dtype=dtype, newton_steps=newton_steps)
+        model.classes_ = np.asarray(estimator.classes_)
+        model._adopt(copy.deepcopy(estimator), len(train))
+        model._polish(train, None)
+        return model
 
     def closed_form_hessian(self, X: torch.Tensor, t: torch.Tensor, sample_weight: torch.Tensor | None = None,
                             chunk_size: int = 8192) -> torch.Tensor:

@@ -44,9 +44,11 @@ class Checkpoint:
 class TrainingRecorder:
     """Records checkpoints during training (for TracIn, Diff-In).
 
-    Call ``recorder.record(adapter, step, lr)`` in your own loop, or pass the recorder to
-    ``adapter.fit(train, recorder=...)``. Checkpoints are kept in memory, and also saved to
-    ``directory`` as ``ckpt-<step>.pt`` when one is given.
+    Call ``recorder.record(adapter, step, lr)`` after each optimizer step of your own loop (the adapter
+    reads your module's current weights), or pass the recorder to ``adapter.fit(train, recorder=...)``.
+    A checkpoint is kept every `every` steps (``step % every == 0``); pass ``last=True`` for the final step
+    so that it is kept too. Checkpoints are kept in memory, and also saved to ``directory`` as
+    ``ckpt-<step>.pt`` when one is given.
 
     Parameters
     ----------
@@ -59,19 +61,24 @@ class TrainingRecorder:
         self.directory = Path(directory) if directory else None
         self.checkpoints: list[Checkpoint] = []
 
-    def record(self, adapter: "ModelAdapter", step: int, lr: float) -> None:
-        ckpt = Checkpoint(int(step), float(lr), adapter.params())
+    def record(self, adapter: "ModelAdapter", step: int, lr: float, last: bool = False) -> bool:
+        """Keep the adapter's current analysed parameters as the checkpoint of `step` when
+        ``step % every == 0`` or `last`; a step already recorded is not recorded twice.
+        Returns whether a checkpoint was kept."""
+        step = int(step)
+        if not (step % self.every == 0 or last) or (self.checkpoints and self.checkpoints[-1].step == step):
+            return False
+        ckpt = Checkpoint(step, float(lr), adapter.params())
         self.checkpoints.append(ckpt)
         if self.directory is not None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self.directory / f".ckpt-{step}.pt.tmp"
-            torch.save({"step": ckpt.step, "lr": ckpt.lr, "params": ckpt.params}, tmp)
-            tmp.replace(self.directory / f"ckpt-{step}.pt")
+            from ..scores import atomic_write
+
+            atomic_write(self.directory / f"ckpt-{step}.pt",
+                         lambda p: torch.save({"step": ckpt.step, "lr": ckpt.lr, "params": ckpt.params}, p))
+        return True
 
     def maybe_record(self, adapter: "ModelAdapter", step: int, lr: float, last: bool) -> None:
-        if step % self.every == 0 or last:
-            if not self.checkpoints or self.checkpoints[-1].step != step:
-                self.record(adapter, step, lr)
+        self.record(adapter, step, lr, last=last)
 
     @classmethod
     def load(cls, directory: str | Path) -> "TrainingRecorder":

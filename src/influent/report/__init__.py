@@ -24,4 +24,8 @@ def write_report(folder: str | Path) -> Path:
     if "results" not in record or "summary" not in record.get("results", {}):
         raise InputError(f"{folder}/run.json has no results; run influent score again")
     html = build_report(record)
-    return atomic_write(Path(folder) / "report.html", lambda p: p.write_text(html, encoding="utf-8"))
+    try:
+        return atomic_write(Path(folder) / "report.html", lambda p: p.write_text(html, encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot write {Path(folder) / 'report.html'}: {exc.strerror or exc}; "
+                         "make the folder writable or copy it elsewhere") from None

@@ -22,8 +22,11 @@ N_BINS = 40
 
 
 # ---- which samples "look harmful" ---------------------------------------------------------------------
-def harmful_rule(values: np.ndarray) -> dict[str, Any]:
+def harmful_rule(values: np.ndarray, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """The rule that flags samples as harmful, and its threshold.
+
+    A method that states its own threshold (``settings["flag_below"]``, e.g. label quality: the given
+    label is less likely than not) is flagged by it (rule "method").
 
     Signed scores (some values above zero, some below): a sample is harmful when its value is negative,
     i.e. removing it alone is predicted to lower the target cost. Unsigned statistics (self-influence,
@@ -31,6 +34,8 @@ def harmful_rule(values: np.ndarray) -> dict[str, Any]:
     lower Tukey fence Q1 - 1.5 IQR, i.e. it is an outlier of the method's own statistic.
     """
     v = values[np.isfinite(values)]
+    if settings and settings.get("flag_below") is not None:
+        return {"rule": "method", "threshold": float(settings["flag_below"])}
     if v.size and (v > 0).any() and (v < 0).any():
         return {"rule": "negative", "threshold": 0.0}
     if not v.size:
@@ -124,7 +129,8 @@ def sample_kind(data: Any) -> str:
 def samples(positions: np.ndarray, scores: Scores, train: Split, model: Any, data: Any, kind: str,
             threshold: float = 0.0) -> list[dict[str, Any]]:
     """One record per sample at `positions`: id, label, the model's prediction, value, rank, and its
-    content: an image (base64 PNG), a text, or its most unusual feature values (z-scores)."""
+    content: an image (base64 PNG), a text, or its most unusual feature values (z-scores). Content shows
+    the data as the user gave it (`data.raw_X` when the model sees standardised features)."""
     if len(positions) == 0:
         return []
     ranks = np.empty(len(scores), dtype=np.int64)
@@ -132,9 +138,11 @@ def samples(positions: np.ndarray, scores: Scores, train: Split, model: Any, dat
     proba = model.predict_proba(train.X[positions])
     classes = getattr(model, "classes_", None)
     out = []
+    shown = getattr(data, "raw_X", None)
+    shown = train.X if shown is None else shown
     if kind == "image":
-        lo, hi = float(np.min(train.X)), float(np.max(train.X))
-    X2 = train.X.reshape(len(train), -1)
+        lo, hi = float(np.min(shown)), float(np.max(shown))
+    X2 = shown.reshape(len(train), -1)
     mu, sd = X2.mean(0), X2.std(0)
     sd = np.where(sd > 0, sd, 1.0)
     names = train.columns or [f"x{j}" for j in range(X2.shape[1])]
@@ -154,7 +162,7 @@ def samples(positions: np.ndarray, scores: Scores, train: Split, model: Any, dat
         if getattr(data, "clean", None) is not None:
             rec["clean"] = str(data.clean[i])
         if kind == "image":
-            img = as_image(train.X[i], tuple(data.image_shape), lo, hi)
+            img = as_image(shown[i], tuple(data.image_shape), lo, hi)
             if img is not None:
                 rec["image"] = png(img)
         elif kind == "text":
@@ -250,7 +258,7 @@ def report_data(cfg: Any, data: Any, model: Any, scores: Scores, steps: Any) -> 
 
     values = scores.values
     train = data.train
-    rule = harmful_rule(values)
+    rule = harmful_rule(values, scores.settings)
     harm = harmful_mask(values, rule)
     is_classifier = getattr(model, "classes_", None) is not None
     kind = sample_kind(data)

@@ -115,6 +115,10 @@ def summary_section(rec: dict[str, Any]) -> str:
     if s["rule"] == "negative":
         lead = (f"<strong>{nh:,} of {n:,} training samples ({100 * nh / max(1, n):.1f}%) look harmful</strong> to the "
                 f"{escape(target_txt)}: removing any one of them alone is predicted to lower it.")
+    elif s["rule"] == "method":
+        lead = (f"<strong>{nh:,} of {n:,} training samples ({100 * nh / max(1, n):.1f}%) are flagged</strong> by the "
+                f"{escape(_method_name(s['method']))} statistic (value below {escape(fmt_value(s['threshold']))}: "
+                "the given label is more likely wrong than right).")
     else:
         lead = (f"<strong>{nh:,} of {n:,} training samples ({100 * nh / max(1, n):.1f}%) stand out</strong> as outliers "
                 f"of the {escape(_method_name(s['method']))} statistic. This method has no sign: it flags unusual "
@@ -174,7 +178,7 @@ def distribution_section(rec: dict[str, Any]) -> str:
         tails = (f" The axis covers the central 99% of values; {dist['below']:,} lower and {dist['above']:,} higher "
                  "values are counted in the end bins.")
     per = "by class" if len(dist["rows"]) > 1 else ""
-    word = "look harmful" if s["rule"] == "negative" else "are flagged as outliers"
+    word = {"negative": "look harmful", "method": "are flagged"}.get(s["rule"], "are flagged as outliers")
     return (f'<section id="distribution"><h2>Score distribution {per}</h2>'
             f'<p class="note">One histogram per class on a shared axis (each row scaled to its own peak; bar height '
             f'grows with the square root of the count, so single samples stay visible). Vermillion bars are samples '

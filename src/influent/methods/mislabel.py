@@ -1,0 +1,250 @@
+"""`mislabel`: which training labels are wrong, from leave-one-out probabilities without refits.
+
+A flipped label is one the rest of the data disagrees with. The fitted model has partly memorised
+it, so its in-sample probability of the given label hides the error; cleanlab therefore asks for
+out-of-sample probabilities from K refits (K-fold cross-validation). Influence functions give every
+sample its own leave-one-out model for the price of one Hessian: removing z_i from the objective
+``(1/n) sum_j l_j + reg`` and taking one Newton step from the fitted theta gives
+
+    theta_{-i} = theta + (1/n) H_{-i}^{-1} g_i,     H_{-i} = H - (1/n) J_i^T Lambda_i J_i
+
+(the Newton step *on the leave-one-out objective*, whose Hessian lacks sample i's own term; with the full
+H instead of H_{-i} this is the classical influence step). When the analysed parameters are the final
+linear layer (all parameters of a logistic regression, the last layer of a network) the logits are
+linear in them, so the leave-one-out logits of sample i are, exactly for that Newton step,
+
+    z_{-i} = z_i + A_i (I - Lambda_i A_i)^{-1} r_i,     A_i = (1/n) J_i H^{-1} J_i^T   (K x K)
+
+with r_i = dl/dz (p_i - e_{y_i}), Lambda_i = d^2 l/dz^2 (diag p - p p^T) and J_i the logit Jacobian
+(Woodbury on the rank-K term). All n leave-one-out models cost one (Kq x Kq) inverse and a batched
+K x K solve per sample (q = features + intercept): no refit. For logistic regression this is the
+approximate leave-one-out of Rad & Maleki ("A scalable estimate of the out-of-sample prediction error
+via approximate leave-one-out", JRSS-B 2020), accurate to second order in the step.
+
+The leave-one-out probabilities P_{-i} = softmax(z_{-i}) are then scored like cleanlab's label quality
+(Northcutt, Jiang, Chuang, "Confident Learning: Estimating Uncertainty in Dataset Labels", JAIR 2021,
+sec. 2-3), optionally with confident learning's per-class thresholds t_k = mean of P_{-i}(k) over samples
+labelled k (each class's self-confidence, which corrects classes the model is systematically unsure of).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data import Split
+from ..data.validate import InputError
+from ..grads.linear import linear_layers
+from ..models.base import ModelAdapter, resolve_params
+from .registry import Job, Result, register_method
+
+KINDS = ("margin", "self-confidence", "loo-loss-rise", "entropy")
+
+
+@dataclass
+class LeaveOneOut:
+    """Fitted and leave-one-out outputs of the training samples.
+
+    Attributes
+    ----------
+    logits : (n, K) outputs of the fitted model (K = 1 for a binary one-logit model)
+    loo_logits : (n, K) outputs of sample i's own leave-one-out model at x_i
+    leverage : (n,) trace of Lambda_i A_i (the sample's share of the curvature; in [0, K))
+    classes : (C,) class labels of the probability columns (C = 2 for a one-logit model)
+    labels : (n,) column index of each sample's given label
+    """
+
+    logits: np.ndarray
+    loo_logits: np.ndarray
+    leverage: np.ndarray
+    classes: np.ndarray
+    labels: np.ndarray
+    loss: str
+
+    def proba(self, loo: bool = True) -> np.ndarray:
+        """(n, C) class probabilities, leave-one-out (default) or in-sample."""
+        z = torch.as_tensor(self.loo_logits if loo else self.logits)
+        if self.loss == "bce":
+            p = torch.sigmoid(z[:, 0])
+            return torch.stack([1 - p, p], 1).numpy()
+        return torch.softmax(z, 1).numpy()
+
+
+def _final_layer(adapter: ModelAdapter) -> tuple[str, bool, bool]:
+    layers = linear_layers(adapter)
+    if layers is None or len(layers) != 1:
+        raise InputError("mislabel: the analysed parameters must be one final nn.Linear layer "
+                         f"(got {adapter.param_names()[:4]}); use params='last' or 'auto'")
+    name, (hw, hb) = next(iter(layers.items()))
+    return name, hw, hb
+
+
+def _features(adapter: ModelAdapter, X: torch.Tensor, name: str, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs (n, d) of layer `name` and the model outputs (n, K); checks that the layer's output is the
+    model's output (the logits are linear in the analysed parameters)."""
+    module = adapter._require_fitted()
+    module.eval()
+    layer = dict(module.named_modules())[name]
+    feats, outs = [], []
+    seen: dict[str, torch.Tensor] = {}
+    handle = layer.register_forward_hook(lambda m, i, o: seen.update(a=i[0].detach(), z=o.detach()))
+    try:
+        with torch.no_grad():
+            for s in range(0, X.shape[0], chunk):
+                out = module(X[s:s + chunk]).reshape(min(chunk, X.shape[0] - s), -1)
+                if seen["a"].ndim != 2 or seen["z"].reshape(out.shape).shape != out.shape \
+                        or not torch.equal(seen["z"].reshape(out.shape), out):
+                    raise InputError(f"mislabel: layer {name!r} is not the model's output layer; the analysed "
+                                     "parameters must be the final linear layer (params='last')")
+                feats.append(seen["a"])
+                outs.append(out)
+    finally:
+        handle.remove()
+    return torch.cat(feats), torch.cat(outs)
+
+
+def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hessian: str = "loo",
+                  chunk_size: int = 512) -> LeaveOneOut:
+    """Leave-one-out logits of every training sample from one Newton step each (module docstring).
+
+    Parameters
+    ----------
+    adapter : fitted classifier whose analysed parameters are its final linear layer
+    train : the split it was fitted on (n samples)
+    damping : added to H (design promise 2: H = (1/n) sum hess l_i + reg + damping I)
+    hessian : "loo" (Newton step on the leave-one-out objective, H_{-i}; default) or "full" (the classical
+        influence step with H)
+    """
+    if adapter.classes_ is None:
+        raise InputError("mislabel needs a classifier (loss 'cross_entropy' or 'bce')")
+    if hessian not in ("loo", "full"):
+        raise InputError(f"mislabel: hessian must be 'loo' or 'full', got {hessian!r}")
+    name, hw, hb = _final_layer(adapter)
+    dt = adapter.dtype
+    X, t = adapter.tensors(train)
+    a, z = _features(adapter, X, name, chunk_size)
+    a, z = a.to(torch.float64), z.to(torch.float64)
+    n, K = z.shape
+    cols = ([a] if hw else []) + ([torch.ones(n, 1, dtype=a.dtype)] if hb else [])
+    A_ = torch.cat(cols, 1)  # (n, q) augmented features
+    q = A_.shape[1]
+    # residuals r = dl/dz (n, K) and output curvature Lambda = d2l/dz2 (n, K, K)
+    if adapter.loss == "bce":
+        pr = torch.sigmoid(z[:, 0])
+        r = (pr - t.to(torch.float64))[:, None]
+        Lam = (pr * (1 - pr))[:, None, None]
+    else:
+        P = torch.softmax(z, 1)
+        r = P.clone()
+        r[torch.arange(n), t] -= 1
+        Lam = torch.diag_embed(P) - P[:, :, None] * P[:, None, :]
+    # H over (class k, feature j) in block form: (1/n) sum_i Lam_i[k, m] a_i a_i^T, + reg + damping
+    H = torch.zeros(K, q, K, q, dtype=torch.float64)
+    for s in range(0, n, chunk_size):
+        Ac, Lc = A_[s:s + chunk_size], Lam[s:s + chunk_size]
+        H += torch.einsum("ikm,ij,il->kjml", Lc, Ac, Ac)
+    H /= n
+    names = [nm for nm in adapter.param_names()]
+    wname = next((nm for nm in names if nm.endswith("weight")), None)
+    bname = next((nm for nm in names if nm.endswith("bias")), None)
+    reg = torch.zeros(q, dtype=torch.float64)
+    if hw:
+        reg[: a.shape[1]] = float(adapter.reg_coef.get(wname, 0.0))
+    if hb:
+        reg[-1] = float(adapter.reg_coef.get(bname, 0.0))
+    Hm = H.reshape(K * q, K * q) + torch.diag(reg.repeat(K) + float(damping))
+    evals, evecs = torch.linalg.eigh(0.5 * (Hm + Hm.T))
+    keep = evals > 1e-10 * evals.abs().max()
+    Hinv = (evecs[:, keep] / evals[keep]) @ evecs[:, keep].T  # pseudo-inverse (softmax intercept shift)
+    Hp = Hinv.reshape(K, q, K, q).permute(1, 0, 2, 3).reshape(q, K * K * q)
+    Amat = torch.empty(n, K, K, dtype=torch.float64)
+    step = max(1, int(4e6 // max(1, K * K * q)))
+    for s in range(0, n, step):
+        Ac = A_[s:s + step]
+        U = (Ac @ Hp).reshape(-1, K, K, q)
+        Amat[s:s + step] = (U * Ac[:, None, None, :]).sum(-1) / n
+    LA = Lam @ Amat
+    if hessian == "loo":
+        eye = torch.eye(K, dtype=torch.float64).expand(n, K, K)
+        shift = (Amat @ torch.linalg.solve(eye - LA, r[:, :, None]))[:, :, 0]
+    else:
+        shift = (Amat @ r[:, :, None])[:, :, 0]
+    classes = np.asarray(adapter.classes_)
+    labels = t.numpy().astype(np.int64)
+    return LeaveOneOut(z.numpy(), (z + shift).numpy(), LA.diagonal(dim1=1, dim2=2).sum(1).numpy(),
+                       classes, labels, adapter.loss)
+
+
+def class_thresholds(proba: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(C,) confident learning's per-class thresholds: mean probability of class k over samples labelled k
+    (Northcutt et al. 2021, eq. 2); classes without samples get 1/C."""
+    C = proba.shape[1]
+    t = np.full(C, 1.0 / C)
+    for k in range(C):
+        m = labels == k
+        if m.any():
+            t[k] = proba[m, k].mean()
+    return t
+
+
+def label_scores(proba: np.ndarray, labels: np.ndarray, kind: str = "margin", calibrate: bool = True) -> np.ndarray:
+    """(n,) label-quality score from (n, C) probabilities; lower = more likely mislabelled.
+
+    kind : "margin" (p_y - max_{k != y} p_k), "self-confidence" (p_y), "entropy" (p_y * (1 - normalised
+        entropy), cleanlab's confidence-weighted entropy). calibrate : divide each column by its class
+        threshold (`class_thresholds`) first, so that every class's typical sample scores alike.
+    """
+    P = np.asarray(proba, dtype=np.float64)
+    if calibrate:
+        P = P / np.maximum(class_thresholds(P, labels), 1e-12)
+    n = len(labels)
+    py = P[np.arange(n), labels]
+    if kind == "self-confidence":
+        return py
+    if kind == "margin":
+        other = P.copy()
+        other[np.arange(n), labels] = -np.inf
+        return py - other.max(1)
+    if kind == "entropy":
+        Q = P / P.sum(1, keepdims=True)
+        ent = -(Q * np.log(np.clip(Q, 1e-300, None))).sum(1) / np.log(P.shape[1])
+        return Q[np.arange(n), labels] * (1 - ent)
+    raise InputError(f"mislabel: unknown kind {kind!r}; choose one of {KINDS}")
+
+
+@register_method("mislabel", needs_target=False)
+def mislabel(job: Job) -> Result:
+    """Wrong-label detector: label quality of leave-one-out probabilities from one Newton step per sample.
+
+    values = raw = the score (lower = more likely mislabelled). Options: kind ("margin" | "self-confidence" |
+    "entropy" | "loo-loss-rise"), calibrate (True: confident-learning class thresholds), hessian ("loo" |
+    "full"), params ("auto": all parameters of a linear model, the last layer of a network), damping
+    ("auto": 0 when the analysed weights are L2-regularised, else 1e-3).
+    """
+    kind = job.opt("kind", "margin")
+    if kind not in KINDS:
+        raise InputError(f"mislabel: unknown kind {kind!r}; choose one of {list(KINDS)}")
+    calibrate = bool(job.opt("calibrate", True))
+    hessian = job.opt("hessian", "loo")
+    view = resolve_params(job.adapter, job.opt("params", "auto"))
+    damping = job.opt("damping", "auto")
+    if damping == "auto":
+        regularised = any(view.reg_coef.get(nm, 0.0) > 0 for nm in view.param_names() if nm.endswith("weight"))
+        damping = 0.0 if regularised else 1e-3
+    damping = float(damping)
+    if damping < 0:
+        raise InputError(f"damping must be >= 0, got {damping}")
+    job.used["damping_used"] = damping
+    t0 = time.perf_counter()
+    loo = leave_one_out(view, job.train, damping, hessian, job.chunk_size)
+    job.timing["leave_one_out"] = time.perf_counter() - t0
+    if kind == "loo-loss-rise":
+        P, P0 = loo.proba(True), loo.proba(False)
+        i = np.arange(len(loo.labels))
+        s = np.log(np.clip(P[i, loo.labels], 1e-300, None)) - np.log(np.clip(P0[i, loo.labels], 1e-300, None))
+    else:
+        s = label_scores(loo.proba(True), loo.labels, kind, calibrate)
+    return Result(s, s)

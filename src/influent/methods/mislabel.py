@@ -41,7 +41,7 @@ from ..grads.linear import linear_layers
 from ..models.base import ModelAdapter, resolve_params
 from .registry import Job, Result, register_method
 
-KINDS = ("margin", "self-confidence", "loo-loss-rise", "entropy")
+KINDS = ("margin", "self-confidence", "entropy")
 
 
 @dataclass
@@ -106,8 +106,137 @@ def _features(adapter: ModelAdapter, X: torch.Tensor, name: str, chunk: int) -> 
     return torch.cat(feats), torch.cat(outs)
 
 
+@dataclass
+class _LastLayer:
+    """The final-layer problem: logits z = F theta^T with F (n, q) augmented features, theta (K, q)."""
+
+    F: torch.Tensor
+    t: torch.Tensor
+    reg: torch.Tensor  # (K q,) L2 coefficients of the regulariser, in the (class, feature) layout
+    damping: float
+    theta: torch.Tensor  # (K, q) fitted parameters
+    loss: str
+
+    def derivatives(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits (n, K), residuals r = dl/dz (n, K) and output curvature Lambda = d2l/dz2 (n, K, K)."""
+        z = self.F @ theta.T
+        n = z.shape[0]
+        if self.loss == "bce":
+            pr = torch.sigmoid(z[:, 0])
+            return z, (pr - self.t.to(z.dtype))[:, None], (pr * (1 - pr))[:, None, None]
+        P = torch.softmax(z, 1)
+        r = P.clone()
+        r[torch.arange(n), self.t] -= 1
+        return z, r, torch.diag_embed(P) - P[:, :, None] * P[:, None, :]
+
+    def hessian(self, Lam: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+        """(K q, K q) Hessian (1/n) sum_i w_i Lambda_i (x) f_i f_i^T + reg + damping."""
+        n, q = self.F.shape
+        K = Lam.shape[1]
+        L = Lam if w is None else Lam * w[:, None, None]
+        H = torch.empty(K, q, K, q, dtype=self.F.dtype)
+        for k in range(K):  # symmetric blocks F^T diag(L[:, k, m]) F
+            for m in range(k, K):
+                H[k, :, m, :] = (self.F * L[:, k, m, None]).T @ self.F
+                if m != k:
+                    H[m, :, k, :] = H[k, :, m, :]
+        return H.reshape(K * q, K * q) / n + torch.diag(self.reg + self.damping)
+
+    def gauge(self) -> torch.Tensor | None:
+        """(K q,) unit vector of the uniform intercept shift when it is a null direction of H (softmax,
+        unpenalised analysed intercept, no damping): it changes no probability and carries no gradient."""
+        n, q = self.F.shape
+        K = self.theta.shape[0]
+        if self.loss == "bce" or K < 2 or self.damping > 0 or self.reg[q - 1] > 0 \
+                or not torch.all(self.F[:, -1] == 1):
+            return None
+        u = torch.zeros(K, q, dtype=self.F.dtype)
+        u[:, -1] = 1 / K**0.5
+        return u.reshape(-1)
+
+    def inverse(self, H: torch.Tensor) -> torch.Tensor:
+        """H^-1 by Cholesky (the gauge direction, if any, lifted to eigenvalue max diag H first, which
+        changes logits only by a common shift); pseudo-inverse by eigh where H is singular otherwise."""
+        u = self.gauge()
+        Hg = H if u is None else H + H.diagonal().max() * torch.outer(u, u)
+        L, info = torch.linalg.cholesky_ex(Hg)
+        if int(info) == 0:
+            return torch.cholesky_inverse(L)
+        return _pinv(H)
+
+    def newton(self, w: torch.Tensor, steps: int, start: torch.Tensor | None = None) -> torch.Tensor:
+        """Parameters (K, q) after `steps` Newton steps on (1/n) sum w_i l_i + reg from the fitted ones
+        (damping enters as the proximal term damping/2 |theta - theta_fitted|^2, so H keeps its meaning)."""
+        theta = (self.theta if start is None else start).clone()
+        n, q = self.F.shape
+        K = theta.shape[0]
+        rc = self.reg.reshape(K, q)
+        for _ in range(steps):
+            _, r, Lam = self.derivatives(theta)
+            g = (r * w[:, None]).T @ self.F / n + rc * theta + self.damping * (theta - self.theta)
+            theta = theta - (self.inverse(self.hessian(Lam, w)) @ g.reshape(-1)).reshape(K, q)
+        return theta
+
+
+def _pinv(H: torch.Tensor) -> torch.Tensor:
+    evals, evecs = torch.linalg.eigh(0.5 * (H + H.T))
+    keep = evals > 1e-10 * evals.abs().max()
+    return (evecs[:, keep] / evals[keep]) @ evecs[:, keep].T  # pseudo-inverse (softmax intercept shift)
+
+
+def _last_layer(adapter: ModelAdapter, train: Split, damping: float, chunk_size: int) -> _LastLayer:
+    if adapter.classes_ is None:
+        raise InputError("mislabel needs a classifier (loss 'cross_entropy' or 'bce')")
+    name, hw, hb = _final_layer(adapter)
+    X, t = adapter.tensors(train)
+    a, z = _features(adapter, X, name, chunk_size)
+    a, z = a.to(torch.float64), z.to(torch.float64)
+    n, K = z.shape
+    F = torch.cat(([a] if hw else []) + ([torch.ones(n, 1, dtype=a.dtype)] if hb else []), 1)  # (n, q)
+    layer = dict(adapter._require_fitted().named_modules())[name]
+    theta = torch.cat(([layer.weight.detach().to(torch.float64).reshape(K, -1)] if hw else [])
+                      + ([layer.bias.detach().to(torch.float64).reshape(K, 1)] if hb else []), 1)
+    names = adapter.param_names()
+    wname = next((nm for nm in names if nm.endswith("weight")), None)
+    bname = next((nm for nm in names if nm.endswith("bias")), None)
+    reg = torch.zeros(F.shape[1], dtype=torch.float64)
+    if hw:
+        reg[: a.shape[1]] = float(adapter.reg_coef.get(wname, 0.0))
+    if hb:
+        reg[-1] = float(adapter.reg_coef.get(bname, 0.0))
+    prob = _LastLayer(F, t, reg.repeat(K), float(damping), theta, adapter.loss)
+    if not torch.allclose(prob.F @ theta.T, z, rtol=1e-4, atol=1e-5 * (1 + z.abs().max().item())):
+        raise InputError(f"mislabel: layer {name!r} output is not the model's output")
+    return prob
+
+
+def _loo_shift(prob: _LastLayer, theta: torch.Tensor, w: torch.Tensor | None, hessian: str,
+               chunk_elems: int = 4_000_000) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits (n, K), leave-one-out logit shifts (n, K) and leverages (n,) at parameters `theta`."""
+    z, r, Lam = prob.derivatives(theta)
+    n, q = prob.F.shape
+    K = z.shape[1]
+    Hinv = prob.inverse(prob.hessian(Lam, w))
+    Hp = Hinv.reshape(K, q, K, q).permute(1, 0, 2, 3).reshape(q, K * K * q)
+    Amat = torch.empty(n, K, K, dtype=torch.float64)
+    step = max(1, int(chunk_elems // max(1, K * K * q)))
+    for s in range(0, n, step):
+        Fc = prob.F[s:s + step]
+        U = (Fc @ Hp).reshape(-1, K, K, q)
+        Amat[s:s + step] = (U * Fc[:, None, None, :]).sum(-1) / n
+    wl = torch.ones(n, dtype=torch.float64) if w is None else w
+    LA = wl[:, None, None] * (Lam @ Amat)
+    wr = (wl[:, None] * r)[:, :, None]
+    if hessian == "loo":
+        eye = torch.eye(K, dtype=torch.float64).expand(n, K, K)
+        shift = (Amat @ torch.linalg.solve(eye - LA, wr))[:, :, 0]
+    else:
+        shift = (Amat @ wr)[:, :, 0]
+    return z, shift, LA.diagonal(dim1=1, dim2=2).sum(1)
+
+
 def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hessian: str = "loo",
-                  chunk_size: int = 512) -> LeaveOneOut:
+                  chunk_size: int = 512, rounds: int = 0, newton_steps: int = 2) -> LeaveOneOut:
     """Leave-one-out logits of every training sample from one Newton step each (module docstring).
 
     Parameters
@@ -117,65 +246,34 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
     damping : added to H (design promise 2: H = (1/n) sum hess l_i + reg + damping I)
     hessian : "loo" (Newton step on the leave-one-out objective, H_{-i}; default) or "full" (the classical
         influence step with H)
+    rounds : cleaning rounds. Each gives weight 0 to the samples whose leave-one-out prediction is not
+        their label (margin < 0), moves the final layer towards the optimum of the weighted objective by
+        `newton_steps` Newton steps (from the previous round's parameters), and recomputes the
+        leave-one-out logits there; a sample with weight 0 is out of sample already (its shift is 0).
+        0: the fitted model's leave-one-out logits only.
+
+    Returns
+    -------
+    `LeaveOneOut`; `logits` are always the fitted model's, `loo_logits` those of the last round.
     """
-    if adapter.classes_ is None:
-        raise InputError("mislabel needs a classifier (loss 'cross_entropy' or 'bce')")
     if hessian not in ("loo", "full"):
         raise InputError(f"mislabel: hessian must be 'loo' or 'full', got {hessian!r}")
-    name, hw, hb = _final_layer(adapter)
-    dt = adapter.dtype
-    X, t = adapter.tensors(train)
-    a, z = _features(adapter, X, name, chunk_size)
-    a, z = a.to(torch.float64), z.to(torch.float64)
-    n, K = z.shape
-    cols = ([a] if hw else []) + ([torch.ones(n, 1, dtype=a.dtype)] if hb else [])
-    A_ = torch.cat(cols, 1)  # (n, q) augmented features
-    q = A_.shape[1]
-    # residuals r = dl/dz (n, K) and output curvature Lambda = d2l/dz2 (n, K, K)
-    if adapter.loss == "bce":
-        pr = torch.sigmoid(z[:, 0])
-        r = (pr - t.to(torch.float64))[:, None]
-        Lam = (pr * (1 - pr))[:, None, None]
-    else:
-        P = torch.softmax(z, 1)
-        r = P.clone()
-        r[torch.arange(n), t] -= 1
-        Lam = torch.diag_embed(P) - P[:, :, None] * P[:, None, :]
-    # H over (class k, feature j) in block form: (1/n) sum_i Lam_i[k, m] a_i a_i^T, + reg + damping
-    H = torch.zeros(K, q, K, q, dtype=torch.float64)
-    for s in range(0, n, chunk_size):
-        Ac, Lc = A_[s:s + chunk_size], Lam[s:s + chunk_size]
-        H += torch.einsum("ikm,ij,il->kjml", Lc, Ac, Ac)
-    H /= n
-    names = [nm for nm in adapter.param_names()]
-    wname = next((nm for nm in names if nm.endswith("weight")), None)
-    bname = next((nm for nm in names if nm.endswith("bias")), None)
-    reg = torch.zeros(q, dtype=torch.float64)
-    if hw:
-        reg[: a.shape[1]] = float(adapter.reg_coef.get(wname, 0.0))
-    if hb:
-        reg[-1] = float(adapter.reg_coef.get(bname, 0.0))
-    Hm = H.reshape(K * q, K * q) + torch.diag(reg.repeat(K) + float(damping))
-    evals, evecs = torch.linalg.eigh(0.5 * (Hm + Hm.T))
-    keep = evals > 1e-10 * evals.abs().max()
-    Hinv = (evecs[:, keep] / evals[keep]) @ evecs[:, keep].T  # pseudo-inverse (softmax intercept shift)
-    Hp = Hinv.reshape(K, q, K, q).permute(1, 0, 2, 3).reshape(q, K * K * q)
-    Amat = torch.empty(n, K, K, dtype=torch.float64)
-    step = max(1, int(4e6 // max(1, K * K * q)))
-    for s in range(0, n, step):
-        Ac = A_[s:s + step]
-        U = (Ac @ Hp).reshape(-1, K, K, q)
-        Amat[s:s + step] = (U * Ac[:, None, None, :]).sum(-1) / n
-    LA = Lam @ Amat
-    if hessian == "loo":
-        eye = torch.eye(K, dtype=torch.float64).expand(n, K, K)
-        shift = (Amat @ torch.linalg.solve(eye - LA, r[:, :, None]))[:, :, 0]
-    else:
-        shift = (Amat @ r[:, :, None])[:, :, 0]
+    prob = _last_layer(adapter, train, damping, chunk_size)
     classes = np.asarray(adapter.classes_)
-    labels = t.numpy().astype(np.int64)
-    return LeaveOneOut(z.numpy(), (z + shift).numpy(), LA.diagonal(dim1=1, dim2=2).sum(1).numpy(),
-                       classes, labels, adapter.loss)
+    labels = prob.t.numpy().astype(np.int64)
+    z, shift, lev = _loo_shift(prob, prob.theta, None, hessian)
+    z0 = z.numpy()
+    res = LeaveOneOut(z0, (z + shift).numpy(), lev.numpy(), classes, labels, adapter.loss)
+    theta = prob.theta
+    for _ in range(int(rounds)):
+        flagged = label_scores(res.proba(), labels, "margin", calibrate=False) < 0
+        if not flagged.any() or flagged.all():
+            break
+        w = torch.as_tensor(~flagged, dtype=torch.float64)
+        theta = prob.newton(w, newton_steps, theta)
+        z, shift, lev = _loo_shift(prob, theta, w, hessian)
+        res = LeaveOneOut(z0, (z + shift).numpy(), lev.numpy(), classes, labels, adapter.loss)
+    return res
 
 
 def class_thresholds(proba: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -217,18 +315,22 @@ def label_scores(proba: np.ndarray, labels: np.ndarray, kind: str = "margin", ca
 
 @register_method("mislabel", needs_target=False)
 def mislabel(job: Job) -> Result:
-    """Wrong-label detector: label quality of leave-one-out probabilities from one Newton step per sample.
+    """Wrong-label detector: leave-one-out label margins from one Newton step per sample, with cleaning rounds.
 
     values = raw = the score (lower = more likely mislabelled). Options: kind ("margin" | "self-confidence" |
-    "entropy" | "loo-loss-rise"), calibrate (True: confident-learning class thresholds), hessian ("loo" |
-    "full"), params ("auto": all parameters of a linear model, the last layer of a network), damping
-    ("auto": 0 when the analysed weights are L2-regularised, else 1e-3).
+    "entropy"), rounds (3 cleaning rounds; 0: the fitted model's leave-one-out probabilities only),
+    newton_steps (2 per round), calibrate (False; True: confident-learning class thresholds), hessian
+    ("loo" | "full"), params ("auto": all parameters of a linear model, the last layer of a network),
+    damping ("auto": 0 when the analysed weights are L2-regularised, else 1e-3).
     """
     kind = job.opt("kind", "margin")
     if kind not in KINDS:
         raise InputError(f"mislabel: unknown kind {kind!r}; choose one of {list(KINDS)}")
-    calibrate = bool(job.opt("calibrate", True))
+    calibrate = bool(job.opt("calibrate", False))
     hessian = job.opt("hessian", "loo")
+    rounds, steps = int(job.opt("rounds", 3)), int(job.opt("newton_steps", 2))
+    if rounds < 0 or steps < 1:
+        raise InputError(f"mislabel: rounds must be >= 0 and newton_steps >= 1, got {rounds} and {steps}")
     view = resolve_params(job.adapter, job.opt("params", "auto"))
     damping = job.opt("damping", "auto")
     if damping == "auto":
@@ -239,12 +341,7 @@ def mislabel(job: Job) -> Result:
         raise InputError(f"damping must be >= 0, got {damping}")
     job.used["damping_used"] = damping
     t0 = time.perf_counter()
-    loo = leave_one_out(view, job.train, damping, hessian, job.chunk_size)
+    loo = leave_one_out(view, job.train, damping, hessian, job.chunk_size, rounds, steps)
     job.timing["leave_one_out"] = time.perf_counter() - t0
-    if kind == "loo-loss-rise":
-        P, P0 = loo.proba(True), loo.proba(False)
-        i = np.arange(len(loo.labels))
-        s = np.log(np.clip(P[i, loo.labels], 1e-300, None)) - np.log(np.clip(P0[i, loo.labels], 1e-300, None))
-    else:
-        s = label_scores(loo.proba(True), loo.labels, kind, calibrate)
+    s = label_scores(loo.proba(), loo.labels, kind, calibrate)
     return Result(s, s)

@@ -129,18 +129,23 @@ class _LastLayer:
         r[torch.arange(n), self.t] -= 1
         return z, r, torch.diag_embed(P) - P[:, :, None] * P[:, None, :]
 
-    def hessian(self, Lam: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
-        """(K q, K q) Hessian (1/n) sum_i w_i Lambda_i (x) f_i f_i^T + reg + damping."""
+    def hessian(self, Lam: torch.Tensor, w: torch.Tensor | None, rows: torch.Tensor | None = None,
+                add_reg: bool = True) -> torch.Tensor:
+        """(K q, K q) Hessian (1/n) sum_i w_i Lambda_i (x) f_i f_i^T + reg + damping (over `rows` only,
+        without reg and damping, when `add_reg` is False: an update for changed weights)."""
         n, q = self.F.shape
         K = Lam.shape[1]
         L = Lam if w is None else Lam * w[:, None, None]
+        F = self.F if rows is None else self.F[rows]
+        L = L if rows is None else L[rows]
         H = torch.empty(K, q, K, q, dtype=self.F.dtype)
         for k in range(K):  # symmetric blocks F^T diag(L[:, k, m]) F
             for m in range(k, K):
-                H[k, :, m, :] = (self.F * L[:, k, m, None]).T @ self.F
+                H[k, :, m, :] = (F * L[:, k, m, None]).T @ F
                 if m != k:
                     H[m, :, k, :] = H[k, :, m, :]
-        return H.reshape(K * q, K * q) / n + torch.diag(self.reg + self.damping)
+        H = H.reshape(K * q, K * q) / n
+        return H + torch.diag(self.reg + self.damping) if add_reg else H
 
     def gauge(self) -> torch.Tensor | None:
         """(K q,) unit vector of the uniform intercept shift when it is a null direction of H (softmax,
@@ -164,17 +169,22 @@ class _LastLayer:
             return torch.cholesky_inverse(L)
         return _pinv(H)
 
-    def newton(self, w: torch.Tensor, steps: int, start: torch.Tensor | None = None) -> torch.Tensor:
-        """Parameters (K, q) after `steps` Newton steps on (1/n) sum w_i l_i + reg from the fitted ones
-        (damping enters as the proximal term damping/2 |theta - theta_fitted|^2, so H keeps its meaning)."""
+    def gradient(self, theta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """(K q,) gradient of (1/n) sum w_i l_i + reg + damping/2 |theta - theta_fitted|^2."""
+        _, r, _ = self.derivatives(theta)
+        g = (r * w[:, None]).T @ self.F / self.F.shape[0]
+        return (g + self.reg.reshape(theta.shape) * theta + self.damping * (theta - self.theta)).reshape(-1)
+
+    def newton(self, w: torch.Tensor, steps: int, start: torch.Tensor | None = None,
+               H: torch.Tensor | None = None) -> torch.Tensor:
+        """Parameters (K, q) after `steps` Newton steps on (1/n) sum w_i l_i + reg from `start` (default
+        the fitted ones); damping enters as the proximal term damping/2 |theta - theta_fitted|^2, so H
+        keeps its meaning. `H`: the Hessian at `start` and `w`, if known."""
         theta = (self.theta if start is None else start).clone()
-        n, q = self.F.shape
-        K = theta.shape[0]
-        rc = self.reg.reshape(K, q)
-        for _ in range(steps):
-            _, r, Lam = self.derivatives(theta)
-            g = (r * w[:, None]).T @ self.F / n + rc * theta + self.damping * (theta - self.theta)
-            theta = theta - (self.inverse(self.hessian(Lam, w)) @ g.reshape(-1)).reshape(K, q)
+        for k in range(steps):
+            if H is None or k > 0:
+                H = self.hessian(self.derivatives(theta)[2], w)
+            theta = theta - (self.inverse(H) @ self.gradient(theta, w)).reshape(theta.shape)
         return theta
 
 
@@ -211,19 +221,23 @@ def _last_layer(adapter: ModelAdapter, train: Split, damping: float, chunk_size:
 
 
 def _loo_shift(prob: _LastLayer, theta: torch.Tensor, w: torch.Tensor | None, hessian: str,
-               chunk_elems: int = 4_000_000) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Logits (n, K), leave-one-out logit shifts (n, K) and leverages (n,) at parameters `theta`."""
+               chunk_elems: int = 4_000_000) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits (n, K), leave-one-out logit shifts (n, K), leverages (n,), the Hessian (K q, K q) and the
+    output curvatures Lambda (n, K, K) at parameters `theta` and weights `w`."""
     z, r, Lam = prob.derivatives(theta)
     n, q = prob.F.shape
     K = z.shape[1]
-    Hinv = prob.inverse(prob.hessian(Lam, w))
-    Hp = Hinv.reshape(K, q, K, q).permute(1, 0, 2, 3).reshape(q, K * K * q)
+    H = prob.hessian(Lam, w)
+    Hinv = prob.inverse(H)
+    ks, ms = torch.triu_indices(K, K)  # A_i is symmetric: the blocks k <= m only
+    Hp = Hinv.reshape(K, q, K, q)[ks, :, ms, :].permute(1, 0, 2).reshape(q, -1)  # (q, pairs * q)
     Amat = torch.empty(n, K, K, dtype=torch.float64)
-    step = max(1, int(chunk_elems // max(1, K * K * q)))
+    step = max(1, int(chunk_elems // max(1, len(ks) * q)))
     for s in range(0, n, step):
         Fc = prob.F[s:s + step]
-        U = (Fc @ Hp).reshape(-1, K, K, q)
-        Amat[s:s + step] = (U * Fc[:, None, None, :]).sum(-1) / n
+        pairs = ((Fc @ Hp).reshape(len(Fc), -1, q) * Fc[:, None, :]).sum(-1) / n  # (B, pairs)
+        Amat[s:s + step, ks, ms] = pairs
+        Amat[s:s + step, ms, ks] = pairs
     wl = torch.ones(n, dtype=torch.float64) if w is None else w
     LA = wl[:, None, None] * (Lam @ Amat)
     wr = (wl[:, None] * r)[:, :, None]
@@ -232,11 +246,11 @@ def _loo_shift(prob: _LastLayer, theta: torch.Tensor, w: torch.Tensor | None, he
         shift = (Amat @ torch.linalg.solve(eye - LA, wr))[:, :, 0]
     else:
         shift = (Amat @ wr)[:, :, 0]
-    return z, shift, LA.diagonal(dim1=1, dim2=2).sum(1)
+    return z, shift, LA.diagonal(dim1=1, dim2=2).sum(1), H, Lam
 
 
 def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hessian: str = "loo",
-                  chunk_size: int = 512, rounds: int = 0, newton_steps: int = 2) -> LeaveOneOut:
+                  chunk_size: int = 512, rounds: int = 0, newton_steps: int = 1) -> LeaveOneOut:
     """Leave-one-out logits of every training sample from one Newton step each (module docstring).
 
     Parameters
@@ -261,17 +275,21 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
     prob = _last_layer(adapter, train, damping, chunk_size)
     classes = np.asarray(adapter.classes_)
     labels = prob.t.numpy().astype(np.int64)
-    z, shift, lev = _loo_shift(prob, prob.theta, None, hessian)
+    z, shift, lev, H, Lam = _loo_shift(prob, prob.theta, None, hessian)
     z0 = z.numpy()
     res = LeaveOneOut(z0, (z + shift).numpy(), lev.numpy(), classes, labels, adapter.loss)
-    theta = prob.theta
+    theta, w = prob.theta, torch.ones(len(labels), dtype=torch.float64)
     for _ in range(int(rounds)):
         flagged = label_scores(res.proba(), labels, "margin", calibrate=False) < 0
         if not flagged.any() or flagged.all():
             break
-        w = torch.as_tensor(~flagged, dtype=torch.float64)
-        theta = prob.newton(w, newton_steps, theta)
-        z, shift, lev = _loo_shift(prob, theta, w, hessian)
+        new_w = torch.as_tensor(~flagged, dtype=torch.float64)
+        changed = torch.nonzero(new_w != w)[:, 0]
+        # the Hessian at theta for the new weights: the last one, updated on the samples that changed
+        H = H + prob.hessian(Lam, new_w - w, changed, add_reg=False)
+        w = new_w
+        theta = prob.newton(w, newton_steps, theta, H)
+        z, shift, lev, H, Lam = _loo_shift(prob, theta, w, hessian)
         res = LeaveOneOut(z0, (z + shift).numpy(), lev.numpy(), classes, labels, adapter.loss)
     return res
 
@@ -318,8 +336,8 @@ def mislabel(job: Job) -> Result:
     """Wrong-label detector: leave-one-out label margins from one Newton step per sample, with cleaning rounds.
 
     values = raw = the score (lower = more likely mislabelled). Options: kind ("margin" | "self-confidence" |
-    "entropy"), rounds (3 cleaning rounds; 0: the fitted model's leave-one-out probabilities only),
-    newton_steps (2 per round), calibrate (False; True: confident-learning class thresholds), hessian
+    "entropy"), rounds (5 cleaning rounds; 0: the fitted model's leave-one-out probabilities only),
+    newton_steps (1 per round), calibrate (False; True: confident-learning class thresholds), hessian
     ("loo" | "full"), params ("auto": all parameters of a linear model, the last layer of a network),
     damping ("auto": 0 when the analysed weights are L2-regularised, else 1e-3).
     """
@@ -328,7 +346,7 @@ def mislabel(job: Job) -> Result:
         raise InputError(f"mislabel: unknown kind {kind!r}; choose one of {list(KINDS)}")
     calibrate = bool(job.opt("calibrate", False))
     hessian = job.opt("hessian", "loo")
-    rounds, steps = int(job.opt("rounds", 3)), int(job.opt("newton_steps", 2))
+    rounds, steps = int(job.opt("rounds", 5)), int(job.opt("newton_steps", 1))
     if rounds < 0 or steps < 1:
         raise InputError(f"mislabel: rounds must be >= 0 and newton_steps >= 1, got {rounds} and {steps}")
     view = resolve_params(job.adapter, job.opt("params", "auto"))

@@ -221,9 +221,9 @@ def _last_layer(adapter: ModelAdapter, train: Split, damping: float, chunk_size:
 
 
 def _loo_shift(prob: _LastLayer, theta: torch.Tensor, w: torch.Tensor | None, hessian: str,
-               chunk_elems: int = 4_000_000) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Logits (n, K), leave-one-out logit shifts (n, K), leverages (n,), the Hessian (K q, K q) and the
-    output curvatures Lambda (n, K, K) at parameters `theta` and weights `w`."""
+               chunk_elems: int = 4_000_000) -> tuple[torch.Tensor, ...]:
+    """Logits (n, K), leave-one-out logit shifts (n, K), leverages (n,), the Hessian (K q, K q), the
+    output curvatures Lambda (n, K, K) and the leverage blocks A (n, K, K) at `theta` and weights `w`."""
     z, r, Lam = prob.derivatives(theta)
     n, q = prob.F.shape
     K = z.shape[1]
@@ -238,6 +238,14 @@ def _loo_shift(prob: _LastLayer, theta: torch.Tensor, w: torch.Tensor | None, he
         pairs = ((Fc @ Hp).reshape(len(Fc), -1, q) * Fc[:, None, :]).sum(-1) / n  # (B, pairs)
         Amat[s:s + step, ks, ms] = pairs
         Amat[s:s + step, ms, ks] = pairs
+    shift, lev = _shift(Amat, Lam, r, w, hessian)
+    return z, shift, lev, H, Lam, Amat
+
+
+def _shift(Amat: torch.Tensor, Lam: torch.Tensor, r: torch.Tensor, w: torch.Tensor | None,
+           hessian: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Leave-one-out logit shifts (n, K) A_i (I - w_i Lambda_i A_i)^-1 w_i r_i and leverages (n,)."""
+    n, K = r.shape
     wl = torch.ones(n, dtype=torch.float64) if w is None else w
     LA = wl[:, None, None] * (Lam @ Amat)
     wr = (wl[:, None] * r)[:, :, None]
@@ -246,11 +254,11 @@ def _loo_shift(prob: _LastLayer, theta: torch.Tensor, w: torch.Tensor | None, he
         shift = (Amat @ torch.linalg.solve(eye - LA, wr))[:, :, 0]
     else:
         shift = (Amat @ wr)[:, :, 0]
-    return z, shift, LA.diagonal(dim1=1, dim2=2).sum(1), H, Lam
+    return shift, LA.diagonal(dim1=1, dim2=2).sum(1)
 
 
 def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hessian: str = "loo",
-                  chunk_size: int = 512, rounds: int = 0, newton_steps: int = 1) -> LeaveOneOut:
+                  chunk_size: int = 512, rounds: int = 0, newton_steps: int = 1, refresh: int = 1) -> LeaveOneOut:
     """Leave-one-out logits of every training sample from one Newton step each (module docstring).
 
     Parameters
@@ -264,7 +272,10 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
         their label (margin < 0), moves the final layer towards the optimum of the weighted objective by
         `newton_steps` Newton steps (from the previous round's parameters), and recomputes the
         leave-one-out logits there; a sample with weight 0 is out of sample already (its shift is 0).
-        0: the fitted model's leave-one-out logits only.
+        Stops early once a round flags the same samples as the one before. 0: the fitted model's
+        leave-one-out logits only.
+    refresh : recompute the leverages (a new inverse) every `refresh` rounds and in the last; rounds in
+        between take their flags from the last leverages at the new parameters (cheaper, a little worse)
 
     Returns
     -------
@@ -275,21 +286,27 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
     prob = _last_layer(adapter, train, damping, chunk_size)
     classes = np.asarray(adapter.classes_)
     labels = prob.t.numpy().astype(np.int64)
-    z, shift, lev, H, Lam = _loo_shift(prob, prob.theta, None, hessian)
+    z, shift, lev, H, Lam, Amat = _loo_shift(prob, prob.theta, None, hessian)
     z0 = z.numpy()
     res = LeaveOneOut(z0, (z + shift).numpy(), lev.numpy(), classes, labels, adapter.loss)
     theta, w = prob.theta, torch.ones(len(labels), dtype=torch.float64)
-    for _ in range(int(rounds)):
+    for k in range(int(rounds)):
         flagged = label_scores(res.proba(), labels, "margin", calibrate=False) < 0
         if not flagged.any() or flagged.all():
             break
         new_w = torch.as_tensor(~flagged, dtype=torch.float64)
         changed = torch.nonzero(new_w != w)[:, 0]
+        if len(changed) == 0 and k > 0:  # the flagged set is stable: its model has had its Newton steps
+            break
         # the Hessian at theta for the new weights: the last one, updated on the samples that changed
         H = H + prob.hessian(Lam, new_w - w, changed, add_reg=False)
         w = new_w
         theta = prob.newton(w, newton_steps, theta, H)
-        z, shift, lev, H, Lam = _loo_shift(prob, theta, w, hessian)
+        if k == int(rounds) - 1 or (k + 1) % refresh == 0:
+            z, shift, lev, H, Lam, Amat = _loo_shift(prob, theta, w, hessian)
+        else:  # flags for the next round from the last leverage blocks (cheap: no new inverse)
+            z, r, _ = prob.derivatives(theta)
+            shift, lev = _shift(Amat, Lam, r, w, hessian)
         res = LeaveOneOut(z0, (z + shift).numpy(), lev.numpy(), classes, labels, adapter.loss)
     return res
 
@@ -337,7 +354,8 @@ def mislabel(job: Job) -> Result:
 
     values = raw = the score (lower = more likely mislabelled). Options: kind ("margin" | "self-confidence" |
     "entropy"), rounds (5 cleaning rounds; 0: the fitted model's leave-one-out probabilities only),
-    newton_steps (1 per round), calibrate (False; True: confident-learning class thresholds), hessian
+    newton_steps (1 per round), refresh (1: exact leave-one-out every round; k: every k-th round and the
+    last, flags in between from the last leverages), calibrate (False; True: confident-learning class thresholds), hessian
     ("loo" | "full"), params ("auto": all parameters of a linear model, the last layer of a network),
     damping ("auto": 0 when the analysed weights are L2-regularised, else 1e-3).
     """
@@ -347,8 +365,9 @@ def mislabel(job: Job) -> Result:
     calibrate = bool(job.opt("calibrate", False))
     hessian = job.opt("hessian", "loo")
     rounds, steps = int(job.opt("rounds", 5)), int(job.opt("newton_steps", 1))
-    if rounds < 0 or steps < 1:
-        raise InputError(f"mislabel: rounds must be >= 0 and newton_steps >= 1, got {rounds} and {steps}")
+    refresh = int(job.opt("refresh", 1))
+    if rounds < 0 or steps < 1 or refresh < 1:
+        raise InputError(f"mislabel: rounds must be >= 0, newton_steps and refresh >= 1, got {rounds}, {steps}, {refresh}")
     view = resolve_params(job.adapter, job.opt("params", "auto"))
     damping = job.opt("damping", "auto")
     if damping == "auto":
@@ -359,7 +378,7 @@ def mislabel(job: Job) -> Result:
         raise InputError(f"damping must be >= 0, got {damping}")
     job.used["damping_used"] = damping
     t0 = time.perf_counter()
-    loo = leave_one_out(view, job.train, damping, hessian, job.chunk_size, rounds, steps)
+    loo = leave_one_out(view, job.train, damping, hessian, job.chunk_size, rounds, steps, refresh)
     job.timing["leave_one_out"] = time.perf_counter() - t0
     s = label_scores(loo.proba(), loo.labels, kind, calibrate)
     return Result(s, s)

@@ -284,7 +284,7 @@ def plot(det: pd.DataFrame, path: Path) -> None:
     ax[1].plot([lo, 1], [lo, 1], "k--", lw=1)
     ax[1].set_xlabel("best cleanlab score, ROC AUC (5-fold CV probabilities)")
     ax[1].set_ylabel("mislabel, ROC AUC")
-    ax[1].set_title("one point per setting (above the line: mislabel better)")
+    ax[1].set_title("one point per setting; above the line: mislabel better", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

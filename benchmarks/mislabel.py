@@ -292,10 +292,11 @@ def plot(det: pd.DataFrame, path: Path) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the split, the flips and the detectors")
     ap.add_argument("--out", default=None, help="folder for mislabel.csv, mislabel_relabel.csv, mislabel.png")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    det, rel = run(args.quick)
+    det, rel = run(args.quick, args.seed)
     table = summarise(det)
     pd.set_option("display.width", 200)
     print("\nmean over settings (single-threaded seconds):")

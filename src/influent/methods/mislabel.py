@@ -55,6 +55,7 @@ class LeaveOneOut:
     leverage : (n,) trace of Lambda_i A_i (the sample's share of the curvature; in [0, K))
     classes : (C,) class labels of the probability columns (C = 2 for a one-logit model)
     labels : (n,) column index of each sample's given label
+    loss : "cross_entropy" (softmax over K logits) or "bce" (one logit)
     """
 
     logits: np.ndarray
@@ -95,8 +96,8 @@ def _features(adapter: ModelAdapter, X: torch.Tensor, name: str, chunk: int) -> 
         with torch.no_grad():
             for s in range(0, X.shape[0], chunk):
                 out = module(X[s:s + chunk]).reshape(min(chunk, X.shape[0] - s), -1)
-                if seen["a"].ndim != 2 or seen["z"].reshape(out.shape).shape != out.shape \
-                        or not torch.equal(seen["z"].reshape(out.shape), out):
+                zl = seen["z"]
+                if seen["a"].ndim != 2 or zl.numel() != out.numel() or not torch.equal(zl.reshape(out.shape), out):
                     raise InputError(f"mislabel: layer {name!r} is not the model's output layer; the analysed "
                                      "parameters must be the final linear layer (params='last')")
                 feats.append(seen["a"])

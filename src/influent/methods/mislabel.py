@@ -1,0 +1,385 @@
+"""`mislabel`: which training labels are wrong, from leave-one-out probabilities without refits.
+
+A flipped label is one the rest of the data disagrees with. The fitted model has partly memorised
+it, so its in-sample probability of the given label hides the error; cleanlab therefore asks for
+out-of-sample probabilities from K refits (K-fold cross-validation). Influence functions give every
+sample its own leave-one-out model for the price of one Hessian: removing z_i from the objective
+``(1/n) sum_j l_j + reg`` and taking one Newton step from the fitted theta gives
+
+    theta_{-i} = theta + (1/n) H_{-i}^{-1} g_i,     H_{-i} = H - (1/n) J_i^T Lambda_i J_i
+
+(the Newton step *on the leave-one-out objective*, whose Hessian lacks sample i's own term; with the full
+H instead of H_{-i} this is the classical influence step). When the analysed parameters are the final
+linear layer (all parameters of a logistic regression, the last layer of a network) the logits are
+linear in them, so the leave-one-out logits of sample i are, exactly for that Newton step,
+
+    z_{-i} = z_i + A_i (I - Lambda_i A_i)^{-1} r_i,     A_i = (1/n) J_i H^{-1} J_i^T   (K x K)
+
+with r_i = dl/dz (p_i - e_{y_i}), Lambda_i = d^2 l/dz^2 (diag p - p p^T) and J_i the logit Jacobian
+(Woodbury on the rank-K term). All n leave-one-out models cost one (Kq x Kq) inverse and a batched
+K x K solve per sample (q = features + intercept): no refit. For logistic regression this is the
+approximate leave-one-out of Rad & Maleki ("A scalable estimate of the out-of-sample prediction error
+via approximate leave-one-out", JRSS-B 2020), accurate to second order in the step.
+
+The leave-one-out probabilities P_{-i} = softmax(z_{-i}) are then scored like cleanlab's label quality
+(Northcutt, Jiang, Chuang, "Confident Learning: Estimating Uncertainty in Dataset Labels", JAIR 2021,
+sec. 2-3), optionally with confident learning's per-class thresholds t_k = mean of P_{-i}(k) over samples
+labelled k (each class's self-confidence, which corrects classes the model is systematically unsure of).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data import Split
+from ..data.validate import InputError
+from ..grads.linear import linear_layers
+from ..models.base import ModelAdapter, resolve_params
+from .registry import Job, Result, register_method
+
+KINDS = ("margin", "self-confidence", "entropy")
+
+
+@dataclass
+class LeaveOneOut:
+    """Fitted and leave-one-out outputs of the training samples.
+
+    Attributes
+    ----------
+    logits : (n, K) outputs of the fitted model (K = 1 for a binary one-logit model)
+    loo_logits : (n, K) outputs of sample i's own leave-one-out model at x_i
+    leverage : (n,) trace of Lambda_i A_i (the sample's share of the curvature; in [0, K))
+    classes : (C,) class labels of the probability columns (C = 2 for a one-logit model)
+    labels : (n,) column index of each sample's given label
+    loss : "cross_entropy" (softmax over K logits) or "bce" (one logit)
+    """
+
+    logits: np.ndarray
+    loo_logits: np.ndarray
+    leverage: np.ndarray
+    classes: np.ndarray
+    labels: np.ndarray
+    loss: str
+
+    def proba(self, loo: bool = True) -> np.ndarray:
+        """(n, C) class probabilities, leave-one-out (default) or in-sample."""
+        z = torch.as_tensor(self.loo_logits if loo else self.logits)
+        if self.loss == "bce":
+            p = torch.sigmoid(z[:, 0])
+            return torch.stack([1 - p, p], 1).numpy()
+        return torch.softmax(z, 1).numpy()
+
+
+def _final_layer(adapter: ModelAdapter) -> tuple[str, bool, bool]:
+    layers = linear_layers(adapter)
+    if layers is None or len(layers) != 1:
+        raise InputError("mislabel: the analysed parameters must be one final nn.Linear layer "
+                         f"(got {adapter.param_names()[:4]}); use params='last' or 'auto'")
+    name, (hw, hb) = next(iter(layers.items()))
+    return name, hw, hb
+
+
+def _features(adapter: ModelAdapter, X: torch.Tensor, name: str, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs (n, d) of layer `name` and the model outputs (n, K); checks that the layer's output is the
+    model's output (the logits are linear in the analysed parameters)."""
+    module = adapter._require_fitted()
+    module.eval()
+    layer = dict(module.named_modules())[name]
+    feats, outs = [], []
+    seen: dict[str, torch.Tensor] = {}
+    handle = layer.register_forward_hook(lambda m, i, o: seen.update(a=i[0].detach(), z=o.detach()))
+    try:
+        with torch.no_grad():
+            for s in range(0, X.shape[0], chunk):
+                out = module(X[s:s + chunk]).reshape(min(chunk, X.shape[0] - s), -1)
+                zl = seen["z"]
+                if seen["a"].ndim != 2 or zl.numel() != out.numel() or not torch.equal(zl.reshape(out.shape), out):
+                    raise InputError(f"mislabel: layer {name!r} is not the model's output layer; the analysed "
+                                     "parameters must be the final linear layer (params='last')")
+                feats.append(seen["a"])
+                outs.append(out)
+    finally:
+        handle.remove()
+    return torch.cat(feats), torch.cat(outs)
+
+
+@dataclass
+class _LastLayer:
+    """The final-layer problem: logits z = F theta^T with F (n, q) augmented features, theta (K, q)."""
+
+    F: torch.Tensor
+    t: torch.Tensor
+    reg: torch.Tensor  # (K q,) L2 coefficients of the regulariser, in the (class, feature) layout
+    damping: float
+    theta: torch.Tensor  # (K, q) fitted parameters
+    loss: str
+
+    def derivatives(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits (n, K), residuals r = dl/dz (n, K) and output curvature Lambda = d2l/dz2 (n, K, K)."""
+        z = self.F @ theta.T
+        n = z.shape[0]
+        if self.loss == "bce":
+            pr = torch.sigmoid(z[:, 0])
+            return z, (pr - self.t.to(z.dtype))[:, None], (pr * (1 - pr))[:, None, None]
+        P = torch.softmax(z, 1)
+        r = P.clone()
+        r[torch.arange(n), self.t] -= 1
+        return z, r, torch.diag_embed(P) - P[:, :, None] * P[:, None, :]
+
+    def hessian(self, Lam: torch.Tensor, w: torch.Tensor | None, rows: torch.Tensor | None = None,
+                add_reg: bool = True) -> torch.Tensor:
+        """(K q, K q) Hessian (1/n) sum_i w_i Lambda_i (x) f_i f_i^T + reg + damping (over `rows` only,
+        without reg and damping, when `add_reg` is False: an update for changed weights)."""
+        n, q = self.F.shape
+        K = Lam.shape[1]
+        L = Lam if w is None else Lam * w[:, None, None]
+        F = self.F if rows is None else self.F[rows]
+        L = L if rows is None else L[rows]
+        H = torch.empty(K, q, K, q, dtype=self.F.dtype)
+        for k in range(K):  # symmetric blocks F^T diag(L[:, k, m]) F
+            for m in range(k, K):
+                H[k, :, m, :] = (F * L[:, k, m, None]).T @ F
+                if m != k:
+                    H[m, :, k, :] = H[k, :, m, :]
+        H = H.reshape(K * q, K * q) / n
+        return H + torch.diag(self.reg + self.damping) if add_reg else H
+
+    def gauge(self) -> torch.Tensor | None:
+        """(K q,) unit vector of the uniform intercept shift when it is a null direction of H (softmax,
+        unpenalised analysed intercept, no damping): it changes no probability and carries no gradient."""
+        n, q = self.F.shape
+        K = self.theta.shape[0]
+        if self.loss == "bce" or K < 2 or self.damping > 0 or self.reg[q - 1] > 0 \
+                or not torch.all(self.F[:, -1] == 1):
+            return None
+        u = torch.zeros(K, q, dtype=self.F.dtype)
+        u[:, -1] = 1 / K**0.5
+        return u.reshape(-1)
+
+    def inverse(self, H: torch.Tensor) -> torch.Tensor:
+        """H^-1 by Cholesky (the gauge direction, if any, lifted to eigenvalue max diag H first, which
+        changes logits only by a common shift); pseudo-inverse by eigh where H is singular otherwise."""
+        u = self.gauge()
+        Hg = H if u is None else H + H.diagonal().max() * torch.outer(u, u)
+        L, info = torch.linalg.cholesky_ex(Hg)
+        if int(info) == 0:
+            return torch.cholesky_inverse(L)
+        return _pinv(H)
+
+    def gradient(self, theta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """(K q,) gradient of (1/n) sum w_i l_i + reg + damping/2 |theta - theta_fitted|^2."""
+        _, r, _ = self.derivatives(theta)
+        g = (r * w[:, None]).T @ self.F / self.F.shape[0]
+        return (g + self.reg.reshape(theta.shape) * theta + self.damping * (theta - self.theta)).reshape(-1)
+
+    def newton(self, w: torch.Tensor, steps: int, start: torch.Tensor | None = None,
+               H: torch.Tensor | None = None) -> torch.Tensor:
+        """Parameters (K, q) after `steps` Newton steps on (1/n) sum w_i l_i + reg from `start` (default
+        the fitted ones); damping enters as the proximal term damping/2 |theta - theta_fitted|^2, so H
+        keeps its meaning. `H`: the Hessian at `start` and `w`, if known."""
+        theta = (self.theta if start is None else start).clone()
+        for k in range(steps):
+            if H is None or k > 0:
+                H = self.hessian(self.derivatives(theta)[2], w)
+            theta = theta - (self.inverse(H) @ self.gradient(theta, w)).reshape(theta.shape)
+        return theta
+
+
+def _pinv(H: torch.Tensor) -> torch.Tensor:
+    evals, evecs = torch.linalg.eigh(0.5 * (H + H.T))
+    keep = evals > 1e-10 * evals.abs().max()
+    return (evecs[:, keep] / evals[keep]) @ evecs[:, keep].T  # pseudo-inverse (softmax intercept shift)
+
+
+def _last_layer(adapter: ModelAdapter, train: Split, damping: float, chunk_size: int) -> _LastLayer:
+    if adapter.classes_ is None:
+        raise InputError("mislabel needs a classifier (loss 'cross_entropy' or 'bce')")
+    name, hw, hb = _final_layer(adapter)
+    X, t = adapter.tensors(train)
+    a, z = _features(adapter, X, name, chunk_size)
+    a, z = a.to(torch.float64), z.to(torch.float64)
+    n, K = z.shape
+    F = torch.cat(([a] if hw else []) + ([torch.ones(n, 1, dtype=a.dtype)] if hb else []), 1)  # (n, q)
+    layer = dict(adapter._require_fitted().named_modules())[name]
+    theta = torch.cat(([layer.weight.detach().to(torch.float64).reshape(K, -1)] if hw else [])
+                      + ([layer.bias.detach().to(torch.float64).reshape(K, 1)] if hb else []), 1)
+    names = adapter.param_names()
+    wname = next((nm for nm in names if nm.endswith("weight")), None)
+    bname = next((nm for nm in names if nm.endswith("bias")), None)
+    reg = torch.zeros(F.shape[1], dtype=torch.float64)
+    if hw:
+        reg[: a.shape[1]] = float(adapter.reg_coef.get(wname, 0.0))
+    if hb:
+        reg[-1] = float(adapter.reg_coef.get(bname, 0.0))
+    prob = _LastLayer(F, t, reg.repeat(K), float(damping), theta, adapter.loss)
+    if not torch.allclose(prob.F @ theta.T, z, rtol=1e-4, atol=1e-5 * (1 + z.abs().max().item())):
+        raise InputError(f"mislabel: layer {name!r} output is not the model's output")
+    return prob
+
+
+def _loo_shift(prob: _LastLayer, theta: torch.Tensor, w: torch.Tensor | None, hessian: str,
+               chunk_elems: int = 4_000_000) -> tuple[torch.Tensor, ...]:
+    """Logits (n, K), leave-one-out logit shifts (n, K), leverages (n,), the Hessian (K q, K q), the
+    output curvatures Lambda (n, K, K) and the leverage blocks A (n, K, K) at `theta` and weights `w`."""
+    z, r, Lam = prob.derivatives(theta)
+    n, q = prob.F.shape
+    K = z.shape[1]
+    H = prob.hessian(Lam, w)
+    Hinv = prob.inverse(H)
+    ks, ms = torch.triu_indices(K, K)  # A_i is symmetric: the blocks k <= m only
+    Hp = Hinv.reshape(K, q, K, q)[ks, :, ms, :].permute(1, 0, 2).reshape(q, -1)  # (q, pairs * q)
+    Amat = torch.empty(n, K, K, dtype=torch.float64)
+    step = max(1, int(chunk_elems // max(1, len(ks) * q)))
+    for s in range(0, n, step):
+        Fc = prob.F[s:s + step]
+        pairs = ((Fc @ Hp).reshape(len(Fc), -1, q) * Fc[:, None, :]).sum(-1) / n  # (B, pairs)
+        Amat[s:s + step, ks, ms] = pairs
+        Amat[s:s + step, ms, ks] = pairs
+    shift, lev = _shift(Amat, Lam, r, w, hessian)
+    return z, shift, lev, H, Lam, Amat
+
+
+def _shift(Amat: torch.Tensor, Lam: torch.Tensor, r: torch.Tensor, w: torch.Tensor | None,
+           hessian: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Leave-one-out logit shifts (n, K) A_i (I - w_i Lambda_i A_i)^-1 w_i r_i and leverages (n,)."""
+    n, K = r.shape
+    wl = torch.ones(n, dtype=torch.float64) if w is None else w
+    LA = wl[:, None, None] * (Lam @ Amat)
+    wr = (wl[:, None] * r)[:, :, None]
+    if hessian == "loo":
+        eye = torch.eye(K, dtype=torch.float64).expand(n, K, K)
+        shift = (Amat @ torch.linalg.solve(eye - LA, wr))[:, :, 0]
+    else:
+        shift = (Amat @ wr)[:, :, 0]
+    return shift, LA.diagonal(dim1=1, dim2=2).sum(1)
+
+
+def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hessian: str = "loo",
+                  chunk_size: int = 512, rounds: int = 0, newton_steps: int = 1, refresh: int = 1) -> LeaveOneOut:
+    """Leave-one-out logits of every training sample from one Newton step each (module docstring).
+
+    Parameters
+    ----------
+    adapter : fitted classifier whose analysed parameters are its final linear layer
+    train : the split it was fitted on (n samples)
+    damping : added to H (design promise 2: H = (1/n) sum hess l_i + reg + damping I)
+    hessian : "loo" (Newton step on the leave-one-out objective, H_{-i}; default) or "full" (the classical
+        influence step with H)
+    rounds : cleaning rounds. Each gives weight 0 to the samples whose leave-one-out prediction is not
+        their label (margin < 0), moves the final layer towards the optimum of the weighted objective by
+        `newton_steps` Newton steps (from the previous round's parameters), and recomputes the
+        leave-one-out logits there; a sample with weight 0 is out of sample already (its shift is 0).
+        Stops early once a round flags the same samples as the one before. 0: the fitted model's
+        leave-one-out logits only.
+    refresh : recompute the leverages (a new inverse) every `refresh` rounds and in the last; rounds in
+        between take their flags from the last leverages at the new parameters (cheaper, a little worse)
+
+    Returns
+    -------
+    `LeaveOneOut`; `logits` are always the fitted model's, `loo_logits` those of the last round.
+    """
+    if hessian not in ("loo", "full"):
+        raise InputError(f"mislabel: hessian must be 'loo' or 'full', got {hessian!r}")
+    prob = _last_layer(adapter, train, damping, chunk_size)
+    classes = np.asarray(adapter.classes_)
+    labels = prob.t.numpy().astype(np.int64)
+    z, shift, lev, H, Lam, Amat = _loo_shift(prob, prob.theta, None, hessian)
+    z0 = z.numpy()
+    res = LeaveOneOut(z0, (z + shift).numpy(), lev.numpy(), classes, labels, adapter.loss)
+    theta, w = prob.theta, torch.ones(len(labels), dtype=torch.float64)
+    for k in range(int(rounds)):
+        flagged = label_scores(res.proba(), labels, "margin", calibrate=False) < 0
+        if not flagged.any() or flagged.all():
+            break
+        new_w = torch.as_tensor(~flagged, dtype=torch.float64)
+        changed = torch.nonzero(new_w != w)[:, 0]
+        if len(changed) == 0 and k > 0:  # the flagged set is stable: its model has had its Newton steps
+            break
+        # the Hessian at theta for the new weights: the last one, updated on the samples that changed
+        H = H + prob.hessian(Lam, new_w - w, changed, add_reg=False)
+        w = new_w
+        theta = prob.newton(w, newton_steps, theta, H)
+        if k == int(rounds) - 1 or (k + 1) % refresh == 0:
+            z, shift, lev, H, Lam, Amat = _loo_shift(prob, theta, w, hessian)
+        else:  # flags for the next round from the last leverage blocks (cheap: no new inverse)
+            z, r, _ = prob.derivatives(theta)
+            shift, lev = _shift(Amat, Lam, r, w, hessian)
+        res = LeaveOneOut(z0, (z + shift).numpy(), lev.numpy(), classes, labels, adapter.loss)
+    return res
+
+
+def class_thresholds(proba: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(C,) confident learning's per-class thresholds: mean probability of class k over samples labelled k
+    (Northcutt et al. 2021, eq. 2); classes without samples get 1/C."""
+    C = proba.shape[1]
+    t = np.full(C, 1.0 / C)
+    for k in range(C):
+        m = labels == k
+        if m.any():
+            t[k] = proba[m, k].mean()
+    return t
+
+
+def label_scores(proba: np.ndarray, labels: np.ndarray, kind: str = "margin", calibrate: bool = True) -> np.ndarray:
+    """(n,) label-quality score from (n, C) probabilities; lower = more likely mislabelled.
+
+    kind : "margin" (p_y - max_{k != y} p_k), "self-confidence" (p_y), "entropy" (p_y * (1 - normalised
+        entropy), cleanlab's confidence-weighted entropy). calibrate : divide each column by its class
+        threshold (`class_thresholds`) first, so that every class's typical sample scores alike.
+    """
+    P = np.asarray(proba, dtype=np.float64)
+    if calibrate:
+        P = P / np.maximum(class_thresholds(P, labels), 1e-12)
+    n = len(labels)
+    py = P[np.arange(n), labels]
+    if kind == "self-confidence":
+        return py
+    if kind == "margin":
+        other = P.copy()
+        other[np.arange(n), labels] = -np.inf
+        return py - other.max(1)
+    if kind == "entropy":
+        Q = P / P.sum(1, keepdims=True)
+        ent = -(Q * np.log(np.clip(Q, 1e-300, None))).sum(1) / np.log(P.shape[1])
+        return Q[np.arange(n), labels] * (1 - ent)
+    raise InputError(f"mislabel: unknown kind {kind!r}; choose one of {KINDS}")
+
+
+@register_method("mislabel", needs_target=False)
+def mislabel(job: Job) -> Result:
+    """Wrong-label detector: leave-one-out label margins from one Newton step per sample, with cleaning rounds.
+
+    values = raw = the score (lower = more likely mislabelled). Options: kind ("margin" | "self-confidence" |
+    "entropy"), rounds (5 cleaning rounds; 0: the fitted model's leave-one-out probabilities only),
+    newton_steps (1 per round), refresh (1: exact leave-one-out every round; k: every k-th round and the
+    last, flags in between from the last leverages), calibrate (False; True: confident-learning class thresholds), hessian
+    ("loo" | "full"), params ("auto": all parameters of a linear model, the last layer of a network),
+    damping ("auto": 0 when the analysed weights are L2-regularised, else 1e-3).
+    """
+    kind = job.opt("kind", "margin")
+    if kind not in KINDS:
+        raise InputError(f"mislabel: unknown kind {kind!r}; choose one of {list(KINDS)}")
+    calibrate = bool(job.opt("calibrate", False))
+    hessian = job.opt("hessian", "loo")
+    rounds, steps = int(job.opt("rounds", 5)), int(job.opt("newton_steps", 1))
+    refresh = int(job.opt("refresh", 1))
+    if rounds < 0 or steps < 1 or refresh < 1:
+        raise InputError(f"mislabel: rounds must be >= 0, newton_steps and refresh >= 1, got {rounds}, {steps}, {refresh}")
+    view = resolve_params(job.adapter, job.opt("params", "auto"))
+    damping = job.opt("damping", "auto")
+    if damping == "auto":
+        regularised = any(view.reg_coef.get(nm, 0.0) > 0 for nm in view.param_names() if nm.endswith("weight"))
+        damping = 0.0 if regularised else 1e-3
+    damping = float(damping)
+    if damping < 0:
+        raise InputError(f"damping must be >= 0, got {damping}")
+    job.used["damping_used"] = damping
+    t0 = time.perf_counter()
+    loo = leave_one_out(view, job.train, damping, hessian, job.chunk_size, rounds, steps, refresh)
+    job.timing["leave_one_out"] = time.perf_counter() - t0
+    s = label_scores(loo.proba(), loo.labels, kind, calibrate)
+    return Result(s, s)

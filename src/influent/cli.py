@@ -531,7 +531,7 @@ def methods() -> None:
 def demo(out: Path = typer.Option(Path("influent-demo"), "--out", help="output folder"),
          dataset: str = typer.Option("digits", "--dataset", help="a data set from `influent datasets`"),
          noise: float = typer.Option(0.1, "--noise", help="fraction of training labels to flip"),
-         method: str = typer.Option("if", "--method", help="the method the report shows"),
+         method: str = typer.Option("mislabel", "--method", help="the method the report shows (default: the wrong-label detector)"),
          seed: int = typer.Option(0, "--seed", help="random seed"),
          force: bool = typer.Option(False, "--force", help="replace an earlier demo in --out")) -> None:
     """End to end on bundled data with flipped labels: score, detect, trim, refit, and write the report."""

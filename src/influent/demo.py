@@ -76,7 +76,7 @@ def demo_config(data_dir: Path, dataset: str, method: str, seed: int, C: float =
 
 
 def run_demo(out: str | Path | None = "influent-demo", noise: float = 0.1, seed: int = 0, dataset: str = "digits",
-             method: str = "mislabel", compare: tuple[str, ...] = ("ip", "self-if", "random"), budget: int | None = None,
+             method: str = "mislabel", compare: tuple[str, ...] = ("if", "ip", "self-if", "random"), budget: int | None = None,
              steps: Steps | None = None, echo: Any = None) -> dict[str, Any]:
     """Flip labels of a bundled data set, score with `method`, compare with other methods, write the outputs.
 

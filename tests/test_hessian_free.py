@@ -1,4 +1,5 @@
-"""Hessian-free family of [IP]: IP Ensemble (dropout and parameter-noise members), GEX, label quality,
+"""Hessian-free family of [IP]: IP Ensemble (parameter-dropout, activation-dropout and parameter-noise members),
+TracIn / Self-TracIn, GEX, label quality,
 and the synthetic check of [IP] (IP agrees with exact IF on a separable set with flipped labels)."""
 
 import numpy as np
@@ -19,22 +20,57 @@ def _brute_ip(adapter, train, valid):
 
 
 def test_ensemble_with_one_member_equals_ip(iris, small_mlp, digits_small):
+    """members=1 is the model alone: IP Ensemble and IP both equal the brute-force loop."""
     train, valid = iris
     lr = inf.models.SklearnLogistic(C=1.0).fit(train)
-    ip = inf.score(lr, train, target=valid, method="ip")
-    ens = inf.score(lr, train, target=valid, method="ip-ensemble", members=1)
-    np.testing.assert_allclose(ens.values, ip.values, rtol=1e-12)
-    np.testing.assert_allclose(ip.values, _brute_ip(lr, train, valid), rtol=1e-9, atol=1e-12)
+    brute = _brute_ip(lr, train, valid)
+    np.testing.assert_allclose(inf.score(lr, train, target=valid, method="ip-ensemble", members=1).values, brute,
+                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(inf.score(lr, train, target=valid, method="ip").values, brute, rtol=1e-9, atol=1e-12)
     tr, va = digits_small
     np.testing.assert_allclose(inf.score(small_mlp, tr, target=va, method="ip-ensemble", members=1).values,
-                               inf.score(small_mlp, tr, target=va, method="ip").values, rtol=1e-12)
+                               _brute_ip(small_mlp, tr, va), rtol=1e-9, atol=1e-12)
+
+
+def _param_dropout_by_hand(model, train, valid, members, rate, seed):
+    """[IP] section 5 by hand: member m >= 1 zeroes each analysed parameter with probability `rate`
+    (one rate draw, then keep = rand >= rate per parameter tensor, in order) and rescales by 1/(1 - rate);
+    returns the members' IP vectors (member 0 = the model) and how many parameters each zeroed."""
+    gen = torch.Generator().manual_seed(seed)
+    theta = model.params()
+    ips, dropped = [_brute_ip(model, train, valid)], [0]
+    for _ in range(1, members):
+        torch.rand((), generator=gen, dtype=torch.float64)
+        keep = {k: torch.rand(v.shape, generator=gen, dtype=torch.float64) >= rate for k, v in theta.items()}
+        dropped.append(sum(int((~m).sum()) for m in keep.values()))
+        ips.append(_brute_ip(model.with_params({k: v * keep[k] / (1 - rate) for k, v in theta.items()}), train, valid))
+    return np.array(ips), dropped
+
+
+@pytest.mark.parametrize("kind", ["logistic", "mlp"])
+def test_default_members_are_parameter_dropout_and_differ(kind, small_mlp, digits_small):
+    """The default IP Ensemble ([IP] section 5: parameter dropout, rate 0.01, 5 members) equals the sum of
+    the members' IP computed by hand, every member drops parameters, and the result is not 5 x IP."""
+    train, valid = digits_small
+    model = small_mlp if kind == "mlp" else inf.models.SklearnLogistic(C=1.0).fit(train)
+    s = inf.score(model, train, target=valid, method="ip-ensemble", seed=2)
+    assert s.settings["member_mode"] == "param-dropout" and s.settings["members"] == 5
+    ips, dropped = _param_dropout_by_hand(model, train, valid, 5, 0.01, seed=2)
+    n = model.n_params()
+    assert all(0 < d < 0.05 * n for d in dropped[1:]), dropped  # about 1% of the parameters, never none
+    np.testing.assert_allclose(s.values, ips.sum(0), rtol=1e-8, atol=1e-12)
+    for ip_m in ips[1:]:  # each member's IP differs from the model's
+        assert np.abs(ip_m - ips[0]).max() > 1e-3 * np.abs(ips[0]).max()
+    assert not np.allclose(s.values, 5 * ips[0], rtol=1e-3)
+    A = inf.attribute(model, train, valid, method="ip-ensemble", seed=2)
+    np.testing.assert_allclose(A.mean(1), s.values, rtol=1e-8, atol=1e-12)
 
 
 def test_noise_members_equal_brute_force(iris):
     """Logistic regression has no dropout: members are theta + N(0, noise^2), drawn in the documented order."""
     train, valid = iris
     model = inf.models.SklearnLogistic(C=1.0).fit(train)
-    s = inf.score(model, train, target=valid, method="ip-ensemble", members=4, noise=0.05, seed=3)
+    s = inf.score(model, train, target=valid, method="ip-ensemble", mode="noise", members=4, noise=0.05, seed=3)
     assert s.settings["member_mode"] == "noise"
     gen = torch.Generator().manual_seed(3)
     theta = model.params()
@@ -45,7 +81,7 @@ def test_noise_members_equal_brute_force(iris):
     np.testing.assert_allclose(s.values, expected, rtol=1e-9, atol=1e-12)
     # the noise matters: members differ from the model
     assert not np.allclose(s.values, 4 * inf.score(model, train, target=valid, method="ip").values, rtol=1e-3)
-    A = inf.attribute(model, train, valid, method="ip-ensemble", members=4, noise=0.05, seed=3)
+    A = inf.attribute(model, train, valid, method="ip-ensemble", mode="noise", members=4, noise=0.05, seed=3)
     np.testing.assert_allclose(A.mean(1), s.values, rtol=1e-9, atol=1e-12)
 
 
@@ -65,10 +101,11 @@ def test_dropout_members_equal_explicitly_masked_networks(digits_small):
     m = inf.models.TabularMLP(hidden=(8,), dropout=0.3, weight_decay=1e-3, dtype=torch.float64,
                               train=inf.models.TrainConfig(epochs=100)).fit(train)
     assert [type(x).__name__ for x in m.module] == ["Linear", "ReLU", "Dropout", "Linear"]
-    kw = dict(members=3, rate=0.4, seed=5)
+    kw = dict(mode="dropout", members=3, rate=0.4, seed=5)
     s = inf.score(m, train, target=valid, method="ip-ensemble", **kw)
     assert s.settings["member_mode"] == "dropout"
     members, mode = ensemble_members(m, train, 3, "auto", 0.4, 0.01, None, 5)
+    assert mode == "dropout"  # "auto": the model's dropout layer
     # masks in the documented order: one rate draw (fixed here), then keep ~ Bernoulli(0.6) / 0.6 over 8 units
     gen = torch.Generator().manual_seed(5)
     expected = _brute_ip(m, train, valid)
@@ -87,12 +124,13 @@ def test_dropout_members_equal_explicitly_masked_networks(digits_small):
 
 def test_given_dropout_points_on_a_model_without_dropout(small_mlp, digits_small):
     train, valid = digits_small
-    s = inf.score(small_mlp, train, target=valid, method="ip-ensemble", members=3, rate=0.5, dropout_points=["1"])
+    s = inf.score(small_mlp, train, target=valid, method="ip-ensemble", mode="dropout", members=3, rate=0.5,
+                  dropout_points=["1"])
     assert s.settings["member_mode"] == "dropout"
     ip = inf.score(small_mlp, train, target=valid, method="ip").values
     assert not np.allclose(s.values, 3 * ip, rtol=1e-3)
     with pytest.raises(inf.InputError, match="name no module"):
-        inf.score(small_mlp, train, target=valid, method="ip-ensemble", dropout_points=["nope"])
+        inf.score(small_mlp, train, target=valid, method="ip-ensemble", mode="dropout", dropout_points=["nope"])
     with pytest.raises(inf.InputError, match="no dropout layers"):
         inf.score(small_mlp, train, target=valid, method="ip-ensemble", mode="dropout")
 
@@ -195,3 +233,4 @@ def test_label_quality_uses_cleanlab_on_out_of_sample_probabilities(iris):
                                                cv=0).values)
     with pytest.raises(inf.InputError, match="unknown label-quality kind"):
         inf.score(model, train, method="label-quality", kind="margin")
+

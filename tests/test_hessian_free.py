@@ -234,3 +234,23 @@ def test_label_quality_uses_cleanlab_on_out_of_sample_probabilities(iris):
     with pytest.raises(inf.InputError, match="unknown label-quality kind"):
         inf.score(model, train, method="label-quality", kind="margin")
 
+
+def test_self_tracin_default_is_the_final_models_squared_gradient_norm(small_mlp, digits_small):
+    """[IP]: Self-TracIn at the converged parameters only, |g_z(theta_hat)|^2 (no recorder needed);
+    the sum over recorded checkpoints is the option over="checkpoints"."""
+    train, _ = digits_small
+    assert getattr(small_mlp, "recorder_", None) is None
+    s = inf.score(small_mlp, train, method="self-tracin")
+    G = per_sample_grads(small_mlp, *small_mlp.tensors(train), method="loop")
+    expected = np.array([float(g @ g) for g in G])
+    np.testing.assert_allclose(s.raw, expected, rtol=1e-9)
+    np.testing.assert_allclose(s.values, -expected, rtol=1e-9)
+    with pytest.raises(inf.InputError, match="needs training checkpoints"):
+        inf.score(small_mlp, train, method="self-tracin", over="checkpoints")
+    ck = [inf.models.training.Checkpoint(1, 0.5, small_mlp.params())]
+    np.testing.assert_allclose(inf.score(small_mlp, train, method="self-tracin", over="checkpoints",
+                                         checkpoints=ck).raw, 0.5 * expected, rtol=1e-9)
+    with pytest.raises(inf.InputError, match="only with over='checkpoints'"):
+        inf.score(small_mlp, train, method="self-tracin", checkpoints=ck)
+    with pytest.raises(inf.InputError, match="over must be"):
+        inf.score(small_mlp, train, method="self-tracin", over="all")

@@ -32,7 +32,7 @@ def _explicit_objective(model, lab):
 
 
 def _iv_by_hand(model, lab, pool, valid, damping=0.0):
-    """[IV] section 3: (1/n) grad f^T H^-1 g_z, f the mean validation loss, z the pseudo-labelled pool sample."""
+    """[IV]: (1/n) grad f^T H^-1 g_z, f the mean validation loss, z the pseudo-labelled pool sample."""
     theta, H, loss = _explicit_objective(model, lab)
     H = H + damping * torch.eye(len(theta), dtype=H.dtype)
     g_f = torch.func.grad(lambda th: loss(th, *model.tensors(valid)).mean())(theta)
@@ -155,7 +155,7 @@ def test_percentile_mean_equals_numpy_brute_force():
 
 
 def _fi_pair_by_hand(model, lab, theta, H, loss, i, x_u, t_u):
-    """FI((x_u, t_u), z_i) of [FI] section 3 for one pair, from its definition with explicit matrices:
+    """FI((x_u, t_u), z_i) of [FI] for one pair, from its definition with explicit matrices:
     dtheta/dw = -(1/n) H^-1 J_i, u_c = dtheta/dw^T grad_theta log P(c|x_i) + grad_x log P(c|x_i),
     G = sum_c P(c|x_i) u_c u_c^T, a = dtheta/dw^T grad_theta L(z'_u), FI = a^T pinv(G) a."""
     from influent.grads.per_sample import unflatten

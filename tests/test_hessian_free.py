@@ -33,7 +33,7 @@ def test_ensemble_with_one_member_equals_ip(iris, small_mlp, digits_small):
 
 
 def _param_dropout_by_hand(model, train, valid, members, rate, seed):
-    """[IP] section 5 by hand: member m >= 1 zeroes each analysed parameter with probability `rate`
+    """[IP] experiments, by hand: member m >= 1 zeroes each analysed parameter with probability `rate`
     (one rate draw, then keep = rand >= rate per parameter tensor, in order) and rescales by 1/(1 - rate);
     returns the members' IP vectors (member 0 = the model) and how many parameters each zeroed."""
     gen = torch.Generator().manual_seed(seed)
@@ -49,7 +49,7 @@ def _param_dropout_by_hand(model, train, valid, members, rate, seed):
 
 @pytest.mark.parametrize("kind", ["logistic", "mlp"])
 def test_default_members_are_parameter_dropout_and_differ(kind, small_mlp, digits_small):
-    """The default IP Ensemble ([IP] section 5: parameter dropout, rate 0.01, 5 members) equals the sum of
+    """The default IP Ensemble ([IP] experiments: parameter dropout, rate 0.01, 5 members) equals the sum of
     the members' IP computed by hand, every member drops parameters, and the result is not 5 x IP."""
     train, valid = digits_small
     model = small_mlp if kind == "mlp" else inf.models.SklearnLogistic(C=1.0).fit(train)

@@ -126,7 +126,7 @@ def _pseudo_labelled(model: ModelAdapter, pool: Split) -> Split:
 @strategy("iv")
 def iv_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator, valid: Split | None = None,
                 damping: float = 0.0, params: str = "auto", solver: str = "exact") -> np.ndarray:
-    """Influence value ([IV] section 3) of *adding* each pool sample with its predicted label: adding z
+    """Influence value ([IV]) of *adding* each pool sample with its predicted label: adding z
     lowers the validation loss f (mean loss on `valid`) by about (1/n) grad f^T H^-1 g_z, with H the
     labeled set's Hessian, so the highest is labeled first. Recomputed every round; ``params`` as for
     ``fi``.

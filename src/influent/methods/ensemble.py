@@ -1,7 +1,7 @@
 """Ensemble estimators of [IP] without retraining: IP Ensemble and GEX (geometric ensemble).
 
 IP Ensemble sums the inner product g_z . grad f over M members built from the fitted model. Member 0
-is the model itself. By default ([IP] section 5, experiments: "dropout applied on model parameters",
+is the model itself. By default ([IP] experiments: "dropout applied on model parameters",
 rate 0.01, ensemble size 5), for every model, members 1..M-1 each zero a fixed random 1% of the analysed
 parameters with inverted scaling. Options: a fixed dropout mask on activations (at the model's dropout
 layers or given modules) and Gaussian noise on the analysed parameters.
@@ -93,7 +93,7 @@ def ensemble_members(adapter: ModelAdapter, split: Split, members: int = 5, mode
     Parameters
     ----------
     members : M >= 1
-    mode : "param-dropout" (default, [IP] section 5: dropout on the analysed parameters), "dropout" (fixed
+    mode : "param-dropout" (default, [IP] experiments: dropout on the analysed parameters), "dropout" (fixed
         masks on activations), "noise" (Gaussian parameter noise) or "auto" (activation dropout where the
         model has dropout layers or `points` are given, noise otherwise)
     rate : dropout rate (0.01), a float, or a pair (lo, hi) to draw each member's rate from U(lo, hi)
@@ -165,7 +165,7 @@ def _source(job: Job, member: ModelAdapter, split: Split) -> GradientSource:
 
 @register_method("ip-ensemble")
 def ip_ensemble(job: Job) -> Result:
-    """IP Ensemble ([IP] section 5): raw = sum over M members of g_z(member) . grad f(member); values = raw.
+    """IP Ensemble ([IP]): raw = sum over M members of g_z(member) . grad f(member); values = raw.
 
     Options: members (5), mode ("param-dropout", the default for every model: each member zeroes a fixed
     random 1% of the analysed parameters with inverted scaling, as in [IP]'s experiments | "dropout":

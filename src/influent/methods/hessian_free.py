@@ -49,7 +49,7 @@ def tracin_pairwise(job: Job, test: Split) -> np.ndarray:
 
 @register_method("self-tracin", needs_target=False)
 def self_tracin(job: Job) -> Result:
-    """Self-TracIn: raw = |g_z(theta_hat)|^2 at the final model by default ([IP] section 4: only the last
+    """Self-TracIn: raw = |g_z(theta_hat)|^2 at the final model by default ([IP]: only the last
     checkpoint, the converged parameters, is used; no recorder needed); values = -raw (high
     self-influence = suspicious).
 

@@ -254,3 +254,26 @@ def test_self_tracin_default_is_the_final_models_squared_gradient_norm(small_mlp
         inf.score(small_mlp, train, method="self-tracin", checkpoints=ck)
     with pytest.raises(inf.InputError, match="over must be"):
         inf.score(small_mlp, train, method="self-tracin", over="all")
+
+
+def test_training_checkpoints_for_tracin_follow_the_models_objective(digits_small, small_mlp):
+    """Logistic regression records nothing itself: its TracIn checkpoints come from SGD on the same objective
+    (the last one close to the optimum); a torch model is refitted with a recorder to the same final model."""
+    from influent.evaluation.noisy import needs_checkpoints, training_checkpoints
+    from influent.grads.per_sample import flatten
+
+    train, _ = digits_small
+    model = inf.models.SklearnLogistic(C=1.0).fit(train)
+    ck = training_checkpoints(model, train, seed=0)
+    assert 10 <= len(ck) <= 11 and all(c.lr == 0.5 for c in ck) and list(ck[0].params) == model.param_names()
+    assert [c.step for c in ck] == sorted({c.step for c in ck})
+    X, t = model.tensors(train)
+    obj = lambda p: float(model.per_sample_loss(p, X, t).mean() + model.regularizer(p))  # noqa: E731
+    start = obj({k: torch.zeros_like(v) for k, v in model.params().items()})
+    gap = lambda p: (obj(p) - obj(model.params())) / (start - obj(model.params()))  # noqa: E731
+    assert gap(ck[-1].params) < 0.05 < gap(ck[0].params)  # SGD ends near the optimum of the same objective
+    ck_mlp = training_checkpoints(small_mlp, train, seed=0)
+    assert len(ck_mlp) == 10 and [c.step for c in ck_mlp][-1] == 300
+    torch.testing.assert_close(flatten(ck_mlp[-1].params), flatten(small_mlp.params()), rtol=1e-10, atol=1e-12)
+    assert needs_checkpoints("tracin", {}) and needs_checkpoints("self-tracin", {"over": "checkpoints"})
+    assert not needs_checkpoints("self-tracin", {}) and not needs_checkpoints("tracin", {"checkpoints": ck})

@@ -154,10 +154,10 @@ def test_percentile_mean_equals_numpy_brute_force():
     np.testing.assert_allclose(percentile_mean(M), expected, rtol=1e-12)
 
 
-def _fi_pair_by_hand(model, lab, theta, H, loss, i, x_u, t_u):
-    """FI((x_u, t_u), z_i) of [FI] for one pair, from its definition with explicit matrices:
-    dtheta/dw = -(1/n) H^-1 J_i, u_c = dtheta/dw^T grad_theta log P(c|x_i) + grad_x log P(c|x_i),
-    G = sum_c P(c|x_i) u_c u_c^T, a = dtheta/dw^T grad_theta L(z'_u), FI = a^T pinv(G) a."""
+def _fi_row_by_hand(model, lab, theta, H, loss, i, queries):
+    """FI((x_u, t_u), z_i) of [FI] for one labeled sample z_i and each query, from the definition with
+    explicit matrices: dtheta/dw = -(1/n) H^-1 J_i, u_c = dtheta/dw^T grad_theta log P(c|x_i) +
+    grad_x log P(c|x_i), G = sum_c P(c|x_i) u_c u_c^T, a = dtheta/dw^T grad_theta L(z'_u), FI = a^T pinv(G) a."""
     from influent.grads.per_sample import unflatten
 
     params = model.params()
@@ -168,27 +168,30 @@ def _fi_pair_by_hand(model, lab, theta, H, loss, i, x_u, t_u):
     dtheta = -torch.linalg.solve(H, J) / len(lab)  # (p, d)
     logp = lambda th, x: torch.log_softmax(model.outputs(unflatten(th, params), x), -1)[0]  # noqa: E731
     P = torch.exp(logp(theta, xi))
-    K = len(P)
     G = torch.zeros(J.shape[1], J.shape[1], dtype=H.dtype)
-    for c in range(K):
+    for c in range(len(P)):
         u = dtheta.T @ torch.func.grad(lambda th: logp(th, xi)[c])(theta) + \
             torch.func.grad(lambda x: logp(theta, x)[c])(xi).reshape(-1)
         G += P[c] * torch.outer(u, u)
-    a = dtheta.T @ torch.func.grad(lambda th: loss(th, x_u, t_u).sum())(theta)
-    return float(a @ torch.linalg.pinv(G, rtol=1e-10, hermitian=True) @ a)
+    Ginv = torch.linalg.pinv(G, rtol=1e-10, hermitian=True)
+    out = []
+    for x_u, t_u in queries:  # one pair at a time
+        a = dtheta.T @ torch.func.grad(lambda th: loss(th, x_u, t_u).sum())(theta)
+        out.append(float(a @ Ginv @ a))
+    return out
 
 
-def test_fi_active_strategy_equals_a_brute_force_loop_over_pairs(al_data):
+def test_fi_active_strategy_equals_a_brute_force_loop_over_pairs(three_digits):
     """FI-active ([FI] section 6.2) = the 10-90 percentile mean over labeled samples of the pairwise FI,
-    each pair computed on its own from the definition (explicit Hessian, Jacobian and metric)."""
-    labeled, pool, _ = al_data
-    lab, small_pool = labeled.subset(range(25)), pool.subset(range(4))
+    each pair computed from the definition (explicit Hessian, Jacobian and metric)."""
+    lab, pool, _, _ = three_digits
+    small_pool = pool.subset(range(5))
     model = inf.models.SklearnLogistic(C=1.0).fit(lab)
     prio = STRATEGIES["fi"](model, lab, small_pool, np.random.default_rng(0))
     theta, H, loss = _explicit_objective(model, lab)
     Xp, tp = model.tensors(inf.Split(small_pool.X, model.predict(small_pool.X)))
-    M = np.array([[_fi_pair_by_hand(model, lab, theta, H, loss, i, Xp[u:u + 1], tp[u:u + 1])
-                   for u in range(len(small_pool))] for i in range(len(lab))])
+    queries = [(Xp[u:u + 1], tp[u:u + 1]) for u in range(len(small_pool))]
+    M = np.array([_fi_row_by_hand(model, lab, theta, H, loss, i, queries) for i in range(len(lab))])
     expected = []
     for col in M.T:
         lo, hi = np.percentile(col, [10, 90])
@@ -301,3 +304,22 @@ def test_adult_configuration_with_fewer_rounds():
     assert frame.groupby("strategy")["n_labeled"].apply(list).to_dict() == {"fi": [300, 340, 380],
                                                                             "random": [300, 340, 380]}
     assert frame["accuracy"].between(0.7, 0.9).all()
+
+
+def test_experiment_runner_hands_the_validation_split_to_iv(three_digits, tmp_path):
+    """A set-up that returns a "valid" split gives it to IV (the strategy's required target); without one
+    the IV run is refused with the one-line error."""
+    from influent.evaluation.active import active_learning_experiment
+
+    labeled, pool, valid, test = three_digits
+    make_model = lambda rep: inf.models.SklearnLogistic(C=1.0, newton_steps=0)  # noqa: E731
+    sets = lambda rep: {"labeled": labeled, "pool": pool, "valid": valid, "test": test}  # noqa: E731
+    frame = active_learning_experiment(sets, make_model, {"iv": ("iv", {})}, batch_size=5, rounds=1, repeats=[0],
+                                       state_dir=tmp_path)
+    assert list(frame["n_labeled"]) == [40, 45]
+    picked = json.loads((tmp_path / "iv-r0.json").read_text())["history"][0]["picked"]
+    prio = _iv_by_hand(make_model(0).fit(labeled), labeled, pool, valid)
+    assert sorted(picked) == sorted(pool.ids[np.argsort(-prio)[:5]].tolist())
+    with pytest.raises(inf.InputError, match="needs a validation split"):
+        active_learning_experiment(lambda rep: {"labeled": labeled, "pool": pool, "test": test}, make_model,
+                                   {"iv": ("iv", {})}, 5, 1, [0])

@@ -59,17 +59,20 @@ def strategies_for(members: int) -> dict:
     return {**default_strategies(members), "iv, labeled target": (iv_labeled_target, {})}
 
 
-def run_task(task: str, quick: bool, repeats: int) -> pd.DataFrame:
+def run_task(task: str, quick: bool, repeats: int, only: list[str] | None = None) -> pd.DataFrame:
     setup, kwargs, batch, rounds, members, title = TASKS[task]
     if quick:
         kwargs, batch, rounds = QUICK[task]
     make_sets, make_model = setup(**kwargs)
     t0 = time.perf_counter()
     strategies = strategies_for(members)
+    if only:  # a subset (e.g. one process per strategy); a later full run reads their states back
+        strategies = {k: v for k, v in strategies.items() if k in only}
     frame = active_learning_experiment(make_sets, make_model, strategies, batch, rounds,
                                        range(repeats), None if quick else STATES / task, progress=print)
     summary = summarize_curves(frame)
     wide = summary.pivot(index="n_labeled", columns="strategy", values="mean")[list(strategies)]
+    quick = quick or bool(only)  # from here on: a subset run prints but writes nothing
     print(f"\n{title}: mean test accuracy % over {repeats} repeats ({time.perf_counter() - t0:.0f} s)")
     print((100 * wide).to_string(float_format=lambda v: f"{v:.2f}"))
     final = summary.groupby("strategy", sort=False).tail(1).set_index("strategy")
@@ -130,10 +133,11 @@ def main() -> None:
     ap.add_argument("task", choices=[*TASKS, "cost", "all"])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=None, help="default 3 (1 with --quick)")
+    ap.add_argument("--only", default=None, help="comma-separated strategies to run (nothing is written)")
     args = ap.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
     for task in ([*TASKS, "cost"] if args.task == "all" else [args.task]):
-        run_cost(args.quick) if task == "cost" else run_task(task, args.quick, repeats)
+        run_cost(args.quick) if task == "cost" else run_task(task, args.quick, repeats, args.only.split(",") if args.only else None)
 
 
 if __name__ == "__main__":

@@ -123,11 +123,12 @@ def adult_setup(init: int = 300, pool: int = 5000, n_valid: int = 1000, n_test: 
     return make_sets, lambda rep: SklearnLogistic(C=C)
 
 
-def mnist_setup(init: int = 60, pool: int = 450, n_valid: int = 500, n_test: int = 1000, epochs: int = 30,
-                channels: tuple[int, int] = (32, 64), hidden: int = 256):
+def mnist_setup(init: int = 60, pool: int = 450, n_valid: int = 500, n_test: int = 1000, epochs: int = 10,
+                lr: float = 3e-3, batch_size: int | None = 32, channels: tuple[int, int] = (32, 64), hidden: int = 256):
     """The 5,000-digit MNIST subset as (1, 28, 28) images with `SmallCNN` (by default [FI]'s Table 6 widths:
     32/64 channels, 256 hidden units): `init` labeled, `pool` unlabeled, `n_valid` validation (the target of
-    IV) and `n_test` test images, a fresh draw per repeat; Adam, `epochs` full-batch epochs."""
+    IV) and `n_test` test images, a fresh draw per repeat; Adam (`lr`), `epochs` epochs of minibatches of
+    `batch_size` (None: full batch)."""
     from ..datasets import load_mnist_subset
     from ..models import SmallCNN, TrainConfig
 
@@ -135,8 +136,8 @@ def mnist_setup(init: int = 60, pool: int = 450, n_valid: int = 500, n_test: int
         sizes = {"train": init + pool, "valid": n_valid, "test": n_test}
         return _labeled_and_pool(load_mnist_subset(sizes, seed=rep, images=True), init)
 
-    return make_sets, lambda rep: SmallCNN(channels, hidden=hidden, train=TrainConfig(epochs=epochs, seed=rep),
-                                           init_seed=rep)
+    cfg = lambda rep: TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=rep)  # noqa: E731
+    return make_sets, lambda rep: SmallCNN(channels, hidden=hidden, train=cfg(rep), init_seed=rep)
 
 
 def default_strategies(bald_members: int = 10) -> dict[str, StrategySpec]:

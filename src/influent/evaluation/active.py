@@ -141,7 +141,8 @@ def mnist_setup(init: int = 60, pool: int = 450, n_valid: int = 500, n_test: int
 
 
 def default_strategies(bald_members: int = 10) -> dict[str, StrategySpec]:
-    """FI-active, IV, BALD, entropy and random, with their default options."""
+    """FI-active, IV, BALD, entropy and random, with their default options (IV takes the set-up's "valid"
+    split from `active_learning_experiment`)."""
     return {"fi": ("fi", {}), "iv": ("iv", {}), "bald": ("bald", {"members": bald_members}),
             "entropy": ("entropy", {}), "random": ("random", {})}
 

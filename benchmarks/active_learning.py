@@ -133,11 +133,11 @@ def main() -> None:
     ap.add_argument("task", choices=[*TASKS, "cost", "all"])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=None, help="default 3 (1 with --quick)")
-    ap.add_argument("--only", default=None, help="comma-separated strategies to run (nothing is written)")
+    ap.add_argument("--only", default=None, help="strategies to run, separated by \";\" (nothing is written)")
     args = ap.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
     for task in ([*TASKS, "cost"] if args.task == "all" else [args.task]):
-        run_cost(args.quick) if task == "cost" else run_task(task, args.quick, repeats, args.only.split(",") if args.only else None)
+        run_cost(args.quick) if task == "cost" else run_task(task, args.quick, repeats, args.only.split(";") if args.only else None)
 
 
 if __name__ == "__main__":

@@ -263,7 +263,7 @@ def bench_clean(args: argparse.Namespace) -> None:
     sizes = {"train": 400, "valid": 200, "test": 400} if args.quick else {"train": 1000, "valid": 300, "test": None}
     epochs = 10 if args.quick else 30
     methods = {"Self-Diff-In": ("self-diffin", {}), "Self-Diff-In + first order": ("self-diffin", {"first_order": True}),
-               "Self-TracIn": ("self-tracin", {}), "random": ("random", {})}
+               "Self-TracIn": ("self-tracin", {"over": "checkpoints"}), "random": ("random", {})}
     res: dict[str, list[tuple[float, float, float]]] = {k: [] for k in methods}
     base, oracle = [], []
     for seed in range(args.seeds):

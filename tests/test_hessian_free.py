@@ -1,4 +1,5 @@
-"""Hessian-free family of [IP]: IP Ensemble (dropout and parameter-noise members), GEX, label quality,
+"""Hessian-free family of [IP]: IP Ensemble (parameter-dropout, activation-dropout and parameter-noise members),
+TracIn / Self-TracIn, GEX, label quality,
 and the synthetic check of [IP] (IP agrees with exact IF on a separable set with flipped labels)."""
 
 import numpy as np
@@ -19,22 +20,57 @@ def _brute_ip(adapter, train, valid):
 
 
 def test_ensemble_with_one_member_equals_ip(iris, small_mlp, digits_small):
+    """members=1 is the model alone: IP Ensemble and IP both equal the brute-force loop."""
     train, valid = iris
     lr = inf.models.SklearnLogistic(C=1.0).fit(train)
-    ip = inf.score(lr, train, target=valid, method="ip")
-    ens = inf.score(lr, train, target=valid, method="ip-ensemble", members=1)
-    np.testing.assert_allclose(ens.values, ip.values, rtol=1e-12)
-    np.testing.assert_allclose(ip.values, _brute_ip(lr, train, valid), rtol=1e-9, atol=1e-12)
+    brute = _brute_ip(lr, train, valid)
+    np.testing.assert_allclose(inf.score(lr, train, target=valid, method="ip-ensemble", members=1).values, brute,
+                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(inf.score(lr, train, target=valid, method="ip").values, brute, rtol=1e-9, atol=1e-12)
     tr, va = digits_small
     np.testing.assert_allclose(inf.score(small_mlp, tr, target=va, method="ip-ensemble", members=1).values,
-                               inf.score(small_mlp, tr, target=va, method="ip").values, rtol=1e-12)
+                               _brute_ip(small_mlp, tr, va), rtol=1e-9, atol=1e-12)
+
+
+def _param_dropout_by_hand(model, train, valid, members, rate, seed):
+    """[IP] experiments, by hand: member m >= 1 zeroes each analysed parameter with probability `rate`
+    (one rate draw, then keep = rand >= rate per parameter tensor, in order) and rescales by 1/(1 - rate);
+    returns the members' IP vectors (member 0 = the model) and how many parameters each zeroed."""
+    gen = torch.Generator().manual_seed(seed)
+    theta = model.params()
+    ips, dropped = [_brute_ip(model, train, valid)], [0]
+    for _ in range(1, members):
+        torch.rand((), generator=gen, dtype=torch.float64)
+        keep = {k: torch.rand(v.shape, generator=gen, dtype=torch.float64) >= rate for k, v in theta.items()}
+        dropped.append(sum(int((~m).sum()) for m in keep.values()))
+        ips.append(_brute_ip(model.with_params({k: v * keep[k] / (1 - rate) for k, v in theta.items()}), train, valid))
+    return np.array(ips), dropped
+
+
+@pytest.mark.parametrize("kind", ["logistic", "mlp"])
+def test_default_members_are_parameter_dropout_and_differ(kind, small_mlp, digits_small):
+    """The default IP Ensemble ([IP] experiments: parameter dropout, rate 0.01, 5 members) equals the sum of
+    the members' IP computed by hand, every member drops parameters, and the result is not 5 x IP."""
+    train, valid = digits_small
+    model = small_mlp if kind == "mlp" else inf.models.SklearnLogistic(C=1.0).fit(train)
+    s = inf.score(model, train, target=valid, method="ip-ensemble", seed=2)
+    assert s.settings["member_mode"] == "param-dropout" and s.settings["members"] == 5
+    ips, dropped = _param_dropout_by_hand(model, train, valid, 5, 0.01, seed=2)
+    n = model.n_params()
+    assert all(0 < d < 0.05 * n for d in dropped[1:]), dropped  # about 1% of the parameters, never none
+    np.testing.assert_allclose(s.values, ips.sum(0), rtol=1e-8, atol=1e-12)
+    for ip_m in ips[1:]:  # each member's IP differs from the model's
+        assert np.abs(ip_m - ips[0]).max() > 1e-3 * np.abs(ips[0]).max()
+    assert not np.allclose(s.values, 5 * ips[0], rtol=1e-3)
+    A = inf.attribute(model, train, valid, method="ip-ensemble", seed=2)
+    np.testing.assert_allclose(A.mean(1), s.values, rtol=1e-8, atol=1e-12)
 
 
 def test_noise_members_equal_brute_force(iris):
     """Logistic regression has no dropout: members are theta + N(0, noise^2), drawn in the documented order."""
     train, valid = iris
     model = inf.models.SklearnLogistic(C=1.0).fit(train)
-    s = inf.score(model, train, target=valid, method="ip-ensemble", members=4, noise=0.05, seed=3)
+    s = inf.score(model, train, target=valid, method="ip-ensemble", mode="noise", members=4, noise=0.05, seed=3)
     assert s.settings["member_mode"] == "noise"
     gen = torch.Generator().manual_seed(3)
     theta = model.params()
@@ -45,7 +81,7 @@ def test_noise_members_equal_brute_force(iris):
     np.testing.assert_allclose(s.values, expected, rtol=1e-9, atol=1e-12)
     # the noise matters: members differ from the model
     assert not np.allclose(s.values, 4 * inf.score(model, train, target=valid, method="ip").values, rtol=1e-3)
-    A = inf.attribute(model, train, valid, method="ip-ensemble", members=4, noise=0.05, seed=3)
+    A = inf.attribute(model, train, valid, method="ip-ensemble", mode="noise", members=4, noise=0.05, seed=3)
     np.testing.assert_allclose(A.mean(1), s.values, rtol=1e-9, atol=1e-12)
 
 
@@ -65,10 +101,11 @@ def test_dropout_members_equal_explicitly_masked_networks(digits_small):
     m = inf.models.TabularMLP(hidden=(8,), dropout=0.3, weight_decay=1e-3, dtype=torch.float64,
                               train=inf.models.TrainConfig(epochs=100)).fit(train)
     assert [type(x).__name__ for x in m.module] == ["Linear", "ReLU", "Dropout", "Linear"]
-    kw = dict(members=3, rate=0.4, seed=5)
+    kw = dict(mode="dropout", members=3, rate=0.4, seed=5)
     s = inf.score(m, train, target=valid, method="ip-ensemble", **kw)
     assert s.settings["member_mode"] == "dropout"
     members, mode = ensemble_members(m, train, 3, "auto", 0.4, 0.01, None, 5)
+    assert mode == "dropout"  # "auto": the model's dropout layer
     # masks in the documented order: one rate draw (fixed here), then keep ~ Bernoulli(0.6) / 0.6 over 8 units
     gen = torch.Generator().manual_seed(5)
     expected = _brute_ip(m, train, valid)
@@ -87,12 +124,13 @@ def test_dropout_members_equal_explicitly_masked_networks(digits_small):
 
 def test_given_dropout_points_on_a_model_without_dropout(small_mlp, digits_small):
     train, valid = digits_small
-    s = inf.score(small_mlp, train, target=valid, method="ip-ensemble", members=3, rate=0.5, dropout_points=["1"])
+    s = inf.score(small_mlp, train, target=valid, method="ip-ensemble", mode="dropout", members=3, rate=0.5,
+                  dropout_points=["1"])
     assert s.settings["member_mode"] == "dropout"
     ip = inf.score(small_mlp, train, target=valid, method="ip").values
     assert not np.allclose(s.values, 3 * ip, rtol=1e-3)
     with pytest.raises(inf.InputError, match="name no module"):
-        inf.score(small_mlp, train, target=valid, method="ip-ensemble", dropout_points=["nope"])
+        inf.score(small_mlp, train, target=valid, method="ip-ensemble", mode="dropout", dropout_points=["nope"])
     with pytest.raises(inf.InputError, match="no dropout layers"):
         inf.score(small_mlp, train, target=valid, method="ip-ensemble", mode="dropout")
 
@@ -195,3 +233,47 @@ def test_label_quality_uses_cleanlab_on_out_of_sample_probabilities(iris):
                                                cv=0).values)
     with pytest.raises(inf.InputError, match="unknown label-quality kind"):
         inf.score(model, train, method="label-quality", kind="margin")
+
+
+def test_self_tracin_default_is_the_final_models_squared_gradient_norm(small_mlp, digits_small):
+    """[IP]: Self-TracIn at the converged parameters only, |g_z(theta_hat)|^2 (no recorder needed);
+    the sum over recorded checkpoints is the option over="checkpoints"."""
+    train, _ = digits_small
+    assert getattr(small_mlp, "recorder_", None) is None
+    s = inf.score(small_mlp, train, method="self-tracin")
+    G = per_sample_grads(small_mlp, *small_mlp.tensors(train), method="loop")
+    expected = np.array([float(g @ g) for g in G])
+    np.testing.assert_allclose(s.raw, expected, rtol=1e-9)
+    np.testing.assert_allclose(s.values, -expected, rtol=1e-9)
+    with pytest.raises(inf.InputError, match="needs training checkpoints"):
+        inf.score(small_mlp, train, method="self-tracin", over="checkpoints")
+    ck = [inf.models.training.Checkpoint(1, 0.5, small_mlp.params())]
+    np.testing.assert_allclose(inf.score(small_mlp, train, method="self-tracin", over="checkpoints",
+                                         checkpoints=ck).raw, 0.5 * expected, rtol=1e-9)
+    with pytest.raises(inf.InputError, match="only with over='checkpoints'"):
+        inf.score(small_mlp, train, method="self-tracin", checkpoints=ck)
+    with pytest.raises(inf.InputError, match="over must be"):
+        inf.score(small_mlp, train, method="self-tracin", over="all")
+
+
+def test_training_checkpoints_for_tracin_follow_the_models_objective(digits_small, small_mlp):
+    """Logistic regression records nothing itself: its TracIn checkpoints come from SGD on the same objective
+    (the last one close to the optimum); a torch model is refitted with a recorder to the same final model."""
+    from influent.evaluation.noisy import needs_checkpoints, training_checkpoints
+    from influent.grads.per_sample import flatten
+
+    train, _ = digits_small
+    model = inf.models.SklearnLogistic(C=1.0).fit(train)
+    ck = training_checkpoints(model, train, seed=0)
+    assert 10 <= len(ck) <= 11 and all(c.lr == 0.5 for c in ck) and list(ck[0].params) == model.param_names()
+    assert [c.step for c in ck] == sorted({c.step for c in ck})
+    X, t = model.tensors(train)
+    obj = lambda p: float(model.per_sample_loss(p, X, t).mean() + model.regularizer(p))  # noqa: E731
+    start = obj({k: torch.zeros_like(v) for k, v in model.params().items()})
+    gap = lambda p: (obj(p) - obj(model.params())) / (start - obj(model.params()))  # noqa: E731
+    assert gap(ck[-1].params) < 0.05 < gap(ck[0].params)  # SGD ends near the optimum of the same objective
+    ck_mlp = training_checkpoints(small_mlp, train, seed=0)
+    assert len(ck_mlp) == 10 and [c.step for c in ck_mlp][-1] == 300
+    torch.testing.assert_close(flatten(ck_mlp[-1].params), flatten(small_mlp.params()), rtol=1e-10, atol=1e-12)
+    assert needs_checkpoints("tracin", {}) and needs_checkpoints("self-tracin", {"over": "checkpoints"})
+    assert not needs_checkpoints("self-tracin", {}) and not needs_checkpoints("tracin", {"checkpoints": ck})

@@ -22,7 +22,7 @@ def test_tracin_equals_brute_force_sum_over_checkpoints(recorded, digits_small):
     m, rec = recorded
     assert [c.step for c in rec.checkpoints] == [10, 20, 30, 40]
     s = inf.score(m, train, target=valid, method="tracin")
-    st = inf.score(m, train, method="self-tracin")
+    st = inf.score(m, train, method="self-tracin", over="checkpoints")
     expected, self_expected = np.zeros(len(train)), np.zeros(len(train))
     Xv, tv = m.tensors(valid)
     for c in rec.checkpoints:

@@ -3,7 +3,7 @@ for the labels of the top `batch_size` pool samples, and records test accuracy. 
 
 A strategy is a function ``strategy(model, labeled, pool, rng, **options) -> (U,) priorities`` (higher =
 label first). Strategies: ``fi`` (FI-active of [FI]), ``iv`` (influence value of adding the
-pseudo-labeled sample, recomputed every round), ``bald``, ``entropy``, ``margin``, ``random``.
+pseudo-labeled sample against a validation loss, [IV]; needs ``valid``), ``bald``, ``entropy``, ``margin``, ``random``.
 """
 
 from __future__ import annotations
@@ -126,17 +126,24 @@ def _pseudo_labelled(model: ModelAdapter, pool: Split) -> Split:
 @strategy("iv")
 def iv_priority(model: ModelAdapter, labeled: Split, pool: Split, rng: np.random.Generator, valid: Split | None = None,
                 damping: float = 0.0, params: str = "auto", solver: str = "exact") -> np.ndarray:
-    """Influence value of *adding* each pool sample with its predicted label: adding z lowers the target
-    loss (on `valid`, or on the labeled set when no validation split is given) by about
-    (1/n) grad f^T H^-1 g_z, with H the labeled set's Hessian, so the highest is labeled first.
-    Recomputed every round; ``params`` as for ``fi``."""
+    """Influence value ([IV]) of *adding* each pool sample with its predicted label: adding z
+    lowers the validation loss f (mean loss on `valid`) by about (1/n) grad f^T H^-1 g_z, with H the
+    labeled set's Hessian, so the highest is labeled first. Recomputed every round; ``params`` as for
+    ``fi``.
+
+    `valid` is required: [IV] scores against a validation loss. (The labeled set's own loss is no
+    substitute: at the fitted optimum its gradient is minus the regulariser's, so the score would only
+    measure weight shrinkage.)
+    """
     from ..grads.source import GradientSource
     from ..methods.fi import fit_solver
     from ..targets import Utility
 
+    if valid is None:
+        raise InputError("strategy 'iv' needs a validation split: options={'valid': split} ([IV] scores the "
+                         "change of a validation loss)")
     view = resolve_params(model, params)
-    target = Utility(valid if valid is not None else labeled)
-    u = fit_solver(view, labeled, solver, damping).solve(target.grad(view))
+    u = fit_solver(view, labeled, solver, damping).solve(Utility(valid).grad(view))
     return (GradientSource(view, _pseudo_labelled(model, pool)).dot(u) / len(labeled)).numpy()
 
 
@@ -224,6 +231,8 @@ class ActiveLearner:
 
     def __post_init__(self) -> None:
         self._fn = resolve_strategy(self.strategy, self.options)
+        if self._fn is iv_priority and self.options.get("valid") is None:
+            iv_priority(self.model, self.labeled, self.pool, None)  # raises the one-line error
         if self.batch_size < 1 or self.rounds < 0:
             raise InputError(f"batch_size must be >= 1 and rounds >= 0, got {self.batch_size}, {self.rounds}")
         if np.intersect1d(self.labeled.ids, self.pool.ids).size:

@@ -43,6 +43,8 @@ DEFENSE_METHODS: list[tuple[str, str, dict[str, Any]]] = [
     ("IP Ensemble", "ip-ensemble", {}),
     ("DataInf", "if", {"solver": "datainf"}),
     ("Self-IF", "self-if", {"solver": "exact"}),
+    ("TracIn", "tracin", {}),
+    ("Self-TracIn", "self-tracin", {}),
     ("random", "random", {}),
 ]
 ACTIONS = ("trim", "relabel", "reweight")
@@ -89,11 +91,17 @@ def defense_experiment(model: ModelAdapter, train: Split, valid: Split, test: Sp
     """Run the protocol of the module docstring for each attack fraction and method.
 
     Returns the table (attack, method, pre_attack, post_attack, trim, relabel, reweight; accuracies on
-    test) and the notes on skipped methods.
+    test) and the notes on skipped methods. TracIn's checkpoints come from `training_checkpoints` (SGD on
+    the same objective) unless an entry passes its own.
     """
     if target not in ("robustness", "attacked-test"):
         raise InputError(f"defense target must be 'robustness' or 'attacked-test', got {target!r}")
+    from .noisy import needs_checkpoints, training_checkpoints
+
     entries, notes = available(methods if methods is not None else DEFENSE_METHODS)
+    if any(needs_checkpoints(m, o) for _, m, o in entries):  # TracIn: one SGD run of the same objective
+        ckpts = training_checkpoints(model, train, seed)
+        entries = [(lab, m, {**o, "checkpoints": ckpts} if needs_checkpoints(m, o) else o) for lab, m, o in entries]
     attacked = [attack(model, test, f, seed + i)[0] for i, f in enumerate(fractions)]
     pre = model.accuracy(test)
     post = [model.accuracy(a) for a in attacked]

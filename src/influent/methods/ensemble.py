@@ -1,9 +1,10 @@
 """Ensemble estimators of [IP] without retraining: IP Ensemble and GEX (geometric ensemble).
 
 IP Ensemble sums the inner product g_z . grad f over M members built from the fitted model. Member 0
-is the model itself; members 1..M-1 either run with a fixed dropout mask on activations (torch models
-that have dropout layers, or are given dropout points) or carry Gaussian noise on the analysed
-parameters (models without dropout, e.g. logistic regression).
+is the model itself. By default ([IP] experiments: "dropout applied on model parameters",
+rate 0.01, ensemble size 5), for every model, members 1..M-1 each zero a fixed random 1% of the analysed
+parameters with inverted scaling. Options: a fixed dropout mask on activations (at the model's dropout
+layers or given modules) and Gaussian noise on the analysed parameters.
 
 GEX takes its members from short SGD runs started at the fitted parameters and compares losses only
 (forward passes): raw(z) = mean_m (l(z, theta_m) - l(z, theta_hat)) * (f(theta_m) - f(theta_hat)).
@@ -81,47 +82,57 @@ def masked_member(adapter: ModelAdapter, masks: dict[str, torch.Tensor]) -> Mode
     return other
 
 
-def ensemble_members(adapter: ModelAdapter, split: Split, members: int = 5, mode: str = "auto",
-                     rate: float | Sequence[float] = (0.0, 0.01), noise: float = 0.01,
+MODES = ("param-dropout", "dropout", "noise", "auto")
+
+
+def ensemble_members(adapter: ModelAdapter, split: Split, members: int = 5, mode: str = "param-dropout",
+                     rate: float | Sequence[float] = 0.01, noise: float = 0.01,
                      points: Sequence[str] | None = None, seed: int = 0) -> tuple[list[ModelAdapter], str]:
     """The M members of IP Ensemble; member 0 is `adapter` itself.
 
     Parameters
     ----------
     members : M >= 1
-    mode : "dropout" (fixed masks on activations), "noise" (Gaussian parameter noise) or "auto"
-        (dropout where the model has dropout layers or `points` are given, noise otherwise)
-    rate : dropout rate, a float, or a pair (lo, hi) to draw each member's rate from U(lo, hi)
+    mode : "param-dropout" (default, [IP] experiments: dropout on the analysed parameters), "dropout" (fixed
+        masks on activations), "noise" (Gaussian parameter noise) or "auto" (activation dropout where the
+        model has dropout layers or `points` are given, noise otherwise)
+    rate : dropout rate (0.01), a float, or a pair (lo, hi) to draw each member's rate from U(lo, hi)
     noise : standard deviation of the parameter noise N(0, noise^2) on the analysed parameters
     points : module names whose outputs are masked (default: the model's dropout layers)
     seed : seed of the member draws (torch.Generator)
 
     Returns
     -------
-    (list of M adapters, the mode used). A dropout member draws one mask per point, of the
-    per-sample activation shape, shared by all samples: keep ~ Bernoulli(1 - r), mask = keep / (1 - r).
-    Noise members draw, for each analysed parameter in order, theta + noise * N(0, 1).
+    (list of M adapters, the mode used). Each member first draws its rate r (``lo + (hi - lo) * U``, one
+    float64 draw, also for a fixed rate). A parameter-dropout member then draws, for each analysed
+    parameter in `adapter.params()` order, keep ~ Bernoulli(1 - r) of the parameter's shape
+    (``rand >= r``) and carries theta * keep / (1 - r). An activation-dropout member draws one mask per
+    point, of the per-sample activation shape, shared by all samples: mask = keep / (1 - r). Noise members
+    draw, for each analysed parameter in order, theta + noise * N(0, 1).
     """
     if int(members) < 1:
         raise InputError(f"members must be >= 1, got {members}")
-    if mode not in ("auto", "dropout", "noise"):
-        raise InputError(f"mode must be 'auto', 'dropout' or 'noise', got {mode!r}")
-    pts = dropout_points(adapter, points) if mode != "noise" else []
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    pts = dropout_points(adapter, points) if mode in ("dropout", "auto") else []
     if mode == "dropout" and not pts:
         raise InputError("mode='dropout' but the model has no dropout layers; pass dropout_points=[module names]")
-    used = "dropout" if pts else "noise"
+    used = mode if mode in ("param-dropout", "noise") else "dropout" if pts else "noise"
     gen = torch.Generator().manual_seed(int(seed))
     out: list[ModelAdapter] = [adapter]
-    if used == "dropout":
+    if used in ("dropout", "param-dropout"):
         lo, hi = (float(rate), float(rate)) if np.isscalar(rate) else (float(rate[0]), float(rate[1]))
         if not (0 <= lo <= hi < 1):
             raise InputError(f"rate must lie in [0, 1), got {rate}")
-        shapes = _activation_shapes(adapter, split, pts)
+        shapes = _activation_shapes(adapter, split, pts) if used == "dropout" else {}
+        theta = adapter.params()
         for _ in range(1, int(members)):
             r = lo + (hi - lo) * float(torch.rand((), generator=gen, dtype=torch.float64))
-            masks = {n: (torch.rand(shapes[n], generator=gen, dtype=torch.float64) >= r).to(adapter.dtype) / (1 - r)
-                     for n in pts}
-            out.append(masked_member(adapter, masks))
+            keep = lambda shape: (torch.rand(shape, generator=gen, dtype=torch.float64) >= r)  # noqa: E731
+            if used == "dropout":
+                out.append(masked_member(adapter, {n: keep(shapes[n]).to(adapter.dtype) / (1 - r) for n in pts}))
+            else:
+                out.append(adapter.with_params({n: p * keep(p.shape).to(p.dtype) / (1 - r) for n, p in theta.items()}))
     else:
         if not noise >= 0:
             raise InputError(f"noise must be >= 0, got {noise}")
@@ -135,8 +146,8 @@ def ensemble_members(adapter: ModelAdapter, split: Split, members: int = 5, mode
 
 def _members(job: Job, split: Split) -> list[ModelAdapter]:
     members, used = ensemble_members(
-        job.adapter, split, int(job.opt("members", 5)), job.opt("mode", "auto"),
-        job.opt("rate", (0.0, 0.01)), float(job.opt("noise", 0.01)), job.opt("dropout_points", None), job.seed)
+        job.adapter, split, int(job.opt("members", 5)), job.opt("mode", "param-dropout"),
+        job.opt("rate", 0.01), float(job.opt("noise", 0.01)), job.opt("dropout_points", None), job.seed)
     job.used["member_mode"] = used
     return members
 
@@ -154,11 +165,14 @@ def _source(job: Job, member: ModelAdapter, split: Split) -> GradientSource:
 
 @register_method("ip-ensemble")
 def ip_ensemble(job: Job) -> Result:
-    """IP Ensemble: raw = sum over M members of g_z(member) . grad f(member); values = raw.
+    """IP Ensemble ([IP]): raw = sum over M members of g_z(member) . grad f(member); values = raw.
 
-    Options: members (5), mode ("auto" | "dropout" | "noise"), rate ((0, 0.01): each member's dropout rate
-    is drawn from U(lo, hi); a float fixes it), noise (0.01, std of parameter noise), dropout_points (module
-    names to mask when the model has no dropout layers). Member 0 is the fitted model, so members=1 is IP.
+    Options: members (5), mode ("param-dropout", the default for every model: each member zeroes a fixed
+    random 1% of the analysed parameters with inverted scaling, as in [IP]'s experiments | "dropout":
+    fixed masks on activations | "noise": Gaussian parameter noise | "auto": activation dropout where the
+    model has dropout layers, noise otherwise), rate (0.01; a pair (lo, hi) draws each member's rate from
+    U(lo, hi)), noise (0.01, std of parameter noise), dropout_points (modules whose outputs "dropout"
+    masks). Member 0 is the fitted model, so members=1 is IP. See `ensemble_members` for the draw order.
     """
     target = job.need_target("ip-ensemble")
     total = torch.zeros(len(job.train), dtype=job.adapter.dtype)

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ..data import Split
+from ..data.validate import InputError
 from .registry import Job, Result, register_method, register_pairwise, to_numpy
 
 
@@ -48,7 +49,21 @@ def tracin_pairwise(job: Job, test: Split) -> np.ndarray:
 
 @register_method("self-tracin", needs_target=False)
 def self_tracin(job: Job) -> Result:
-    """Self-TracIn: raw = sum_c eta_c |g_z(theta_c)|^2; values = -raw (high self-influence = suspicious)."""
+    """Self-TracIn: raw = |g_z(theta_hat)|^2 at the final model by default ([IP]: only the last
+    checkpoint, the converged parameters, is used; no recorder needed); values = -raw (high
+    self-influence = suspicious).
+
+    Options: over ("final" | "checkpoints": raw = sum_c eta_c |g_z(theta_c)|^2 over the recorded
+    checkpoints, the sum of the original TracIn), checkpoints (with over="checkpoints").
+    """
+    over = job.opt("over", "final")
+    if over not in ("final", "checkpoints"):
+        raise InputError(f"self-tracin: over must be 'final' or 'checkpoints', got {over!r}")
+    if over == "final":
+        if job.options.get("checkpoints") is not None:
+            raise InputError("self-tracin: checkpoints= is used only with over='checkpoints'")
+        r = to_numpy(job.source().sq_norms())
+        return Result(-r, r)
     total = torch.zeros(len(job.train), dtype=job.adapter.dtype)
     for ck in job.checkpoints("self-tracin"):
         total += ck.lr * job.source(job.adapter.with_params(ck.params), job.train).sq_norms()

@@ -42,6 +42,13 @@ TARGETS = ("utility", "demographic-parity", "equal-opportunity", "robustness")
 CHECKPOINT_METHODS = ("tracin", "self-tracin", "diffin", "self-diffin")  # torch models record ~10 checkpoints while training
 
 
+def needs_checkpoints(method: str, options: dict) -> bool:
+    """Whether `method` with `options` reads recorded checkpoints (Self-TracIn only with over="checkpoints")."""
+    if method == "self-tracin":
+        return options.get("over") == "checkpoints"
+    return method in CHECKPOINT_METHODS
+
+
 # ---- configuration ---------------------------------------------------------------------------------
 @dataclass
 class RunConfig:
@@ -441,7 +448,7 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
     label = model_label(cfg.model, model)
     with steps.step(f"fit {label}"):
         if not model.fitted:
-            if cfg.method in CHECKPOINT_METHODS and "recorder" in inspect.signature(model.fit).parameters:
+            if needs_checkpoints(cfg.method, cfg.method_options or {}) and "recorder" in inspect.signature(model.fit).parameters:
                 model.fit(data.train, recorder=TrainingRecorder(every=max(1, int(cfg.model_options.get("epochs") or 100) // 10)))
             else:
                 model.fit(data.train)

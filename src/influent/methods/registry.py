@@ -62,7 +62,11 @@ class Job:
         if damping < 0:
             raise InputError(f"damping must be >= 0, got {damping}")
         ctx = CurvatureContext(self.adapter, self.train, damping, self.chunk_size, self.seed, self.store)
-        return make_solver(name, **(self.opt("solver_options", None) or {})).fit(ctx)
+        solver = make_solver(name, **(self.opt("solver_options", None) or {})).fit(ctx)
+        report = solver.fit_report()
+        if report:  # what the fit decided (e.g. the exact solver's factorisation), saved with the scores
+            self.used["solver_fit"] = report
+        return solver
 
     def checkpoints(self, method: str) -> list[Checkpoint]:
         ckpts = self.options.get("checkpoints")

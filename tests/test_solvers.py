@@ -169,6 +169,23 @@ def test_exact_path_is_saved_in_scores_settings(mlp, digits):
     assert s.settings["solver_fit"]["factor_dtype"] == "float64"
 
 
+@pytest.mark.filterwarnings("ignore:cg:RuntimeWarning")
+def test_inner_loops_copy_no_parameters(mlp, monkeypatch):
+    """CG, LiSSA and Arnoldi take every HVP from the context's one parameter snapshot: no call of
+    adapter.params() (a copy of every analysed tensor) once the context exists."""
+    adapter, train, v = mlp
+    ctx = CurvatureContext(adapter, train, damping=0.1)
+    calls = []
+    original = type(adapter).params
+    monkeypatch.setattr(type(adapter), "params", lambda self: calls.append(1) or original(self))
+    make_solver("cg", max_iter=5).fit(ctx).solve(v)
+    make_solver("lissa", depth=20, scale=5.0).fit(ctx).solve(v)
+    make_solver("arnoldi", rank=5).fit(ctx).solve(v)
+    assert calls == []
+    make_solver("exact").fit(CurvatureContext(adapter, train, damping=0.1))  # the patch sees real calls
+    assert calls
+
+
 # ---------------------------------------------------------------------------------------------
 # CG
 # ---------------------------------------------------------------------------------------------

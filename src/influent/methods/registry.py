@@ -70,11 +70,15 @@ class Job:
         except ValueError as exc:
             raise InputError(str(exc)) from None
         try:
-            return solver.fit(ctx)
+            solver.fit(ctx)
         except InputError:
             raise
         except ValueError as exc:
             raise InputError(str(exc)) from None
+        report = solver.fit_report()
+        if report:  # what the fit decided (e.g. the exact solver's factorisation), saved with the scores
+            self.used["solver_fit"] = report
+        return solver
 
     def checkpoints(self, method: str) -> list[Checkpoint]:
         ckpts = self.options.get("checkpoints")

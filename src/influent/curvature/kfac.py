@@ -18,6 +18,10 @@ eigenvalues ``s_i a_j + reg + damping``. EK-FAC (George et al. 2018) keeps the b
 ``s_i a_j`` by ``(1/n) sum_i sum_c [(Q_S^T G_ic Q_A)^2]`` with ``G_ic = s_ic a~_i^T`` — the exact GGN's
 diagonal in that basis. Both are block-diagonal across layers (no cross-layer terms).
 
+An ``nn.Linear`` applied at several positions of each sample (a transformer's tokens, inputs
+(B, T, d_in); LoRA's low-rank matrices) is treated exactly like a convolution's T output positions
+(all T positions, padding included, count in ``A``; padded tokens have zero pseudo-gradients).
+
 Convolutions (KFC, Grosse & Martens 2016, §3; the "expand" form of Eschenhagen et al. 2023): a
 ``Conv2d`` is a linear layer applied at T output positions to the unfolded input patches ``a_it``
 (``C_in * k_h * k_w`` values, the weight's row-major order, then the 1 of the bias); its gradient is
@@ -90,10 +94,9 @@ class _Layer:
         m = self.module
         if isinstance(m, nn.Conv2d):
             a = F.unfold(x, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride).transpose(1, 2)
+        elif x.ndim > 2:  # a linear layer at several positions per sample (tokens): T = all positions
+            a = x.reshape(x.shape[0], -1, x.shape[-1])
         else:
-            if x.ndim != 2:
-                raise ValueError(f"kfac/ekfac: layer {self.name!r} sees inputs of shape {tuple(x.shape)}; only 2-D "
-                                 "(one vector per sample) inputs are supported for nn.Linear")
             a = x[:, None, :]
         parts = [a] if self.w is not None else []
         if self.b is not None:
@@ -102,8 +105,10 @@ class _Layer:
 
     def output_grads(self, g: torch.Tensor) -> torch.Tensor:
         """Gradients w.r.t. the layer output (C, B, d_out[, H, W]) -> (C, B, T, d_out)."""
-        if g.ndim == 5:
+        if isinstance(self.module, nn.Conv2d):
             return g.flatten(3).transpose(2, 3)
+        if g.ndim > 3:  # nn.Linear on (B, ..., d_in) inputs: its positions as in `patches`
+            return g.reshape(g.shape[0], g.shape[1], -1, g.shape[-1])
         return g[:, :, None, :]
 
 

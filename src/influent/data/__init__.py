@@ -11,9 +11,9 @@ from typing import Any
 from .validate import InputError
 
 _NAMES = {"Split": "split", "from_arrays": "io", "from_file": "io", "from_frame": "io", "from_torch": "io",
-          "read_table": "io"}
+          "read_table": "io", "from_texts": "text", "embed_texts": "text"}
 
-__all__ = ["Split", "InputError", "from_arrays", "from_file", "from_frame", "from_torch", "read_table"]
+__all__ = ["Split", "InputError", "from_arrays", "from_file", "from_frame", "from_torch", "read_table", "from_texts", "embed_texts"]
 
 
 def __getattr__(name: str) -> Any:

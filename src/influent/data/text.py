@@ -74,8 +74,37 @@ def encoder_path(encoder: str) -> str:
     return str(encoder)
 
 
+_TAGS: dict[tuple, str] = {}
+
+
+def encoder_tag(encoder: str) -> str:
+    """``<folder name>-<hash of the encoder's files>``: two encoders never share cache entries, and an
+    encoder moved or copied elsewhere keeps its own."""
+    folder = Path(encoder_path(encoder))
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and ".git" not in f.parts)
+    stamp = (str(folder.resolve()), tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    if stamp not in _TAGS:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(str(f.relative_to(folder)).encode())
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+        _TAGS[stamp] = f"{folder.name}-{h.hexdigest()[:12]}"
+    return _TAGS[stamp]
+
+
 def _text_key(encoder: str, text: str) -> str:
     return hashlib.sha256(f"{encoder}\0{text}".encode()).hexdigest()[:24]
+
+
+def embed_split(texts: Sequence[str], labels: Any, encoder: str = DEFAULT_ENCODER, cache: str | Path | None = None,
+                group: Any = None, ids: Any = None, name: str = "data", **kwargs: Any) -> Split:
+    """A `Split` of sentence embeddings (n, d) of `texts` (see `embed_texts`), for a linear head such as
+    `SklearnLogistic` — the [IV]/[FI] recipe: frozen features, a convex model on top."""
+    X = embed_texts(texts, encoder, cache, **kwargs)
+    return Split(X, np.asarray(labels), None if group is None else np.asarray(group),
+                 None if ids is None else np.asarray(ids), name)
 
 
 def embed_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, cache: str | Path | None = None,
@@ -85,12 +114,12 @@ def embed_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, cache: str
     Parameters
     ----------
     encoder : "all-MiniLM-L6-v2" (packaged, d = 384) or a local sentence-transformers folder
-    cache : folder of ``<encoder-name>/embeddings.npz`` (one row per distinct text, keyed by the
-        sha256 of encoder and text); None: no cache
+    cache : folder of ``<encoder tag>/embeddings.npz`` (one row per distinct text, keyed by the sha256
+        of the encoder tag and the text; the tag hashes the encoder's files, see `encoder_tag`); None: no cache
     normalize : unit-length embeddings (the encoder's usual setting)
     """
     texts = _texts(texts, "texts")
-    tag = (Path(encoder).name if Path(encoder).is_dir() else encoder.replace("/", "_")) + ("" if normalize else "-raw")
+    tag = encoder_tag(encoder) + ("" if normalize else "-raw")
     keys = [_text_key(tag, t) for t in texts]
     table: dict[str, np.ndarray] = {}
     file = None if cache is None else Path(cache) / tag / "embeddings.npz"

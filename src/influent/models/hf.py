@@ -114,7 +114,8 @@ class HFAdapter(TorchAdapter):
         if isinstance(init, dict):
             init = {(k if k.startswith(PREFIX) else PREFIX + k): v for k, v in init.items()}
         super().__init__(wrapper, loss, params, weight_decay, train, dtype, fitted, classes, init)
-        self.param_names()  # a spec that matches nothing fails here, in one line
+        if self.fitted:
+            self.param_names()  # a spec that matches nothing fails here, in one line
 
     @classmethod
     def _builds_module(cls) -> bool:
@@ -177,3 +178,37 @@ class HFAdapter(TorchAdapter):
         base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
         d.update(hf_model=type(base).__name__, peft=base is not inner, pad_id=self._template.pad_id)
         return d
+
+
+def lora_classifier(encoder: str = "all-MiniLM-L6-v2", num_labels: int = 2, r: int = 8, alpha: int = 16,
+                    targets: Sequence[str] = ("query", "value"), dropout: float = 0.0, seed: int = 0):
+    """A sequence classifier on a local pre-trained encoder with LoRA adapters — the [OGA]/[IP] recipe
+    (fine-tune with LoRA, analyse the LoRA gradients). Nothing is downloaded.
+
+    Parameters
+    ----------
+    encoder : "all-MiniLM-L6-v2" (the packaged sentence encoder, a 6-layer BERT) or a local model folder
+    num_labels : K; the classification head is new (seeded by `seed`) and trained with the adapters
+    r, alpha, targets, dropout : the LoRA rank, scaling numerator, target module names, dropout
+
+    Returns
+    -------
+    (model, tokenizer): a peft model (trainable: LoRA matrices and the head) and the encoder's tokenizer.
+    """
+    import os
+
+    transformers = require_transformers("lora_classifier")
+    try:
+        import peft
+    except ImportError:
+        raise InputError("lora_classifier needs the text extras: pip install 'influent[text]' (transformers and peft)") from None
+    from ..data.text import encoder_path
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    path = encoder_path(encoder)
+    torch.manual_seed(int(seed))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(path, num_labels=int(num_labels))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    config = peft.LoraConfig(r=int(r), lora_alpha=int(alpha), target_modules=list(targets), lora_dropout=float(dropout),
+                             task_type="SEQ_CLS")
+    return peft.get_peft_model(model, config), tokenizer

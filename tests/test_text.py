@@ -77,3 +77,39 @@ def test_packaged_minilm_loads_offline_and_embeds_meaning():
     E = embed_texts(["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell today."])
     assert E.shape == (3, 384)
     assert E[0] @ E[1] > E[0] @ E[2] + 0.2
+
+
+def _run(args, capsys):
+    from influent.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    return code, *capsys.readouterr()
+
+
+def test_cli_scores_a_text_column_through_the_encoder(tmp_path, capsys):
+    import pandas as pd
+
+    enc = tiny_encoder(tmp_path / "e", 0)
+    rng = np.random.default_rng(1)
+    rows = [" ".join(rng.choice(WORDS[4:], 4)) for _ in range(40)]
+    frame = pd.DataFrame({"review": rows, "y": [int("cat" in r) for r in rows], "stars": rng.integers(1, 5, 40)})
+    frame[:28].to_csv(tmp_path / "train.csv", index=False)
+    frame[28:].to_csv(tmp_path / "valid.csv", index=False)
+    common = ["score", "--train", tmp_path / "train.csv", "--valid", tmp_path / "valid.csv", "--label", "y",
+              "--method", "ip", "--no-curve"]
+    code, out, err = _run(common + ["--text-column", "review", "--encoder", enc, "--embed-cache", tmp_path / "cache",
+                                    "--out", tmp_path / "out"], capsys)
+    assert code == 0, err
+    scores = pd.read_parquet(tmp_path / "out" / "scores.parquet")
+    assert len(scores) == 28
+    want = influent.score(influent.models.SklearnLogistic().fit(embed_split(rows[:28], frame.y[:28], enc)),
+                          embed_split(rows[:28], frame.y[:28], enc), embed_split(rows[28:], frame.y[28:], enc),
+                          method="ip").values
+    assert np.allclose(scores["value"].to_numpy(), want, rtol=1e-5, atol=1e-9)
+    assert any((tmp_path / "cache").rglob("embeddings.npz"))
+    code, _, err = _run(common + ["--encoder", enc, "--out", tmp_path / "out2"], capsys)
+    assert code == 2 and "--text-column" in err and "Traceback" not in err

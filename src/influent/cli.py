@@ -170,7 +170,13 @@ def score(
     label: str = typer.Option(..., "--label", help="label column (NPZ: array name)"),
     group: Optional[str] = typer.Option(None, "--group", help="group/sensitive attribute column (fairness targets)"),
     id_column: Optional[str] = typer.Option(None, "--id", help="sample id column (default: row numbers)"),
-    text: Optional[str] = typer.Option(None, "--text", help="column with each row's raw text: not a feature, shown in the report"),
+    text: Optional[str] = typer.Option(None, "--text", "--text-column", help="column with each row's raw text: not a "
+                                       "feature (unless --encoder embeds it), shown in the report"),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="embed the --text-column with this sentence encoder "
+                                          "(all-MiniLM-L6-v2 or a local folder; nothing downloaded): the embeddings "
+                                          "are the features"),
+    embed_cache: Optional[Path] = typer.Option(None, "--embed-cache", help="folder caching the embeddings by encoder "
+                                               "and text (default ~/.cache/influent/embeddings)"),
     clean_label: Optional[str] = typer.Option(None, "--clean-label", help="column with known clean labels (noisy-label "
                                               "experiments): not a feature; the report measures detection"),
     drop: list[str] = typer.Option([], "--drop", help="a column that is not a feature (repeatable)"),
@@ -217,7 +223,8 @@ def score(
                     standardize=standardize, image_shape=_shape(image_shape), model=_abs_model(model),
                     model_options=_model_options(model, C, hidden, epochs, lr, batch_size, weight_decay), method=method,
                     method_options=method_options, target=target, chunk_size=chunk_size, seed=seed, top=top, curve=curve,
-                    title=title, params=_params(params) if params is not None else None)
+                    title=title, params=_params(params) if params is not None else None,
+                    encoder=encoder, embed_cache=_abs(embed_cache) if embed_cache else None)
     check_outputs({"--out": [out / f for f in OUTPUT_FILES]}, input_paths(cfg), force)
     console, err = _consoles()
     with _progress(err) as bars:

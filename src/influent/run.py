@@ -94,6 +94,8 @@ class RunConfig:
     curve_repeats: int = 3
     title: str | None = None
     params: str | list[str] | None = None
+    encoder: str | None = None  # embed text_column with this sentence encoder: the embeddings are the features
+    embed_cache: str | None = None  # folder of the embedding cache (default ~/.cache/influent/embeddings)
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))
@@ -207,6 +209,8 @@ def _read_split(path: str, role: str, cfg: RunConfig, like: Split | None) -> tup
     p = Path(path)
     aside = [c for c in (cfg.text_column, cfg.clean_label_column) if c]
     extras: dict[str, Any] = {}
+    if cfg.encoder and (p.suffix.lower() == ".npz" or not cfg.text_column):
+        raise InputError("--encoder embeds the column named by --text-column of a CSV or Parquet file; pass both")
     if p.suffix.lower() == ".npz":
         arrays = _read_npz(p, role)
         wanted = ["X", cfg.label] + [c for c in (cfg.group, cfg.id_column) if c] + (aside if like is None else [])
@@ -225,7 +229,13 @@ def _read_split(path: str, role: str, cfg: RunConfig, like: Split | None) -> tup
         reserved = {cfg.label, cfg.group, cfg.id_column, *aside, *cfg.drop}
         features = like.columns if like is not None and like.columns is not None else \
             [c for c in df.columns if c not in reserved]
-        split = from_frame(df, cfg.label, cfg.group, cfg.id_column, features, role)
+        if cfg.encoder:  # text data: the sentence embeddings of the text column are the features
+            from .data.text import embedded_frame
+
+            split = embedded_frame(df, cfg.text_column, cfg.label, cfg.group, cfg.id_column, cfg.encoder,
+                                   cfg.embed_cache, role)
+        else:
+            split = from_frame(df, cfg.label, cfg.group, cfg.id_column, features, role)
         extras = {c: df[c].to_numpy() for c in aside if c in df.columns}
         frame = df
     if like is not None:

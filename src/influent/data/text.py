@@ -107,6 +107,26 @@ def embed_split(texts: Sequence[str], labels: Any, encoder: str = DEFAULT_ENCODE
                  None if ids is None else np.asarray(ids), name)
 
 
+def default_cache() -> Path:
+    """``$INFLUENT_CACHE/embeddings``, default ``~/.cache/influent/embeddings``."""
+    return Path(os.environ.get("INFLUENT_CACHE", Path.home() / ".cache" / "influent")) / "embeddings"
+
+
+def embedded_frame(df: Any, text_column: str, label: str, group: str | None, id_column: str | None,
+                   encoder: str, cache: str | Path | None, name: str) -> Split:
+    """A `Split` whose features are the embeddings of the column `text_column` of a table (the CLI's
+    ``--text-column ... --encoder ...``); the table's other columns are not features."""
+    missing = [c for c in [text_column, label] + [c for c in (group, id_column) if c] if c not in df.columns]
+    if missing:
+        raise InputError(f"{name}: column(s) {missing} not found; columns are {list(df.columns)[:10]}")
+    texts = df[text_column]
+    if texts.isna().any():
+        raise InputError(f"{name}: text column {text_column!r} is empty at row {int(texts.isna().to_numpy().argmax())}")
+    return embed_split(texts.astype(str).tolist(), df[label].to_numpy(), encoder,
+                       default_cache() if cache is None else cache, df[group].to_numpy() if group else None,
+                       df[id_column].to_numpy() if id_column else None, name)
+
+
 def embed_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, cache: str | Path | None = None,
                 batch_size: int = 64, normalize: bool = True) -> np.ndarray:
     """(n, d) float32 sentence embeddings of `texts`, encoding only the texts missing from `cache`.

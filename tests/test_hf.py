@@ -174,11 +174,13 @@ def test_every_method_runs_on_lora(setup):
     assert np.allclose(tr, 0.1 * ip, rtol=1e-10, atol=1e-14)
     # IP Ensemble's dropout members mask the classifier's input (pooled, no token axis: any length fits)
     pooled = [n for n, m in adapter.module.named_modules() if isinstance(m, torch.nn.Dropout)][-1]
-    for method, opts in (("ip-ensemble", {"dropout_points": [pooled]}), ("outlier", {}), ("self-if", {"damping": 1e-2, "solver": "ekfac"}),
+    assert adapter.ensemble_dropout_points() == [pooled] == ["model.base_model.model.dropout"]
+    for method, opts in (("ip-ensemble", {}), ("outlier", {}), ("self-if", {"damping": 1e-2, "solver": "ekfac"}),
                          ("diffin", {"checkpoints": rec.checkpoints})):
-        v = influent.score(adapter, train, None if method in ("outlier", "self-if") else valid, method=method,
-                           **opts).values
-        assert v.shape == (N,) and np.all(np.isfinite(v)), method
+        res = influent.score(adapter, train, None if method in ("outlier", "self-if") else valid, method=method, **opts)
+        assert res.values.shape == (N,) and np.all(np.isfinite(res.values)), method
+        if method == "ip-ensemble":
+            assert res.settings["member_mode"] == "dropout"
 
 
 def test_the_model_is_left_as_it_was(setup):

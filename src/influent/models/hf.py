@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..data.validate import InputError
+from .base import _eval_mode
 from .torch_adapter import TorchAdapter
 from .training import TrainConfig
 
@@ -171,6 +172,24 @@ class HFAdapter(TorchAdapter):
             raise InputError(f"{split.name}: token ids must be integers in [0, {MAX_ID}); build the split with "
                              "influent.from_texts(texts, labels, tokenizer)")
         super().check_split(split)
+
+    def ensemble_dropout_points(self) -> list[str]:
+        """IP Ensemble's default dropout points: the dropout layers that act in evaluation mode on one vector
+        per sample (the classifier's input), not on tokens — a mask over tokens would tie the members to
+        one sequence length; attention-probability dropout is not called in evaluation mode at all."""
+        module = self._require_fitted()
+        names = {id(m): n for n, m in module.named_modules() if isinstance(m, nn.modules.dropout._DropoutNd)}
+        seen: dict[str, int] = {}
+        hooks = [m.register_forward_hook(lambda m, i, o: seen.__setitem__(names[id(m)], o.ndim))
+                 for m in module.modules() if id(m) in names]
+        ids = torch.full((1, 2), 1 if self._template.pad_id != 1 else 2, device=self.device)
+        try:
+            with torch.no_grad(), _eval_mode(module):
+                module(ids)
+        finally:
+            for h in hooks:
+                h.remove()
+        return [n for n, nd in seen.items() if nd == 2]
 
     def describe(self) -> dict:
         d = super().describe()

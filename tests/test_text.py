@@ -113,3 +113,30 @@ def test_cli_scores_a_text_column_through_the_encoder(tmp_path, capsys):
     assert any((tmp_path / "cache").rglob("embeddings.npz"))
     code, _, err = _run(common + ["--encoder", enc, "--out", tmp_path / "out2"], capsys)
     assert code == 2 and "--text-column" in err and "Traceback" not in err
+
+
+def test_cli_lora_fine_tunes_the_encoder_and_scores_lora_gradients(tmp_path, capsys):
+    import pandas as pd
+
+    from influent.data.text import from_texts
+    from influent.models import TrainConfig
+    from influent.models.hf import HFAdapter, lora_classifier
+
+    tiny_encoder(tmp_path / "e", 0)
+    enc = str(tmp_path / "e" / "bert")  # the BERT folder itself (model + tokenizer)
+    rng = np.random.default_rng(2)
+    rows = [" ".join(rng.choice(WORDS[4:], rng.integers(2, 6))) for _ in range(24)]
+    frame = pd.DataFrame({"review": rows, "y": [int("cat" in r) for r in rows]})
+    frame[:16].to_csv(tmp_path / "train.csv", index=False)
+    frame[16:].to_csv(tmp_path / "valid.csv", index=False)
+    code, _, err = _run(["score", "--train", tmp_path / "train.csv", "--valid", tmp_path / "valid.csv", "--label", "y",
+                         "--text-column", "review", "--model", "lora", "--encoder", enc, "--epochs", "2",
+                         "--batch-size", "8", "--method", "ip", "--no-curve", "--out", tmp_path / "out"], capsys)
+    assert code == 0, err
+    got = pd.read_parquet(tmp_path / "out" / "scores.parquet")["value"].to_numpy()
+    net, tok = lora_classifier(enc, num_labels=2, seed=0)
+    train = from_texts(rows[:16], frame.y[:16], tok)
+    valid = from_texts(rows[16:], frame.y[16:], tok, length=train.X.shape[1])
+    model = HFAdapter(net, train=TrainConfig(lr=1e-3, epochs=2, batch_size=8, seed=0), fitted=False).fit(train)
+    want = influent.score(model, train, valid, method="ip").values
+    assert np.abs(want).max() > 0 and np.allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())

@@ -182,7 +182,8 @@ def score(
     drop: list[str] = typer.Option([], "--drop", help="a column that is not a feature (repeatable)"),
     standardize: bool = typer.Option(False, "--standardize", help="z-score features with training statistics"),
     image_shape: Optional[str] = typer.Option(None, "--image-shape", help="show rows as images of this shape, e.g. 8x8"),
-    model: str = typer.Option("logistic", "--model", help="logistic | mlp | path/to/file.py:function"),
+    model: str = typer.Option("logistic", "--model", help="logistic | mlp | lora (fine-tune --encoder with LoRA on "
+                              "--text-column) | path/to/file.py:function"),
     C: Optional[float] = typer.Option(None, "--C", help="logistic: inverse regularisation strength (default 1.0)"),
     hidden: Optional[str] = typer.Option(None, "--hidden", help="mlp: hidden layer sizes, e.g. 64,32 (default 64)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="mlp/torch: training epochs (default 100)"),
@@ -218,10 +219,15 @@ def score(
         raise InputError(f"--top must be >= 0, got {top}")
     if chunk_size < 1:
         raise InputError(f"--chunk-size must be >= 1, got {chunk_size}")
+    model_options = _model_options(model, C, hidden, epochs, lr, batch_size, weight_decay)
+    if encoder and Path(encoder).exists():
+        encoder = _abs(Path(encoder))
+    if model == "lora" and encoder:
+        model_options["encoder"] = encoder
     cfg = RunConfig(train=_abs(train), valid=_abs(valid), test=_abs(test) if test else None, label=label, group=group,
                     id_column=id_column, text_column=text, clean_label_column=clean_label, drop=list(drop),
                     standardize=standardize, image_shape=_shape(image_shape), model=_abs_model(model),
-                    model_options=_model_options(model, C, hidden, epochs, lr, batch_size, weight_decay), method=method,
+                    model_options=model_options, method=method,
                     method_options=method_options, target=target, chunk_size=chunk_size, seed=seed, top=top, curve=curve,
                     title=title, params=_params(params) if params is not None else None,
                     encoder=encoder, embed_cache=_abs(embed_cache) if embed_cache else None)
@@ -385,7 +391,8 @@ def select(
     out: Path = typer.Option(..., "--out", help="the chosen pool rows, most useful first (.csv/.parquet/.npz)"),
     strategy: str = typer.Option("entropy", "--strategy", help="entropy | margin | bald | iv | fi | random (see docs/cli.md)"),
     valid: Optional[Path] = typer.Option(None, "--valid", help="validation data, the target of --strategy iv"),
-    model: str = typer.Option("logistic", "--model", help="logistic | mlp | path/to/file.py:function"),
+    model: str = typer.Option("logistic", "--model", help="logistic | mlp | lora (fine-tune --encoder with LoRA on "
+                              "--text-column) | path/to/file.py:function"),
     C: Optional[float] = typer.Option(None, "--C", help="logistic: inverse regularisation strength"),
     drop: list[str] = typer.Option([], "--drop", help="a column of --train that is not a feature (repeatable)"),
     pool_id: Optional[str] = typer.Option(None, "--id", help="id column of --pool"),

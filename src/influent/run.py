@@ -229,7 +229,13 @@ def _read_split(path: str, role: str, cfg: RunConfig, like: Split | None) -> tup
         reserved = {cfg.label, cfg.group, cfg.id_column, *aside, *cfg.drop}
         features = like.columns if like is not None and like.columns is not None else \
             [c for c in df.columns if c not in reserved]
-        if cfg.encoder:  # text data: the sentence embeddings of the text column are the features
+        if cfg.encoder and cfg.model == "lora":  # fine-tuning: the token ids of the text column, train's length
+            from .data.text import tokenized_frame
+
+            split = tokenized_frame(df, cfg.text_column, cfg.label, cfg.group, cfg.id_column, cfg.encoder,
+                                    int(cfg.model_options.get("max_length", 128)),
+                                    None if like is None else like.X.shape[1], role)
+        elif cfg.encoder:  # text data: the sentence embeddings of the text column are the features
             from .data.text import embedded_frame
 
             split = embedded_frame(df, cfg.text_column, cfg.label, cfg.group, cfg.id_column, cfg.encoder,
@@ -289,7 +295,8 @@ def load_data(cfg: RunConfig) -> Data:
 
 
 # ---- models --------------------------------------------------------------------------------------------
-MODEL_OPTIONS = {"logistic": {"C"}, "mlp": {"hidden", "epochs", "lr", "batch_size", "weight_decay", "dropout"}}
+MODEL_OPTIONS = {"logistic": {"C"}, "mlp": {"hidden", "epochs", "lr", "batch_size", "weight_decay", "dropout"},
+                 "lora": {"encoder", "max_length", "epochs", "lr", "batch_size", "weight_decay"}}
 
 
 def _train_config(opts: dict[str, Any], seed: int):
@@ -326,6 +333,17 @@ def build_model(spec: str, options: dict[str, Any] | None = None, train: Split |
         decay = {"weight_decay": float(opts["weight_decay"])} if "weight_decay" in opts else {}
         return TabularMLP(hidden=[int(h) for h in hidden], dropout=float(opts.get("dropout", 0.0)),
                           train=_train_config(opts, seed), init_seed=seed, **decay)
+    if spec == "lora":  # a LoRA classifier on the local encoder, fine-tuned by the run ([OGA]/[IP] recipe)
+        from .models.hf import HFAdapter, lora_classifier
+
+        if "encoder" not in opts:
+            raise InputError("--model lora needs --encoder (all-MiniLM-L6-v2 or a local model folder) and --text-column")
+        k = len(np.unique(train.y)) if train is not None else 2
+        net, _ = lora_classifier(opts["encoder"], num_labels=k, seed=seed)
+        lora_train = TrainConfig(seed=seed, lr=float(opts.get("lr", 1e-3)), epochs=int(opts.get("epochs", 3)),
+                                 batch_size=int(opts.get("batch_size", 16)))
+        return HFAdapter(net, params="lora", weight_decay=float(opts.get("weight_decay", 0.0)), train=lora_train,
+                         fitted=False)
     if ":" not in spec or not spec.rsplit(":", 1)[0].endswith(".py"):
         raise InputError(f"unknown model {spec!r}; use logistic, mlp or path/to/file.py:function")
     file, func_name = spec.rsplit(":", 1)

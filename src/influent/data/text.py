@@ -37,7 +37,7 @@ def _texts(texts: Any, name: str) -> list[str]:
 
 
 def from_texts(texts: Sequence[str], labels: Any, tokenizer: Any, max_length: int = 128, group: Any = None,
-               ids: Any = None, name: str = "data") -> Split:
+               ids: Any = None, name: str = "data", length: int | None = None) -> Split:
     """A `Split` of token ids (n, L), L = the longest tokenized text capped at `max_length`.
 
     Parameters
@@ -47,6 +47,8 @@ def from_texts(texts: Sequence[str], labels: Any, tokenizer: Any, max_length: in
     tokenizer : a Hugging Face tokenizer (called with padding="longest", truncation=True); it needs a pad
         token, whose id must be the model config's ``pad_token_id`` (or `HFAdapter(pad_id=...)`)
     max_length : the most tokens kept per text
+    length : pad (with the pad id) or cut the ids to exactly this many columns, e.g. the training split's
+        L for a validation split; default: the longest text
     """
     texts = _texts(texts, name)
     if getattr(tokenizer, "pad_token_id", 0) is None:
@@ -55,6 +57,11 @@ def from_texts(texts: Sequence[str], labels: Any, tokenizer: Any, max_length: in
     X = np.asarray(enc["input_ids"], dtype=np.int64)
     if X.ndim != 2 or X.shape[0] != len(texts):
         raise InputError(f"{name}: the tokenizer returned ids of shape {X.shape}, expected ({len(texts)}, L)")
+    if length is not None and X.shape[1] != int(length):
+        if X.shape[1] > int(length):
+            X = X[:, :int(length)]
+        else:
+            X = np.pad(X, ((0, 0), (0, int(length) - X.shape[1])), constant_values=tokenizer.pad_token_id)
     return Split(X.astype(np.float32), np.asarray(labels), None if group is None else np.asarray(group),
                  None if ids is None else np.asarray(ids), name)
 
@@ -125,6 +132,23 @@ def embedded_frame(df: Any, text_column: str, label: str, group: str | None, id_
     return embed_split(texts.astype(str).tolist(), df[label].to_numpy(), encoder,
                        default_cache() if cache is None else cache, df[group].to_numpy() if group else None,
                        df[id_column].to_numpy() if id_column else None, name)
+
+
+def tokenized_frame(df: Any, text_column: str, label: str, group: str | None, id_column: str | None,
+                    encoder: str, max_length: int, length: int | None, name: str) -> Split:
+    """A `Split` of token ids of the column `text_column` of a table, with the encoder's own tokenizer
+    (the CLI's ``--model lora --text-column ... --encoder ...``)."""
+    from ..models.hf import require_transformers
+
+    missing = [c for c in [text_column, label] + [c for c in (group, id_column) if c] if c not in df.columns]
+    if missing:
+        raise InputError(f"{name}: column(s) {missing} not found; columns are {list(df.columns)[:10]}")
+    transformers = require_transformers("--model lora")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(encoder_path(encoder))
+    return from_texts(df[text_column].astype(str).tolist(), df[label].to_numpy(), tokenizer, max_length,
+                      df[group].to_numpy() if group else None, df[id_column].to_numpy() if id_column else None,
+                      name, length)
 
 
 def embed_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, cache: str | Path | None = None,

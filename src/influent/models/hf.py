@@ -27,7 +27,7 @@ from torch import nn
 
 from ..data.validate import InputError
 from .base import _eval_mode
-from .torch_adapter import TorchAdapter
+from .torch_adapter import TorchAdapter, _module_dtype
 from .training import TrainConfig
 
 PREFIX = "model."  # the wrapped model's parameters are named model.<its own name>
@@ -134,8 +134,29 @@ class HFAdapter(TorchAdapter):
         self._template = module
         return module
 
+    @staticmethod
+    def _copy_trainable(module: nn.Module) -> nn.Module:
+        """A copy of `module` whose trainable parameters are new tensors and whose frozen parameters and
+        buffers are shared with `module` (a LoRA model's base weights are not duplicated)."""
+        memo: dict[int, Any] = {id(p): p for p in module.parameters() if not p.requires_grad}
+        memo.update({id(b): b for b in module.buffers()})
+        return copy.deepcopy(module, memo)
+
+    def with_params(self, params: dict) -> "HFAdapter":
+        """A copy analysing `params`: only the trainable parameters are copied, the frozen base is shared."""
+        other = copy.copy(self)
+        other.module = self._copy_trainable(self._require_fitted())
+        other._source = None
+        with torch.no_grad():
+            table = dict(other.module.named_parameters())
+            for n, v in params.items():
+                table[n].copy_(v)
+        return other
+
     def _make_module(self, split) -> nn.Module:
-        fresh = copy.deepcopy(self._template)
+        # `fit` casts the new module to the adapter's dtype: share frozen weights only when no cast happens
+        same = _module_dtype(self._template) in (None, self.dtype)
+        fresh = self._copy_trainable(self._template) if same else copy.deepcopy(self._template)
         with torch.no_grad():
             table = dict(fresh.named_parameters())
             for n, v in self._init_state.items():

@@ -14,10 +14,11 @@ __version__ = "0.1.0"
 _SUBMODULES = ("curvature", "data", "grads", "methods", "models", "targets", "actions", "evaluation", "report",
                "datasets", "run", "demo", "scores", "api")
 _NAMES = {"score": "api", "attribute": "api", "Scores": "scores", "Split": "data", "InputError": "data",
-          "from_arrays": "data", "from_file": "data", "from_frame": "data", "TrainingRecorder": "models"}
+          "from_arrays": "data", "from_file": "data", "from_frame": "data", "TrainingRecorder": "models",
+          "from_texts": "data"}
 
 __all__ = ["score", "attribute", "Scores", "Split", "InputError", "from_arrays", "from_file", "from_frame",
-           "TrainingRecorder", "data", "models", "grads", "curvature", "targets", "methods", "__version__"]
+           "TrainingRecorder", "from_texts", "data", "models", "grads", "curvature", "targets", "methods", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -193,13 +193,20 @@ def score(
     label: str = typer.Option(..., "--label", help="label column (NPZ: array name)"),
     group: Optional[str] = typer.Option(None, "--group", help="group/sensitive attribute column (fairness targets)"),
     id_column: Optional[str] = typer.Option(None, "--id", help="sample id column (default: row numbers)"),
-    text: Optional[str] = typer.Option(None, "--text", help="column with each row's raw text: not a feature, shown in the report"),
+    text: Optional[str] = typer.Option(None, "--text", "--text-column", help="column with each row's raw text: not a "
+                                       "feature (unless --encoder embeds it), shown in the report"),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="embed the --text-column with this sentence encoder "
+                                          "(all-MiniLM-L6-v2 or a local folder; nothing downloaded): the embeddings "
+                                          "are the features"),
+    embed_cache: Optional[Path] = typer.Option(None, "--embed-cache", help="folder caching the embeddings by encoder "
+                                               "and text (default ~/.cache/influent/embeddings)"),
     clean_label: Optional[str] = typer.Option(None, "--clean-label", help="column with known clean labels (noisy-label "
                                               "experiments): not a feature; the report measures detection"),
     drop: list[str] = typer.Option([], "--drop", help="a column that is not a feature (repeatable)"),
     standardize: bool = typer.Option(False, "--standardize", help="z-score features with training statistics"),
     image_shape: Optional[str] = typer.Option(None, "--image-shape", help="show rows as images of this shape, e.g. 8x8"),
-    model: str = typer.Option("logistic", "--model", help="logistic | mlp | path/to/file.py:function"),
+    model: str = typer.Option("logistic", "--model", help="logistic | mlp | lora (fine-tune --encoder with LoRA on "
+                              "--text-column) | path/to/file.py:function"),
     C: Optional[float] = typer.Option(None, "--C", help="logistic: inverse regularisation strength (default 1.0)"),
     hidden: Optional[str] = typer.Option(None, "--hidden", help="mlp: hidden layer sizes, e.g. 64,32 (default 64)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="mlp/torch: training epochs (default 100)"),
@@ -237,13 +244,19 @@ def score(
         raise InputError(f"--top must be >= 0, got {top}")
     if chunk_size < 1:
         raise InputError(f"--chunk-size must be >= 1, got {chunk_size}")
+    model_options = _model_options(model, C, hidden, epochs, lr, batch_size, weight_decay)
+    if encoder and Path(encoder).exists():
+        encoder = _abs(Path(encoder))
+    if model == "lora" and encoder:
+        model_options["encoder"] = encoder
     cfg = RunConfig(train=_abs(train), valid=_abs(valid), test=_abs(test) if test else None, label=label, group=group,
                     id_column=id_column, text_column=text, clean_label_column=clean_label, drop=list(drop),
                     standardize=standardize, image_shape=_shape(image_shape), model=_abs_model(model),
-                    model_options=_model_options(model, C, hidden, epochs, lr, batch_size, weight_decay), method=method,
+                    model_options=model_options, method=method,
                     method_options=method_options, target=target, chunk_size=chunk_size, seed=seed, top=top, curve=curve,
                     title=title, params=_params(params) if params is not None else None,
-                    store=_abs(store) if store is not None else None)
+                    store=_abs(store) if store is not None else None,
+                    encoder=encoder, embed_cache=_abs(embed_cache) if embed_cache else None)
     check_outputs({"--out": [out / f for f in OUTPUT_FILES]}, input_paths(cfg), force)
     if store is not None:
         check_output_dir(store, "--store")
@@ -408,7 +421,8 @@ def select(
     out: Path = typer.Option(..., "--out", help="the chosen pool rows, most useful first (.csv/.parquet/.npz)"),
     strategy: str = typer.Option("entropy", "--strategy", help="entropy | margin | bald | iv | fi | random (see docs/cli.md)"),
     valid: Optional[Path] = typer.Option(None, "--valid", help="validation data, the target of --strategy iv"),
-    model: str = typer.Option("logistic", "--model", help="logistic | mlp | path/to/file.py:function"),
+    model: str = typer.Option("logistic", "--model", help="logistic | mlp | lora (fine-tune --encoder with LoRA on "
+                              "--text-column) | path/to/file.py:function"),
     C: Optional[float] = typer.Option(None, "--C", help="logistic: inverse regularisation strength"),
     drop: list[str] = typer.Option([], "--drop", help="a column of --train that is not a feature (repeatable)"),
     pool_id: Optional[str] = typer.Option(None, "--id", help="id column of --pool"),

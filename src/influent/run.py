@@ -104,6 +104,8 @@ class RunConfig:
     title: str | None = None
     params: str | list[str] | None = None
     store: str | None = None
+    encoder: str | None = None  # embed text_column with this sentence encoder: the embeddings are the features
+    embed_cache: str | None = None  # folder of the embedding cache (default ~/.cache/influent/embeddings)
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))
@@ -220,6 +222,8 @@ def _read_split(path: str, role: str, cfg: RunConfig, like: Split | None) -> tup
     p = Path(path)
     aside = [c for c in (cfg.text_column, cfg.clean_label_column) if c]
     extras: dict[str, Any] = {}
+    if cfg.encoder and (p.suffix.lower() == ".npz" or not cfg.text_column):
+        raise InputError("--encoder embeds the column named by --text-column of a CSV or Parquet file; pass both")
     if p.suffix.lower() == ".npz":
         arrays = _read_npz(p, role)
         wanted = ["X", cfg.label] + [c for c in (cfg.group, cfg.id_column) if c] + (aside if like is None else [])
@@ -238,7 +242,19 @@ def _read_split(path: str, role: str, cfg: RunConfig, like: Split | None) -> tup
         reserved = {cfg.label, cfg.group, cfg.id_column, *aside, *cfg.drop}
         features = like.columns if like is not None and like.columns is not None else \
             [c for c in df.columns if c not in reserved]
-        split = from_frame(df, cfg.label, cfg.group, cfg.id_column, features, role)
+        if cfg.encoder and cfg.model == "lora":  # fine-tuning: the token ids of the text column, train's length
+            from .data.text import tokenized_frame
+
+            split = tokenized_frame(df, cfg.text_column, cfg.label, cfg.group, cfg.id_column, cfg.encoder,
+                                    int(cfg.model_options.get("max_length", 128)),
+                                    None if like is None else like.X.shape[1], role)
+        elif cfg.encoder:  # text data: the sentence embeddings of the text column are the features
+            from .data.text import embedded_frame
+
+            split = embedded_frame(df, cfg.text_column, cfg.label, cfg.group, cfg.id_column, cfg.encoder,
+                                   cfg.embed_cache, role)
+        else:
+            split = from_frame(df, cfg.label, cfg.group, cfg.id_column, features, role)
         extras = {c: df[c].to_numpy() for c in aside if c in df.columns}
         frame = df
     if like is not None:
@@ -293,7 +309,8 @@ def load_data(cfg: RunConfig) -> Data:
 
 
 # ---- models --------------------------------------------------------------------------------------------
-MODEL_OPTIONS = {"logistic": {"C"}, "mlp": {"hidden", "epochs", "lr", "batch_size", "weight_decay", "dropout"}}
+MODEL_OPTIONS = {"logistic": {"C"}, "mlp": {"hidden", "epochs", "lr", "batch_size", "weight_decay", "dropout"},
+                 "lora": {"encoder", "max_length", "epochs", "lr", "batch_size", "weight_decay"}}
 
 
 def _train_config(opts: dict[str, Any], seed: int):
@@ -330,6 +347,17 @@ def build_model(spec: str, options: dict[str, Any] | None = None, train: Split |
         decay = {"weight_decay": float(opts["weight_decay"])} if "weight_decay" in opts else {}
         return TabularMLP(hidden=[int(h) for h in hidden], dropout=float(opts.get("dropout", 0.0)),
                           train=_train_config(opts, seed), init_seed=seed, **decay)
+    if spec == "lora":  # a LoRA classifier on the local encoder, fine-tuned by the run ([OGA]/[IP] recipe)
+        from .models.hf import HFAdapter, lora_classifier
+
+        if "encoder" not in opts:
+            raise InputError("--model lora needs --encoder (all-MiniLM-L6-v2 or a local model folder) and --text-column")
+        k = len(np.unique(train.y)) if train is not None else 2
+        net, _ = lora_classifier(opts["encoder"], num_labels=k, seed=seed)
+        lora_train = TrainConfig(seed=seed, lr=float(opts.get("lr", 1e-3)), epochs=int(opts.get("epochs", 3)),
+                                 batch_size=int(opts.get("batch_size", 16)))
+        return HFAdapter(net, params="lora", weight_decay=float(opts.get("weight_decay", 0.0)), train=lora_train,
+                         fitted=False)
     if ":" not in spec or not spec.rsplit(":", 1)[0].endswith(".py"):
         raise InputError(f"unknown model {spec!r}; use logistic, mlp or path/to/file.py:function")
     file, func_name = spec.rsplit(":", 1)

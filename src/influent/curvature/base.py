@@ -10,6 +10,7 @@ the same for every solver and does not scale with n or with how the user's loss 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +35,9 @@ class CurvatureContext:
     chunk_size : samples per chunk in every data pass (bounds memory)
     seed : seed of any randomness (LiSSA batches, Arnoldi start vector)
     store : optional gradient-store folder for the training gradients
+    hvp_kind : how Hessian-vector products are taken: "rev" (reverse-over-reverse), "fwd"
+          (forward-over-reverse) or "auto" (the faster of the two, timed once per context)
+    hvp_block : columns per batched Hessian-vector product (bounds memory)
     """
 
     adapter: ModelAdapter
@@ -42,7 +46,12 @@ class CurvatureContext:
     chunk_size: int = 512
     seed: int = 0
     store: str | Path | None = None
+    hvp_kind: str = "auto"
+    hvp_block: int = 128
     _source: GradientSource | None = field(default=None, init=False, repr=False)
+    _reg_diag: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _leaf_list: list | None = field(default=None, init=False, repr=False)
+    _hvp_mode: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.X, self.t = self.adapter.tensors(self.train)
@@ -51,6 +60,8 @@ class CurvatureContext:
         self.theta = flatten(self.params)
         self.p = self.theta.numel()
         self.dtype = self.adapter.dtype
+        if self.hvp_kind not in ("auto", "rev", "fwd"):
+            raise ValueError(f"hvp_kind must be 'auto', 'rev' or 'fwd', got {self.hvp_kind!r}")
 
     def grad_source(self) -> GradientSource:
         """Per-sample training gradients (shared, so a store is filled once)."""
@@ -62,34 +73,120 @@ class CurvatureContext:
         """weight * sum of losses on (X, t) at flat parameters `theta` (no regulariser)."""
         return weight * self.adapter.per_sample_loss(unflatten(theta, self.params), X, t).sum()
 
-    def hvp(self, V: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """H @ V for V (p,) or (p, k), without damping; over the rows `index` (a minibatch) or all data."""
-        vec = V.ndim == 1
-        V2 = V.reshape(self.p, -1).to(self.dtype)
+    # ---- Hessian-vector products -------------------------------------------------------------
+    def reg_diag(self) -> torch.Tensor:
+        """(p,) diagonal of the regulariser's Hessian, computed once per context."""
+        if self._reg_diag is None:
+            self._reg_diag = self.adapter.reg_hessian_diag().to(self.dtype)
+        return self._reg_diag
+
+    def _leaves(self) -> list[torch.Tensor]:
+        if self._leaf_list is None:  # views of the context's one parameter snapshot: no copies per call
+            self._leaf_list = [t.detach().requires_grad_(True) for t in self.params.values()]
+        return self._leaf_list
+
+    def _chunk_products(self, Xc: torch.Tensor, tc: torch.Tensor, weight: float, mode: str):
+        """A function ``W (p, b) -> (weight * Hessian of sum_i l_i over (Xc, tc)) @ W`` (no regulariser).
+
+        "rev": reverse-over-reverse (the gradient's graph is built once per chunk and reused for every
+        column block); "fwd": forward-over-reverse (``jvp`` of ``grad``, vmapped over columns).
+        """
+        if mode == "fwd":
+            g = grad(lambda th: self.objective(th, Xc, tc, weight))
+
+            def fwd(W: torch.Tensor) -> torch.Tensor:
+                if W.shape[1] == 1:
+                    return jvp(g, (self.theta,), (W[:, 0],))[1][:, None]
+                return vmap(lambda v: jvp(g, (self.theta,), (v,))[1], in_dims=1, out_dims=1)(W)
+            return fwd
+        leaves = self._leaves()
+        with torch.enable_grad():
+            loss = weight * self.adapter.per_sample_loss(dict(zip(self.params, leaves)), Xc, tc).sum()
+            gs = torch.autograd.grad(loss, leaves, create_graph=True)
+            gflat = torch.cat([q.reshape(-1) for q in gs])
+        if not gflat.requires_grad:  # the loss is linear in the parameters: zero Hessian
+            return lambda W: torch.zeros_like(W)
+
+        def rev(W: torch.Tensor) -> torch.Tensor:
+            if W.shape[1] == 1:
+                out = torch.autograd.grad(gflat, leaves, W[:, 0], retain_graph=True, materialize_grads=True)
+                return torch.cat([q.reshape(-1) for q in out])[:, None]
+            out = torch.autograd.grad(gflat, leaves, W.T.contiguous(), retain_graph=True, is_grads_batched=True,
+                                      materialize_grads=True)
+            return torch.cat([q.reshape(q.shape[0], -1) for q in out], dim=1).T
+        return rev
+
+    def hvp_mode(self) -> str:
+        """"rev" or "fwd": the faster Hessian-vector product for this model, measured once per context
+        on a small slice (unless fixed by `hvp_kind`); "fwd" where the reverse pass cannot run."""
+        if self._hvp_mode is None:
+            if self.hvp_kind != "auto":
+                self._hvp_mode = self.hvp_kind
+            else:
+                self._hvp_mode = self._probe_hvp_mode()
+        return self._hvp_mode
+
+    def _probe_hvp_mode(self) -> str:
+        m = min(self.n, 64)
+        Xc, tc = self.X[:m], self.t[:m]
+        W = torch.randn(self.p, 8, generator=torch.Generator().manual_seed(0), dtype=self.dtype)
+        best: dict[str, float] = {}
+        for mode in ("rev", "fwd"):
+            try:
+                times = []
+                for _ in range(2):
+                    t0 = time.perf_counter()
+                    self._chunk_products(Xc, tc, 1.0 / m, mode)(W)
+                    self._chunk_products(Xc, tc, 1.0 / m, mode)(W[:, :1])
+                    times.append(time.perf_counter() - t0)
+                best[mode] = min(times)
+            except (RuntimeError, NotImplementedError):
+                continue
+        if not best:
+            raise RuntimeError("Hessian-vector products fail for this model in both reverse and forward mode")
+        return min(best, key=best.get)
+
+    def _chunks(self, index: torch.Tensor | None):
+        """(X, t, weight) per data chunk of the rows `index` (or all data), weight = 1 / rows."""
         X, t = (self.X, self.t) if index is None else (self.X[index], self.t[index])
         m = X.shape[0]
-        out = torch.zeros_like(V2)
         for s in range(0, m, self.chunk_size):
-            Xc, tc = X[s:s + self.chunk_size], t[s:s + self.chunk_size]
-            g = grad(lambda th: self.objective(th, Xc, tc, 1.0 / m))
+            yield X[s:s + self.chunk_size], t[s:s + self.chunk_size], 1.0 / m
 
-            def hv(v: torch.Tensor) -> torch.Tensor:
-                return jvp(g, (self.theta,), (v,))[1]
+    def hvp(self, V: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """H @ V for V (p,) or (p, k), without damping; over the rows `index` (a minibatch) or all data.
 
-            out += vmap(hv, in_dims=1, out_dims=1)(V2)
-        out += self.adapter.reg_hessian_diag()[:, None] * V2
+        One forward and backward pass per data chunk builds the gradient's graph; every block of
+        `hvp_block` columns then costs one batched product (see `hvp_mode`)."""
+        vec = V.ndim == 1
+        V2 = V.reshape(self.p, -1).to(self.dtype)
+        mode = self.hvp_mode()
+        out = self.reg_diag()[:, None] * V2
+        for Xc, tc, w in self._chunks(index):
+            part = self._chunk_products(Xc, tc, w, mode)
+            for c in range(0, V2.shape[1], self.hvp_block):
+                out[:, c:c + self.hvp_block] += part(V2[:, c:c + self.hvp_block])
         return out[:, 0] if vec else out
 
-    def hessian(self, block: int = 256) -> torch.Tensor:
+    def hessian(self) -> torch.Tensor:
         """The explicit (p, p) Hessian H (no damping): the adapter's closed form where it has one,
-        otherwise built from HVPs with identity blocks."""
+        otherwise built from Hessian-vector products with identity blocks of `hvp_block` columns
+        (each chunk's gradient graph built once). `hessian_route_` says which ran."""
         closed = self.adapter.closed_form_hessian(self.X, self.t)
         if closed is not None:
+            self.hessian_route_ = "closed form"
             return 0.5 * (closed + closed.T)
-        H = torch.empty(self.p, self.p, dtype=self.dtype)
-        eye = torch.eye(self.p, dtype=self.dtype)
-        for s in range(0, self.p, block):
-            H[:, s:s + block] = self.hvp(eye[:, s:s + block])
+        mode = self.hvp_mode()
+        self.hessian_route_ = f"hvp-{mode}"
+        H = torch.diag(self.reg_diag())
+        b = self.hvp_block
+        for Xc, tc, w in self._chunks(None):
+            part = self._chunk_products(Xc, tc, w, mode)
+            for s in range(0, self.p, b):
+                k = min(b, self.p - s)
+                E = torch.zeros(self.p, k, dtype=self.dtype)
+                E[torch.arange(s, s + k), torch.arange(k)] = 1
+                H[:, s:s + k] += part(E)
         return 0.5 * (H + H.T)
 
     def gauss_newton(self) -> torch.Tensor:
@@ -109,7 +206,7 @@ class CurvatureContext:
             Lam = vmap(torch.func.hessian(lambda o, y: loss_from_outputs(self.adapter.loss, o[None], y[None])[0]))(out, tc)
             G += torch.einsum("bkp,bkl,blq->pq", J, Lam, J)
         G /= self.n
-        G += torch.diag(self.adapter.reg_hessian_diag())
+        G += torch.diag(self.reg_diag())
         return 0.5 * (G + G.T)
 
 
@@ -149,6 +246,11 @@ class Solver:
 
     def describe(self) -> dict[str, Any]:
         return {"solver": self.name, "damping": self.ctx.damping if self.ctx else None, **self.options}
+
+    def fit_report(self) -> dict[str, Any]:
+        """What the fit decided (e.g. which factorisation ran), JSON-serialisable; saved in the scores'
+        settings as ``solver_fit``. Empty when there is nothing to say."""
+        return {}
 
 
 SOLVERS: dict[str, Callable[..., Solver]] = {}

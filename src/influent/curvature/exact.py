@@ -1,6 +1,8 @@
-"""Identity and exact (explicit Hessian or Gauss-Newton, eigendecomposition) solvers."""
+"""Identity and exact (explicit Hessian or Gauss-Newton; Cholesky, eigendecomposition fallback) solvers."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -18,9 +20,20 @@ class IdentitySolver(Solver):
         return V / (1.0 + self.ctx.damping)
 
 
+def _fits_in_float64(p: int, budget_bytes: float) -> bool:
+    return 2 * p * p * 8 <= budget_bytes  # the matrix and its factor
+
+
 @register("exact")
 class ExactSolver(Solver):
-    """Explicit matrix and symmetric eigendecomposition.
+    """Explicit matrix ``A = H + damping I``, factored once; all right-hand sides solved together.
+
+    The matrix comes from the cheapest exact route: the model's closed-form Hessian where it has one,
+    otherwise Hessian-vector products with identity blocks (`CurvatureContext.hessian`). It is
+    factored by Cholesky (``torch.linalg.cholesky_ex``). Only when that fails (``A`` is indefinite or
+    singular, or its pivots span more than ``1 / rcond``) is the symmetric eigendecomposition used,
+    which gives the exact inverse of an indefinite ``A`` and the pseudo-inverse of a singular one.
+    `path_` says which ran, and is recorded in the scores' settings.
 
     Parameters
     ----------
@@ -28,27 +41,65 @@ class ExactSolver(Solver):
     rcond : eigenvalues of ``H + damping I`` with ``|lambda| <= rcond * max |lambda|`` are treated as zero
             (pseudo-inverse). Such null directions carry no gradient for models with a symmetry
             (e.g. the softmax intercept shift of unpenalised multinomial logistic regression).
+            The Cholesky factor is accepted only when its smallest squared pivot exceeds
+            ``rcond`` times the largest. None: 1e-10 (float64 factor) / 1e-5 (float32 factor)
     max_params : refuse larger problems (the matrix is p x p)
+    float64 : factor and solve in float64 (the matrix is built in the model's dtype): "auto" (default:
+              when matrix and factor take at most `float64_budget_gb`), True or False
+    float64_budget_gb : memory budget for the float64 matrix and factor
+
+    Attributes
+    ----------
+    path_ : "cholesky" or "eigh" (the fallback)
+    factor_dtype_ : the dtype of the factorisation
+    hessian_route_ : "closed form", "hvp-rev", "hvp-fwd" (reverse- or forward-over-reverse) or "ggn"
+    n_null_, n_negative_ : eigenvalues treated as zero / negative ones (eigh path only; 0 otherwise)
     """
 
-    def __init__(self, curvature: str = "hessian", rcond: float | None = None, max_params: int = 20_000) -> None:
+    def __init__(self, curvature: str = "hessian", rcond: float | None = None, max_params: int = 20_000,
+                 float64: bool | str = "auto", float64_budget_gb: float = 8.0) -> None:
         super().__init__(curvature=curvature, rcond=rcond)
         if curvature not in ("hessian", "ggn"):
             raise ValueError(f"curvature must be 'hessian' or 'ggn', got {curvature!r}")
+        if float64 not in ("auto", True, False):
+            raise ValueError(f"exact: float64 must be 'auto', True or False, got {float64!r}")
         self.curvature = curvature
         self.rcond = rcond
         self.max_params = max_params
+        self.float64 = float64
+        self.float64_budget_gb = float(float64_budget_gb)
 
     def _fit(self, ctx: CurvatureContext) -> None:
         if ctx.p > self.max_params:
             raise ValueError(f"exact solver: {ctx.p} parameters exceed max_params={self.max_params}; "
                              "use cg, lissa, arnoldi, ekfac or datainf, or analyse fewer parameters")
-        H = ctx.hessian() if self.curvature == "hessian" else ctx.gauss_newton()
-        H = H + ctx.damping * torch.eye(ctx.p, dtype=ctx.dtype)
-        evals, evecs = torch.linalg.eigh(H)
-        rcond = self.rcond if self.rcond is not None else (1e-10 if ctx.dtype == torch.float64 else 1e-5)
+        if self.curvature == "hessian":
+            H = ctx.hessian()
+            self.hessian_route_ = ctx.hessian_route_
+        else:
+            H = ctx.gauss_newton()
+            self.hessian_route_ = "ggn"
+        wide = self.float64 is True or (self.float64 == "auto" and
+                                        _fits_in_float64(ctx.p, self.float64_budget_gb * 2**30))
+        dt = torch.float64 if wide else ctx.dtype
+        self.factor_dtype_ = dt
+        A = H.to(dt)
+        del H
+        A.diagonal().add_(ctx.damping)
+        rcond = self.rcond if self.rcond is not None else (1e-10 if dt == torch.float64 else 1e-5)
+        self.n_null_ = self.n_negative_ = 0
+        self.chol_ = self.evecs_ = None
+        L, info = torch.linalg.cholesky_ex(A)
+        if int(info) == 0:
+            piv = L.diagonal() ** 2
+            if float(piv.min()) > rcond * float(piv.max()):
+                self.path_ = "cholesky"
+                self.chol_ = L
+                return
+        del L
+        self.path_ = "eigh"
+        evals, evecs = torch.linalg.eigh(A)
         keep = evals.abs() > rcond * evals.abs().max()
-        self.matrix_ = H
         self.evals_, self.evecs_ = evals, evecs
         self.inv_evals_ = torch.where(keep, 1.0 / torch.where(keep, evals, torch.ones_like(evals)),
                                       torch.zeros_like(evals))
@@ -56,8 +107,24 @@ class ExactSolver(Solver):
         self.n_negative_ = int((evals[keep] < 0).sum())
 
     def _solve(self, V: torch.Tensor) -> torch.Tensor:
-        return self.evecs_ @ (self.inv_evals_[:, None] * (self.evecs_.T @ V))
+        W = V.to(self.factor_dtype_)
+        if self.chol_ is not None:
+            out = torch.cholesky_solve(W, self.chol_)
+        else:
+            out = self.evecs_ @ (self.inv_evals_[:, None] * (self.evecs_.T @ W))
+        return out.to(V.dtype)
 
     def quad(self, G: torch.Tensor) -> torch.Tensor:
-        P = G @ self.evecs_
-        return (P**2 * self.inv_evals_).sum(1)
+        W = G.to(self.factor_dtype_)
+        if self.chol_ is not None:  # g^T (L L^T)^-1 g = |L^-1 g|^2
+            Z = torch.linalg.solve_triangular(self.chol_, W.T, upper=False)
+            return (Z**2).sum(0).to(G.dtype)
+        P = W @ self.evecs_
+        return (P**2 * self.inv_evals_).sum(1).to(G.dtype)
+
+    def fit_report(self) -> dict[str, Any]:
+        out = {"path": getattr(self, "path_", None), "factor_dtype": str(self.factor_dtype_).replace("torch.", ""),
+               "hessian_route": self.hessian_route_}
+        if self.path_ == "eigh":
+            out.update(n_null=self.n_null_, n_negative=self.n_negative_)
+        return out

@@ -48,6 +48,9 @@ class CGSolver(Solver):
         self.n_iter_ = 0
         self.residual_ = None
 
+    def fit_report(self) -> dict:
+        return {"hvp": self.ctx.hvp_mode()}
+
     def _apply(self, P: torch.Tensor) -> torch.Tensor:
         return self.ctx.hvp(P) + self.ctx.damping * P
 
@@ -161,6 +164,9 @@ class LiSSASolver(Solver):
             self.scale_ = 1.1 * top
         else:
             self.scale_ = float(self.scale)
+
+    def fit_report(self) -> dict:
+        return {"hvp": self.ctx.hvp_mode(), "scale": self.scale_}
 
     def _solve(self, V: torch.Tensor) -> torch.Tensor:
         ctx = self.ctx

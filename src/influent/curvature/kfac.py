@@ -1,4 +1,5 @@
-"""K-FAC and EK-FAC for `nn.Linear` layers (our own implementation, cross-checked against curvlinops).
+"""K-FAC and EK-FAC for `nn.Linear` and `nn.Conv2d` layers (our own implementation, cross-checked
+against curvlinops).
 
 For a linear layer ``z = W a + b`` write ``a~ = [a; 1]`` (the 1 only when the bias is analysed) and
 ``Theta = [W, b]`` of shape (d_out, d_in + 1). The generalised Gauss-Newton ("type-2" Fisher) of
@@ -14,13 +15,30 @@ K-FAC (Martens & Grosse 2015) replaces it by ``S (x) A`` (acting as ``Theta -> S
 ``A = (1/n) sum_i a~_i a~_i^T`` and ``S = (1/n) sum_i sum_c s_ic s_ic^T``. With ``A = Q_A diag(a) Q_A^T``
 and ``S = Q_S diag(s) Q_S^T`` the damped inverse is diagonal in the Kronecker eigenbasis, with
 eigenvalues ``s_i a_j + reg + damping``. EK-FAC (George et al. 2018) keeps the basis and replaces
-``s_i a_j`` by ``(1/n) sum_i sum_c [(Q_S^T s_ic a~_i^T Q_A)^2]`` — the exact GGN's diagonal in that
-basis. Both are block-diagonal across layers (no cross-layer terms).
+``s_i a_j`` by ``(1/n) sum_i sum_c [(Q_S^T G_ic Q_A)^2]`` with ``G_ic = s_ic a~_i^T`` — the exact GGN's
+diagonal in that basis. Both are block-diagonal across layers (no cross-layer terms).
+
+An ``nn.Linear`` applied at several positions of each sample (a transformer's tokens, inputs
+(B, T, d_in); LoRA's low-rank matrices) is treated exactly like a convolution's T output positions
+(all T positions, padding included, count in ``A``; padded tokens have zero pseudo-gradients).
+
+Convolutions (KFC, Grosse & Martens 2016, §3; the "expand" form of Eschenhagen et al. 2023): a
+``Conv2d`` is a linear layer applied at T output positions to the unfolded input patches ``a_it``
+(``C_in * k_h * k_w`` values, the weight's row-major order, then the 1 of the bias); its gradient is
+``G_ic = sum_t s_ict a~_it^T``. K-FAC uses ``A = (1/(n T)) sum_i sum_t a~_it a~_it^T`` and
+``S = (1/n) sum_i sum_t sum_c s_ict s_ict^T`` (positions treated as independent samples, as in the
+paper and in curvlinops' default); EK-FAC's eigenvalues are ``(1/n) sum_i sum_c (Q_S^T G_ic Q_A)^2``
+with the full per-sample gradient. With a single output position (T = 1) a convolution is a linear
+layer on its one patch, and both are exact where the linear case is.
 
 The regulariser is approximated as isotropic per layer: ``reg`` is the L2 coefficient of the layer's
 weight (``adapter.reg_coef``). That is exact when weight and bias share one coefficient (TorchAdapter
 weight decay) and approximate when the bias is unpenalised (SklearnLogistic's intercept): the bias
 then receives the weight's coefficient too.
+
+All factors come from one batched pass: one forward pass per chunk and one batched backward pass for
+all C columns of ``L`` (``is_grads_batched``); EK-FAC reuses that pass's inputs and pseudo-gradients
+when they fit in `cache_mb`, and recomputes them otherwise.
 """
 
 from __future__ import annotations
@@ -28,23 +46,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..grads.linear import linear_layers
 from ..models.base import ModelAdapter
 from .base import CurvatureContext, Solver, register
+
+SUPPORTED = (nn.Linear, nn.Conv2d)
 
 
 @dataclass
 class _Layer:
-    """Where one nn.Linear's analysed parameters sit in the flat parameter vector."""
+    """Where one nn.Linear's or nn.Conv2d's analysed parameters sit in the flat parameter vector."""
 
     name: str
-    module: nn.Linear
+    module: nn.Module
     w: slice | None  # flat slice of the weight (d_out * d_in, row-major) or None
     b: slice | None  # flat slice of the bias (d_out,) or None
     d_out: int
-    d_in: int
+    d_in: int  # in_features, or in_channels * k_h * k_w for a convolution
     reg: float
 
     @property
@@ -69,21 +89,48 @@ class _Layer:
         if self.b is not None:
             out[self.b] = M[:, -1].reshape(-1, k)
 
+    def patches(self, x: torch.Tensor) -> torch.Tensor:
+        """Layer input -> (B, T, cols) augmented inputs a~ (T = 1 for a linear layer)."""
+        m = self.module
+        if isinstance(m, nn.Conv2d):
+            a = F.unfold(x, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride).transpose(1, 2)
+        elif x.ndim > 2:  # a linear layer at several positions per sample (tokens): T = all positions
+            a = x.reshape(x.shape[0], -1, x.shape[-1])
+        else:
+            a = x[:, None, :]
+        parts = [a] if self.w is not None else []
+        if self.b is not None:
+            parts.append(torch.ones(*a.shape[:2], 1, dtype=a.dtype))
+        return torch.cat(parts, dim=2)
+
+    def output_grads(self, g: torch.Tensor) -> torch.Tensor:
+        """Gradients w.r.t. the layer output (C, B, d_out[, H, W]) -> (C, B, T, d_out)."""
+        if isinstance(self.module, nn.Conv2d):
+            return g.flatten(3).transpose(2, 3)
+        if g.ndim > 3:  # nn.Linear on (B, ..., d_in) inputs: its positions as in `patches`
+            return g.reshape(g.shape[0], g.shape[1], -1, g.shape[-1])
+        return g[:, :, None, :]
+
+
+def _check_conv(name: str, m: nn.Conv2d) -> None:
+    if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str) and m.padding != "valid":
+        raise ValueError(f"kfac/ekfac: convolution {name!r} uses groups={m.groups}, padding={m.padding!r}, "
+                         f"padding_mode={m.padding_mode!r}; supported: groups=1, zero padding given as numbers")
+
 
 def kfac_layers(adapter: ModelAdapter) -> list[_Layer]:
-    """The analysed nn.Linear layers, in parameter order, with their flat slices.
+    """The analysed nn.Linear / nn.Conv2d layers, in parameter order, with their flat slices.
 
-    Raises ValueError naming the first analysed parameter that is not an nn.Linear weight/bias.
+    Raises ValueError naming the first analysed parameter that is not such a layer's weight/bias.
     """
     module = adapter._require_fitted()
     modules = dict(module.named_modules())
-    if linear_layers(adapter) is None:
-        for pname in adapter.param_names():
-            owner, _, leaf = pname.rpartition(".")
-            if not isinstance(modules.get(owner), nn.Linear) or leaf not in ("weight", "bias"):
-                raise ValueError(f"kfac/ekfac: analysed parameter {pname!r} is not the weight or bias of an "
-                                 "nn.Linear; K-FAC here supports nn.Linear layers only (analyse fewer parameters "
-                                 "with params=[...], or use the cg, arnoldi or datainf solver)")
+    for pname in adapter.param_names():
+        owner, _, leaf = pname.rpartition(".")
+        if not isinstance(modules.get(owner), SUPPORTED) or leaf not in ("weight", "bias"):
+            raise ValueError(f"kfac/ekfac: analysed parameter {pname!r} is not the weight or bias of an "
+                             "nn.Linear or nn.Conv2d; K-FAC here supports those layers only (analyse fewer "
+                             "parameters with params=[...], or use the cg, arnoldi or datainf solver)")
     slices: dict[str, dict[str, slice]] = {}
     off = 0
     for pname, t in adapter.params().items():
@@ -97,7 +144,12 @@ def kfac_layers(adapter: ModelAdapter) -> list[_Layer]:
         bname = f"{owner}.bias" if owner else "bias"
         # isotropic per layer: the weight's coefficient (the bias's when only the bias is analysed)
         reg = float(adapter.reg_coef.get(wname if "weight" in sl else bname, 0.0))
-        layers.append(_Layer(owner, mod, sl.get("weight"), sl.get("bias"), mod.out_features, mod.in_features, reg))
+        if isinstance(mod, nn.Conv2d):
+            _check_conv(owner, mod)
+            d_out, d_in = mod.out_channels, mod.weight[0].numel()
+        else:
+            d_out, d_in = mod.out_features, mod.in_features
+        layers.append(_Layer(owner, mod, sl.get("weight"), sl.get("bias"), d_out, d_in, reg))
     return layers
 
 
@@ -119,12 +171,14 @@ def loss_hessian_sqrt(kind: str, out: torch.Tensor) -> torch.Tensor:
 
 
 def pseudo_gradients(adapter: ModelAdapter, layers: list[_Layer], X: torch.Tensor):
-    """Layer inputs and backpropagated output-Hessian square-root columns for one batch.
+    """Layer inputs and backpropagated output-Hessian square-root columns for one batch: one forward
+    pass and one batched backward pass over the C columns.
 
     Returns
     -------
-    acts : list over layers of (B, cols) augmented inputs a~ (a, then 1 if the bias is analysed)
-    grads : list over layers of (C, B, d_out) pseudo-gradients s_ic w.r.t. the layer outputs
+    acts : list over layers of (B, T, cols) augmented inputs a~ (a, then 1 if the bias is analysed);
+           T = 1 for a linear layer, the number of output positions for a convolution
+    grads : list over layers of (C, B, T, d_out) pseudo-gradients s_ict w.r.t. the layer outputs
     """
     module = adapter._require_fitted()
     module.eval()
@@ -140,27 +194,23 @@ def pseudo_gradients(adapter: ModelAdapter, layers: list[_Layer], X: torch.Tenso
         with torch.enable_grad():
             out = module(X.detach())
             out2 = out.reshape(out.shape[0], -1)
-            root = loss_hessian_sqrt(adapter.loss, out2.detach())
+            root = loss_hessian_sqrt(adapter.loss, out2.detach())  # (B, K, C)
             zs = [store[L.name][1] for L in layers]
-            C = root.shape[2]
-            cols = []
-            for c in range(C):
-                g = torch.autograd.grad((out2 * root[:, :, c]).sum(), zs, retain_graph=c < C - 1, allow_unused=True)
-                cols.append([torch.zeros_like(z) if gi is None else gi.detach() for gi, z in zip(g, zs)])
+            cols = root.permute(2, 0, 1).contiguous()  # (C, B, K)
+            try:
+                g = torch.autograd.grad(out2, zs, cols, is_grads_batched=True, allow_unused=True)
+            except (RuntimeError, NotImplementedError):  # modules vmap cannot take: one pass per column
+                per = [torch.autograd.grad(out2, zs, cols[c], retain_graph=c < cols.shape[0] - 1, allow_unused=True)
+                       for c in range(cols.shape[0])]
+                g = [None if per[0][i] is None else torch.stack([q[i] for q in per]) for i in range(len(zs))]
     finally:
         for h in handles:
             h.remove()
     acts, grads = [], []
-    for li, L in enumerate(layers):
-        a = store[L.name][0]
-        if a.ndim != 2 or zs[li].ndim != 2:
-            raise ValueError(f"kfac/ekfac: layer {L.name!r} sees inputs of shape {tuple(a.shape)}; only 2-D "
-                             "(one vector per sample) inputs are supported")
-        parts = [a] if L.w is not None else []
-        if L.b is not None:
-            parts.append(torch.ones(a.shape[0], 1, dtype=a.dtype))
-        acts.append(torch.cat(parts, dim=1))
-        grads.append(torch.stack([cols[c][li] for c in range(len(cols))]))
+    for L, gi, z in zip(layers, g, zs):
+        gi = torch.zeros(cols.shape[0], *z.shape, dtype=z.dtype) if gi is None else gi.detach()
+        acts.append(L.patches(store[L.name][0]))
+        grads.append(L.output_grads(gi))
     return acts, grads
 
 
@@ -171,12 +221,14 @@ def _pinv_values(d: torch.Tensor, rcond: float) -> torch.Tensor:
 
 @register("kfac")
 class KFACSolver(Solver):
-    """K-FAC inverse for nn.Linear layers (see the module docstring for the exact definition).
+    """K-FAC inverse for nn.Linear and nn.Conv2d layers (see the module docstring for the exact definition).
 
     Parameters
     ----------
     rcond : eigenvalues (of the damped layer approximation) with ``|d| <= rcond * max|d|`` are
             treated as zero (pseudo-inverse, as in the exact solver); None: 1e-10 (float64) / 1e-5
+    cache_mb : EK-FAC keeps the first pass's layer inputs and pseudo-gradients up to this size for its
+               eigenvalue correction (one data pass); beyond it, it makes a second pass
 
     Attributes
     ----------
@@ -186,23 +238,35 @@ class KFACSolver(Solver):
 
     corrected = False
 
-    def __init__(self, rcond: float | None = None) -> None:
+    def __init__(self, rcond: float | None = None, cache_mb: float = 512.0) -> None:
         super().__init__(rcond=rcond)
         self.rcond = rcond
+        self.cache_mb = float(cache_mb)
 
     def _fit(self, ctx: CurvatureContext) -> None:
         self.layers_ = kfac_layers(ctx.adapter)
         A = {L.name: torch.zeros(L.cols, L.cols, dtype=ctx.dtype) for L in self.layers_}
         S = {L.name: torch.zeros(L.d_out, L.d_out, dtype=ctx.dtype) for L in self.layers_}
+        T = {}
+        cache: list | None = [] if self.corrected else None
+        cached = 0
         for s in range(0, ctx.n, ctx.chunk_size):
             acts, grads = pseudo_gradients(ctx.adapter, self.layers_, ctx.X[s:s + ctx.chunk_size])
             for L, a, g in zip(self.layers_, acts, grads):
-                A[L.name] += a.T @ a
-                S[L.name] += torch.einsum("cbi,cbj->ij", g, g)
+                T[L.name] = a.shape[1]
+                a2, g2 = a.reshape(-1, a.shape[2]), g.reshape(-1, g.shape[3])
+                A[L.name] += a2.T @ a2
+                S[L.name] += g2.T @ g2
+            if cache is not None:
+                cached += sum(a.numel() + g.numel() for a, g in zip(acts, grads)) * acts[0].element_size()
+                if cached <= self.cache_mb * 2**20:
+                    cache.append((acts, grads))
+                else:
+                    cache = None  # too big: EK-FAC recomputes them in its pass
         self.A_, self.S_ = {}, {}
         self.QA_, self.QS_, self.evals_ = {}, {}, {}
         for L in self.layers_:
-            self.A_[L.name] = A[L.name] / ctx.n
+            self.A_[L.name] = A[L.name] / (ctx.n * T[L.name])
             self.S_[L.name] = S[L.name] / ctx.n
             a, QA = torch.linalg.eigh(self.A_[L.name])
             s, QS = torch.linalg.eigh(self.S_[L.name])
@@ -210,21 +274,29 @@ class KFACSolver(Solver):
             # PSD factors: clip round-off negatives
             self.evals_[L.name] = torch.outer(s.clamp_min(0), a.clamp_min(0))
         if self.corrected:
-            self._correct(ctx)
+            self._correct(ctx, cache)
         rcond = self.rcond if self.rcond is not None else (1e-10 if ctx.dtype == torch.float64 else 1e-5)
         self.inv_ = {L.name: _pinv_values(self.evals_[L.name] + L.reg + ctx.damping, rcond) for L in self.layers_}
 
-    def _correct(self, ctx: CurvatureContext) -> None:
-        """EK-FAC: the exact GGN's diagonal in the Kronecker eigenbasis (a second data pass)."""
+    def _correct(self, ctx: CurvatureContext, cache: list | None) -> None:
+        """EK-FAC: the exact GGN's diagonal in the Kronecker eigenbasis (from the cached first pass,
+        or a second data pass)."""
         E = {L.name: torch.zeros(L.d_out, L.cols, dtype=ctx.dtype) for L in self.layers_}
-        for s in range(0, ctx.n, ctx.chunk_size):
-            acts, grads = pseudo_gradients(ctx.adapter, self.layers_, ctx.X[s:s + ctx.chunk_size])
+        batches = cache if cache is not None else (
+            pseudo_gradients(ctx.adapter, self.layers_, ctx.X[s:s + ctx.chunk_size])
+            for s in range(0, ctx.n, ctx.chunk_size))
+        for acts, grads in batches:
             for L, a, g in zip(self.layers_, acts, grads):
-                # per (i, c) the rotated gradient is the rank-one (Q_S^T s_ic)(Q_A^T a_i)^T, so its square
-                # factorises: sum_c (Q_S^T s_ic)^2 outer (Q_A^T a_i)^2
-                u2 = ((g @ self.QS_[L.name]) ** 2).sum(0)  # (B, d_out)
-                v2 = (a @ self.QA_[L.name]) ** 2  # (B, cols)
-                E[L.name] += u2.T @ v2
+                u = g @ self.QS_[L.name]  # (C, B, T, d_out): Q_S^T s_ict
+                v = a @ self.QA_[L.name]  # (B, T, cols): Q_A^T a~_it
+                if a.shape[1] == 1:
+                    # rank one per (i, c): the square factorises, sum_c (Q_S^T s_ic)^2 outer (Q_A^T a_i)^2
+                    E[L.name] += (u[:, :, 0] ** 2).sum(0).T @ (v[:, 0] ** 2)
+                else:  # per-sample gradients summed over positions, rotated, squared; chunked over samples
+                    step = max(1, int(2**22 // max(1, u.shape[0] * L.d_out * L.cols)))
+                    for b in range(0, a.shape[0], step):
+                        Gr = torch.einsum("cbto,btk->cbok", u[:, b:b + step], v[b:b + step])
+                        E[L.name] += (Gr**2).sum((0, 1))
         for L in self.layers_:
             self.evals_[L.name] = E[L.name] / ctx.n
 
@@ -253,7 +325,7 @@ class KFACSolver(Solver):
 
 @register("ekfac")
 class EKFACSolver(KFACSolver):
-    """EK-FAC inverse for nn.Linear layers: K-FAC's eigenbasis with corrected eigenvalues
+    """EK-FAC inverse for nn.Linear and nn.Conv2d layers: K-FAC's eigenbasis with corrected eigenvalues
     ``(1/n) sum_i sum_c (Q_S^T s_ic a~_i^T Q_A)^2`` (George et al. 2018). Equals the exact
     Gauss-Newton matrix wherever that is diagonal in the Kronecker eigenbasis (e.g. one linear layer
     with mse loss, or a single sample). Parameters as `KFACSolver`; costs one more data pass."""

@@ -11,9 +11,10 @@ from typing import Any
 from .validate import InputError
 
 _NAMES = {"Split": "split", "from_arrays": "io", "from_file": "io", "from_frame": "io", "from_torch": "io",
-          "read_table": "io"}
+          "read_table": "io", "from_texts": "text", "embed_texts": "text",
+          "embed_split": "text"}
 
-__all__ = ["Split", "InputError", "from_arrays", "from_file", "from_frame", "from_torch", "read_table"]
+__all__ = ["Split", "InputError", "from_arrays", "from_file", "from_frame", "from_torch", "read_table", "from_texts", "embed_texts", "embed_split"]
 
 
 def __getattr__(name: str) -> Any:

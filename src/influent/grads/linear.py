@@ -3,6 +3,12 @@
 For ``z = W a + b`` the per-sample gradient is ``dW_i = delta_i a_i^T`` and ``db_i = delta_i``, with
 ``delta_i = d l_i / d z_i``. Hence ``<g_i, g_j> = sum_layers (delta_i . delta_j) * (a_i . a_j + [bias])``,
 and ``g_i . v = sum_layers delta_i^T V_W a_i + delta_i . v_b``: neither needs the (B, p) gradient matrix.
+
+A layer applied at T positions of each sample (a transformer's tokens: inputs (B, T, d_in)) has
+``dW_i = sum_t delta_it a_it^T`` and ``db_i = sum_t delta_it``. Its factors keep the token axis, and each
+product is formed one layer at a time from the cheaper of two exact forms: the layer's own per-sample
+block ``dW_i`` (B, d_out * d_in) — small for LoRA's low-rank matrices — or, for the Gram matrix, the
+token form ``sum_{t,s} (delta_it . delta_js)(a_it . a_js)``. The (B, p) matrix over all layers is never built.
 """
 
 from __future__ import annotations
@@ -24,6 +30,22 @@ class LayerFactors:
     delta: torch.Tensor
     has_weight: bool
     has_bias: bool
+
+    @property
+    def tokens(self) -> bool:
+        """True when `a` (B, T, d_in) and `delta` (B, T, d_out) keep a token axis."""
+        return self.a.ndim == 3
+
+    def block(self) -> torch.Tensor:
+        """(B, d_out * d_in [+ d_out]) this layer's per-sample gradients (weight, then bias)."""
+        parts = []
+        if self.has_weight:
+            w = (torch.einsum("bto,bti->boi", self.delta, self.a) if self.tokens
+                 else torch.einsum("bo,bi->boi", self.delta, self.a))
+            parts.append(w.reshape(self.a.shape[0], -1))
+        if self.has_bias:
+            parts.append(self.delta.sum(1) if self.tokens else self.delta)
+        return torch.cat(parts, dim=1)
 
 
 def linear_layers(adapter: ModelAdapter) -> dict[str, tuple[bool, bool]] | None:
@@ -70,10 +92,12 @@ def factors(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor,
             h.remove()
     result = []
     for (name, (hw, hb)), d in zip(layers.items(), deltas):
-        a = store[name][0]
-        if a.ndim != 2:
+        a, d = store[name][0], d.detach()
+        if a.ndim > 2:  # applied at several positions per sample (tokens): keep one token axis
+            a, d = a.reshape(a.shape[0], -1, a.shape[-1]), d.reshape(d.shape[0], -1, d.shape[-1])
+        elif a.ndim != 2:
             raise ValueError(f"layer {name!r} sees inputs of shape {tuple(a.shape)}; factorised path needs 2-D")
-        result.append(LayerFactors(name, a, d.detach(), hw, hb))
+        result.append(LayerFactors(name, a, d, hw, hb))
     return result
 
 
@@ -81,10 +105,41 @@ def factor_gram(fa: list[LayerFactors], fb: list[LayerFactors]) -> torch.Tensor:
     """(B_a, B_b) inner products of per-sample gradients from two factor lists."""
     total = None
     for la, lb in zip(fa, fb):
+        if la.tokens or lb.tokens:
+            term = _token_gram(la, lb)
+            total = term if total is None else total + term
+            continue
         dd = la.delta @ lb.delta.T
         term = dd * (la.a @ lb.a.T) if la.has_weight else torch.zeros_like(dd)
         if la.has_bias:
             term = term + dd
+        total = term if total is None else total + term
+    assert total is not None
+    return total
+
+
+def _token_gram(la: LayerFactors, lb: LayerFactors) -> torch.Tensor:
+    """(B_a, B_b) Gram block of one layer applied at several positions: from the per-sample blocks, or
+    from token products ``sum_{t,s} (delta_it . delta_js)(a_it . a_js)`` when those cost less."""
+    Ta, Tb = la.delta.shape[1], lb.delta.shape[1]
+    d_out, d_in = la.delta.shape[-1], la.a.shape[-1]
+    if not la.has_weight or d_out * d_in <= Ta * Tb * (d_out + d_in):
+        return la.block() @ lb.block().T
+    dd = torch.einsum("bto,cso->btcs", la.delta, lb.delta)
+    term = (dd * torch.einsum("bti,csi->btcs", la.a, lb.a)).sum((1, 3))
+    if la.has_bias:
+        term = term + dd.sum((1, 3))
+    return term
+
+
+def factor_sq_norms(fa: list[LayerFactors]) -> torch.Tensor:
+    """(B,) squared norms |g_i|^2 of the per-sample gradients from factors."""
+    total = None
+    for lf in fa:
+        if lf.tokens:
+            term = (lf.block() ** 2).sum(1)
+        else:
+            term = (lf.delta**2).sum(1) * ((lf.a**2).sum(1) * lf.has_weight + lf.has_bias)
         total = term if total is None else total + term
     assert total is not None
     return total
@@ -98,6 +153,12 @@ def factor_dot(fa: list[LayerFactors], v: dict[str, torch.Tensor]) -> torch.Tens
         prefix = f"{lf.name}." if lf.name else ""
         k = next(iter(v.values())).shape[0]
         term = torch.zeros(lf.a.shape[0], k, dtype=lf.a.dtype)
+        if lf.tokens:  # the layer's per-sample block (d_out * d_in per sample) times the directions
+            parts = ([v[prefix + "weight"].reshape(k, -1)] if lf.has_weight else []) + (
+                [v[prefix + "bias"]] if lf.has_bias else [])
+            term = lf.block() @ torch.cat(parts, dim=1).T
+            total = term if total is None else total + term
+            continue
         if lf.has_weight:
             term = term + torch.einsum("bo,koi,bi->bk", lf.delta, v[prefix + "weight"], lf.a)
         if lf.has_bias:
@@ -112,6 +173,13 @@ def factor_grads(fa: list[LayerFactors], order: list[str]) -> torch.Tensor:
     parts: dict[str, torch.Tensor] = {}
     for lf in fa:
         prefix = f"{lf.name}." if lf.name else ""
+        if lf.tokens:
+            blk, w = lf.block(), lf.delta.shape[-1] * lf.a.shape[-1] * lf.has_weight
+            if lf.has_weight:
+                parts[prefix + "weight"] = blk[:, :w]
+            if lf.has_bias:
+                parts[prefix + "bias"] = blk[:, w:]
+            continue
         if lf.has_weight:
             parts[prefix + "weight"] = torch.einsum("bo,bi->boi", lf.delta, lf.a).reshape(lf.a.shape[0], -1)
         if lf.has_bias:

@@ -16,7 +16,7 @@ import torch
 
 from ..data import Split
 from ..models.base import ModelAdapter
-from .linear import factor_dot, factor_gram, factor_grads, factors, linear_layers
+from .linear import factor_dot, factor_gram, factor_grads, factor_sq_norms, factors, linear_layers
 from .per_sample import per_sample_grads
 from .store import GradientStore, store_key
 
@@ -143,7 +143,7 @@ class GradientSource:
         if self.factorised:
             for sl in self._slices():
                 f = factors(self.adapter, self.X[sl], self.t[sl], self.layers)
-                out[sl] = sum(((lf.delta**2).sum(1) * ((lf.a**2).sum(1) * lf.has_weight + lf.has_bias)) for lf in f)
+                out[sl] = factor_sq_norms(f)
             return out
         for sl, G in self.chunks():
             out[sl] = (G**2).sum(1)

@@ -45,6 +45,8 @@ def dropout_points(adapter: ModelAdapter, given: Sequence[str] | None = None) ->
     """Module names where members apply their dropout mask: `given` names, else the model's
     `nn.Dropout*` layers (possibly none)."""
     modules = dict(adapter._require_fitted().named_modules())
+    if given is None and hasattr(adapter, "ensemble_dropout_points"):  # the adapter's own choice (HFAdapter)
+        given = adapter.ensemble_dropout_points()
     if given is not None:
         names = [given] if isinstance(given, str) else list(given)
         unknown = [n for n in names if n not in modules]

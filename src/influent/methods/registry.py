@@ -116,6 +116,9 @@ class Job:
             raise InputError(str(exc)) from None
         if not convex:
             _warn_if_indefinite(solver, ctx, name)
+        report = solver.fit_report()
+        if report:  # what the fit decided (e.g. the exact solver's factorisation), saved with the scores
+            self.used["solver_fit"] = report
         return solver
 
     def _damping_rule(self) -> float:

@@ -6,5 +6,13 @@ from .sklearn_logistic import SklearnLogistic
 from .torch_adapter import TabularMLP, TorchAdapter
 from .training import Checkpoint, TrainConfig, TrainingRecorder, train_torch
 
-__all__ = ["ModelAdapter", "SklearnLogistic", "TorchAdapter", "TabularMLP", "SmallCNN", "TrainConfig", "TrainingRecorder",
+def __getattr__(name: str):  # HFAdapter imports no transformers itself, but loads lazily like the extra it serves
+    if name == "HFAdapter":
+        from .hf import HFAdapter
+
+        return HFAdapter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["HFAdapter", "ModelAdapter", "SklearnLogistic", "TorchAdapter", "TabularMLP", "SmallCNN", "TrainConfig", "TrainingRecorder",
            "Checkpoint", "train_torch", "loss_from_outputs", "probabilities"]

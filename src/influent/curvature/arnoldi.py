@@ -94,7 +94,7 @@ class ArnoldiSolver(Solver):
         self.inv_evals_ = torch.where(keep, 1.0 / torch.where(keep, d, torch.ones_like(d)), torch.zeros_like(d))
 
     def fit_report(self) -> dict:
-        return {"hvp": self.ctx.hvp_mode(), "n_restarts": self.n_restarts_}
+        return {"hvp": dict(self.ctx.hvp_modes_), "n_restarts": self.n_restarts_}
 
     def _solve(self, V: torch.Tensor) -> torch.Tensor:
         return self.evecs_ @ (self.inv_evals_[:, None] * (self.evecs_.T @ V))

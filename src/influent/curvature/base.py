@@ -38,6 +38,8 @@ class CurvatureContext:
     hvp_kind : how Hessian-vector products are taken: "rev" (reverse-over-reverse), "fwd"
           (forward-over-reverse) or "auto" (the faster of the two, timed once per context)
     hvp_block : columns per batched Hessian-vector product (bounds memory)
+    graph_cache_chunks : full-data reverse-mode products keep the gradient graphs of the data chunks
+          between calls when the data has at most this many chunks (memory: that many chunks' graphs)
     """
 
     adapter: ModelAdapter
@@ -51,7 +53,9 @@ class CurvatureContext:
     _source: GradientSource | None = field(default=None, init=False, repr=False)
     _reg_diag: torch.Tensor | None = field(default=None, init=False, repr=False)
     _leaf_list: list | None = field(default=None, init=False, repr=False)
-    _hvp_mode: str | None = field(default=None, init=False, repr=False)
+    graph_cache_chunks: int = 4
+    hvp_modes_: dict = field(default_factory=dict, init=False, repr=False)
+    _graphs: list | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.X, self.t = self.adapter.tensors(self.train)
@@ -116,33 +120,31 @@ class CurvatureContext:
             return torch.cat([q.reshape(q.shape[0], -1) for q in out], dim=1).T
         return rev
 
-    def hvp_mode(self) -> str:
-        """"rev" or "fwd": the faster Hessian-vector product for this model, measured once per context
-        on a small slice (unless fixed by `hvp_kind`); "fwd" where the reverse pass cannot run."""
-        if self._hvp_mode is None:
-            if self.hvp_kind != "auto":
-                self._hvp_mode = self.hvp_kind
-            else:
-                self._hvp_mode = self._probe_hvp_mode()
-        return self._hvp_mode
+    def hvp_mode(self, k: int = 1) -> str:
+        """"rev" or "fwd": the faster Hessian-vector product for this model, for one column (k = 1) or
+        for blocks of columns (k > 1), each measured once per context on a slice of the real shape
+        (unless fixed by `hvp_kind`); a mode that cannot run the model is skipped."""
+        key = "vector" if k == 1 else "block"
+        if key not in self.hvp_modes_:
+            self.hvp_modes_[key] = self.hvp_kind if self.hvp_kind != "auto" else self._probe_hvp_mode(k)
+        return self.hvp_modes_[key]
 
-    def _probe_hvp_mode(self) -> str:
-        m = min(self.n, 64)
+    def _probe_hvp_mode(self, k: int) -> str:
+        m = min(self.n, 64 if k == 1 else self.chunk_size)
+        cols = 1 if k == 1 else min(k, self.hvp_block)
         Xc, tc = self.X[:m], self.t[:m]
-        W = torch.randn(self.p, 8, generator=torch.Generator().manual_seed(0), dtype=self.dtype)
+        W = torch.randn(self.p, cols, generator=torch.Generator().manual_seed(0), dtype=self.dtype)
         best: dict[str, float] = {}
-        for mode in ("rev", "fwd"):
-            try:
-                times = []
-                for _ in range(2):
-                    t0 = time.perf_counter()
-                    self._chunk_products(Xc, tc, 1.0 / m, mode)(W)
-                    self._chunk_products(Xc, tc, 1.0 / m, mode)(W[:, :1])
-                    times.append(time.perf_counter() - t0)
-                best[mode] = min(times)
-            except (RuntimeError, NotImplementedError):
+        for mode in ("rev", "fwd") * (3 if k == 1 else 2):
+            if best.get(mode) == float("inf"):
                 continue
-        if not best:
+            try:
+                t0 = time.perf_counter()
+                self._chunk_products(Xc, tc, 1.0 / m, mode)(W)
+                best[mode] = min(best.get(mode, float("inf")), time.perf_counter() - t0)
+            except (RuntimeError, NotImplementedError):
+                best[mode] = float("inf")
+        if min(best.values()) == float("inf"):
             raise RuntimeError("Hessian-vector products fail for this model in both reverse and forward mode")
         return min(best, key=best.get)
 
@@ -156,14 +158,21 @@ class CurvatureContext:
     def hvp(self, V: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """H @ V for V (p,) or (p, k), without damping; over the rows `index` (a minibatch) or all data.
 
-        One forward and backward pass per data chunk builds the gradient's graph; every block of
-        `hvp_block` columns then costs one batched product (see `hvp_mode`)."""
+        One forward and backward pass per data chunk builds the gradient's graph (reverse mode);
+        every block of `hvp_block` columns then costs one batched product (see `hvp_mode`)."""
         vec = V.ndim == 1
         V2 = V.reshape(self.p, -1).to(self.dtype)
-        mode = self.hvp_mode()
+        mode = self.hvp_mode(V2.shape[1])
         out = self.reg_diag()[:, None] * V2
-        for Xc, tc, w in self._chunks(index):
-            part = self._chunk_products(Xc, tc, w, mode)
+        if index is None and mode == "rev" and self.n <= self.graph_cache_chunks * self.chunk_size:
+            # full-data products, repeated by CG, Arnoldi and power iteration: keep the few chunks'
+            # gradient graphs, so that every later product is one batched second backward pass
+            if self._graphs is None:
+                self._graphs = [self._chunk_products(Xc, tc, w, "rev") for Xc, tc, w in self._chunks(None)]
+            parts = iter(self._graphs)
+        else:
+            parts = (self._chunk_products(Xc, tc, w, mode) for Xc, tc, w in self._chunks(index))
+        for part in parts:
             for c in range(0, V2.shape[1], self.hvp_block):
                 out[:, c:c + self.hvp_block] += part(V2[:, c:c + self.hvp_block])
         return out[:, 0] if vec else out
@@ -176,7 +185,7 @@ class CurvatureContext:
         if closed is not None:
             self.hessian_route_ = "closed form"
             return 0.5 * (closed + closed.T)
-        mode = self.hvp_mode()
+        mode = self.hvp_mode(min(self.p, self.hvp_block))
         self.hessian_route_ = f"hvp-{mode}"
         H = torch.diag(self.reg_diag())
         b = self.hvp_block

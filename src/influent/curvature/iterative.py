@@ -25,7 +25,7 @@ class CGSolver(Solver):
 
     Parameters
     ----------
-    tol : stop a column when ``|r| <= tol * |v|`` (relative residual)
+    tol : stop a column when ``|r| <= tol * |v|`` (relative residual); never below 10 eps of the dtype
     max_iter : iteration cap; None means p (the exact-arithmetic bound). A warning is issued when
                a column has not converged by then.
 
@@ -49,7 +49,7 @@ class CGSolver(Solver):
         self.residual_ = None
 
     def fit_report(self) -> dict:
-        return {"hvp": self.ctx.hvp_mode()}
+        return {"hvp": dict(self.ctx.hvp_modes_)}
 
     def _apply(self, P: torch.Tensor) -> torch.Tensor:
         return self.ctx.hvp(P) + self.ctx.damping * P
@@ -62,7 +62,9 @@ class CGSolver(Solver):
         P = R.clone()
         rs = (R * R).sum(0)
         bnorm = V.norm(dim=0)
-        active = rs.sqrt() > self.tol * bnorm
+        # below ~10 eps the residual is round-off: further steps cannot improve it (and p^T A p may vanish)
+        tol = max(self.tol, 10 * torch.finfo(V.dtype).eps)
+        active = rs.sqrt() > tol * bnorm
         active &= bnorm > 0
         it = 0
         while bool(active.any()) and it < max_iter:
@@ -71,6 +73,15 @@ class CGSolver(Solver):
             APa = self._apply(Pa)
             pAp = (Pa * APa).sum(0)
             bad = pAp <= 0
+            # a column already at the precision the products allow (sqrt eps) stops there: its p^T A p is
+            # round-off, not a sign of indefiniteness
+            done = bad & (rs[idx].sqrt() <= torch.finfo(V.dtype).eps ** 0.5 * bnorm[idx])
+            if bool(done.any()):
+                active[idx[done]] = False
+                keep = ~done
+                idx, Pa, APa, pAp, bad = idx[keep], Pa[:, keep], APa[:, keep], pAp[keep], bad[keep]
+                if idx.numel() == 0:
+                    break
             if bool(bad.any()):
                 from ..data.validate import InputError
 
@@ -86,7 +97,7 @@ class CGSolver(Solver):
             beta = rs_new / rs[idx]
             P[:, idx] = R[:, idx] + beta * Pa
             rs[idx] = rs_new
-            active[idx] = rs_new.sqrt() > self.tol * bnorm[idx]
+            active[idx] = rs_new.sqrt() > tol * bnorm[idx]
             it += 1
         self.n_iter_ = it
         self.residual_ = torch.where(bnorm > 0, rs.sqrt() / bnorm.clamp_min(torch.finfo(V.dtype).tiny),
@@ -166,7 +177,7 @@ class LiSSASolver(Solver):
             self.scale_ = float(self.scale)
 
     def fit_report(self) -> dict:
-        return {"hvp": self.ctx.hvp_mode(), "scale": self.scale_}
+        return {"hvp": dict(self.ctx.hvp_modes_), "scale": self.scale_}
 
     def _solve(self, V: torch.Tensor) -> torch.Tensor:
         ctx = self.ctx

@@ -71,23 +71,23 @@ class _Layer:
     def cols(self) -> int:
         return (self.d_in if self.w is not None else 0) + (1 if self.b is not None else 0)
 
-    def to_mat(self, V: torch.Tensor) -> torch.Tensor:
-        """(p, k) flat vectors -> (d_out, cols, k) layer matrices [W | b]."""
-        k = V.shape[1]
+    def to_mats(self, Vt: torch.Tensor) -> torch.Tensor:
+        """(k, p) flat vectors -> (k, d_out, cols) layer matrices [W | b]."""
+        k = Vt.shape[0]
         parts = []
         if self.w is not None:
-            parts.append(V[self.w].reshape(self.d_out, self.d_in, k))
+            parts.append(Vt[:, self.w].reshape(k, self.d_out, self.d_in))
         if self.b is not None:
-            parts.append(V[self.b].reshape(self.d_out, 1, k))
-        return torch.cat(parts, dim=1)
+            parts.append(Vt[:, self.b].reshape(k, self.d_out, 1))
+        return torch.cat(parts, dim=2)
 
-    def put(self, M: torch.Tensor, out: torch.Tensor) -> None:
-        """Write (d_out, cols, k) layer matrices back into the flat (p, k) `out`."""
-        k = M.shape[2]
+    def put_mats(self, M: torch.Tensor, out: torch.Tensor) -> None:
+        """Write (k, d_out, cols) layer matrices back into the flat (k, p) `out`."""
+        k = M.shape[0]
         if self.w is not None:
-            out[self.w] = M[:, :self.d_in].reshape(-1, k)
+            out[:, self.w] = M[:, :, :self.d_in].reshape(k, -1)
         if self.b is not None:
-            out[self.b] = M[:, -1].reshape(-1, k)
+            out[:, self.b] = M[:, :, -1]
 
     def patches(self, x: torch.Tensor) -> torch.Tensor:
         """Layer input -> (B, T, cols) augmented inputs a~ (T = 1 for a linear layer)."""
@@ -301,17 +301,51 @@ class KFACSolver(Solver):
             self.evals_[L.name] = E[L.name] / ctx.n
 
     def _apply(self, V: torch.Tensor, values: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = torch.zeros_like(V)
+        Vt = V.T.contiguous()  # (k, p): each layer's k matrices [W | b] are then contiguous
+        out = torch.zeros_like(Vt)
         for L in self.layers_:
             QA, QS = self.QA_[L.name], self.QS_[L.name]
-            M = L.to_mat(V)
-            Mt = torch.einsum("so,sak,ab->obk", QS, M, QA)  # Q_S^T M Q_A
-            Mt = Mt * values[L.name][:, :, None]
-            L.put(torch.einsum("os,sbk,ab->oak", QS, Mt, QA), out)
-        return out
+            M = L.to_mats(Vt)  # (k, d_out, cols)
+            Mt = (QS.T @ M @ QA) * values[L.name]  # Q_S^T M Q_A, scaled in the Kronecker eigenbasis
+            L.put_mats(QS @ Mt @ QA.T, out)
+        return out.T.contiguous()
 
     def _solve(self, V: torch.Tensor) -> torch.Tensor:
         return self._apply(V, self.inv_)
+
+    def pairwise(self, train, test) -> torch.Tensor | None:
+        """(n, m) products ``g_i^T (K + reg + damping)^-1 h_j`` between two `GradientSource`s, or None.
+
+        Where every layer is linear on 2-D inputs, a per-sample gradient is rank one per layer,
+        ``delta a~^T``, and so is its rotation into the Kronecker eigenbasis, ``(Q_S^T delta)(Q_A^T a~)^T``
+        (``d_out^2 + cols^2`` per sample instead of the ``d_out cols (d_out + cols)`` of a dense rotation).
+        The inverse is diagonal there, so no (p, m) solve is needed: one matrix product per chunk of
+        rotated training gradients against the rotated, scaled test gradients (m, p)."""
+        from ..grads.linear import factors
+
+        if not (train.factorised and test.factorised) or any(not isinstance(L.module, nn.Linear)
+                                                              for L in self.layers_):
+            return None
+
+        def rotated(src, sl) -> torch.Tensor:  # (B, p') rotated gradients, layer by layer
+            fs = {f.name: f for f in factors(src.adapter, src.X[sl], src.t[sl], src.layers)}
+            parts = []
+            for L in self.layers_:
+                f = fs[L.name]
+                cols = [f.a] if L.w is not None else []
+                if L.b is not None:
+                    cols.append(torch.ones(f.a.shape[0], 1, dtype=f.a.dtype))
+                u = f.delta @ self.QS_[L.name]
+                v = torch.cat(cols, dim=1) @ self.QA_[L.name]
+                parts.append((u[:, :, None] * v[:, None, :]).reshape(u.shape[0], -1))
+            return torch.cat(parts, dim=1)
+
+        scale = torch.cat([self.inv_[L.name].reshape(-1) for L in self.layers_])
+        R = torch.cat([rotated(test, sl) for sl in test._slices()]) * scale  # (m, p')
+        out = torch.empty(train.n, test.n, dtype=R.dtype)
+        for sl in train._slices():
+            out[sl] = rotated(train, sl) @ R.T
+        return out
 
     def matvec(self, V: torch.Tensor) -> torch.Tensor:
         """The approximate curvature times V: ``(K-FAC + reg I) V``, without damping (like ``ctx.hvp``)."""

@@ -159,8 +159,9 @@ def factor_dot(fa: list[LayerFactors], v: dict[str, torch.Tensor]) -> torch.Tens
             term = lf.block() @ torch.cat(parts, dim=1).T
             total = term if total is None else total + term
             continue
-        if lf.has_weight:
-            term = term + torch.einsum("bo,koi,bi->bk", lf.delta, v[prefix + "weight"], lf.a)
+        if lf.has_weight:  # the chunk's (B, d_out * d_in) weight gradients, then one matrix product
+            G = (lf.delta[:, :, None] * lf.a[:, None, :]).reshape(lf.a.shape[0], -1)
+            term = term + G @ v[prefix + "weight"].reshape(k, -1).T
         if lf.has_bias:
             term = term + lf.delta @ v[prefix + "bias"].T
         total = term if total is None else total + term

@@ -131,21 +131,31 @@ class _LastLayer:
         return z, r, torch.diag_embed(P) - P[:, :, None] * P[:, None, :]
 
     def hessian(self, Lam: torch.Tensor, w: torch.Tensor | None, rows: torch.Tensor | None = None,
-                add_reg: bool = True) -> torch.Tensor:
+                add_reg: bool = True, dtype: torch.dtype = torch.float64,
+                chunk_elems: int = 4_000_000) -> torch.Tensor:
         """(K q, K q) Hessian (1/n) sum_i w_i Lambda_i (x) f_i f_i^T + reg + damping (over `rows` only,
-        without reg and damping, when `add_reg` is False: an update for changed weights)."""
+        without reg and damping, when `add_reg` is False: an update for changed weights).
+
+        All K (K + 1) / 2 symmetric blocks F^T diag(Lambda[:, k, m]) F come from one matmul
+        F^T [F * Lambda[:, k, m]]_{k <= m} per chunk of rows, in `dtype` (accumulated in float64)."""
         n, q = self.F.shape
         K = Lam.shape[1]
         L = Lam if w is None else Lam * w[:, None, None]
         F = self.F if rows is None else self.F[rows]
         L = L if rows is None else L[rows]
-        H = torch.empty(K, q, K, q, dtype=self.F.dtype)
-        for k in range(K):  # symmetric blocks F^T diag(L[:, k, m]) F
-            for m in range(k, K):
-                H[k, :, m, :] = (F * L[:, k, m, None]).T @ F
-                if m != k:
-                    H[m, :, k, :] = H[k, :, m, :]
-        H = H.reshape(K * q, K * q) / n
+        ks, ms = torch.triu_indices(K, K)
+        Lp, F = L[:, ks, ms].to(dtype), F.to(dtype)  # (m, P)
+        P = len(ks)
+        acc = torch.zeros(q, P * q, dtype=torch.float64)
+        step = max(1, int(chunk_elems // max(1, P * q)))
+        for s in range(0, len(F), step):
+            Fc = F[s:s + step]
+            acc += (Fc.T @ (Lp[s:s + step, :, None] * Fc[:, None, :]).reshape(len(Fc), P * q)).to(torch.float64)
+        blocks = acc.reshape(q, P, q).permute(1, 0, 2)  # (P, q, q), each symmetric
+        H = torch.empty(K, K, q, q, dtype=torch.float64)
+        H[ks, ms] = blocks
+        H[ms, ks] = blocks
+        H = H.permute(0, 2, 1, 3).reshape(K * q, K * q) / n
         return H + torch.diag(self.reg + self.damping) if add_reg else H
 
     def gauge(self) -> torch.Tensor | None:
@@ -160,15 +170,26 @@ class _LastLayer:
         u[:, -1] = 1 / K**0.5
         return u.reshape(-1)
 
-    def inverse(self, H: torch.Tensor) -> torch.Tensor:
-        """H^-1 by Cholesky (the gauge direction, if any, lifted to eigenvalue max diag H first, which
-        changes logits only by a common shift); pseudo-inverse by eigh where H is singular otherwise."""
+    def _lifted(self, H: torch.Tensor) -> tuple[torch.Tensor, int]:
         u = self.gauge()
         Hg = H if u is None else H + H.diagonal().max() * torch.outer(u, u)
         L, info = torch.linalg.cholesky_ex(Hg)
-        if int(info) == 0:
+        return L, int(info)
+
+    def inverse(self, H: torch.Tensor) -> torch.Tensor:
+        """H^-1 by Cholesky (the gauge direction, if any, lifted to eigenvalue max diag H first, which
+        changes logits only by a common shift); pseudo-inverse by eigh where H is singular otherwise."""
+        L, info = self._lifted(H)
+        if info == 0:
             return torch.cholesky_inverse(L)
         return _pinv(H)
+
+    def solve(self, H: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """(K q,) H^-1 g as `inverse(H) @ g`, from the Cholesky factor (no explicit inverse)."""
+        L, info = self._lifted(H)
+        if info == 0:
+            return torch.cholesky_solve(g[:, None], L)[:, 0]
+        return _pinv(H) @ g
 
     def gradient(self, theta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """(K q,) gradient of (1/n) sum w_i l_i + reg + damping/2 |theta - theta_fitted|^2."""
@@ -185,7 +206,7 @@ class _LastLayer:
         for k in range(steps):
             if H is None or k > 0:
                 H = self.hessian(self.derivatives(theta)[2], w)
-            theta = theta - (self.inverse(H) @ self.gradient(theta, w)).reshape(theta.shape)
+            theta = theta - self.solve(H, self.gradient(theta, w)).reshape(theta.shape)
         return theta
 
 
@@ -222,23 +243,28 @@ def _last_layer(adapter: ModelAdapter, train: Split, damping: float, chunk_size:
 
 
 def _loo_shift(prob: _LastLayer, theta: torch.Tensor, w: torch.Tensor | None, hessian: str,
-               chunk_elems: int = 4_000_000) -> tuple[torch.Tensor, ...]:
+               dtype: torch.dtype = torch.float64, chunk_elems: int = 4_000_000) -> tuple[torch.Tensor, ...]:
     """Logits (n, K), leave-one-out logit shifts (n, K), leverages (n,), the Hessian (K q, K q), the
-    output curvatures Lambda (n, K, K) and the leverage blocks A (n, K, K) at `theta` and weights `w`."""
+    output curvatures Lambda (n, K, K) and the leverage blocks A (n, K, K) at `theta` and weights `w`.
+
+    The n-sized products (Hessian build, leverage blocks) run in `dtype`; the inverse in float64. Rows
+    of weight 0 get A_i = 0 (their shift is 0 whatever A_i: they are out of sample already)."""
     z, r, Lam = prob.derivatives(theta)
     n, q = prob.F.shape
     K = z.shape[1]
-    H = prob.hessian(Lam, w)
+    H = prob.hessian(Lam, w, dtype=dtype)
     Hinv = prob.inverse(H)
     ks, ms = torch.triu_indices(K, K)  # A_i is symmetric: the blocks k <= m only
-    Hp = Hinv.reshape(K, q, K, q)[ks, :, ms, :].permute(1, 0, 2).reshape(q, -1)  # (q, pairs * q)
-    Amat = torch.empty(n, K, K, dtype=torch.float64)
+    Hp = Hinv.reshape(K, q, K, q)[ks, :, ms, :].permute(1, 0, 2).reshape(q, -1).to(dtype)  # (q, pairs * q)
+    Amat = torch.zeros(n, K, K, dtype=torch.float64)
+    rows = torch.arange(n) if w is None else torch.nonzero(w != 0)[:, 0]
+    F = prob.F[rows].to(dtype)
     step = max(1, int(chunk_elems // max(1, len(ks) * q)))
-    for s in range(0, n, step):
-        Fc = prob.F[s:s + step]
-        pairs = ((Fc @ Hp).reshape(len(Fc), -1, q) * Fc[:, None, :]).sum(-1) / n  # (B, pairs)
-        Amat[s:s + step, ks, ms] = pairs
-        Amat[s:s + step, ms, ks] = pairs
+    for s in range(0, len(rows), step):
+        Fc, idx = F[s:s + step], rows[s:s + step]
+        pairs = ((Fc @ Hp).reshape(len(Fc), -1, q) * Fc[:, None, :]).sum(-1).to(torch.float64) / n  # (B, pairs)
+        Amat[idx[:, None], ks, ms] = pairs
+        Amat[idx[:, None], ms, ks] = pairs
     shift, lev = _shift(Amat, Lam, r, w, hessian)
     return z, shift, lev, H, Lam, Amat
 
@@ -259,7 +285,8 @@ def _shift(Amat: torch.Tensor, Lam: torch.Tensor, r: torch.Tensor, w: torch.Tens
 
 
 def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hessian: str = "loo",
-                  chunk_size: int = 512, rounds: int = 0, newton_steps: int = 1, refresh: int = 1) -> LeaveOneOut:
+                  chunk_size: int = 512, rounds: int = 0, newton_steps: int = 1, refresh: int = 1,
+                  precision: str = "float64") -> LeaveOneOut:
     """Leave-one-out logits of every training sample from one Newton step each (module docstring).
 
     Parameters
@@ -278,16 +305,22 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
     refresh : recompute the leverages (a new inverse) every `refresh` rounds and in the last; rounds in
         between take their flags from the last leverages at the new parameters (cheaper, a little worse)
 
+    precision : "float64" (default) or "float32": the dtype of the n-sized products (the Hessian build,
+        accumulated in float64, and the leverage blocks); the inverse and the Newton steps stay float64
+
     Returns
     -------
     `LeaveOneOut`; `logits` are always the fitted model's, `loo_logits` those of the last round.
     """
     if hessian not in ("loo", "full"):
         raise InputError(f"mislabel: hessian must be 'loo' or 'full', got {hessian!r}")
+    if precision not in ("float64", "float32"):
+        raise InputError(f"mislabel: precision must be 'float64' or 'float32', got {precision!r}")
+    dt = getattr(torch, precision)
     prob = _last_layer(adapter, train, damping, chunk_size)
     classes = np.asarray(adapter.classes_)
     labels = prob.t.numpy().astype(np.int64)
-    z, shift, lev, H, Lam, Amat = _loo_shift(prob, prob.theta, None, hessian)
+    z, shift, lev, H, Lam, Amat = _loo_shift(prob, prob.theta, None, hessian, dt)
     z0 = z.numpy()
     res = LeaveOneOut(z0, (z + shift).numpy(), lev.numpy(), classes, labels, adapter.loss)
     theta, w = prob.theta, torch.ones(len(labels), dtype=torch.float64)
@@ -300,11 +333,11 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
         if len(changed) == 0 and k > 0:  # the flagged set is stable: its model has had its Newton steps
             break
         # the Hessian at theta for the new weights: the last one, updated on the samples that changed
-        H = H + prob.hessian(Lam, new_w - w, changed, add_reg=False)
+        H = H + prob.hessian(Lam, new_w - w, changed, add_reg=False, dtype=dt)
         w = new_w
         theta = prob.newton(w, newton_steps, theta, H)
         if k == int(rounds) - 1 or (k + 1) % refresh == 0:
-            z, shift, lev, H, Lam, Amat = _loo_shift(prob, theta, w, hessian)
+            z, shift, lev, H, Lam, Amat = _loo_shift(prob, theta, w, hessian, dt)
         else:  # flags for the next round from the last leverage blocks (cheap: no new inverse)
             z, r, _ = prob.derivatives(theta)
             shift, lev = _shift(Amat, Lam, r, w, hessian)

@@ -400,6 +400,7 @@ def mislabel(job: Job) -> Result:
     hessian = job.opt("hessian", "loo")
     rounds, steps = int(job.opt("rounds", 5)), int(job.opt("newton_steps", 1))
     refresh = int(job.opt("refresh", 1))
+    precision = job.opt("precision", "float64")
     if rounds < 0 or steps < 1 or refresh < 1:
         raise InputError(f"mislabel: rounds must be >= 0, newton_steps and refresh >= 1, got {rounds}, {steps}, {refresh}")
     view = resolve_params(job.adapter, job.opt("params", "auto"))
@@ -412,7 +413,7 @@ def mislabel(job: Job) -> Result:
         raise InputError(f"damping must be >= 0, got {damping}")
     job.used["damping_used"] = damping
     t0 = time.perf_counter()
-    loo = leave_one_out(view, job.train, damping, hessian, job.chunk_size, rounds, steps, refresh)
+    loo = leave_one_out(view, job.train, damping, hessian, job.chunk_size, rounds, steps, refresh, precision)
     job.timing["leave_one_out"] = time.perf_counter() - t0
     s = label_scores(loo.proba(), loo.labels, kind, calibrate)
     return Result(s, s)

@@ -158,3 +158,20 @@ def test_bad_input():
         inf.score(model, train, method="mislabel", kind="nope")
     with pytest.raises(InputError, match="hessian"):
         inf.score(model, train, method="mislabel", hessian="nope")
+
+
+def test_float32_products_match_float64():
+    train = _blobs(400, 5, d=6, seed=5)
+    noisy_y, _ = flip_labels(train.y, 0.2, "uniform", seed=2)
+    noisy = train.with_labels(noisy_y)
+    model = SklearnLogistic(C=1.0).fit(noisy)
+    for rounds in (0, 3):
+        a = leave_one_out(model, noisy, rounds=rounds)
+        b = leave_one_out(model, noisy, rounds=rounds, precision="float32")
+        shift = a.loo_logits - a.logits
+        assert np.abs(shift).max() > 0.1
+        # float32 error on the shift, relative to its size: a few float32 epsilons times the conditioning
+        assert np.linalg.norm((b.loo_logits - b.logits) - shift) < 1e-4 * np.linalg.norm(shift)
+        np.testing.assert_allclose(b.leverage, a.leverage, atol=1e-5)
+    with pytest.raises(InputError, match="precision"):
+        inf.score(model, noisy, method="mislabel", precision="float16")

@@ -132,7 +132,7 @@ class _LastLayer:
 
     def hessian(self, Lam: torch.Tensor, w: torch.Tensor | None, rows: torch.Tensor | None = None,
                 add_reg: bool = True, dtype: torch.dtype = torch.float64,
-                chunk_elems: int = 4_000_000) -> torch.Tensor:
+                chunk_elems: int = 1_000_000) -> torch.Tensor:
         """(K q, K q) Hessian (1/n) sum_i w_i Lambda_i (x) f_i f_i^T + reg + damping (over `rows` only,
         without reg and damping, when `add_reg` is False: an update for changed weights).
 
@@ -243,12 +243,13 @@ def _last_layer(adapter: ModelAdapter, train: Split, damping: float, chunk_size:
 
 
 def _loo_shift(prob: _LastLayer, theta: torch.Tensor, w: torch.Tensor | None, hessian: str,
-               dtype: torch.dtype = torch.float64, chunk_elems: int = 4_000_000) -> tuple[torch.Tensor, ...]:
+               dtype: torch.dtype = torch.float64, chunk_elems: int = 200_000) -> tuple[torch.Tensor, ...]:
     """Logits (n, K), leave-one-out logit shifts (n, K), leverages (n,), the Hessian (K q, K q), the
     output curvatures Lambda (n, K, K) and the leverage blocks A (n, K, K) at `theta` and weights `w`.
 
     The n-sized products (Hessian build, leverage blocks) run in `dtype`; the inverse in float64. Rows
-    of weight 0 get A_i = 0 (their shift is 0 whatever A_i: they are out of sample already)."""
+    of weight 0 get A_i = 0 (their shift is 0 whatever A_i: they are out of sample already). Chunks of
+    `chunk_elems` / (K (K + 1) / 2 q) rows keep the (rows, pairs * q) product in cache."""
     z, r, Lam = prob.derivatives(theta)
     n, q = prob.F.shape
     K = z.shape[1]

@@ -243,12 +243,13 @@ def _last_layer(adapter: ModelAdapter, train: Split, damping: float, chunk_size:
 
 
 def _loo_shift(prob: _LastLayer, theta: torch.Tensor, w: torch.Tensor | None, hessian: str,
-               dtype: torch.dtype = torch.float64, chunk_elems: int = 200_000) -> tuple[torch.Tensor, ...]:
+               dtype: torch.dtype = torch.float64, skip_out: bool = True,
+               chunk_elems: int = 200_000) -> tuple[torch.Tensor, ...]:
     """Logits (n, K), leave-one-out logit shifts (n, K), leverages (n,), the Hessian (K q, K q), the
     output curvatures Lambda (n, K, K) and the leverage blocks A (n, K, K) at `theta` and weights `w`.
 
-    The n-sized products (Hessian build, leverage blocks) run in `dtype`; the inverse in float64. Rows
-    of weight 0 get A_i = 0 (their shift is 0 whatever A_i: they are out of sample already). Chunks of
+    The n-sized products (Hessian build, leverage blocks) run in `dtype`; the inverse in float64. With
+    `skip_out`, rows of weight 0 get A_i = 0 (their shift is 0 whatever A_i: they are out of sample). Chunks of
     `chunk_elems` / (K (K + 1) / 2 q) rows keep the (rows, pairs * q) product in cache."""
     z, r, Lam = prob.derivatives(theta)
     n, q = prob.F.shape
@@ -258,7 +259,7 @@ def _loo_shift(prob: _LastLayer, theta: torch.Tensor, w: torch.Tensor | None, he
     ks, ms = torch.triu_indices(K, K)  # A_i is symmetric: the blocks k <= m only
     Hp = Hinv.reshape(K, q, K, q)[ks, :, ms, :].permute(1, 0, 2).reshape(q, -1).to(dtype)  # (q, pairs * q)
     Amat = torch.zeros(n, K, K, dtype=torch.float64)
-    rows = torch.arange(n) if w is None else torch.nonzero(w != 0)[:, 0]
+    rows = torch.arange(n) if w is None or not skip_out else torch.nonzero(w != 0)[:, 0]
     F = prob.F[rows].to(dtype)
     step = max(1, int(chunk_elems // max(1, len(ks) * q)))
     for s in range(0, len(rows), step):
@@ -303,8 +304,11 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
         leave-one-out logits there; a sample with weight 0 is out of sample already (its shift is 0).
         Stops early once a round flags the same samples as the one before. 0: the fitted model's
         leave-one-out logits only.
-    refresh : recompute the leverages (a new inverse) every `refresh` rounds and in the last; rounds in
-        between take their flags from the last leverages at the new parameters (cheaper, a little worse)
+    refresh : recompute the leverages (a new Hessian and inverse) every `refresh` rounds and in the last;
+        rounds in between take their flags from the last leverage blocks with the residuals and curvatures
+        Lambda_i at the new parameters, and a Hessian updated only on the changed samples (frozen Lambda:
+        cheaper, approximate). An early stop on such flags recomputes the leverages once, so the returned
+        logits are always exact for the last parameters.
 
     precision : "float64" (default) or "float32": the dtype of the n-sized products (the Hessian build,
         accumulated in float64, and the leverage blocks); the inverse and the Newton steps stay float64
@@ -321,10 +325,11 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
     prob = _last_layer(adapter, train, damping, chunk_size)
     classes = np.asarray(adapter.classes_)
     labels = prob.t.numpy().astype(np.int64)
-    z, shift, lev, H, Lam, Amat = _loo_shift(prob, prob.theta, None, hessian, dt)
+    z, shift, lev, H, Lam, Amat = _loo_shift(prob, prob.theta, None, hessian, dt, skip_out=False)
     z0 = z.numpy()
     res = LeaveOneOut(z0, (z + shift).numpy(), lev.numpy(), classes, labels, adapter.loss)
     theta, w = prob.theta, torch.ones(len(labels), dtype=torch.float64)
+    stale = False  # whether res comes from leverage blocks of an earlier theta (refresh > 1)
     for k in range(int(rounds)):
         flagged = label_scores(res.proba(), labels, "margin", calibrate=False) < 0
         if not flagged.any() or flagged.all():
@@ -337,11 +342,17 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
         H = H + prob.hessian(Lam, new_w - w, changed, add_reg=False, dtype=dt)
         w = new_w
         theta = prob.newton(w, newton_steps, theta, H)
-        if k == int(rounds) - 1 or (k + 1) % refresh == 0:
-            z, shift, lev, H, Lam, Amat = _loo_shift(prob, theta, w, hessian, dt)
+        last = k == int(rounds) - 1
+        if last or (k + 1) % refresh == 0:  # rows of weight 0 need blocks only if later rounds reuse them
+            z, shift, lev, H, Lam, Amat = _loo_shift(prob, theta, w, hessian, dt, skip_out=refresh == 1 or last)
+            stale = False
         else:  # flags for the next round from the last leverage blocks (cheap: no new inverse)
             z, r, _ = prob.derivatives(theta)
             shift, lev = _shift(Amat, Lam, r, w, hessian)
+            stale = True
+        res = LeaveOneOut(z0, (z + shift).numpy(), lev.numpy(), classes, labels, adapter.loss)
+    if stale:  # stopped early on flags from stale blocks: the returned logits are exact at the last theta
+        z, shift, lev, *_ = _loo_shift(prob, theta, w, hessian, dt)
         res = LeaveOneOut(z0, (z + shift).numpy(), lev.numpy(), classes, labels, adapter.loss)
     return res
 

@@ -142,7 +142,7 @@ def test_relabel_with_mislabel_scores_uses_leave_one_out_probabilities():
     s = inf.score(model, noisy, method="mislabel")
     edit = relabel(noisy, s, 20, model=model)
     pos = s.most_harmful(20)
-    P = leave_one_out(model, noisy, rounds=5).proba()[pos]
+    P = leave_one_out(model, noisy, rounds=5, refresh=5, precision="float32").proba()[pos]  # the defaults
     P[np.arange(20), np.searchsorted(model.classes_, noisy.y[pos])] = -np.inf
     np.testing.assert_array_equal(edit.split.y[pos], model.classes_[P.argmax(1)])
     assert np.mean(edit.split.y[mask] == train.y[mask]) > np.mean(noisy.y[mask] == train.y[mask])

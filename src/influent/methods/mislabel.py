@@ -400,8 +400,9 @@ def mislabel(job: Job) -> Result:
 
     values = raw = the score (lower = more likely mislabelled). Options: kind ("margin" | "self-confidence" |
     "entropy"), rounds (5 cleaning rounds; 0: the fitted model's leave-one-out probabilities only),
-    newton_steps (1 per round), refresh (1: exact leave-one-out every round; k: every k-th round and the
-    last, flags in between from the last leverages), calibrate (False; True: confident-learning class thresholds), hessian
+    newton_steps (1 per round), refresh (5: exact leave-one-out in the fitted model and the last round,
+    flags in between from the first leverages; 1: exact every round), precision ("float32" for the
+    n-sized products, inverse in float64; "float64"), calibrate (False; True: confident-learning class thresholds), hessian
     ("loo" | "full"), params ("auto": all parameters of a linear model, the last layer of a network),
     damping ("auto": 0 when the analysed weights are L2-regularised, else 1e-3).
     """
@@ -411,8 +412,8 @@ def mislabel(job: Job) -> Result:
     calibrate = bool(job.opt("calibrate", False))
     hessian = job.opt("hessian", "loo")
     rounds, steps = int(job.opt("rounds", 5)), int(job.opt("newton_steps", 1))
-    refresh = int(job.opt("refresh", 1))
-    precision = job.opt("precision", "float64")
+    refresh = int(job.opt("refresh", 5))
+    precision = job.opt("precision", "float32")
     if rounds < 0 or steps < 1 or refresh < 1:
         raise InputError(f"mislabel: rounds must be >= 0, newton_steps and refresh >= 1, got {rounds}, {steps}, {refresh}")
     view = resolve_params(job.adapter, job.opt("params", "auto"))

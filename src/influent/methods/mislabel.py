@@ -56,6 +56,8 @@ class LeaveOneOut:
     classes : (C,) class labels of the probability columns (C = 2 for a one-logit model)
     labels : (n,) column index of each sample's given label
     loss : "cross_entropy" (softmax over K logits) or "bce" (one logit)
+    theta : (K, q) final-layer parameters [weight | bias] of the last round (the fitted ones without rounds)
+    weights : (n,) sample weights of the last round (1 = in the objective, 0 = flagged)
     """
 
     logits: np.ndarray
@@ -64,6 +66,8 @@ class LeaveOneOut:
     classes: np.ndarray
     labels: np.ndarray
     loss: str
+    theta: np.ndarray | None = None
+    weights: np.ndarray | None = None
 
     def proba(self, loo: bool = True) -> np.ndarray:
         """(n, C) class probabilities, leave-one-out (default) or in-sample."""
@@ -354,6 +358,7 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
     if stale:  # stopped early on flags from stale blocks: the returned logits are exact at the last theta
         z, shift, lev, *_ = _loo_shift(prob, theta, w, hessian, dt)
         res = LeaveOneOut(z0, (z + shift).numpy(), lev.numpy(), classes, labels, adapter.loss)
+    res.theta, res.weights = theta.numpy(), w.numpy()
     return res
 
 

@@ -253,8 +253,8 @@ def _loo_shift(prob: _LastLayer, theta: torch.Tensor, w: torch.Tensor | None, he
     output curvatures Lambda (n, K, K) and the leverage blocks A (n, K, K) at `theta` and weights `w`.
 
     The n-sized products (Hessian build, leverage blocks) run in `dtype`; the inverse in float64. With
-    `skip_out`, rows of weight 0 get A_i = 0 (their shift is 0 whatever A_i: they are out of sample). Chunks of
-    `chunk_elems` / (K (K + 1) / 2 q) rows keep the (rows, pairs * q) product in cache."""
+    `skip_out`, rows of weight 0 get A_i = 0 (their shift is 0 whatever A_i: they are out of sample).
+    Chunks of `chunk_elems` / (K (K + 1) / 2 q) rows keep the (rows, pairs * q) product in cache."""
     z, r, Lam = prob.derivatives(theta)
     n, q = prob.F.shape
     K = z.shape[1]
@@ -407,8 +407,8 @@ def mislabel(job: Job) -> Result:
     "entropy"), rounds (5 cleaning rounds; 0: the fitted model's leave-one-out probabilities only),
     newton_steps (1 per round), refresh (5: exact leave-one-out in the fitted model and the last round,
     flags in between from the first leverages; 1: exact every round), precision ("float32" for the
-    n-sized products, inverse in float64; "float64"), calibrate (False; True: confident-learning class thresholds), hessian
-    ("loo" | "full"), params ("auto": all parameters of a linear model, the last layer of a network),
+    n-sized products, inverse in float64; "float64"), calibrate (False; True: confident-learning class
+    thresholds), hessian ("loo" | "full"), params ("auto": all parameters of a linear model, the last layer of a network),
     damping ("auto": 0 when the analysed weights are L2-regularised, else 1e-3).
     """
     kind = job.opt("kind", "margin")

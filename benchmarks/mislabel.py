@@ -128,6 +128,7 @@ def corrupt(train: Split, pattern: str, rate: float, seed: int) -> tuple[Split, 
 # ---- detectors -------------------------------------------------------------------------------------
 MISLABEL_VARIANTS = [
     ("mislabel", {}),
+    ("mislabel exact rounds (refresh=1, float64)", {"refresh": 1, "precision": "float64"}),
     ("mislabel rounds=0", {"rounds": 0}),
     ("mislabel rounds=0, full-H step", {"rounds": 0, "hessian": "full"}),
     ("mislabel calibrated", {"calibrate": True}),

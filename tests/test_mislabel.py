@@ -142,7 +142,7 @@ def test_relabel_with_mislabel_scores_uses_leave_one_out_probabilities():
     s = inf.score(model, noisy, method="mislabel")
     edit = relabel(noisy, s, 20, model=model)
     pos = s.most_harmful(20)
-    P = leave_one_out(model, noisy, rounds=5).proba()[pos]
+    P = leave_one_out(model, noisy, rounds=5, refresh=5, precision="float32").proba()[pos]  # the defaults
     P[np.arange(20), np.searchsorted(model.classes_, noisy.y[pos])] = -np.inf
     np.testing.assert_array_equal(edit.split.y[pos], model.classes_[P.argmax(1)])
     assert np.mean(edit.split.y[mask] == train.y[mask]) > np.mean(noisy.y[mask] == train.y[mask])
@@ -158,3 +158,54 @@ def test_bad_input():
         inf.score(model, train, method="mislabel", kind="nope")
     with pytest.raises(InputError, match="hessian"):
         inf.score(model, train, method="mislabel", hessian="nope")
+
+
+def test_float32_products_match_float64():
+    train = _blobs(400, 5, d=6, seed=5)
+    noisy_y, _ = flip_labels(train.y, 0.2, "uniform", seed=2)
+    noisy = train.with_labels(noisy_y)
+    model = SklearnLogistic(C=1.0).fit(noisy)
+    for rounds in (0, 3):
+        a = leave_one_out(model, noisy, rounds=rounds)
+        b = leave_one_out(model, noisy, rounds=rounds, precision="float32")
+        shift = a.loo_logits - a.logits
+        assert np.abs(shift).max() > 0.1
+        # float32 error on the shift, relative to its size: a few float32 epsilons times the conditioning
+        assert np.linalg.norm((b.loo_logits - b.logits) - shift) < 1e-4 * np.linalg.norm(shift)
+        np.testing.assert_allclose(b.leverage, a.leverage, atol=1e-5)
+    with pytest.raises(InputError, match="precision"):
+        inf.score(model, noisy, method="mislabel", precision="float16")
+
+
+def test_stale_rounds_return_exact_leave_one_out_at_the_last_parameters():
+    """refresh > 1 flags from stale leverage blocks; the returned logits must still be the leave-one-out
+    Newton step of the weighted objective at the last parameters (explicit Hessian per sample)."""
+    train = _blobs(120, 3, d=3, seed=6)
+    noisy_y, _ = flip_labels(train.y, 0.25, "uniform", seed=3)
+    noisy = train.with_labels(noisy_y)
+    model = SklearnLogistic(C=1.0).fit(noisy)
+    loo = leave_one_out(model, noisy, rounds=20, refresh=20)  # stops early, on stale flags
+    w = torch.as_tensor(loo.weights)
+    assert 0 < (w == 0).sum() < len(w) and not np.allclose(loo.theta, leave_one_out(model, noisy).theta)
+    params = {"weight": torch.as_tensor(loo.theta[:, :-1]), "bias": torch.as_tensor(loo.theta[:, -1])}
+    theta = flatten(params)
+    X, t = model.tensors(noisy)
+    for i in [int(j) for j in torch.nonzero(w == 1)[:3, 0]] + [int(torch.nonzero(w == 0)[0, 0])]:
+        wi = w.clone()
+        wi[i] = 0
+
+        def obj(th, wts=wi):
+            p = unflatten(th, params)
+            return (model.per_sample_loss(p, X, t) * wts).sum() / len(noisy) + model.regularizer(p)
+
+        # the step treats the last parameters as the weighted optimum (as at the fitted model): the
+        # leave-one-out gradient is the weighted objective's minus sample i's term, the latter taken as 0
+        g = torch.func.grad(obj)(theta) - torch.func.grad(lambda th: obj(th, w))(theta)
+        new = theta - torch.linalg.pinv(hessian(obj)(theta), rtol=1e-10, hermitian=True) @ g
+        with torch.no_grad():
+            z = model.outputs(unflatten(new, params), X[i:i + 1])[0].numpy()
+            z0 = model.outputs(params, X[i:i + 1])[0].numpy()
+        # softmax logits are defined up to a common shift (the Newton step moves along the lifted gauge)
+        np.testing.assert_allclose(loo.loo_logits[i] - loo.loo_logits[i].mean(), z - z.mean(), atol=1e-9)
+        if w[i] == 0:  # out of the objective already: its leave-one-out logits are the in-sample ones
+            np.testing.assert_allclose(loo.loo_logits[i], z0, atol=1e-9)

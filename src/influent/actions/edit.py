@@ -183,7 +183,8 @@ def _mislabel_proba(model: Any, train: Split, scores: Scores) -> np.ndarray | No
     view = resolve_params(model, st.get("params", "auto"))
     return leave_one_out(view, train, float(st.get("damping_used", 0.0)), st.get("hessian", "loo"),
                          rounds=int(st.get("rounds", 0)), newton_steps=int(st.get("newton_steps", 1)),
-                         refresh=int(st.get("refresh", 1))).proba()
+                         refresh=int(st.get("refresh", 1)),
+                         precision=st.get("precision", "float64")).proba()
 
 
 def reweight(train: Split, scores: Scores, temperature: float = 1.0) -> Edit:

@@ -56,6 +56,8 @@ class LeaveOneOut:
     classes : (C,) class labels of the probability columns (C = 2 for a one-logit model)
     labels : (n,) column index of each sample's given label
     loss : "cross_entropy" (softmax over K logits) or "bce" (one logit)
+    theta : (K, q) final-layer parameters [weight | bias] of the last round (the fitted ones without rounds)
+    weights : (n,) sample weights of the last round (1 = in the objective, 0 = flagged)
     """
 
     logits: np.ndarray
@@ -64,6 +66,8 @@ class LeaveOneOut:
     classes: np.ndarray
     labels: np.ndarray
     loss: str
+    theta: np.ndarray | None = None
+    weights: np.ndarray | None = None
 
     def proba(self, loo: bool = True) -> np.ndarray:
         """(n, C) class probabilities, leave-one-out (default) or in-sample."""
@@ -131,21 +135,31 @@ class _LastLayer:
         return z, r, torch.diag_embed(P) - P[:, :, None] * P[:, None, :]
 
     def hessian(self, Lam: torch.Tensor, w: torch.Tensor | None, rows: torch.Tensor | None = None,
-                add_reg: bool = True) -> torch.Tensor:
+                add_reg: bool = True, dtype: torch.dtype = torch.float64,
+                chunk_elems: int = 1_000_000) -> torch.Tensor:
         """(K q, K q) Hessian (1/n) sum_i w_i Lambda_i (x) f_i f_i^T + reg + damping (over `rows` only,
-        without reg and damping, when `add_reg` is False: an update for changed weights)."""
+        without reg and damping, when `add_reg` is False: an update for changed weights).
+
+        All K (K + 1) / 2 symmetric blocks F^T diag(Lambda[:, k, m]) F come from one matmul
+        F^T [F * Lambda[:, k, m]]_{k <= m} per chunk of rows, in `dtype` (accumulated in float64)."""
         n, q = self.F.shape
         K = Lam.shape[1]
         L = Lam if w is None else Lam * w[:, None, None]
         F = self.F if rows is None else self.F[rows]
         L = L if rows is None else L[rows]
-        H = torch.empty(K, q, K, q, dtype=self.F.dtype)
-        for k in range(K):  # symmetric blocks F^T diag(L[:, k, m]) F
-            for m in range(k, K):
-                H[k, :, m, :] = (F * L[:, k, m, None]).T @ F
-                if m != k:
-                    H[m, :, k, :] = H[k, :, m, :]
-        H = H.reshape(K * q, K * q) / n
+        ks, ms = torch.triu_indices(K, K)
+        Lp, F = L[:, ks, ms].to(dtype), F.to(dtype)  # (m, P)
+        P = len(ks)
+        acc = torch.zeros(q, P * q, dtype=torch.float64)
+        step = max(1, int(chunk_elems // max(1, P * q)))
+        for s in range(0, len(F), step):
+            Fc = F[s:s + step]
+            acc += (Fc.T @ (Lp[s:s + step, :, None] * Fc[:, None, :]).reshape(len(Fc), P * q)).to(torch.float64)
+        blocks = acc.reshape(q, P, q).permute(1, 0, 2)  # (P, q, q), each symmetric
+        H = torch.empty(K, K, q, q, dtype=torch.float64)
+        H[ks, ms] = blocks
+        H[ms, ks] = blocks
+        H = H.permute(0, 2, 1, 3).reshape(K * q, K * q) / n
         return H + torch.diag(self.reg + self.damping) if add_reg else H
 
     def gauge(self) -> torch.Tensor | None:
@@ -160,15 +174,26 @@ class _LastLayer:
         u[:, -1] = 1 / K**0.5
         return u.reshape(-1)
 
-    def inverse(self, H: torch.Tensor) -> torch.Tensor:
-        """H^-1 by Cholesky (the gauge direction, if any, lifted to eigenvalue max diag H first, which
-        changes logits only by a common shift); pseudo-inverse by eigh where H is singular otherwise."""
+    def _lifted(self, H: torch.Tensor) -> tuple[torch.Tensor, int]:
         u = self.gauge()
         Hg = H if u is None else H + H.diagonal().max() * torch.outer(u, u)
         L, info = torch.linalg.cholesky_ex(Hg)
-        if int(info) == 0:
+        return L, int(info)
+
+    def inverse(self, H: torch.Tensor) -> torch.Tensor:
+        """H^-1 by Cholesky (the gauge direction, if any, lifted to eigenvalue max diag H first, which
+        changes logits only by a common shift); pseudo-inverse by eigh where H is singular otherwise."""
+        L, info = self._lifted(H)
+        if info == 0:
             return torch.cholesky_inverse(L)
         return _pinv(H)
+
+    def solve(self, H: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """(K q,) H^-1 g as `inverse(H) @ g`, from the Cholesky factor (no explicit inverse)."""
+        L, info = self._lifted(H)
+        if info == 0:
+            return torch.cholesky_solve(g[:, None], L)[:, 0]
+        return _pinv(H) @ g
 
     def gradient(self, theta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """(K q,) gradient of (1/n) sum w_i l_i + reg + damping/2 |theta - theta_fitted|^2."""
@@ -185,7 +210,7 @@ class _LastLayer:
         for k in range(steps):
             if H is None or k > 0:
                 H = self.hessian(self.derivatives(theta)[2], w)
-            theta = theta - (self.inverse(H) @ self.gradient(theta, w)).reshape(theta.shape)
+            theta = theta - self.solve(H, self.gradient(theta, w)).reshape(theta.shape)
         return theta
 
 
@@ -222,23 +247,30 @@ def _last_layer(adapter: ModelAdapter, train: Split, damping: float, chunk_size:
 
 
 def _loo_shift(prob: _LastLayer, theta: torch.Tensor, w: torch.Tensor | None, hessian: str,
-               chunk_elems: int = 4_000_000) -> tuple[torch.Tensor, ...]:
+               dtype: torch.dtype = torch.float64, skip_out: bool = True,
+               chunk_elems: int = 200_000) -> tuple[torch.Tensor, ...]:
     """Logits (n, K), leave-one-out logit shifts (n, K), leverages (n,), the Hessian (K q, K q), the
-    output curvatures Lambda (n, K, K) and the leverage blocks A (n, K, K) at `theta` and weights `w`."""
+    output curvatures Lambda (n, K, K) and the leverage blocks A (n, K, K) at `theta` and weights `w`.
+
+    The n-sized products (Hessian build, leverage blocks) run in `dtype`; the inverse in float64. With
+    `skip_out`, rows of weight 0 get A_i = 0 (their shift is 0 whatever A_i: they are out of sample).
+    Chunks of `chunk_elems` / (K (K + 1) / 2 q) rows keep the (rows, pairs * q) product in cache."""
     z, r, Lam = prob.derivatives(theta)
     n, q = prob.F.shape
     K = z.shape[1]
-    H = prob.hessian(Lam, w)
+    H = prob.hessian(Lam, w, dtype=dtype)
     Hinv = prob.inverse(H)
     ks, ms = torch.triu_indices(K, K)  # A_i is symmetric: the blocks k <= m only
-    Hp = Hinv.reshape(K, q, K, q)[ks, :, ms, :].permute(1, 0, 2).reshape(q, -1)  # (q, pairs * q)
-    Amat = torch.empty(n, K, K, dtype=torch.float64)
+    Hp = Hinv.reshape(K, q, K, q)[ks, :, ms, :].permute(1, 0, 2).reshape(q, -1).to(dtype)  # (q, pairs * q)
+    Amat = torch.zeros(n, K, K, dtype=torch.float64)
+    rows = torch.arange(n) if w is None or not skip_out else torch.nonzero(w != 0)[:, 0]
+    F = prob.F[rows].to(dtype)
     step = max(1, int(chunk_elems // max(1, len(ks) * q)))
-    for s in range(0, n, step):
-        Fc = prob.F[s:s + step]
-        pairs = ((Fc @ Hp).reshape(len(Fc), -1, q) * Fc[:, None, :]).sum(-1) / n  # (B, pairs)
-        Amat[s:s + step, ks, ms] = pairs
-        Amat[s:s + step, ms, ks] = pairs
+    for s in range(0, len(rows), step):
+        Fc, idx = F[s:s + step], rows[s:s + step]
+        pairs = ((Fc @ Hp).reshape(len(Fc), -1, q) * Fc[:, None, :]).sum(-1).to(torch.float64) / n  # (B, pairs)
+        Amat[idx[:, None], ks, ms] = pairs
+        Amat[idx[:, None], ms, ks] = pairs
     shift, lev = _shift(Amat, Lam, r, w, hessian)
     return z, shift, lev, H, Lam, Amat
 
@@ -259,7 +291,8 @@ def _shift(Amat: torch.Tensor, Lam: torch.Tensor, r: torch.Tensor, w: torch.Tens
 
 
 def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hessian: str = "loo",
-                  chunk_size: int = 512, rounds: int = 0, newton_steps: int = 1, refresh: int = 1) -> LeaveOneOut:
+                  chunk_size: int = 512, rounds: int = 0, newton_steps: int = 1, refresh: int = 1,
+                  precision: str = "float64") -> LeaveOneOut:
     """Leave-one-out logits of every training sample from one Newton step each (module docstring).
 
     Parameters
@@ -275,8 +308,14 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
         leave-one-out logits there; a sample with weight 0 is out of sample already (its shift is 0).
         Stops early once a round flags the same samples as the one before. 0: the fitted model's
         leave-one-out logits only.
-    refresh : recompute the leverages (a new inverse) every `refresh` rounds and in the last; rounds in
-        between take their flags from the last leverages at the new parameters (cheaper, a little worse)
+    refresh : recompute the leverages (a new Hessian and inverse) every `refresh` rounds and in the last;
+        rounds in between take their flags from the last leverage blocks with the residuals and curvatures
+        Lambda_i at the new parameters, and a Hessian updated only on the changed samples (frozen Lambda:
+        cheaper, approximate). An early stop on such flags recomputes the leverages once, so the returned
+        logits are always exact for the last parameters.
+
+    precision : "float64" (default) or "float32": the dtype of the n-sized products (the Hessian build,
+        accumulated in float64, and the leverage blocks); the inverse and the Newton steps stay float64
 
     Returns
     -------
@@ -284,13 +323,17 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
     """
     if hessian not in ("loo", "full"):
         raise InputError(f"mislabel: hessian must be 'loo' or 'full', got {hessian!r}")
+    if precision not in ("float64", "float32"):
+        raise InputError(f"mislabel: precision must be 'float64' or 'float32', got {precision!r}")
+    dt = getattr(torch, precision)
     prob = _last_layer(adapter, train, damping, chunk_size)
     classes = np.asarray(adapter.classes_)
     labels = prob.t.numpy().astype(np.int64)
-    z, shift, lev, H, Lam, Amat = _loo_shift(prob, prob.theta, None, hessian)
+    z, shift, lev, H, Lam, Amat = _loo_shift(prob, prob.theta, None, hessian, dt, skip_out=False)
     z0 = z.numpy()
     res = LeaveOneOut(z0, (z + shift).numpy(), lev.numpy(), classes, labels, adapter.loss)
     theta, w = prob.theta, torch.ones(len(labels), dtype=torch.float64)
+    stale = False  # whether res comes from leverage blocks of an earlier theta (refresh > 1)
     for k in range(int(rounds)):
         flagged = label_scores(res.proba(), labels, "margin", calibrate=False) < 0
         if not flagged.any() or flagged.all():
@@ -300,15 +343,22 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
         if len(changed) == 0 and k > 0:  # the flagged set is stable: its model has had its Newton steps
             break
         # the Hessian at theta for the new weights: the last one, updated on the samples that changed
-        H = H + prob.hessian(Lam, new_w - w, changed, add_reg=False)
+        H = H + prob.hessian(Lam, new_w - w, changed, add_reg=False, dtype=dt)
         w = new_w
         theta = prob.newton(w, newton_steps, theta, H)
-        if k == int(rounds) - 1 or (k + 1) % refresh == 0:
-            z, shift, lev, H, Lam, Amat = _loo_shift(prob, theta, w, hessian)
+        last = k == int(rounds) - 1
+        if last or (k + 1) % refresh == 0:  # rows of weight 0 need blocks only if later rounds reuse them
+            z, shift, lev, H, Lam, Amat = _loo_shift(prob, theta, w, hessian, dt, skip_out=refresh == 1 or last)
+            stale = False
         else:  # flags for the next round from the last leverage blocks (cheap: no new inverse)
             z, r, _ = prob.derivatives(theta)
             shift, lev = _shift(Amat, Lam, r, w, hessian)
+            stale = True
         res = LeaveOneOut(z0, (z + shift).numpy(), lev.numpy(), classes, labels, adapter.loss)
+    if stale:  # stopped early on flags from stale blocks: the returned logits are exact at the last theta
+        z, shift, lev, *_ = _loo_shift(prob, theta, w, hessian, dt)
+        res = LeaveOneOut(z0, (z + shift).numpy(), lev.numpy(), classes, labels, adapter.loss)
+    res.theta, res.weights = theta.numpy(), w.numpy()
     return res
 
 
@@ -355,9 +405,10 @@ def mislabel(job: Job) -> Result:
 
     values = raw = the score (lower = more likely mislabelled). Options: kind ("margin" | "self-confidence" |
     "entropy"), rounds (5 cleaning rounds; 0: the fitted model's leave-one-out probabilities only),
-    newton_steps (1 per round), refresh (1: exact leave-one-out every round; k: every k-th round and the
-    last, flags in between from the last leverages), calibrate (False; True: confident-learning class thresholds), hessian
-    ("loo" | "full"), params ("auto": all parameters of a linear model, the last layer of a network),
+    newton_steps (1 per round), refresh (5: exact leave-one-out in the fitted model and the last round,
+    flags in between from the first leverages; 1: exact every round), precision ("float32" for the
+    n-sized products, inverse in float64; "float64"), calibrate (False; True: confident-learning class
+    thresholds), hessian ("loo" | "full"), params ("auto": all parameters of a linear model, the last layer of a network),
     damping ("auto": 0 when the analysed weights are L2-regularised, else 1e-3).
     """
     kind = job.opt("kind", "margin")
@@ -366,7 +417,8 @@ def mislabel(job: Job) -> Result:
     calibrate = bool(job.opt("calibrate", False))
     hessian = job.opt("hessian", "loo")
     rounds, steps = int(job.opt("rounds", 5)), int(job.opt("newton_steps", 1))
-    refresh = int(job.opt("refresh", 1))
+    refresh = int(job.opt("refresh", 5))
+    precision = job.opt("precision", "float32")
     if rounds < 0 or steps < 1 or refresh < 1:
         raise InputError(f"mislabel: rounds must be >= 0, newton_steps and refresh >= 1, got {rounds}, {steps}, {refresh}")
     view = resolve_params(job.adapter, job.opt("params", "auto"))
@@ -379,7 +431,7 @@ def mislabel(job: Job) -> Result:
         raise InputError(f"damping must be >= 0, got {damping}")
     job.used["damping_used"] = damping
     t0 = time.perf_counter()
-    loo = leave_one_out(view, job.train, damping, hessian, job.chunk_size, rounds, steps, refresh)
+    loo = leave_one_out(view, job.train, damping, hessian, job.chunk_size, rounds, steps, refresh, precision)
     job.timing["leave_one_out"] = time.perf_counter() - t0
     s = label_scores(loo.proba(), loo.labels, kind, calibrate)
     return Result(s, s)

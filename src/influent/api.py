@@ -10,6 +10,7 @@ import numpy as np
 
 from .data import Split
 from .data.validate import InputError
+from .grads.projection import PROJECTABLE
 from .grads.source import Progress
 from .methods import METHODS, Job
 from .models.base import ModelAdapter, _eval_mode
@@ -18,7 +19,7 @@ from .targets import Target, Utility
 
 
 def _job(model: ModelAdapter, train: Split, target: Target | Split | None, options: dict[str, Any],
-         chunk_size: int, store: str | Path | None, seed: int, progress: Progress | None) -> Job:
+         chunk_size: int, store: str | Path | None, seed: int, progress: Progress | None, method: str = "") -> Job:
     if not isinstance(model, ModelAdapter):
         raise InputError(f"model must be an influent ModelAdapter, got {type(model).__name__}")
     if not model.fitted:
@@ -26,6 +27,8 @@ def _job(model: ModelAdapter, train: Split, target: Target | Split | None, optio
     if not isinstance(train, Split):
         raise InputError(f"train must be an influent Split, got {type(train).__name__}")
     model.check_split(train)
+    if options.get("projection") is not None and method not in PROJECTABLE:
+        raise InputError(f"method {method!r} does not take a projection; methods that do: {list(PROJECTABLE)}")
     if isinstance(target, Split):
         target = Utility(target)
     if target is not None:
@@ -57,7 +60,7 @@ def score(model: ModelAdapter, train: Split, target: Target | Split | None = Non
     **options : method options, e.g. solver="cg", damping=1e-3, solver_options={...}, checkpoints=...
     """
     spec = _method(method)
-    job = _job(model, train, target, options, chunk_size, store, seed, progress)
+    job = _job(model, train, target, options, chunk_size, store, seed, progress, method)
     if spec.needs_target:
         job.need_target(method)
     t0 = time.perf_counter()
@@ -81,7 +84,7 @@ def attribute(model: ModelAdapter, train: Split, test: Split, method: str = "ip"
     if spec.pairwise is None:
         have = sorted(k for k, s in METHODS.items() if s.pairwise is not None)
         raise InputError(f"method {method!r} has no pairwise form; choose one of {have}")
-    job = _job(model, train, None, options, chunk_size, None, seed, progress)
+    job = _job(model, train, None, options, chunk_size, None, seed, progress, method)
     with _eval_mode(model._require_fitted()):
         out = spec.pairwise(job, test)
     unused = sorted(set(options) - set(job.used) - {"checkpoints"})

@@ -8,7 +8,7 @@ mode="${1:-run}"
 # CPU build of torch first, so that nothing pulls a multi-GB CUDA build.
 python -m pip install --quiet "torch==2.13.0"
 if [ "$mode" = "test" ]; then
-  python -m pip install --quiet -e ".[test]"
+  python -m pip install --quiet -e ".[test,ray]"  # ray: the Ray backend tests (a two-node local cluster)
   # K-FAC cross-check only; its backpack dependency would pull torchvision and a CUDA torch.
   python -m pip install --quiet --no-deps "curvlinops-for-pytorch>=3.0"
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then

@@ -222,10 +222,13 @@ def score(
     force: bool = typer.Option(False, "--force", help="replace the outputs of an earlier run in --out"),
     store: Optional[Path] = typer.Option(None, "--store", help="folder of an on-disk gradient store: reused by later "
                                          "runs, and an interrupted run resumes from its finished chunks"),
+    backend: str = typer.Option("local", "--backend", help="local | ray (per-sample gradients on a Ray cluster: "
+                                "RAY_ADDRESS, else a local Ray; needs pip install \"influent[ray]\")"),
 ) -> None:
     """Score every training sample; write scores.parquet, run.json and report.html to --out."""
     from .data.validate import check_output_dir, check_outputs
     from .run import OUTPUT_FILES, RunConfig, Steps, input_paths, load_data, run_score, write_outputs
+    from .backends import check_backend
 
     check_output_dir(out)
     method_options = _parse_options(option)
@@ -243,7 +246,7 @@ def score(
                     model_options=_model_options(model, C, hidden, epochs, lr, batch_size, weight_decay), method=method,
                     method_options=method_options, target=target, chunk_size=chunk_size, seed=seed, top=top, curve=curve,
                     title=title, params=_params(params) if params is not None else None,
-                    store=_abs(store) if store is not None else None)
+                    store=_abs(store) if store is not None else None, backend=check_backend(backend))
     check_outputs({"--out": [out / f for f in OUTPUT_FILES]}, input_paths(cfg), force)
     if store is not None:
         check_output_dir(store, "--store")

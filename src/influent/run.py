@@ -70,6 +70,7 @@ class RunConfig:
         the fitted model before scoring; None: the model's own choice
     store : folder of an on-disk gradient store (chunked, resumable: an interrupted run computes only the
         chunks it had not finished), or None
+    backend : "local" or "ray" (`influent.score`'s backend)
     """
 
     train: str | None = None
@@ -97,6 +98,7 @@ class RunConfig:
     title: str | None = None
     params: str | list[str] | None = None
     store: str | None = None
+    backend: str = "local"
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))
@@ -455,7 +457,7 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
     target = make_target(cfg.target, data.valid)
     with steps.step(f"score ({cfg.method})") as tick:
         scores = score(model, data.train, target, method=cfg.method, chunk_size=cfg.chunk_size, seed=cfg.seed,
-                       progress=tick, store=cfg.store, **cfg.method_options)
+                       progress=tick, store=cfg.store, backend=cfg.backend, **cfg.method_options)
     results = report_data(cfg, data, model, scores, steps)
     results["model_label"] = label
     if extra_results:

@@ -579,6 +579,22 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show the full trace
     """
 
 
+@app.command()
+def explain(
+    scores: Path = typer.Option(..., "--scores", help="a folder written by influent.attribute_stream "
+                                "(attribution.zarr, topk.npz, meta.json)"),
+    test_row: int = typer.Option(..., "--test-row", help="row number of the test sample to explain"),
+) -> None:
+    """Print the most helpful and most harmful training samples of one test sample (streamed attribution)."""
+    from .streaming import explain as explain_row
+
+    rows = explain_row(scores, test_row)
+    for kind in ("helpful", "harmful"):
+        typer.echo(f"most {kind} training samples for test row {test_row} (train id, attribution):")
+        for rank, (tid, value) in enumerate(rows[kind], 1):
+            typer.echo(f"  {rank:3d}  {tid}  {value:+.6g}")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: bad input exits with code 2 and one line on stderr, no traceback (unless --debug)."""
     try:  # recent typer vendors click; older typer uses click itself

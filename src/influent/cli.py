@@ -6,6 +6,7 @@ Every user mistake exits with code 2 and one line on stderr naming the problem a
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from contextlib import contextmanager
@@ -256,7 +257,7 @@ def score(
         steps = Steps(bars)
         with steps.step("read data"):
             data = load_data(cfg)
-        outcome = run_score(cfg, data, steps)
+        outcome = run_score(cfg, data, steps, plan_only=_PLAN_ONLY[0])
         with steps.step("write outputs"):
             write_outputs(out, outcome)
             _wrote(f"{out}/scores.parquet, run.json and report.html")
@@ -593,6 +594,29 @@ def explain(
         typer.echo(f"most {kind} training samples for test row {test_row} (train id, attribution):")
         for rank, (tid, value) in enumerate(rows[kind], 1):
             typer.echo(f"  {rank:3d}  {tid}  {value:+.6g}")
+
+
+_PLAN_ONLY = [False]
+
+
+@functools.wraps(score)
+def _plan(**kwargs: Any) -> None:
+    from .run import PlanOnly
+
+    _PLAN_ONLY[0] = True
+    try:
+        score(**kwargs)
+    except PlanOnly as exc:
+        typer.echo(f"plan for influent score --method {kwargs.get('method')} --chunk-size {kwargs.get('chunk_size')}:")
+        for line in exc.plan.lines():
+            typer.echo("  " + line)
+    finally:
+        _PLAN_ONLY[0] = False
+
+
+_plan.__doc__ = ("Estimate the peak memory and disk of `influent score` with the same arguments (the model is "
+                 "built and fitted, nothing is scored or written).")
+app.command("plan")(_plan)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -413,7 +413,15 @@ class Outcome:
     model: Any = None
 
 
-def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command: str = "score",
+class PlanOnly(Exception):
+    """Raised by `run_score(..., plan_only=True)` with the run's `planner.Plan`, before any scoring."""
+
+    def __init__(self, estimate: Any) -> None:
+        super().__init__("plan only")
+        self.plan = estimate
+
+
+def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command: str = "score", plan_only: bool = False,
               extra_results: dict[str, Any] | None = None, model: Any = None) -> Outcome:
     """Fit the model, score every training sample, measure the removal curve and build the report.
 
@@ -455,6 +463,13 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
 
         model = resolve_params(model, cfg.params)
     target = make_target(cfg.target, data.valid)
+    from .planner import check_plan, plan
+
+    estimate = plan(model, data.train, target, cfg.method, chunk_size=cfg.chunk_size, store=cfg.store,
+                    **cfg.method_options)
+    if plan_only:
+        raise PlanOnly(estimate)
+    check_plan(estimate)  # a run above the available memory is refused before any work
     with steps.step(f"score ({cfg.method})") as tick:
         scores = score(model, data.train, target, method=cfg.method, chunk_size=cfg.chunk_size, seed=cfg.seed,
                        progress=tick, store=cfg.store, backend=cfg.backend, **cfg.method_options)

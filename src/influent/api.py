@@ -56,6 +56,14 @@ def _prepare(backend: str, backend_options: dict[str, Any] | None, model: ModelA
         return ray_backend.prepare(model, train, options, chunk_size, store, progress=progress, **extra)
 
 
+def _cleanup(ran_on: dict[str, Any], store: str | Path | None) -> None:
+    """Remove a gradient store the backend created for this call only."""
+    if ran_on.pop("temporary_store", False) and store is not None:
+        import shutil
+
+        shutil.rmtree(store, ignore_errors=True)
+
+
 def _method(name: str):
     if name not in METHODS:
         raise InputError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
@@ -84,14 +92,18 @@ def score(model: ModelAdapter, train: Split, target: Target | Split | None = Non
     **options : method options, e.g. solver="cg", damping=1e-3, solver_options={...}, checkpoints=...
     """
     spec = _method(method)
-    _job(model, train, target, options, chunk_size, store, seed, progress, method)  # checks before any work
+    if backend != "local":  # check the input before any remote work
+        _job(model, train, target, options, chunk_size, store, seed, progress, method)
     store, ran_on = _prepare(backend, backend_options, model, train, options, chunk_size, store, progress)
     job = _job(model, train, target, options, chunk_size, store, seed, progress, method)
     if spec.needs_target:
         job.need_target(method)
     t0 = time.perf_counter()
-    with _eval_mode(model._require_fitted()):  # scored in evaluation mode; the module's own mode is restored
-        result = spec.score(job)
+    try:
+        with _eval_mode(model._require_fitted()):  # scored in evaluation mode; the module's own mode is restored
+            result = spec.score(job)
+    finally:
+        _cleanup(ran_on, store)
     job.timing["total"] = time.perf_counter() - t0
     unused = sorted(set(options) - set(job.used) - {"checkpoints"})
     if unused:
@@ -114,13 +126,16 @@ def attribute(model: ModelAdapter, train: Split, test: Split, method: str = "ip"
     if spec.pairwise is None:
         have = sorted(k for k, s in METHODS.items() if s.pairwise is not None)
         raise InputError(f"method {method!r} has no pairwise form; choose one of {have}")
-    store = None
+    store, ran_on = None, {"backend": "local"}
     if backend != "local":
         _job(model, train, None, options, chunk_size, None, seed, progress, method)
-        store, _ = _prepare(backend, backend_options, model, train, options, chunk_size, None, progress)
+        store, ran_on = _prepare(backend, backend_options, model, train, options, chunk_size, None, progress)
     job = _job(model, train, None, options, chunk_size, store, seed, progress, method)
-    with _eval_mode(model._require_fitted()):
-        out = spec.pairwise(job, test)
+    try:
+        with _eval_mode(model._require_fitted()):
+            out = spec.pairwise(job, test)
+    finally:
+        _cleanup(ran_on, store)
     unused = sorted(set(options) - set(job.used) - {"checkpoints"})
     if unused:
         raise InputError(f"method {method!r} does not take option(s) {unused}")

@@ -4,7 +4,7 @@ chunk by chunk to the shared zarr gradient store; the method then reduces on the
 Which cluster: Ray's usual settings -- an already initialised Ray, else ``ray.init()``, which joins the
 cluster named by ``RAY_ADDRESS`` and otherwise starts a local Ray. The store folder must be visible to
 every node (a shared filesystem on a real cluster; the default is a temporary folder of the driver, enough
-for a single machine). Actors are spread over the nodes (`SPREAD`), one per CPU unless `workers` is
+for a single machine, removed once the method has read it). Actors are spread over the nodes (`SPREAD`), one per CPU unless `workers` is
 given; a worker that dies is restarted and its task retried (``max_restarts``, ``max_task_retries``), and
 since a chunk is marked done only after its rows are written, a retried chunk is simply rewritten: the
 result is unchanged.
@@ -108,4 +108,5 @@ def prepare(model: ModelAdapter, train: Split, options: dict[str, Any], chunk_si
         ray.kill(a)
     if not local.store.is_complete():  # pragma: no cover - a worker wrote without marking
         raise RuntimeError(f"the Ray workers left chunks {local.store.missing()} of {root} unwritten")
-    return root, {"backend": "ray", "workers": n_workers, "nodes": sorted(nodes), "chunks_computed": len(missing)}
+    return root, {"backend": "ray", "workers": n_workers, "nodes": sorted(nodes), "chunks_computed": len(missing),
+                  "temporary_store": store is None}

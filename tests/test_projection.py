@@ -166,3 +166,7 @@ def test_projected_tracin_sums_projected_products_over_checkpoints(digits_small)
         expect += ck.lr * (P(GradientSource(at, train, 64).matrix()) @ P.vectors(v.grad(at))).numpy()
     assert len(rec.checkpoints) >= 2
     assert np.allclose(s.values, expect, atol=1e-10)
+    self_t = inf.score(m, train, method="self-tracin", projection=spec)
+    sq = sum(ck.lr * (P(GradientSource(m.with_params(ck.params), train, 64).matrix()) ** 2).sum(1).numpy()
+             for ck in rec.checkpoints)
+    assert np.allclose(self_t.raw, sq, atol=1e-10)

@@ -465,11 +465,17 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
     target = make_target(cfg.target, data.valid)
     from .planner import check_plan, plan
 
-    estimate = plan(model, data.train, target, cfg.method, chunk_size=cfg.chunk_size, store=cfg.store,
-                    **cfg.method_options)
+    try:
+        estimate = plan(model, data.train, target, cfg.method, chunk_size=cfg.chunk_size, store=cfg.store,
+                        **cfg.method_options)
+    except (ValueError, TypeError, AttributeError, KeyError):
+        if plan_only:
+            raise
+        estimate = None  # a model the planner cannot size: scoring itself reports any bad option
     if plan_only:
         raise PlanOnly(estimate)
-    check_plan(estimate)  # a run above the available memory is refused before any work
+    if estimate is not None:
+        check_plan(estimate)  # a run above the available memory is refused before any work
     with steps.step(f"score ({cfg.method})") as tick:
         scores = score(model, data.train, target, method=cfg.method, chunk_size=cfg.chunk_size, seed=cfg.seed,
                        progress=tick, store=cfg.store, backend=cfg.backend, **cfg.method_options)

@@ -170,3 +170,16 @@ def test_projected_tracin_sums_projected_products_over_checkpoints(digits_small)
     sq = sum(ck.lr * (P(GradientSource(m.with_params(ck.params), train, 64).matrix()) ** 2).sum(1).numpy()
              for ck in rec.checkpoints)
     assert np.allclose(self_t.raw, sq, atol=1e-10)
+
+
+def test_projected_rows_in_a_gradient_store(small_mlp, digits_small, tmp_path):
+    """A store keyed with the projection holds the (n, k) rows; another projection gets another key."""
+    train, valid = digits_small
+    spec = {"kind": "sparse", "dim": 32, "seed": 0}
+    a = inf.score(small_mlp, train, valid, method="ip", projection=spec, store=tmp_path, chunk_size=40)
+    b = inf.score(small_mlp, train, valid, method="ip", projection=spec, chunk_size=40)
+    assert np.allclose(a.values, b.values, atol=1e-12)
+    src = GradientSource(small_mlp, train, 40, store=tmp_path, projection=spec)
+    assert src.store.is_complete() and src.store.p == 32
+    other = GradientSource(small_mlp, train, 40, store=tmp_path, projection={**spec, "seed": 1})
+    assert other.store.path != src.store.path and not other.store.is_complete()

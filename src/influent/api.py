@@ -10,6 +10,7 @@ import numpy as np
 
 from .data import Split
 from .data.validate import InputError
+from .grads.projection import PROJECTABLE
 from .grads.source import Progress
 from .methods import METHODS, Job
 from .models.base import ModelAdapter, _eval_mode
@@ -18,7 +19,7 @@ from .targets import Target, Utility
 
 
 def _job(model: ModelAdapter, train: Split, target: Target | Split | None, options: dict[str, Any],
-         chunk_size: int, store: str | Path | None, seed: int, progress: Progress | None) -> Job:
+         chunk_size: int, store: str | Path | None, seed: int, progress: Progress | None, method: str = "") -> Job:
     if not isinstance(model, ModelAdapter):
         raise InputError(f"model must be an influent ModelAdapter, got {type(model).__name__}")
     if not model.fitted:
@@ -26,11 +27,41 @@ def _job(model: ModelAdapter, train: Split, target: Target | Split | None, optio
     if not isinstance(train, Split):
         raise InputError(f"train must be an influent Split, got {type(train).__name__}")
     model.check_split(train)
+    if options.get("projection") is not None and method not in PROJECTABLE:
+        raise InputError(f"method {method!r} does not take a projection; methods that do: {list(PROJECTABLE)}")
     if isinstance(target, Split):
         target = Utility(target)
     if target is not None:
         target.prepare(model)
     return Job(model, train, target, options, chunk_size, store, seed, progress)
+
+
+def _prepare(backend: str, backend_options: dict[str, Any] | None, model: ModelAdapter, train: Split,
+             options: dict[str, Any], chunk_size: int, store: str | Path | None,
+             progress: Progress | None) -> tuple[str | Path | None, dict[str, Any]]:
+    """The gradient store the method will read, prepared by `backend`, and the backend's settings."""
+    from .backends import check_backend
+
+    if check_backend(backend) == "local":
+        from .backends import local
+
+        return local.prepare(model, train, options, chunk_size, store)
+    from .backends import ray as ray_backend
+
+    extra = dict(backend_options or {})
+    unknown = sorted(set(extra) - {"workers", "on_chunk"})
+    if unknown:
+        raise InputError(f"backend_options takes 'workers'; unknown {unknown}")
+    with _eval_mode(model._require_fitted()):
+        return ray_backend.prepare(model, train, options, chunk_size, store, progress=progress, **extra)
+
+
+def _cleanup(ran_on: dict[str, Any], store: str | Path | None) -> None:
+    """Remove a gradient store the backend created for this call only."""
+    if ran_on.pop("temporary_store", False) and store is not None:
+        import shutil
+
+        shutil.rmtree(store, ignore_errors=True)
 
 
 def _method(name: str):
@@ -41,7 +72,8 @@ def _method(name: str):
 
 def score(model: ModelAdapter, train: Split, target: Target | Split | None = None, method: str = "if", *,
           chunk_size: int = 512, store: str | Path | None = None, seed: int = 0,
-          progress: Progress | None = None, **options: Any) -> Scores:
+          progress: Progress | None = None, backend: str = "local", backend_options: dict[str, Any] | None = None,
+          **options: Any) -> Scores:
     """Score every training sample; higher = more valuable to `target`, the lowest are removed first.
 
     Parameters
@@ -54,36 +86,56 @@ def score(model: ModelAdapter, train: Split, target: Target | Split | None = Non
     store : folder for an on-disk gradient store reused across runs and resumable after interruption
     seed : seed of every random choice
     progress : callback progress(done, total) per gradient chunk
+    backend : "local" (in-process) or "ray" (per-sample gradients computed by Ray actors into the gradient
+        store, then reduced here; the same scores to float tolerance; see `influent.backends.ray`)
+    backend_options : for "ray": workers (number of actors)
     **options : method options, e.g. solver="cg", damping=1e-3, solver_options={...}, checkpoints=...
     """
     spec = _method(method)
-    job = _job(model, train, target, options, chunk_size, store, seed, progress)
+    if backend != "local":  # check the input before any remote work
+        _job(model, train, target, options, chunk_size, store, seed, progress, method)
+    store, ran_on = _prepare(backend, backend_options, model, train, options, chunk_size, store, progress)
+    job = _job(model, train, target, options, chunk_size, store, seed, progress, method)
     if spec.needs_target:
         job.need_target(method)
     t0 = time.perf_counter()
-    with _eval_mode(model._require_fitted()):  # scored in evaluation mode; the module's own mode is restored
-        result = spec.score(job)
+    try:
+        with _eval_mode(model._require_fitted()):  # scored in evaluation mode; the module's own mode is restored
+            result = spec.score(job)
+    finally:
+        _cleanup(ran_on, store)
     job.timing["total"] = time.perf_counter() - t0
     unused = sorted(set(options) - set(job.used) - {"checkpoints"})
     if unused:
         raise InputError(f"method {method!r} does not take option(s) {unused}")
     settings = {k: v for k, v in job.used.items() if k != "checkpoints"}
     settings.update(chunk_size=chunk_size, seed=seed, model=model.describe())
+    if ran_on["backend"] != "local":
+        settings["backend"] = ran_on
     return Scores(result.values, method, train.ids, result.raw, settings,
                   None if job.target is None else job.target.describe(), job.timing)
 
 
 def attribute(model: ModelAdapter, train: Split, test: Split, method: str = "ip", *, chunk_size: int = 512,
-              seed: int = 0, progress: Progress | None = None, **options: Any) -> np.ndarray:
+              seed: int = 0, progress: Progress | None = None, backend: str = "local",
+              backend_options: dict[str, Any] | None = None, **options: Any) -> np.ndarray:
     """(n_train, n_test) pairwise attributions: entry (i, j) estimates how much test sample j's loss rises
-    when training sample i is removed (higher = i helps j). Methods: those with a pairwise form."""
+    when training sample i is removed (higher = i helps j). Methods: those with a pairwise form.
+    `backend`, `backend_options`: as in `score` (the Ray backend computes the training gradients)."""
     spec = _method(method)
     if spec.pairwise is None:
         have = sorted(k for k, s in METHODS.items() if s.pairwise is not None)
         raise InputError(f"method {method!r} has no pairwise form; choose one of {have}")
-    job = _job(model, train, None, options, chunk_size, None, seed, progress)
-    with _eval_mode(model._require_fitted()):
-        out = spec.pairwise(job, test)
+    store, ran_on = None, {"backend": "local"}
+    if backend != "local":
+        _job(model, train, None, options, chunk_size, None, seed, progress, method)
+        store, ran_on = _prepare(backend, backend_options, model, train, options, chunk_size, None, progress)
+    job = _job(model, train, None, options, chunk_size, store, seed, progress, method)
+    try:
+        with _eval_mode(model._require_fitted()):
+            out = spec.pairwise(job, test)
+    finally:
+        _cleanup(ran_on, store)
     unused = sorted(set(options) - set(job.used) - {"checkpoints"})
     if unused:
         raise InputError(f"method {method!r} does not take option(s) {unused}")

@@ -6,6 +6,7 @@ Every user mistake exits with code 2 and one line on stderr naming the problem a
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from contextlib import contextmanager
@@ -229,10 +230,13 @@ def score(
     force: bool = typer.Option(False, "--force", help="replace the outputs of an earlier run in --out"),
     store: Optional[Path] = typer.Option(None, "--store", help="folder of an on-disk gradient store: reused by later "
                                          "runs, and an interrupted run resumes from its finished chunks"),
+    backend: str = typer.Option("local", "--backend", help="local | ray (per-sample gradients on a Ray cluster: "
+                                "RAY_ADDRESS, else a local Ray; needs pip install \"influent[ray]\")"),
 ) -> None:
     """Score every training sample; write scores.parquet, run.json and report.html to --out."""
     from .data.validate import check_output_dir, check_outputs
     from .run import OUTPUT_FILES, RunConfig, Steps, input_paths, load_data, run_score, write_outputs
+    from .backends import check_backend
 
     check_output_dir(out)
     method_options = _parse_options(option)
@@ -255,7 +259,7 @@ def score(
                     model_options=model_options, method=method,
                     method_options=method_options, target=target, chunk_size=chunk_size, seed=seed, top=top, curve=curve,
                     title=title, params=_params(params) if params is not None else None,
-                    store=_abs(store) if store is not None else None,
+                    store=_abs(store) if store is not None else None, backend=check_backend(backend),
                     encoder=encoder, embed_cache=_abs(embed_cache) if embed_cache else None)
     check_outputs({"--out": [out / f for f in OUTPUT_FILES]}, input_paths(cfg), force)
     if store is not None:
@@ -266,7 +270,7 @@ def score(
         steps = Steps(bars)
         with steps.step("read data"):
             data = load_data(cfg)
-        outcome = run_score(cfg, data, steps)
+        outcome = run_score(cfg, data, steps, plan_only=_PLAN_ONLY[0])
         with steps.step("write outputs"):
             write_outputs(out, outcome)
             _wrote(f"{out}/scores.parquet, run.json and report.html")
@@ -588,6 +592,45 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show the full trace
 
     Start with `influent demo`, then `influent score --help`.
     """
+
+
+@app.command()
+def explain(
+    scores: Path = typer.Option(..., "--scores", help="a folder written by influent.attribute_stream "
+                                "(attribution.zarr, topk.npz, meta.json)"),
+    test_row: int = typer.Option(..., "--test-row", help="row number of the test sample to explain"),
+) -> None:
+    """Print the most helpful and most harmful training samples of one test sample (streamed attribution)."""
+    from .streaming import explain as explain_row
+
+    rows = explain_row(scores, test_row)
+    for kind in ("helpful", "harmful"):
+        typer.echo(f"most {kind} training samples for test row {test_row} (train id, attribution):")
+        for rank, (tid, value) in enumerate(rows[kind], 1):
+            typer.echo(f"  {rank:3d}  {tid}  {value:+.6g}")
+
+
+_PLAN_ONLY = [False]
+
+
+@functools.wraps(score)
+def _plan(**kwargs: Any) -> None:
+    from .run import PlanOnly
+
+    _PLAN_ONLY[0] = True
+    try:
+        score(**kwargs)
+    except PlanOnly as exc:
+        typer.echo(f"plan for influent score --method {kwargs.get('method')} --chunk-size {kwargs.get('chunk_size')}:")
+        for line in exc.plan.lines():
+            typer.echo("  " + line)
+    finally:
+        _PLAN_ONLY[0] = False
+
+
+_plan.__doc__ = ("Estimate the peak memory and disk of `influent score` with the same arguments (the model is "
+                 "built and fitted, nothing is scored or written).")
+app.command("plan")(_plan)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -77,6 +77,7 @@ class RunConfig:
         the fitted model before scoring; None: the model's own choice
     store : folder of an on-disk gradient store (chunked, resumable: an interrupted run computes only the
         chunks it had not finished), or None
+    backend : "local" or "ray" (`influent.score`'s backend)
     """
 
     train: str | None = None
@@ -106,6 +107,7 @@ class RunConfig:
     store: str | None = None
     encoder: str | None = None  # embed text_column with this sentence encoder: the embeddings are the features
     embed_cache: str | None = None  # folder of the embedding cache (default ~/.cache/influent/embeddings)
+    backend: str = "local"
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))
@@ -446,7 +448,15 @@ class Outcome:
     model: Any = None
 
 
-def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command: str = "score",
+class PlanOnly(Exception):
+    """Raised by `run_score(..., plan_only=True)` with the run's `planner.Plan`, before any scoring."""
+
+    def __init__(self, estimate: Any) -> None:
+        super().__init__("plan only")
+        self.plan = estimate
+
+
+def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command: str = "score", plan_only: bool = False,
               extra_results: dict[str, Any] | None = None, model: Any = None) -> Outcome:
     """Fit the model, score every training sample, measure the removal curve and build the report.
 
@@ -488,9 +498,22 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
 
         model = resolve_params(model, cfg.params)
     target = make_target(cfg.target, data.valid)
+    from .planner import check_plan, plan
+
+    try:
+        estimate = plan(model, data.train, target, cfg.method, chunk_size=cfg.chunk_size, store=cfg.store,
+                        **cfg.method_options)
+    except (ValueError, TypeError, AttributeError, KeyError):
+        if plan_only:
+            raise
+        estimate = None  # a model the planner cannot size: scoring itself reports any bad option
+    if plan_only:
+        raise PlanOnly(estimate)
+    if estimate is not None:
+        check_plan(estimate)  # a run above the available memory is refused before any work
     with steps.step(f"score ({cfg.method})") as tick:
         scores = score(model, data.train, target, method=cfg.method, chunk_size=cfg.chunk_size, seed=cfg.seed,
-                       progress=tick, store=cfg.store, **cfg.method_options)
+                       progress=tick, store=cfg.store, backend=cfg.backend, **cfg.method_options)
     results = report_data(cfg, data, model, scores, steps)
     results["model_label"] = label
     if extra_results:

@@ -18,6 +18,7 @@ from ..data import Split
 from ..models.base import ModelAdapter
 from .linear import factor_dot, factor_gram, factor_grads, factor_sq_norms, factors, linear_layers
 from .per_sample import per_sample_grads
+from .projection import Projection, make_projection
 from .store import GradientStore, store_key
 
 Progress = Callable[[int, int], None]
@@ -32,10 +33,14 @@ class GradientSource:
     store : folder of an on-disk gradient store (reused across runs; resumable), or None
     method : "auto" | "vmap" | "loop" | "factorised" (per-sample gradient path)
     progress : optional callback progress(done, total) called per chunk
+    projection : a random projection of every gradient (`grads.projection.make_projection`: a dict such as
+        {"kind": "sparse", "dim": 4096, "seed": 0}); then rows, `p`, products and norms live in the projected
+        space, while `dot` still takes directions in parameter space (and projects them)
     """
 
     def __init__(self, adapter: ModelAdapter, split: Split, chunk_size: int = 512,
-                 store: str | Path | None = None, method: str = "auto", progress: Progress | None = None) -> None:
+                 store: str | Path | None = None, method: str = "auto", progress: Progress | None = None,
+                 projection: dict | Projection | None = None) -> None:
         self.adapter = adapter
         self.split = split
         self.chunk_size = max(1, int(chunk_size))
@@ -46,6 +51,10 @@ class GradientSource:
         self.names = adapter.param_names()
         self.like = adapter.params()
         self.p = sum(v.numel() for v in self.like.values())
+        self.p_params = self.p
+        self.projection = make_projection(projection, self.p, adapter.dtype)
+        if self.projection is not None:
+            self.p = self.projection.k
         self.layers = linear_layers(adapter) if method in ("auto", "factorised") else None
         if self.layers is not None and split.X.ndim != 2:
             self.layers = None
@@ -53,14 +62,20 @@ class GradientSource:
             raise ValueError("the factorised path needs every analysed parameter in an nn.Linear on 2-D inputs")
         self.store: GradientStore | None = None
         if store is not None:
-            key = store_key(adapter.fingerprint(), split.fingerprint(), self.names, str(adapter.dtype))
+            extra = str(adapter.dtype) + ("" if self.projection is None else repr(sorted(self.projection.spec().items())))
+            key = store_key(adapter.fingerprint(), split.fingerprint(), self.names, extra)
             dtype = "float64" if adapter.dtype == torch.float64 else "float32"
             self.store = GradientStore(store, key, self.n, self.p, self.chunk_size, dtype)
 
     @property
     def factorised(self) -> bool:
         """True when products use the linear-layer factors instead of gradient rows."""
-        return self.layers is not None and self.store is None
+        return self.layers is not None and self.store is None and self.projection is None
+
+    def project(self, V: torch.Tensor) -> torch.Tensor:
+        """Directions in parameter space (p_params,) or (p_params, m) in this source's space (identity
+        without a projection)."""
+        return V if self.projection is None else self.projection.vectors(V.to(self.adapter.dtype))
 
     def _slices(self) -> list[slice]:
         return [slice(s, min(self.n, s + self.chunk_size)) for s in range(0, self.n, self.chunk_size)]
@@ -72,6 +87,15 @@ class GradientSource:
     def compute(self, sl: slice) -> torch.Tensor:
         """(B, p) gradients of rows `sl`, freshly computed."""
         X, t = self.X[sl], self.t[sl]
+        if self.projection is not None:
+            if self.layers is not None and self.projection.factorisable:
+                shapes = {n: v.shape for n, v in self.like.items()}
+                return self.projection.from_factors(factors(self.adapter, X, t, self.layers), shapes)
+            return self.projection(self._gradients(X, t))
+        return self._gradients(X, t)
+
+    def _gradients(self, X: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """(B, p_params) unprojected gradients of the rows (X, t)."""
         if self.layers is not None and self.method in ("auto", "factorised"):
             return factor_grads(factors(self.adapter, X, t, self.layers), self.names)
         return per_sample_grads(self.adapter, X, t, method=self.method if self.method != "factorised" else "auto")
@@ -105,7 +129,7 @@ class GradientSource:
     def dot(self, V: torch.Tensor) -> torch.Tensor:
         """(n, k) products g_i . V[:, j] for V of shape (p, k) (or (n,) for V of shape (p,))."""
         vec = V.ndim == 1
-        V2 = V.reshape(self.p, -1).to(self.adapter.dtype)
+        V2 = self.project(V.reshape(self.p_params, -1).to(self.adapter.dtype))
         out = torch.empty(self.n, V2.shape[1], dtype=self.adapter.dtype)
         if self.factorised:
             k, i0, stacked = V2.shape[1], 0, {}
@@ -123,6 +147,9 @@ class GradientSource:
 
     def gram(self, other: "GradientSource") -> torch.Tensor:
         """(n, m) inner products <g_i, h_j> between this split's and `other`'s gradients."""
+        a, b = self.projection, other.projection
+        if (a is None) != (b is None) or (a is not None and a.spec() != b.spec()):
+            raise ValueError("gram of two gradient sources needs the same projection on both")
         out = torch.empty(self.n, other.n, dtype=self.adapter.dtype)
         if self.factorised and other.factorised:
             fb = [factors(other.adapter, other.X[s], other.t[s], other.layers) for s in other._slices()]

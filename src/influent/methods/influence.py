@@ -15,6 +15,9 @@ from .registry import Job, Result, register_method, register_pairwise, to_numpy
 def influence(job: Job) -> Result:
     """Influence function: effect_i = (1/n) grad f^T (H + damping I)^-1 g_i; values = effect."""
     target = job.need_target("if")
+    if job.options.get("projection") is not None:
+        from .projected import projected_influence
+        return projected_influence(job, target)
     t0 = time.perf_counter()
     solver = job.solver()
     t1 = time.perf_counter()
@@ -28,6 +31,9 @@ def influence(job: Job) -> Result:
 @register_pairwise("if")
 def influence_pairwise(job: Job, test: Split) -> np.ndarray:
     """(n_train, n_test): (1/n) g_test_j^T (H + damping I)^-1 g_i, the rise of test loss j if i is removed."""
+    if job.options.get("projection") is not None:
+        from .projected import projected_influence_pairwise
+        return projected_influence_pairwise(job, test)
     solver = job.solver()
     fast = getattr(solver, "pairwise", None)  # a solver may form the products without the (p, m) solve
     out = fast(job.source(), job.source(split=test)) if fast is not None else None

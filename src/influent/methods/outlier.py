@@ -78,7 +78,7 @@ def gradient_features(adapter: ModelAdapter, split: Split, project: int | None =
 def _features(job: Job, view: ModelAdapter, split: Split | None = None) -> np.ndarray:
     project = job.opt("project", None)
     fitted = view is job.adapter and split is None
-    src = job.source() if fitted else GradientSource(view, split or job.train, job.chunk_size)
+    src = job.source() if fitted else job.source(view, split or job.train)
     return gradient_features(view, split or job.train, project, job.seed, job.chunk_size, src)
 
 
@@ -113,7 +113,7 @@ def outlier(job: Job) -> Result:
     job.used["n_params_analysed"] = view.n_params()
     if detector in ("l1", "l2"):  # streamed chunk by chunk: memory O(chunk_size * p)
         project = job.opt("project", None)
-        src = job.source() if view is job.adapter else GradientSource(view, job.train, job.chunk_size)
+        src = job.source() if view is job.adapter else job.source(view, job.train)
         if detector == "l2" and project is None:
             r = to_numpy(src.sq_norms().clamp_min(0).sqrt())
         else:

@@ -51,9 +51,10 @@ class Job:
         """Per-sample gradients of `split` (default: train) under `adapter` (default: the fitted one).
         Only the fitted model's training gradients go to the on-disk store."""
         fitted = adapter is None and split is None
+        projection = self.opt("projection") if "projection" in self.options else None
         return GradientSource(adapter or self.adapter, split or self.train, self.chunk_size,
                               self.store if fitted else None, self.opt("grad_method", "auto"),
-                              self.progress if fitted else None)
+                              self.progress if fitted else None, projection)
 
     def solver(self) -> Solver:
         """The curvature solver named by the options `solver`, `damping`, `solver_options`.

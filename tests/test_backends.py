@@ -1,0 +1,40 @@
+"""Backend choice without a cluster: a missing Ray is a one-line error naming the install command."""
+
+import sys
+
+import pytest
+
+import influent as inf
+from influent.data.validate import InputError
+
+
+def test_missing_ray_names_the_install_command(small_mlp, digits_small, monkeypatch):
+    train, valid = digits_small
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(InputError, match=r'pip install "influent\[ray\]"'):
+        inf.score(small_mlp, train, valid, method="ip", backend="ray")
+
+
+def test_influent_import_does_not_import_ray():
+    import subprocess
+
+    code = "import influent, influent.api, influent.cli, sys; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_cli_unknown_backend_exits_2_with_one_line(tmp_path, capsys):
+    import numpy as np
+    import pandas as pd
+
+    from influent.cli import main
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(40, 3)), columns=["a", "b", "c"])
+    df["y"] = (df.a > 0).astype(int)
+    df.to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(SystemExit) as exc:
+        main(["score", "--train", str(tmp_path / "d.csv"), "--valid", str(tmp_path / "d.csv"), "--label", "y",
+              "--backend", "spark", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and "unknown backend 'spark'" in err and len(err.splitlines()) == 1

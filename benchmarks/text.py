@@ -9,8 +9,8 @@ and refitting, next to "no trim", "random" and the oracle that removes exactly t
 
 Detectors: IF with DataInf (Kwon et al. 2024, eq. 5) and with the exact Hessian (the model is convex);
 IP; IP Ensemble (parameter-noise members, the head has no dropout); outlier gradients ([OGA], Isolation
-Forest); cleanlab's label-quality scores from cross-validated probabilities. `mislabel` is not on this
-branch and is skipped. Times are the scoring wall times, single-threaded (OMP_NUM_THREADS=1), on a
+Forest); cleanlab's label-quality scores from cross-validated probabilities; influent's `mislabel` with its
+defaults (leave-one-out margins from one Newton step per sample, with cleaning rounds; no refits). Times are the scoring wall times, single-threaded (OMP_NUM_THREADS=1), on a
 shared machine: compare them within one run.
 
     OMP_NUM_THREADS=1 python benchmarks/text.py [--quick] [--n 2000] [--cache DIR] [--out docs/text.csv]
@@ -42,6 +42,7 @@ METHODS = [
     ("LQ self-confidence", "label-quality", {"kind": "self-confidence", "cv": 5}),
     ("LQ normalized margin", "label-quality", {"kind": "normalized-margin", "cv": 5}),
     ("LQ confidence entropy", "label-quality", {"kind": "confidence-entropy", "cv": 5}),
+    ("mislabel", "mislabel", {}),
 ]
 
 

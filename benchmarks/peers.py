@@ -57,6 +57,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "peers.csv"
 WARM_TRAIN, WARM_TEST = 16, 4  # warm-up slice
+N_CHECKPOINTS = 5  # TracIn rows: checkpoints recorded during the (full-batch) fit
 
 # How each peer's numbers are mapped to influent's convention. Printed under the table (by key) and kept in
 # the CSV. Keep in sync with the `_peer_*` functions below.
@@ -66,6 +67,16 @@ NOTES = {
         "no rescaling. dattri 0.3.0 cannot switch its random projection off through the constructor: "
         "projector_kwargs=None keeps DEFAULT_PROJECTOR_KWARGS (512-d projection), so we set "
         "attributor.projector_kwargs = None after construction. Train batches of 500, one test batch."),
+    "tracin-dattri": (
+        "dattri TracInAttributor(weight_list=lr_c, normalized_grad=False) on an AttributionTask holding the same "
+        "checkpoints (state dicts recorded by influent's TrainingRecorder during the fit, every 20 of the 100 "
+        "full-batch Adam steps: 5 checkpoints, each with its learning rate): A = sum_c lr_c g_i(theta_c) . "
+        "g_j(theta_c), no rescaling; projection switched off as in the IP row. Train batches of 500, one test "
+        "batch."),
+    "tracin-captum": (
+        "captum TracInCP over the same checkpoints (saved to files; the load function returns the checkpoint's "
+        "learning rate), CrossEntropyLoss(reduction='sum'), sample_wise_grads_per_batch=True, train batches of 500: "
+        "A = sum_c lr_c g_j . g_i; captum returns (test, train), transposed."),
     "ip-captum": (
         "captum TracInCP with one checkpoint whose learning rate is 1, CrossEntropyLoss(reduction='sum') with "
         "sample_wise_grads_per_batch=True (per-sample gradients of l_i), train batches of 500: "
@@ -181,8 +192,9 @@ def _loader(X, y, batch_size):
     return DataLoader(TensorDataset(torch.as_tensor(X), torch.as_tensor(y)), batch_size=batch_size, shuffle=False)
 
 
-def _dattri_task(module):
-    """dattri task on `module`: loss(params, (x, y)) = mean CE over the rows of x (one row: l_i)."""
+def _dattri_task(module, checkpoints=None):
+    """dattri task on `module`: loss(params, (x, y)) = mean CE over the rows of x (one row: l_i); `checkpoints`
+    (a list of state dicts) defaults to the module's own weights."""
     import torch
     import torch.nn.functional as F
     from dattri.task import AttributionTask
@@ -192,7 +204,8 @@ def _dattri_task(module):
         out = torch.func.functional_call(module, params, (x.reshape(-1, x.shape[-1]),))
         return F.cross_entropy(out, y.reshape(-1).long())
 
-    return AttributionTask(loss_func=loss, model=module, checkpoints=module.state_dict())
+    return AttributionTask(loss_func=loss, model=module,
+                           checkpoints=module.state_dict() if checkpoints is None else list(checkpoints))
 
 
 def _peer_dattri_tracin(module, Xtr, ytr, Xte, yte, opts):
@@ -202,6 +215,38 @@ def _peer_dattri_tracin(module, Xtr, ytr, Xte, yte, opts):
     att = TracInAttributor(task=_dattri_task(module), weight_list=torch.ones(1), normalized_grad=False)
     att.projector_kwargs = None  # see NOTES["ip-dattri"]: the constructor cannot turn the projection off
     return att.attribute(_loader(Xtr, ytr, min(500, len(Xtr))), _loader(Xte, yte, len(Xte)))
+
+
+def _peer_dattri_tracin_ckpts(module, Xtr, ytr, Xte, yte, opts):
+    import torch
+    from dattri.algorithm.tracin import TracInAttributor
+
+    att = TracInAttributor(task=_dattri_task(module, opts["checkpoints"]),
+                           weight_list=torch.tensor(opts["lrs"], dtype=torch.float32), normalized_grad=False)
+    att.projector_kwargs = None  # see NOTES["ip-dattri"]
+    return att.attribute(_loader(Xtr, ytr, min(500, len(Xtr))), _loader(Xte, yte, len(Xte)))
+
+
+def _peer_captum_tracincp_ckpts(module, Xtr, ytr, Xte, yte, opts):
+    import torch
+    from captum.influence import TracInCP
+    from torch.utils.data import TensorDataset
+
+    with tempfile.TemporaryDirectory() as d:
+        paths = []
+        for k, (sd, lr) in enumerate(zip(opts["checkpoints"], opts["lrs"])):
+            paths.append(os.path.join(d, f"ckpt{k}.pt"))
+            torch.save({"state": sd, "lr": lr}, paths[-1])
+
+        def load(model, p):
+            ck = torch.load(p, weights_only=True)
+            model.load_state_dict(ck["state"])
+            return ck["lr"]
+
+        tc = TracInCP(module, TensorDataset(torch.as_tensor(Xtr), torch.as_tensor(ytr)), checkpoints=paths,
+                      checkpoints_load_func=load, loss_fn=torch.nn.CrossEntropyLoss(reduction="sum"),
+                      batch_size=min(500, len(Xtr)), sample_wise_grads_per_batch=True)
+        return tc.influence((torch.as_tensor(Xte), torch.as_tensor(yte))).T
 
 
 def _peer_captum_tracincp(module, Xtr, ytr, Xte, yte, opts):
@@ -363,6 +408,7 @@ def _peer_curvlinops_kfac(module, Xtr, ytr, Xte, yte, opts):
 
 PEER_FUNCS: dict[str, Callable] = {
     "dattri-tracin": _peer_dattri_tracin, "captum-tracincp": _peer_captum_tracincp,
+    "dattri-tracin-ckpts": _peer_dattri_tracin_ckpts, "captum-tracincp-ckpts": _peer_captum_tracincp_ckpts,
     "dattri-explicit": _peer_dattri_explicit, "captum-naive": _peer_captum_naive,
     "direct-exact": _peer_direct_exact, "dattri-lissa": _peer_dattri_lissa, "dattri-cg": _peer_dattri_cg,
     "dattri-arnoldi": _peer_dattri_arnoldi, "curvlinops-kfac": _peer_curvlinops_kfac, "dattri-datainf": _peer_dattri_datainf, "dattri-ekfac": _peer_dattri_ekfac,
@@ -566,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (well under a minute of compute)")
     ap.add_argument("--large-exact", action="store_true", help="add exact IF on the 64-128-10 problem (slow)")
-    ap.add_argument("--only", default="", help="comma list of rows: ip,exact,cg,lissa,arnoldi,datainf,kfac,ekfac,"
+    ap.add_argument("--only", default="", help="comma list of rows: ip,tracin,exact,cg,lissa,arnoldi,datainf,kfac,ekfac,"
                     "exact-large")
     ap.add_argument("--sizes", default="", help="with --only: comma list of problem keys (small, mid, ip, datainf_a)")
     ap.add_argument("--damping", type=float, default=0.05, help="absolute damping of every IF row (default 0.05)")
@@ -600,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = SIZES["quick" if args.quick else "default"]
     lam = args.damping
     only = {s.strip() for s in args.only.split(",") if s.strip()}
-    keys = ["ip", "exact", "cg", "lissa", "arnoldi", "datainf", "kfac", "ekfac", "exact-large"]
+    keys = ["ip", "tracin", "exact", "cg", "lissa", "arnoldi", "datainf", "kfac", "ekfac", "exact-large"]
     unknown = only - set(keys)
     if unknown:
         ap.error(f"--only: unknown row(s) {sorted(unknown)}; choose from {','.join(keys)}")
@@ -619,8 +665,11 @@ def main(argv: list[str] | None = None) -> int:
         Xtr, ytr, Xte, yte = load_data(pr.n_train, pr.n_test)
         train, test = inf.from_arrays(Xtr, ytr, name="train"), inf.from_arrays(Xte, yte, name="test")
         t0 = time.perf_counter()
-        model = inf.models.TabularMLP(hidden=pr.hidden, weight_decay=0.0, train=inf.models.TrainConfig(),
-                                      dtype=torch.float32).fit(train)
+        cfg = inf.models.TrainConfig()
+        # 5 checkpoints for the TracIn rows (recording does not change the fit)
+        recorder = inf.TrainingRecorder(every=max(1, cfg.epochs // N_CHECKPOINTS))
+        model = inf.models.TabularMLP(hidden=pr.hidden, weight_decay=0.0, train=cfg,
+                                      dtype=torch.float32).fit(train, recorder=recorder)
         f = Fitted(pr, model, train, test, (Xtr, ytr, Xte, yte), time.perf_counter() - t0)
         fitted[problem_key] = f
         print(f"  fitted {pr.arch} on {pr.n_train} samples in {f.fit_seconds:.1f} s "
@@ -630,6 +679,9 @@ def main(argv: list[str] | None = None) -> int:
     # ---- rows --------------------------------------------------------------------------------------------
     def ours_ip(f, tr, te):
         return inf.attribute(f.model, tr, te, method="ip")
+
+    def ours_tracin(f, tr, te):
+        return inf.attribute(f.model, tr, te, method="tracin")
 
     def ours_if(solver, **solver_options):
         def run(f, tr, te):
@@ -681,6 +733,12 @@ def main(argv: list[str] | None = None) -> int:
                     [curv(True), dattri_if("dattri-ekfac", "ekfac-dattri", same=False)], solver="ekfac",
                     opts={"damping": lam, "corrected": True}, target="ratio <= 0.5 vs curvlinops", max_ratio=0.5),
         ]
+    tracin_peers = [PeerSpec("dattri-tracin-ckpts", "dattri", "tracin-dattri"),
+                    PeerSpec("captum-tracincp-ckpts", "captum", "tracin-captum")]
+    for key in ("small", "mid", "ip"):
+        rows.append(RowSpec("tracin", f"TracIn, {N_CHECKPOINTS} checkpoints (pairwise)", key, ours_tracin,
+                            tracin_peers, target="ratio <= 0.5, agreement >= 0.999", max_ratio=0.5,
+                            min_agree=0.999))
     rows += [
         RowSpec("ip", "IP grad-dot (pairwise)", "ip", ours_ip,
                 [PeerSpec("dattri-tracin", "dattri", "ip-dattri"), PeerSpec("captum-tracincp", "captum", "ip-captum")],
@@ -723,6 +781,10 @@ def main(argv: list[str] | None = None) -> int:
                 solver = make_solver("lissa", scale="auto", power_iter=20)
                 lissa_opts["scale"] = float(f"{solver.fit(CurvatureContext(f.model, f.train, lam)).scale_:.4g}")
                 row.opts.update(lissa_opts, batch_size=min(lissa_opts["batch_size"], pr.n_train))
+            if row.key == "tracin":  # the peers get the very checkpoints (and learning rates) influent uses
+                ckpts = f.model.recorder_.checkpoints
+                row.opts = {"checkpoints": [{k: v.clone() for k, v in c.params.items()} for c in ckpts],
+                            "lrs": [c.lr for c in ckpts], "steps": [c.step for c in ckpts]}
             # influent: warm-up on a slice, then the timed call
             tr_w, te_w = f.train.subset(np.arange(WARM_TRAIN)), f.test.subset(np.arange(WARM_TEST))
             m_test = min(row.test_limit or pr.n_test, pr.n_test)

@@ -112,6 +112,18 @@ def test_hvp_kinds_equal_explicit_hessian(kind, mlp):
         assert ctx.hvp_mode(k) in ("rev", "fwd") and (kind == "auto" or ctx.hvp_mode(k) == kind)
 
 
+def test_hessian_chooses_mode_inside_the_build(mlp):
+    """auto on a fresh context: the build times its own first blocks in both modes (no separate probe)
+    and the matrix is still exact, whichever mode won."""
+    adapter, train, _ = mlp
+    H = explicit_hessian(adapter, train)
+    ctx = CurvatureContext(adapter, train, chunk_size=50, hvp_kind="auto", hvp_block=7)
+    assert "block" not in ctx.hvp_modes_
+    assert rel(ctx.hessian(), H) < 1e-10
+    assert ctx.hessian_route_ in ("hvp-rev", "hvp-fwd")
+    assert ctx.hvp_modes_["block"] == ctx.hessian_route_[4:]  # reused by later block products
+
+
 def test_exact_cholesky_and_eigh_paths(mlp):
     """Positive definite: Cholesky; indefinite (negative damping): the eigh fallback, still the exact inverse."""
     adapter, train, v = mlp

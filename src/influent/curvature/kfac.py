@@ -327,9 +327,12 @@ class KFACSolver(Solver):
                                                               for L in self.layers_):
             return None
 
+        width = sum(L.d_out * L.cols for L in self.layers_)
+
         def rotated(src, sl) -> torch.Tensor:  # (B, p') rotated gradients, layer by layer
             fs = {f.name: f for f in factors(src.adapter, src.X[sl], src.t[sl], src.layers)}
-            parts = []
+            buf = None
+            off = 0
             for L in self.layers_:
                 f = fs[L.name]
                 cols = [f.a] if L.w is not None else []
@@ -337,8 +340,13 @@ class KFACSolver(Solver):
                     cols.append(torch.ones(f.a.shape[0], 1, dtype=f.a.dtype))
                 u = f.delta @ self.QS_[L.name]
                 v = torch.cat(cols, dim=1) @ self.QA_[L.name]
-                parts.append((u[:, :, None] * v[:, None, :]).reshape(u.shape[0], -1))
-            return torch.cat(parts, dim=1)
+                if buf is None:
+                    buf = torch.empty(u.shape[0], width, dtype=u.dtype)
+                d = L.d_out * L.cols
+                # the outer products written in place: no per-layer temporaries, no concatenation copy
+                torch.mul(u[:, :, None], v[:, None, :], out=buf[:, off:off + d].view(u.shape[0], L.d_out, L.cols))
+                off += d
+            return buf
 
         scale = torch.cat([self.inv_[L.name].reshape(-1) for L in self.layers_])
         R = torch.cat([rotated(test, sl) for sl in test._slices()]) * scale  # (m, p')

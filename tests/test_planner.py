@@ -17,7 +17,7 @@ from influent.planner import Plan, check_plan, plan
 SRC = str(Path(inf.__file__).resolve().parents[1])
 
 # Each configuration is measured in a fresh process: the peak resident memory a `score` call adds (a thread
-# samples /proc/self/statm every 2 ms, and the high-water mark ru_maxrss) after a warm-up call, next to the
+# samples /proc/self/statm every 2 ms, and the high-water mark VmHWM) after a warm-up call, next to the
 # planner's estimate.
 MEASURE = textwrap.dedent('''
     import json, os, sys, threading, time
@@ -56,8 +56,10 @@ MEASURE = textwrap.dedent('''
     t = threading.Thread(target=loop); t.start()
     inf.score(m, tr, target, **kw)
     stop[0] = True; t.join()
-    import resource
-    high = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the exact high-water mark
+    # the exact high-water mark of this process's memory: VmHWM, which starts afresh at exec (ru_maxrss does
+    # not: Linux carries the parent's peak across fork and exec, so a large pytest process would inflate it)
+    with open("/proc/self/status") as f:
+        high = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) * 1024
     print(json.dumps({"measured": max(peak[0], high) - base, "estimate": estimate}))
 ''')
 

@@ -84,6 +84,17 @@ def check_at_least_two_classes(y: np.ndarray, name: str = "labels") -> None:
         raise InputError(f"{name}: only one class ({np.unique(y)[0]!r}); a classifier needs at least two")
 
 
+def check_damping(value: Any) -> float:
+    """`damping` as a finite float >= 0, or a one-line `InputError`."""
+    try:
+        damping = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"damping must be a number >= 0, got {value!r}") from None
+    if not np.isfinite(damping) or damping < 0:
+        raise InputError(f"damping must be >= 0 and finite, got {value!r}")
+    return damping
+
+
 def check_budget(budget: Any, n: int, name: str = "budget") -> int:
     """Turn a budget into a count in [0, n] or raise `InputError`.
 

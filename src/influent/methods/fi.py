@@ -61,7 +61,7 @@ from torch.func import grad, jacfwd, jacrev, jvp, vjp, vmap
 
 from ..curvature import CurvatureContext, Solver, make_solver
 from ..data import Split
-from ..data.validate import InputError
+from ..data.validate import InputError, check_damping
 from ..grads.per_sample import flatten
 from ..grads.source import GradientSource
 from ..models.base import ModelAdapter, Params
@@ -325,9 +325,7 @@ def fi_matrix(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor, n: int, s
 def fit_solver(adapter: ModelAdapter, train: Split, name: str = "exact", damping: float = 0.0,
                chunk_size: int = 512, seed: int = 0, store=None, **options) -> Solver:
     """A curvature solver (``(H + damping I)^-1``) fitted on the training split."""
-    if damping < 0:
-        raise InputError(f"damping must be >= 0, got {damping}")
-    ctx = CurvatureContext(adapter, train, float(damping), chunk_size, seed, store)
+    ctx = CurvatureContext(adapter, train, check_damping(damping), chunk_size, seed, store)
     return make_solver(name, **options).fit(ctx)
 
 

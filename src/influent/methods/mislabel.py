@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ..data import Split
-from ..data.validate import InputError
+from ..data.validate import InputError, check_damping
 from ..grads.linear import linear_layers
 from ..models.base import ModelAdapter, resolve_params
 from .registry import Job, Result, register_method
@@ -426,9 +426,7 @@ def mislabel(job: Job) -> Result:
     if damping == "auto":
         regularised = any(view.reg_coef.get(nm, 0.0) > 0 for nm in view.param_names() if nm.endswith("weight"))
         damping = 0.0 if regularised else 1e-3
-    damping = float(damping)
-    if damping < 0:
-        raise InputError(f"damping must be >= 0, got {damping}")
+    damping = check_damping(damping)
     job.used["damping_used"] = damping
     t0 = time.perf_counter()
     loo = leave_one_out(view, job.train, damping, hessian, job.chunk_size, rounds, steps, refresh, precision)

@@ -26,7 +26,8 @@ from ..curvature import CurvatureContext
 from ..data import Split
 from ..grads.source import GradientSource
 from ..targets import Target
-from .registry import Job, Result, check_damping, to_numpy
+from ..data.validate import check_damping
+from .registry import Job, Result, to_numpy
 
 _BLOCK = 256  # columns of P^T per batch of Hessian-vector products
 
@@ -51,9 +52,7 @@ def _factor(job: Job, src: GradientSource) -> torch.Tensor:
     """The exact inverse of P H P^T + damping I, as an explicit (k, k) matrix."""
     Hk = projected_hessian(job, src)
     convex = job.adapter.is_convex()
-    if "damping" in job.options:
-        damping = check_damping(job.opt("damping"))
-    elif convex:
+    if "damping" in job.options or convex:
         damping = check_damping(job.opt("damping", 0.0))
     else:
         damping = 0.1 * float(torch.diagonal(Hk).sum()) / Hk.shape[0]

@@ -11,7 +11,7 @@ import torch
 
 from ..curvature import CurvatureContext, Solver, make_solver
 from ..data import Split
-from ..data.validate import InputError
+from ..data.validate import InputError, check_damping
 from ..grads.source import GradientSource, Progress
 from ..models.base import ModelAdapter
 from ..models.training import Checkpoint
@@ -81,9 +81,7 @@ class Job:
         if not isinstance(options, dict):
             raise InputError(f"solver_options must be a JSON object such as {{\"tol\": 1e-6}}, got {options!r}")
         options = dict(options)
-        if "damping" in self.options:
-            damping = check_damping(self.opt("damping"))
-        elif convex:
+        if "damping" in self.options or convex:
             damping = check_damping(self.opt("damping", 0.0))
         else:
             damping = self._damping_rule()
@@ -200,17 +198,6 @@ def _min_rayleigh(ctx: CurvatureContext, steps: int = 30, max_rows: int = 2048) 
         off = torch.tensor(betas[:k - 1], dtype=torch.float64)
         T += torch.diag(off, 1) + torch.diag(off, -1)
     return float(torch.linalg.eigvalsh(T).min())
-
-
-def check_damping(value: Any) -> float:
-    """`damping` as a finite float >= 0, or a one-line `InputError`."""
-    try:
-        damping = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"damping must be a number >= 0, got {value!r}") from None
-    if not np.isfinite(damping) or damping < 0:
-        raise InputError(f"damping must be >= 0 and finite, got {value!r}")
-    return damping
 
 
 @dataclass

@@ -64,6 +64,13 @@ def _cleanup(ran_on: dict[str, Any], store: str | Path | None) -> None:
         shutil.rmtree(store, ignore_errors=True)
 
 
+def _check_used(job: Job, options: dict[str, Any], method: str) -> None:
+    """A one-line `InputError` for options the method never read (a misspelt or foreign option)."""
+    unused = sorted(set(options) - set(job.used) - {"checkpoints"})
+    if unused:
+        raise InputError(f"method {method!r} does not take option(s) {unused}")
+
+
 def _method(name: str):
     if name not in METHODS:
         raise InputError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
@@ -105,9 +112,7 @@ def score(model: ModelAdapter, train: Split, target: Target | Split | None = Non
     finally:
         _cleanup(ran_on, store)
     job.timing["total"] = time.perf_counter() - t0
-    unused = sorted(set(options) - set(job.used) - {"checkpoints"})
-    if unused:
-        raise InputError(f"method {method!r} does not take option(s) {unused}")
+    _check_used(job, options, method)
     settings = {k: v for k, v in job.used.items() if k != "checkpoints"}
     settings.update(chunk_size=chunk_size, seed=seed, model=model.describe())
     if ran_on["backend"] != "local":
@@ -136,7 +141,5 @@ def attribute(model: ModelAdapter, train: Split, test: Split, method: str = "ip"
             out = spec.pairwise(job, test)
     finally:
         _cleanup(ran_on, store)
-    unused = sorted(set(options) - set(job.used) - {"checkpoints"})
-    if unused:
-        raise InputError(f"method {method!r} does not take option(s) {unused}")
+    _check_used(job, options, method)
     return out

@@ -22,6 +22,7 @@ import numpy as np
 
 from .data import Split
 from .data.validate import InputError
+from .scores import atomic_group, atomic_write
 
 
 @dataclass
@@ -71,7 +72,7 @@ def attribute_stream(model: Any, train: Split, test: Split, out: str | Path, met
     block : test samples per block; memory O(n_train * block) for the block plus the method's own
         (a solver is fitted once and reused for every block)
     """
-    from .api import _eval_mode, _job, _method
+    from .api import _check_used, _eval_mode, _job, _method
     from .methods.registry import Job
 
     spec = _method(method)
@@ -107,15 +108,19 @@ def attribute_stream(model: Any, train: Split, test: Split, out: str | Path, met
             A = np.asarray(spec.pairwise(job, test.subset(np.arange(s, e))), dtype=np.float64)  # (n, e - s)
             Z[:, s:e] = A
             hi_i[s:e], hi_v[s:e], lo_i[s:e], lo_v[s:e] = _topk(A, kk)
-    unused = sorted(set(options) - set(job.used) - {"checkpoints"})
-    if unused:
-        raise InputError(f"method {method!r} does not take option(s) {unused}")
+    _check_used(job, options, method)
     top = TopK(hi_i, hi_v, lo_i, lo_v, np.asarray(train.ids), np.asarray(test.ids))
-    np.savez(out / "topk.npz", helpful_index=hi_i, helpful_value=hi_v, harmful_index=lo_i, harmful_value=lo_v,
-             train_ids=top.train_ids, test_ids=top.test_ids)
     settings = {k2: v for k2, v in job.used.items() if k2 != "checkpoints"}
     meta = {"method": method, "k": kk, "block": int(block), "n_train": n, "n_test": m, "options": settings}
-    (out / "meta.json").write_text(json.dumps(meta, default=str, indent=1))
+
+    def write_topk(path: Path) -> None:
+        with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to the staged name
+            np.savez(f, helpful_index=hi_i, helpful_value=hi_v, harmful_index=lo_i, harmful_value=lo_v,
+                     train_ids=top.train_ids, test_ids=top.test_ids)
+
+    with atomic_group():  # both files appear together, with the umask's modes, or neither
+        atomic_write(out / "topk.npz", write_topk)
+        atomic_write(out / "meta.json", lambda path: path.write_text(json.dumps(meta, default=str, indent=1)))
     return top
 
 

@@ -18,18 +18,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..data import Split
-from ..data.validate import InputError
+from ..data.validate import require
 from ..models.base import ModelAdapter
 
 INSTALL = 'pip install "influent[ray]"'
 
 
 def _ray():
-    try:
-        import ray
-    except ImportError:
-        raise InputError(f"the Ray backend needs Ray: {INSTALL}") from None
-    return ray
+    return require("ray", "the Ray backend", "Ray", INSTALL)
 
 
 def _worker_class(ray):

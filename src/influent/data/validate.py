@@ -11,6 +11,17 @@ class InputError(ValueError):
     """Bad user input; the message is one line that names the problem (CLI exit code 2)."""
 
 
+def require(module: str, what: str, need: str, install: str) -> Any:
+    """Import and return the optional dependency `module`, or raise the one-line `InputError`
+    "`what` needs `need`: `install`" that names the command to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise InputError(f"{what} needs {need}: {install}") from None
+
+
 def check_features(X: Any, name: str = "features") -> np.ndarray:
     """Return `X` as a float array of shape (n, ...) or raise `InputError`."""
     try:

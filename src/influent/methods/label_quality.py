@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 import numpy as np
 from ..data import Split
-from ..data.validate import InputError
+from ..data.validate import InputError, require
 from ..models.base import ModelAdapter
 from .registry import Job, Result, register_method
 
@@ -84,11 +84,7 @@ def label_quality_scores(labels: np.ndarray, pred_probs: np.ndarray, kind: str =
 
 def _cleanlab_scores():
     """cleanlab's `rank.get_label_quality_scores`, imported here: cleanlab is an optional dependency."""
-    try:
-        from cleanlab.rank import get_label_quality_scores
-    except ImportError:
-        raise InputError('method label-quality needs cleanlab: pip install "cleanlab>=2.6"') from None
-    return get_label_quality_scores
+    return require("cleanlab.rank", "method label-quality", "cleanlab", 'pip install "cleanlab>=2.6"').get_label_quality_scores
 
 
 @register_method("label-quality", needs_target=False)

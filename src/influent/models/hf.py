@@ -25,23 +25,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.validate import InputError
+from ..data.validate import InputError, require
 from .base import _eval_mode
 from .torch_adapter import TorchAdapter, _module_dtype
 from .training import TrainConfig
 
 PREFIX = "model."  # the wrapped model's parameters are named model.<its own name>
 MAX_ID = 2**24  # token ids are exact in float32 below this
+TEXT_EXTRAS = "pip install 'influent[text]' (transformers and peft)"
 
 
 def require_transformers(what: str = "HFAdapter") -> Any:
     """Import and return `transformers`, or raise a one-line `InputError` naming the extra."""
-    try:
-        import transformers
-    except ImportError:
-        raise InputError(f"{what} needs the text extras: pip install 'influent[text]' "
-                         "(transformers and peft)") from None
-    return transformers
+    return require("transformers", what, "the text extras", TEXT_EXTRAS)
 
 
 class SequenceLogits(nn.Module):
@@ -238,11 +234,7 @@ def lora_classifier(encoder: str = "all-MiniLM-L6-v2", num_labels: int = 2, r: i
     import os
 
     transformers = require_transformers("lora_classifier")
-    try:
-        import peft
-    except ImportError:
-        raise InputError("lora_classifier needs the text extras: pip install 'influent[text]' "
-                         "(transformers and peft)") from None
+    peft = require("peft", "lora_classifier", "the text extras", TEXT_EXTRAS)
     from ..data.text import encoder_path
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -39,14 +39,6 @@ from .scores import Scores, _jsonable, atomic_write
 RUN_FORMAT = 1
 OUTPUT_FILES = ("scores.parquet", "run.json", "report.html")
 TARGETS = ("utility", "demographic-parity", "equal-opportunity", "robustness")
-CHECKPOINT_METHODS = ("tracin", "self-tracin", "diffin", "self-diffin")  # torch models record ~10 checkpoints while training
-
-
-def needs_checkpoints(method: str, options: dict) -> bool:
-    """Whether `method` with `options` reads recorded checkpoints (Self-TracIn only with over="checkpoints")."""
-    if method == "self-tracin":
-        return options.get("over") == "checkpoints"
-    return method in CHECKPOINT_METHODS
 
 
 # ---- configuration ---------------------------------------------------------------------------------
@@ -470,6 +462,7 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
     model : an adapter to use instead of building one from ``cfg.model`` (fitted or not)
     """
     from .api import score
+    from .methods.registry import reads_checkpoints
     from .models import TrainingRecorder
     from .report import build_report
     from .report.compute import report_data
@@ -486,7 +479,7 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
     label = model_label(cfg.model, model)
     with steps.step(f"fit {label}"):
         if not model.fitted:
-            if needs_checkpoints(cfg.method, cfg.method_options or {}) and "recorder" in inspect.signature(model.fit).parameters:
+            if reads_checkpoints(cfg.method, cfg.method_options or {}) and "recorder" in inspect.signature(model.fit).parameters:
                 model.fit(data.train, recorder=TrainingRecorder(every=max(1, int(cfg.model_options.get("epochs") or 100) // 10)))
             else:
                 model.fit(data.train)

@@ -14,6 +14,7 @@ import pandas as pd
 from ..api import score
 from ..data import Split
 from ..data.validate import InputError, check_budget
+from ..methods.registry import reads_checkpoints
 from ..models.base import ModelAdapter
 from ..targets import Utility
 from .detection import detection
@@ -71,8 +72,7 @@ MethodEntry = str | tuple[str, str, dict[str, Any]]
 
 def needs_checkpoints(method: str, options: dict[str, Any]) -> bool:
     """Whether a (method, options) entry reads training checkpoints that were not given to it."""
-    wants = method == "tracin" or (method == "self-tracin" and options.get("over") == "checkpoints")
-    return wants and options.get("checkpoints") is None
+    return reads_checkpoints(method, options) and options.get("checkpoints") is None
 
 
 def training_checkpoints(model: ModelAdapter, train: Split, seed: int = 0, n_checkpoints: int = 10,
@@ -171,8 +171,9 @@ def noisy_label_experiment(model: ModelAdapter, train: Split, valid: Split, test
     random_repeats : random trims averaged in the "random" row
     is_noisy : skip flipping: `train` already carries noisy labels and this marks them
 
-    TracIn entries without ``checkpoints`` (and Self-TracIn with ``over="checkpoints"``) share one set from
-    `training_checkpoints` on the noisy training split.
+    Entries that read checkpoints (`methods.registry.reads_checkpoints`: TracIn, Diff-In, Self-TracIn with
+    ``over="checkpoints"``) and were given none share one set from `training_checkpoints` on the noisy
+    training split.
     echo : optional callback receiving one line per finished method
 
     Returns

@@ -200,6 +200,17 @@ def _min_rayleigh(ctx: CurvatureContext, steps: int = 30, max_rows: int = 2048) 
     return float(torch.linalg.eigvalsh(T).min())
 
 
+CHECKPOINT_METHODS = ("tracin", "self-tracin", "diffin", "self-diffin")
+
+
+def reads_checkpoints(method: str, options: dict[str, Any]) -> bool:
+    """Whether `method` with `options` reads recorded training checkpoints (Self-TracIn only with
+    over="checkpoints": by default it reads the final model, as [IP] does)."""
+    if method == "self-tracin":
+        return options.get("over") == "checkpoints"
+    return method in CHECKPOINT_METHODS
+
+
 @dataclass
 class Result:
     """What a method returns: values (higher = more valuable) and its raw statistic."""

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from influent.evaluation.active import (active_learning_experiment, adult_setup, default_strategies,  # noqa: E402
                                         mnist_setup, plot_curves, round_costs, summarize_curves)
 from influent.actions.active import STRATEGIES  # noqa: E402
-from influent.scores import atomic_write  # noqa: E402
+from influent.data.atomic import atomic_write  # noqa: E402
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]

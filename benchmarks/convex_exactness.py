@@ -5,7 +5,7 @@ Usage: python benchmarks/convex_exactness.py [--quick]   (the same as: influent 
 
 import sys
 
-from influent.bench import print_table, run_suite
+from influent.evaluation.suites import print_table, run_suite
 
 if __name__ == "__main__":
     print_table("convex-exactness", run_suite("convex-exactness", quick="--quick" in sys.argv[1:]))

@@ -5,7 +5,7 @@ Usage: python benchmarks/defense.py [--quick]   (the same as: influent bench def
 
 import sys
 
-from influent.bench import print_table, run_suite
+from influent.evaluation.suites import print_table, run_suite
 
 if __name__ == "__main__":
     print_table("defense", run_suite("defense", quick="--quick" in sys.argv[1:]))

@@ -25,7 +25,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
 import influent as inf
-import influent.datasets as ds
+import influent.data.datasets as ds
 from influent.actions import diffin_tasks
 from influent.methods.diffin import _Objective, diffin_parts, hvp
 from influent.grads import flatten

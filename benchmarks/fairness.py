@@ -9,7 +9,7 @@ import sys
 
 import pandas as pd
 
-from influent.bench import print_table, run_suite
+from influent.evaluation.suites import print_table, run_suite
 
 if __name__ == "__main__":
     quick = "--quick" in sys.argv[1:]

@@ -26,9 +26,10 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import influent as inf  # noqa: E402
-from influent.datasets import load_adult  # noqa: E402
+from influent.data.datasets import load_adult  # noqa: E402
 from influent.evaluation.trimming import trim_curve  # noqa: E402
-from influent.scores import Scores, atomic_write  # noqa: E402
+from influent.data.scores import Scores
+from influent.data.atomic import atomic_write  # noqa: E402
 
 torch.set_num_threads(1)
 DOCS = Path(__file__).resolve().parents[1] / "docs"

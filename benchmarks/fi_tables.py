@@ -30,7 +30,7 @@ import influent as inf  # noqa: E402
 from influent.evaluation.trimming import (format_wins, method_scorer, random_scorer,  # noqa: E402
                                           trimming_experiment, wins_table)
 from influent.methods.fi import FIConfig, fi_matrix, fit_solver  # noqa: E402
-from influent.scores import Scores  # noqa: E402
+from influent.data.scores import Scores  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -118,7 +118,7 @@ def table2(seeds: int, budgets=(0, 5, 10, 20), epochs: int = 300) -> str:
 
 def table_kfsvd(seeds: int, epochs: int = 300) -> str:
     """Spearman of KFSVD FI (K-FAC + rank-k SVD of J_z) to exact FI (exact H, explicit J_z) on MLPs."""
-    from influent.datasets import load_digits
+    from influent.data.datasets import load_digits
 
     lines = ["KFSVD vs exact FI on MLPs (Spearman over training samples, mean over seeds; damping 1e-3). "
              "'K-FAC only': full-rank SVD with K-FAC; 'SVD only': rank-k SVD with the exact Hessian; "

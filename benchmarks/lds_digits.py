@@ -5,7 +5,7 @@ Usage: python benchmarks/lds_digits.py [--quick]   (the same as: influent bench 
 
 import sys
 
-from influent.bench import print_table, run_suite
+from influent.evaluation.suites import print_table, run_suite
 
 if __name__ == "__main__":
     print_table("lds-digits", run_suite("lds-digits", quick="--quick" in sys.argv[1:]))

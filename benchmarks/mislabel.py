@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 import influent as inf
-from influent import datasets as ds
+from influent.data import datasets as ds
 from influent.actions import relabel
 from influent.data import Split
 from influent.evaluation.detection import detection

@@ -6,7 +6,7 @@ Usage: python benchmarks/noisy_labels.py [--quick]   (the same as: influent benc
 
 import sys
 
-from influent.bench import print_table, run_suite
+from influent.evaluation.suites import print_table, run_suite
 
 if __name__ == "__main__":
     print_table("noisy-labels", run_suite("noisy-labels", quick="--quick" in sys.argv[1:]))

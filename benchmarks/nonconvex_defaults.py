@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 import influent as inf
-from influent.datasets import load
+from influent.data.datasets import load
 from influent.evaluation.detection import detection
 from influent.evaluation.noisy import flip_labels
 

@@ -34,7 +34,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import influent as inf  # noqa: E402
-from influent.datasets import load_mnist_subset  # noqa: E402
+from influent.data.datasets import load_mnist_subset  # noqa: E402
 from influent.evaluation.class_detection import class_detection  # noqa: E402
 from influent.methods.outlier import class_forests, gradient_features  # noqa: E402
 from influent.models.base import resolve_params  # noqa: E402

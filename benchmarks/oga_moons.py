@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from influent.bench import print_table, run_suite
+from influent.evaluation.suites import print_table, run_suite
 
 # (label, Adam learning rate, full-batch epochs, weight decay)
 REGIMES = [

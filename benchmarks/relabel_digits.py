@@ -5,7 +5,7 @@ Usage: python benchmarks/relabel_digits.py [--quick]   (the same as: influent be
 
 import sys
 
-from influent.bench import print_table, run_suite
+from influent.evaluation.suites import print_table, run_suite
 
 if __name__ == "__main__":
     print_table("relabel-digits", run_suite("relabel-digits", quick="--quick" in sys.argv[1:]))

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 import influent as inf  # noqa: E402
-from influent.datasets import load_breast_cancer  # noqa: E402
+from influent.data.datasets import load_breast_cancer  # noqa: E402
 from influent.evaluation.detection import detection  # noqa: E402
 from influent.evaluation.noisy import flip_labels  # noqa: E402
 

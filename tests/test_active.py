@@ -11,7 +11,7 @@ from influent.actions import STRATEGIES, ActiveLearner
 
 @pytest.fixture(scope="module")
 def al_data():
-    import influent.datasets as D
+    import influent.data.datasets as D
 
     d = D.load_digits()
     tr = d["train"]
@@ -69,7 +69,7 @@ def _priorities_by_hand(strategy, model, labeled, pool, valid, seed):
 @pytest.fixture(scope="module")
 def three_digits():
     """Digits 0, 1 and 2: 40 labeled, 30 pool, 30 validation, the rest of the test split."""
-    import influent.datasets as D
+    import influent.data.datasets as D
 
     d = D.load_digits()
     tr = d["train"].subset(np.flatnonzero(d["train"].y < 3))
@@ -216,7 +216,7 @@ def test_iv_strategy_is_the_influence_of_adding_the_sample_on_the_validation_los
 
 @pytest.fixture(scope="module")
 def tiny_images():
-    import influent.datasets as D
+    import influent.data.datasets as D
 
     d = D.load_digits({"train": 90, "valid": 10, "test": 100})
     img = lambda s: inf.Split(s.X.reshape(-1, 1, 8, 8), s.y, ids=s.ids)
@@ -285,7 +285,7 @@ def test_experiment_runner_curves_summary_plot_and_resume(tmp_path, al_data):
 def test_adult_configuration_with_fewer_rounds():
     """The Adult experiment's configuration (300 labeled, logistic regression), 2 rounds of 40 from a
     1,000-sample pool: FI-active acquires exactly the top of its own priorities, and the labeled set grows."""
-    import influent.datasets as D
+    import influent.data.datasets as D
     from influent.evaluation.active import active_learning_experiment, adult_setup
 
     if not D.DATASETS["adult"].available:

@@ -16,7 +16,8 @@ from sklearn.datasets import load_breast_cancer
 
 import influent as inf
 from influent.cli import main
-from influent.run import RunConfig, load_data
+from influent.runs.config import RunConfig
+from influent.runs.inputs import load_data
 
 
 def run_cli(args, capsys):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-import influent.datasets as D
+import influent.data.datasets as D
 from influent.data import InputError
 
 

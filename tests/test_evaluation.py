@@ -9,10 +9,11 @@ import torch
 from scipy.stats import spearmanr
 
 import influent as inf
-from influent.bench import bench_app, run_suite
+from influent.cli import app
+from influent.evaluation.suites import run_suite
 from influent.evaluation.attribution import (brittleness, lds, lds_ground_truth, lds_score, loo_correlation,
-                                             removal_curve)
-from influent.evaluation.retrain import Accuracy, PerSampleLoss, Several, random_subsets, refit_many
+    removal_curve)
+from influent.models.refit import Accuracy, PerSampleLoss, Several, random_subsets, refit_many
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_lds_agrees_with_dattri(blobs):
 def test_lds_of_exact_if_on_digits():
     """Checked-by item: LDS of exact IF, logistic regression (C=1) on digits, 1,000 train, 50 half-subsets
     retrained with n_jobs=2 >= 0.85 (measured 0.94; about 10 s of CPU on an idle machine)."""
-    from influent.datasets import load_digits
+    from influent.data.datasets import load_digits
 
     parts = load_digits({"train": 1000, "test": None}, seed=0)
     train, test = parts["train"], parts["test"].subset(np.arange(300))
@@ -122,7 +123,7 @@ def test_removal_curve_and_brittleness_against_brute_force(blobs):
 
 
 def test_fairness_trimming_on_compas_narrows_the_gap():
-    from influent.datasets import load_compas
+    from influent.data.datasets import load_compas
     from influent.evaluation.fairness import both_harmful, fairness_trimming
 
     parts = load_compas({"train": 1500, "valid": 600, "test": None}, seed=0)
@@ -138,7 +139,7 @@ def test_fairness_trimming_on_compas_narrows_the_gap():
 
 
 def test_defense_recovers_accuracy_after_the_attack():
-    from influent.datasets import load_adult
+    from influent.data.datasets import load_adult
     from influent.evaluation.defense import attack, defense_experiment
 
     parts = load_adult(n_train=1500, n_valid=500, n_test=2000, seed=0)
@@ -190,7 +191,7 @@ def test_oga_moons_suite_quick():
 def test_bench_command_line(capsys):
     from typer.testing import CliRunner
 
-    out = CliRunner().invoke(bench_app, ["--list"])
+    out = CliRunner().invoke(app, ["bench", "--list"])
     assert out.exit_code == 0
     for name in ("convex-exactness", "lds-digits", "noisy-labels", "fi-table1", "oga-moons", "fairness-adult", "defense"):
         assert name in out.output

@@ -10,7 +10,7 @@ import torch
 
 import influent as inf
 from influent.evaluation.trimming import (format_wins, method_scorer, random_scorer, trim_curve,
-                                          trimming_experiment, wins_table)
+    trimming_experiment, wins_table)
 from influent.grads.per_sample import flatten, unflatten
 from influent.methods.fi import FIConfig, fi_matrix, fi_paired_matrix, fi_pairwise, fit_solver
 

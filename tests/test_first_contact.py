@@ -28,7 +28,7 @@ def _python(code: str, blocked=(), flags=()) -> subprocess.CompletedProcess:
 
 def test_package_and_every_method_import_without_optional_dependencies():
     r = _python("""
-        import influent, influent.methods, influent.cli, influent.run, influent.demo, influent.report
+        import influent, influent.methods, influent.cli, influent.runs.pipeline, influent.runs.demo, influent.report
         print(len(influent.methods.METHODS))
     """, blocked=("cleanlab", "matplotlib", "ray", "dattri", "captum", "transformers", "curvlinops"))
     assert r.returncode == 0, r.stderr

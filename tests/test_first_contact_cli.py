@@ -230,7 +230,7 @@ def test_hostile_input_is_one_line_exit_2(case, files, run, tmp_path, capsys):
 
 def test_report_on_a_read_only_folder_is_one_line(run, capsys, monkeypatch):
     """Root ignores permission bits, so the read-only folder is simulated where the write fails."""
-    import influent.report as report
+    import influent.runs.record as report
 
     def denied(path, write):
         raise PermissionError(13, "Permission denied", str(path))

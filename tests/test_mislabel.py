@@ -13,7 +13,7 @@ from influent.data import from_arrays
 from influent.data.validate import InputError
 from influent.evaluation.detection import detection
 from influent.evaluation.noisy import flip_labels
-from influent.evaluation.retrain import refit_many
+from influent.models.refit import refit_many
 from influent.grads.per_sample import flatten, unflatten
 from influent.methods.mislabel import class_thresholds, label_scores, leave_one_out
 from influent.models import SklearnLogistic, TabularMLP

@@ -12,7 +12,7 @@ import pytest
 
 import influent as inf
 from influent.data.validate import InputError
-from influent.planner import Plan, check_plan, plan
+from influent.backends.planner import Plan, check_plan, plan
 
 SRC = str(Path(inf.__file__).resolve().parents[1])
 
@@ -23,7 +23,7 @@ MEASURE = textwrap.dedent('''
     import json, os, sys, threading, time
     import numpy as np, torch
     import influent as inf
-    from influent.planner import plan
+    from influent.backends.planner import plan
     torch.set_num_threads(1)
 
     def rss():
@@ -119,7 +119,7 @@ def test_cli_plan_prints_the_estimate_and_writes_nothing(tmp_path, capsys):
 def test_cli_score_refuses_a_run_above_the_available_memory(tmp_path, capsys, monkeypatch):
     import pandas as pd
 
-    import influent.planner as planner
+    import influent.backends.planner as planner
     from influent.cli import main
 
     rng = np.random.default_rng(0)

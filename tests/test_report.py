@@ -24,10 +24,14 @@ import numpy as np
 import pytest
 
 import influent as inf
-from influent.report import build_report, write_report
-from influent.report.compute import harmful_rule, png
+from influent.report import build_report
+from influent.runs.record import write_report
+from influent.runs.summary import harmful_rule, png
 from influent.report.svg import nice_ticks
-from influent.run import Data, RunConfig, Steps, run_score
+from influent.runs.inputs import Data
+from influent.runs.config import RunConfig
+from influent.runs.steps import Steps
+from influent.runs.pipeline import run_score
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("summary", "distribution", "samples", "removal", "detection", "comparison", "settings")

@@ -6,7 +6,7 @@ import zarr
 
 import influent as inf
 from influent.data.validate import InputError
-from influent.streaming import attribute_stream, explain
+from influent.api.stream import attribute_stream, explain
 
 
 @pytest.mark.parametrize("method,opts", [("ip", {}), ("if", {"solver": "exact"})])

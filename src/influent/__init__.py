@@ -11,11 +11,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("curvature", "data", "grads", "methods", "models", "targets", "actions", "evaluation", "report",
-               "datasets", "run", "demo", "scores", "api", "backends", "streaming")
-_NAMES = {"score": "api", "attribute": "api", "Scores": "scores", "Split": "data", "InputError": "data",
-          "from_arrays": "data", "from_file": "data", "from_frame": "data", "TrainingRecorder": "models",
-          "from_texts": "data", "attribute_stream": "streaming"}
+_SUBMODULES = ("data", "models", "grads", "backends", "curvature", "targets", "methods", "api", "actions",
+               "evaluation", "report", "runs")
+_NAMES = {"score": "api", "attribute": "api", "attribute_stream": "api", "Scores": "data.scores", "Split": "data",
+          "InputError": "data", "from_arrays": "data", "from_file": "data", "from_frame": "data",
+          "TrainingRecorder": "models", "from_texts": "data"}
 
 __all__ = ["score", "attribute", "attribute_stream", "Scores", "Split", "InputError", "from_arrays", "from_file", "from_frame",
            "TrainingRecorder", "from_texts", "data", "models", "grads", "curvature", "targets", "methods", "__version__"]

@@ -235,7 +235,11 @@ def score(
 ) -> None:
     """Score every training sample; write scores.parquet, run.json and report.html to --out."""
     from .data.validate import check_output_dir, check_outputs
-    from .run import OUTPUT_FILES, RunConfig, Steps, input_paths, load_data, run_score, write_outputs
+    from .runs.config import OUTPUT_FILES, RunConfig
+    from .runs.steps import Steps
+    from .runs.record import input_paths, write_outputs
+    from .runs.inputs import load_data
+    from .runs.pipeline import run_score
     from .backends import check_backend
 
     check_output_dir(out)
@@ -300,8 +304,11 @@ def _act(action: str, scores_dir: Path, out: Path, log: Optional[Path], force: b
 
     from .actions import edit as actions
     from .data.validate import check_outputs
-    from .run import OUTPUT_FILES, absolute_inputs, build_model, frame_rows, input_paths, load_run, reload_train, write_rows
-    from .scores import atomic_group
+    from .runs.config import OUTPUT_FILES
+    from .runs.record import absolute_inputs, input_paths, load_run, reload_train, write_rows
+    from .models.factory import build_model
+    from .runs.inputs import frame_rows
+    from .data.atomic import atomic_group
 
     log_path = _log_path(out, log)
     _check_file_out(out, "--out")
@@ -318,7 +325,7 @@ def _act(action: str, scores_dir: Path, out: Path, log: Optional[Path], force: b
     check_outputs({"--out": out, "--log": log_path}, inputs, force)
     console, err = _consoles()
     with _progress(err) as bars:
-        from .run import Steps
+        from .runs.steps import Steps
 
         steps = Steps(bars)
         with steps.step("read scores and training data"):
@@ -445,7 +452,11 @@ def select(
 
     from .actions.active import resolve_strategy
     from .data.validate import check_budget
-    from .run import RunConfig, Steps, _read_split, build_model, read_pool, write_rows
+    from .runs.config import RunConfig
+    from .runs.steps import Steps
+    from .runs.inputs import read_split, read_pool
+    from .models.factory import build_model
+    from .runs.record import write_rows
 
     from .data.validate import check_outputs
 
@@ -466,7 +477,7 @@ def select(
             train_split, pool_split, frame = read_pool(cfg, str(pool), pool_id)
             k = check_budget(parse_budget(budget), len(pool_split), "--budget")
             if valid is not None:
-                options["valid"] = _read_split(str(valid), "valid", cfg, train_split)[0]
+                options["valid"] = read_split(str(valid), "valid", cfg, train_split)[0]
         with steps.step("fit model"):
             adapter = build_model(model, cfg.model_options, train_split, seed)
             if not adapter.fitted:
@@ -496,7 +507,7 @@ def _take(frame: Any, positions: Any, n: int) -> Any:
 @app.command()
 def report(folder: Path = typer.Argument(..., help="the --out folder of `influent score` or `influent demo`")) -> None:
     """Rebuild FOLDER/report.html from FOLDER/run.json."""
-    from .report import write_report
+    from .runs.record import write_report
 
     path = write_report(folder)
     _wrote(str(path))
@@ -509,7 +520,7 @@ def datasets() -> None:
     """List the bundled data sets and the installable ones (with the command that installs each)."""
     from rich.table import Table
 
-    from . import datasets as ds
+    from .data import datasets as ds
 
     table = Table(title="influent data sets (nothing is downloaded at run time)")
     for col in ("name", "available", "contents", "install"):
@@ -558,8 +569,8 @@ def demo(out: Path = typer.Option(Path("influent-demo"), "--out", help="output f
     if out.is_dir() and any(out.iterdir()) and not force:
         raise InputError(f"{out} already exists and is not empty; pass --force to replace it, or choose another --out")
 
-    from .demo import run_demo
-    from .run import Steps
+    from .runs.demo import run_demo
+    from .runs.steps import Steps
 
     console, err = _consoles()
     with _progress(err) as bars:
@@ -581,9 +592,15 @@ def bench(name: Optional[str] = typer.Argument(None, help="suite name (see --lis
           quick: bool = typer.Option(False, "--quick", help="CI-sized run"),
           list_: bool = typer.Option(False, "--list", help="list the suites and exit")) -> None:
     """Run a named benchmark suite and print its table (--list shows them)."""
-    from .bench import bench as run_bench  # imported here: pandas and the suites load only when used
+    from .evaluation.suites import (SUITES, print_table, run_suite)  # imported here: pandas and the suites load only when used
 
-    run_bench(name, quick, list_)
+    if list_ or name is None:
+        for s in SUITES.values():
+            typer.echo(f"{s.name:<18}{s.summary}")
+        if name is None and not list_:
+            raise InputError("give a suite name; see the list above")
+        return
+    print_table(name, run_suite(name, quick))
 
 
 @app.callback()
@@ -601,7 +618,7 @@ def explain(
     test_row: int = typer.Option(..., "--test-row", help="row number of the test sample to explain"),
 ) -> None:
     """Print the most helpful and most harmful training samples of one test sample (streamed attribution)."""
-    from .streaming import explain as explain_row
+    from .api.stream import explain as explain_row
 
     rows = explain_row(scores, test_row)
     for kind in ("helpful", "harmful"):
@@ -615,7 +632,7 @@ _PLAN_ONLY = [False]
 
 @functools.wraps(score)
 def _plan(**kwargs: Any) -> None:
-    from .run import PlanOnly
+    from .runs.pipeline import PlanOnly
 
     _PLAN_ONLY[0] = True
     try:

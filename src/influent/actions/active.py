@@ -19,7 +19,7 @@ import numpy as np
 from ..data import Split
 from ..data.validate import InputError
 from ..models.base import ModelAdapter, resolve_params
-from ..scores import atomic_write
+from ..data.atomic import atomic_write
 
 Strategy = Callable[..., np.ndarray]
 STRATEGIES: dict[str, Strategy] = {}

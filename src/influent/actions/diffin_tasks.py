@@ -12,11 +12,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..api import score
+from ..api.verbs import score
 from ..data import Split
 from ..data.validate import InputError, check_budget
 from ..models.base import ModelAdapter
-from ..scores import Scores
+from ..data.scores import Scores
 from ..targets import Target
 
 

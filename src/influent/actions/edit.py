@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 
 from ..data import Split
 from ..data.validate import InputError, check_budget
-from ..scores import Scores, atomic_write
+from ..data.scores import Scores
+from ..data.atomic import atomic_write
 
 LOG_COLUMNS = ["id", "action", "old_label", "new_label", "weight", "value"]
 

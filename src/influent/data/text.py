@@ -21,6 +21,14 @@ import numpy as np
 from .split import Split
 from .validate import InputError, require
 
+
+TEXT_EXTRAS = "pip install 'influent[text]' (transformers and peft)"
+
+
+def require_transformers(what: str = "HFAdapter") -> Any:
+    """Import and return `transformers`, or raise a one-line `InputError` naming the extra."""
+    return require("transformers", what, "the text extras", TEXT_EXTRAS)
+
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
 
@@ -138,8 +146,6 @@ def tokenized_frame(df: Any, text_column: str, label: str, group: str | None, id
                     encoder: str, max_length: int, length: int | None, name: str) -> Split:
     """A `Split` of token ids of the column `text_column` of a table, with the encoder's own tokenizer
     (the CLI's ``--model lora --text-column ... --encoder ...``)."""
-    from ..models.hf import require_transformers
-
     missing = [c for c in [text_column, label] + [c for c in (group, id_column) if c] if c not in df.columns]
     if missing:
         raise InputError(f"{name}: column(s) {missing} not found; columns are {list(df.columns)[:10]}")

@@ -18,7 +18,7 @@ from ..actions.active import ActiveLearner, Strategy
 from ..data import Split
 from ..data.validate import InputError, check_splits
 from ..models.base import ModelAdapter
-from ..scores import atomic_write
+from ..data.atomic import atomic_write
 
 StrategySpec = tuple[str | Strategy, dict[str, Any]]
 
@@ -114,7 +114,7 @@ def adult_setup(init: int = 300, pool: int = 5000, n_valid: int = 1000, n_test: 
     """UCI Adult with logistic regression ([FI] section 6.2): `init` labeled, `pool` unlabeled and `n_valid`
     validation samples (the target of IV) drawn from adult.data (a fresh draw per repeat), `n_test` test
     samples from adult.test. Returns (make_sets, make_model)."""
-    from ..datasets import load_adult
+    from ..data.datasets import load_adult
     from ..models import SklearnLogistic
 
     def make_sets(rep: int) -> dict[str, Split]:
@@ -129,7 +129,7 @@ def mnist_setup(init: int = 60, pool: int = 450, n_valid: int = 500, n_test: int
     32/64 channels, 256 hidden units): `init` labeled, `pool` unlabeled, `n_valid` validation (the target of
     IV) and `n_test` test images, a fresh draw per repeat; Adam (`lr`), `epochs` epochs of minibatches of
     `batch_size` (None: full batch)."""
-    from ..datasets import load_mnist_subset
+    from ..data.datasets import load_mnist_subset
     from ..models import SmallCNN, TrainConfig
 
     def make_sets(rep: int) -> dict[str, Split]:

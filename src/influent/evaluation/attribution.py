@@ -8,7 +8,7 @@
   prediction.
 - `removal_curve`: the test metric after removing the b lowest-valued samples, against random removal.
 
-Every refit goes through `influent.evaluation.retrain.refit_many` (parallel processes, fixed seeds).
+Every refit goes through `influent.models.refit.refit_many` (parallel processes, fixed seeds).
 Attribution matrices follow `influent.attribute`: entry (i, j) estimates how much test sample j's loss
 rises when training sample i is removed (higher = i helps j).
 """
@@ -25,9 +25,9 @@ from scipy.stats import pearsonr, rankdata, spearmanr
 from ..data import Split
 from ..data.validate import InputError, check_budget
 from ..models.base import ModelAdapter
-from ..scores import Scores
+from ..data.scores import Scores
 from ..targets import Target, Utility
-from .retrain import Accuracy, Metric, PerSampleLoss, Predictions, TargetValue, random_subsets, refit_many
+from ..models.refit import Accuracy, Metric, PerSampleLoss, Predictions, TargetValue, random_subsets, refit_many
 
 
 def _values(scores: Scores | np.ndarray, n: int, what: str = "scores") -> np.ndarray:

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..api import score
+from ..api.verbs import score
 from ..curvature import SOLVERS
 from ..data import Split
 from ..data.validate import InputError
@@ -32,9 +32,9 @@ from ..methods import METHODS
 from ..models import SklearnLogistic
 from ..models.base import ModelAdapter
 from ..actions.edit import relabel, reweight, trim
-from ..scores import Scores
+from ..data.scores import Scores
 from ..targets import Robustness, Utility
-from .retrain import Accuracy, Several, refit_many
+from ..models.refit import Accuracy, Several, refit_many
 
 # (label, method, options); entries whose method or solver is not registered are skipped with a note
 DEFENSE_METHODS: list[tuple[str, str, dict[str, Any]]] = [
@@ -135,7 +135,7 @@ def run_defense(dataset: str = "adult", *, n_train: int = 5000, C: float = 1.0, 
                 ) -> tuple[pd.DataFrame, list[str]]:
     """`defense_experiment` on a bundled data set with logistic regression: "adult" (`n_train` train,
     1,000 valid, 5,000 test) or "compas" (4,000 / 1,000 / 1,172)."""
-    from .. import datasets as ds
+    from ..data import datasets as ds
 
     parts = ds.load_group_set(dataset, n_train, seed, "defense")
     model = SklearnLogistic(C=C, newton_steps=0).fit(parts["train"])

@@ -19,7 +19,7 @@ from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ..data.validate import InputError, check_budget, check_same_length
-from ..scores import Scores
+from ..data.scores import Scores
 
 
 @dataclass(frozen=True)

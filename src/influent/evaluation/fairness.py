@@ -19,13 +19,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..api import score
+from ..api.verbs import score
 from ..data import Split
 from ..data.validate import InputError, check_budget
 from ..models import SklearnLogistic
 from ..models.base import ModelAdapter
 from ..targets import DemographicParity, Utility
-from .retrain import refit_many
+from ..models.refit import refit_many
 
 STRATEGIES = ("utility", "fairness", "both", "random")
 
@@ -108,7 +108,7 @@ def fairness_experiment(datasets: Sequence[str] = ("adult", "compas"), *, seeds:
     Adult: `n_train` training and 1,000 validation rows from adult.data, 5,000 test rows from adult.test,
     group = sex. COMPAS: the loader's 4,000 / 1,000 / 1,172 split (seeded), group = race.
     """
-    from .. import datasets as ds
+    from ..data import datasets as ds
 
     frames = []
     for name in datasets:

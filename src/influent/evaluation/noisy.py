@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..api import score
+from ..api.verbs import score
 from ..data import Split
 from ..data.validate import InputError, check_budget
 from ..methods.registry import reads_checkpoints
@@ -257,7 +257,7 @@ def _mnist_pca(seed: int, n_components: int = 50) -> dict[str, Split]:
     """The MNIST subset (3000 / 1000 / 1000) projected on its first principal components (fitted on train)."""
     from sklearn.decomposition import PCA
 
-    from ..datasets import load_mnist_subset
+    from ..data.datasets import load_mnist_subset
 
     parts = load_mnist_subset(seed=seed)
     pca = PCA(n_components, random_state=0).fit(parts["train"].X)
@@ -273,7 +273,7 @@ def noisy_labels_suite(quick: bool = False) -> pd.DataFrame:
     """
     from scipy.stats import spearmanr
 
-    from ..datasets import load_digits
+    from ..data.datasets import load_digits
     from ..models import SklearnLogistic, TabularMLP
 
     logistic = SklearnLogistic(C=1.0, newton_steps=0)
@@ -382,3 +382,25 @@ def oga_moons_suite(quick: bool = False, seeds: Sequence[int] | None = None) -> 
         "ours 32 as the issue asks",
     ]
     return df
+
+
+def noisy_splits(dataset: str = "digits", noise: float = 0.1, seed: int = 0) -> tuple[dict[str, Split], np.ndarray]:
+    """The bundled data set's train/valid/test splits with round(noise * n_train) training labels flipped
+    uniformly to another class. Returns the splits (train with noisy labels) and the clean training labels."""
+    from ..data import datasets
+    from .noisy import flip_labels
+
+    parts = datasets.load(dataset, seed=seed)
+    missing = [k for k in ("train", "valid", "test") if k not in parts]
+    if missing:
+        raise InputError(f"data set {dataset!r} has no {missing} split")
+    train = parts["train"]
+    noisy, _ = flip_labels(train.y, noise, "uniform", seed)
+    return {**parts, "train": train.with_labels(noisy)}, train.y
+
+
+def noisy_digits(noise: float = 0.1, seed: int = 0) -> tuple[Split, Split, Split, np.ndarray]:
+    """Digits (pixels / 16; 1000 train / 300 valid / rest test) with a fraction `noise` of the training labels
+    flipped. Returns train, valid, test and the flipped mask."""
+    parts, clean = noisy_splits("digits", noise, seed)
+    return parts["train"], parts["valid"], parts["test"], parts["train"].y != clean

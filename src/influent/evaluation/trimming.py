@@ -16,7 +16,7 @@ import pandas as pd
 from ..data import Split
 from ..data.validate import InputError, check_budget, check_splits
 from ..models.base import ModelAdapter
-from ..scores import Scores
+from ..data.scores import Scores
 
 Scorer = Callable[[ModelAdapter, Split, Split, int], Scores]
 
@@ -25,7 +25,7 @@ def method_scorer(method: str, **options) -> Scorer:
     """A scorer running ``influent.score(model, train, Utility(valid), method, seed=seed, **options)``."""
 
     def scorer(model: ModelAdapter, train: Split, valid: Split, seed: int) -> Scores:
-        from ..api import score
+        from ..api.verbs import score
         from ..targets import Utility
 
         return score(model, train, target=Utility(valid), method=method, seed=seed, **options)

@@ -2,7 +2,7 @@
 
 from .linear import LayerFactors, factor_dot, factor_gram, factor_grads, factors, linear_layers
 from .per_sample import (directional_losses, flat_per_sample, flatten, mean_grad, per_sample_grads,
-                         per_sample_grads_loop, per_sample_grads_vmap, unflatten)
+    per_sample_grads_loop, per_sample_grads_vmap, unflatten)
 from .projection import Projection, make_projection
 from .source import GradientSource
 from .store import GradientStore, store_key

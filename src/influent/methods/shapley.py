@@ -29,7 +29,7 @@ Cost: at most ``T * n`` refits; with truncation about ``T * mean truncation posi
 ``n_refits`` and ``mean_truncation``). Utilities are cached per subset, so a subset seen in several
 permutations is refitted once. With ``n_jobs > 1`` the permutations are split among
 worker processes, each walking its share with its own cache; the refits themselves go through
-`influent.evaluation.retrain.refit_many` (the project's one refit helper, imported lazily since it lives in
+`influent.models.refit.refit_many` (the project's one refit helper, imported lazily since it lives in
 the evaluation layer).
 Each refit is ``model.refit(subset)``: deterministic for SklearnLogistic and for torch adapters (their
 TrainConfig seed), so the values depend only on ``seed`` (the permutations), not on ``n_jobs``.
@@ -80,7 +80,7 @@ class SubsetUtility:
 
     def __call__(self, subsets: list[np.ndarray]) -> np.ndarray:
         """(len(subsets),) utilities of the given position arrays."""
-        from ..evaluation.retrain import refit_many
+        from ..models.refit import refit_many
 
         n = len(self.train)
         keys = [_key(r, n) for r in subsets]
@@ -151,7 +151,7 @@ def tmc_shapley(job: Job) -> Result:
     n_jobs (worker processes, default 1; the permutations are split among them). Cost: about
     T x (mean truncation position) refits.
     """
-    from ..evaluation.retrain import Accuracy, TargetValue
+    from ..models.refit import Accuracy, TargetValue
 
     target = job.need_target("tmc-shapley")
     T = int(job.opt("permutations", 100))

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.text import TEXT_EXTRAS, require_transformers
 from ..data.validate import InputError, require
 from .base import _eval_mode
 from .torch_adapter import TorchAdapter, _module_dtype
@@ -32,12 +33,6 @@ from .training import TrainConfig
 
 PREFIX = "model."  # the wrapped model's parameters are named model.<its own name>
 MAX_ID = 2**24  # token ids are exact in float32 below this
-TEXT_EXTRAS = "pip install 'influent[text]' (transformers and peft)"
-
-
-def require_transformers(what: str = "HFAdapter") -> Any:
-    """Import and return `transformers`, or raise a one-line `InputError` naming the extra."""
-    return require("transformers", what, "the text extras", TEXT_EXTRAS)
 
 
 class SequenceLogits(nn.Module):

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..data import Split
 from ..data.validate import InputError
-from .base import ModelAdapter, loss_from_outputs
+from .base import ModelAdapter
 
 
 class SklearnLogistic(ModelAdapter):

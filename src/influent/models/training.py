@@ -71,7 +71,7 @@ class TrainingRecorder:
         ckpt = Checkpoint(step, float(lr), adapter.params())
         self.checkpoints.append(ckpt)
         if self.directory is not None:
-            from ..scores import atomic_write
+            from ..data.atomic import atomic_write
 
             atomic_write(self.directory / f"ckpt-{step}.pt",
                          lambda p: torch.save({"step": ckpt.step, "lr": ckpt.lr, "params": ckpt.params}, p))

@@ -1,102 +1,28 @@
-"""`Scores`: per-sample values with one orientation — higher = more valuable; the lowest go first."""
+"""`Scores`: per-sample values with one orientation — higher = more valuable; the lowest go first.
+Saved as Parquet (or CSV) with the method, settings, target and timing in the file's metadata."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
-
+from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from .validate import InputError
+from .atomic import atomic_write
 
-from .data.validate import InputError
 
 META_KEY = b"influent"
 
 
-def _file_mode() -> int:
-    """The mode a new file gets under the process umask (0666 & ~umask), as `open` would give it."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_GROUPS: list[list[tuple[Path, Path]]] = []  # open `atomic_group` blocks: (staged temporary, final path)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, write: Any) -> Path:
-    """Call `write(tmp_path)`, flush it to disk, give it the umask's mode and move it into place, so that
-    readers never see a partial file. Inside an `atomic_group` block the move waits for the block's end."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.chmod(tmp, _file_mode())
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        if _GROUPS:
-            _GROUPS[-1].append((tmp, path))
-            return path
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-@contextmanager
-def atomic_group() -> Iterator[None]:
-    """Every `atomic_write` inside the block is staged, and all are moved into place together when the
-    block ends; if it raises (or is interrupted), none is, and the staged files are removed."""
-    staged: list[tuple[Path, Path]] = []
-    _GROUPS.append(staged)
-    try:
-        yield
-    except BaseException:
-        _GROUPS.pop()
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-        raise
-    _GROUPS.pop()
-    try:
-        for i, (tmp, path) in enumerate(staged):
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp, _ in staged[i:]:
-            tmp.unlink(missing_ok=True)
-        raise
-    for folder in {path.parent for _, path in staged}:
-        _fsync_dir(folder)
-
-
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):
@@ -165,7 +91,7 @@ class Scores:
         return df
 
     def meta(self) -> dict[str, Any]:
-        return _jsonable({"method": self.method, "settings": self.settings, "target": self.target,
+        return jsonable({"method": self.method, "settings": self.settings, "target": self.target,
                           "timing": self.timing, "format": 1})
 
     def save(self, path: str | Path) -> Path:

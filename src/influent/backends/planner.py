@@ -23,13 +23,12 @@ Disk: the gradient store, ``n x p`` (or ``n x k``) entries when `store` is given
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .data import Split
-from .data.validate import InputError
-from .models.base import ModelAdapter
+from ..data import Split
+from ..data.validate import InputError
+from ..models.base import ModelAdapter
 
 GRAD_COPIES = 3  # vmap/loop path: per-parameter gradients, flattened rows, product workspace
 HESSIAN_COPIES = 4
@@ -70,8 +69,8 @@ def available_memory() -> int | None:
 def plan(model: ModelAdapter, train: Split, target: Any = None, method: str = "if", *, chunk_size: int = 512,
          store: Any = None, **options: Any) -> Plan:
     """The `Plan` of ``influent.score(model, train, target, method, chunk_size=..., store=..., **options)``."""
-    from .grads.linear import linear_layers
-    from .models.base import resolve_params
+    from ..grads.linear import linear_layers
+    from ..models.base import resolve_params
 
     adapter = model
     if method == "outlier":

@@ -15,35 +15,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .data import Split
-from .data.validate import InputError, check_output_dir
-from .report import build_report
-from .run import RunConfig, Steps, fast_refit_model, load_data, run_score, write_outputs
-from .scores import _jsonable, atomic_write
+from ..data import Split
+from ..data.validate import InputError, check_output_dir
+from ..report import build_report
+from .config import RunConfig
+from .steps import Steps
+from ..models.factory import fast_refit_model
+from .inputs import load_data
+from .pipeline import run_score
+from .record import write_outputs
+from ..data.scores import jsonable
+from ..data.atomic import atomic_write
+from ..evaluation.noisy import noisy_digits, noisy_splits
 
 IMAGE_SHAPES = {"digits": [8, 8], "mnist": [28, 28]}
-
-
-def noisy_splits(dataset: str = "digits", noise: float = 0.1, seed: int = 0) -> tuple[dict[str, Split], np.ndarray]:
-    """The bundled data set's train/valid/test splits with round(noise * n_train) training labels flipped
-    uniformly to another class. Returns the splits (train with noisy labels) and the clean training labels."""
-    from . import datasets
-    from .evaluation.noisy import flip_labels
-
-    parts = datasets.load(dataset, seed=seed)
-    missing = [k for k in ("train", "valid", "test") if k not in parts]
-    if missing:
-        raise InputError(f"data set {dataset!r} has no {missing} split")
-    train = parts["train"]
-    noisy, _ = flip_labels(train.y, noise, "uniform", seed)
-    return {**parts, "train": train.with_labels(noisy)}, train.y
-
-
-def noisy_digits(noise: float = 0.1, seed: int = 0) -> tuple[Split, Split, Split, np.ndarray]:
-    """Digits (pixels / 16; 1000 train / 300 valid / rest test) with a fraction `noise` of the training labels
-    flipped. Returns train, valid, test and the flipped mask."""
-    parts, clean = noisy_splits("digits", noise, seed)
-    return parts["train"], parts["valid"], parts["test"], parts["train"].y != clean
 
 
 def _frame(split: Split, clean: np.ndarray | None = None) -> pd.DataFrame:
@@ -84,7 +69,7 @@ def run_demo(out: str | Path | None = "influent-demo", noise: float = 0.1, seed:
     ----------
     out : output folder (scores.parquet, run.json, report.html, data/); None: a temporary folder
     noise : fraction of training labels flipped (uniformly to another class)
-    dataset : a name from `influent.datasets.list_datasets()`
+    dataset : a name from `influent.data.datasets.list_datasets()`
     method : the method of the report; `compare` are scored too, for the comparison table
     budget : samples trimmed in the comparison (default: as many as were flipped)
     steps : timing and progress display
@@ -104,7 +89,7 @@ def run_demo(out: str | Path | None = "influent-demo", noise: float = 0.1, seed:
     check_output_dir(out)
     if not 0 < noise < 1:
         raise InputError(f"noise must be a fraction in (0, 1), got {noise}")
-    from .methods import METHODS
+    from ..methods import METHODS
 
     for m in (method, *compare):
         if m not in METHODS:
@@ -122,8 +107,8 @@ def run_demo(out: str | Path | None = "influent-demo", noise: float = 0.1, seed:
 
 def _run(out: Path, noise: float, seed: int, dataset: str, method: str, compare: tuple[str, ...],
          budget: int | None, steps: Steps, echo: Any) -> dict[str, Any]:
-    from .api import score
-    from .evaluation.detection import detection
+    from ..api.verbs import score
+    from ..evaluation.detection import detection
 
     with steps.step(f"prepare {dataset} with {noise:.0%} flipped labels"):
         parts, clean = noisy_splits(dataset, noise, seed)
@@ -163,7 +148,7 @@ def _run(out: Path, noise: float, seed: int, dataset: str, method: str, compare:
     record["results"].update(comparison=rows, comparison_budget=budget, comparison_base_accuracy=base_acc,
                              comparison_oracle_accuracy=oracle, dataset=dataset, noise=noise)
     record["timings"] = {**steps.timings, "score_phases": record["timings"].get("score_phases", {})}
-    record["progress"] = _jsonable(steps.progress)
+    record["progress"] = jsonable(steps.progress)
     outcome.html = build_report(record)
     write_outputs(out, outcome)
     if echo is not None:
@@ -173,7 +158,7 @@ def _run(out: Path, noise: float, seed: int, dataset: str, method: str, compare:
 
 
 def valid_target(data: Any) -> Any:
-    from .targets import Utility
+    from ..targets import Utility
 
     return Utility(data.valid)
 

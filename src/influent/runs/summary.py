@@ -16,7 +16,7 @@ import numpy as np
 
 from ..data import Split
 from ..data.validate import InputError
-from ..scores import Scores, _jsonable
+from ..data.scores import Scores, jsonable
 
 N_BINS = 40
 
@@ -147,7 +147,7 @@ def samples(positions: np.ndarray, scores: Scores, train: Split, model: Any, dat
     sd = np.where(sd > 0, sd, 1.0)
     names = train.columns or [f"x{j}" for j in range(X2.shape[1])]
     for row, i in enumerate(positions):
-        rec: dict[str, Any] = {"position": int(i), "id": _jsonable(train.ids[i]), "label": str(train.y[i]),
+        rec: dict[str, Any] = {"position": int(i), "id": jsonable(train.ids[i]), "label": str(train.y[i]),
                                "value": float(scores.values[i]), "rank": int(ranks[i]) + 1,
                                "flagged": bool(scores.values[i] < threshold)}
         if scores.raw is not None:
@@ -180,7 +180,8 @@ def removal_curve(model: Any, train: Split, test: Split, scores: Scores, fractio
     """Test accuracy and test target cost after removing the k lowest-valued samples (harmful first), the
     k highest-valued (helpful first) and k random samples (`repeats` nested random orders), refitting each
     time. The target is prepared on the test split against the fitted model, as in the scores."""
-    from ..run import fast_refit_model, make_target
+    from ..models.factory import fast_refit_model
+    from ..targets import make_target
 
     n = len(train)
     ks = sorted({min(n - 2, max(0, int(round(f * n)))) for f in fractions})
@@ -293,7 +294,7 @@ def report_data(cfg: Any, data: Any, model: Any, scores: Scores, steps: Any) -> 
         if 0 < noisy.sum() < len(noisy):
             out["detection"] = detection_data(values, noisy, dist["edges"])
             summary["noisy_among_harmful"] = int((noisy & harm).sum())
-    return _jsonable(out)
+    return jsonable(out)
 
 
 def _name(path: str | None) -> str | None:

@@ -16,8 +16,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .data import Split, from_arrays
-from .data.validate import InputError
+from . import Split
+from .validate import InputError
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .data import Split
-from .data.validate import InputError
-from .scores import atomic_group, atomic_write
+from ..data import Split
+from ..data.validate import InputError
+from ..data.atomic import atomic_group, atomic_write
 
 
 @dataclass
@@ -72,8 +72,9 @@ def attribute_stream(model: Any, train: Split, test: Split, out: str | Path, met
     block : test samples per block; memory O(n_train * block) for the block plus the method's own
         (a solver is fitted once and reused for every block)
     """
-    from .api import _check_used, _eval_mode, _job, _method
-    from .methods.registry import Job
+    from .verbs import _check_used, _job, _method
+    from ..models.base import _eval_mode
+    from ..methods.registry import Job
 
     spec = _method(method)
     if spec.pairwise is None:

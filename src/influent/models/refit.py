@@ -16,7 +16,7 @@ import torch
 
 from ..data import Split
 from ..data.validate import InputError
-from ..models.base import ModelAdapter
+from .base import ModelAdapter
 
 Metric = Callable[[ModelAdapter], Any]
 

@@ -22,9 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-import typer
 
-from .data.validate import InputError
+from ..data.validate import InputError
 
 SuiteFn = Callable[[bool], pd.DataFrame]
 
@@ -101,9 +100,9 @@ def convex_exactness(quick: bool = False) -> pd.DataFrame:
     from scipy.stats import pearsonr, spearmanr
 
     import influent as inf
-    from influent.curvature import SOLVERS
-    from influent.datasets import load_breast_cancer, load_digits
-    from influent.evaluation.attribution import loo_correlation
+    from ..curvature import SOLVERS
+    from ..data.datasets import load_breast_cancer, load_digits
+    from .attribution import loo_correlation
 
     notes = []
     rows = []
@@ -178,9 +177,9 @@ def lds_digits_table(n_train: int = 1000, n_test: int | None = None, n_subsets: 
     import torch
 
     import influent as inf
-    from influent.datasets import load_digits
-    from influent.evaluation.attribution import lds_ground_truth, lds_score
-    from influent.methods import METHODS
+    from ..data.datasets import load_digits
+    from .attribution import lds_ground_truth, lds_score
+    from ..methods import METHODS
 
     parts = load_digits({"train": n_train, "test": None}, seed=seed)
     train, test = parts["train"], parts["test"]
@@ -236,11 +235,11 @@ def relabel_digits(quick: bool = False) -> pd.DataFrame:
     as were flipped, chosen by each method's lowest values, refit; how many flips are undone, how many
     clean labels are broken, and test accuracy (trimming the same samples beside it)."""
     import influent as inf
-    from influent.actions.edit import relabel, trim
+    from ..actions.edit import relabel, trim
     from sklearn.datasets import load_digits
 
-    from influent.demo import noisy_digits
-    from influent.evaluation.retrain import Accuracy, refit_many
+    from .noisy import noisy_digits
+    from ..models.refit import Accuracy, refit_many
 
     seeds = (0,) if quick else (0, 1, 2)
     rows = []
@@ -277,7 +276,7 @@ def relabel_digits(quick: bool = False) -> pd.DataFrame:
 # ---- fairness and defense ---------------------------------------------------------------------------
 @register_suite("fairness-adult", "fairness-aware trimming on UCI Adult (accuracy and DP gap before/after)")
 def fairness_adult(quick: bool = False) -> pd.DataFrame:
-    from influent.evaluation.fairness import fairness_experiment
+    from .fairness import fairness_experiment
 
     if quick:
         df = fairness_experiment(("adult",), seeds=(0,), n_train=2000)
@@ -289,7 +288,7 @@ def fairness_adult(quick: bool = False) -> pd.DataFrame:
 
 @register_suite("fairness-compas", "fairness-aware trimming on COMPAS (accuracy and DP gap before/after)")
 def fairness_compas(quick: bool = False) -> pd.DataFrame:
-    from influent.evaluation.fairness import fairness_experiment
+    from .fairness import fairness_experiment
 
     df = fairness_experiment(("compas",), seeds=(0,) if quick else (0, 1, 2))
     df["paper"] = np.nan
@@ -298,7 +297,7 @@ def fairness_compas(quick: bool = False) -> pd.DataFrame:
 
 @register_suite("defense", "[IP] Table 2: evasion attack on 5-25% of test points, trim/relabel/reweight 5%")
 def defense(quick: bool = False) -> pd.DataFrame:
-    from influent.evaluation.defense import run_defense
+    from .defense import run_defense
 
     if quick:
         df, notes = run_defense("adult", n_train=2000, fractions=(0.10, 0.25))
@@ -345,21 +344,3 @@ def print_table(name: str, df: pd.DataFrame, console: Any = None) -> None:
     console.print(table)
     for note in df.attrs.get("notes", []):
         console.print(f"note: {note}")
-
-
-bench_app = typer.Typer(add_completion=False, context_settings={"allow_interspersed_args": True},
-                        help="Run a named benchmark suite and print its table.")
-
-
-@bench_app.callback(invoke_without_command=True)
-def bench(name: str = typer.Argument(None, help="suite name (see --list)"),
-          quick: bool = typer.Option(False, "--quick", help="CI-sized run"),
-          list_: bool = typer.Option(False, "--list", help="list the suites and exit")) -> None:
-    """Run the benchmark suite NAME and print one table (paper numbers beside ours where the paper has them)."""
-    if list_ or name is None:
-        for s in SUITES.values():
-            typer.echo(f"{s.name:<18}{s.summary}")
-        if name is None and not list_:
-            raise InputError("give a suite name; see the list above")
-        return
-    print_table(name, run_suite(name, quick))

@@ -8,14 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from .data import Split
-from .data.validate import InputError
-from .grads.projection import PROJECTABLE
-from .grads.source import Progress
-from .methods import METHODS, Job
-from .models.base import ModelAdapter, _eval_mode
-from .scores import Scores
-from .targets import Target, Utility
+from ..data import Split
+from ..data.validate import InputError
+from ..grads.projection import PROJECTABLE
+from ..grads.source import Progress
+from ..methods import METHODS, Job
+from ..models.base import ModelAdapter, _eval_mode
+from ..data.scores import Scores
+from ..targets import Target, Utility
 
 
 def _job(model: ModelAdapter, train: Split, target: Target | Split | None, options: dict[str, Any],
@@ -40,13 +40,13 @@ def _prepare(backend: str, backend_options: dict[str, Any] | None, model: ModelA
              options: dict[str, Any], chunk_size: int, store: str | Path | None,
              progress: Progress | None) -> tuple[str | Path | None, dict[str, Any]]:
     """The gradient store the method will read, prepared by `backend`, and the backend's settings."""
-    from .backends import check_backend
+    from ..backends import check_backend
 
     if check_backend(backend) == "local":
-        from .backends import local
+        from ..backends import local
 
         return local.prepare(model, train, options, chunk_size, store)
-    from .backends import ray as ray_backend
+    from ..backends import ray as ray_backend
 
     extra = dict(backend_options or {})
     unknown = sorted(set(extra) - {"workers", "on_chunk"})

@@ -1,0 +1,181 @@
+"""The inputs of a run: its training/validation/test tables read into `Split`s (`Data`), the unlabeled
+pool of `influent select`, and the rows an action writes back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+import numpy as np
+import pandas as pd
+from ..data import Split, from_frame, read_table
+from ..data.validate import InputError, check_columns, check_feature_shape
+from ..data.scores import jsonable
+from .config import RunConfig, file_sha256
+
+
+# ---- data ----------------------------------------------------------------------------------------------
+@dataclass
+class Data:
+    """The splits of a run, what is kept aside for the report, and where each split came from.
+
+    Attributes
+    ----------
+    train, valid, test : `Split`s (valid/test may be None)
+    text : (n_train,) raw text of each training row, or None
+    clean : (n_train,) known clean label of each training row, or None
+    frames : role -> the table as read (pandas) or the NPZ arrays, for writing edited copies
+    files : role -> {"path", "sha256", "rows", "fingerprint"}
+    image_shape : shape of one sample as an image, or None
+    raw_X : the training features as the user gave them when the model sees transformed ones
+        (``--standardize``), so that the report shows the data, not z-scores; None otherwise
+    """
+
+    train: Split
+    valid: Split | None = None
+    test: Split | None = None
+    text: np.ndarray | None = None
+    clean: np.ndarray | None = None
+    frames: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    image_shape: tuple[int, ...] | None = None
+    raw_X: np.ndarray | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return jsonable(self.files)
+
+
+def _read_npz(path: Path, role: str) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise InputError(f"{role}: file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return dict(z)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{role}: cannot read {path}: {str(exc).splitlines()[0]}") from None
+
+
+def read_split(path: str, role: str, cfg: RunConfig, like: Split | None) -> tuple[Split, dict[str, Any], Any]:
+    """One split from a file; `like` (the training split) fixes the features of valid/test."""
+    p = Path(path)
+    aside = [c for c in (cfg.text_column, cfg.clean_label_column) if c]
+    extras: dict[str, Any] = {}
+    if cfg.encoder and (p.suffix.lower() == ".npz" or not cfg.text_column):
+        raise InputError("--encoder embeds the column named by --text-column of a CSV or Parquet file; pass both")
+    if p.suffix.lower() == ".npz":
+        arrays = _read_npz(p, role)
+        wanted = ["X", cfg.label] + [c for c in (cfg.group, cfg.id_column) if c] + (aside if like is None else [])
+        check_columns(list(arrays), wanted, role)
+        split = Split(arrays["X"], arrays[cfg.label], arrays.get(cfg.group) if cfg.group else None,
+                      arrays.get(cfg.id_column) if cfg.id_column else None, role)
+        extras = {c: arrays[c] for c in aside if c in arrays}
+        frame: Any = arrays
+    else:
+        df = read_table(p, role)
+        df.columns = [str(c) for c in df.columns]
+        wanted = [cfg.label] + [c for c in (cfg.group, cfg.id_column) if c]
+        if like is None:
+            wanted += aside + list(cfg.drop)
+        check_columns(list(df.columns), wanted, role)
+        reserved = {cfg.label, cfg.group, cfg.id_column, *aside, *cfg.drop}
+        features = like.columns if like is not None and like.columns is not None else \
+            [c for c in df.columns if c not in reserved]
+        if cfg.encoder and cfg.model == "lora":  # fine-tuning: the token ids of the text column, train's length
+            from ..data.text import tokenized_frame
+
+            split = tokenized_frame(df, cfg.text_column, cfg.label, cfg.group, cfg.id_column, cfg.encoder,
+                                    int(cfg.model_options.get("max_length", 128)),
+                                    None if like is None else like.X.shape[1], role)
+        elif cfg.encoder:  # text data: the sentence embeddings of the text column are the features
+            from ..data.text import embedded_frame
+
+            split = embedded_frame(df, cfg.text_column, cfg.label, cfg.group, cfg.id_column, cfg.encoder,
+                                   cfg.embed_cache, role)
+        else:
+            split = from_frame(df, cfg.label, cfg.group, cfg.id_column, features, role)
+        extras = {c: df[c].to_numpy() for c in aside if c in df.columns}
+        frame = df
+    if like is not None:
+        check_feature_shape(split.X, like.X, role)
+    return split, extras, frame
+
+
+def load_data(cfg: RunConfig) -> Data:
+    """Read the files named by `cfg` into `Split`s (validated: one-line `InputError` on bad input)."""
+    if not cfg.train:
+        raise InputError("no training data: pass --train FILE")
+    if not cfg.valid:
+        raise InputError("no validation data: pass --valid FILE (the target is measured on it)")
+    train, extras, frame = read_split(cfg.train, "train", cfg, None)
+    data = Data(train, frames={"train": frame})
+    data.text = extras.get(cfg.text_column) if cfg.text_column else None
+    data.clean = extras.get(cfg.clean_label_column) if cfg.clean_label_column else None
+    if data.clean is not None:
+        from ..data.validate import check_labels
+
+        data.clean = check_labels(data.clean, len(train), f"train: clean label column {cfg.clean_label_column!r}")
+    for role in ("valid", "test"):
+        path = getattr(cfg, role)
+        if path:
+            split, _, frame = read_split(path, role, cfg, train)
+            setattr(data, role, split)
+            data.frames[role] = frame
+    if cfg.standardize:
+        data.raw_X = train.X
+        mu = train.X.mean(0)
+        sd = train.X.std(0)
+        sd[sd == 0] = 1.0
+        for role in ("train", "valid", "test"):
+            s = getattr(data, role)
+            if s is not None:
+                setattr(data, role, Split(((s.X - mu) / sd).astype(s.X.dtype), s.y, s.group, s.ids, s.name, s.columns))
+    if cfg.image_shape:
+        shape = tuple(int(v) for v in cfg.image_shape)
+        if int(np.prod(shape)) != train.n_features:
+            raise InputError(f"image shape {list(shape)} holds {int(np.prod(shape))} values, the data has "
+                             f"{train.n_features} features")
+        data.image_shape = shape
+    elif train.X.ndim >= 3:
+        data.image_shape = tuple(train.X.shape[1:])
+    for role in ("train", "valid", "test"):
+        s = getattr(data, role)
+        if s is not None:
+            path = getattr(cfg, role)
+            data.files[role] = {"path": str(Path(path).resolve()), "sha256": file_sha256(path), "rows": len(s),
+                                "features": s.n_features, "fingerprint": s.fingerprint()}
+    return data
+
+
+def frame_rows(data: Data, positions: np.ndarray) -> Any:
+    """The original training rows at `positions` (a DataFrame, or a dict of NPZ arrays)."""
+    frame = data.frames["train"]
+    if isinstance(frame, pd.DataFrame):
+        return frame.iloc[positions].reset_index(drop=True)
+    n = len(data.train)
+    return {k: (v[positions] if v.ndim >= 1 and v.shape[0] == n else v) for k, v in frame.items()}
+
+
+def read_pool(cfg: RunConfig, pool: str, id_column: str | None = None) -> tuple[Split, Split, Any]:
+    """The labelled training split of `cfg` and an unlabelled pool with the training features (other pool
+    columns, a label included, are ignored; `id_column` names the pool's ids). Returns (train, pool, the
+    pool as read)."""
+    train, _, _ = read_split(cfg.train, "train", cfg, None)
+    p = Path(pool)
+    if p.suffix.lower() == ".npz":
+        arrays = _read_npz(p, "pool")
+        check_columns(list(arrays), ["X"], "pool")
+        X = arrays["X"]
+        if id_column:
+            check_columns(list(arrays), [id_column], "pool")
+        split = Split(X, np.zeros(len(X), dtype=np.int64), None, arrays[id_column] if id_column else None, "pool")
+        frame: Any = arrays
+    else:
+        df = read_table(p, "pool")
+        df.columns = [str(c) for c in df.columns]
+        features = train.columns or []
+        check_columns(list(df.columns), list(features) + ([id_column] if id_column else []), "pool")
+        dummy = "__influent_no_label__"
+        split = from_frame(df.assign(**{dummy: 0}), dummy, None, id_column, features, "pool")
+        frame = df
+    check_feature_shape(split.X, train.X, "pool")
+    return train, split, frame

@@ -1,0 +1,127 @@
+"""The `influent score` pipeline: read the data, build and fit the model, check the memory plan, score,
+and assemble the run record with the report's data."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import inspect
+import sys
+from dataclasses import dataclass
+from typing import Any
+from ..data.validate import InputError
+from ..data.scores import Scores, jsonable
+from .inputs import Data
+from .config import RUN_FORMAT, RunConfig, versions
+from .steps import Steps
+from ..targets import TARGETS, make_target
+from ..models.factory import build_model, model_label
+
+
+# ---- the pipeline --------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """What a run produced: the scores, the `run.json` record, the report's HTML and the fitted model."""
+
+    scores: Scores
+    record: dict[str, Any]
+    html: str
+    model: Any = None
+
+
+class PlanOnly(Exception):
+    """Raised by `run_score(..., plan_only=True)` with the run's `planner.Plan`, before any scoring."""
+
+    def __init__(self, estimate: Any) -> None:
+        super().__init__("plan only")
+        self.plan = estimate
+
+
+def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command: str = "score", plan_only: bool = False,
+              extra_results: dict[str, Any] | None = None, model: Any = None) -> Outcome:
+    """Fit the model, score every training sample, measure the removal curve and build the report.
+
+    Parameters
+    ----------
+    cfg : the run's settings
+    data : from `load_data` (or built in memory, e.g. by the demo)
+    steps : timing and progress display (default: silent)
+    command : recorded in run.json
+    extra_results : more results for run.json and the report (e.g. the demo's method comparison)
+    model : an adapter to use instead of building one from ``cfg.model`` (fitted or not)
+    """
+    from ..api.verbs import score
+    from ..methods.registry import reads_checkpoints
+    from ..models import TrainingRecorder
+    from ..report import build_report
+    from .summary import report_data
+
+    steps = steps or Steps()
+    if cfg.method not in _methods():
+        raise InputError(f"unknown method {cfg.method!r}; choose one of {sorted(_methods())}")
+    if cfg.target not in TARGETS:
+        raise InputError(f"unknown target {cfg.target!r}; choose one of {list(TARGETS)}")
+    if data.valid is None:
+        raise InputError("no validation data: pass --valid FILE (the target is measured on it)")
+    with steps.step("build model"):
+        model = model if model is not None else build_model(cfg.model, cfg.model_options, data.train, cfg.seed)
+    label = model_label(cfg.model, model)
+    with steps.step(f"fit {label}"):
+        if not model.fitted:
+            if reads_checkpoints(cfg.method, cfg.method_options or {}) and "recorder" in inspect.signature(model.fit).parameters:
+                model.fit(data.train, recorder=TrainingRecorder(every=max(1, int(cfg.model_options.get("epochs") or 100) // 10)))
+            else:
+                model.fit(data.train)
+    for split in (data.valid, data.test):
+        if split is not None:
+            model.check_split(split)  # labels the model never saw: one line, not NaN curves
+    if cfg.params is not None:
+        from ..models.base import resolve_params
+
+        model = resolve_params(model, cfg.params)
+    target = make_target(cfg.target, data.valid)
+    from ..backends.planner import check_plan, plan
+
+    try:
+        estimate = plan(model, data.train, target, cfg.method, chunk_size=cfg.chunk_size, store=cfg.store,
+                        **cfg.method_options)
+    except (ValueError, TypeError, AttributeError, KeyError):
+        if plan_only:
+            raise
+        estimate = None  # a model the planner cannot size: scoring itself reports any bad option
+    if plan_only:
+        raise PlanOnly(estimate)
+    if estimate is not None:
+        check_plan(estimate)  # a run above the available memory is refused before any work
+    with steps.step(f"score ({cfg.method})") as tick:
+        scores = score(model, data.train, target, method=cfg.method, chunk_size=cfg.chunk_size, seed=cfg.seed,
+                       progress=tick, store=cfg.store, backend=cfg.backend, **cfg.method_options)
+    results = report_data(cfg, data, model, scores, steps)
+    results["model_label"] = label
+    if extra_results:
+        results.update(jsonable(extra_results))
+    record = {
+        "format": RUN_FORMAT,
+        "command": command,
+        "argv": list(sys.argv),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": cfg.to_dict(),
+        "data": data.describe(),
+        "model": jsonable(model.describe()),
+        "method": {"name": cfg.method, "settings": jsonable(scores.settings), "target": jsonable(scores.target)},
+        "versions": versions(),
+        "timings": {},
+        "progress": {},
+        "results": results,
+    }
+    record["timings"] = {**steps.timings, "score_phases": jsonable(scores.timing)}
+    with steps.step("build report"):
+        html = build_report(record)  # the report leaves out its own step, so a rebuild gives the same page
+    record["timings"] = {**steps.timings, "score_phases": jsonable(scores.timing)}
+    record["progress"] = jsonable(steps.progress)
+    return Outcome(scores, record, html, model)
+
+
+def _methods() -> dict:
+    from ..methods import METHODS
+
+    return METHODS

@@ -1,4 +1,8 @@
-"""Shared input checks: every user-facing validation lives here and raises `InputError`."""
+"""Shared input checks: the one set of helpers every layer uses for user input, each raising a one-line
+`InputError` that names the problem. The general ones: `check_choice` (a name among choices),
+`check_number` (an int or float in a range), `check_fitted` (a fitted model), `check_shape` (an array's
+shape); the rest are the data-specific checks built on them (features, labels, damping, budgets,
+columns, output paths)."""
 
 from __future__ import annotations
 
@@ -20,6 +24,59 @@ def require(module: str, what: str, need: str, install: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         raise InputError(f"{what} needs {need}: {install}") from None
+
+
+def check_choice(value: Any, choices: Any, name: str) -> Any:
+    """`value` if it is one of `choices`, else "`name` must be one of [...], got 'x'"."""
+    choices = list(choices)
+    if value not in choices:
+        raise InputError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_number(value: Any, name: str, *, kind: type = float, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, none: bool = False) -> Any:
+    """`value` as `kind` (int or float), finite and within [low, high] (an end is excluded when `low_open` /
+    `high_open`; None means unbounded); `None` passes when `none`. Else a one-line `InputError`."""
+    if value is None and none:
+        return None
+    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+    span = f"in {lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+    want = "an integer" if kind is int else "a number"
+    if isinstance(value, bool) or (kind is int and isinstance(value, float) and not float(value).is_integer()):
+        raise InputError(f"{name} must be {want} {span}, got {value!r}")
+    try:
+        number = kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{name} must be {want} {span}, got {value!r}") from None
+    if kind is float and not np.isfinite(number):
+        raise InputError(f"{name} must be a finite number {span}, got {value!r}")
+    if (low is not None and (number < low or (low_open and number == low))) or \
+            (high is not None and (number > high or (high_open and number == high))):
+        raise InputError(f"{name} must be {want} {span}, got {value!r}")
+    return number
+
+
+def check_fitted(model: Any, what: str = "model") -> Any:
+    """`model` if it is fitted (``model.fitted``, or scikit-learn's trailing-underscore attributes), else
+    "`Type` is not fitted; call .fit(train) first"."""
+    fitted = getattr(model, "fitted", None)
+    if fitted is None:
+        fitted = any(k.endswith("_") and not k.startswith("_") for k in vars(model)) if hasattr(model, "__dict__") else True
+    if not fitted:
+        raise InputError(f"{what} {type(model).__name__} is not fitted; call .fit(train) first")
+    return model
+
+
+def check_shape(array: Any, shape: tuple, name: str) -> Any:
+    """`array` if its shape matches `shape` (an entry None matches any size; -1 too), else
+    "`name` has shape (a, b), expected (n, None)"."""
+    got = tuple(np.shape(array))
+    ok = len(got) == len(shape) and all(w is None or w == -1 or int(w) == g for g, w in zip(got, shape))
+    if not ok:
+        want = "(" + ", ".join("any" if w in (None, -1) else str(w) for w in shape) + ("," if len(shape) == 1 else "") + ")"
+        raise InputError(f"{name} has shape {got}, expected {want}")
+    return array
 
 
 def check_features(X: Any, name: str = "features") -> np.ndarray:

@@ -11,6 +11,7 @@ import torch
 
 from ..curvature import CurvatureContext, Solver, make_solver
 from ..data import Split
+from ..data.registry import Registry
 from ..data.validate import InputError, check_damping
 from ..grads.source import GradientSource, Progress
 from ..models.base import ModelAdapter
@@ -225,6 +226,8 @@ PairFn = Callable[[Job, Split], np.ndarray]
 
 @dataclass
 class MethodSpec:
+    """A registered method: its name, score function, optional pairwise form and what it needs."""
+
     name: str
     score: ScoreFn
     pairwise: PairFn | None = None
@@ -232,12 +235,12 @@ class MethodSpec:
     summary: str = ""
 
 
-METHODS: dict[str, MethodSpec] = {}
+METHODS: Registry[MethodSpec] = Registry("method")
 
 
 def register_method(name: str, needs_target: bool = True, summary: str = "") -> Callable[[ScoreFn], ScoreFn]:
     def deco(fn: ScoreFn) -> ScoreFn:
-        METHODS[name] = MethodSpec(name, fn, None, needs_target, summary or (fn.__doc__ or "").strip().split("\n")[0])
+        METHODS.add(MethodSpec(name, fn, None, needs_target, summary or (fn.__doc__ or "").strip().split("\n")[0]))
         return fn
 
     return deco

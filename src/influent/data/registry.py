@@ -1,0 +1,76 @@
+"""`Registry`: the one lookup table of named things (methods, solvers, targets, strategies, suites).
+
+Every entry is an object with a ``name`` (and usually a ``title`` and a one-line ``summary``); the
+registry keeps them in registration order and looks them up by name. An unknown name is the one-line
+``unknown <kind> 'x'; choose one of [...]`` `InputError`, written here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Callable, Generic, Iterator, TypeVar
+
+from .validate import InputError
+
+T = TypeVar("T")
+
+
+class UnknownName(InputError, KeyError):
+    """A name the registry does not hold (an `InputError`, and a `KeyError` for mapping code)."""
+
+    __str__ = InputError.__str__
+
+
+class Registry(Mapping, Generic[T]):
+    """Named entries of one kind, in registration order; a read-only mapping name -> entry.
+
+    Parameters
+    ----------
+    kind : what the entries are, for messages ("method", "solver", ...)
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def add(self, entry: T) -> T:
+        """Register `entry` under ``entry.name`` (a name registered twice is a programming error)."""
+        name = getattr(entry, "name")
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._entries[name] = entry
+        return entry
+
+    def register(self, make: Callable[..., T], **fields) -> Callable:
+        """A decorator: ``@REG.register(Spec, name="x", ...)`` adds ``Spec(fn, **fields)``; returns fn."""
+        def deco(fn):
+            self.add(make(fn, **fields))
+            return fn
+        return deco
+
+    def __getitem__(self, name: str) -> T:
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise UnknownName(f"unknown {self.kind} {name!r}; choose one of {self.names()}") from None
+
+    def check(self, name: str) -> str:
+        """`name` if registered, else the one-line `InputError` with the choices."""
+        self[name]
+        return name
+
+    def names(self, where: Callable[[T], bool] | None = None) -> list[str]:
+        """The registered names (those whose entry satisfies `where`), in registration order."""
+        return [k for k, v in self._entries.items() if where is None or where(v)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self.names()})"
+
+
+__all__ = ["Registry", "UnknownName"]

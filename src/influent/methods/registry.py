@@ -233,14 +233,19 @@ class MethodSpec:
     pairwise: PairFn | None = None
     needs_target: bool = True
     summary: str = ""
+    title: str = ""  # the name a person reads (report, CLI), e.g. "influence function"
+    options: type | None = None  # the dataclass of the method's options
+    checkpoints: str = "never"  # reads recorded checkpoints: "never" | "always" | "option" (an option says)
 
 
 METHODS: Registry[MethodSpec] = Registry("method")
 
 
-def register_method(name: str, needs_target: bool = True, summary: str = "") -> Callable[[ScoreFn], ScoreFn]:
+def register_method(name: str, needs_target: bool = True, summary: str = "", *, title: str = "",
+                    options: type | None = None, checkpoints: str = "never") -> Callable[[ScoreFn], ScoreFn]:
     def deco(fn: ScoreFn) -> ScoreFn:
-        METHODS.add(MethodSpec(name, fn, None, needs_target, summary or (fn.__doc__ or "").strip().split("\n")[0]))
+        METHODS.add(MethodSpec(name, fn, None, needs_target, summary or (fn.__doc__ or "").strip().split("\n")[0],
+                               title or name, options, checkpoints))
         return fn
 
     return deco

@@ -71,8 +71,9 @@ def read_table(path: str | Path, name: str | None = None, *, kinds: Sequence[str
     kinds : the formats this caller accepts, among "csv", "parquet", "npz"
     advice : appended to the "cannot read" message (e.g. what to do about a truncated file)
 
-    Every failure is a one-line `InputError`: "<name>: file not found: ...", "... is a directory ...",
-    "unsupported file type '.x'; use .csv, .parquet or .npz", "cannot read <path>: <reason>".
+    Column names are strings. Every failure is a one-line `InputError`: "<name>: file not found: ...",
+    "... is a directory ...", "unsupported file type '.x'; use .csv, .parquet or .npz", "cannot read
+    <path>: <reason>".
     """
     p = Path(path)
     name = name or p.name
@@ -87,16 +88,16 @@ def read_table(path: str | Path, name: str | None = None, *, kinds: Sequence[str
     import pyarrow as pa
 
     try:
-        if kind == "csv":
-            return pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",")
-        if kind == "parquet":
-            return pd.read_parquet(p)
-        with np.load(p, allow_pickle=False) as z:
-            return dict(z)
+        if kind == "npz":
+            with np.load(p, allow_pickle=False) as z:
+                return dict(z)
+        df = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",") if kind == "csv" else pd.read_parquet(p)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, pa.ArrowException, zipfile.BadZipFile, OSError,
             ValueError, EOFError) as exc:
         first = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{name}: cannot read {p}: {first}" + (f"; {advice}" if advice else "")) from None
+    df.columns = [str(c) for c in df.columns]
+    return df
 
 
 def from_file(path: str | Path, label: str = "y", group: str | None = None, id_column: str | None = None,

@@ -63,7 +63,6 @@ def read_split(path: str, role: str, cfg: RunConfig, like: Split | None) -> tupl
         frame: Any = arrays
     else:
         df = table
-        df.columns = [str(c) for c in df.columns]
         wanted = [cfg.label] + [c for c in (cfg.group, cfg.id_column) if c]
         if like is None:
             wanted += aside + list(cfg.drop)
@@ -163,7 +162,6 @@ def read_pool(cfg: RunConfig, pool: str, id_column: str | None = None) -> tuple[
         frame: Any = arrays
     else:
         df = table
-        df.columns = [str(c) for c in df.columns]
         features = train.columns or []
         check_columns(list(df.columns), list(features) + ([id_column] if id_column else []), "pool")
         dummy = "__influent_no_label__"

@@ -40,6 +40,25 @@ def test_trim_and_coreset_follow_the_ranking(binary):
     assert trim(binary, s, 0).split.ids.tolist() == binary.ids.tolist()
 
 
+def test_stratified_coreset_keeps_each_class_in_proportion(binary):
+    """7 kept of 60: quotas by hand from the class sizes (largest remainders), the best of each class,
+    the log most valuable first; the Diff-In task keeps the same samples."""
+    from influent.actions import diffin_tasks
+
+    v = np.random.default_rng(2).normal(size=len(binary))
+    s = _scores(binary, v)
+    n1 = int(binary.y.sum())
+    exact = {0: 7 * (60 - n1) / 60, 1: 7 * n1 / 60}
+    quota = {c: int(np.floor(e)) for c, e in exact.items()}
+    quota[max(exact, key=lambda c: exact[c] - quota[c])] += 7 - sum(quota.values())
+    want = [i for c in (0, 1) for i in sorted(np.flatnonzero(binary.y == c), key=lambda i: -v[i])[:quota[c]]]
+    c = coreset(binary, s, 7, stratify=True)
+    assert sorted(c.log["id"]) == sorted(binary.ids[want]) and list(c.log["value"]) == sorted(v[want], reverse=True)
+    assert [int((binary.y[np.isin(binary.ids, c.split.ids)] == k).sum()) for k in (0, 1)] == [quota[0], quota[1]]
+    task = diffin_tasks.coreset(None, binary, None, 7, scores=s, stratify=True, refit=False)
+    assert task.kept.tolist() == sorted(want)
+
+
 def test_relabel_binary_flips_and_multiclass_uses_the_model(binary):
     v = np.arange(len(binary), dtype=float)
     e = relabel(binary, _scores(binary, v), 5)

@@ -34,6 +34,37 @@ def test_from_file_npz(tmp_path):
     assert s.X.shape == (6, 3)
 
 
+def test_one_table_reader_for_every_format_and_one_line_errors(tmp_path):
+    """read_table returns what pandas/numpy wrote (a frame; NPZ: its arrays) and fails in one line."""
+    from influent.data.io import read_table
+
+    df = pd.DataFrame({"a": [1.5, 2.0, -3.0], "id": ["u", "v", "w"]})
+    df.to_csv(tmp_path / "t.csv", index=False)
+    df.to_csv(tmp_path / "t.tsv", index=False, sep="\t")
+    df.to_parquet(tmp_path / "t.parquet")
+    for suffix in (".csv", ".tsv", ".parquet"):
+        pd.testing.assert_frame_equal(read_table(tmp_path / f"t{suffix}"), df)
+    np.savez(tmp_path / "t.npz", X=np.eye(3), y=np.arange(3))
+    arrays = read_table(tmp_path / "t.npz")
+    assert sorted(arrays) == ["X", "y"] and np.array_equal(arrays["X"], np.eye(3))
+    (tmp_path / "bad.parquet").write_bytes((tmp_path / "t.parquet").read_bytes()[:40])
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not a zip")
+    (tmp_path / "t.xlsx").write_bytes(b"")
+    cases = [(lambda: read_table(tmp_path / "none.csv", "train"), "train: file not found"),
+             (lambda: read_table(tmp_path, "train"), "is a directory, expected a CSV, Parquet or NPZ file"),
+             (lambda: read_table(tmp_path / "t.xlsx", "train"), "unsupported file type '.xlsx'; use .csv, .parquet or .npz"),
+             (lambda: read_table(tmp_path / "t.npz", "scores", kinds=("parquet", "csv")), "use .parquet or .csv"),
+             (lambda: read_table(tmp_path / "bad.parquet", "t", advice="run it again"), "cannot read"),
+             (lambda: read_table(tmp_path / "bad.npz", "pool"), "pool: cannot read"),
+             (lambda: inf.Scores.load(tmp_path / "bad.parquet"), "truncated? run influent score again")]
+    for make, message in cases:
+        with pytest.raises(InputError) as err:
+            make()
+        assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+    with pytest.raises(InputError, match="; run it again$"):
+        read_table(tmp_path / "bad.parquet", "t", advice="run it again")
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda: inf.from_arrays(np.array([[1.0, np.nan]]), [0]), "NaN"),
     (lambda: inf.from_arrays(np.zeros((0, 3)), []), "empty"),

@@ -19,6 +19,7 @@ import influent  # noqa: E402
 from influent.data import InputError, Split  # noqa: E402
 from influent.grads import GradientSource  # noqa: E402
 from influent.models.hf import HFAdapter, require_transformers  # noqa: E402
+from helpers import rel_max as rel  # noqa: E402
 
 N, L, K = 10, 9, 3
 
@@ -60,10 +61,6 @@ def brute_grads(model, split: Split, lens: np.ndarray, names: list[str]) -> torc
         loss = torch.nn.functional.cross_entropy(model(input_ids=ids).logits, torch.tensor([int(split.y[i])]))
         rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, leaves)]))
     return torch.stack(rows)
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max())
 
 
 @pytest.fixture(scope="module")

@@ -13,20 +13,9 @@ from torch import nn
 from influent.curvature import CurvatureContext, make_solver
 from influent.data import from_arrays
 from influent.models import TorchAdapter
+from helpers import rel, one_thread  # noqa: F401 (one_thread: an autouse fixture)
 
 F64 = torch.float64
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def images(n: int, c: int, h: int, w: int, k: int, seed: int = 0):

@@ -15,26 +15,14 @@ from influent.curvature import CurvatureContext, make_solver
 from influent.data import from_arrays
 from influent.grads.per_sample import mean_grad, per_sample_grads
 from influent.models import SklearnLogistic, TabularMLP, TorchAdapter
+from helpers import rel, one_thread  # noqa: F401 (one_thread: an autouse fixture)
 
 F64 = torch.float64
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
 
 
 # ---------------------------------------------------------------------------------------------
 # fixtures: small problems, fitted once per module
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These problems are tiny: one intra-op thread is faster, and immune to oversubscribed CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits():
     X, y = load_digits(return_X_y=True)

@@ -18,6 +18,7 @@ from ..data.validate import InputError, check_budget
 from ..models.base import ModelAdapter
 from ..data.scores import Scores
 from ..targets import Target
+from .edit import coreset_positions
 
 
 @dataclass
@@ -78,16 +79,6 @@ def clean(model: ModelAdapter, train: Split, budget: float, *, method: str = "se
     return _result(model, train, s.most_harmful(k), s, refit)
 
 
-def _quotas(y: np.ndarray, k: int) -> dict[Any, int]:
-    """Per-class counts proportional to the class sizes, summing to k (largest remainders)."""
-    classes, counts = np.unique(y, return_counts=True)
-    exact = k * counts / counts.sum()
-    q = np.floor(exact).astype(int)
-    for j in np.argsort(-(exact - q), kind="stable")[:k - q.sum()]:
-        q[j] += 1
-    return dict(zip(classes.tolist(), q.tolist()))
-
-
 def coreset(model: ModelAdapter, train: Split, target: Target | Split, size: float, *, method: str = "diffin",
             scores: Scores | None = None, refit: bool = True, stratify: bool = False, **options: Any) -> TaskResult:
     """Coreset selection: keep the `size` highest-valued samples for `target` (a count or a fraction).
@@ -95,17 +86,14 @@ def coreset(model: ModelAdapter, train: Split, target: Target | Split, size: flo
     With `stratify`, keep the highest-valued within each class, in proportion to the class sizes (largest
     remainders), so that no class disappears from a small coreset. Returns the kept positions and, with
     `refit`, a model trained on them only (same initial weights and training schedule). Ties keep the
-    earlier sample; NaN values are never kept before a finite one.
+    earlier sample; NaN values are never kept before a finite one. The selection is the one of the
+    `influent coreset` action (`actions.edit.coreset_positions`).
     """
     k = check_budget(size, len(train), "size")
     if k == 0:
         raise InputError("size: a coreset needs at least one sample")
     s = _scores(model, train, target, method, scores, options)
-    if stratify:
-        ranked = s.most_helpful(len(s))  # most valuable first, ties in order, NaN last
-        keep = np.concatenate([ranked[train.y[ranked] == c][:q] for c, q in _quotas(train.y, k).items()])
-    else:
-        keep = s.most_helpful(k)
+    keep = coreset_positions(train, s, k, stratify)
     removed = s.order()
     removed = removed[~np.isin(removed, keep)]
     return _result(model, train, removed, s, refit)

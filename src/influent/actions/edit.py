@@ -212,12 +212,35 @@ def reweight(train: Split, scores: Scores, temperature: float = 1.0) -> Edit:
     return Edit(train, w, _log(train, pos, "reweight", values, weight=w), "reweight")
 
 
-def coreset(train: Split, scores: Scores, size: float) -> Edit:
-    """Keep the `size` highest-valued samples (a count, or a fraction in (0, 1)); the log lists them,
+def _quotas(y: np.ndarray, k: int) -> dict[Any, int]:
+    """Per-class counts proportional to the class sizes, summing to k (largest remainders)."""
+    classes, counts = np.unique(y, return_counts=True)
+    exact = k * counts / counts.sum()
+    q = np.floor(exact).astype(int)
+    for j in np.argsort(-(exact - q), kind="stable")[:k - q.sum()]:
+        q[j] += 1
+    return dict(zip(classes.tolist(), q.tolist()))
+
+
+def coreset_positions(train: Split, scores: Scores, k: int, stratify: bool = False) -> np.ndarray:
+    """(k,) positions of the k highest-valued samples, most valuable first (ties keep the earlier sample;
+    NaN values are never kept before a finite one). With `stratify`, the highest-valued within each class,
+    in proportion to the class sizes (largest remainders), so that no class disappears from a small
+    coreset. The one coreset selection: `coreset` and the Diff-In task `diffin_tasks.coreset` use it."""
+    if not stratify:
+        return scores.most_helpful(k)
+    ranked = scores.most_helpful(len(scores))
+    chosen = np.concatenate([ranked[train.y[ranked] == c][:q] for c, q in _quotas(train.y, k).items()])
+    return ranked[np.isin(ranked, chosen)]
+
+
+def coreset(train: Split, scores: Scores, size: float, stratify: bool = False) -> Edit:
+    """Keep the `size` highest-valued samples (a count, or a fraction in (0, 1)); with `stratify`, the
+    highest-valued of each class in proportion to its size (`coreset_positions`). The log lists them,
     most valuable first, and the new split holds them in their original order."""
     values = _check(train, scores)
     k = check_budget(size, len(train), "coreset size")
     if k == 0:
         raise InputError("coreset size: keeping 0 samples leaves nothing to train on")
-    pos = scores.most_helpful(k)
+    pos = coreset_positions(train, scores, k, stratify)
     return Edit(train.subset(np.sort(pos)), None, _log(train, pos, "coreset", values), "coreset")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -50,23 +51,53 @@ def from_frame(df: Any, label: str, group: str | None = None, id_column: str | N
                  df[id_column].to_numpy() if id_column else None, name, feats)
 
 
-def read_table(path: str | Path, name: str | None = None) -> pd.DataFrame:
-    """Read a CSV or Parquet file as a DataFrame, with one-line errors."""
+SUFFIXES = {"csv": (".csv", ".txt", ".tsv"), "parquet": (".parquet", ".pq"), "npz": (".npz",)}
+TITLES = {"csv": "CSV", "parquet": "Parquet", "npz": "NPZ"}
+
+
+def _either(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def read_table(path: str | Path, name: str | None = None, *, kinds: Sequence[str] = ("csv", "parquet", "npz"),
+               advice: str = "") -> pd.DataFrame | dict[str, np.ndarray]:
+    """Read a CSV/TSV or Parquet file as a DataFrame, or an NPZ file as a dict of arrays — the one table
+    reader of the package (data files, the pool of `influent select`, scores files).
+
+    Parameters
+    ----------
+    path : the file; its suffix picks the format (.csv/.txt, .tsv tab-separated, .parquet/.pq, .npz)
+    name : what the file is, for the messages (default: the file name)
+    kinds : the formats this caller accepts, among "csv", "parquet", "npz"
+    advice : appended to the "cannot read" message (e.g. what to do about a truncated file)
+
+    Column names are strings. Every failure is a one-line `InputError`: "<name>: file not found: ...",
+    "... is a directory ...", "unsupported file type '.x'; use .csv, .parquet or .npz", "cannot read
+    <path>: <reason>".
+    """
     p = Path(path)
     name = name or p.name
     if not p.exists():
         raise InputError(f"{name}: file not found: {p}")
     if p.is_dir():
-        raise InputError(f"{name}: {p} is a directory, expected a CSV, Parquet or NPZ file")
+        raise InputError(f"{name}: {p} is a directory, expected a {_either([TITLES[k] for k in kinds])} file")
     suffix = p.suffix.lower()
+    kind = next((k for k in kinds if suffix in SUFFIXES[k]), None)
+    if kind is None:
+        raise InputError(f"{name}: unsupported file type {suffix!r}; use {_either([f'.{k}' for k in kinds])}")
+    import pyarrow as pa
+
     try:
-        if suffix in (".csv", ".txt", ".tsv"):
-            return pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",")
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(p)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as exc:
-        raise InputError(f"{name}: cannot read {p}: {str(exc).splitlines()[0]}") from None
-    raise InputError(f"{name}: unsupported file type {suffix!r}; use .csv, .parquet or .npz")
+        if kind == "npz":
+            with np.load(p, allow_pickle=False) as z:
+                return dict(z)
+        df = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",") if kind == "csv" else pd.read_parquet(p)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, pa.ArrowException, zipfile.BadZipFile, OSError,
+            ValueError, EOFError) as exc:
+        first = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{name}: cannot read {p}: {first}" + (f"; {advice}" if advice else "")) from None
+    df.columns = [str(c) for c in df.columns]
+    return df
 
 
 def from_file(path: str | Path, label: str = "y", group: str | None = None, id_column: str | None = None,
@@ -74,19 +105,12 @@ def from_file(path: str | Path, label: str = "y", group: str | None = None, id_c
     """A Split from a CSV/Parquet table (label/group by column name) or an NPZ file (arrays `X`, `label`, ...)."""
     p = Path(path)
     name = name or p.stem
-    if p.suffix.lower() == ".npz":
-        if not p.exists():
-            raise InputError(f"{name}: file not found: {p}")
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                arrays = dict(z)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{name}: cannot read {p}: {str(exc).splitlines()[0]}") from None
-        feature_key = "X" if "X" in arrays else None
-        check_columns(list(arrays), [k for k in (feature_key or "X", label, group, id_column) if k], name)
-        return Split(arrays["X"], arrays[label], arrays.get(group) if group else None,
-                     arrays.get(id_column) if id_column else None, name)
-    return from_frame(read_table(p, name), label, group, id_column, features, name)
+    table = read_table(p, name)
+    if isinstance(table, dict):
+        check_columns(list(table), [k for k in ("X", label, group, id_column) if k], name)
+        return Split(table["X"], table[label], table.get(group) if group else None,
+                     table.get(id_column) if id_column else None, name)
+    return from_frame(table, label, group, id_column, features, name)
 
 
 def from_torch(dataset: Any, name: str = "data") -> Split:

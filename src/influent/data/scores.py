@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from .validate import InputError
 from .atomic import atomic_write
+from .io import read_table
 
 
 META_KEY = b"influent"
@@ -112,24 +113,17 @@ class Scores:
     @classmethod
     def load(cls, path: str | Path) -> "Scores":
         path = Path(path)
-        if not path.exists():
-            raise InputError(f"scores: file not found: {path}")
-        suffix = path.suffix.lower()
-        if suffix not in (".parquet", ".pq", ".csv"):
-            raise InputError(f"scores: unsupported file type {suffix!r}; use .parquet or .csv")
+        advice = "is it truncated? run influent score again"
+        df = read_table(path, "scores", kinds=("parquet", "csv"), advice=advice)
+        if path.suffix.lower() in (".parquet", ".pq"):
+            raw_meta = (pq.read_schema(path).metadata or {}).get(META_KEY)
+        else:
+            side = path.with_name(path.name + ".json")
+            raw_meta = side.read_text() if side.exists() else None
         try:
-            if suffix in (".parquet", ".pq"):
-                table = pq.read_table(path)
-                raw_meta = (table.schema.metadata or {}).get(META_KEY)
-                meta = json.loads(raw_meta) if raw_meta else {}
-                df = table.to_pandas()
-            else:
-                df = pd.read_csv(path)
-                side = path.with_name(path.name + ".json")
-                meta = json.loads(side.read_text()) if side.exists() else {}
-        except (pa.ArrowException, OSError, ValueError, pd.errors.ParserError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(f"scores: cannot read {path} ({first}); is it truncated? run influent score again") from None
+            meta = json.loads(raw_meta) if raw_meta else {}
+        except ValueError as exc:
+            raise InputError(f"scores: cannot read {path}: {str(exc).splitlines()[0]}; {advice}") from None
         for col in ("id", "value"):
             if col not in df.columns:
                 raise InputError(f"scores: {path} has no {col!r} column; is it a scores file?")

@@ -28,6 +28,7 @@ from ..models.base import ModelAdapter
 from ..data.scores import Scores
 from ..targets import Target, Utility
 from ..models.refit import Accuracy, Metric, PerSampleLoss, Predictions, TargetValue, random_subsets, refit_many
+from .curves import removal_curve as removal_curve_of
 
 
 def _values(scores: Scores | np.ndarray, n: int, what: str = "scores") -> np.ndarray:
@@ -186,7 +187,8 @@ def removal_curve(model: ModelAdapter, train: Split, test: Split, scores: Scores
                   budgets: Sequence[float], *, metric: Metric | None = None, n_random: int = 5,
                   n_jobs: int = 2, seed: int = 0) -> pd.DataFrame:
     """Test metric (default accuracy on `test`) after removing the b lowest-valued samples and refitting,
-    for each b in `budgets` (counts or fractions), against removing b random samples (`n_random` draws).
+    for each b in `budgets` (counts or fractions), against removing b random samples (`n_random` fresh
+    draws per budget); the refits are `evaluation.curves.removal_curve`'s.
 
     Returns columns budget (count), lowest, random_mean, random_std.
     """
@@ -196,21 +198,9 @@ def removal_curve(model: ModelAdapter, train: Split, test: Split, scores: Scores
     counts = [check_budget(b, n, "removal budget") for b in budgets]
     if any(c >= n for c in counts):
         raise InputError("removal budget: removing every sample leaves nothing to train on")
-    metric = metric or Accuracy(test)
-    rng = np.random.default_rng(seed)
-    subsets, tags = [], []
-    for c in counts:
-        subsets.append(np.sort(s.order()[c:]))
-        tags.append((c, "lowest"))
-        for _ in range(n_random):
-            subsets.append(np.sort(rng.permutation(n)[c:]))
-            tags.append((c, "random"))
-    vals = refit_many(model, train, subsets, metric, n_jobs=n_jobs, seed=seed)
-    rows = []
-    for c in counts:
-        low = [float(v) for (b, t), v in zip(tags, vals) if b == c and t == "lowest"]
-        rnd = [float(v) for (b, t), v in zip(tags, vals) if b == c and t == "random"]
-        rows.append({"budget": c, "lowest": low[0],
-                     "random_mean": float(np.mean(rnd)) if rnd else np.nan,
-                     "random_std": float(np.std(rnd)) if rnd else np.nan})
-    return pd.DataFrame(rows)
+    res = removal_curve_of(model, train, s, counts, metric or Accuracy(test), repeats=n_random, nested=False,
+                           seed=seed, n_jobs=n_jobs)
+    rnd = np.asarray(res.random, dtype=np.float64).reshape(n_random, len(counts))
+    return pd.DataFrame({"budget": counts, "lowest": [float(x) for x in res.curves["lowest"]],
+                         "random_mean": rnd.mean(0) if n_random else np.nan,
+                         "random_std": rnd.std(0) if n_random else np.nan})

@@ -16,7 +16,9 @@ import pandas as pd
 from ..data import Split
 from ..data.validate import InputError, check_budget, check_splits
 from ..models.base import ModelAdapter
+from ..models.refit import Accuracy
 from ..data.scores import Scores
+from .curves import removal_curve
 
 Scorer = Callable[[ModelAdapter, Split, Split, int], Scores]
 
@@ -45,16 +47,12 @@ def random_scorer() -> Scorer:
 
 
 def trim_curve(model: ModelAdapter, train: Split, test: Split, scores: Scores, budgets: Sequence[int],
-               warm_start: bool = False) -> list[float]:
+               warm_start: bool = False, n_jobs: int = 1) -> list[float]:
     """Test accuracy after removing the ``b`` lowest-valued samples and refitting, for each budget ``b``
-    (b = 0 is the model as given, not refit)."""
-    order = scores.order()
-    out = []
-    for b in budgets:
-        k = check_budget(b, len(train), "budget")
-        fitted = model if k == 0 else model.refit(train.without(order[:k]), warm_start=warm_start)
-        out.append(fitted.accuracy(test))
-    return out
+    (b = 0 is the model as given, not refit); `evaluation.curves.removal_curve` does the refits."""
+    counts = [check_budget(b, len(train), "budget") for b in budgets]
+    return removal_curve(model, train, scores, counts, Accuracy(test), refit_at_zero=False, warm_start=warm_start,
+                         n_jobs=n_jobs).curves["lowest"]
 
 
 def trimming_experiment(make_splits: Callable[[int], dict[str, Split]], make_model: Callable[[int], ModelAdapter],

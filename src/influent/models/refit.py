@@ -89,8 +89,10 @@ def _positions(subset: Any, n: int, k: int) -> np.ndarray:
 
 
 def _run_chunk(model: ModelAdapter, train: Split, tasks: list[tuple[int, np.ndarray | Split, np.ndarray | None]],
-               metric: Metric, seed: int, warm_start: bool, threads: int) -> list[Any]:
-    """Refit on each task's rows (in a worker process or in-process) and evaluate `metric`."""
+               metric: Metric, seed: int, warm_start: bool, threads: int,
+               skip: tuple[type[Exception], ...] = ()) -> list[Any]:
+    """Refit on each task's rows (in a worker process or in-process) and evaluate `metric`; a refit or
+    metric raising one of `skip` gives None."""
     from threadpoolctl import threadpool_limits
 
     old_threads, np_state, torch_state = torch.get_num_threads(), np.random.get_state(), torch.get_rng_state()
@@ -102,8 +104,10 @@ def _run_chunk(model: ModelAdapter, train: Split, tasks: list[tuple[int, np.ndar
                 np.random.seed((seed + k) % 2**32)
                 torch.manual_seed(seed + k)
                 data = idx if isinstance(idx, Split) else train.subset(idx)
-                refit = model.refit(data, sample_weight=w, warm_start=warm_start)
-                out.append(metric(refit))
+                try:
+                    out.append(metric(model.refit(data, sample_weight=w, warm_start=warm_start)))
+                except skip:
+                    out.append(None)
     finally:  # leave the caller's process as it was when this runs in-process
         torch.set_num_threads(old_threads)
         np.random.set_state(np_state)
@@ -113,7 +117,8 @@ def _run_chunk(model: ModelAdapter, train: Split, tasks: list[tuple[int, np.ndar
 
 def refit_many(model: ModelAdapter, train: Split, subsets: Sequence[Any], metric: Metric, *,
                weights: Sequence[np.ndarray | None] | None = None, n_jobs: int = 2, seed: int = 0,
-               warm_start: bool = False, threads_per_job: int = 1) -> list[Any]:
+               warm_start: bool = False, threads_per_job: int = 1,
+               skip: tuple[type[Exception], ...] = ()) -> list[Any]:
     """Refit `model` on each subset of `train` and return `metric(refit)` for each, in order.
 
     Parameters
@@ -131,6 +136,8 @@ def refit_many(model: ModelAdapter, train: Split, subsets: Sequence[Any], metric
     seed : subset k runs with numpy and torch seeded by ``seed + k``
     warm_start : start each refit from the fitted model where the adapter supports it (logistic)
     threads_per_job : BLAS/torch threads inside each job
+    skip : exception types (e.g. ``(InputError,)``: a subset left with one class) that give None for that
+        subset instead of stopping every refit
 
     Returns
     -------
@@ -155,14 +162,14 @@ def refit_many(model: ModelAdapter, train: Split, subsets: Sequence[Any], metric
         return []
     n_jobs = max(1, int(n_jobs))
     if n_jobs == 1 or len(tasks) == 1:
-        return _run_chunk(model, train, tasks, metric, seed, warm_start, threads_per_job)
+        return _run_chunk(model, train, tasks, metric, seed, warm_start, threads_per_job, skip)
     from joblib import Parallel, delayed
 
     # a few chunks per worker: fewer transfers of the model and data than one task per subset
     n_chunks = min(len(tasks), 4 * n_jobs)
     chunks = [tasks[i::n_chunks] for i in range(n_chunks)]
     parts = Parallel(n_jobs=n_jobs, backend="loky", max_nbytes=None)(
-        delayed(_run_chunk)(model, train, c, metric, seed, warm_start, threads_per_job) for c in chunks)
+        delayed(_run_chunk)(model, train, c, metric, seed, warm_start, threads_per_job, skip) for c in chunks)
     out: list[Any] = [None] * len(tasks)
     for c, res in zip(chunks, parts):
         for (k, _, _), r in zip(c, res):

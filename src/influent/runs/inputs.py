@@ -45,16 +45,6 @@ class Data:
         return jsonable(self.files)
 
 
-def _read_npz(path: Path, role: str) -> dict[str, np.ndarray]:
-    if not path.exists():
-        raise InputError(f"{role}: file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return dict(z)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{role}: cannot read {path}: {str(exc).splitlines()[0]}") from None
-
-
 def read_split(path: str, role: str, cfg: RunConfig, like: Split | None) -> tuple[Split, dict[str, Any], Any]:
     """One split from a file; `like` (the training split) fixes the features of valid/test."""
     p = Path(path)
@@ -62,8 +52,9 @@ def read_split(path: str, role: str, cfg: RunConfig, like: Split | None) -> tupl
     extras: dict[str, Any] = {}
     if cfg.encoder and (p.suffix.lower() == ".npz" or not cfg.text_column):
         raise InputError("--encoder embeds the column named by --text-column of a CSV or Parquet file; pass both")
-    if p.suffix.lower() == ".npz":
-        arrays = _read_npz(p, role)
+    table = read_table(p, role)
+    if isinstance(table, dict):
+        arrays = table
         wanted = ["X", cfg.label] + [c for c in (cfg.group, cfg.id_column) if c] + (aside if like is None else [])
         check_columns(list(arrays), wanted, role)
         split = Split(arrays["X"], arrays[cfg.label], arrays.get(cfg.group) if cfg.group else None,
@@ -71,8 +62,7 @@ def read_split(path: str, role: str, cfg: RunConfig, like: Split | None) -> tupl
         extras = {c: arrays[c] for c in aside if c in arrays}
         frame: Any = arrays
     else:
-        df = read_table(p, role)
-        df.columns = [str(c) for c in df.columns]
+        df = table
         wanted = [cfg.label] + [c for c in (cfg.group, cfg.id_column) if c]
         if like is None:
             wanted += aside + list(cfg.drop)
@@ -161,8 +151,9 @@ def read_pool(cfg: RunConfig, pool: str, id_column: str | None = None) -> tuple[
     pool as read)."""
     train, _, _ = read_split(cfg.train, "train", cfg, None)
     p = Path(pool)
-    if p.suffix.lower() == ".npz":
-        arrays = _read_npz(p, "pool")
+    table = read_table(p, "pool")
+    if isinstance(table, dict):
+        arrays = table
         check_columns(list(arrays), ["X"], "pool")
         X = arrays["X"]
         if id_column:
@@ -170,8 +161,7 @@ def read_pool(cfg: RunConfig, pool: str, id_column: str | None = None) -> tuple[
         split = Split(X, np.zeros(len(X), dtype=np.int64), None, arrays[id_column] if id_column else None, "pool")
         frame: Any = arrays
     else:
-        df = read_table(p, "pool")
-        df.columns = [str(c) for c in df.columns]
+        df = table
         features = train.columns or []
         check_columns(list(df.columns), list(features) + ([id_column] if id_column else []), "pool")
         dummy = "__influent_no_label__"

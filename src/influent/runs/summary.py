@@ -179,59 +179,29 @@ def removal_curve(model: Any, train: Split, test: Split, scores: Scores, fractio
                   seed: int, target_kind: str, tick: Any = None) -> dict[str, Any]:
     """Test accuracy and test target cost after removing the k lowest-valued samples (harmful first), the
     k highest-valued (helpful first) and k random samples (`repeats` nested random orders), refitting each
-    time. The target is prepared on the test split against the fitted model, as in the scores."""
+    time (`evaluation.curves.removal_curve`). The target is prepared on the test split against the fitted
+    model, as in the scores. A refit that fails with an `InputError` (one class left) is None."""
+    from ..evaluation.curves import removal_curve as curve
     from ..models.factory import fast_refit_model
+    from ..models.refit import Accuracy, Several, TargetValue
     from ..targets import make_target
 
     n = len(train)
     ks = sorted({min(n - 2, max(0, int(round(f * n)))) for f in fractions})
-    base = fast_refit_model(model)
     target = make_target(target_kind, test).prepare(model)
-    order = scores.order()
-    helpful = scores.most_helpful(n)
-    rng = np.random.default_rng(seed)
-    randoms = [rng.permutation(n) for _ in range(repeats)]
-    total = len(ks) * (2 + repeats)
-    done = 0
-
-    def evaluate(removed: np.ndarray) -> tuple[float | None, float | None]:
-        nonlocal done
-        try:
-            fitted = base.refit(train.without(removed)) if len(removed) else base.refit(train)
-            out = (fitted.accuracy(test), target.evaluate(fitted))
-        except InputError:  # e.g. a removal that leaves a single class
-            out = (None, None)
-        done += 1
-        if tick is not None:
-            tick(done, total)
-        return out
-
-    curves: dict[str, dict[str, list]] = {name: {"accuracy": [], "cost": []} for name in ("harmful", "helpful")}
-    rand_acc, rand_cost = np.full((repeats, len(ks)), np.nan), np.full((repeats, len(ks)), np.nan)
-    for j, k in enumerate(ks):
-        if k == 0:
-            acc, cost = evaluate(np.arange(0))
-            for name in curves:
-                curves[name]["accuracy"].append(acc)
-                curves[name]["cost"].append(cost)
-            rand_acc[:, j], rand_cost[:, j] = acc, cost
-            done += 1 + repeats
-            if tick is not None:
-                tick(done, total)
-            continue
-        for name, ordering in (("harmful", order), ("helpful", helpful)):
-            acc, cost = evaluate(ordering[:k])
-            curves[name]["accuracy"].append(acc)
-            curves[name]["cost"].append(cost)
-        for r, perm in enumerate(randoms):
-            acc, cost = evaluate(perm[:k])
-            rand_acc[r, j] = np.nan if acc is None else acc
-            rand_cost[r, j] = np.nan if cost is None else cost
+    res = curve(fast_refit_model(model), train, scores, ks, Several({"accuracy": Accuracy(test), "cost": TargetValue(target)}),
+                ends=("lowest", "highest"), repeats=repeats, seed=seed, skip=(InputError,), tick=tick)
+    pick = lambda values, key: [None if v is None else v[key] for v in values]
+    curves = {name: {key: pick(res.curves[end], key) for key in ("accuracy", "cost")}
+              for name, end in (("harmful", "lowest"), ("helpful", "highest"))}
+    rand = {}
     with np.errstate(all="ignore"):
-        rand = {"accuracy": np.nanmean(rand_acc, 0), "accuracy_min": np.nanmin(rand_acc, 0),
-                "accuracy_max": np.nanmax(rand_acc, 0), "cost": np.nanmean(rand_cost, 0),
-                "cost_min": np.nanmin(rand_cost, 0), "cost_max": np.nanmax(rand_cost, 0)}
-    rand = {k: [None if not np.isfinite(x) else float(x) for x in v] for k, v in rand.items()}
+        for key in ("accuracy", "cost"):
+            r = np.array([[np.nan if v is None else v for v in pick(row, key)] for row in res.random],
+                         dtype=np.float64).reshape(repeats, len(ks))
+            rand.update({key: np.nanmean(r, 0), f"{key}_min": np.nanmin(r, 0), f"{key}_max": np.nanmax(r, 0)})
+    rand = {k: [None if not np.isfinite(x) else float(x) for x in rand[k]]
+            for k in ("accuracy", "accuracy_min", "accuracy_max", "cost", "cost_min", "cost_max")}
     cost_label = "test loss" if target_kind == "utility" else f"test {target_kind.replace('-', ' ')} gap"
     return {"k": ks, "fractions": [k / n for k in ks], "harmful": curves["harmful"], "helpful": curves["helpful"],
             "random": rand, "repeats": repeats, "cost_label": cost_label, "n_test": len(test)}

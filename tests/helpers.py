@@ -1,0 +1,24 @@
+"""Small helpers shared by test modules (import them: ``from helpers import rel, one_thread``)."""
+
+import pytest
+import torch
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative error in the Euclidean norm, ||a - b|| / ||b||."""
+    return float((a - b).norm() / b.norm())
+
+
+def rel_max(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative error in the largest entry, max|a - b| / max|b|."""
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny problems: one intra-op thread is faster, and immune to oversubscribed CPUs. Imported into a
+    module, it applies to that module's tests."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

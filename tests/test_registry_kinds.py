@@ -15,6 +15,7 @@ from influent.actions.active import STRATEGIES, resolve_strategy
 from influent.backends import BACKENDS, check_backend
 from influent.cli import main
 from influent.curvature import SOLVERS, make_solver
+from influent.data.datasets import DATASETS, load
 from influent.data.registry import Registry
 from influent.evaluation.suites import SUITES, Suite, run_suite
 from influent.methods import METHODS
@@ -22,7 +23,7 @@ from influent.methods.registry import reads_checkpoints
 from influent.targets import TARGETS, make_target
 
 REGISTRIES = {"method": METHODS, "solver": SOLVERS, "target": TARGETS, "strategy": STRATEGIES, "suite": SUITES,
-              "backend": BACKENDS}
+              "backend": BACKENDS, "data set": DATASETS}
 SPLIT = inf.Split(np.zeros((4, 2)), np.array([0, 1, 0, 1]))
 LOOKUPS = {  # the public entry points that take a name of each kind
     "solver": lambda name: make_solver(name),
@@ -30,6 +31,7 @@ LOOKUPS = {  # the public entry points that take a name of each kind
     "strategy": lambda name: resolve_strategy(name, {}),
     "suite": lambda name: run_suite(name, quick=True),
     "backend": lambda name: check_backend(name),
+    "data set": lambda name: load(name),
     "method": lambda name: inf.score(inf.models.SklearnLogistic().fit(SPLIT), SPLIT, method=name),
 }
 
@@ -43,7 +45,8 @@ def test_each_registry_is_a_registry_of_named_entries(kind):
     reg = REGISTRIES[kind]
     assert isinstance(reg, Registry) and reg.kind == kind and len(reg) >= 2
     for name, entry in reg.items():
-        assert entry.name == name and entry.title and isinstance(entry.summary, str)
+        assert entry.name == name and isinstance(entry.summary, str)
+        assert kind == "data set" or entry.title
     assert SOLVERS["cg"].summary and STRATEGIES["entropy"].summary  # first lines of the docstrings
 
 
@@ -155,6 +158,7 @@ CLI_CASES = {
                              "--backend", "nope", "--out", o],
     "method": lambda d, o: ["score", "--train", d / "train.csv", "--valid", d / "valid.csv", "--label", "y",
                             "--method", "nope", "--out", o],
+    "data set": lambda d, o: ["demo", "--dataset", "nope", "--out", o],
 }
 
 

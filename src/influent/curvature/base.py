@@ -314,6 +314,6 @@ def register(name: str, title: str = "", summary: str = "") -> Callable[[type], 
 
 
 def make_solver(name: str, **options: Any) -> Solver:
-    """A solver by registry name ("identity", "exact", "cg", "lissa", "arnoldi", "kfac", "ekfac", "datainf");
-    an unknown name is the registry's one-line `InputError` with the choices."""
+    """A solver by its name in `SOLVERS` (e.g. "exact", "cg", "ekfac"), built with `options`; an unknown
+    name is the registry's one-line `InputError` with the choices."""
     return SOLVERS[name](**options)

@@ -14,11 +14,41 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from .data.validate import InputError, parse_budget
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Training-data influence: which samples help, which hurt, and what to do about it.")
+
+
+# ---- option help that lists registered names ---------------------------------------------------------------
+_REGISTRIES = {"methods": ("influent.methods", "METHODS"), "targets": ("influent.targets", "TARGETS"),
+               "solvers": ("influent.curvature", "SOLVERS"), "strategies": ("influent.actions.active", "STRATEGIES"),
+               "backends": ("influent.backends", "BACKENDS")}
+_SORTED = ("methods", "solvers")  # registered module by module: listed alphabetically
+
+
+def registry_names(kind: str, sep: str = " | ") -> str:
+    """The names registered under `kind` (a key of `_REGISTRIES`), joined by `sep`."""
+    import importlib
+
+    module, attr = _REGISTRIES[kind]
+    names = list(getattr(importlib.import_module(module), attr))
+    return sep.join(sorted(names) if kind in _SORTED else names)
+
+
+class _RegistryHelp(TyperCommand):
+    """A command whose option help may name a registry as ``{methods}``, ``{targets}``, ``{solvers}``,
+    ``{strategies}`` or ``{backends}``: the registered names are filled in when the help is shown, so
+    ``influent --help`` imports no registry (and no torch)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        for p in self.params:
+            for kind in _REGISTRIES:
+                if p.help and "{" + kind + "}" in p.help:
+                    p.help = p.help.replace("{" + kind + "}", registry_names(kind))
+        return super().format_help(ctx, formatter)
 
 
 # ---- what a command has written (for the one line printed when it is interrupted) -------------------------
@@ -186,7 +216,7 @@ def _finish(console, out: Path, extra: str = "") -> None:
 
 
 # ---- score -------------------------------------------------------------------------------------------------
-@app.command()
+@app.command(cls=_RegistryHelp)
 def score(
     train: Path = typer.Option(..., "--train", help="training data: CSV, Parquet or NPZ (arrays X and the label)"),
     valid: Path = typer.Option(..., "--valid", help="validation data; the target is measured on it"),
@@ -214,11 +244,11 @@ def score(
     lr: Optional[float] = typer.Option(None, "--lr", help="mlp/torch: learning rate (default 0.01)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="mlp/torch: batch size (default: full batch)"),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="mlp/torch: L2 coefficient"),
-    method: str = typer.Option("if", "--method", help="scoring method: if, ip, self-if, tracin, ... (see influent methods)"),
-    solver: Optional[str] = typer.Option(None, "--solver", help="curvature solver: exact, cg, lissa, arnoldi, kfac, ekfac, datainf"),
+    method: str = typer.Option("if", "--method", help="scoring method: {methods} (see influent methods)"),
+    solver: Optional[str] = typer.Option(None, "--solver", help="curvature solver: {solvers}"),
     damping: Optional[float] = typer.Option(None, "--damping", help="damping added to the Hessian (absolute)"),
     option: list[str] = typer.Option([], "--option", "-o", help="method option KEY=VALUE (repeatable; JSON values)"),
-    target: str = typer.Option("utility", "--target", help="utility | demographic-parity | equal-opportunity | robustness"),
+    target: str = typer.Option("utility", "--target", help="{targets}"),
     chunk_size: int = typer.Option(512, "--chunk-size", help="samples per gradient chunk (memory ~ chunk x parameters)"),
     seed: int = typer.Option(0, "--seed", help="random seed"),
     top: int = typer.Option(12, "--top", help="how many of the most harmful samples the report shows"),
@@ -230,8 +260,8 @@ def score(
     force: bool = typer.Option(False, "--force", help="replace the outputs of an earlier run in --out"),
     store: Optional[Path] = typer.Option(None, "--store", help="folder of an on-disk gradient store: reused by later "
                                          "runs, and an interrupted run resumes from its finished chunks"),
-    backend: str = typer.Option("local", "--backend", help="local | ray (per-sample gradients on a Ray cluster: "
-                                "RAY_ADDRESS, else a local Ray; needs pip install \"influent[ray]\")"),
+    backend: str = typer.Option("local", "--backend", help="{backends} (ray: per-sample gradients on a Ray "
+                                "cluster, RAY_ADDRESS, else a local Ray; needs pip install \"influent[ray]\")"),
 ) -> None:
     """Score every training sample; write scores.parquet, run.json and report.html to --out."""
     from .data.validate import check_output_dir, check_outputs
@@ -423,14 +453,14 @@ def coreset(scores: Path = SCORES, budget: str = typer.Option(..., "--budget", h
 
 
 # ---- select -------------------------------------------------------------------------------------------------
-@app.command()
+@app.command(cls=_RegistryHelp)
 def select(
     train: Path = typer.Option(..., "--train", help="labelled data so far: CSV, Parquet or NPZ"),
     pool: Path = typer.Option(..., "--pool", help="unlabelled pool with the training features (other columns are kept)"),
     label: str = typer.Option(..., "--label", help="label column of --train"),
     budget: str = typer.Option(..., "--budget", help="how many pool rows to label next: a count or a fraction"),
     out: Path = typer.Option(..., "--out", help="the chosen pool rows, most useful first (.csv/.parquet/.npz)"),
-    strategy: str = typer.Option("entropy", "--strategy", help="entropy | margin | bald | iv | fi | random (see docs/cli.md)"),
+    strategy: str = typer.Option("entropy", "--strategy", help="{strategies} (see docs/cli.md)"),
     valid: Optional[Path] = typer.Option(None, "--valid", help="validation data, the target of --strategy iv"),
     model: str = typer.Option("logistic", "--model", help="logistic | mlp | lora (fine-tune --encoder with LoRA on "
                               "--text-column) | path/to/file.py:function"),
@@ -556,11 +586,11 @@ def methods() -> None:
     console.print(table)
 
 
-@app.command()
+@app.command(cls=_RegistryHelp)
 def demo(out: Path = typer.Option(Path("influent-demo"), "--out", help="output folder"),
          dataset: str = typer.Option("digits", "--dataset", help="a data set from `influent datasets`"),
          noise: float = typer.Option(0.1, "--noise", help="fraction of training labels to flip"),
-         method: str = typer.Option("mislabel", "--method", help="the method the report shows (default: the wrong-label detector)"),
+         method: str = typer.Option("mislabel", "--method", help="the method the report shows: {methods} (default: the wrong-label detector)"),
          seed: int = typer.Option(0, "--seed", help="random seed"),
          force: bool = typer.Option(False, "--force", help="replace an earlier demo in --out")) -> None:
     """End to end on bundled data with flipped labels: score, detect, trim, refit, and write the report."""
@@ -647,7 +677,7 @@ def _plan(**kwargs: Any) -> None:
 
 _plan.__doc__ = ("Estimate the peak memory and disk of `influent score` with the same arguments (the model is "
                  "built and fitted, nothing is scored or written).")
-app.command("plan")(_plan)
+app.command("plan", cls=_RegistryHelp)(_plan)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

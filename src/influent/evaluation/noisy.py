@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..api.verbs import score
 from ..data import Split
-from ..data.validate import InputError, check_budget
+from ..data.validate import InputError, check_budget, check_choice
 from ..methods.registry import reads_checkpoints
 from ..models.base import ModelAdapter
 from ..targets import Utility
@@ -43,8 +43,7 @@ def flip_labels(y: np.ndarray, fraction: float, mode: str = "uniform", seed: int
     y = np.asarray(y)
     if not 0 <= fraction < 1:
         raise InputError(f"noise fraction must lie in [0, 1), got {fraction}")
-    if mode not in NOISE_MODES:
-        raise InputError(f"unknown noise mode {mode!r}; choose one of {list(NOISE_MODES)}")
+    check_choice(mode, NOISE_MODES, "noise mode")
     cls = np.unique(y) if classes is None else np.asarray(classes)
     if len(cls) < 2:
         raise InputError("flipping labels needs at least two classes")

@@ -201,15 +201,13 @@ def _min_rayleigh(ctx: CurvatureContext, steps: int = 30, max_rows: int = 2048) 
     return float(torch.linalg.eigvalsh(T).min())
 
 
-CHECKPOINT_METHODS = ("tracin", "self-tracin", "diffin", "self-diffin")
-
-
 def reads_checkpoints(method: str, options: dict[str, Any]) -> bool:
-    """Whether `method` with `options` reads recorded training checkpoints (Self-TracIn only with
-    over="checkpoints": by default it reads the final model, as [IP] does)."""
-    if method == "self-tracin":
-        return options.get("over") == "checkpoints"
-    return method in CHECKPOINT_METHODS
+    """Whether `method` with `options` reads recorded training checkpoints, as its registry entry says:
+    ``checkpoints="always"`` (TracIn, Diff-In), ``"option"`` (Self-TracIn with ``over="checkpoints"``: by
+    default it reads the final model, as [IP] does) or ``"never"`` (also for a name not registered)."""
+    spec = METHODS.get(method)
+    how = spec.checkpoints if spec is not None else "never"
+    return how == "always" or (how == "option" and options.get("over") == "checkpoints")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..data import Split
-from ..data.validate import InputError, check_at_least_two_classes, check_known_labels
+from ..data.validate import InputError, check_at_least_two_classes, check_choice, check_known_labels
 
 # torch's forward-mode AD (used for Hessian- and Gauss-Newton-vector products) loads decompositions written
 # with torch.jit.script on first use, which warns once per decomposition (18 lines) in torch >= 2.9.
@@ -45,7 +45,8 @@ def loss_from_outputs(kind: str, out: torch.Tensor, t: torch.Tensor) -> torch.Te
     if kind == "mse":
         diff = out.reshape(out.shape[0], -1) - t.reshape(t.shape[0], -1).to(out.dtype)
         return 0.5 * (diff**2).sum(1)
-    raise InputError(f"unknown loss {kind!r}; choose one of {LOSSES}")
+    check_choice(kind, LOSSES, "loss")
+    raise AssertionError(kind)  # unreachable: every loss in LOSSES returned above
 
 
 def probabilities(kind: str, out: torch.Tensor) -> torch.Tensor:
@@ -83,8 +84,7 @@ class ModelAdapter:
 
     def __init__(self, loss: str = "cross_entropy", params: str | Sequence[str] = "all",
                  dtype: torch.dtype = torch.float32) -> None:
-        if loss not in LOSSES:
-            raise InputError(f"unknown loss {loss!r}; choose one of {LOSSES}")
+        check_choice(loss, LOSSES, "loss")
         self.loss = loss
         self.params_spec = params
         self.dtype = dtype

@@ -15,17 +15,6 @@ from .svg import fmt_value
 
 SECTIONS = ("summary", "distribution", "samples", "removal", "detection", "comparison", "settings")
 
-METHOD_NAMES = {
-    "if": "influence function", "self-if": "self-influence", "ip": "gradient inner product",
-    "ip-ensemble": "inner product ensemble", "tracin": "TracIn", "self-tracin": "self-TracIn", "gex": "GEX",
-    "self-gex": "self-GEX", "loo": "leave-one-out retraining", "random": "random scores (a baseline)",
-    "fi": "FI local influence", "fi-paired": "FI paired", "label-quality": "label quality (cleanlab)",
-    "outlier": "outlier gradient analysis", "diff-in": "Diff-In",
-}
-TARGET_TEXT = {"utility": "validation loss", "demographic-parity": "demographic-parity gap on the validation set",
-               "equal-opportunity": "equal-opportunity gap on the validation set",
-               "robustness": "loss on an adversarial copy of the validation set"}
-
 CSS = """
 :root{--ink:#1f2328;--muted:#57606a;--line:#d0d7de;--soft:#f6f8fa;--harm:#b04400;--help:#0072B2;--flip:#8a5a00;}
 *{box-sizing:border-box}
@@ -90,7 +79,19 @@ def _pct(x: float | None, digits: int = 1) -> str:
 
 
 def _method_name(m: str) -> str:
-    return METHOD_NAMES.get(m, m)
+    """The method's title from the method registry (the name itself for a method not registered)."""
+    from ..methods import METHODS
+
+    spec = METHODS.get(m)
+    return spec.title if spec is not None and spec.title else m
+
+
+def _target_text(t: str) -> str:
+    """What the report calls a target (its registry entry's text; the name itself when unknown)."""
+    from ..targets import TARGETS
+
+    spec = TARGETS.get(t)
+    return spec.text if spec is not None and spec.text else t
 
 
 def _options_text(settings: dict[str, Any]) -> str:
@@ -111,7 +112,7 @@ def summary_section(rec: dict[str, Any]) -> str:
     s = res["summary"]
     cfg = rec["config"]
     n, nh = s["n_train"], s["n_harmful"]
-    target_txt = TARGET_TEXT.get(s["target"], s["target"])
+    target_txt = _target_text(s["target"])
     if s["rule"] == "negative":
         lead = (f"<strong>{nh:,} of {n:,} training samples ({100 * nh / max(1, n):.1f}%) look harmful</strong> to the "
                 f"{escape(target_txt)}: removing any one of them alone is predicted to lower it.")

@@ -35,7 +35,7 @@ class RunConfig:
     model : "logistic" | "mlp" | "path/to/file.py:function"
     model_options : C (logistic); hidden, epochs, lr, batch_size, weight_decay (mlp and torch models)
     method, method_options : the scoring method and its options (solver, damping, ...)
-    target : "utility" | "demographic-parity" | "equal-opportunity" | "robustness"
+    target : a name in `influent.targets.TARGETS` ("utility", the default, or a fairness/robustness target)
     chunk_size, seed : as in `influent.score`
     top : how many of the most harmful samples the report shows
     curve, curve_fractions, curve_repeats : the removal curve (needs a test split): the fractions of the

@@ -92,8 +92,7 @@ def run_demo(out: str | Path | None = "influent-demo", noise: float = 0.1, seed:
     from ..methods import METHODS
 
     for m in (method, *compare):
-        if m not in METHODS:
-            raise InputError(f"unknown method {m!r}; choose one of {sorted(METHODS)}")
+        METHODS.check(m)
     created = not out.exists()
     try:
         return _run(out, noise, seed, dataset, method, compare, budget, steps, echo)

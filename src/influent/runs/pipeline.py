@@ -50,16 +50,15 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
     model : an adapter to use instead of building one from ``cfg.model`` (fitted or not)
     """
     from ..api.verbs import score
+    from ..methods import METHODS
     from ..methods.registry import reads_checkpoints
     from ..models import TrainingRecorder
     from ..report import build_report
     from .summary import report_data
 
     steps = steps or Steps()
-    if cfg.method not in _methods():
-        raise InputError(f"unknown method {cfg.method!r}; choose one of {sorted(_methods())}")
-    if cfg.target not in TARGETS:
-        raise InputError(f"unknown target {cfg.target!r}; choose one of {list(TARGETS)}")
+    METHODS.check(cfg.method)
+    TARGETS.check(cfg.target)
     if data.valid is None:
         raise InputError("no validation data: pass --valid FILE (the target is measured on it)")
     with steps.step("build model"):
@@ -121,7 +120,3 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
     return Outcome(scores, record, html, model)
 
 
-def _methods() -> dict:
-    from ..methods import METHODS
-
-    return METHODS

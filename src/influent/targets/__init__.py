@@ -2,6 +2,6 @@
 
 from .base import Target, mean_loss
 from .impact import DemographicParity, EqualOpportunity, Robustness, Utility
-from .factory import TARGETS, make_target
+from .factory import TARGETS, TargetSpec, make_target
 
-__all__ = ["Target", "Utility", "DemographicParity", "EqualOpportunity", "Robustness", "mean_loss", "TARGETS", "make_target"]
+__all__ = ["Target", "Utility", "DemographicParity", "EqualOpportunity", "Robustness", "mean_loss", "TARGETS", "TargetSpec", "make_target"]

@@ -2,8 +2,10 @@
 ones for the reference), refit, measure a metric — for several k at once.
 
 It is the one implementation behind the report's curve (`influent.runs.summary`), the trimming
-experiments ([FI] Tables 1 and 2, `influent.evaluation.trimming`) and the evaluation protocol
-`influent.evaluation.attribution.removal_curve`; every refit goes through `models.refit.refit_many`
+experiments ([FI] Tables 1 and 2, `influent.evaluation.trimming`), the evaluation protocol
+`influent.evaluation.attribution.removal_curve`, and the trims of the noisy-label experiment
+(`influent.evaluation.noisy`) and of the demo's comparison (`influent.runs.demo`; their random trims and
+oracle are fixed sets of samples and call `refit_many` directly); every refit goes through `models.refit.refit_many`
 (parallel processes, fixed seeds: the result of a refit depends only on its subset and ``seed``).
 """
 

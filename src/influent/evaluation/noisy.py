@@ -16,7 +16,9 @@ from ..data import Split
 from ..data.validate import InputError, check_budget, check_choice
 from ..methods.registry import reads_checkpoints
 from ..models.base import ModelAdapter
+from ..models.refit import Accuracy, refit_many
 from ..targets import Utility
+from .curves import removal_curve
 from .detection import detection
 
 NOISE_MODES = ("uniform", "class-conditional")
@@ -155,7 +157,8 @@ class NoisyResult:
 def noisy_label_experiment(model: ModelAdapter, train: Split, valid: Split, test: Split,
                            methods: Sequence[MethodEntry], noise: float = 0.1, mode: str = "uniform",
                            budget: int | float | None = None, seed: int = 0, random_repeats: int = 5,
-                           is_noisy: np.ndarray | None = None, echo: Callable[[str], Any] | None = None) -> NoisyResult:
+                           is_noisy: np.ndarray | None = None, echo: Callable[[str], Any] | None = None,
+                           n_jobs: int = 1) -> NoisyResult:
     """Flip labels, fit, score with each method, trim, refit, and report detection and test accuracy.
 
     Parameters
@@ -174,6 +177,11 @@ def noisy_label_experiment(model: ModelAdapter, train: Split, valid: Split, test
     ``over="checkpoints"``) and were given none share one set from `training_checkpoints` on the noisy
     training split.
     echo : optional callback receiving one line per finished method
+    n_jobs : worker processes of the refits (``models.refit.refit_many``; the results do not depend on it)
+
+    Every refit goes through the one removal curve (`evaluation.curves.removal_curve`: a method's k
+    lowest-valued samples removed) or, for the random trims and the oracle (fixed sets of samples rather
+    than a ranking), through `refit_many` directly.
 
     Returns
     -------
@@ -194,6 +202,7 @@ def noisy_label_experiment(model: ModelAdapter, train: Split, valid: Split, test
              "test_acc": fitted.accuracy(test), "seconds": 0.0}]
     all_scores: dict[str, Any] = {}
     ckpts = None
+    metric = Accuracy(test)
     for spec in methods:
         label, method, options = _parse(spec)
         if needs_checkpoints(method, options):
@@ -203,23 +212,22 @@ def noisy_label_experiment(model: ModelAdapter, train: Split, valid: Split, test
         s = score(fitted, noisy_train, target=target, method=method, seed=seed, **options)
         secs = time.perf_counter() - t0
         det = detection(s, flipped, k)
-        acc = fitted.refit(noisy_train.without(s.most_harmful(k))).accuracy(test)
+        acc = removal_curve(fitted, noisy_train, s, [k], metric, seed=seed, n_jobs=n_jobs).curves["lowest"][0]
         rows.append({"label": label, "method": method, "auc": det.auc, "precision_at_k": det.precision_at_k,
                      "recall_at_k": det.recall_at_k, "test_acc": acc, "seconds": secs})
         all_scores[label] = s
         if echo is not None:
             echo(f"{label}: AUC {det.auc:.3f}, precision@{k} {det.precision_at_k:.3f}, test acc {acc:.3f} ({secs:.1f}s)")
     rng = np.random.default_rng(seed + 1)
-    rand = []
-    for _ in range(max(1, int(random_repeats))):
-        drop = rng.choice(len(train), k, replace=False)
-        rand.append((flipped[drop].mean() if k else np.nan, fitted.refit(noisy_train.without(drop)).accuracy(test)))
-    rows.append({"label": "random", "method": "random", "auc": 0.5, "precision_at_k": float(np.mean([r[0] for r in rand])),
-                 "recall_at_k": float(np.mean([r[0] for r in rand])) * k / max(1, flipped.sum()),
-                 "test_acc": float(np.mean([r[1] for r in rand])), "seconds": 0.0})
-    rows.append({"label": "oracle (drop flipped)", "method": "", "auc": 1.0, "precision_at_k": np.nan,
-                 "recall_at_k": 1.0, "test_acc": fitted.refit(noisy_train.without(np.flatnonzero(flipped))).accuracy(test),
+    drops = [rng.choice(len(train), k, replace=False) for _ in range(max(1, int(random_repeats)))]
+    kept = [noisy_train.without(d) for d in drops] + [noisy_train.without(np.flatnonzero(flipped))]
+    *rand_acc, oracle = refit_many(fitted, noisy_train, kept, metric, n_jobs=n_jobs, seed=seed)
+    rand_prec = float(np.mean([flipped[d].mean() if k else np.nan for d in drops]))
+    rows.append({"label": "random", "method": "random", "auc": 0.5, "precision_at_k": rand_prec,
+                 "recall_at_k": rand_prec * k / max(1, flipped.sum()), "test_acc": float(np.mean(rand_acc)),
                  "seconds": 0.0})
+    rows.append({"label": "oracle (drop flipped)", "method": "", "auc": 1.0, "precision_at_k": np.nan,
+                 "recall_at_k": 1.0, "test_acc": oracle, "seconds": 0.0})
     return NoisyResult(pd.DataFrame(rows), flipped, k, all_scores)
 
 

@@ -147,23 +147,33 @@ def factor_sq_norms(fa: list[LayerFactors]) -> torch.Tensor:
 
 def factor_dot(fa: list[LayerFactors], v: dict[str, torch.Tensor]) -> torch.Tensor:
     """(B, k) products g_i . v_j for k stacked directions: `v` maps ``<layer>.weight`` to (k, d_out, d_in)
-    and ``<layer>.bias`` to (k, d_out)."""
+    and ``<layer>.bias`` to (k, d_out).
+
+    A layer on 2-D inputs uses ``g_i . v_j = delta_i . (V_j a_i + b_j)``: one (B, d_in) x (d_in, k d_out)
+    product, never the (B, d_out d_in) weight gradients, unless k > d_in (then those gradients, B d_out d_in,
+    take less memory than the (B, k, d_out) products).
+    """
     total = None
+    k = next(iter(v.values())).shape[0]
     for lf in fa:
         prefix = f"{lf.name}." if lf.name else ""
-        k = next(iter(v.values())).shape[0]
-        term = torch.zeros(lf.a.shape[0], k, dtype=lf.a.dtype)
         if lf.tokens:  # the layer's per-sample block (d_out * d_in per sample) times the directions
             parts = ([v[prefix + "weight"].reshape(k, -1)] if lf.has_weight else []) + (
                 [v[prefix + "bias"]] if lf.has_bias else [])
             term = lf.block() @ torch.cat(parts, dim=1).T
-            total = term if total is None else total + term
-            continue
-        if lf.has_weight:  # the chunk's (B, d_out * d_in) weight gradients, then one matrix product
-            G = (lf.delta[:, :, None] * lf.a[:, None, :]).reshape(lf.a.shape[0], -1)
-            term = term + G @ v[prefix + "weight"].reshape(k, -1).T
-        if lf.has_bias:
-            term = term + lf.delta @ v[prefix + "bias"].T
+        elif lf.has_weight and k <= lf.a.shape[1]:  # (B, k, d_out) = V_j a_i [+ b_j], then . delta_i
+            B, d_out = lf.delta.shape
+            U = (lf.a @ v[prefix + "weight"].reshape(k * d_out, -1).T).reshape(B, k, d_out)
+            if lf.has_bias:
+                U += v[prefix + "bias"]
+            term = (U * lf.delta[:, None, :]).sum(2)
+        else:
+            term = torch.zeros(lf.a.shape[0], k, dtype=lf.a.dtype, device=lf.a.device)
+            if lf.has_weight:  # the chunk's (B, d_out * d_in) weight gradients, then one matrix product
+                G = (lf.delta[:, :, None] * lf.a[:, None, :]).reshape(lf.a.shape[0], -1)
+                term = term + G @ v[prefix + "weight"].reshape(k, -1).T
+            if lf.has_bias:
+                term = term + lf.delta @ v[prefix + "bias"].T
         total = term if total is None else total + term
     assert total is not None
     return total

@@ -91,3 +91,21 @@ def test_factor_dot_equals_explicit_gradient_products(digits_small, k):
     V = torch.randn(src.p, k, dtype=torch.float64)
     assert _rel(src.dot(V), G @ V) < 1e-12
     assert _rel(src.dot(V[:, 0]), G @ V[:, 0]) < 1e-12
+
+
+@pytest.mark.parametrize("projection", [None, {"kind": "sparse", "dim": 8}, {"kind": "gaussian", "dim": 8}])
+@pytest.mark.parametrize("method", ["auto", "vmap"])
+def test_gradient_source_follows_the_model_device(projection, method):
+    """Every product is made on the model's device. No GPU here: a model on PyTorch's "meta" device stands
+    in for one, since any tensor created on the CPU regardless of the model's device fails to mix with it."""
+    X, y = np.random.default_rng(0).normal(size=(50, 6)), np.arange(50) % 3
+    train = inf.from_arrays(X, y)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).double().to("meta")
+    m = inf.models.TorchAdapter(net, dtype=torch.float64, classes=np.arange(3))
+    src = GradientSource(m, train, chunk_size=16, projection=projection, method=method)
+    other = GradientSource(m, train, chunk_size=16, projection=projection, method=method)
+    k = src.p
+    V = torch.randn(src.p_params, 2, dtype=torch.float64)  # a direction from the CPU is moved to the device
+    for out, shape in ((src.dot(V), (50, 2)), (src.sq_norms(), (50,)), (src.gram(other), (50, 50)),
+                       (src.matrix(), (50, k))):
+        assert out.device.type == "meta" and tuple(out.shape) == shape

@@ -52,7 +52,8 @@ class GradientSource:
         self.like = adapter.params()
         self.p = sum(v.numel() for v in self.like.values())
         self.p_params = self.p
-        self.projection = make_projection(projection, self.p, adapter.dtype)
+        self.device = adapter.device  # every tensor this source makes lives on the model's device
+        self.projection = make_projection(projection, self.p, adapter.dtype, self.device)
         if self.projection is not None:
             self.p = self.projection.k
         self.layers = linear_layers(adapter) if method in ("auto", "factorised") else None
@@ -75,7 +76,8 @@ class GradientSource:
     def project(self, V: torch.Tensor) -> torch.Tensor:
         """Directions in parameter space (p_params,) or (p_params, m) in this source's space (identity
         without a projection)."""
-        return V if self.projection is None else self.projection.vectors(V.to(self.adapter.dtype))
+        V = V.to(device=self.device, dtype=self.adapter.dtype)
+        return V if self.projection is None else self.projection.vectors(V)
 
     def _slices(self) -> list[slice]:
         return [slice(s, min(self.n, s + self.chunk_size)) for s in range(0, self.n, self.chunk_size)]
@@ -115,7 +117,8 @@ class GradientSource:
         if self.store is not None:
             self.fill_store()
             for ci in range(self.store.n_chunks):
-                yield self.store.rows(ci), torch.as_tensor(self.store.read(ci), dtype=self.adapter.dtype)
+                yield self.store.rows(ci), torch.as_tensor(self.store.read(ci), dtype=self.adapter.dtype,
+                                                           device=self.device)
             return
         slices = self._slices()
         for i, sl in enumerate(slices):
@@ -129,8 +132,8 @@ class GradientSource:
     def dot(self, V: torch.Tensor) -> torch.Tensor:
         """(n, k) products g_i . V[:, j] for V of shape (p, k) (or (n,) for V of shape (p,))."""
         vec = V.ndim == 1
-        V2 = self.project(V.reshape(self.p_params, -1).to(self.adapter.dtype))
-        out = torch.empty(self.n, V2.shape[1], dtype=self.adapter.dtype)
+        V2 = self.project(V.reshape(self.p_params, -1))
+        out = torch.empty(self.n, V2.shape[1], dtype=self.adapter.dtype, device=self.device)
         if self.factorised:
             k, i0, stacked = V2.shape[1], 0, {}
             for name, p in self.like.items():  # (p, k) -> {name: (k, *shape)}
@@ -150,7 +153,7 @@ class GradientSource:
         a, b = self.projection, other.projection
         if (a is None) != (b is None) or (a is not None and a.spec() != b.spec()):
             raise ValueError("gram of two gradient sources needs the same projection on both")
-        out = torch.empty(self.n, other.n, dtype=self.adapter.dtype)
+        out = torch.empty(self.n, other.n, dtype=self.adapter.dtype, device=self.device)
         if self.factorised and other.factorised:
             fb = [factors(other.adapter, other.X[s], other.t[s], other.layers) for s in other._slices()]
             slices = self._slices()
@@ -166,7 +169,7 @@ class GradientSource:
 
     def sq_norms(self) -> torch.Tensor:
         """(n,) squared gradient norms |g_i|^2."""
-        out = torch.empty(self.n, dtype=self.adapter.dtype)
+        out = torch.empty(self.n, dtype=self.adapter.dtype, device=self.device)
         if self.factorised:
             for sl in self._slices():
                 f = factors(self.adapter, self.X[sl], self.t[sl], self.layers)

@@ -76,17 +76,21 @@ def test_store_resumes_after_interruption(tmp_path, small_mlp, digits_small):
     assert GradientSource(other, train, chunk_size=32, store=tmp_path / "g").store.path != again.store.path
 
 
+@pytest.mark.parametrize("chunk", [1, 64])
 @pytest.mark.parametrize("k", [1, 3, 20])
-def test_factor_dot_equals_explicit_gradient_products(digits_small, k):
+def test_factor_dot_equals_explicit_gradient_products(digits_small, k, chunk):
     """Products through the factors (the (B, k, d_out) form for k <= d_in, the weight-gradient form for
     k > d_in) equal the explicit per-sample gradients times the directions, float64, for a layer with and
-    one without a bias."""
+    one without a bias; in blocks of `factor_block_rows` rows (chunk 1: blocks of a few rows, 64: one)."""
     train, _ = digits_small
     torch.manual_seed(1)
     net = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.Tanh(), torch.nn.Linear(16, 10, bias=False))
     m = inf.models.TorchAdapter(net, dtype=torch.float64, classes=np.arange(10))
-    src = GradientSource(m, train, chunk_size=64)
+    src = GradientSource(m, train, chunk_size=chunk)
     assert src.factorised
+    blocks = src._factor_slices(k)
+    assert (len(blocks) > 10) == (chunk == 1) and blocks[0].stop - blocks[0].start >= chunk
+    assert _rel(src.sq_norms(), (per_sample_grads(m, *m.tensors(train)) ** 2).sum(1)) < 1e-12
     G = per_sample_grads(m, *m.tensors(train), method="loop")
     V = torch.randn(src.p, k, dtype=torch.float64)
     assert _rel(src.dot(V), G @ V) < 1e-12

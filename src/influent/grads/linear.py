@@ -65,6 +65,32 @@ def linear_layers(adapter: ModelAdapter) -> dict[str, tuple[bool, bool]] | None:
     return layers
 
 
+FACTOR_ROWS_MAX = 65536  # rows per block of the factorised products, at most
+
+
+def factor_block_rows(chunk_size: int, p: int, row_width: int) -> int:
+    """Rows per block of a factorised product: as many as fit the memory of `chunk_size` gradient rows
+    (chunk_size * p numbers) when each row costs `row_width` numbers (the layer factors plus the product's
+    own per-row terms), between `chunk_size` and max(chunk_size, FACTOR_ROWS_MAX). Fewer, larger blocks
+    cut the per-block cost of the forward and backward pass; the rows' results do not depend on it."""
+    chunk_size = max(1, int(chunk_size))
+    rows = chunk_size * int(p) // max(1, int(row_width))
+    return int(min(max(rows, chunk_size), max(chunk_size, FACTOR_ROWS_MAX)))
+
+
+def factor_row_width(fa: list[LayerFactors], k: int = 0) -> int:
+    """Numbers per sample that the factorised products hold for the factors `fa` of a batch: the layer inputs
+    and output gradients (token positions included), the per-sample block of a layer at token positions
+    (d_out * d_in + d_out), and for products with k directions their (k, d_out) terms."""
+    width = 0
+    for lf in fa:
+        d_out, d_in = lf.delta.shape[-1], lf.a.shape[-1]
+        width += lf.a[0].numel() + lf.delta[0].numel() + int(k) * d_out
+        if lf.tokens:
+            width += d_out * d_in + d_out
+    return width
+
+
 def factors(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor,
             layers: dict[str, tuple[bool, bool]]) -> list[LayerFactors]:
     """Run forward and one backward pass; return the factors of each analysed linear layer.

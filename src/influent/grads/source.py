@@ -16,7 +16,8 @@ import torch
 
 from ..data import Split
 from ..models.base import ModelAdapter
-from .linear import factor_dot, factor_gram, factor_grads, factor_sq_norms, factors, linear_layers
+from .linear import (factor_block_rows, factor_dot, factor_gram, factor_grads, factor_row_width, factor_sq_norms,
+                     factors, linear_layers)
 from .per_sample import per_sample_grads
 from .projection import Projection, make_projection
 from .store import GradientStore, store_key
@@ -79,8 +80,17 @@ class GradientSource:
         V = V.to(device=self.device, dtype=self.adapter.dtype)
         return V if self.projection is None else self.projection.vectors(V)
 
-    def _slices(self) -> list[slice]:
-        return [slice(s, min(self.n, s + self.chunk_size)) for s in range(0, self.n, self.chunk_size)]
+    def _slices(self, rows: int | None = None) -> list[slice]:
+        rows = self.chunk_size if rows is None else rows
+        return [slice(s, min(self.n, s + rows)) for s in range(0, self.n, rows)]
+
+    def _factor_slices(self, k: int) -> list[slice]:
+        """Blocks of the factorised products with k directions (k = 0: norms): within the memory of
+        `chunk_size` gradient rows (`factor_block_rows`)."""
+        if self.n == 0:
+            return []
+        probe = factors(self.adapter, self.X[:1], self.t[:1], self.layers)  # one row: the per-sample widths
+        return self._slices(factor_block_rows(self.chunk_size, self.p, factor_row_width(probe, k)))
 
     def _tick(self, i: int, total: int) -> None:
         if self.progress is not None:
@@ -139,7 +149,7 @@ class GradientSource:
             for name, p in self.like.items():  # (p, k) -> {name: (k, *shape)}
                 stacked[name] = V2[i0:i0 + p.numel()].T.reshape(k, *p.shape)
                 i0 += p.numel()
-            slices = self._slices()
+            slices = self._factor_slices(k)
             for i, sl in enumerate(slices):
                 out[sl] = factor_dot(factors(self.adapter, self.X[sl], self.t[sl], self.layers), stacked)
                 self._tick(i, len(slices))
@@ -171,7 +181,7 @@ class GradientSource:
         """(n,) squared gradient norms |g_i|^2."""
         out = torch.empty(self.n, dtype=self.adapter.dtype, device=self.device)
         if self.factorised:
-            for sl in self._slices():
+            for sl in self._factor_slices(0):
                 f = factors(self.adapter, self.X[sl], self.t[sl], self.layers)
                 out[sl] = factor_sq_norms(f)
             return out

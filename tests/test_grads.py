@@ -74,3 +74,42 @@ def test_store_resumes_after_interruption(tmp_path, small_mlp, digits_small):
     # a different model never reads the stale rows
     other = small_mlp.with_params({k: v + 1 for k, v in small_mlp.params().items()})
     assert GradientSource(other, train, chunk_size=32, store=tmp_path / "g").store.path != again.store.path
+
+
+@pytest.mark.parametrize("chunk", [1, 64])
+@pytest.mark.parametrize("k", [1, 3, 20])
+def test_factor_dot_equals_explicit_gradient_products(digits_small, k, chunk):
+    """Products through the factors (the (B, k, d_out) form for k <= d_in, the weight-gradient form for
+    k > d_in) equal the explicit per-sample gradients times the directions, float64, for a layer with and
+    one without a bias; in blocks of `factor_block_rows` rows (chunk 1: blocks of a few rows, 64: one)."""
+    train, _ = digits_small
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.Tanh(), torch.nn.Linear(16, 10, bias=False))
+    m = inf.models.TorchAdapter(net, dtype=torch.float64, classes=np.arange(10))
+    src = GradientSource(m, train, chunk_size=chunk)
+    assert src.factorised
+    blocks = src._factor_slices(k)
+    assert (len(blocks) > 10) == (chunk == 1) and blocks[0].stop - blocks[0].start >= chunk
+    assert _rel(src.sq_norms(), (per_sample_grads(m, *m.tensors(train)) ** 2).sum(1)) < 1e-12
+    G = per_sample_grads(m, *m.tensors(train), method="loop")
+    V = torch.randn(src.p, k, dtype=torch.float64)
+    assert _rel(src.dot(V), G @ V) < 1e-12
+    assert _rel(src.dot(V[:, 0]), G @ V[:, 0]) < 1e-12
+
+
+@pytest.mark.parametrize("projection", [None, {"kind": "sparse", "dim": 8}, {"kind": "gaussian", "dim": 8}])
+@pytest.mark.parametrize("method", ["auto", "vmap"])
+def test_gradient_source_follows_the_model_device(projection, method):
+    """Every product is made on the model's device. No GPU here: a model on PyTorch's "meta" device stands
+    in for one, since any tensor created on the CPU regardless of the model's device fails to mix with it."""
+    X, y = np.random.default_rng(0).normal(size=(50, 6)), np.arange(50) % 3
+    train = inf.from_arrays(X, y)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).double().to("meta")
+    m = inf.models.TorchAdapter(net, dtype=torch.float64, classes=np.arange(3))
+    src = GradientSource(m, train, chunk_size=16, projection=projection, method=method)
+    other = GradientSource(m, train, chunk_size=16, projection=projection, method=method)
+    k = src.p
+    V = torch.randn(src.p_params, 2, dtype=torch.float64)  # a direction from the CPU is moved to the device
+    for out, shape in ((src.dot(V), (50, 2)), (src.sq_norms(), (50,)), (src.gram(other), (50, 50)),
+                       (src.matrix(), (50, k))):
+        assert out.device.type == "meta" and tuple(out.shape) == shape

@@ -44,3 +44,114 @@ def test_explain_cli_prints_the_rows_and_rejects_bad_input(iris, tmp_path, capsy
     assert exc.value.code == 2 and "--test-row must be in" in capsys.readouterr().err
     with pytest.raises(InputError, match="already holds outputs"):
         attribute_stream(model, train, valid, tmp_path / "run", method="ip")
+
+
+# ---- influent score --topk K: the streamed attribution of the test split in the run folder ----------------
+@pytest.fixture(scope="module")
+def csv_dir(tmp_path_factory):
+    """Breast cancer, standardised, as train (300) / valid (135) / test (134) CSV files."""
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer
+
+    d = tmp_path_factory.mktemp("data")
+    X, y = load_breast_cancer(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    idx = np.random.default_rng(0).permutation(len(X))
+    for name, rows in (("train", idx[:300]), ("valid", idx[300:435]), ("test", idx[435:])):
+        df = pd.DataFrame(X[rows], columns=[f"f{j}" for j in range(X.shape[1])])
+        df["y"] = y[rows]
+        df.to_csv(d / f"{name}.csv", index=False)
+    return d
+
+
+def _cli(args, capsys):
+    from influent.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _score_args(d, out, *extra, test=True):
+    return (["score", "--train", d / "train.csv", "--valid", d / "valid.csv"] + (["--test", d / "test.csv"] if test else [])
+            + ["--label", "y", "--no-curve", "--out", out, *extra])
+
+
+def _dense(d, method):
+    """The dense `attribute` matrix of the run's model (sklearn logistic, deterministic) on its test split."""
+    from influent.models.factory import build_model
+    from influent.runs.config import RunConfig
+    from influent.runs.inputs import load_data
+
+    data = load_data(RunConfig(train=str(d / "train.csv"), valid=str(d / "valid.csv"), test=str(d / "test.csv"), label="y"))
+    model = build_model("logistic", {}, data.train, 0).fit(data.train)
+    return data, inf.attribute(model, data.train, data.test, method=method)
+
+
+@pytest.mark.parametrize("method,pairwise", [("if", "if"), ("self-if", "ip")])
+def test_score_topk_writes_the_test_attribution_explain_reads_it_and_the_report_shows_it(csv_dir, tmp_path, capsys,
+                                                                                        method, pairwise):
+    import json
+
+    out = tmp_path / "run"
+    code, stdout, err = _cli(_score_args(csv_dir, out, "--method", method, "--topk", 4), capsys)
+    assert code == 0, err
+    data, dense = _dense(csv_dir, pairwise)  # a method without a pairwise form falls back to ip
+    Z = np.asarray(zarr.open_array(str(out / "attribution" / "attribution.zarr"), mode="r")[:])
+    assert Z.shape == (300, 134) and np.allclose(Z, dense, rtol=1e-8, atol=1e-12)
+    top = np.load(out / "attribution" / "topk.npz")
+    assert np.array_equal(top["helpful_index"], np.argsort(-dense, axis=0)[:4].T)
+    assert np.array_equal(top["harmful_index"], np.argsort(dense, axis=0)[:4].T)
+    # explain on the run folder itself
+    code, text, _ = _cli(["explain", "--scores", out, "--test-row", 5], capsys)
+    best, worst = data.train.ids[int(np.argmax(dense[:, 5]))], data.train.ids[int(np.argmin(dense[:, 5]))]
+    assert code == 0 and f"  1  {best}  " in text.split("most harmful")[0] and f"  1  {worst}  " in text.split("most harmful")[1]
+    # the record holds the first test samples' top-k; the report shows them and computes nothing
+    att = json.loads((out / "run.json").read_text())["results"]["attribution"]
+    assert att["method"] == pairwise and att["k"] == 4 and len(att["examples"]) == 3
+    ex = att["examples"][1]
+    assert [r["id"] for r in ex["helpful"]] == list(data.train.ids[np.argsort(-dense[:, 1])[:4]])
+    assert ex["harmful"][0]["value"] == pytest.approx(dense[:, 1].min())
+    assert ("no pairwise form" in att.get("note", "")) == (method != pairwise)
+    html = (out / "report.html").read_text()
+    assert 'id="attribution"' in html and 'href="#attribution"' in html
+    from influent.report import build_report
+
+    rec = json.loads((out / "run.json").read_text())
+    rec["results"]["attribution"]["examples"][0]["helpful"][0]["id"] = "planted-id-123"
+    assert "planted-id-123" in build_report(rec)
+
+
+def test_score_topk_without_test_split_is_skipped_with_a_note(csv_dir, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "run"
+    code, stdout, err = _cli(_score_args(csv_dir, out, "--method", "ip", "--topk", 3, test=False), capsys)
+    assert code == 0, err
+    assert "top-k attribution skipped" in stdout and not (out / "attribution").exists()
+    assert "skipped" in json.loads((out / "run.json").read_text())["results"]["attribution"]
+    assert 'id="attribution"' in (out / "report.html").read_text()
+    code, _, err = _cli(["explain", "--scores", out, "--test-row", 0], capsys)
+    assert code == 2 and "--topk K" in err and err.count("\n") == 1
+
+
+def test_score_topk_bad_value_and_existing_outputs(csv_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = _cli(_score_args(csv_dir, out, "--method", "ip", "--topk", -1), capsys)
+    assert code == 2 and "--topk must be >= 0" in err and not out.exists()
+    assert _cli(_score_args(csv_dir, out, "--method", "ip", "--topk", 2), capsys)[0] == 0
+    first = np.load(out / "attribution" / "topk.npz")["helpful_index"]
+    code, _, err = _cli(_score_args(csv_dir, out, "--method", "ip", "--topk", 3), capsys)
+    assert code == 2 and "--force" in err  # the earlier run is kept
+    assert np.array_equal(np.load(out / "attribution" / "topk.npz")["helpful_index"], first)
+    assert _cli(_score_args(csv_dir, out, "--method", "ip", "--topk", 3, "--force"), capsys)[0] == 0
+    again = np.load(out / "attribution" / "topk.npz")["helpful_index"]
+    assert again.shape == (134, 3) and np.array_equal(again[:, :2], first)
+    assert sorted(p.name for p in out.iterdir()) == ["attribution", "report.html", "run.json", "scores.parquet"]
+    # a forced run without --topk removes the earlier run's attribution rather than leaving it stale
+    assert _cli(_score_args(csv_dir, out, "--method", "ip", "--force"), capsys)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "run.json", "scores.parquet"]

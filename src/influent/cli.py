@@ -262,10 +262,13 @@ def score(
                                          "runs, and an interrupted run resumes from its finished chunks"),
     backend: str = typer.Option("local", "--backend", help="{backends} (ray: per-sample gradients on a Ray "
                                 "cluster, RAY_ADDRESS, else a local Ray; needs pip install \"influent[ray]\")"),
+    topk: int = typer.Option(0, "--topk", help="with --test: keep the K most helpful and most harmful training "
+                             "samples of every test sample (streamed attribution in --out/attribution; read with "
+                             "influent explain; the method's pairwise form, else ip)"),
 ) -> None:
     """Score every training sample; write scores.parquet, run.json and report.html to --out."""
     from .data.validate import check_output_dir, check_outputs
-    from .runs.config import OUTPUT_FILES, RunConfig
+    from .runs.config import ATTRIBUTION_DIR, OUTPUT_FILES, RunConfig
     from .runs.steps import Steps
     from .runs.record import input_paths, write_outputs
     from .runs.inputs import load_data
@@ -282,6 +285,8 @@ def score(
         raise InputError(f"--top must be >= 0, got {top}")
     if chunk_size < 1:
         raise InputError(f"--chunk-size must be >= 1, got {chunk_size}")
+    if topk < 0:
+        raise InputError(f"--topk must be >= 0, got {topk}")
     model_options = _model_options(model, C, hidden, epochs, lr, batch_size, weight_decay)
     if encoder and Path(encoder).exists():
         encoder = _abs(Path(encoder))
@@ -294,8 +299,9 @@ def score(
                     method_options=method_options, target=target, chunk_size=chunk_size, seed=seed, top=top, curve=curve,
                     title=title, params=_params(params) if params is not None else None,
                     store=_abs(store) if store is not None else None, backend=check_backend(backend),
-                    encoder=encoder, embed_cache=_abs(embed_cache) if embed_cache else None)
-    check_outputs({"--out": [out / f for f in OUTPUT_FILES]}, input_paths(cfg), force)
+                    encoder=encoder, embed_cache=_abs(embed_cache) if embed_cache else None, topk=topk)
+    outputs = [out / f for f in OUTPUT_FILES] + [out / ATTRIBUTION_DIR]  # an earlier --topk run's too
+    check_outputs({"--out": outputs}, input_paths(cfg), force)
     if store is not None:
         check_output_dir(store, "--store")
         _STORES.append(Path(store))
@@ -306,14 +312,20 @@ def score(
             data = load_data(cfg)
         outcome = run_score(cfg, data, steps, plan_only=_PLAN_ONLY[0])
         with steps.step("write outputs"):
-            write_outputs(out, outcome)
-            _wrote(f"{out}/scores.parquet, run.json and report.html")
+            written = write_outputs(out, outcome)
+            _wrote(f"{out}/scores.parquet, run.json and report.html"
+                   + (f" and {ATTRIBUTION_DIR}/" if out / ATTRIBUTION_DIR in written else ""))
     s = outcome.record["results"]["summary"]
     verb = {"negative": "look harmful", "method": "are flagged (the given label is more likely wrong than right)"}.get(
         s["rule"], "stand out (outliers of an unsigned statistic)")
     console.print(f"[bold]{s['n_harmful']:,}[/] of {s['n_train']:,} training samples {verb} "
                   f"({cfg.method}, target {cfg.target})")
-    _finish(console, out)
+    att = outcome.record["results"].get("attribution")
+    if att is not None:
+        console.print(f"top-k attribution skipped: {att['skipped']}" if "skipped" in att else
+                      f"top-{att['k']} training samples of each of {att['n_test']:,} test samples ({att['method']}) in "
+                      f"{out / ATTRIBUTION_DIR}: influent explain --scores {out} --test-row J")
+    _finish(console, out, f", {out / ATTRIBUTION_DIR}/" if out / ATTRIBUTION_DIR in written else "")
 
 
 # ---- acting on scores -----------------------------------------------------------------------------------
@@ -643,8 +655,8 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show the full trace
 
 @app.command()
 def explain(
-    scores: Path = typer.Option(..., "--scores", help="a folder written by influent.attribute_stream "
-                                "(attribution.zarr, topk.npz, meta.json)"),
+    scores: Path = typer.Option(..., "--scores", help="a run folder of influent score --topk K, or a folder "
+                                "written by influent.attribute_stream (attribution.zarr, topk.npz, meta.json)"),
     test_row: int = typer.Option(..., "--test-row", help="row number of the test sample to explain"),
 ) -> None:
     """Print the most helpful and most harmful training samples of one test sample (streamed attribution)."""

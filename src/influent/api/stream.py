@@ -126,11 +126,14 @@ def attribute_stream(model: Any, train: Split, test: Split, out: str | Path, met
 
 
 def load_topk(folder: str | Path) -> tuple[TopK, dict[str, Any]]:
-    """(TopK, meta) of a folder written by `attribute_stream`, or a one-line `InputError`."""
+    """(TopK, meta) of a folder written by `attribute_stream`, or of a run folder of ``influent score --topk K``
+    (its ``attribution/`` sub-folder); else a one-line `InputError`."""
     folder = Path(folder)
+    if not (folder / "topk.npz").is_file() and (folder / "attribution" / "topk.npz").is_file():
+        folder = folder / "attribution"
     if not (folder / "topk.npz").is_file() or not (folder / "meta.json").is_file():
         raise InputError(f"{folder} holds no streamed attribution (topk.npz, meta.json); write one with "
-                         "influent.attribute_stream")
+                         "influent score --test FILE --topk K, or influent.attribute_stream")
     z = np.load(folder / "topk.npz", allow_pickle=False)
     top = TopK(z["helpful_index"], z["helpful_value"], z["harmful_index"], z["harmful_value"], z["train_ids"],
                z["test_ids"])

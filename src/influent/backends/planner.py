@@ -7,7 +7,8 @@ measured for each path; `benchmarks`/tests compare the estimate with the measure
 
 - data tensors: the split's features as a tensor of the model's dtype (a copy when the dtypes differ);
 - gradient chunk: ``chunk_size x p`` rows, x3 on the vmap / loop paths (the per-parameter gradients, their
-  flattened copy and the product), ``chunk_size x (sum of layer widths)`` factors on the factorised path;
+  flattened copy and the product), on the factorised path the factors of one block (``factor_block_rows``:
+  as many rows as fit chunk_size x p numbers, at most 65,536) times the sum of layer widths;
 - projection: ``chunk_size x k`` rows plus the cached dense matrix (p x k when p k <= 2^24);
 - exact solver: the (p, p) Hessian x4 (Hessian, its symmetrised copy, eigenvectors, workspace);
 - Isolation Forest / One-Class SVM: the whole (n, p or k) gradient matrix, x2 (the chunks and their
@@ -69,7 +70,7 @@ def available_memory() -> int | None:
 def plan(model: ModelAdapter, train: Split, target: Any = None, method: str = "if", *, chunk_size: int = 512,
          store: Any = None, **options: Any) -> Plan:
     """The `Plan` of ``influent.score(model, train, target, method, chunk_size=..., store=..., **options)``."""
-    from ..grads.linear import linear_layers
+    from ..grads.linear import factor_block_rows, linear_layers
     from ..models.base import resolve_params
 
     adapter = model
@@ -88,8 +89,9 @@ def plan(model: ModelAdapter, train: Split, target: Any = None, method: str = "i
     layers = linear_layers(adapter) if options.get("grad_method", "auto") in ("auto", "factorised") else None
     if layers is not None and train.X.ndim == 2 and store is None and k is None:
         modules = dict(adapter._require_fitted().named_modules())
-        width = sum(modules[name].in_features + modules[name].out_features for name in layers)
-        terms["gradient chunk (factors)"] = 2 * B * width * item
+        width = sum(modules[name].in_features + 2 * modules[name].out_features for name in layers)  # k = 1
+        rows = min(factor_block_rows(B, p, width), n)  # the block `GradientSource` takes for one direction
+        terms["gradient chunk (factors)"] = 2 * rows * width * item
     else:
         terms["gradient chunk (rows)"] = GRAD_COPIES * B * p * item
     dim = p

@@ -62,9 +62,9 @@ class ArnoldiSolver(Solver):
                 w = w - B @ (B.T @ w)
             return w
 
-        Q = torch.zeros(p, m, dtype=ctx.dtype)
-        HQ = torch.zeros(p, m, dtype=ctx.dtype)
-        q = torch.randn(p, generator=gen, dtype=ctx.dtype)
+        Q = torch.zeros(p, m, dtype=ctx.dtype, device=ctx.device)
+        HQ = torch.zeros(p, m, dtype=ctx.dtype, device=ctx.device)
+        q = torch.randn(p, generator=gen, dtype=ctx.dtype).to(ctx.device)  # drawn on the CPU: the same on every device
         q /= q.norm()
         restarts = 0
         for j in range(m):
@@ -78,7 +78,7 @@ class ArnoldiSolver(Solver):
             while float(w.norm()) <= breakdown * max(ref, 1.0):
                 # Krylov space exhausted: continue from a random direction orthogonal to the basis
                 restarts += 1
-                w = orthogonalise(torch.randn(p, generator=gen, dtype=ctx.dtype), j + 1)
+                w = orthogonalise(torch.randn(p, generator=gen, dtype=ctx.dtype).to(ctx.device), j + 1)
                 ref = 1.0
             q = w / w.norm()
         T = Q.T @ HQ

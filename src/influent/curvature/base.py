@@ -65,6 +65,7 @@ class CurvatureContext:
         self.theta = flatten(self.params)
         self.p = self.theta.numel()
         self.dtype = self.adapter.dtype
+        self.device = self.adapter.device  # tensors made here live on the model's device
         if self.hvp_kind not in ("auto", "rev", "fwd"):
             raise ValueError(f"hvp_kind must be 'auto', 'rev' or 'fwd', got {self.hvp_kind!r}")
 
@@ -82,7 +83,7 @@ class CurvatureContext:
     def reg_diag(self) -> torch.Tensor:
         """(p,) diagonal of the regulariser's Hessian, computed once per context."""
         if self._reg_diag is None:
-            self._reg_diag = self.adapter.reg_hessian_diag().to(self.dtype)
+            self._reg_diag = self.adapter.reg_hessian_diag().to(device=self.device, dtype=self.dtype)
         return self._reg_diag
 
     def _leaves(self) -> list[torch.Tensor]:
@@ -134,7 +135,7 @@ class CurvatureContext:
         m = min(self.n, 64 if k == 1 else self.chunk_size)
         cols = 1 if k == 1 else min(k, self.hvp_block)
         Xc, tc = self.X[:m], self.t[:m]
-        W = torch.randn(self.p, cols, generator=torch.Generator().manual_seed(0), dtype=self.dtype)
+        W = torch.randn(self.p, cols, generator=torch.Generator().manual_seed(0), dtype=self.dtype).to(self.device)
         best: dict[str, float] = {}
         for mode in ("rev", "fwd") * (3 if k == 1 else 2):
             if best.get(mode) == float("inf"):
@@ -205,8 +206,8 @@ class CurvatureContext:
             parts: dict[str, Any] = {}
             for bi, s in enumerate(starts):
                 k = min(b, self.p - s)
-                E = torch.zeros(self.p, k, dtype=self.dtype)
-                E[torch.arange(s, s + k), torch.arange(k)] = 1
+                E = torch.zeros(self.p, k, dtype=self.dtype, device=self.device)
+                E[torch.arange(s, s + k, device=self.device), torch.arange(k, device=self.device)] = 1
                 md = mode if mode is not None else ("rev", "fwd")[bi % 2]
                 try:
                     if md not in parts:
@@ -241,7 +242,7 @@ class CurvatureContext:
 
         from ..models.base import loss_from_outputs
 
-        G = torch.zeros(self.p, self.p, dtype=self.dtype)
+        G = torch.zeros(self.p, self.p, dtype=self.dtype, device=self.device)
         out_fn = lambda th, x: self.adapter.outputs(unflatten(th, self.params), x.unsqueeze(0))[0].reshape(-1)
         for s in range(0, self.n, self.chunk_size):
             Xc, tc = self.X[s:s + self.chunk_size], self.t[s:s + self.chunk_size]

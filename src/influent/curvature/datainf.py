@@ -49,7 +49,7 @@ class DataInfSolver(Solver):
         off = 0
         for pname, t in ctx.params.items():
             owner, _, leaf = pname.rpartition(".")
-            groups.setdefault(owner, []).append(torch.arange(off, off + t.numel()))
+            groups.setdefault(owner, []).append(torch.arange(off, off + t.numel(), device=ctx.device))
             if owner not in regs or leaf == "weight":
                 regs[owner] = float(ctx.adapter.reg_coef.get(pname, 0.0))
             off += t.numel()
@@ -59,7 +59,7 @@ class DataInfSolver(Solver):
         if mode == "damping":
             self.lam_ = {k: ctx.damping + regs[k] for k in self.groups_}
         else:
-            sq = {k: torch.zeros((), dtype=ctx.dtype) for k in self.groups_}
+            sq = {k: torch.zeros((), dtype=ctx.dtype, device=ctx.device) for k in self.groups_}
             for _, G in ctx.grad_source().chunks():
                 for k, idx in self.groups_.items():
                     sq[k] += (G[:, idx] ** 2).sum()
@@ -71,7 +71,8 @@ class DataInfSolver(Solver):
 
     def _solve(self, V: torch.Tensor) -> torch.Tensor:
         ctx = self.ctx
-        acc = {k: torch.zeros(idx.numel(), V.shape[1], dtype=ctx.dtype) for k, idx in self.groups_.items()}
+        acc = {k: torch.zeros(idx.numel(), V.shape[1], dtype=ctx.dtype, device=ctx.device)
+               for k, idx in self.groups_.items()}
         for _, G in ctx.grad_source().chunks():
             G = G.to(ctx.dtype)
             for k, idx in self.groups_.items():

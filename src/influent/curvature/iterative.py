@@ -158,7 +158,7 @@ class LiSSASolver(Solver):
     def _fit(self, ctx: CurvatureContext) -> None:
         if self.scale == "auto":
             gen = torch.Generator().manual_seed(ctx.seed)
-            v = torch.randn(ctx.p, generator=gen, dtype=ctx.dtype)
+            v = torch.randn(ctx.p, generator=gen, dtype=ctx.dtype).to(ctx.device)  # drawn on the CPU
             v /= v.norm()
             lam = 0.0
             for _ in range(max(1, self.power_iter)):

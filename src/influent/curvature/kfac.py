@@ -100,7 +100,7 @@ class _Layer:
             a = x[:, None, :]
         parts = [a] if self.w is not None else []
         if self.b is not None:
-            parts.append(torch.ones(*a.shape[:2], 1, dtype=a.dtype))
+            parts.append(torch.ones(*a.shape[:2], 1, dtype=a.dtype, device=a.device))
         return torch.cat(parts, dim=2)
 
     def output_grads(self, g: torch.Tensor) -> torch.Tensor:
@@ -158,7 +158,7 @@ def loss_hessian_sqrt(kind: str, out: torch.Tensor) -> torch.Tensor:
     B, K = out.shape
     if kind == "cross_entropy":
         p = torch.softmax(out, dim=1)
-        eye = torch.eye(K, dtype=out.dtype)
+        eye = torch.eye(K, dtype=out.dtype, device=out.device)
         return (eye[None] - p[:, :, None]) * p.sqrt()[:, None, :]
     if kind == "bce":
         if K != 1:
@@ -166,7 +166,7 @@ def loss_hessian_sqrt(kind: str, out: torch.Tensor) -> torch.Tensor:
         s = torch.sigmoid(out)
         return (s * (1 - s)).sqrt()[:, :, None]
     if kind == "mse":
-        return torch.eye(K, dtype=out.dtype).expand(B, K, K)
+        return torch.eye(K, dtype=out.dtype, device=out.device).expand(B, K, K)
     raise ValueError(f"kfac/ekfac: unsupported loss {kind!r}")
 
 
@@ -208,7 +208,7 @@ def pseudo_gradients(adapter: ModelAdapter, layers: list[_Layer], X: torch.Tenso
             h.remove()
     acts, grads = [], []
     for L, gi, z in zip(layers, g, zs):
-        gi = torch.zeros(cols.shape[0], *z.shape, dtype=z.dtype) if gi is None else gi.detach()
+        gi = torch.zeros(cols.shape[0], *z.shape, dtype=z.dtype, device=z.device) if gi is None else gi.detach()
         acts.append(L.patches(store[L.name][0]))
         grads.append(L.output_grads(gi))
     return acts, grads
@@ -245,8 +245,8 @@ class KFACSolver(Solver):
 
     def _fit(self, ctx: CurvatureContext) -> None:
         self.layers_ = kfac_layers(ctx.adapter)
-        A = {L.name: torch.zeros(L.cols, L.cols, dtype=ctx.dtype) for L in self.layers_}
-        S = {L.name: torch.zeros(L.d_out, L.d_out, dtype=ctx.dtype) for L in self.layers_}
+        A = {L.name: torch.zeros(L.cols, L.cols, dtype=ctx.dtype, device=ctx.device) for L in self.layers_}
+        S = {L.name: torch.zeros(L.d_out, L.d_out, dtype=ctx.dtype, device=ctx.device) for L in self.layers_}
         T = {}
         cache: list | None = [] if self.corrected else None
         cached = 0
@@ -281,7 +281,7 @@ class KFACSolver(Solver):
     def _correct(self, ctx: CurvatureContext, cache: list | None) -> None:
         """EK-FAC: the exact GGN's diagonal in the Kronecker eigenbasis (from the cached first pass,
         or a second data pass)."""
-        E = {L.name: torch.zeros(L.d_out, L.cols, dtype=ctx.dtype) for L in self.layers_}
+        E = {L.name: torch.zeros(L.d_out, L.cols, dtype=ctx.dtype, device=ctx.device) for L in self.layers_}
         batches = cache if cache is not None else (
             pseudo_gradients(ctx.adapter, self.layers_, ctx.X[s:s + ctx.chunk_size])
             for s in range(0, ctx.n, ctx.chunk_size))
@@ -337,11 +337,11 @@ class KFACSolver(Solver):
                 f = fs[L.name]
                 cols = [f.a] if L.w is not None else []
                 if L.b is not None:
-                    cols.append(torch.ones(f.a.shape[0], 1, dtype=f.a.dtype))
+                    cols.append(torch.ones(f.a.shape[0], 1, dtype=f.a.dtype, device=f.a.device))
                 u = f.delta @ self.QS_[L.name]
                 v = torch.cat(cols, dim=1) @ self.QA_[L.name]
                 if buf is None:
-                    buf = torch.empty(u.shape[0], width, dtype=u.dtype)
+                    buf = torch.empty(u.shape[0], width, dtype=u.dtype, device=u.device)
                 d = L.d_out * L.cols
                 # the outer products written in place: no per-layer temporaries, no concatenation copy
                 torch.mul(u[:, :, None], v[:, None, :], out=buf[:, off:off + d].view(u.shape[0], L.d_out, L.cols))
@@ -350,7 +350,7 @@ class KFACSolver(Solver):
 
         scale = torch.cat([self.inv_[L.name].reshape(-1) for L in self.layers_])
         R = torch.cat([rotated(test, sl) for sl in test._slices()]) * scale  # (m, p')
-        out = torch.empty(train.n, test.n, dtype=R.dtype)
+        out = torch.empty(train.n, test.n, dtype=R.dtype, device=R.device)
         for sl in train._slices():
             out[sl] = rotated(train, sl) @ R.T
         return out

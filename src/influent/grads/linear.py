@@ -65,6 +65,32 @@ def linear_layers(adapter: ModelAdapter) -> dict[str, tuple[bool, bool]] | None:
     return layers
 
 
+FACTOR_ROWS_MAX = 65536  # rows per block of the factorised products, at most
+
+
+def factor_block_rows(chunk_size: int, p: int, row_width: int) -> int:
+    """Rows per block of a factorised product: as many as fit the memory of `chunk_size` gradient rows
+    (chunk_size * p numbers) when each row costs `row_width` numbers (the layer factors plus the product's
+    own per-row terms), between `chunk_size` and max(chunk_size, FACTOR_ROWS_MAX). Fewer, larger blocks
+    cut the per-block cost of the forward and backward pass; the rows' results do not depend on it."""
+    chunk_size = max(1, int(chunk_size))
+    rows = chunk_size * int(p) // max(1, int(row_width))
+    return int(min(max(rows, chunk_size), max(chunk_size, FACTOR_ROWS_MAX)))
+
+
+def factor_row_width(fa: list[LayerFactors], k: int = 0) -> int:
+    """Numbers per sample that the factorised products hold for the factors `fa` of a batch: the layer inputs
+    and output gradients (token positions included), the per-sample block of a layer at token positions
+    (d_out * d_in + d_out), and for products with k directions their (k, d_out) terms."""
+    width = 0
+    for lf in fa:
+        d_out, d_in = lf.delta.shape[-1], lf.a.shape[-1]
+        width += lf.a[0].numel() + lf.delta[0].numel() + int(k) * d_out
+        if lf.tokens:
+            width += d_out * d_in + d_out
+    return width
+
+
 def factors(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor,
             layers: dict[str, tuple[bool, bool]]) -> list[LayerFactors]:
     """Run forward and one backward pass; return the factors of each analysed linear layer.
@@ -147,23 +173,33 @@ def factor_sq_norms(fa: list[LayerFactors]) -> torch.Tensor:
 
 def factor_dot(fa: list[LayerFactors], v: dict[str, torch.Tensor]) -> torch.Tensor:
     """(B, k) products g_i . v_j for k stacked directions: `v` maps ``<layer>.weight`` to (k, d_out, d_in)
-    and ``<layer>.bias`` to (k, d_out)."""
+    and ``<layer>.bias`` to (k, d_out).
+
+    A layer on 2-D inputs uses ``g_i . v_j = delta_i . (V_j a_i + b_j)``: one (B, d_in) x (d_in, k d_out)
+    product, never the (B, d_out d_in) weight gradients, unless k > d_in (then those gradients, B d_out d_in,
+    take less memory than the (B, k, d_out) products).
+    """
     total = None
+    k = next(iter(v.values())).shape[0]
     for lf in fa:
         prefix = f"{lf.name}." if lf.name else ""
-        k = next(iter(v.values())).shape[0]
-        term = torch.zeros(lf.a.shape[0], k, dtype=lf.a.dtype)
         if lf.tokens:  # the layer's per-sample block (d_out * d_in per sample) times the directions
             parts = ([v[prefix + "weight"].reshape(k, -1)] if lf.has_weight else []) + (
                 [v[prefix + "bias"]] if lf.has_bias else [])
             term = lf.block() @ torch.cat(parts, dim=1).T
-            total = term if total is None else total + term
-            continue
-        if lf.has_weight:  # the chunk's (B, d_out * d_in) weight gradients, then one matrix product
-            G = (lf.delta[:, :, None] * lf.a[:, None, :]).reshape(lf.a.shape[0], -1)
-            term = term + G @ v[prefix + "weight"].reshape(k, -1).T
-        if lf.has_bias:
-            term = term + lf.delta @ v[prefix + "bias"].T
+        elif lf.has_weight and k <= lf.a.shape[1]:  # (B, k, d_out) = V_j a_i [+ b_j], then . delta_i
+            B, d_out = lf.delta.shape
+            U = (lf.a @ v[prefix + "weight"].reshape(k * d_out, -1).T).reshape(B, k, d_out)
+            if lf.has_bias:
+                U += v[prefix + "bias"]
+            term = (U * lf.delta[:, None, :]).sum(2)
+        else:
+            term = torch.zeros(lf.a.shape[0], k, dtype=lf.a.dtype, device=lf.a.device)
+            if lf.has_weight:  # the chunk's (B, d_out * d_in) weight gradients, then one matrix product
+                G = (lf.delta[:, :, None] * lf.a[:, None, :]).reshape(lf.a.shape[0], -1)
+                term = term + G @ v[prefix + "weight"].reshape(k, -1).T
+            if lf.has_bias:
+                term = term + lf.delta @ v[prefix + "bias"].T
         total = term if total is None else total + term
     assert total is not None
     return total

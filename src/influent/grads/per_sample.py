@@ -76,7 +76,7 @@ def mean_grad(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor, params: P
     """(p,) gradient of the mean loss over (X, t), chunked."""
     params = adapter.params() if params is None else params
     leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
-    total = torch.zeros(sum(p.numel() for p in params.values()), dtype=adapter.dtype)
+    total = torch.zeros(sum(p.numel() for p in params.values()), dtype=adapter.dtype, device=adapter.device)
     n = X.shape[0]
     for s in range(0, n, chunk_size):
         loss = adapter.per_sample_loss(leaves, X[s:s + chunk_size], t[s:s + chunk_size]).sum() / n

@@ -41,10 +41,12 @@ class Projection:
     seed : seed of the sketch (the same seed gives the same P)
     nnz : non-zeros per input coordinate of the sparse sketch (default 4; ignored by dense kinds)
     dtype : dtype of the projected rows
+    device : device of the sketch and of the projected rows (the model's); P is drawn on the CPU from the
+        seed and moved there, so the same seed gives the same P on every device
     """
 
     def __init__(self, p: int, dim: int, kind: str = "sparse", seed: int = 0, nnz: int = 4,
-                 dtype: torch.dtype = torch.float64) -> None:
+                 dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> None:
         if kind not in KINDS:
             raise InputError(f"unknown projection kind {kind!r}; choose one of {list(KINDS)}")
         if int(dim) < 1:
@@ -52,6 +54,7 @@ class Projection:
         if kind == "sparse" and not 1 <= int(nnz) <= int(dim):
             raise InputError(f"projection nnz must be in [1, dim], got {nnz!r}")
         self.p, self.k, self.kind, self.seed, self.dtype = int(p), int(dim), kind, int(seed), dtype
+        self.device = torch.device("cpu" if device is None else device)
         self.nnz = int(nnz) if kind == "sparse" else None
         self._R: torch.Tensor | None = None
         if kind == "sparse":
@@ -74,7 +77,7 @@ class Projection:
             R = torch.randn(rows, self.k, generator=gen, dtype=torch.float64)
         else:
             R = torch.randint(0, 2, (rows, self.k), generator=gen, dtype=torch.int8).to(torch.float64) * 2 - 1
-        return R.to(self.dtype)
+        return R.to(device=self.device, dtype=self.dtype)
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         """Rows start:stop of the unscaled R, shape (stop - start, k) (dense kinds)."""
@@ -93,23 +96,23 @@ class Projection:
         u = torch.rand(self.nnz, self.p, generator=gen, dtype=torch.float64)
         h = edges[:-1, None] + (u * width).long().clamp_max(width - 1)
         s = torch.randint(0, 2, (self.nnz, self.p), generator=gen).to(self.dtype) * 2 - 1
-        return h, s / self.nnz**0.5
+        return h.to(self.device), (s / self.nnz**0.5).to(self.device)
 
     # -- application -------------------------------------------------------------------------------
     def __call__(self, G: torch.Tensor) -> torch.Tensor:
         """(B, p) -> (B, k) projected rows P g_i."""
-        G = G.to(self.dtype)
+        G = G.to(device=self.device, dtype=self.dtype)
         if G.shape[1] != self.p:
             raise ValueError(f"projection from {self.p} dimensions applied to rows of {G.shape[1]}")
         if self.kind == "sparse":
             Gt = G.T.contiguous()
-            out = torch.zeros(self.k, G.shape[0], dtype=self.dtype)
+            out = torch.zeros(self.k, G.shape[0], dtype=self.dtype, device=self.device)
             for r in range(self.nnz):
                 out.index_add_(0, self._hash[r], Gt * self._sign[r][:, None])
             return out.T.contiguous()
         if self._R is not None:
             return G @ self._R / self.k**0.5
-        out = torch.zeros(G.shape[0], self.k, dtype=self.dtype)
+        out = torch.zeros(G.shape[0], self.k, dtype=self.dtype, device=self.device)
         for s in range(0, self.p, _BLOCK):
             out += G[:, s:s + _BLOCK] @ self.rows(s, min(self.p, s + _BLOCK))
         return out / self.k**0.5
@@ -123,13 +126,13 @@ class Projection:
     def transpose_block(self, start: int, stop: int) -> torch.Tensor:
         """(p, stop - start) columns start:stop of P^T (rows of P as columns), for building P H P^T."""
         if self.kind == "sparse":
-            out = torch.zeros(self.p, stop - start, dtype=self.dtype)
-            cols = torch.arange(self.p)
+            out = torch.zeros(self.p, stop - start, dtype=self.dtype, device=self.device)
+            cols = torch.arange(self.p, device=self.device)
             for r in range(self.nnz):
                 keep = (self._hash[r] >= start) & (self._hash[r] < stop)
                 out.index_put_((cols[keep], self._hash[r][keep] - start), self._sign[r][keep], accumulate=True)
             return out
-        out = torch.empty(self.p, stop - start, dtype=self.dtype)
+        out = torch.empty(self.p, stop - start, dtype=self.dtype, device=self.device)
         for s in range(0, self.p, _BLOCK):
             out[s:s + _BLOCK] = self.rows(s, min(self.p, s + _BLOCK))[:, start:stop]
         return out / self.k**0.5
@@ -148,10 +151,11 @@ class Projection:
             offset[name] = i0
             i0 += int(torch.Size(shape).numel())
         B = fa[0].a.shape[0]
-        out = torch.zeros(B, self.k, dtype=self.dtype)
+        out = torch.zeros(B, self.k, dtype=self.dtype, device=self.device)
         for lf in fa:
             prefix = f"{lf.name}." if lf.name else ""
-            delta, a = lf.delta.to(self.dtype), lf.a.to(self.dtype)
+            delta, a = (lf.delta.to(device=self.device, dtype=self.dtype),
+                        lf.a.to(device=self.device, dtype=self.dtype))
             d_out, d_in = delta.shape[1], a.shape[1]
             if lf.has_weight:
                 s = offset[prefix + "weight"]
@@ -163,10 +167,11 @@ class Projection:
         return out / self.k**0.5
 
 
-def make_projection(spec: Any, p: int, dtype: torch.dtype = torch.float64) -> Projection | None:
+def make_projection(spec: Any, p: int, dtype: torch.dtype = torch.float64,
+                    device: torch.device | str | None = None) -> Projection | None:
     """A `Projection` from an option value: None, a `Projection`, or a dict such as
-    ``{"kind": "sparse", "dim": 4096, "seed": 0}`` (keys kind, dim, seed, nnz); a one-line `InputError`
-    for anything else."""
+    ``{"kind": "sparse", "dim": 4096, "seed": 0}`` (keys kind, dim, seed, nnz), on `device` (default CPU);
+    a one-line `InputError` for anything else."""
     if spec is None:
         return None
     if isinstance(spec, Projection):
@@ -186,4 +191,4 @@ def make_projection(spec: Any, p: int, dtype: torch.dtype = torch.float64) -> Pr
         nnz = int(spec["nnz"]) if "nnz" in spec else min(4, max(1, dim))
     except (TypeError, ValueError):
         raise InputError(f"projection dim, seed and nnz must be integers, got {spec!r}") from None
-    return Projection(p, dim, spec.get("kind", "sparse"), seed, nnz, dtype)
+    return Projection(p, dim, spec.get("kind", "sparse"), seed, nnz, dtype, device)

@@ -16,7 +16,8 @@ import torch
 
 from ..data import Split
 from ..models.base import ModelAdapter
-from .linear import factor_dot, factor_gram, factor_grads, factor_sq_norms, factors, linear_layers
+from .linear import (factor_block_rows, factor_dot, factor_gram, factor_grads, factor_row_width, factor_sq_norms,
+                     factors, linear_layers)
 from .per_sample import per_sample_grads
 from .projection import Projection, make_projection
 from .store import GradientStore, store_key
@@ -52,7 +53,8 @@ class GradientSource:
         self.like = adapter.params()
         self.p = sum(v.numel() for v in self.like.values())
         self.p_params = self.p
-        self.projection = make_projection(projection, self.p, adapter.dtype)
+        self.device = adapter.device  # every tensor this source makes lives on the model's device
+        self.projection = make_projection(projection, self.p, adapter.dtype, self.device)
         if self.projection is not None:
             self.p = self.projection.k
         self.layers = linear_layers(adapter) if method in ("auto", "factorised") else None
@@ -75,10 +77,20 @@ class GradientSource:
     def project(self, V: torch.Tensor) -> torch.Tensor:
         """Directions in parameter space (p_params,) or (p_params, m) in this source's space (identity
         without a projection)."""
-        return V if self.projection is None else self.projection.vectors(V.to(self.adapter.dtype))
+        V = V.to(device=self.device, dtype=self.adapter.dtype)
+        return V if self.projection is None else self.projection.vectors(V)
 
-    def _slices(self) -> list[slice]:
-        return [slice(s, min(self.n, s + self.chunk_size)) for s in range(0, self.n, self.chunk_size)]
+    def _slices(self, rows: int | None = None) -> list[slice]:
+        rows = self.chunk_size if rows is None else rows
+        return [slice(s, min(self.n, s + rows)) for s in range(0, self.n, rows)]
+
+    def _factor_slices(self, k: int) -> list[slice]:
+        """Blocks of the factorised products with k directions (k = 0: norms): within the memory of
+        `chunk_size` gradient rows (`factor_block_rows`)."""
+        if self.n == 0:
+            return []
+        probe = factors(self.adapter, self.X[:1], self.t[:1], self.layers)  # one row: the per-sample widths
+        return self._slices(factor_block_rows(self.chunk_size, self.p, factor_row_width(probe, k)))
 
     def _tick(self, i: int, total: int) -> None:
         if self.progress is not None:
@@ -115,7 +127,8 @@ class GradientSource:
         if self.store is not None:
             self.fill_store()
             for ci in range(self.store.n_chunks):
-                yield self.store.rows(ci), torch.as_tensor(self.store.read(ci), dtype=self.adapter.dtype)
+                yield self.store.rows(ci), torch.as_tensor(self.store.read(ci), dtype=self.adapter.dtype,
+                                                           device=self.device)
             return
         slices = self._slices()
         for i, sl in enumerate(slices):
@@ -129,14 +142,14 @@ class GradientSource:
     def dot(self, V: torch.Tensor) -> torch.Tensor:
         """(n, k) products g_i . V[:, j] for V of shape (p, k) (or (n,) for V of shape (p,))."""
         vec = V.ndim == 1
-        V2 = self.project(V.reshape(self.p_params, -1).to(self.adapter.dtype))
-        out = torch.empty(self.n, V2.shape[1], dtype=self.adapter.dtype)
+        V2 = self.project(V.reshape(self.p_params, -1))
+        out = torch.empty(self.n, V2.shape[1], dtype=self.adapter.dtype, device=self.device)
         if self.factorised:
             k, i0, stacked = V2.shape[1], 0, {}
             for name, p in self.like.items():  # (p, k) -> {name: (k, *shape)}
                 stacked[name] = V2[i0:i0 + p.numel()].T.reshape(k, *p.shape)
                 i0 += p.numel()
-            slices = self._slices()
+            slices = self._factor_slices(k)
             for i, sl in enumerate(slices):
                 out[sl] = factor_dot(factors(self.adapter, self.X[sl], self.t[sl], self.layers), stacked)
                 self._tick(i, len(slices))
@@ -150,7 +163,7 @@ class GradientSource:
         a, b = self.projection, other.projection
         if (a is None) != (b is None) or (a is not None and a.spec() != b.spec()):
             raise ValueError("gram of two gradient sources needs the same projection on both")
-        out = torch.empty(self.n, other.n, dtype=self.adapter.dtype)
+        out = torch.empty(self.n, other.n, dtype=self.adapter.dtype, device=self.device)
         if self.factorised and other.factorised:
             fb = [factors(other.adapter, other.X[s], other.t[s], other.layers) for s in other._slices()]
             slices = self._slices()
@@ -166,9 +179,9 @@ class GradientSource:
 
     def sq_norms(self) -> torch.Tensor:
         """(n,) squared gradient norms |g_i|^2."""
-        out = torch.empty(self.n, dtype=self.adapter.dtype)
+        out = torch.empty(self.n, dtype=self.adapter.dtype, device=self.device)
         if self.factorised:
-            for sl in self._slices():
+            for sl in self._factor_slices(0):
                 f = factors(self.adapter, self.X[sl], self.t[sl], self.layers)
                 out[sl] = factor_sq_norms(f)
             return out

@@ -13,7 +13,7 @@ from typing import Any
 from . import svg
 from .svg import fmt_value
 
-SECTIONS = ("summary", "distribution", "samples", "removal", "detection", "comparison", "settings")
+SECTIONS = ("summary", "distribution", "samples", "removal", "detection", "comparison", "attribution", "settings")
 
 CSS = """
 :root{--ink:#1f2328;--muted:#57606a;--line:#d0d7de;--soft:#f6f8fa;--harm:#b04400;--help:#0072B2;--flip:#8a5a00;}
@@ -311,6 +311,33 @@ def comparison_section(rec: dict[str, Any]) -> str:
             f'removed and the model refit.{note}</p><table>{head}{body}</table></section>')
 
 
+def attribution_section(rec: dict[str, Any]) -> str:
+    """The top-k training samples of a few test samples (``influent score --topk K``); empty without it."""
+    att = rec["results"].get("attribution")
+    if not att:
+        return ""
+    if "skipped" in att:
+        return (f'<section id="attribution"><h2>Training samples behind test predictions</h2>'
+                f'<p class="note">Not computed: {escape(att["skipped"])}.</p></section>')
+
+    def table(rows: list[dict[str, Any]]) -> str:
+        body = "".join(f'<tr><td class="num">{r}</td><td>{escape(str(x["id"]))}</td><td>{escape(x["label"])}</td>'
+                       f'<td class="num">{escape(fmt_value(x["value"]))}</td></tr>' for r, x in enumerate(rows, 1))
+        return f'<table class="compact"><tr><th>rank</th><th>train id</th><th>label</th><th>attribution</th></tr>{body}</table>'
+
+    blocks = "".join(
+        f'<h3>Test sample {escape(str(e["test_id"]))} (row {e["test_row"]}, label {escape(e["label"])})</h3>'
+        f'<div class="charts"><div><p class="note">Most helpful</p>{table(e["helpful"])}</div>'
+        f'<div><p class="note">Most harmful</p>{table(e["harmful"])}</div></div>' for e in att["examples"])
+    note = f' {escape(att["note"])}.' if att.get("note") else ""
+    return (f'<section id="attribution"><h2>Training samples behind test predictions</h2>'
+            f'<p class="note">For the first {len(att["examples"])} of {att["n_test"]:,} test samples: the training samples '
+            f'whose removal would raise that sample\'s loss most (helpful) and lower it most (harmful), by '
+            f'{escape(_method_name(att["method"]))}.{note} The top {att["k"]} of every test sample are in '
+            f'<code>{escape(att["folder"])}/</code>: <code>influent explain --scores RUN --test-row J</code>.</p>'
+            f'{blocks}</section>')
+
+
 def _kv_table(d: dict[str, Any]) -> str:
     def show(v: Any) -> str:
         return escape(v if isinstance(v, str) else json.dumps(v))
@@ -350,11 +377,14 @@ def build_report(rec: dict[str, Any]) -> str:
         present.append(("detection", "Flipped labels"))
     if rec["results"].get("comparison"):
         present.append(("comparison", "Methods compared"))
+    if rec["results"].get("attribution"):
+        present.append(("attribution", "Test attribution"))
     present.append(("settings", "Settings"))
     nav = "".join(f'<a href="#{k}">{v}</a>' for k, v in present)
     version = rec.get("versions", {}).get("influent", "")
     body = "".join([summary_section(rec), distribution_section(rec), samples_section(rec), removal_section(rec),
-                    detection_section(rec), comparison_section(rec), settings_section(rec)])
+                    detection_section(rec), comparison_section(rec), attribution_section(rec),
+                    settings_section(rec)])
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{escape(title)} · influent</title><style>{CSS}</style></head><body><main>"

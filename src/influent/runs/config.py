@@ -15,6 +15,7 @@ from ..data.scores import jsonable
 
 RUN_FORMAT = 1
 OUTPUT_FILES = ("scores.parquet", "run.json", "report.html")
+ATTRIBUTION_DIR = "attribution"  # the streamed top-k attribution of a run with --topk (a folder)
 
 
 # ---- configuration ---------------------------------------------------------------------------------
@@ -46,6 +47,9 @@ class RunConfig:
     store : folder of an on-disk gradient store (chunked, resumable: an interrupted run computes only the
         chunks it had not finished), or None
     backend : "local" or "ray" (`influent.score`'s backend)
+    topk : with a test split, the k most helpful and most harmful training samples of every test sample
+        (streamed train x test attribution, `api.stream.attribute_stream`, in ``attribution/`` of the run
+        folder; the method's pairwise form, else "ip"); 0: off
     """
 
     train: str | None = None
@@ -76,6 +80,7 @@ class RunConfig:
     encoder: str | None = None  # embed text_column with this sentence encoder: the embeddings are the features
     embed_cache: str | None = None  # folder of the embedding cache (default ~/.cache/influent/embeddings)
     backend: str = "local"
+    topk: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(dataclasses.asdict(self))

@@ -7,6 +7,7 @@ import datetime as _dt
 import inspect
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from ..data.validate import InputError
 from ..data.scores import Scores, jsonable
@@ -26,6 +27,7 @@ class Outcome:
     record: dict[str, Any]
     html: str
     model: Any = None
+    attribution: Path | None = None  # a staged `attribute_stream` folder (``--topk``), moved into the run folder
 
 
 class PlanOnly(Exception):
@@ -96,6 +98,10 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
                        progress=tick, store=cfg.store, backend=cfg.backend, **cfg.method_options)
     results = report_data(cfg, data, model, scores, steps)
     results["model_label"] = label
+    staged = None
+    if cfg.topk > 0:
+        with steps.step("top-k attribution"):
+            results["attribution"], staged = topk_step(cfg, data, model)
     if extra_results:
         results.update(jsonable(extra_results))
     record = {
@@ -117,6 +123,61 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
         html = build_report(record)  # the report leaves out its own step, so a rebuild gives the same page
     record["timings"] = {**steps.timings, "score_phases": jsonable(scores.timing)}
     record["progress"] = jsonable(steps.progress)
-    return Outcome(scores, record, html, model)
+    return Outcome(scores, record, html, model, staged)
+
+
+EXAMPLES = 3  # test samples whose top-k training samples go into the record (and the report)
+SHOWN = 10  # at most this many helpful and harmful training samples each
+
+
+def topk_step(cfg: RunConfig, data: Data, model: Any) -> tuple[dict[str, Any], Path | None]:
+    """Stream the (n_train, n_test) attribution of the test split into a staged folder (`attribute_stream`)
+    and return the report's data: the method used, k, and the top-k of the first `EXAMPLES` test samples.
+
+    The run's method is used when it has a pairwise form; otherwise "ip" (with the run's projection, if
+    any). Without a test split nothing is computed and the data says why.
+    """
+    import os
+    import tempfile
+
+    import numpy as np
+
+    from ..api.stream import attribute_stream
+    from ..api.verbs import _method
+
+    if data.test is None:
+        return {"skipped": "no test split was given (--test FILE), so the top-k attribution of test samples was "
+                           "not computed"}, None
+    own = _method(cfg.method).pairwise is not None
+    method = cfg.method if own else "ip"
+    options = dict(cfg.method_options) if own else {k: v for k, v in cfg.method_options.items()
+                                                       if k in ("projection", "grad_method")}
+    folder = Path(tempfile.mkdtemp(prefix="influent-attribution-"))
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.chmod(folder, 0o777 & ~mask)  # the mode a new folder gets, not mkdtemp's 0700
+    try:
+        top = attribute_stream(model, data.train, data.test, folder, method=method, k=cfg.topk,
+                               chunk_size=cfg.chunk_size, seed=cfg.seed, **options)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    train_y, test_y = np.asarray(data.train.y), np.asarray(data.test.y)
+
+    def rows(index: np.ndarray, value: np.ndarray) -> list[dict[str, Any]]:
+        return [{"id": top.train_ids[i].item(), "label": str(train_y[i]), "value": float(v)}
+                for i, v in zip(index[:SHOWN], value[:SHOWN])]
+
+    examples = [{"test_row": j, "test_id": top.test_ids[j].item(), "label": str(test_y[j]),
+                 "helpful": rows(top.helpful_index[j], top.helpful_value[j]),
+                 "harmful": rows(top.harmful_index[j], top.harmful_value[j])}
+                for j in range(min(EXAMPLES, len(data.test)))]
+    info = {"method": method, "k": int(top.helpful_index.shape[1]), "n_train": len(data.train),
+            "n_test": len(data.test), "folder": "attribution", "examples": examples}
+    if not own:
+        info["note"] = f"{cfg.method!r} has no pairwise form; the attribution uses the gradient inner product (ip)"
+    return info, folder
 
 

@@ -13,7 +13,7 @@ from ..data.validate import InputError, check_output_dir
 from ..data.scores import Scores, jsonable
 from ..data.atomic import atomic_write
 from .inputs import Data, load_data
-from .config import OUTPUT_FILES, RunConfig
+from .config import ATTRIBUTION_DIR, OUTPUT_FILES, RunConfig
 from .pipeline import Outcome
 from ..report import build_report
 
@@ -21,26 +21,61 @@ from ..report import build_report
 def write_outputs(out: str | Path, outcome: Outcome) -> list[Path]:
     """Write scores.parquet, run.json and report.html under `out`, all or nothing: each is written to a
     temporary file and flushed, and the three are moved into place together (`atomic_group`); on a failure
-    or an interruption none is, and `out` is removed again when this call created it."""
+    or an interruption none is, and `out` is removed again when this call created it. A staged top-k
+    attribution folder (``--topk``) is moved to ``out/attribution`` after them; without one, an earlier run's
+    ``out/attribution`` (replaced with --force) is removed."""
     from ..data.atomic import atomic_group
 
     out = Path(out)
     check_output_dir(out)
     created = not out.exists()
     written = [out / name for name in OUTPUT_FILES]
+    staged = None
     try:
         out.mkdir(parents=True, exist_ok=True)
+        if outcome.attribution is not None:  # --topk: staged beside its destination, moved in after the files
+            import shutil
+            import tempfile
+
+            staged = Path(tempfile.mkdtemp(prefix=f".{ATTRIBUTION_DIR}.", suffix=".tmp", dir=out))
+            shutil.move(str(outcome.attribution), str(staged / ATTRIBUTION_DIR))
         with atomic_group():
             outcome.scores.save(out / "scores.parquet")
             write_json(out / "run.json", outcome.record)
             atomic_write(out / "report.html", lambda p: p.write_text(outcome.html, encoding="utf-8"))
+        if staged is not None:
+            _replace_folder(staged / ATTRIBUTION_DIR, out / ATTRIBUTION_DIR)
+            written.append(out / ATTRIBUTION_DIR)
+        elif (out / ATTRIBUTION_DIR / "topk.npz").is_file():  # an earlier run's (replaced with --force): stale now
+            import shutil
+
+            shutil.rmtree(out / ATTRIBUTION_DIR)
     except BaseException as exc:
+        import shutil
+
+        for folder in (staged, outcome.attribution):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
         if created and out.exists() and not any(out.iterdir()):
             out.rmdir()
         if isinstance(exc, OSError):
             raise InputError(f"cannot write to {out}: {exc.strerror or exc}; choose another --out") from None
         raise
     return written
+
+
+def _replace_folder(src: Path, dest: Path) -> None:
+    """Move folder `src` to `dest` (same filesystem), replacing an earlier `dest` (checked by the caller's
+    --force) only once the new one is in place; the staging folder around `src` is removed."""
+    import os
+    import shutil
+
+    old = None
+    if dest.exists():
+        old = src.parent / (dest.name + ".old")
+        os.replace(dest, old)
+    os.replace(src, dest)
+    shutil.rmtree(src.parent, ignore_errors=True)
 
 
 def input_paths(cfg: RunConfig) -> dict[str, str]:

@@ -180,7 +180,8 @@ def tmc_shapley(job: Job) -> Result:
 
     target = job.need_target("tmc-shapley")
     o = job.options
-    T, tol, patience, utility, empty = int(o.permutations), float(o.tolerance), int(o.patience), o.utility, o.empty_utility
+    T, tol, patience = int(o.permutations), float(o.tolerance), int(o.patience)
+    utility, empty = o.utility, o.empty_utility
     n_jobs = max(1, int(o.n_jobs))
     if utility == "accuracy":
         if job.adapter.classes_ is None:

@@ -109,11 +109,12 @@ def test_projected_if_builds_p_h_pt_from_hvps_on_an_mlp(small_mlp, digits_small)
     """The HVP route (no closed-form Hessian) equals P H P^T from the explicit Hessian."""
     from influent.curvature import CurvatureContext
     from influent.methods.projected import projected_hessian
+    from influent.methods.influence import IFOptions
     from influent.methods.registry import Job
 
     train, valid = digits_small
     spec = {"kind": "rademacher", "dim": 24, "seed": 1}
-    job = Job(small_mlp, train, None, {"projection": spec}, 80)
+    job = Job(small_mlp, train, None, IFOptions(projection=spec), 80)
     src = job.source()
     Hk = projected_hessian(job, src)
     H = CurvatureContext(small_mlp, train, 0.0, 80).hessian()

@@ -583,11 +583,23 @@ def _dataset_row(info: Any) -> tuple[str, bool, str, str]:
 
 
 @app.command()
-def methods() -> None:
-    """List the scoring methods."""
+def methods(name: Optional[str] = typer.Argument(None, help="a method: print its options")) -> None:
+    """List the scoring methods, or one method's title, summary and options (name, type, default, doc)."""
     from rich.table import Table
 
     from .methods import METHODS
+
+    if name is not None:
+        spec = METHODS[name]  # an unknown name: the one-line InputError with the choices (exit 2)
+        console, _ = _consoles()
+        say = lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+        say(f"{spec.name}: {spec.title}")
+        say(spec.summary)
+        rows = spec.options.describe()
+        say(f"options (influent score --method {spec.name} -o NAME=VALUE):" if rows else "options: none")
+        for row in rows:
+            say(f"  {row['name']} ({row['type']}, default {row['default']!r}): {row['doc']}")
+        return
 
     table = Table(title="scoring methods (influent score --method NAME)")
     for col in ("name", "needs --valid target", "pairwise", "summary"):

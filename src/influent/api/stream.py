@@ -109,9 +109,9 @@ def attribute_stream(model: Any, train: Split, test: Split, out: str | Path, met
             A = np.asarray(spec.pairwise(job, test.subset(np.arange(s, e))), dtype=np.float64)  # (n, e - s)
             Z[:, s:e] = A
             hi_i[s:e], hi_v[s:e], lo_i[s:e], lo_v[s:e] = _topk(A, kk)
-    _check_used(job, options, method)
+    _check_used(job, method)
     top = TopK(hi_i, hi_v, lo_i, lo_v, np.asarray(train.ids), np.asarray(test.ids))
-    settings = {k2: v for k2, v in job.used.items() if k2 != "checkpoints"}
+    settings = job.settings()
     meta = {"method": method, "k": kk, "block": int(block), "n_train": n, "n_test": m, "options": settings}
 
     def write_topk(path: Path) -> None:

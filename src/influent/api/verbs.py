@@ -13,6 +13,7 @@ from ..data.validate import InputError
 from ..grads.projection import PROJECTABLE
 from ..grads.source import Progress
 from ..methods import METHODS, Job
+from ..methods.options import build_options
 from ..models.base import ModelAdapter, _eval_mode
 from ..data.scores import Scores
 from ..targets import Target, Utility
@@ -29,11 +30,12 @@ def _job(model: ModelAdapter, train: Split, target: Target | Split | None, optio
     model.check_split(train)
     if options.get("projection") is not None and method not in PROJECTABLE:
         raise InputError(f"method {method!r} does not take a projection; methods that do: {list(PROJECTABLE)}")
+    built = build_options(method, METHODS[method].options, options)  # unknown options fail before any work
     if isinstance(target, Split):
         target = Utility(target)
     if target is not None:
         target.prepare(model)
-    return Job(model, train, target, options, chunk_size, store, seed, progress)
+    return Job(model, train, target, built, chunk_size, store, seed, progress)
 
 
 def _prepare(backend: str, backend_options: dict[str, Any] | None, model: ModelAdapter, train: Split,
@@ -64,9 +66,10 @@ def _cleanup(ran_on: dict[str, Any], store: str | Path | None) -> None:
         shutil.rmtree(store, ignore_errors=True)
 
 
-def _check_used(job: Job, options: dict[str, Any], method: str) -> None:
-    """A one-line `InputError` for options the method never read (a misspelt or foreign option)."""
-    unused = sorted(set(options) - set(job.used) - {"checkpoints"})
+def _check_used(job: Job, method: str) -> None:
+    """A one-line `InputError` for options the method never read: an option of another variant of the
+    method (e.g. ``nu`` with ``detector="l2"``; unknown names fail earlier, in `build_options`)."""
+    unused = job.options.unread()
     if unused:
         raise InputError(f"method {method!r} does not take option(s) {unused}")
 
@@ -94,7 +97,8 @@ def score(model: ModelAdapter, train: Split, target: Target | Split | None = Non
     backend : "local" (in-process) or "ray" (per-sample gradients computed by Ray actors into the gradient
         store, then reduced here; the same scores to float tolerance; see `influent.backends.ray`)
     backend_options : for "ray": workers (number of actors)
-    **options : method options, e.g. solver="cg", damping=1e-3, solver_options={...}, checkpoints=...
+    **options : method options, e.g. solver="cg", damping=1e-3, solver_options={...}, checkpoints=...; the
+        method's options dataclass (`METHODS[method].options`, `influent methods NAME`) lists them
     """
     spec = _method(method)
     if backend != "local":  # check the input before any remote work
@@ -110,8 +114,8 @@ def score(model: ModelAdapter, train: Split, target: Target | Split | None = Non
     finally:
         _cleanup(ran_on, store)
     job.timing["total"] = time.perf_counter() - t0
-    _check_used(job, options, method)
-    settings = {k: v for k, v in job.used.items() if k != "checkpoints"}
+    _check_used(job, method)
+    settings = job.settings()
     settings.update(chunk_size=chunk_size, seed=seed, model=model.describe())
     if ran_on["backend"] != "local":
         settings["backend"] = ran_on
@@ -139,5 +143,5 @@ def attribute(model: ModelAdapter, train: Split, test: Split, method: str = "ip"
             out = spec.pairwise(job, test)
     finally:
         _cleanup(ran_on, store)
-    _check_used(job, options, method)
+    _check_used(job, method)
     return out

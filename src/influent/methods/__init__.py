@@ -4,10 +4,11 @@ every module in this package is imported here, so a new method needs only its ow
 import importlib
 import pkgutil
 
+from .options import MethodOptions, opt
 from .registry import METHODS, Job, MethodSpec, Result, register_method, register_pairwise
 
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-    if _info.name != "registry":
+    if _info.name not in ("registry", "options"):
         importlib.import_module(f"{__name__}.{_info.name}")
 
-__all__ = ["METHODS", "Job", "MethodSpec", "Result", "register_method", "register_pairwise"]
+__all__ = ["METHODS", "Job", "MethodOptions", "MethodSpec", "Result", "opt", "register_method", "register_pairwise"]

@@ -2,26 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
+from .options import MethodOptions, opt
 from .registry import Job, Result, register_method
 
 
-@register_method("random", needs_target=False)
+@dataclass
+class LOOOptions(MethodOptions):
+    """Options of leave-one-out retraining."""
+
+    subset: Any = opt(None, "positions to retrain without (a list of ints; the others are NaN); None: every sample")
+    warm_start: bool = opt(True, "start each refit from the fitted model where the adapter supports it")
+
+
+@register_method("random", needs_target=False, title="random scores (a baseline)")
 def random_scores(job: Job) -> Result:
     """Random values (standard normal, seeded): the reference every method must beat."""
     rng = np.random.default_rng(job.seed)
     return Result(rng.standard_normal(len(job.train)))
 
 
-@register_method("loo")
+@register_method("loo", title="leave-one-out retraining", options=LOOOptions)
 def leave_one_out(job: Job) -> Result:
     """Leave-one-out retraining: values_i = f(theta_{-i}) - f(theta_hat), the actual rise of the target
     cost when sample i is removed and the model refit. `subset` limits it to some positions (others NaN);
     `warm_start` starts each refit from the fitted model where the adapter supports it."""
     target = job.need_target("loo")
-    subset = job.opt("subset", None)
-    warm = bool(job.opt("warm_start", True))
+    subset = job.options.subset
+    warm = bool(job.options.warm_start)
     idx = np.arange(len(job.train)) if subset is None else np.asarray(subset, dtype=np.int64)
     base = target.evaluate(job.adapter)
     values = np.full(len(job.train), np.nan)

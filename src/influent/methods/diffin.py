@@ -56,6 +56,7 @@ from ..grads.per_sample import flatten, per_sample_grads, per_sample_grads_vmap,
 from ..models.base import ModelAdapter, Params
 from ..models.training import Checkpoint
 from ..targets import Target
+from .options import CheckpointOptions, opt
 from .registry import Job, Result, register_method
 
 HVP_KINDS = ("fd", "exact")
@@ -100,6 +101,25 @@ def _check_options(batch_size: Any, n_batches: Any, eps: Any, kind: Any) -> tupl
     if kind not in HVP_KINDS:
         raise InputError(f"hvp must be one of {list(HVP_KINDS)}, got {kind!r}")
     return int(batch_size), int(n_batches), eps, kind
+
+
+@dataclass
+class DiffInOptions(CheckpointOptions):
+    """Options of Diff-In and Self-Diff-In (see the module docstring for the estimator)."""
+
+    batch_size: int = opt(128, "proxy-batch size B of the Hessian-vector products")
+    n_batches: int = opt(1, "proxy batches per checkpoint (their terms are averaged)")
+    eps: float = opt(1e-3, "finite-difference step of hvp='fd', relative to |theta| / |w|")
+    hvp: str = opt("fd", "Hessian-vector products: 'fd' (finite differences of gradients) or 'exact' (autodiff)")
+    checkpoint_subset: Any = opt(None, "None: every recorded checkpoint; a count k: k evenly spaced ones ending "
+                                       "with the last; a list of global steps")
+    first_order: bool = opt(False, "keep only the first-order term sum_t a_t grad f(theta_t) . G_z")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_options(self.batch_size, self.n_batches, self.eps, self.hvp)
+        if not isinstance(self.first_order, (bool, np.bool_)):
+            raise InputError(f"first_order must be True or False, got {self.first_order!r}")
 
 
 def select_checkpoints(ckpts: Sequence[Checkpoint], subset: Any) -> list[Checkpoint]:
@@ -334,14 +354,12 @@ def diffin_parts(adapter: ModelAdapter, train: Split, checkpoints: Sequence[Chec
 
 def _run(job: Job, method: str, target: Target | None) -> Result:
     all_ckpts = job.checkpoints(method)
-    subset = job.opt("checkpoint_subset", None)
-    ckpts = select_checkpoints(all_ckpts, subset)
-    first_order = job.opt("first_order", False)
-    if not isinstance(first_order, (bool, np.bool_)):
-        raise InputError(f"first_order must be True or False, got {first_order!r}")
+    o = job.options
+    ckpts = select_checkpoints(all_ckpts, o.checkpoint_subset)
+    first_order = o.first_order
     parts = diffin_parts(job.adapter, job.train, ckpts, target,
-                         batch_size=job.opt("batch_size", 128), n_batches=job.opt("n_batches", 1),
-                         eps=job.opt("eps", 1e-3), hvp_kind=job.opt("hvp", "fd"), seed=job.seed,
+                         batch_size=o.batch_size, n_batches=o.n_batches,
+                         eps=o.eps, hvp_kind=o.hvp, seed=job.seed,
                          chunk_size=job.chunk_size, total_steps=max(c.step for c in all_ckpts),
                          progress=job.progress, timing=job.timing)
     job.used["checkpoint_steps"] = [int(s) for s in parts.steps]
@@ -350,7 +368,7 @@ def _run(job: Job, method: str, target: Target | None) -> Result:
     return Result(values, parts.raw())
 
 
-@register_method("diffin")
+@register_method("diffin", title="Diff-In", options=DiffInOptions, checkpoints="always")
 def diffin(job: Job) -> Result:
     """Diff-In over recorded checkpoints; values = estimated rise of the target when z is removed
     (retraining's sign), raw = the paper's sum_t a_t grad f(theta_t) . (H_B G_z + H_z G_B).
@@ -361,7 +379,8 @@ def diffin(job: Job) -> Result:
     return _run(job, "diffin", job.need_target("diffin"))
 
 
-@register_method("self-diffin", needs_target=False)
+@register_method("self-diffin", needs_target=False, title="self-Diff-In", options=DiffInOptions,
+                 checkpoints="always")
 def self_diffin(job: Job) -> Result:
     """Self-Diff-In: the target gradient replaced by G_z; values = -(estimated rise of z's own loss when
     z is removed) (high self-influence = suspicious), raw = the paper's statistic. Options as "diffin"."""

@@ -14,6 +14,7 @@ Its self version uses the squared loss deviation.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,9 +22,10 @@ import torch
 from torch import nn
 
 from ..data import Split
-from ..data.validate import InputError
+from ..data.validate import InputError, check_choice, check_number
 from ..grads.source import GradientSource
 from ..models.base import ModelAdapter, Params
+from .options import GradOptions, MethodOptions, opt
 from .registry import Job, Result, register_method, register_pairwise, to_numpy
 
 # --------------------------------------------------------------------------------------------
@@ -146,10 +148,28 @@ def ensemble_members(adapter: ModelAdapter, split: Split, members: int = 5, mode
     return out, used
 
 
+@dataclass
+class EnsembleOptions(GradOptions):
+    """Options of IP Ensemble ([IP]; `ensemble_members` gives the draw order)."""
+
+    members: int = opt(5, "ensemble size M (member 0 is the fitted model; 1 = IP)")
+    mode: str = opt("param-dropout", "'param-dropout' ([IP]: a fixed random fraction `rate` of the analysed "
+                                     "parameters zeroed) | 'dropout' (masks on activations) | 'noise' | 'auto'")
+    rate: Any = opt(0.01, "dropout rate, or a pair (lo, hi): each member's rate drawn from U(lo, hi)")
+    noise: float = opt(0.01, "standard deviation of the parameter noise of mode 'noise'")
+    dropout_points: Any = opt(None, "module names whose outputs mode 'dropout' masks; None: the dropout layers")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_number(self.members, "members", kind=int, low=1)
+        check_choice(self.mode, MODES, "mode")
+        check_number(self.noise, "noise", low=0)
+
+
 def _members(job: Job, split: Split) -> list[ModelAdapter]:
     members, used = ensemble_members(
-        job.adapter, split, int(job.opt("members", 5)), job.opt("mode", "param-dropout"),
-        job.opt("rate", 0.01), float(job.opt("noise", 0.01)), job.opt("dropout_points", None), job.seed)
+        job.adapter, split, int(job.options.members), job.options.mode,
+        job.options.rate, float(job.options.noise), job.options.dropout_points, job.seed)
     job.used["member_mode"] = used
     return members
 
@@ -157,7 +177,7 @@ def _members(job: Job, split: Split) -> list[ModelAdapter]:
 def _source(job: Job, member: ModelAdapter, split: Split) -> GradientSource:
     # factorised products read a linear layer's output before any mask hook on that same layer would
     # apply, so a member masking a parameterised module takes the vmap path
-    method = job.opt("grad_method", "auto")
+    method = job.options.grad_method
     masked_owner = any(isinstance(h, _MaskHook) and any(True for _ in m.parameters(recurse=False))
                        for m in member.module.modules() for h in m._forward_hooks.values())
     if masked_owner and method in ("auto", "factorised"):
@@ -165,7 +185,7 @@ def _source(job: Job, member: ModelAdapter, split: Split) -> GradientSource:
     return GradientSource(member, split, job.chunk_size, None, method)
 
 
-@register_method("ip-ensemble")
+@register_method("ip-ensemble", title="inner product ensemble", options=EnsembleOptions)
 def ip_ensemble(job: Job) -> Result:
     """IP Ensemble ([IP]): raw = sum over M members of g_z(member) . grad f(member); values = raw.
 
@@ -270,13 +290,33 @@ def _gex_deviations(job: Job, split: Split, members: list[Params]) -> torch.Tens
     return torch.stack([_losses(job.adapter, p, split, job.chunk_size) - base for p in members])
 
 
+@dataclass
+class GEXOptions(MethodOptions):
+    """Options of GEX and Self-GEX: the SGD runs of `gex_members`."""
+
+    members: int = opt(8, "ensemble size M")
+    steps: int = opt(10, "SGD steps per member")
+    lr: float = opt(0.01, "SGD learning rate (no momentum)")
+    batch_size: int = opt(32, "minibatch size (capped at n)")
+    sampling: str = opt("independent", "'independent': each member ends its own run from theta_hat; "
+                                       "'trajectory': member m is the state after (m + 1) * steps steps of one run")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_number(self.members, "members", kind=int, low=1)
+        check_number(self.steps, "steps", kind=int, low=1)
+        check_number(self.lr, "lr", low=0, low_open=True)
+        check_number(self.batch_size, "batch_size", kind=int, low=1)
+        check_choice(self.sampling, ("independent", "trajectory"), "sampling")
+
+
 def _gex_members(job: Job) -> list[Params]:
-    return gex_members(job.adapter, job.train, int(job.opt("members", 8)), int(job.opt("steps", 10)),
-                       float(job.opt("lr", 0.01)), int(job.opt("batch_size", 32)),
-                       job.opt("sampling", "independent"), job.seed)
+    o = job.options
+    return gex_members(job.adapter, job.train, int(o.members), int(o.steps), float(o.lr), int(o.batch_size),
+                       o.sampling, job.seed)
 
 
-@register_method("gex")
+@register_method("gex", title="GEX", options=GEXOptions)
 def gex(job: Job) -> Result:
     """GEX: raw = mean_m (l(z, theta_m) - l(z, theta_hat)) * (f(theta_m) - f(theta_hat)); values = raw.
 
@@ -303,7 +343,7 @@ def gex_pairwise(job: Job, test: Split) -> np.ndarray:
     return to_numpy(D.T @ T / len(members))
 
 
-@register_method("self-gex", needs_target=False)
+@register_method("self-gex", needs_target=False, title="self-GEX", options=GEXOptions)
 def self_gex(job: Job) -> Result:
     """Self-GEX: raw = mean_m (l(z, theta_m) - l(z, theta_hat))^2; values = -raw (high = suspicious).
     Options as for "gex"."""

@@ -59,13 +59,14 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad, jacfwd, jacrev, jvp, vjp, vmap
 
-from ..curvature import CurvatureContext, Solver, make_solver
+from ..curvature import Solver
 from ..data import Split
-from ..data.validate import InputError, check_damping
+from ..data.validate import InputError, check_choice, check_number
 from ..grads.per_sample import flatten
 from ..grads.source import GradientSource
 from ..models.base import ModelAdapter, Params
-from .registry import Job, Result, register_method, register_pairwise, to_numpy
+from .options import SolverOptions, opt
+from .registry import Job, Result, fit_solver, register_method, register_pairwise, to_numpy
 
 APPROX = ("exact", "kfsvd")
 JACOBIANS = ("auto", "explicit", "vjp")
@@ -321,39 +322,82 @@ def fi_matrix(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor, n: int, s
     return out
 
 
-# ---- solvers --------------------------------------------------------------------------------------
-def fit_solver(adapter: ModelAdapter, train: Split, name: str = "exact", damping: float = 0.0,
-               chunk_size: int = 512, seed: int = 0, store=None, **options) -> Solver:
-    """A curvature solver (``(H + damping I)^-1``) fitted on the training split."""
-    ctx = CurvatureContext(adapter, train, check_damping(damping), chunk_size, seed, store)
-    return make_solver(name, **options).fit(ctx)
+# ---- options and solvers (`fit_solver`, from methods.registry: the one way a solver is built) ----------
+@dataclass
+class FISolverOptions(SolverOptions):
+    """The solver of FI and FI-paired: named as in `SolverOptions`, but without the non-convex defaults
+    ([FI] Sec. 3: the exact Hessian of the fitted model, no damping), and the metric's cut-off."""
+
+    solver: str | None = opt(None, "curvature solver from influent.curvature.SOLVERS; None: 'exact' "
+                                   "('kfac' for fi with approx='kfsvd')")
+    damping: float | None = opt(0.0, "added to the Hessian's diagonal")
+    rcond: float | None = opt(None, "pinv cut-off of G_z relative to its largest eigenvalue; None: 1e-10 "
+                                    "(float64) / 1e-5")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rcond is not None and not (0 <= check_number(self.rcond, "rcond") < 1):
+            raise InputError(f"rcond must be in [0, 1), got {self.rcond}")
+
+
+@dataclass
+class FIOptions(FISolverOptions):
+    """Options of FI local influence [FI]."""
+
+    approx: str = opt("exact", "'exact' (explicit cross Jacobians J_z) | 'kfsvd' (rank-`rank` truncated SVD of J_z)")
+    jacobian: str = opt("auto", "approx='exact': 'auto' | 'explicit' | 'vjp' (how products with J_z are formed)")
+    rank: int = opt(10, "approx='kfsvd': rank of the truncated SVD")
+    power_iters: int = opt(2, "approx='kfsvd': power iterations of the truncated SVD")
+    subsample: float | None = opt(None, "fraction alpha: [FI] Algorithm 6, a random forest fitted on the "
+                                        "subsample's (features, rank of FI) predicts the rank of every sample")
+    rank_features: str = opt("x", "subsample: the forest's inputs, 'x' (the paper's) | 'xy' | 'xy+model'")
+    n_estimators: int = opt(25, "subsample: trees of the rank forest")
+    keep_exact: bool = opt(False, "subsample: keep the computed FI of the subsample")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice(self.approx, APPROX, "approx")
+        check_choice(self.jacobian, JACOBIANS, "jacobian")
+        check_number(self.rank, "rank", kind=int, low=1)
+        check_number(self.power_iters, "power_iters", kind=int, low=0)
+        if self.subsample is not None and not 0 < check_number(self.subsample, "subsample") <= 1:
+            raise InputError(f"subsample must be a fraction in (0, 1], got {self.subsample}")
+        check_choice(self.rank_features, RANK_FEATURES, "rank_features")
+        check_number(self.n_estimators, "n_estimators", kind=int, low=1)
+
+
+@dataclass
+class FIPairedOptions(FISolverOptions):
+    """Options of FI-paired."""
+
+    reduce: str = opt("max", "raw_i = max_j FI_ij ('max') or the mean over j ('mean')")
+    max_n: int = opt(2000, "refuse more training samples than this (quadratic in n)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.reduce not in ("max", "mean"):
+            raise InputError(f"fi-paired: reduce must be 'max' or 'mean', got {self.reduce!r}")
+
+
+def _fit(job: Job, default: str) -> Solver:
+    """The FI solver of a job (the options `solver`, `damping`, `solver_options`)."""
+    o = job.options
+    name = default if o.solver is None else o.solver
+    job.used["solver"] = name
+    return fit_solver(job.adapter, job.train, name, 0.0 if o.damping is None else o.damping, job.chunk_size,
+                      job.seed, job.store, **(o.solver_options or {}))
 
 
 def _job_config(job: Job, method: str) -> tuple[Solver, FIConfig, float]:
     """Read the FI options of a job; returns the fitted solver, the config and the solver time."""
-    approx = job.opt("approx", "exact")
-    if approx not in APPROX:
-        raise InputError(f"{method}: approx must be one of {APPROX}, got {approx!r}")
-    if approx == "kfsvd":
-        jacobian = "kfsvd"
-        rank = int(job.opt("rank", 10))
-        if rank < 1:
-            raise InputError(f"{method}: rank must be >= 1, got {rank}")
-        iters = int(job.opt("power_iters", 2))
-        default_solver = "kfac"
+    o = job.options
+    if o.approx == "kfsvd":
+        jacobian, rank, iters, default_solver = "kfsvd", int(o.rank), int(o.power_iters), "kfac"
     else:
-        jacobian = job.opt("jacobian", "auto")
-        if jacobian not in JACOBIANS:
-            raise InputError(f"{method}: jacobian must be one of {JACOBIANS}, got {jacobian!r}")
-        rank, iters, default_solver = 10, 2, "exact"
-    rcond = job.opt("rcond", None)
-    if rcond is not None and not (0 <= float(rcond) < 1):
-        raise InputError(f"{method}: rcond must be in [0, 1), got {rcond}")
-    name = job.opt("solver", default_solver)
-    damping = float(job.opt("damping", 0.0))
+        jacobian, rank, iters, default_solver = o.jacobian, 10, 2, "exact"
+    rcond = o.rcond
     t0 = time.perf_counter()
-    solver = fit_solver(job.adapter, job.train, name, damping, job.chunk_size, job.seed, job.store,
-                        **(job.opt("solver_options", None) or {}))
+    solver = _fit(job, default_solver)
     cfg = FIConfig(rcond=None if rcond is None else float(rcond), jacobian=jacobian, rank=rank,
                    power_iters=iters, chunk_size=min(job.chunk_size, 256), seed=job.seed)
     return solver, cfg, time.perf_counter() - t0
@@ -425,7 +469,7 @@ def subsample_fi(fi_of: Callable[[np.ndarray], np.ndarray], features: np.ndarray
 def _target_fi(job: Job, method: str) -> np.ndarray:
     target = job.need_target(method)
     solver, cfg, t_solver = _job_config(job, method)
-    alpha = job.opt("subsample", None)
+    alpha = job.options.subsample
     X, t = job.adapter.tensors(job.train)
     g = target.grad(job.adapter)
     t1 = time.perf_counter()
@@ -435,18 +479,14 @@ def _target_fi(job: Job, method: str) -> np.ndarray:
         job.timing.update(curvature=t_solver, scoring=time.perf_counter() - t1)
         return raw
     alpha = float(alpha)
-    if not 0 < alpha <= 1:
-        raise InputError(f"{method}: subsample must be a fraction in (0, 1], got {alpha}")
-    feats = rank_model_features(job.train, job.adapter, job.opt("rank_features", "x"))
-    trees = int(job.opt("n_estimators", 25))
-    if trees < 1:
-        raise InputError(f"{method}: n_estimators must be >= 1, got {trees}")
-    raw, _ = subsample_fi(fi_rows, feats, alpha, job.seed, trees, bool(job.opt("keep_exact", False)))
+    feats = rank_model_features(job.train, job.adapter, job.options.rank_features)
+    trees = int(job.options.n_estimators)
+    raw, _ = subsample_fi(fi_rows, feats, alpha, job.seed, trees, bool(job.options.keep_exact))
     job.timing.update(curvature=t_solver, scoring=time.perf_counter() - t1)
     return raw
 
 
-@register_method("fi")
+@register_method("fi", title="FI local influence", options=FIOptions)
 def fi_util(job: Job) -> Result:
     """FI local influence [FI]: raw = a^T pinv(G_z) a with a = (dtheta/dw)^T grad f; values = -raw.
 
@@ -567,21 +607,15 @@ def fi_paired_matrix(adapter: ModelAdapter, train: Split, target_grad: torch.Ten
     return out
 
 
-@register_method("fi-paired")
+@register_method("fi-paired", title="FI paired", options=FIPairedOptions)
 def fi_paired(job: Job) -> Result:
     """FI-paired: FI of perturbing two samples together (masking); raw_i = max_j FI_ij (or the mean,
     ``reduce="mean"``); values = -raw. Quadratic in n (small sets; ``max_n``, default 2000)."""
     target = job.need_target("fi-paired")
-    reduce = job.opt("reduce", "max")
-    if reduce not in ("max", "mean"):
-        raise InputError(f"fi-paired: reduce must be 'max' or 'mean', got {reduce!r}")
-    name = job.opt("solver", "exact")
-    damping = float(job.opt("damping", 0.0))
-    rcond = job.opt("rcond", None)
-    max_n = int(job.opt("max_n", 2000))
+    o = job.options
+    reduce, rcond, max_n = o.reduce, o.rcond, int(o.max_n)
     t0 = time.perf_counter()
-    solver = fit_solver(job.adapter, job.train, name, damping, job.chunk_size, job.seed, job.store,
-                        **(job.opt("solver_options", None) or {}))
+    solver = _fit(job, "exact")
     t1 = time.perf_counter()
     M = fi_paired_matrix(job.adapter, job.train, target.grad(job.adapter), solver, rcond, max_n=max_n)
     off = M.copy()

@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from ..data import Split
 from ..data.validate import InputError
+from .options import CheckpointOptions, ProjectionOptions, opt
 from .registry import Job, Result, register_method, register_pairwise, to_numpy
 
 
-@register_method("ip")
+@dataclass
+class TracInOptions(ProjectionOptions, CheckpointOptions):
+    """Options of TracIn ([IP]): the recorded checkpoints and the gradient path."""
+
+
+@dataclass
+class SelfTracInOptions(TracInOptions):
+    """Options of Self-TracIn: the final model ([IP]) or the sum over recorded checkpoints."""
+
+    over: str = opt("final", "'final': |g_z|^2 at the fitted model ([IP]: only the converged parameters); "
+                             "'checkpoints': sum_c eta_c |g_z(theta_c)|^2 over the recorded checkpoints")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.over not in ("final", "checkpoints"):
+            raise InputError(f"self-tracin: over must be 'final' or 'checkpoints', got {self.over!r}")
+        if self.over == "final" and self.checkpoints is not None:
+            raise InputError("self-tracin: checkpoints= is used only with over='checkpoints'")
+
+
+@register_method("ip", title="gradient inner product", options=ProjectionOptions)
 def inner_product(job: Job) -> Result:
     """IP: raw = g_z . grad f at the final model (for utility, the mean validation-loss gradient); values = raw."""
     target = job.need_target("ip")
@@ -24,7 +47,7 @@ def inner_product_pairwise(job: Job, test: Split) -> np.ndarray:
     return to_numpy(job.source().gram(job.source(split=test)))
 
 
-@register_method("tracin")
+@register_method("tracin", title="TracIn", options=TracInOptions, checkpoints="always")
 def tracin(job: Job) -> Result:
     """TracIn: raw = sum_c eta_c g_z(theta_c) . grad f(theta_c) over recorded checkpoints; values = raw."""
     target = job.need_target("tracin")
@@ -47,7 +70,8 @@ def tracin_pairwise(job: Job, test: Split) -> np.ndarray:
     return to_numpy(total)
 
 
-@register_method("self-tracin", needs_target=False)
+@register_method("self-tracin", needs_target=False, title="self-TracIn", options=SelfTracInOptions,
+                 checkpoints="option")
 def self_tracin(job: Job) -> Result:
     """Self-TracIn: raw = |g_z(theta_hat)|^2 at the final model by default ([IP]: only the last
     checkpoint, the converged parameters, is used; no recorder needed); values = -raw (high
@@ -56,12 +80,7 @@ def self_tracin(job: Job) -> Result:
     Options: over ("final" | "checkpoints": raw = sum_c eta_c |g_z(theta_c)|^2 over the recorded
     checkpoints, the sum of the original TracIn), checkpoints (with over="checkpoints").
     """
-    over = job.opt("over", "final")
-    if over not in ("final", "checkpoints"):
-        raise InputError(f"self-tracin: over must be 'final' or 'checkpoints', got {over!r}")
-    if over == "final":
-        if job.options.get("checkpoints") is not None:
-            raise InputError("self-tracin: checkpoints= is used only with over='checkpoints'")
+    if job.options.over == "final":
         r = to_numpy(job.source().sq_norms())
         return Result(-r, r)
     total = torch.zeros(len(job.train), dtype=job.adapter.dtype)

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..data import Split
+from .options import GradOptions, ProjectionOptions, SolverOptions
 from .registry import Job, Result, register_method, register_pairwise, to_numpy
 
 
-@register_method("if")
+@dataclass
+class InfluenceOptions(GradOptions, SolverOptions):
+    """Options of self-influence and the influence value ("self-if", "iv"): the curvature solver (Koh &
+    Liang, 2017, Sec. 2: the exact Hessian of a convex model) and the gradient path."""
+
+
+@dataclass
+class IFOptions(ProjectionOptions, SolverOptions):
+    """Options of the influence function "if": those of `InfluenceOptions` and a random projection (then
+    the projected Hessian P H P^T + damping I is inverted exactly and `solver` is not used)."""
+
+
+@register_method("if", title="influence function", options=IFOptions)
 def influence(job: Job) -> Result:
     """Influence function: effect_i = (1/n) grad f^T (H + damping I)^-1 g_i; values = effect."""
     target = job.need_target("if")
-    if job.options.get("projection") is not None:
+    if getattr(job.options, "projection", None) is not None:  # "iv" takes none
         from .projected import projected_influence
         return projected_influence(job, target)
     t0 = time.perf_counter()
@@ -31,7 +45,7 @@ def influence(job: Job) -> Result:
 @register_pairwise("if")
 def influence_pairwise(job: Job, test: Split) -> np.ndarray:
     """(n_train, n_test): (1/n) g_test_j^T (H + damping I)^-1 g_i, the rise of test loss j if i is removed."""
-    if job.options.get("projection") is not None:
+    if getattr(job.options, "projection", None) is not None:
         from .projected import projected_influence_pairwise
         return projected_influence_pairwise(job, test)
     solver = job.solver()
@@ -43,7 +57,7 @@ def influence_pairwise(job: Job, test: Split) -> np.ndarray:
     return to_numpy(job.source().dot(U) / len(job.train))
 
 
-@register_method("self-if", needs_target=False)
+@register_method("self-if", needs_target=False, title="self-influence", options=InfluenceOptions)
 def self_influence(job: Job) -> Result:
     """Self-influence g_i^T (H + damping I)^-1 g_i with any solver; values = -raw (high = suspicious)."""
     t0 = time.perf_counter()

@@ -16,9 +16,10 @@ Any target of `influent.targets` (fairness, robustness) works as in [IV].
 
 from __future__ import annotations
 
-from .influence import influence, influence_pairwise
+from .influence import InfluenceOptions, influence, influence_pairwise
 from .registry import register_method, register_pairwise
 
-register_method("iv", summary="[IV] influence value: exact-Hessian influence g_i^T H^-1 grad f "
+register_method("iv", title="influence value", options=InfluenceOptions,
+                summary="[IV] influence value: exact-Hessian influence g_i^T H^-1 grad f "
                 "(alias of 'if'); remove the lowest")(influence)
 register_pairwise("iv")(influence_pairwise)

@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 from ..data import Split
-from ..data.validate import InputError, require
+from ..data.validate import InputError, check_number, require
 from ..models.base import ModelAdapter
+from .options import MethodOptions, opt
 from .registry import Job, Result, register_method
 
 KINDS = {"self-confidence": "self_confidence", "normalized-margin": "normalized_margin",
@@ -27,6 +29,23 @@ KINDS = {"self-confidence": "self_confidence", "normalized-margin": "normalized_
 # self-confidence p(label) < 1/2; normalized margin (p(label) - max other + 1) / 2 < 1/2, another class is
 # more likely. The report's Tukey fence flags none on a [0, 1] statistic that is mostly near 1.
 FLAG_BELOW = {"self-confidence": 0.5, "normalized-margin": 0.5}
+
+
+
+@dataclass
+class LabelQualityOptions(MethodOptions):
+    """Options of the cleanlab label-quality scores."""
+
+    kind: str = opt("self-confidence", "cleanlab score: 'self-confidence' | 'normalized-margin' | 'confidence-entropy'")
+    cv: int = opt(5, "folds of the stratified cross-validation for out-of-sample probabilities (refits of "
+                     "the model); 0: the fitted model's in-sample probabilities")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kind not in KINDS:
+            raise InputError(f"unknown label-quality kind {self.kind!r}; choose one of {list(KINDS)}")
+        check_number(self.cv, "cv", kind=int, low=0)
+
 
 _CACHE: "OrderedDict[str, np.ndarray]" = OrderedDict()  # the last few cross-validated probabilities
 
@@ -87,7 +106,8 @@ def _cleanlab_scores():
     return require("cleanlab.rank", "method label-quality", "cleanlab", 'pip install "cleanlab>=2.6"').get_label_quality_scores
 
 
-@register_method("label-quality", needs_target=False)
+@register_method("label-quality", needs_target=False, title="label quality (cleanlab)",
+                 options=LabelQualityOptions)
 def label_quality(job: Job) -> Result:
     """Label quality (cleanlab): values = raw = the label-quality score in [0, 1], lowest = most likely mislabelled.
 
@@ -95,10 +115,8 @@ def label_quality(job: Job) -> Result:
     probabilities by stratified cross-validation with refits of the model; 0: the fitted model's in-sample
     probabilities).
     """
-    kind = job.opt("kind", "self-confidence")
-    if kind not in KINDS:
-        raise InputError(f"unknown label-quality kind {kind!r}; choose one of {list(KINDS)}")
-    cv = int(job.opt("cv", 5))
+    kind = job.options.kind
+    cv = int(job.options.cv)
     model = job.adapter
     if model.classes_ is None:
         raise InputError("label quality needs a classifier (loss 'cross_entropy' or 'bce')")

@@ -31,14 +31,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..data import Split
-from ..data.validate import InputError, check_damping
+from ..data.validate import InputError, check_choice, check_damping
 from ..grads.linear import linear_layers
 from ..models.base import ModelAdapter, resolve_params
+from .options import MethodOptions, opt
 from .registry import Job, Result, register_method
 
 KINDS = ("margin", "self-confidence", "entropy")
@@ -399,7 +401,32 @@ def label_scores(proba: np.ndarray, labels: np.ndarray, kind: str = "margin", ca
     raise InputError(f"mislabel: unknown kind {kind!r}; choose one of {KINDS}")
 
 
-@register_method("mislabel", needs_target=False)
+@dataclass
+class MislabelOptions(MethodOptions):
+    """Options of the wrong-label detector (leave-one-out label margins, `leave_one_out`)."""
+
+    kind: str = opt("margin", "score of the leave-one-out probabilities: 'margin' | 'self-confidence' | 'entropy'")
+    rounds: int = opt(5, "cleaning rounds (0: the fitted model's leave-one-out probabilities only)")
+    newton_steps: int = opt(1, "Newton steps per round")
+    refresh: int = opt(5, "exact leave-one-out every `refresh` rounds (and in the last); 1: every round")
+    precision: str = opt("float32", "dtype of the n-sized products ('float32' | 'float64'); the inverse is float64")
+    calibrate: bool = opt(False, "True: confident learning's per-class thresholds")
+    hessian: str = opt("loo", "'loo': Newton step on the leave-one-out objective H_{-i} | 'full': the full H")
+    params: Any = opt("auto", "parameters analysed: 'auto' (all of a linear model, the last layer of a "
+                              "network), 'all', 'last' or module names")
+    damping: Any = opt("auto", "'auto': 0 when the analysed weights are L2-regularised, else 1e-3; or a number >= 0")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kind not in KINDS:
+            raise InputError(f"mislabel: unknown kind {self.kind!r}; choose one of {list(KINDS)}")
+        check_choice(self.hessian, ("loo", "full"), "mislabel: hessian")
+        check_choice(self.precision, ("float32", "float64"), "mislabel: precision")
+        if self.damping != "auto":
+            check_damping(self.damping)
+
+
+@register_method("mislabel", needs_target=False, title="wrong-label detector", options=MislabelOptions)
 def mislabel(job: Job) -> Result:
     """Wrong-label detector: leave-one-out label margins from one Newton step per sample, with cleaning rounds.
 
@@ -411,18 +438,17 @@ def mislabel(job: Job) -> Result:
     thresholds), hessian ("loo" | "full"), params ("auto": all parameters of a linear model, the last layer of a network),
     damping ("auto": 0 when the analysed weights are L2-regularised, else 1e-3).
     """
-    kind = job.opt("kind", "margin")
-    if kind not in KINDS:
-        raise InputError(f"mislabel: unknown kind {kind!r}; choose one of {list(KINDS)}")
-    calibrate = bool(job.opt("calibrate", False))
-    hessian = job.opt("hessian", "loo")
-    rounds, steps = int(job.opt("rounds", 5)), int(job.opt("newton_steps", 1))
-    refresh = int(job.opt("refresh", 5))
-    precision = job.opt("precision", "float32")
+    o = job.options
+    kind = o.kind
+    calibrate = bool(o.calibrate)
+    hessian = o.hessian
+    rounds, steps = int(o.rounds), int(o.newton_steps)
+    refresh = int(o.refresh)
+    precision = o.precision
     if rounds < 0 or steps < 1 or refresh < 1:
         raise InputError(f"mislabel: rounds must be >= 0, newton_steps and refresh >= 1, got {rounds}, {steps}, {refresh}")
-    view = resolve_params(job.adapter, job.opt("params", "auto"))
-    damping = job.opt("damping", "auto")
+    view = resolve_params(job.adapter, o.params)
+    damping = o.damping
     if damping == "auto":
         regularised = any(view.reg_coef.get(nm, 0.0) > 0 for nm in view.param_names() if nm.endswith("weight"))
         damping = 0.0 if regularised else 1e-3

@@ -21,9 +21,10 @@ from sklearn.ensemble import IsolationForest
 from sklearn.svm import OneClassSVM
 
 from ..data import Split
-from ..data.validate import InputError
+from ..data.validate import InputError, check_number
 from ..grads.source import GradientSource
 from ..models.base import ModelAdapter, resolve_params
+from .options import ProjectionOptions, opt
 from .registry import Job, Result, register_method, register_pairwise, to_numpy
 
 DETECTORS = ("iforest", "l1", "l2", "ocsvm")
@@ -75,24 +76,51 @@ def gradient_features(adapter: ModelAdapter, split: Split, project: int | None =
     return torch.cat([proj(G) for _, G in src.chunks()]).cpu().numpy()
 
 
+@dataclass
+class OutlierOptions(ProjectionOptions):
+    """Options of outlier gradient analysis [OGA] (and of its pairwise per-class forests)."""
+
+    detector: str = opt("iforest", "'iforest' (Isolation Forest) | 'l1' | 'l2' (gradient norms) | 'ocsvm' "
+                                   "(One-Class SVM on the target's validation gradients)")
+    params: Any = opt("auto", "parameters analysed: 'auto' (last layer of a neural net, all of a linear model), "
+                              "'all', 'last' or module names")
+    project: int | None = opt(None, "k: seeded Gaussian random projection of the gradients to k dimensions; "
+                                    "None: the raw gradients")
+    n_estimators: int = opt(100, "trees of the Isolation Forest")
+    max_samples: Any = opt("auto", "samples per tree of the Isolation Forest")
+    contamination: Any = opt("auto", "'auto' or the trimming budget as a fraction in (0, 0.5]: sets only the "
+                                     "flagging threshold (n_flagged), never the ranking")
+    kernel: str = opt("rbf", "kernel of the One-Class SVM")
+    nu: float = opt(0.1, "nu of the One-Class SVM")
+    gamma: Any = opt("scale", "gamma of the One-Class SVM")
+    normalize: bool = opt(True, "pairwise form: normalise each class forest's scores")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.detector not in DETECTORS:
+            raise InputError(f"unknown detector {self.detector!r}; choose one of {list(DETECTORS)}")
+        check_number(self.project, "project", kind=int, low=1, none=True)
+        check_number(self.n_estimators, "n_estimators", kind=int, low=1)
+        if self.contamination != "auto" and not 0 < check_number(self.contamination, "contamination") <= 0.5:
+            raise InputError(f"contamination must be 'auto' or in (0, 0.5], got {self.contamination}")
+
+
 def _features(job: Job, view: ModelAdapter, split: Split | None = None) -> np.ndarray:
-    project = job.opt("project", None)
+    project = job.options.project
     fitted = view is job.adapter and split is None
     src = job.source() if fitted else job.source(view, split or job.train)
     return gradient_features(view, split or job.train, project, job.seed, job.chunk_size, src)
 
 
 def _forest(job: Job) -> IsolationForest:
-    contamination = job.opt("contamination", "auto")
+    contamination = job.options.contamination
     if contamination != "auto":
         contamination = float(contamination)
-        if not 0 < contamination <= 0.5:
-            raise InputError(f"contamination must be 'auto' or in (0, 0.5], got {contamination}")
-    return IsolationForest(n_estimators=int(job.opt("n_estimators", 100)), contamination=contamination,
-                           max_samples=job.opt("max_samples", "auto"), random_state=job.seed)
+    return IsolationForest(n_estimators=int(job.options.n_estimators), contamination=contamination,
+                           max_samples=job.options.max_samples, random_state=job.seed)
 
 
-@register_method("outlier", needs_target=False)
+@register_method("outlier", needs_target=False, title="outlier gradient analysis", options=OutlierOptions)
 def outlier(job: Job) -> Result:
     """Outlier gradient analysis: raw = outlier score of g_z (higher = more outlying); values = -raw.
 
@@ -106,13 +134,11 @@ def outlier(job: Job) -> Result:
     l1 / l2: raw = |g|_1, |g|_2. ocsvm: fitted on the target's validation gradients as inliers (needs a
     target); nu (0.1), gamma ("scale"), kernel ("rbf"); raw = -decision_function.
     """
-    detector = job.opt("detector", "iforest")
-    if detector not in DETECTORS:
-        raise InputError(f"unknown detector {detector!r}; choose one of {list(DETECTORS)}")
-    view = resolve_params(job.adapter, job.opt("params", "auto"))
+    detector = job.options.detector
+    view = resolve_params(job.adapter, job.options.params)
     job.used["n_params_analysed"] = view.n_params()
     if detector in ("l1", "l2"):  # streamed chunk by chunk: memory O(chunk_size * p)
-        project = job.opt("project", None)
+        project = job.options.project
         src = job.source() if view is job.adapter else job.source(view, job.train)
         if detector == "l2" and project is None:
             r = to_numpy(src.sq_norms().clamp_min(0).sqrt())
@@ -131,7 +157,8 @@ def outlier(job: Job) -> Result:
     else:
         target = job.need_target("outlier (detector='ocsvm')")
         Zv = _features(job, view, target.valid)
-        svm = OneClassSVM(kernel=job.opt("kernel", "rbf"), nu=float(job.opt("nu", 0.1)), gamma=job.opt("gamma", "scale"))
+        o = job.options
+        svm = OneClassSVM(kernel=o.kernel, nu=float(o.nu), gamma=o.gamma)
         raw = -svm.fit(Zv).decision_function(Z)
     raw = np.asarray(raw, dtype=np.float64)
     return Result(-raw, raw)
@@ -202,11 +229,11 @@ def outlier_pairwise(job: Job, test: Split) -> np.ndarray:
     """(n_train, n_test): entry (i, j) is the normality of test sample j under the forest of training
     sample i's class (`class_forests`; detector "iforest" only; options params, project, normalize (True),
     n_estimators, max_samples); higher = i's class relates to j."""
-    detector = job.opt("detector", "iforest")
+    detector = job.options.detector
     if detector != "iforest":
         raise InputError(f"the pairwise form of 'outlier' uses per-class forests; detector must be 'iforest', "
                          f"got {detector!r}")
-    det = class_forests(job.adapter, job.train, test, job.opt("params", "auto"), job.opt("project", None),
-                        bool(job.opt("normalize", True)), int(job.opt("n_estimators", 100)),
-                        job.opt("max_samples", "auto"), job.seed, job.chunk_size)
+    o = job.options
+    det = class_forests(job.adapter, job.train, test, o.params, o.project, bool(o.normalize), int(o.n_estimators),
+                        o.max_samples, job.seed, job.chunk_size)
     return det.relatedness(job.train.y)

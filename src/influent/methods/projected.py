@@ -52,8 +52,9 @@ def _factor(job: Job, src: GradientSource) -> torch.Tensor:
     """The exact inverse of P H P^T + damping I, as an explicit (k, k) matrix."""
     Hk = projected_hessian(job, src)
     convex = job.adapter.is_convex()
-    if "damping" in job.options or convex:
-        damping = check_damping(job.opt("damping", 0.0))
+    if job.options.damping is not None or convex:
+        damping = check_damping(0.0 if job.options.damping is None else job.options.damping)
+        job.used["damping"] = damping
     else:
         damping = 0.1 * float(torch.diagonal(Hk).sum()) / Hk.shape[0]
         job.used["damping"] = damping

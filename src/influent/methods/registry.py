@@ -17,20 +17,22 @@ from ..grads.source import GradientSource, Progress
 from ..models.base import ModelAdapter
 from ..models.training import Checkpoint
 from ..targets import Target
+from .options import MethodOptions
 
 
 @dataclass
 class Job:
-    """One scoring run: the fitted adapter, the training split, the target and every option.
+    """One scoring run: the fitted adapter, the training split, the target and the method's options.
 
-    Methods read their options from `options` with `job.opt(name, default)`, so that every option a
-    method used is recorded in `used` and saved with the scores.
+    `options` is the method's options dataclass (`methods.options`), built by `influent.score`; methods read
+    `job.options.<field>`. `used` holds the facts the run decided (the solver and damping a default chose,
+    the solver's fit report, n_checkpoints, ...); the saved settings are the options updated with them.
     """
 
     adapter: ModelAdapter
     train: Split
     target: Target | None
-    options: dict[str, Any]
+    options: MethodOptions
     chunk_size: int = 512
     store: str | Path | None = None
     seed: int = 0
@@ -38,10 +40,9 @@ class Job:
     used: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
 
-    def opt(self, name: str, default: Any = None) -> Any:
-        value = self.options.get(name, default)
-        self.used[name] = value
-        return value
+    def settings(self) -> dict[str, Any]:
+        """The settings saved with the scores: every option (`MethodOptions.settings`) and the run's facts."""
+        return {**self.options.settings(), **{k: v for k, v in self.used.items() if k != "checkpoints"}}
 
     def need_target(self, method: str) -> Target:
         if self.target is None:
@@ -52,13 +53,12 @@ class Job:
         """Per-sample gradients of `split` (default: train) under `adapter` (default: the fitted one).
         Only the fitted model's training gradients go to the on-disk store."""
         fitted = adapter is None and split is None
-        projection = self.opt("projection") if "projection" in self.options else None
         return GradientSource(adapter or self.adapter, split or self.train, self.chunk_size,
-                              self.store if fitted else None, self.opt("grad_method", "auto"),
-                              self.progress if fitted else None, projection)
+                              self.store if fitted else None, getattr(self.options, "grad_method", "auto"),
+                              self.progress if fitted else None, getattr(self.options, "projection", None))
 
     def solver(self) -> Solver:
-        """The curvature solver named by the options `solver`, `damping`, `solver_options`.
+        """The curvature solver named by the options `solver`, `damping`, `solver_options` (`SolverOptions`).
 
         Defaults per model kind (each choice is recorded in the settings saved with the scores):
 
@@ -75,15 +75,15 @@ class Job:
         A solver the user names is used as named; a warning says when the curvature it inverts is
         indefinite on a non-convex model.
         """
+        o = self.options
         convex = self.adapter.is_convex()
-        named = "solver" in self.options
-        name = self.opt("solver", "exact" if convex else "ekfac")
-        options = self.opt("solver_options", None) or {}
-        if not isinstance(options, dict):
-            raise InputError(f"solver_options must be a JSON object such as {{\"tol\": 1e-6}}, got {options!r}")
-        options = dict(options)
-        if "damping" in self.options or convex:
-            damping = check_damping(self.opt("damping", 0.0))
+        named = o.solver is not None
+        name = o.solver if named else "exact" if convex else "ekfac"
+        self.used["solver"] = name
+        options = dict(o.solver_options or {})
+        if o.damping is not None or convex:
+            damping = check_damping(0.0 if o.damping is None else o.damping)
+            self.used["damping"] = damping
         else:
             damping = self._damping_rule()
         self.used["curvature_rule"] = ("convex model: exact Hessian" if convex else
@@ -102,18 +102,7 @@ class Job:
                 self.used["solver"] = name
                 options = {**options, "curvature": "ggn"}
                 self.used["solver_options"] = options
-        try:
-            solver = make_solver(name, **options)
-        except TypeError as exc:
-            raise InputError(f"solver {name!r}: {exc}".replace("__init__() ", "")) from None
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
-        try:
-            solver.fit(ctx)
-        except InputError:
-            raise
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
+        solver = fit_solver_in(ctx, name, options)
         if not convex:
             _warn_if_indefinite(solver, ctx, name)
         report = solver.fit_report()
@@ -132,7 +121,7 @@ class Job:
         return damping
 
     def checkpoints(self, method: str) -> list[Checkpoint]:
-        ckpts = self.options.get("checkpoints")
+        ckpts = getattr(self.options, "checkpoints", None)
         if ckpts is None:
             ckpts = getattr(self.adapter, "recorder_", None)
         if ckpts is None:
@@ -150,6 +139,32 @@ class Job:
 
 
 EXACT_GGN_MAX_PARAMS = 4000  # the exact Gauss-Newton fallback of a non-convex model's default curvature
+
+
+def fit_solver_in(ctx: CurvatureContext, name: str, options: dict[str, Any] | None = None) -> Solver:
+    """The solver `name` with `options`, fitted in `ctx`; a bad name, option or fit is a one-line `InputError`.
+    The one way a solver is built: `Job.solver` and `fit_solver` (FI, the active-learning strategies) call it."""
+    try:
+        solver = make_solver(name, **(options or {}))
+    except TypeError as exc:
+        raise InputError(f"solver {name!r}: {exc}".replace("__init__() ", "")) from None
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    try:
+        solver.fit(ctx)
+    except InputError:
+        raise
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    return solver
+
+
+def fit_solver(adapter: ModelAdapter, train: Split, name: str = "exact", damping: float = 0.0,
+               chunk_size: int = 512, seed: int = 0, store: str | Path | None = None, **options: Any) -> Solver:
+    """A curvature solver (``(H + damping I)^-1``) named `name`, fitted on the training split, without the
+    model-dependent defaults of `Job.solver` (for FI and the active-learning strategies)."""
+    ctx = CurvatureContext(adapter, train, check_damping(damping), chunk_size, seed, store)
+    return fit_solver_in(ctx, name, options)
 
 
 def _warn_if_indefinite(solver: Solver, ctx: CurvatureContext, name: str) -> None:
@@ -232,7 +247,7 @@ class MethodSpec:
     needs_target: bool = True
     summary: str = ""
     title: str = ""  # the name a person reads (report, CLI), e.g. "influence function"
-    options: type | None = None  # the dataclass of the method's options
+    options: type = MethodOptions  # the dataclass of the method's options (`methods.options`)
     checkpoints: str = "never"  # reads recorded checkpoints: "never" | "always" | "option" (an option says)
 
 
@@ -240,7 +255,7 @@ METHODS: Registry[MethodSpec] = Registry("method")
 
 
 def register_method(name: str, needs_target: bool = True, summary: str = "", *, title: str = "",
-                    options: type | None = None, checkpoints: str = "never") -> Callable[[ScoreFn], ScoreFn]:
+                    options: type = MethodOptions, checkpoints: str = "never") -> Callable[[ScoreFn], ScoreFn]:
     def deco(fn: ScoreFn) -> ScoreFn:
         METHODS.add(MethodSpec(name, fn, None, needs_target, summary or (fn.__doc__ or "").strip().split("\n")[0],
                                title or name, options, checkpoints))

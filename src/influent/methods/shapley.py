@@ -38,10 +38,12 @@ TrainConfig seed), so the values depend only on ``seed`` (the permutations), not
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.validate import InputError
+from ..data.validate import InputError, check_number
+from .options import MethodOptions, opt
 from .registry import Job, Result, register_method
 
 UTILITIES = ("accuracy", "target")
@@ -140,7 +142,30 @@ def _walk_in_worker(adapter, train, metric, sign, empty, seed, cache, perms, ful
     return tmc_walk(U, perms, full, tolerance, patience)
 
 
-@register_method("tmc-shapley")
+@dataclass
+class ShapleyOptions(MethodOptions):
+    """Options of TMC-Shapley (Ghorbani & Zou 2019, Algorithm 1)."""
+
+    permutations: int = opt(100, "Monte Carlo permutations T")
+    tolerance: float = opt(0.01, "truncate a permutation once |U(D) - U(prefix)| < tolerance |U(D)|; 0: never")
+    patience: int = opt(1, "consecutive in-tolerance prefixes before truncating (1: the paper's Algorithm 1)")
+    utility: str = opt("accuracy", "'accuracy' (validation accuracy) | 'target' (minus the target's value)")
+    empty_utility: float | None = opt(None, "U of the empty set; None: the majority-class accuracy (needed "
+                                            "with utility='target')")
+    n_jobs: int = opt(1, "worker processes the permutations are split among")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_number(self.permutations, "tmc-shapley: permutations", kind=int, low=1)
+        check_number(self.tolerance, "tmc-shapley: tolerance", low=0)
+        check_number(self.patience, "tmc-shapley: patience", kind=int, low=1)
+        if self.utility not in UTILITIES:
+            raise InputError(f"tmc-shapley: utility must be one of {list(UTILITIES)}, got {self.utility!r}")
+        check_number(self.empty_utility, "tmc-shapley: empty_utility", none=True)
+        check_number(self.n_jobs, "tmc-shapley: n_jobs", kind=int)
+
+
+@register_method("tmc-shapley", title="TMC-Shapley", options=ShapleyOptions)
 def tmc_shapley(job: Job) -> Result:
     """Truncated Monte Carlo Data Shapley (Ghorbani & Zou 2019): raw = values = the estimated Shapley value
     of each sample under the validation utility (higher = more valuable).
@@ -154,20 +179,10 @@ def tmc_shapley(job: Job) -> Result:
     from ..models.refit import Accuracy, TargetValue
 
     target = job.need_target("tmc-shapley")
-    T = int(job.opt("permutations", 100))
-    tol = float(job.opt("tolerance", 0.01))
-    patience = int(job.opt("patience", 1))
-    utility = job.opt("utility", "accuracy")
-    empty = job.opt("empty_utility", None)
-    n_jobs = max(1, int(job.opt("n_jobs", 1)))
-    if T < 1:
-        raise InputError(f"tmc-shapley: permutations must be >= 1, got {T}")
-    if tol < 0:
-        raise InputError(f"tmc-shapley: tolerance must be >= 0, got {tol}")
-    if patience < 1:
-        raise InputError(f"tmc-shapley: patience must be >= 1, got {patience}")
-    if utility not in UTILITIES:
-        raise InputError(f"tmc-shapley: utility must be one of {list(UTILITIES)}, got {utility!r}")
+    o = job.options
+    T, tol, patience = int(o.permutations), float(o.tolerance), int(o.patience)
+    utility, empty = o.utility, o.empty_utility
+    n_jobs = max(1, int(o.n_jobs))
     if utility == "accuracy":
         if job.adapter.classes_ is None:
             raise InputError("tmc-shapley: utility 'accuracy' needs a classifier; use utility='target'")

@@ -19,6 +19,7 @@ import torch
 from torch.func import grad, jvp, vmap
 
 from ..data import Split
+from ..data.validate import InputError, check_choice
 from ..grads.per_sample import flatten, unflatten
 from ..grads.source import GradientSource
 from ..models.base import ModelAdapter
@@ -64,8 +65,7 @@ class CurvatureContext:
         self.theta = flatten(self.params)
         self.p = self.theta.numel()
         self.dtype = self.adapter.dtype
-        if self.hvp_kind not in ("auto", "rev", "fwd"):
-            raise ValueError(f"hvp_kind must be 'auto', 'rev' or 'fwd', got {self.hvp_kind!r}")
+        check_choice(self.hvp_kind, ("auto", "rev", "fwd"), "hvp_kind")
 
     def grad_source(self) -> GradientSource:
         """Per-sample training gradients (shared, so a store is filled once)."""
@@ -145,7 +145,7 @@ class CurvatureContext:
             except (RuntimeError, NotImplementedError):
                 best[mode] = float("inf")
         if min(best.values()) == float("inf"):
-            raise RuntimeError("Hessian-vector products fail for this model in both reverse and forward mode")
+            raise InputError("Hessian-vector products fail for this model in both reverse and forward mode")
         return min(best, key=best.get)
 
     def _chunks(self, index: torch.Tensor | None):
@@ -277,7 +277,7 @@ class Solver:
 
     def solve(self, V: torch.Tensor) -> torch.Tensor:
         if self.ctx is None:
-            raise RuntimeError(f"solver {self.name!r} is not fitted; call .fit(ctx) first")
+            raise InputError(f"solver {self.name!r} is not fitted; call .fit(ctx) first")
         vec = V.ndim == 1
         out = self._solve(V.reshape(self.ctx.p, -1).to(self.ctx.dtype))
         return out[:, 0] if vec else out

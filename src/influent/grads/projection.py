@@ -100,7 +100,7 @@ class Projection:
         """(B, p) -> (B, k) projected rows P g_i."""
         G = G.to(self.dtype)
         if G.shape[1] != self.p:
-            raise ValueError(f"projection from {self.p} dimensions applied to rows of {G.shape[1]}")
+            raise InputError(f"projection from {self.p} dimensions applied to rows of {G.shape[1]}")
         if self.kind == "sparse":
             Gt = G.T.contiguous()
             out = torch.zeros(self.k, G.shape[0], dtype=self.dtype)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..data import Split
-from ..data.validate import InputError
+from ..data.validate import InputError, check_fitted, check_number
 from ..grads.projection import PROJECTABLE
 from ..grads.source import Progress
 from ..methods import METHODS, Job
@@ -22,14 +22,15 @@ def _job(model: ModelAdapter, train: Split, target: Target | Split | None, optio
          chunk_size: int, store: str | Path | None, seed: int, progress: Progress | None, method: str = "") -> Job:
     if not isinstance(model, ModelAdapter):
         raise InputError(f"model must be an influent ModelAdapter, got {type(model).__name__}")
-    if not model.fitted:
-        raise InputError(f"{type(model).__name__} is not fitted; call .fit(train) first")
+    check_fitted(model)
+    check_number(chunk_size, "chunk_size", kind=int, low=1)
     if not isinstance(train, Split):
         raise InputError(f"train must be an influent Split, got {type(train).__name__}")
     model.check_split(train)
     if options.get("projection") is not None and method not in PROJECTABLE:
         raise InputError(f"method {method!r} does not take a projection; methods that do: {list(PROJECTABLE)}")
     if isinstance(target, Split):
+        model.check_split(target)
         target = Utility(target)
     if target is not None:
         target.prepare(model)
@@ -134,6 +135,7 @@ def attribute(model: ModelAdapter, train: Split, test: Split, method: str = "ip"
         _job(model, train, None, options, chunk_size, None, seed, progress, method)
         store, ran_on = _prepare(backend, backend_options, model, train, options, chunk_size, None, progress)
     job = _job(model, train, None, options, chunk_size, store, seed, progress, method)
+    model.check_split(test)
     try:
         with _eval_mode(model._require_fitted()):
             out = spec.pairwise(job, test)

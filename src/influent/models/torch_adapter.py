@@ -9,11 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from torch.func import functional_call
-
 from ..data import Split
 from ..data.validate import InputError
-from .base import ModelAdapter, _eval_mode
+from .base import ModelAdapter
 from .training import TrainConfig, TrainingRecorder, train_torch
 
 
@@ -96,11 +94,10 @@ class TorchAdapter(ModelAdapter):
     def check_split(self, split: Split) -> None:
         """Check that the module's output size fits the labels of `split` (and infer the classes when the
         module has no final linear layer); one-line `InputError` otherwise."""
-        module = self._require_fitted()
+        self._require_fitted()
+        out = self._probe(split)
         if self.loss == "mse":
             return
-        with torch.no_grad(), _eval_mode(module):
-            out = functional_call(module, self._full({}), (split.tensor_X(self.dtype)[:1].to(self.device),))
         k = int(np.prod(out.shape[1:])) if out.ndim > 1 else 1
         want = 1 if self.loss == "bce" else (len(self.classes_) if self.classes_ is not None else k)
         if k != want:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..api.verbs import score
 from ..data import Split
-from ..data.validate import InputError, check_budget
+from ..data.validate import InputError, check_budget, check_number
 from ..methods.registry import reads_checkpoints
 from ..models.base import ModelAdapter
 from ..targets import Utility
@@ -41,8 +41,7 @@ def flip_labels(y: np.ndarray, fraction: float, mode: str = "uniform", seed: int
     (noisy labels, boolean mask of the flipped samples)
     """
     y = np.asarray(y)
-    if not 0 <= fraction < 1:
-        raise InputError(f"noise fraction must lie in [0, 1), got {fraction}")
+    check_number(fraction, "noise fraction", low=0, high=1, high_open=True)
     if mode not in NOISE_MODES:
         raise InputError(f"unknown noise mode {mode!r}; choose one of {list(NOISE_MODES)}")
     cls = np.unique(y) if classes is None else np.asarray(classes)

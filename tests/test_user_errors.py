@@ -74,9 +74,11 @@ MISTAKES = [
     ("negative learning rate", lambda d, t, c: TrainConfig(lr=-0.1), ["lr", "-0.1"]),
     ("negative C", lambda d, t, c: SklearnLogistic(C=-1.0), ["C must be", "-1.0"]),
     ("valid split with another feature count", lambda d, t, c: inf.score(d["logistic"], d["train"], d["other"], "if"),
-     ["cannot take features of shape (3,)"]),
+     ["features has shape (20, 3), expected (any, 4)"]),
     ("test split with another feature count", lambda d, t, c: inf.attribute(d["logistic"], d["train"], d["other"], "ip"),
-     ["cannot take features of shape (3,)"]),
+     ["features has shape (20, 3), expected (any, 4)"]),
+    ("torch model on another feature count", lambda d, t, c: inf.attribute(d["normed"], d["train"], d["other"], "ip"),
+     ["cannot take features of shape (3,)", "1x3 and 4x3"]),
     ("empty refit subset size", lambda d, t, c: random_subsets(10, 0, 3), ["subset size", "[1, 10]", "got 0"]),
     # grads
     ("bad grad_method", lambda d, t, c: inf.score(d["logistic"], d["train"], d["valid"], "ip", grad_method="fast"),

@@ -120,16 +120,19 @@ class ModelAdapter:
     def check_split(self, split: Split) -> None:
         """Raise a one-line `InputError` unless the fitted model can take `split` (its features, labels it
         knows)."""
-        if self.classes_ is not None:
-            check_known_labels(split.y, self.classes_, f"{split.name}: labels")
+        self._check_labels(split)
         if self.module is not None:
             self._probe(split)
+
+    def _check_labels(self, split: Split) -> None:
+        if self.classes_ is not None:
+            check_known_labels(split.y, self.classes_, f"{split.name}: labels")
 
     def _probe(self, split: Split) -> torch.Tensor:
         """(1, K) outputs of the fitted model on the first row of `split`, in evaluation mode without
         gradients; a one-line `InputError` when the model cannot take the split's features (another
         feature count or image shape than it was trained on)."""
-        X = torch.as_tensor(np.asarray(split.X[:1]), dtype=self.dtype).to(self.device)
+        X = split.tensor_X(self.dtype)[:1].to(self.device)
         try:
             with torch.no_grad():
                 return self.outputs({}, X)

@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from ..data import Split
-from ..data.validate import InputError, check_number
+from ..data.validate import InputError, check_number, check_shape
 from .base import ModelAdapter
 
 
@@ -68,6 +68,12 @@ class SklearnLogistic(ModelAdapter):
         self._adopt(est, len(split))
         self._polish(split, sample_weight)
         return self
+
+    def check_split(self, split: Split) -> None:
+        """Labels the model knows, and the fitted number of feature columns (from the shapes alone)."""
+        self._check_labels(split)
+        if self.module is not None:
+            check_shape(split.X, (None, self.module.in_features), f"{split.name}: features")
 
     def _adopt(self, est: LogisticRegression, n: int) -> None:
         """Take a fitted estimator's weights as the analysed linear layer; `n` training samples."""

@@ -106,7 +106,7 @@ class TorchAdapter(ModelAdapter):
                              "change the last layer or pass classes=[...]")
         if self.classes_ is None:
             self.classes_ = np.arange(k)
-        super().check_split(split)
+        self._check_labels(split)
 
     def _require_fitted(self) -> nn.Module:
         module = super()._require_fitted()

@@ -110,6 +110,9 @@ MISTAKES = [
     ("exact solver with an unknown curvature", lambda d, t, c: inf.score(
         d["logistic"], d["train"], d["valid"], "if", solver="exact", solver_options={"curvature": "fisher"}),
      ["curvature", "'fisher'", "ggn"]),
+    ("exact solver with max_params as text", lambda d, t, c: inf.score(
+        d["logistic"], d["train"], d["valid"], "if", solver="exact", solver_options={"max_params": "many"}),
+     ["exact: max_params", "an integer", "'many'"]),
     ("cg with a negative tolerance", lambda d, t, c: inf.score(
         d["logistic"], d["train"], d["valid"], "if", solver="cg", solver_options={"tol": -1}), ["cg: tol", "-1"]),
     ("arnoldi of rank 0", lambda d, t, c: inf.score(

@@ -43,7 +43,7 @@ class ArnoldiSolver(Solver):
         super().__init__(rank=rank, n_iter=n_iter, rcond=rcond)
         self.rank = check_number(rank, "arnoldi: rank", kind=int, low=1)
         self.n_iter = check_number(n_iter, "arnoldi: n_iter", kind=int, low=1, none=True)
-        self.rcond = rcond
+        self.rcond = check_number(rcond, "arnoldi: rcond", low=0, none=True)
 
     def _fit(self, ctx: CurvatureContext) -> None:
         p = ctx.p

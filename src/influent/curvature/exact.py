@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..data.validate import InputError, check_choice
+from ..data.validate import InputError, check_choice, check_number
 from .base import CurvatureContext, Solver, register
 
 
@@ -63,10 +63,10 @@ class ExactSolver(Solver):
         check_choice(curvature, ("hessian", "ggn"), "exact: curvature")
         check_choice(float64, ("auto", True, False), "exact: float64")
         self.curvature = curvature
-        self.rcond = rcond
-        self.max_params = max_params
+        self.rcond = check_number(rcond, "exact: rcond", low=0, none=True)
+        self.max_params = check_number(max_params, "exact: max_params", kind=int, low=1)
         self.float64 = float64
-        self.float64_budget_gb = float(float64_budget_gb)
+        self.float64_budget_gb = check_number(float64_budget_gb, "exact: float64_budget_gb", low=0)
 
     def _fit(self, ctx: CurvatureContext) -> None:
         if ctx.p > self.max_params:

@@ -144,7 +144,7 @@ class LiSSASolver(Solver):
             raise InputError(f"lissa: scale must be a positive number or 'auto', got {scale!r}")
         self.scale = scale
         self.batch_size = check_number(batch_size, "lissa: batch_size", kind=int, low=1, none=True)
-        self.power_iter = int(power_iter)
+        self.power_iter = check_number(power_iter, "lissa: power_iter", kind=int, low=0)
 
     def _fit(self, ctx: CurvatureContext) -> None:
         if self.scale == "auto":

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.validate import InputError
+from ..data.validate import InputError, check_number
 from ..models.base import ModelAdapter
 from .base import CurvatureContext, Solver, register
 
@@ -241,8 +241,8 @@ class KFACSolver(Solver):
 
     def __init__(self, rcond: float | None = None, cache_mb: float = 512.0) -> None:
         super().__init__(rcond=rcond)
-        self.rcond = rcond
-        self.cache_mb = float(cache_mb)
+        self.rcond = check_number(rcond, f"{self.name}: rcond", low=0, none=True)
+        self.cache_mb = check_number(cache_mb, f"{self.name}: cache_mb", low=0)
 
     def _fit(self, ctx: CurvatureContext) -> None:
         self.layers_ = kfac_layers(ctx.adapter)

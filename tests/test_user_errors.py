@@ -73,12 +73,21 @@ MISTAKES = [
     ("bad optimizer name", lambda d, t, c: TrainConfig(optimizer="rmsprop"), ["optimizer", "'rmsprop'", "adam", "sgd"]),
     ("negative learning rate", lambda d, t, c: TrainConfig(lr=-0.1), ["lr", "-0.1"]),
     ("negative C", lambda d, t, c: SklearnLogistic(C=-1.0), ["C must be", "-1.0"]),
+    ("validation data that is not a split", lambda d, t, c: inf.score(d["logistic"], d["train"], "valid.csv", "if"),
+     ["target must be", "Split", "str"]),
+    ("test data that is not a split", lambda d, t, c: inf.attribute(d["logistic"], d["train"], d["valid"].X, "ip"),
+     ["test must be", "Split", "ndarray"]),
+    ("seed as text", lambda d, t, c: inf.score(d["logistic"], d["train"], d["valid"], "ip", seed="zero"),
+     ["seed", "'zero'"]),
     ("valid split with another feature count", lambda d, t, c: inf.score(d["logistic"], d["train"], d["other"], "if"),
      ["features has shape (20, 3), expected (any, 4)"]),
     ("test split with another feature count", lambda d, t, c: inf.attribute(d["logistic"], d["train"], d["other"], "ip"),
      ["features has shape (20, 3), expected (any, 4)"]),
     ("torch model on another feature count", lambda d, t, c: inf.attribute(d["normed"], d["train"], d["other"], "ip"),
      ["cannot take features of shape (3,)", "1x3 and 4x3"]),
+    ("model dtype as text", lambda d, t, c: TorchAdapter(nn.Linear(4, 2), dtype="float64"), ["dtype", "'float64'"]),
+    ("MLP with a hidden layer of 0 units", lambda d, t, c: inf.models.TabularMLP(hidden=(8, 0)),
+     ["hidden layer size", "got 0"]),
     ("empty refit subset size", lambda d, t, c: random_subsets(10, 0, 3), ["subset size", "[1, 10]", "got 0"]),
     # grads
     ("bad grad_method", lambda d, t, c: inf.score(d["logistic"], d["train"], d["valid"], "ip", grad_method="fast"),
@@ -98,6 +107,8 @@ MISTAKES = [
     # backends
     ("unknown backend", lambda d, t, c: inf.score(d["logistic"], d["train"], d["valid"], "ip", backend="spark"),
      ["backend", "'spark'"]),
+    ("backend with 0 workers", lambda d, t, c: inf.score(d["logistic"], d["train"], d["valid"], "ip", backend="ray",
+                                                         backend_options={"workers": 0}), ["workers", "got 0"]),
     ("unknown backend option", lambda d, t, c: inf.score(d["logistic"], d["train"], d["valid"], "ip", backend="ray",
                                                          backend_options={"cpus": 2}), ["backend_options", "cpus"]),
     # curvature
@@ -122,6 +133,7 @@ MISTAKES = [
     ("datainf with an unknown lambda rule", lambda d, t, c: inf.score(
         d["logistic"], d["train"], d["valid"], "if", solver="datainf", solver_options={"lam": "big"}),
      ["datainf: lam", "'big'"]),
+    ("hvp block of 0", lambda d, t, c: CurvatureContext(d["logistic"], d["train"], hvp_block=0), ["hvp_block", "got 0"]),
     ("bad hvp_kind", lambda d, t, c: CurvatureContext(d["logistic"], d["train"], hvp_kind="both"), ["hvp_kind", "'both'"]),
     # data
     ("scores with other ids", lambda d, t, c: Scores(np.zeros(3), "ip", np.arange(4)), ["scores", "(3,)", "(4,)"]),

@@ -29,6 +29,9 @@ def _job(model: ModelAdapter, train: Split, target: Target | Split | None, optio
     model.check_split(train)
     if options.get("projection") is not None and method not in PROJECTABLE:
         raise InputError(f"method {method!r} does not take a projection; methods that do: {list(PROJECTABLE)}")
+    if target is not None and not isinstance(target, (Split, Target)):
+        raise InputError(f"target must be an influent Split (the validation data) or a Target, got {type(target).__name__}")
+    check_number(seed, "seed", kind=int, low=0)
     if isinstance(target, Split):
         model.check_split(target)
         target = Utility(target)
@@ -53,6 +56,7 @@ def _prepare(backend: str, backend_options: dict[str, Any] | None, model: ModelA
     unknown = sorted(set(extra) - {"workers", "on_chunk"})
     if unknown:
         raise InputError(f"backend_options takes 'workers'; unknown {unknown}")
+    check_number(extra.get("workers"), "backend_options workers", kind=int, low=1, none=True)
     with _eval_mode(model._require_fitted()):
         return ray_backend.prepare(model, train, options, chunk_size, store, progress=progress, **extra)
 
@@ -135,6 +139,8 @@ def attribute(model: ModelAdapter, train: Split, test: Split, method: str = "ip"
         _job(model, train, None, options, chunk_size, None, seed, progress, method)
         store, ran_on = _prepare(backend, backend_options, model, train, options, chunk_size, None, progress)
     job = _job(model, train, None, options, chunk_size, store, seed, progress, method)
+    if not isinstance(test, Split):
+        raise InputError(f"test must be an influent Split, got {type(test).__name__}")
     model.check_split(test)
     try:
         with _eval_mode(model._require_fitted()):

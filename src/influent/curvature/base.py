@@ -19,7 +19,7 @@ import torch
 from torch.func import grad, jvp, vmap
 
 from ..data import Split
-from ..data.validate import InputError, check_choice
+from ..data.validate import InputError, check_choice, check_number
 from ..grads.per_sample import flatten, unflatten
 from ..grads.source import GradientSource
 from ..models.base import ModelAdapter
@@ -66,6 +66,10 @@ class CurvatureContext:
         self.p = self.theta.numel()
         self.dtype = self.adapter.dtype
         check_choice(self.hvp_kind, ("auto", "rev", "fwd"), "hvp_kind")
+        self.damping = check_number(self.damping, "damping")  # finite (negative too: H - d I is allowed here)
+        check_number(self.chunk_size, "chunk_size", kind=int, low=1)
+        check_number(self.hvp_block, "hvp_block", kind=int, low=1)
+        check_number(self.graph_cache_chunks, "graph_cache_chunks", kind=int, low=0)
 
     def grad_source(self) -> GradientSource:
         """Per-sample training gradients (shared, so a store is filled once)."""

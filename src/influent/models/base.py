@@ -85,6 +85,8 @@ class ModelAdapter:
                  dtype: torch.dtype = torch.float32) -> None:
         if loss not in LOSSES:
             raise InputError(f"unknown loss {loss!r}; choose one of {LOSSES}")
+        if not isinstance(dtype, torch.dtype):
+            raise InputError(f"dtype must be a torch dtype such as torch.float64, got {dtype!r}")
         self.loss = loss
         self.params_spec = params
         self.dtype = dtype

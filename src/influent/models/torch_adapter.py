@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..data import Split
-from ..data.validate import InputError
+from ..data.validate import InputError, check_number
 from .base import ModelAdapter
 from .training import TrainConfig, TrainingRecorder, train_torch
 
@@ -213,8 +213,10 @@ class TabularMLP(TorchAdapter):
     def __init__(self, hidden: Sequence[int] = (64,), dropout: float = 0.0, loss: str = "cross_entropy",
                  params: str | Sequence[str] = "all", weight_decay: float = 1e-3,
                  train: TrainConfig | None = None, dtype: torch.dtype = torch.float32, init_seed: int = 0) -> None:
-        self.hidden = tuple(int(h) for h in hidden)
-        self.dropout = float(dropout)
+        if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
+            raise InputError(f"TabularMLP: hidden must be a list of layer sizes such as (64, 32), got {hidden!r}")
+        self.hidden = tuple(check_number(h, "TabularMLP: hidden layer size", kind=int, low=1) for h in hidden)
+        self.dropout = check_number(dropout, "TabularMLP: dropout", low=0, high=1, high_open=True)
         self.init_seed = int(init_seed)
         super().__init__(nn.Identity(), loss, params, weight_decay, train, dtype)
 

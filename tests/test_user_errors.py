@@ -62,6 +62,18 @@ def _cli(tmp_path, capsys, *args):
     raise InputError(err.strip().removeprefix("error: "))  # the one line the user sees, checked like the rest
 
 
+def _csv(d, tmp_path):
+    """train.csv and valid.csv of the module's data in `tmp_path`; their paths."""
+    import pandas as pd
+
+    paths = []
+    for name in ("train", "valid"):
+        frame = pd.DataFrame(d[name].X, columns=[f"f{j}" for j in range(4)]).assign(y=d[name].y)
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        paths.append(tmp_path / f"{name}.csv")
+    return paths
+
+
 def _bad_priorities(model, labeled, pool, rng):
     return np.zeros(len(pool) + 1)
 
@@ -153,6 +165,9 @@ MISTAKES = [
     # CLI
     ("CLI chunk size 0", lambda d, t, c: _cli(t, c, "score", "--train", t / "t.csv", "--valid", t / "v.csv", "--label", "y",
                                               "--chunk-size", 0, "--out", t / "o"), ["--chunk-size", "got 0"]),
+    ("CLI run setting given as a method option", lambda d, t, c: _cli(
+        t, c, "score", "--train", _csv(d, t)[0], "--valid", t / "valid.csv", "--label", "y", "--method", "ip",
+        "-o", "chunk_size=3", "--out", t / "o"), ["'chunk_size'", "not a method option", "--chunk-size"]),
 ]
 
 

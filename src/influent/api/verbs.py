@@ -31,7 +31,7 @@ def _job(model: ModelAdapter, train: Split, target: Target | Split | None, optio
         raise InputError(f"method {method!r} does not take a projection; methods that do: {list(PROJECTABLE)}")
     if target is not None and not isinstance(target, (Split, Target)):
         raise InputError(f"target must be an influent Split (the validation data) or a Target, got {type(target).__name__}")
-    check_number(seed, "seed", kind=int, low=0)
+    check_number(seed, "seed", kind=int)
     if isinstance(target, Split):
         model.check_split(target)
         target = Utility(target)

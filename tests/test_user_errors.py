@@ -114,6 +114,8 @@ MISTAKES = [
                                                       projection={"kind": "fourier", "dim": 8}), ["projection kind", "'fourier'"]),
     ("bad projection dim", lambda d, t, c: inf.score(d["logistic"], d["train"], d["valid"], "ip", projection={"dim": 0}),
      ["projection dim", "positive"]),
+    ("projection nnz above its dim", lambda d, t, c: inf.score(d["logistic"], d["train"], d["valid"], "ip",
+                                                               projection={"dim": 4, "nnz": 9}), ["projection nnz", "[1, 4]", "9"]),
     ("gradient store of other settings", lambda d, t, c: (GradientStore(t, "k", 10, 3, 5), GradientStore(t, "k", 10, 4, 5)),
      ["gradient store", "other settings"]),
     # backends

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..data.validate import InputError
+from ..data.validate import InputError, check_number
 from .linear import LayerFactors
 
 KINDS = ("gaussian", "rademacher", "sparse")
@@ -49,8 +49,8 @@ class Projection:
             raise InputError(f"unknown projection kind {kind!r}; choose one of {list(KINDS)}")
         if int(dim) < 1:
             raise InputError(f"projection dim must be a positive integer, got {dim!r}")
-        if kind == "sparse" and not 1 <= int(nnz) <= int(dim):
-            raise InputError(f"projection nnz must be in [1, dim], got {nnz!r}")
+        if kind == "sparse":
+            check_number(nnz, "projection nnz", kind=int, low=1, high=int(dim))
         self.p, self.k, self.kind, self.seed, self.dtype = int(p), int(dim), kind, int(seed), dtype
         self.nnz = int(nnz) if kind == "sparse" else None
         self._R: torch.Tensor | None = None

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional
 import typer
 from typer.core import TyperCommand
 
-from .data.validate import InputError, parse_budget
+from .data.validate import InputError, check_number, parse_budget
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Training-data influence: which samples help, which hurt, and what to do about it.")
@@ -281,10 +281,8 @@ def score(
         method_options["solver"] = solver
     if damping is not None:
         method_options["damping"] = damping
-    if top < 0:
-        raise InputError(f"--top must be >= 0, got {top}")
-    if chunk_size < 1:
-        raise InputError(f"--chunk-size must be >= 1, got {chunk_size}")
+    check_number(top, "--top", kind=int, low=0)
+    check_number(chunk_size, "--chunk-size", kind=int, low=1)
     if topk < 0:
         raise InputError(f"--topk must be >= 0, got {topk}")
     model_options = _model_options(model, C, hidden, epochs, lr, batch_size, weight_decay)

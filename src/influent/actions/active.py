@@ -18,7 +18,7 @@ import numpy as np
 
 from ..data import Split
 from ..data.registry import Entry, Registry
-from ..data.validate import InputError
+from ..data.validate import InputError, check_number, check_shape
 from ..models.base import ModelAdapter, resolve_params
 from ..data.atomic import atomic_write
 
@@ -230,8 +230,8 @@ class ActiveLearner:
         self._fn = resolve_strategy(self.strategy, self.options)
         if self._fn is iv_priority and self.options.get("valid") is None:
             iv_priority(self.model, self.labeled, self.pool, None)  # raises the one-line error
-        if self.batch_size < 1 or self.rounds < 0:
-            raise InputError(f"batch_size must be >= 1 and rounds >= 0, got {self.batch_size}, {self.rounds}")
+        check_number(self.batch_size, "active learning: batch_size", kind=int, low=1)
+        check_number(self.rounds, "active learning: rounds", kind=int, low=0)
         if np.intersect1d(self.labeled.ids, self.pool.ids).size:
             raise InputError("labeled and pool splits share ids; give them disjoint ids")
         self.history: list[RoundRecord] = []
@@ -289,8 +289,7 @@ class ActiveLearner:
             t1 = time.perf_counter()
             prio = np.asarray(self._fn(model, labeled, pool, np.random.default_rng(self.seed + r), **self.options))
             t_score = time.perf_counter() - t1
-            if prio.shape != (len(pool),):
-                raise ValueError(f"strategy returned shape {prio.shape}, expected ({len(pool)},)")
+            check_shape(prio, (len(pool),), f"strategy {getattr(self.strategy, '__name__', self.strategy)!r}: its priorities")
             top = np.argsort(-prio, kind="stable")[: self.batch_size]
             ids = pool.ids[top]
             for i, lab in zip(ids.tolist(), self._ask(ids).tolist()):

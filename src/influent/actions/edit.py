@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..data import Split
-from ..data.validate import InputError, check_budget
+from ..data.validate import InputError, check_budget, check_shape
 from ..data.scores import Scores
 from ..data.atomic import atomic_write
 
@@ -156,9 +156,7 @@ def relabel(train: Split, scores: Scores, budget: float, model: Any = None, prob
         if proba is None:
             proba = np.array(model.predict_proba(train.X[pos]), dtype=np.float64, copy=True)
         else:
-            proba = np.asarray(proba, dtype=np.float64)
-            if proba.ndim != 2 or proba.shape[0] != len(train):
-                raise InputError(f"relabel: proba must have shape ({len(train)}, {len(classes)}), got {proba.shape}")
+            proba = check_shape(np.asarray(proba, dtype=np.float64), (len(train), None), "relabel: proba")
             proba = proba[pos].copy()
         if proba.shape != (k, len(classes)):
             raise InputError(f"relabel: the model gives {proba.shape[1]} class probabilities for {len(classes)} classes")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..data import Split
-from ..data.validate import InputError
+from ..data.validate import InputError, check_number
 from ..data.atomic import atomic_group, atomic_write
 
 
@@ -79,8 +79,8 @@ def attribute_stream(model: Any, train: Split, test: Split, out: str | Path, met
     spec = _method(method)
     if spec.pairwise is None:
         raise InputError(f"method {method!r} has no pairwise form")
-    if int(k) < 1 or int(block) < 1:
-        raise InputError(f"k and block must be >= 1, got k={k}, block={block}")
+    check_number(k, "k", kind=int, low=1)
+    check_number(block, "block", kind=int, low=1)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise InputError(f"{out} already holds outputs; pass force=True (--force) to replace them")
@@ -88,6 +88,7 @@ def attribute_stream(model: Any, train: Split, test: Split, out: str | Path, met
     import zarr
 
     job: Job = _job(model, train, None, options, chunk_size, None, seed, None, method)
+    model.check_split(test)
     solver = None
     fit_solver = job.solver
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..data import Split
-from ..data.validate import InputError
+from ..data.validate import InputError, check_fitted, check_number
 from ..grads.projection import PROJECTABLE
 from ..grads.source import Progress
 from ..methods import METHODS, Job
@@ -23,15 +23,19 @@ def _job(model: ModelAdapter, train: Split, target: Target | Split | None, optio
          chunk_size: int, store: str | Path | None, seed: int, progress: Progress | None, method: str = "") -> Job:
     if not isinstance(model, ModelAdapter):
         raise InputError(f"model must be an influent ModelAdapter, got {type(model).__name__}")
-    if not model.fitted:
-        raise InputError(f"{type(model).__name__} is not fitted; call .fit(train) first")
+    check_fitted(model)
+    check_number(chunk_size, "chunk_size", kind=int, low=1)
     if not isinstance(train, Split):
         raise InputError(f"train must be an influent Split, got {type(train).__name__}")
     model.check_split(train)
     if options.get("projection") is not None and method not in PROJECTABLE:
         raise InputError(f"method {method!r} does not take a projection; methods that do: {list(PROJECTABLE)}")
+    if target is not None and not isinstance(target, (Split, Target)):
+        raise InputError(f"target must be an influent Split (the validation data) or a Target, got {type(target).__name__}")
+    check_number(seed, "seed", kind=int)
     built = build_options(method, METHODS[method].options, options)  # unknown options fail before any work
     if isinstance(target, Split):
+        model.check_split(target)
         target = Utility(target)
     if target is not None:
         target.prepare(model)
@@ -54,6 +58,7 @@ def _prepare(backend: str, backend_options: dict[str, Any] | None, model: ModelA
     unknown = sorted(set(extra) - {"workers", "on_chunk"})
     if unknown:
         raise InputError(f"backend_options takes 'workers'; unknown {unknown}")
+    check_number(extra.get("workers"), "backend_options workers", kind=int, low=1, none=True)
     with _eval_mode(model._require_fitted()):
         return ray_backend.prepare(model, train, options, chunk_size, store, progress=progress, **extra)
 
@@ -138,6 +143,9 @@ def attribute(model: ModelAdapter, train: Split, test: Split, method: str = "ip"
         _job(model, train, None, options, chunk_size, None, seed, progress, method)
         store, ran_on = _prepare(backend, backend_options, model, train, options, chunk_size, None, progress)
     job = _job(model, train, None, options, chunk_size, store, seed, progress, method)
+    if not isinstance(test, Split):
+        raise InputError(f"test must be an influent Split, got {type(test).__name__}")
+    model.check_split(test)
     try:
         with _eval_mode(model._require_fitted()):
             out = spec.pairwise(job, test)

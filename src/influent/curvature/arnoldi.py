@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..data.validate import check_number
 from .base import CurvatureContext, Solver, register
 
 
@@ -40,13 +41,9 @@ class ArnoldiSolver(Solver):
 
     def __init__(self, rank: int = 50, n_iter: int | None = None, rcond: float | None = None) -> None:
         super().__init__(rank=rank, n_iter=n_iter, rcond=rcond)
-        if int(rank) < 1:
-            raise ValueError(f"arnoldi: rank must be >= 1, got {rank}")
-        if n_iter is not None and int(n_iter) < 1:
-            raise ValueError(f"arnoldi: n_iter must be >= 1, got {n_iter}")
-        self.rank = int(rank)
-        self.n_iter = None if n_iter is None else int(n_iter)
-        self.rcond = rcond
+        self.rank = check_number(rank, "arnoldi: rank", kind=int, low=1)
+        self.n_iter = check_number(n_iter, "arnoldi: n_iter", kind=int, low=1, none=True)
+        self.rcond = check_number(rcond, "arnoldi: rcond", low=0, none=True)
 
     def _fit(self, ctx: CurvatureContext) -> None:
         p = ctx.p

@@ -20,6 +20,7 @@ from torch.func import grad, jvp, vmap
 
 from ..data import Split
 from ..data.registry import Entry, Registry
+from ..data.validate import InputError, check_choice, check_number
 from ..grads.per_sample import flatten, unflatten
 from ..grads.source import GradientSource
 from ..models.base import ModelAdapter
@@ -66,8 +67,11 @@ class CurvatureContext:
         self.p = self.theta.numel()
         self.dtype = self.adapter.dtype
         self.device = self.adapter.device  # tensors made here live on the model's device
-        if self.hvp_kind not in ("auto", "rev", "fwd"):
-            raise ValueError(f"hvp_kind must be 'auto', 'rev' or 'fwd', got {self.hvp_kind!r}")
+        check_choice(self.hvp_kind, ("auto", "rev", "fwd"), "hvp_kind")
+        self.damping = check_number(self.damping, "damping")  # finite (negative too: H - d I is allowed here)
+        check_number(self.chunk_size, "chunk_size", kind=int, low=1)
+        check_number(self.hvp_block, "hvp_block", kind=int, low=1)
+        check_number(self.graph_cache_chunks, "graph_cache_chunks", kind=int, low=0)
 
     def grad_source(self) -> GradientSource:
         """Per-sample training gradients (shared, so a store is filled once)."""
@@ -147,7 +151,7 @@ class CurvatureContext:
             except (RuntimeError, NotImplementedError):
                 best[mode] = float("inf")
         if min(best.values()) == float("inf"):
-            raise RuntimeError("Hessian-vector products fail for this model in both reverse and forward mode")
+            raise InputError("Hessian-vector products fail for this model in both reverse and forward mode")
         return min(best, key=best.get)
 
     def _chunks(self, index: torch.Tensor | None):
@@ -279,7 +283,7 @@ class Solver:
 
     def solve(self, V: torch.Tensor) -> torch.Tensor:
         if self.ctx is None:
-            raise RuntimeError(f"solver {self.name!r} is not fitted; call .fit(ctx) first")
+            raise InputError(f"solver {self.name!r} is not fitted; call .fit(ctx) first")
         vec = V.ndim == 1
         out = self._solve(V.reshape(self.ctx.p, -1).to(self.ctx.dtype))
         return out[:, 0] if vec else out

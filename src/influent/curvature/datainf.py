@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..data.validate import InputError, check_choice
 from .base import CurvatureContext, Solver, register
 
 
@@ -39,8 +40,7 @@ class DataInfSolver(Solver):
 
     def __init__(self, lam: str = "auto") -> None:
         super().__init__(lam=lam)
-        if lam not in ("auto", "paper", "damping"):
-            raise ValueError(f"datainf: lam must be 'auto', 'paper' or 'damping', got {lam!r}")
+        check_choice(lam, ("auto", "paper", "damping"), "datainf: lam")
         self.lam = lam
 
     def _fit(self, ctx: CurvatureContext) -> None:
@@ -66,7 +66,7 @@ class DataInfSolver(Solver):
             self.lam_ = {k: 0.1 * float(sq[k]) / ctx.n / idx.numel() for k, idx in self.groups_.items()}
         bad = [k for k, v in self.lam_.items() if not v > 0]
         if bad:
-            raise ValueError(f"datainf: lam is not positive for layer(s) {bad} ({self.lam_mode_} mode); "
+            raise InputError(f"datainf: lam is not positive for layer(s) {bad} ({self.lam_mode_} mode); "
                              "set damping > 0 (or lam='paper' when gradients are non-zero)")
 
     def _solve(self, V: torch.Tensor) -> torch.Tensor:

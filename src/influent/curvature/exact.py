@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from ..data.validate import InputError, check_choice, check_number
 from .base import CurvatureContext, Solver, register
 
 
@@ -59,19 +60,17 @@ class ExactSolver(Solver):
     def __init__(self, curvature: str = "hessian", rcond: float | None = None, max_params: int = 20_000,
                  float64: bool | str = "auto", float64_budget_gb: float = 8.0) -> None:
         super().__init__(curvature=curvature, rcond=rcond)
-        if curvature not in ("hessian", "ggn"):
-            raise ValueError(f"curvature must be 'hessian' or 'ggn', got {curvature!r}")
-        if float64 not in ("auto", True, False):
-            raise ValueError(f"exact: float64 must be 'auto', True or False, got {float64!r}")
+        check_choice(curvature, ("hessian", "ggn"), "exact: curvature")
+        check_choice(float64, ("auto", True, False), "exact: float64")
         self.curvature = curvature
-        self.rcond = rcond
-        self.max_params = max_params
+        self.rcond = check_number(rcond, "exact: rcond", low=0, none=True)
+        self.max_params = check_number(max_params, "exact: max_params", kind=int, low=1)
         self.float64 = float64
-        self.float64_budget_gb = float(float64_budget_gb)
+        self.float64_budget_gb = check_number(float64_budget_gb, "exact: float64_budget_gb", low=0)
 
     def _fit(self, ctx: CurvatureContext) -> None:
         if ctx.p > self.max_params:
-            raise ValueError(f"exact solver: {ctx.p} parameters exceed max_params={self.max_params}; "
+            raise InputError(f"exact solver: {ctx.p} parameters exceed max_params={self.max_params}; "
                              "use cg, lissa, arnoldi, ekfac or datainf, or analyse fewer parameters")
         if self.curvature == "hessian":
             H = ctx.hessian()

@@ -11,6 +11,7 @@ import warnings
 
 import torch
 
+from ..data.validate import InputError, check_number
 from .base import CurvatureContext, Solver, register
 
 
@@ -37,12 +38,8 @@ class CGSolver(Solver):
 
     def __init__(self, tol: float = 1e-8, max_iter: int | None = None) -> None:
         super().__init__(tol=tol, max_iter=max_iter)
-        if not tol > 0:
-            raise ValueError(f"cg: tol must be positive, got {tol}")
-        if max_iter is not None and int(max_iter) < 1:
-            raise ValueError(f"cg: max_iter must be >= 1, got {max_iter}")
-        self.tol = float(tol)
-        self.max_iter = None if max_iter is None else int(max_iter)
+        self.tol = check_number(tol, "cg: tol", low=0, low_open=True)
+        self.max_iter = check_number(max_iter, "cg: max_iter", kind=int, low=1, none=True)
 
     def _fit(self, ctx: CurvatureContext) -> None:
         self.n_iter_ = 0
@@ -83,8 +80,6 @@ class CGSolver(Solver):
                 if idx.numel() == 0:
                     break
             if bool(bad.any()):
-                from ..data.validate import InputError
-
                 raise InputError(
                     f"cg: H + damping*I is not positive definite (found p^T A p = {float(pAp[bad][0]):.3g} <= 0 "
                     f"at iteration {it + 1}, damping={ctx.damping:g}); cg inverts the Hessian only: increase "
@@ -143,17 +138,13 @@ class LiSSASolver(Solver):
     def __init__(self, depth: int = 1000, scale: float | str = 10.0, batch_size: int | None = 64,
                  repeats: int = 1, power_iter: int = 20) -> None:
         super().__init__(depth=depth, scale=scale, batch_size=batch_size, repeats=repeats)
-        if int(depth) < 1 or int(repeats) < 1:
-            raise ValueError(f"lissa: depth and repeats must be >= 1, got depth={depth}, repeats={repeats}")
-        if scale != "auto" and not (isinstance(scale, (int, float)) and scale > 0):
-            raise ValueError(f"lissa: scale must be a positive number or 'auto', got {scale!r}")
-        if batch_size is not None and int(batch_size) < 1:
-            raise ValueError(f"lissa: batch_size must be >= 1 or None, got {batch_size}")
-        self.depth = int(depth)
+        self.depth = check_number(depth, "lissa: depth", kind=int, low=1)
+        self.repeats = check_number(repeats, "lissa: repeats", kind=int, low=1)
+        if scale != "auto" and not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0):
+            raise InputError(f"lissa: scale must be a positive number or 'auto', got {scale!r}")
         self.scale = scale
-        self.batch_size = None if batch_size is None else int(batch_size)
-        self.repeats = int(repeats)
-        self.power_iter = int(power_iter)
+        self.batch_size = check_number(batch_size, "lissa: batch_size", kind=int, low=1, none=True)
+        self.power_iter = check_number(power_iter, "lissa: power_iter", kind=int, low=0)
 
     def _fit(self, ctx: CurvatureContext) -> None:
         if self.scale == "auto":
@@ -171,7 +162,7 @@ class LiSSASolver(Solver):
             # |Rayleigh quotient| <= |lambda_max|; the last norm |A v| is a tighter-from-above guess
             top = max(abs(lam), nrm)
             if top == 0.0:
-                raise ValueError("lissa: H + damping*I is zero; nothing to invert (set damping > 0)")
+                raise InputError("lissa: H + damping*I is zero; nothing to invert (set damping > 0)")
             self.scale_ = 1.1 * top
         else:
             self.scale_ = float(self.scale)
@@ -199,7 +190,7 @@ class LiSSASolver(Solver):
                 if (j + 1) % 50 == 0 or j + 1 == self.depth:
                     hn = float(h.norm())
                     if not math.isfinite(hn) or hn > 1e12 * vnorm * max(1.0, j + 1):
-                        raise ValueError(
+                        raise InputError(
                             f"lissa diverged after {j + 1} steps (scale={self.scale_:.4g}, damping={ctx.damping:g}): "
                             "scale must exceed the largest eigenvalue of H + damping*I and H + damping*I must be "
                             "positive definite; increase scale (or use scale='auto') or damping")

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.validate import InputError, check_number
 from ..models.base import ModelAdapter
 from .base import CurvatureContext, Solver, register
 
@@ -114,21 +115,21 @@ class _Layer:
 
 def _check_conv(name: str, m: nn.Conv2d) -> None:
     if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str) and m.padding != "valid":
-        raise ValueError(f"kfac/ekfac: convolution {name!r} uses groups={m.groups}, padding={m.padding!r}, "
+        raise InputError(f"kfac/ekfac: convolution {name!r} uses groups={m.groups}, padding={m.padding!r}, "
                          f"padding_mode={m.padding_mode!r}; supported: groups=1, zero padding given as numbers")
 
 
 def kfac_layers(adapter: ModelAdapter) -> list[_Layer]:
     """The analysed nn.Linear / nn.Conv2d layers, in parameter order, with their flat slices.
 
-    Raises ValueError naming the first analysed parameter that is not such a layer's weight/bias.
+    Raises InputError naming the first analysed parameter that is not such a layer's weight/bias.
     """
     module = adapter._require_fitted()
     modules = dict(module.named_modules())
     for pname in adapter.param_names():
         owner, _, leaf = pname.rpartition(".")
         if not isinstance(modules.get(owner), SUPPORTED) or leaf not in ("weight", "bias"):
-            raise ValueError(f"kfac/ekfac: analysed parameter {pname!r} is not the weight or bias of an "
+            raise InputError(f"kfac/ekfac: analysed parameter {pname!r} is not the weight or bias of an "
                              "nn.Linear or nn.Conv2d; K-FAC here supports those layers only (analyse fewer "
                              "parameters with params=[...], or use the cg, arnoldi or datainf solver)")
     slices: dict[str, dict[str, slice]] = {}
@@ -162,12 +163,12 @@ def loss_hessian_sqrt(kind: str, out: torch.Tensor) -> torch.Tensor:
         return (eye[None] - p[:, :, None]) * p.sqrt()[:, None, :]
     if kind == "bce":
         if K != 1:
-            raise ValueError(f"bce expects one output per sample, got {K}")
+            raise InputError(f"kfac/ekfac: loss 'bce' expects one output per sample, got {K}")
         s = torch.sigmoid(out)
         return (s * (1 - s)).sqrt()[:, :, None]
     if kind == "mse":
         return torch.eye(K, dtype=out.dtype, device=out.device).expand(B, K, K)
-    raise ValueError(f"kfac/ekfac: unsupported loss {kind!r}")
+    raise InputError(f"kfac/ekfac: unsupported loss {kind!r}")
 
 
 def pseudo_gradients(adapter: ModelAdapter, layers: list[_Layer], X: torch.Tensor):
@@ -187,7 +188,7 @@ def pseudo_gradients(adapter: ModelAdapter, layers: list[_Layer], X: torch.Tenso
     for L in layers:
         def hook(mod, inp, out, name=L.name):
             if name in store:
-                raise ValueError(f"kfac/ekfac: layer {name!r} is called more than once per forward pass")
+                raise InputError(f"kfac/ekfac: layer {name!r} is called more than once per forward pass")
             store[name] = (inp[0].detach(), out)
         handles.append(L.module.register_forward_hook(hook))
     try:
@@ -240,8 +241,8 @@ class KFACSolver(Solver):
 
     def __init__(self, rcond: float | None = None, cache_mb: float = 512.0) -> None:
         super().__init__(rcond=rcond)
-        self.rcond = rcond
-        self.cache_mb = float(cache_mb)
+        self.rcond = check_number(rcond, f"{self.name}: rcond", low=0, none=True)
+        self.cache_mb = check_number(cache_mb, f"{self.name}: cache_mb", low=0)
 
     def _fit(self, ctx: CurvatureContext) -> None:
         self.layers_ = kfac_layers(ctx.adapter)
@@ -358,7 +359,7 @@ class KFACSolver(Solver):
     def matvec(self, V: torch.Tensor) -> torch.Tensor:
         """The approximate curvature times V: ``(K-FAC + reg I) V``, without damping (like ``ctx.hvp``)."""
         if self.ctx is None:
-            raise RuntimeError(f"solver {self.name!r} is not fitted; call .fit(ctx) first")
+            raise InputError(f"solver {self.name!r} is not fitted; call .fit(ctx) first")
         vec = V.ndim == 1
         V2 = V.reshape(self.ctx.p, -1).to(self.ctx.dtype)
         out = self._apply(V2, {L.name: self.evals_[L.name] + L.reg for L in self.layers_})

@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import Split
 from .registry import Registry
-from .validate import InputError
+from .validate import InputError, check_choice
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,7 @@ def load_adult(n_train: int | None = 5000, n_valid: int = 1000, n_test: int | No
     categoricals, standardise with training statistics. Target: income > 50K. Group: `sensitive`
     ("sex": 1 = Male, or "race": 1 = White). Train/valid are drawn from adult.data, test from adult.test."""
     tr, te = adult_frames()
-    if sensitive not in ("sex", "race"):
-        raise InputError(f"adult: sensitive must be 'sex' or 'race', got {sensitive!r}")
+    check_choice(sensitive, ("sex", "race"), "adult: sensitive")
     both = pd.concat([tr, te], keys=["tr", "te"])
     group = (both[sensitive] == ("Male" if sensitive == "sex" else "White")).astype(int).to_numpy()
     y = (both["income"] == ">50K").astype(int).to_numpy()
@@ -147,8 +146,7 @@ def load_compas(sizes: dict[str, int | None] | None = None, seed: int = 0, sensi
     df = pd.read_csv(path)
     df = df[(df.days_b_screening_arrest <= 30) & (df.days_b_screening_arrest >= -30) & (df.is_recid != -1)
             & (df.c_charge_degree != "O") & (df.score_text != "N/A")]
-    if sensitive not in ("race", "sex"):
-        raise InputError(f"compas: sensitive must be 'race' or 'sex', got {sensitive!r}")
+    check_choice(sensitive, ("race", "sex"), "compas: sensitive")
     group = (df["race"] == "Caucasian").to_numpy().astype(int) if sensitive == "race" else \
         (df["sex"] == "Male").to_numpy().astype(int)
     feats = pd.get_dummies(df[["age", "priors_count", "juv_fel_count", "juv_misd_count", "juv_other_count",

@@ -62,7 +62,7 @@ class Scores:
         self.values = np.asarray(self.values, dtype=np.float64)
         self.ids = np.asarray(self.ids)
         if self.values.ndim != 1 or self.values.shape != self.ids.shape:
-            raise ValueError(f"values {self.values.shape} and ids {self.ids.shape} must be 1-D of equal length")
+            raise InputError(f"scores: values {self.values.shape} and ids {self.ids.shape} must be 1-D of equal length")
         if self.raw is not None:
             self.raw = np.asarray(self.raw, dtype=np.float64)
 

@@ -2,7 +2,12 @@
 `InputError` that names the problem. The general ones: `check_choice` (a name among choices),
 `check_number` (an int or float in a range), `check_fitted` (a fitted model), `check_shape` (an array's
 shape); the rest are the data-specific checks built on them (features, labels, damping, budgets,
-columns, output paths)."""
+columns, output paths).
+
+Each layer calls them where its input arrives (a solver's constructor, `TrainConfig`, `GradientSource`,
+`ModelAdapter.check_split`, the verbs, the CLI); a check with its own wording (one no helper states) still
+raises `InputError`. Every error a user can cause is an `InputError`; plain `ValueError`, `RuntimeError` and
+`assert` mark internal invariants only."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.stats import pearsonr, rankdata, spearmanr
 
 from ..data import Split
-from ..data.validate import InputError, check_budget
+from ..data.validate import InputError, check_budget, check_number
 from ..models.base import ModelAdapter
 from ..data.scores import Scores
 from ..targets import Target, Utility
@@ -107,10 +107,8 @@ class LDSResult:
 def lds_ground_truth(model: ModelAdapter, train: Split, test: Split, n_subsets: int = 50, alpha: float = 0.5,
                      *, n_jobs: int = 2, seed: int = 0) -> LDSGroundTruth:
     """Retrain on `n_subsets` random subsets of round(alpha * n) samples; record every test loss."""
-    if not 0 < alpha <= 1:
-        raise InputError(f"lds: alpha must be in (0, 1], got {alpha}")
-    if n_subsets < 3:
-        raise InputError(f"lds: n_subsets must be at least 3, got {n_subsets}")
+    check_number(alpha, "lds: alpha", low=0, low_open=True, high=1)
+    check_number(n_subsets, "lds: n_subsets", kind=int, low=3)
     n = len(train)
     masks = random_subsets(n, max(1, int(round(alpha * n))), int(n_subsets), seed)
     losses = refit_many(model, train, list(masks), PerSampleLoss(test), n_jobs=n_jobs, seed=seed)

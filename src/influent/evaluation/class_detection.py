@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
-from ..data.validate import InputError
+from ..data.validate import InputError, check_number
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,7 @@ def class_detection(relatedness: np.ndarray, train_y: Any, test_y: Any, k: int |
     if np.any(pos == 0) or np.any(pos == len(ytr)):
         bad = yte[(pos == 0) | (pos == len(ytr))][0]
         raise InputError(f"test class {bad!r}: needs training samples of that class and of others")
-    if k is not None and not 1 <= int(k) <= len(ytr):
-        raise InputError(f"k must be in [1, {len(ytr)}], got {k}")
+    check_number(k, "k", kind=int, low=1, high=len(ytr), none=True)
     ranks = rankdata(R, axis=0)  # ascending, ties averaged
     neg = len(ytr) - pos
     auc = ((ranks * same).sum(0) - pos * (pos + 1) / 2) / (pos * neg)

@@ -27,7 +27,7 @@ import pandas as pd
 from ..api.verbs import score
 from ..curvature import SOLVERS
 from ..data import Split
-from ..data.validate import InputError
+from ..data.validate import check_choice, check_number
 from ..methods import METHODS
 from ..models import SklearnLogistic
 from ..models.base import ModelAdapter
@@ -53,8 +53,7 @@ ACTIONS = ("trim", "relabel", "reweight")
 def attack(model: ModelAdapter, test: Split, fraction: float, seed: int = 0) -> tuple[Split, np.ndarray]:
     """Project a random `fraction` of `test` across the model's linear decision boundary (30% overshoot).
     Returns the attacked split (same ids and labels) and the attacked positions."""
-    if not 0 < fraction <= 1:
-        raise InputError(f"attack fraction must be in (0, 1], got {fraction}")
+    check_number(fraction, "attack fraction", low=0, low_open=True, high=1)
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(test), max(1, int(round(fraction * len(test)))), replace=False))
     adv = Robustness(test.subset(idx))
@@ -94,8 +93,7 @@ def defense_experiment(model: ModelAdapter, train: Split, valid: Split, test: Sp
     test) and the notes on skipped methods. TracIn's checkpoints come from `training_checkpoints` (SGD on
     the same objective) unless an entry passes its own.
     """
-    if target not in ("robustness", "attacked-test"):
-        raise InputError(f"defense target must be 'robustness' or 'attacked-test', got {target!r}")
+    check_choice(target, ("robustness", "attacked-test"), "defense target")
     from .noisy import needs_checkpoints, training_checkpoints
 
     entries, notes = available(methods if methods is not None else DEFENSE_METHODS)

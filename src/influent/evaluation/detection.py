@@ -18,7 +18,7 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from ..data.validate import InputError, check_budget, check_same_length
+from ..data.validate import InputError, check_budget, check_same_length, check_shape
 from ..data.scores import Scores
 
 
@@ -62,8 +62,7 @@ def detection(scores: Scores | np.ndarray, is_noisy: Any, k: int | float | None 
     counts a tie between a noisy and a clean sample as one half.
     """
     values = scores.values if isinstance(scores, Scores) else np.asarray(scores, dtype=np.float64)
-    if values.ndim != 1:
-        raise InputError(f"scores: expected one value per sample, got shape {values.shape}")
+    check_shape(values, (None,), "scores (one value per sample)")
     noisy = check_same_length(len(values), is_noisy, "is_noisy")
     if noisy.dtype != bool:
         if not np.all(np.isin(noisy, (0, 1))):

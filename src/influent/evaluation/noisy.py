@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..api.verbs import score
 from ..data import Split
-from ..data.validate import InputError, check_budget, check_choice
+from ..data.validate import InputError, check_budget, check_choice, check_number
 from ..methods.registry import reads_checkpoints
 from ..models.base import ModelAdapter
 from ..models.refit import Accuracy, refit_many
@@ -43,8 +43,7 @@ def flip_labels(y: np.ndarray, fraction: float, mode: str = "uniform", seed: int
     (noisy labels, boolean mask of the flipped samples)
     """
     y = np.asarray(y)
-    if not 0 <= fraction < 1:
-        raise InputError(f"noise fraction must lie in [0, 1), got {fraction}")
+    check_number(fraction, "noise fraction", low=0, high=1, high_open=True)
     check_choice(mode, NOISE_MODES, "noise mode")
     cls = np.unique(y) if classes is None else np.asarray(classes)
     if len(cls) < 2:

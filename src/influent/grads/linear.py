@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..data.validate import InputError
 from ..models.base import ModelAdapter, loss_from_outputs
 
 
@@ -122,7 +123,7 @@ def factors(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor,
         if a.ndim > 2:  # applied at several positions per sample (tokens): keep one token axis
             a, d = a.reshape(a.shape[0], -1, a.shape[-1]), d.reshape(d.shape[0], -1, d.shape[-1])
         elif a.ndim != 2:
-            raise ValueError(f"layer {name!r} sees inputs of shape {tuple(a.shape)}; factorised path needs 2-D")
+            raise InputError(f"layer {name!r} sees inputs of shape {tuple(a.shape)}; factorised path needs 2-D")
         result.append(LayerFactors(name, a, d, hw, hb))
     return result
 

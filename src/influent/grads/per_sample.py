@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch.func import grad, jvp, vmap
 
+from ..data.validate import check_choice
 from ..models.base import ModelAdapter, Params
 
 
@@ -52,6 +53,7 @@ def per_sample_grads(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor, pa
 
     method: "vmap", "loop", or "auto" (vmap, falling back to the loop when vmap cannot run the module).
     """
+    check_choice(method, ("auto", "vmap", "loop"), "grad_method")
     params = adapter.params() if params is None else params
     if method == "loop":
         return per_sample_grads_loop(adapter, params, X, t)

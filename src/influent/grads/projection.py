@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..data.validate import InputError
+from ..data.validate import InputError, check_number
 from .linear import LayerFactors
 
 KINDS = ("gaussian", "rademacher", "sparse")
@@ -51,8 +51,8 @@ class Projection:
             raise InputError(f"unknown projection kind {kind!r}; choose one of {list(KINDS)}")
         if int(dim) < 1:
             raise InputError(f"projection dim must be a positive integer, got {dim!r}")
-        if kind == "sparse" and not 1 <= int(nnz) <= int(dim):
-            raise InputError(f"projection nnz must be in [1, dim], got {nnz!r}")
+        if kind == "sparse":
+            check_number(nnz, "projection nnz", kind=int, low=1, high=int(dim))
         self.p, self.k, self.kind, self.seed, self.dtype = int(p), int(dim), kind, int(seed), dtype
         self.device = torch.device("cpu" if device is None else device)
         self.nnz = int(nnz) if kind == "sparse" else None
@@ -103,7 +103,7 @@ class Projection:
         """(B, p) -> (B, k) projected rows P g_i."""
         G = G.to(device=self.device, dtype=self.dtype)
         if G.shape[1] != self.p:
-            raise ValueError(f"projection from {self.p} dimensions applied to rows of {G.shape[1]}")
+            raise InputError(f"projection from {self.p} dimensions applied to rows of {G.shape[1]}")
         if self.kind == "sparse":
             Gt = G.T.contiguous()
             out = torch.zeros(self.k, G.shape[0], dtype=self.dtype, device=self.device)

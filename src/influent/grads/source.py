@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..data import Split
+from ..data.validate import InputError, check_choice, check_number
 from ..models.base import ModelAdapter
 from .linear import (factor_block_rows, factor_dot, factor_gram, factor_grads, factor_row_width, factor_sq_norms,
                      factors, linear_layers)
@@ -23,6 +24,7 @@ from .projection import Projection, make_projection
 from .store import GradientStore, store_key
 
 Progress = Callable[[int, int], None]
+GRAD_METHODS = ("auto", "vmap", "loop", "factorised")  # the per-sample gradient paths (`method`)
 
 
 class GradientSource:
@@ -44,8 +46,8 @@ class GradientSource:
                  projection: dict | Projection | None = None) -> None:
         self.adapter = adapter
         self.split = split
-        self.chunk_size = max(1, int(chunk_size))
-        self.method = method
+        self.chunk_size = check_number(chunk_size, "chunk_size", kind=int, low=1)
+        self.method = check_choice(method, GRAD_METHODS, "grad_method")
         self.progress = progress
         self.X, self.t = adapter.tensors(split)
         self.n = len(split)
@@ -61,7 +63,7 @@ class GradientSource:
         if self.layers is not None and split.X.ndim != 2:
             self.layers = None
         if method == "factorised" and self.layers is None:
-            raise ValueError("the factorised path needs every analysed parameter in an nn.Linear on 2-D inputs")
+            raise InputError("grad_method 'factorised' needs every analysed parameter in an nn.Linear on 2-D inputs")
         self.store: GradientStore | None = None
         if store is not None:
             extra = str(adapter.dtype) + ("" if self.projection is None else repr(sorted(self.projection.spec().items())))
@@ -162,7 +164,7 @@ class GradientSource:
         """(n, m) inner products <g_i, h_j> between this split's and `other`'s gradients."""
         a, b = self.projection, other.projection
         if (a is None) != (b is None) or (a is not None and a.spec() != b.spec()):
-            raise ValueError("gram of two gradient sources needs the same projection on both")
+            raise InputError("gram of two gradient sources needs the same projection on both")
         out = torch.empty(self.n, other.n, dtype=self.adapter.dtype, device=self.device)
         if self.factorised and other.factorised:
             fb = [factors(other.adapter, other.X[s], other.t[s], other.layers) for s in other._slices()]

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from ..data.validate import InputError
+
 
 def store_key(model_fingerprint: str, data_fingerprint: str, param_names: list[str], extra: str = "") -> str:
     h = hashlib.sha256(json.dumps([model_fingerprint, data_fingerprint, param_names, extra]).encode())
@@ -42,7 +44,7 @@ class GradientStore:
         spec = {"n": self.n, "p": self.p, "chunk_rows": self.chunk_rows, "dtype": str(np.dtype(dtype))}
         if meta.exists():
             if json.loads(meta.read_text()) != spec:
-                raise ValueError(f"gradient store {self.path} was written with other settings; delete it to rebuild")
+                raise InputError(f"gradient store {self.path} was written with other settings; delete it to rebuild")
             mode = "r+"
         else:
             mode = "w"

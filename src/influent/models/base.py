@@ -85,6 +85,8 @@ class ModelAdapter:
     def __init__(self, loss: str = "cross_entropy", params: str | Sequence[str] = "all",
                  dtype: torch.dtype = torch.float32) -> None:
         check_choice(loss, LOSSES, "loss")
+        if not isinstance(dtype, torch.dtype):
+            raise InputError(f"dtype must be a torch dtype such as torch.float64, got {dtype!r}")
         self.loss = loss
         self.params_spec = params
         self.dtype = dtype
@@ -118,9 +120,28 @@ class ModelAdapter:
         return torch.device("cpu")
 
     def check_split(self, split: Split) -> None:
-        """Raise a one-line `InputError` unless the fitted model can take `split` (labels it knows)."""
+        """Raise a one-line `InputError` unless the fitted model can take `split` (its features, labels it
+        knows)."""
+        self._check_labels(split)
+        if self.module is not None:
+            self._probe(split)
+
+    def _check_labels(self, split: Split) -> None:
         if self.classes_ is not None:
             check_known_labels(split.y, self.classes_, f"{split.name}: labels")
+
+    def _probe(self, split: Split) -> torch.Tensor:
+        """(1, K) outputs of the fitted model on the first row of `split`, in evaluation mode without
+        gradients; a one-line `InputError` when the model cannot take the split's features (another
+        feature count or image shape than it was trained on)."""
+        X = split.tensor_X(self.dtype)[:1].to(self.device)
+        try:
+            with torch.no_grad():
+                return self.outputs({}, X)
+        except (RuntimeError, IndexError, ValueError) as exc:
+            raise InputError(f"{split.name}: the model cannot take features of shape {tuple(np.shape(split.X)[1:])} "
+                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); give the "
+                             "features the model was trained on") from None
 
     def _require_fitted(self) -> nn.Module:
         if self.module is None:

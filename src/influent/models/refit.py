@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..data import Split
-from ..data.validate import InputError
+from ..data.validate import InputError, check_number
 from .base import ModelAdapter
 
 Metric = Callable[[ModelAdapter], Any]
@@ -179,8 +179,7 @@ def refit_many(model: ModelAdapter, train: Split, subsets: Sequence[Any], metric
 
 def random_subsets(n: int, size: int, count: int, seed: int = 0) -> np.ndarray:
     """(count, n) boolean masks, each selecting `size` rows uniformly at random (fixed seed)."""
-    if not 0 < size <= n:
-        raise InputError(f"subset size must be in [1, {n}], got {size}")
+    check_number(size, "subset size", kind=int, low=1, high=n)
     rng = np.random.default_rng(seed)
     masks = np.zeros((count, n), dtype=bool)
     for k in range(count):

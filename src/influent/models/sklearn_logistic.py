@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from ..data import Split
-from ..data.validate import InputError
+from ..data.validate import InputError, check_number, check_shape
 from .base import ModelAdapter
 
 
@@ -39,8 +39,7 @@ class SklearnLogistic(ModelAdapter):
     def __init__(self, C: float = 1.0, fit_intercept: bool = True, tol: float = 1e-10, max_iter: int = 10_000,
                  dtype: torch.dtype = torch.float64, newton_steps: int = 2) -> None:
         super().__init__("cross_entropy", "all", dtype)
-        if not C > 0:
-            raise InputError(f"C must be positive, got {C}")
+        check_number(C, "C", low=0, low_open=True)
         self.C = float(C)
         self.fit_intercept = bool(fit_intercept)
         self.tol = float(tol)
@@ -69,6 +68,12 @@ class SklearnLogistic(ModelAdapter):
         self._adopt(est, len(split))
         self._polish(split, sample_weight)
         return self
+
+    def check_split(self, split: Split) -> None:
+        """Labels the model knows, and the fitted number of feature columns (from the shapes alone)."""
+        self._check_labels(split)
+        if self.module is not None:
+            check_shape(split.X, (None, self.module.in_features), f"{split.name}: features")
 
     def _adopt(self, est: LogisticRegression, n: int) -> None:
         """Take a fitted estimator's weights as the analysed linear layer; `n` training samples."""

@@ -9,11 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from torch.func import functional_call
-
 from ..data import Split
-from ..data.validate import InputError
-from .base import ModelAdapter, _eval_mode
+from ..data.validate import InputError, check_number
+from .base import ModelAdapter
 from .training import TrainConfig, TrainingRecorder, train_torch
 
 
@@ -96,11 +94,10 @@ class TorchAdapter(ModelAdapter):
     def check_split(self, split: Split) -> None:
         """Check that the module's output size fits the labels of `split` (and infer the classes when the
         module has no final linear layer); one-line `InputError` otherwise."""
-        module = self._require_fitted()
+        self._require_fitted()
+        out = self._probe(split)
         if self.loss == "mse":
             return
-        with torch.no_grad(), _eval_mode(module):
-            out = functional_call(module, self._full({}), (split.tensor_X(self.dtype)[:1].to(self.device),))
         k = int(np.prod(out.shape[1:])) if out.ndim > 1 else 1
         want = 1 if self.loss == "bce" else (len(self.classes_) if self.classes_ is not None else k)
         if k != want:
@@ -109,7 +106,7 @@ class TorchAdapter(ModelAdapter):
                              "change the last layer or pass classes=[...]")
         if self.classes_ is None:
             self.classes_ = np.arange(k)
-        super().check_split(split)
+        self._check_labels(split)
 
     def _require_fitted(self) -> nn.Module:
         module = super()._require_fitted()
@@ -216,8 +213,10 @@ class TabularMLP(TorchAdapter):
     def __init__(self, hidden: Sequence[int] = (64,), dropout: float = 0.0, loss: str = "cross_entropy",
                  params: str | Sequence[str] = "all", weight_decay: float = 1e-3,
                  train: TrainConfig | None = None, dtype: torch.dtype = torch.float32, init_seed: int = 0) -> None:
-        self.hidden = tuple(int(h) for h in hidden)
-        self.dropout = float(dropout)
+        if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
+            raise InputError(f"TabularMLP: hidden must be a list of layer sizes such as (64, 32), got {hidden!r}")
+        self.hidden = tuple(check_number(h, "TabularMLP: hidden layer size", kind=int, low=1) for h in hidden)
+        self.dropout = check_number(dropout, "TabularMLP: dropout", low=0, high=1, high_open=True)
         self.init_seed = int(init_seed)
         super().__init__(nn.Identity(), loss, params, weight_decay, train, dtype)
 

@@ -9,8 +9,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..data.validate import InputError, check_choice, check_number
+
 if TYPE_CHECKING:  # pragma: no cover
     from .base import ModelAdapter
+
+
+OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclass
@@ -27,6 +32,13 @@ class TrainConfig:
     batch_size: int | None = None  # None = full batch
     momentum: float = 0.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice(self.optimizer, OPTIMIZERS, "TrainConfig.optimizer")
+        check_number(self.lr, "TrainConfig.lr", low=0, low_open=True)
+        check_number(self.epochs, "TrainConfig.epochs", kind=int, low=0)
+        check_number(self.batch_size, "TrainConfig.batch_size", kind=int, low=0, none=True)  # 0 or None: full batch
+        check_number(self.momentum, "TrainConfig.momentum", low=0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,7 +116,7 @@ def train_torch(adapter: "ModelAdapter", X: torch.Tensor, t: torch.Tensor, confi
     elif config.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
     else:
-        raise ValueError(f"unknown optimizer {config.optimizer!r}; use 'adam' or 'sgd'")
+        raise InputError(f"optimizer must be one of {list(OPTIMIZERS)}, got {config.optimizer!r}")
     n = X.shape[0]
     w = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=X.dtype)
     bs = n if not config.batch_size else min(int(config.batch_size), n)

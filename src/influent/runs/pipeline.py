@@ -63,6 +63,11 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
     TARGETS.check(cfg.target)
     if data.valid is None:
         raise InputError("no validation data: pass --valid FILE (the target is measured on it)")
+    own = {p.name for p in inspect.signature(score).parameters.values() if p.kind is not p.VAR_KEYWORD}
+    clash = sorted(set(cfg.method_options or {}) & own)
+    if clash:
+        raise InputError(f"option {clash[0]!r} is a setting of the run, not a method option; set it with its own "
+                         f"flag (--{clash[0].replace('_', '-')})")
     with steps.step("build model"):
         model = model if model is not None else build_model(cfg.model, cfg.model_options, data.train, cfg.seed)
     label = model_label(cfg.model, model)

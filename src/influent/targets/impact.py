@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..data import Split
-from ..data.validate import InputError
+from ..data.validate import InputError, check_shape
 from ..models.base import ModelAdapter, Params, probabilities
 from .base import Target, mean_loss
 
@@ -26,8 +26,7 @@ def _groups(valid: Split, group: Any) -> np.ndarray:
     g = valid.group if group is None else np.asarray(group)
     if g is None:
         raise InputError(f"{valid.name}: a fairness target needs a group attribute (Split.group or group=...)")
-    if g.shape != (len(valid),):
-        raise InputError(f"{valid.name}: group has shape {g.shape}, expected ({len(valid)},)")
+    check_shape(g, (len(valid),), f"{valid.name}: group")
     values = np.unique(g)
     if len(values) != 2:
         raise InputError(f"{valid.name}: group must have exactly two values, got {values[:5].tolist()}")

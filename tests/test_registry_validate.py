@@ -73,3 +73,13 @@ def test_check_choice_fitted_and_shape():
         check_shape(X, (None, 2), "X")
     with pytest.raises(InputError, match="expected"):
         check_shape(X, (4,), "X")
+
+
+def test_a_choice_that_names_a_thing_has_the_registries_wording():
+    reg = Registry("detector")
+    reg.add(Entry("iforest")), reg.add(Entry("l2"))
+    with pytest.raises(InputError) as from_registry:
+        reg["svm"]
+    with pytest.raises(InputError) as from_choice:
+        check_choice("svm", ("iforest", "l2"), "detector", unknown="detector")
+    assert str(from_registry.value) == str(from_choice.value) == "unknown detector 'svm'; choose one of ['iforest', 'l2']"

@@ -2,7 +2,7 @@
 
 Every entry is an object with a ``name`` (and usually a ``title`` and a one-line ``summary``); the
 registry keeps them in registration order and looks them up by name. An unknown name is the one-line
-``unknown <kind> 'x'; choose one of [...]`` `InputError`, written here and nowhere else.
+``unknown <kind> 'x'; choose one of [...]`` `InputError` (`validate.unknown_name`, the one wording of it).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
-from .validate import InputError
+from .validate import InputError, unknown_name
 
 T = TypeVar("T")
 
@@ -87,7 +87,7 @@ class Registry(Mapping, Generic[T]):
         try:
             return self._entries[name]
         except (KeyError, TypeError):
-            raise UnknownName(f"unknown {self.kind} {name!r}; choose one of {self.names()}") from None
+            raise UnknownName(unknown_name(self.kind, name, self.names())) from None
 
     def check(self, name: str) -> str:
         """`name` if registered, else the one-line `InputError` with the choices."""

@@ -31,11 +31,19 @@ def require(module: str, what: str, need: str, install: str) -> Any:
         raise InputError(f"{what} needs {need}: {install}") from None
 
 
-def check_choice(value: Any, choices: Any, name: str) -> Any:
-    """`value` if it is one of `choices`, else "`name` must be one of [...], got 'x'"."""
+def unknown_name(kind: str, value: Any, choices: Any) -> str:
+    """The one wording of an unknown name: "unknown <kind> 'x'; choose one of [...]" (registries and
+    `check_choice(..., unknown=kind)` use it)."""
+    return f"unknown {kind} {value!r}; choose one of {list(choices)}"
+
+
+def check_choice(value: Any, choices: Any, name: str, *, unknown: str | None = None) -> Any:
+    """`value` if it is one of `choices`, else "`name` must be one of [...], got 'x'" -- or, for a name that
+    picks a thing of kind `unknown` (a detector, a projection kind), `unknown_name(unknown, value, choices)`."""
     choices = list(choices)
     if value not in choices:
-        raise InputError(f"{name} must be one of {choices}, got {value!r}")
+        raise InputError(unknown_name(unknown, value, choices) if unknown else
+                         f"{name} must be one of {choices}, got {value!r}")
     return value
 
 

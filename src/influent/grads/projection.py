@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..data.validate import InputError, check_number
+from ..data.validate import InputError, check_choice, check_number
 from .linear import LayerFactors
 
 KINDS = ("gaussian", "rademacher", "sparse")
@@ -47,8 +47,7 @@ class Projection:
 
     def __init__(self, p: int, dim: int, kind: str = "sparse", seed: int = 0, nnz: int = 4,
                  dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> None:
-        if kind not in KINDS:
-            raise InputError(f"unknown projection kind {kind!r}; choose one of {list(KINDS)}")
+        check_choice(kind, KINDS, "kind", unknown="projection kind")
         if int(dim) < 1:
             raise InputError(f"projection dim must be a positive integer, got {dim!r}")
         if kind == "sparse":

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from ..data import Split
-from ..data.validate import InputError, check_number, require
+from ..data.validate import InputError, check_choice, check_number, require
 from ..models.base import ModelAdapter
 from .options import MethodOptions, opt
 from .registry import Job, Result, register_method
@@ -42,8 +42,7 @@ class LabelQualityOptions(MethodOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.kind not in KINDS:
-            raise InputError(f"unknown label-quality kind {self.kind!r}; choose one of {list(KINDS)}")
+        check_choice(self.kind, KINDS, "kind", unknown="label-quality kind")
         check_number(self.cv, "cv", kind=int, low=0)
 
 
@@ -95,8 +94,7 @@ def _cross_validated(model: ModelAdapter, train: Split, cv: int, seed: int) -> n
 
 def label_quality_scores(labels: np.ndarray, pred_probs: np.ndarray, kind: str = "self-confidence") -> np.ndarray:
     """cleanlab's `get_label_quality_scores` under our names; labels are 0..K-1; lower = more suspicious."""
-    if kind not in KINDS:
-        raise InputError(f"unknown label-quality kind {kind!r}; choose one of {list(KINDS)}")
+    check_choice(kind, KINDS, "kind", unknown="label-quality kind")
     get_label_quality_scores = _cleanlab_scores()
     return get_label_quality_scores(np.asarray(labels), np.asarray(pred_probs), method=KINDS[kind])
 

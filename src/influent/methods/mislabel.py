@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..data import Split
-from ..data.validate import InputError, check_choice, check_damping
+from ..data.validate import InputError, check_choice, check_damping, unknown_name
 from ..grads.linear import linear_layers
 from ..models.base import ModelAdapter, resolve_params
 from .options import MethodOptions, opt
@@ -398,7 +398,7 @@ def label_scores(proba: np.ndarray, labels: np.ndarray, kind: str = "margin", ca
         Q = P / P.sum(1, keepdims=True)
         ent = -(Q * np.log(np.clip(Q, 1e-300, None))).sum(1) / np.log(P.shape[1])
         return Q[np.arange(n), labels] * (1 - ent)
-    raise InputError(f"mislabel: unknown kind {kind!r}; choose one of {KINDS}")
+    raise InputError(unknown_name("mislabel kind", kind, KINDS))
 
 
 @dataclass
@@ -418,8 +418,7 @@ class MislabelOptions(MethodOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.kind not in KINDS:
-            raise InputError(f"mislabel: unknown kind {self.kind!r}; choose one of {list(KINDS)}")
+        check_choice(self.kind, KINDS, "kind", unknown="mislabel kind")
         check_choice(self.hessian, ("loo", "full"), "mislabel: hessian")
         check_choice(self.precision, ("float32", "float64"), "mislabel: precision")
         if self.damping != "auto":

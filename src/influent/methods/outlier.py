@@ -21,7 +21,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.svm import OneClassSVM
 
 from ..data import Split
-from ..data.validate import InputError, check_number
+from ..data.validate import InputError, check_choice, check_number
 from ..grads.source import GradientSource
 from ..models.base import ModelAdapter, resolve_params
 from .options import ProjectionOptions, opt
@@ -97,8 +97,7 @@ class OutlierOptions(ProjectionOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.detector not in DETECTORS:
-            raise InputError(f"unknown detector {self.detector!r}; choose one of {list(DETECTORS)}")
+        check_choice(self.detector, DETECTORS, "detector", unknown="detector")
         check_number(self.project, "project", kind=int, low=1, none=True)
         check_number(self.n_estimators, "n_estimators", kind=int, low=1)
         if self.contamination != "auto" and not 0 < check_number(self.contamination, "contamination") <= 0.5:

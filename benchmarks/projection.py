@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=4096)
     args = ap.parse_args()
     n_train = 1000 if args.quick else 4000
-    data = inf.datasets.load_mnist_subset({"train": n_train, "valid": 500, "test": None}, seed=0, images=True)
+    data = inf.data.datasets.load_mnist_subset({"train": n_train, "valid": 500, "test": None}, seed=0, images=True)
     train, valid = data["train"], data["valid"]
     model = inf.models.SmallCNN(train=inf.models.TrainConfig(lr=2e-3, epochs=30, batch_size=256)).fit(train)
     acc = float((model.predict_proba(valid).argmax(1) == valid.y).mean())

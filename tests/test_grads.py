@@ -97,6 +97,19 @@ def test_factor_dot_equals_explicit_gradient_products(digits_small, k, chunk):
     assert _rel(src.dot(V[:, 0]), G @ V[:, 0]) < 1e-12
 
 
+def test_factor_blocks_grow_only_when_the_analysed_layers_are_the_whole_model(digits_small):
+    """A linear head on a network keeps `chunk_size` rows per block (its forward pass holds activations the
+    row width does not count); analysing every layer of an all-linear network lets the blocks grow."""
+    train, _ = digits_small
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Tanh(), torch.nn.Linear(32, 10))
+    head = inf.models.TorchAdapter(net, dtype=torch.float64, classes=np.arange(10), params="last")
+    whole = inf.models.TorchAdapter(net, dtype=torch.float64, classes=np.arange(10))
+    head_blocks = GradientSource(head, train, chunk_size=8)._factor_slices(1)
+    assert max(b.stop - b.start for b in head_blocks) == 8
+    assert max(b.stop - b.start for b in GradientSource(whole, train, chunk_size=8)._factor_slices(1)) > 8
+
+
 @pytest.mark.parametrize("projection", [None, {"kind": "sparse", "dim": 8}, {"kind": "gaussian", "dim": 8}])
 @pytest.mark.parametrize("method", ["auto", "vmap"])
 def test_gradient_source_follows_the_model_device(projection, method):

@@ -155,3 +155,34 @@ def test_score_topk_bad_value_and_existing_outputs(csv_dir, tmp_path, capsys):
     # a forced run without --topk removes the earlier run's attribution rather than leaving it stale
     assert _cli(_score_args(csv_dir, out, "--method", "ip", "--force"), capsys)[0] == 0
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "run.json", "scores.parquet"]
+
+
+def test_score_topk_keeps_a_score_only_option_and_stages_beside_the_output(csv_dir, tmp_path, capsys, monkeypatch):
+    """`contamination` is read by the outlier detector's score form, not its pairwise form: the run still writes
+    its attribution; the staging folder is on the output's filesystem (not the system temporary folder) and
+    nothing of it is left."""
+    import tempfile
+
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    out = tmp_path / "runs" / "run"
+    code, _, err = _cli(_score_args(csv_dir, out, "--method", "outlier", "-o", "contamination=0.1", "--topk", 2), capsys)
+    assert code == 0, err
+    assert (out / "attribution" / "topk.npz").is_file()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["run"]  # no staging folder left beside it
+    assert not any(system_tmp.iterdir())  # nothing staged in the system temporary folder
+
+
+def test_a_truncated_topk_file_is_a_one_line_error(iris, tmp_path):
+    from influent.api.stream import load_topk
+
+    train, test = iris
+    model = inf.models.SklearnLogistic(C=1.0).fit(train)
+    out = tmp_path / "att"
+    attribute_stream(model, train, test, out, method="ip", k=2)
+    data = (out / "topk.npz").read_bytes()
+    (out / "topk.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(inf.InputError, match="cannot read the streamed attribution") as exc:
+        load_topk(out)
+    assert "\n" not in str(exc.value)

@@ -14,6 +14,7 @@ test_ids) and ``meta.json`` (method, options, sizes). `explain` reads a folder b
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def _topk(A: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
 
 def attribute_stream(model: Any, train: Split, test: Split, out: str | Path, method: str = "ip", *, k: int = 10,
                      block: int = 64, chunk_size: int = 512, seed: int = 0, force: bool = False,
-                     **options: Any) -> TopK:
+                     check_options: bool = True, **options: Any) -> TopK:
     """Write the (n_train, n_test) attributions of `method` to `out` block by block; return the top-k.
 
     Parameters
@@ -71,6 +72,8 @@ def attribute_stream(model: Any, train: Split, test: Split, out: str | Path, met
     k : how many most helpful and most harmful training samples to keep per test sample
     block : test samples per block; memory O(n_train * block) for the block plus the method's own
         (a solver is fitted once and reused for every block)
+    check_options : refuse options the pairwise form never read (a misspelt option); False for the options of
+        a score run, already checked there, which may hold options only the method's score form reads
     """
     from .verbs import _check_used, _job, _method
     from ..models.base import _eval_mode
@@ -110,7 +113,8 @@ def attribute_stream(model: Any, train: Split, test: Split, out: str | Path, met
             A = np.asarray(spec.pairwise(job, test.subset(np.arange(s, e))), dtype=np.float64)  # (n, e - s)
             Z[:, s:e] = A
             hi_i[s:e], hi_v[s:e], lo_i[s:e], lo_v[s:e] = _topk(A, kk)
-    _check_used(job, method)
+    if check_options:
+        _check_used(job, method)
     top = TopK(hi_i, hi_v, lo_i, lo_v, np.asarray(train.ids), np.asarray(test.ids))
     settings = job.settings()
     meta = {"method": method, "k": kk, "block": int(block), "n_train": n, "n_test": m, "options": settings}
@@ -135,10 +139,15 @@ def load_topk(folder: str | Path) -> tuple[TopK, dict[str, Any]]:
     if not (folder / "topk.npz").is_file() or not (folder / "meta.json").is_file():
         raise InputError(f"{folder} holds no streamed attribution (topk.npz, meta.json); write one with "
                          "influent score --test FILE --topk K, or influent.attribute_stream")
-    z = np.load(folder / "topk.npz", allow_pickle=False)
-    top = TopK(z["helpful_index"], z["helpful_value"], z["harmful_index"], z["harmful_value"], z["train_ids"],
-               z["test_ids"])
-    return top, json.loads((folder / "meta.json").read_text())
+    try:
+        with np.load(folder / "topk.npz", allow_pickle=False) as z:
+            top = TopK(z["helpful_index"], z["helpful_value"], z["harmful_index"], z["harmful_value"],
+                       z["train_ids"], z["test_ids"])
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # a truncated or foreign file
+        raise InputError(f"{folder}: cannot read the streamed attribution ({type(exc).__name__}: {exc}); "
+                         "write it again with influent score --test FILE --topk K --force") from None
+    return top, meta
 
 
 def explain(folder: str | Path, test_row: int) -> dict[str, list[tuple[Any, float]]]:

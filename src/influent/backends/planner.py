@@ -70,7 +70,7 @@ def available_memory() -> int | None:
 def plan(model: ModelAdapter, train: Split, target: Any = None, method: str = "if", *, chunk_size: int = 512,
          store: Any = None, **options: Any) -> Plan:
     """The `Plan` of ``influent.score(model, train, target, method, chunk_size=..., store=..., **options)``."""
-    from ..grads.linear import factor_block_rows, linear_layers
+    from ..grads.linear import analyses_whole_model, factor_block_rows, linear_layers
     from ..models.base import resolve_params
 
     adapter = model
@@ -90,7 +90,7 @@ def plan(model: ModelAdapter, train: Split, target: Any = None, method: str = "i
     if layers is not None and train.X.ndim == 2 and store is None and k is None:
         modules = dict(adapter._require_fitted().named_modules())
         width = sum(modules[name].in_features + 2 * modules[name].out_features for name in layers)  # k = 1
-        rows = min(factor_block_rows(B, p, width), n)  # the block `GradientSource` takes for one direction
+        rows = min(factor_block_rows(B, p, width, analyses_whole_model(adapter)), n)  # the block `GradientSource` takes for one direction
         terms["gradient chunk (factors)"] = 2 * rows * width * item
     else:
         terms["gradient chunk (rows)"] = GRAD_COPIES * B * p * item

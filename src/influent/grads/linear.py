@@ -69,14 +69,24 @@ def linear_layers(adapter: ModelAdapter) -> dict[str, tuple[bool, bool]] | None:
 FACTOR_ROWS_MAX = 65536  # rows per block of the factorised products, at most
 
 
-def factor_block_rows(chunk_size: int, p: int, row_width: int) -> int:
+def factor_block_rows(chunk_size: int, p: int, row_width: int, whole_model: bool = True) -> int:
     """Rows per block of a factorised product: as many as fit the memory of `chunk_size` gradient rows
     (chunk_size * p numbers) when each row costs `row_width` numbers (the layer factors plus the product's
     own per-row terms), between `chunk_size` and max(chunk_size, FACTOR_ROWS_MAX). Fewer, larger blocks
-    cut the per-block cost of the forward and backward pass; the rows' results do not depend on it."""
+    cut the per-block cost of the forward and backward pass; the rows' results do not depend on it.
+    Only when the analysed layers are the `whole_model`: a model with parameters outside them (a linear head
+    on a network) spends memory on its forward pass that `row_width` does not count, so it keeps
+    `chunk_size` rows per block."""
     chunk_size = max(1, int(chunk_size))
+    if not whole_model:
+        return chunk_size
     rows = chunk_size * int(p) // max(1, int(row_width))
     return int(min(max(rows, chunk_size), max(chunk_size, FACTOR_ROWS_MAX)))
+
+
+def analyses_whole_model(adapter: ModelAdapter) -> bool:
+    """Whether the analysed parameters are all of the module's parameters."""
+    return adapter.n_params() == sum(q.numel() for q in adapter._require_fitted().parameters())
 
 
 def factor_row_width(fa: list[LayerFactors], k: int = 0) -> int:

@@ -17,8 +17,8 @@ import torch
 from ..data import Split
 from ..data.validate import InputError, check_choice, check_number
 from ..models.base import ModelAdapter
-from .linear import (factor_block_rows, factor_dot, factor_gram, factor_grads, factor_row_width, factor_sq_norms,
-                     factors, linear_layers)
+from .linear import (analyses_whole_model, factor_block_rows, factor_dot, factor_gram, factor_grads,
+                     factor_row_width, factor_sq_norms, factors, linear_layers)
 from .per_sample import per_sample_grads
 from .projection import Projection, make_projection
 from .store import GradientStore, store_key
@@ -92,7 +92,8 @@ class GradientSource:
         if self.n == 0:
             return []
         probe = factors(self.adapter, self.X[:1], self.t[:1], self.layers)  # one row: the per-sample widths
-        return self._slices(factor_block_rows(self.chunk_size, self.p, factor_row_width(probe, k)))
+        return self._slices(factor_block_rows(self.chunk_size, self.p, factor_row_width(probe, k),
+                                              analyses_whole_model(self.adapter)))
 
     def _tick(self, i: int, total: int) -> None:
         if self.progress is not None:

@@ -39,7 +39,7 @@ class PlanOnly(Exception):
 
 
 def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command: str = "score", plan_only: bool = False,
-              extra_results: dict[str, Any] | None = None, model: Any = None) -> Outcome:
+              extra_results: dict[str, Any] | None = None, model: Any = None, stage: Path | None = None) -> Outcome:
     """Fit the model, score every training sample, measure the removal curve and build the report.
 
     Parameters
@@ -48,6 +48,8 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
     data : from `load_data` (or built in memory, e.g. by the demo)
     steps : timing and progress display (default: silent)
     command : recorded in run.json
+    stage : a folder on the output's filesystem where ``--topk`` stages its attribution (default: the system's
+        temporary folder), so that moving it into the run folder is a rename, not a copy
     extra_results : more results for run.json and the report (e.g. the demo's method comparison)
     model : an adapter to use instead of building one from ``cfg.model`` (fitted or not)
     """
@@ -55,7 +57,6 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
     from ..methods import METHODS
     from ..methods.registry import reads_checkpoints
     from ..models import TrainingRecorder
-    from ..report import build_report
     from .summary import report_data
 
     steps = steps or Steps()
@@ -106,7 +107,22 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
     staged = None
     if cfg.topk > 0:
         with steps.step("top-k attribution"):
-            results["attribution"], staged = topk_step(cfg, data, model)
+            results["attribution"], staged = topk_step(cfg, data, model, stage)
+    try:
+        return _finish(cfg, data, model, scores, results, steps, command, extra_results, staged)
+    except BaseException:
+        if staged is not None:  # nothing of an unfinished run is left behind
+            import shutil
+
+            shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+def _finish(cfg: RunConfig, data: Data, model: Any, scores: Any, results: dict[str, Any], steps: Steps, command: str,
+            extra_results: dict[str, Any] | None, staged: Path | None) -> Outcome:
+    """The run record and the report of a scored run."""
+    from ..report import build_report
+
     if extra_results:
         results.update(jsonable(extra_results))
     record = {
@@ -135,7 +151,7 @@ EXAMPLES = 3  # test samples whose top-k training samples go into the record (an
 SHOWN = 10  # at most this many helpful and harmful training samples each
 
 
-def topk_step(cfg: RunConfig, data: Data, model: Any) -> tuple[dict[str, Any], Path | None]:
+def topk_step(cfg: RunConfig, data: Data, model: Any, stage: Path | None = None) -> tuple[dict[str, Any], Path | None]:
     """Stream the (n_train, n_test) attribution of the test split into a staged folder (`attribute_stream`)
     and return the report's data: the method used, k, and the top-k of the first `EXAMPLES` test samples.
 
@@ -157,13 +173,13 @@ def topk_step(cfg: RunConfig, data: Data, model: Any) -> tuple[dict[str, Any], P
     method = cfg.method if own else "ip"
     options = dict(cfg.method_options) if own else {k: v for k, v in cfg.method_options.items()
                                                        if k in ("projection", "grad_method")}
-    folder = Path(tempfile.mkdtemp(prefix="influent-attribution-"))
+    folder = Path(tempfile.mkdtemp(prefix=".influent-attribution-", dir=stage))
     mask = os.umask(0o022)
     os.umask(mask)
     os.chmod(folder, 0o777 & ~mask)  # the mode a new folder gets, not mkdtemp's 0700
     try:
         top = attribute_stream(model, data.train, data.test, folder, method=method, k=cfg.topk,
-                               chunk_size=cfg.chunk_size, seed=cfg.seed, **options)
+                               chunk_size=cfg.chunk_size, seed=cfg.seed, check_options=False, **options)
     except BaseException:
         import shutil
 

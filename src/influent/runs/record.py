@@ -157,8 +157,6 @@ def write_rows(path: str | Path, rows: Any) -> Path:
 
 def write_report(folder: str | Path) -> Path:
     """Rebuild ``folder/report.html`` from ``folder/run.json`` (atomically) and return its path."""
-    from .record import load_run
-
     record, _ = load_run(folder)
     if "results" not in record or "summary" not in record.get("results", {}):
         raise InputError(f"{folder}/run.json has no results; run influent score again")

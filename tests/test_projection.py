@@ -184,3 +184,12 @@ def test_projected_rows_in_a_gradient_store(small_mlp, digits_small, tmp_path):
     assert src.store.is_complete() and src.store.p == 32
     other = GradientSource(small_mlp, train, 40, store=tmp_path, projection={**spec, "seed": 1})
     assert other.store.path != src.store.path and not other.store.is_complete()
+
+
+def test_projection_none_is_the_default_for_every_method(iris):
+    """projection=None (no projection) is accepted by a method without a projection option, as before typed
+    options, and gives the same scores as leaving it out."""
+    train, _ = iris
+    model = inf.models.SklearnLogistic(C=1.0).fit(train)
+    a = inf.score(model, train, method="self-if", projection=None)
+    assert np.array_equal(a.values, inf.score(model, train, method="self-if").values)

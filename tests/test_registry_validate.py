@@ -83,3 +83,22 @@ def test_a_choice_that_names_a_thing_has_the_registries_wording():
     with pytest.raises(InputError) as from_choice:
         check_choice("svm", ("iforest", "l2"), "detector", unknown="detector")
     assert str(from_registry.value) == str(from_choice.value) == "unknown detector 'svm'; choose one of ['iforest', 'l2']"
+
+
+@pytest.mark.parametrize("value", [np.float32(2.5), np.bool_(True), "2.5", [3]])
+def test_check_number_refuses_what_an_integer_cast_would_truncate(value):
+    import torch
+
+    with pytest.raises(InputError, match="must be an integer"):
+        check_number(value, "k", kind=int)
+    with pytest.raises(InputError, match="must be an integer"):
+        check_number(torch.tensor(2.7), "k", kind=int)
+
+
+def test_check_number_returns_plain_python_numbers():
+    import torch
+
+    for value, want in [(np.int64(4), 4), (torch.tensor(3), 3), (" 7 ", 7), (np.float64(3.0), 3)]:
+        got = check_number(value, "k", kind=int)
+        assert got == want and type(got) is int
+    assert type(check_number(np.float32(0.5), "r")) is float

@@ -24,15 +24,17 @@ def _job(model: ModelAdapter, train: Split, target: Target | Split | None, optio
     if not isinstance(model, ModelAdapter):
         raise InputError(f"model must be an influent ModelAdapter, got {type(model).__name__}")
     check_fitted(model)
-    check_number(chunk_size, "chunk_size", kind=int, low=1)
+    chunk_size = check_number(chunk_size, "chunk_size", kind=int, low=1)
     if not isinstance(train, Split):
         raise InputError(f"train must be an influent Split, got {type(train).__name__}")
     model.check_split(train)
+    if "projection" in options and options["projection"] is None:  # the default of every method: no projection
+        options = {k: v for k, v in options.items() if k != "projection"}
     if options.get("projection") is not None and method not in PROJECTABLE:
         raise InputError(f"method {method!r} does not take a projection; methods that do: {list(PROJECTABLE)}")
     if target is not None and not isinstance(target, (Split, Target)):
         raise InputError(f"target must be an influent Split (the validation data) or a Target, got {type(target).__name__}")
-    check_number(seed, "seed", kind=int)
+    seed = check_number(seed, "seed", kind=int)
     built = build_options(method, METHODS[method].options, options)  # unknown options fail before any work
     if isinstance(target, Split):
         model.check_split(target)

@@ -56,8 +56,16 @@ def check_number(value: Any, name: str, *, kind: type = float, low: float | None
     lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
     span = f"in {lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
     want = "an integer" if kind is int else "a number"
-    if isinstance(value, bool) or (kind is int and isinstance(value, float) and not float(value).is_integer()):
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a numpy scalar or a 0-d array / tensor
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)):
         raise InputError(f"{name} must be {want} {span}, got {value!r}")
+    if kind is int and isinstance(value, str):
+        value = value.strip()
+        value = int(value) if value.lstrip("+-").isdigit() else value
+    if kind is int and not isinstance(value, (int, np.integer)):
+        if not isinstance(value, (float, np.floating)) or not float(value).is_integer():
+            raise InputError(f"{name} must be {want} {span}, got {value!r}")
     try:
         number = kind(value)
     except (TypeError, ValueError, OverflowError):

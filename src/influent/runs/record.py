@@ -74,7 +74,12 @@ def _replace_folder(src: Path, dest: Path) -> None:
     if dest.exists():
         old = src.parent / (dest.name + ".old")
         os.replace(dest, old)
-    os.replace(src, dest)
+    try:
+        os.replace(src, dest)
+    except BaseException:
+        if old is not None:  # the earlier folder goes back where it was
+            os.replace(old, dest)
+        raise
     shutil.rmtree(src.parent, ignore_errors=True)
 
 

@@ -1,4 +1,4 @@
-"""Small helpers shared by test modules (import them: ``from helpers import rel, one_thread``)."""
+"""Small helpers shared by test modules (import them: ``from helpers import rel, one_thread, run_cli``)."""
 
 import pytest
 import torch
@@ -22,3 +22,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def run_cli(args, capsys) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``influent ARGS`` run in this process (arguments made strings)."""
+    from influent.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err

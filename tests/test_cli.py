@@ -18,17 +18,9 @@ import influent as inf
 from influent.cli import main
 from influent.runs.config import RunConfig
 from influent.runs.inputs import load_data
+from helpers import run_cli
 
 
-def run_cli(args, capsys):
-    """(exit code, stdout, stderr) of `influent ARGS`."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def listing(folder):

@@ -14,19 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from influent.cli import main
+from helpers import run_cli
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-def run_cli(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def sha(path):

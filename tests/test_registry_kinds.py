@@ -13,7 +13,6 @@ import pytest
 import influent as inf
 from influent.actions.active import STRATEGIES, resolve_strategy
 from influent.backends import BACKENDS, check_backend
-from influent.cli import main
 from influent.curvature import SOLVERS, make_solver
 from influent.data.datasets import DATASETS, load
 from influent.data.registry import Registry
@@ -21,6 +20,7 @@ from influent.evaluation.suites import SUITES, Suite, run_suite
 from influent.methods import METHODS
 from influent.methods.registry import reads_checkpoints
 from influent.targets import TARGETS, make_target
+from helpers import run_cli
 
 REGISTRIES = {"method": METHODS, "solver": SOLVERS, "target": TARGETS, "strategy": STRATEGIES, "suite": SUITES,
               "backend": BACKENDS, "data set": DATASETS}
@@ -123,14 +123,6 @@ def test_reads_checkpoints_follows_the_method_entry(monkeypatch):
 
 
 # ---- the command line ------------------------------------------------------------------------------------
-def run_cli(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import zarr
 import influent as inf
 from influent.data.validate import InputError
 from influent.api.stream import attribute_stream, explain
+from helpers import run_cli as _cli
 
 
 @pytest.mark.parametrize("method,opts", [("ip", {}), ("if", {"solver": "exact"})])
@@ -64,16 +65,6 @@ def csv_dir(tmp_path_factory):
     return d
 
 
-def _cli(args, capsys):
-    from influent.cli import main
-
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _score_args(d, out, *extra, test=True):

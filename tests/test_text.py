@@ -12,6 +12,7 @@ st = pytest.importorskip("sentence_transformers", reason="text extras not instal
 import influent  # noqa: E402
 from influent.data import InputError  # noqa: E402
 from influent.data.text import embed_split, embed_texts  # noqa: E402
+from helpers import run_cli as _run
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "sat", "on", "mat", "a", "dog", "ran"]
 
@@ -79,15 +80,6 @@ def test_packaged_minilm_loads_offline_and_embeds_meaning():
     assert E[0] @ E[1] > E[0] @ E[2] + 0.2
 
 
-def _run(args, capsys):
-    from influent.cli import main
-
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, *capsys.readouterr()
 
 
 def test_cli_scores_a_text_column_through_the_encoder(tmp_path, capsys):

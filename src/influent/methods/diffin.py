@@ -326,7 +326,7 @@ def diffin_parts(adapter: ModelAdapter, train: Split, checkpoints: Sequence[Chec
         v = None if target is None else target_grad(target, adapter, ck).to(adapter.dtype)
         t1 = time.perf_counter()
         for B in batches[c]:
-            idx = torch.as_tensor(B)
+            idx = torch.as_tensor(B, device=X.device)
             batch_fn = obj.batch(X[idx], t[idx])
             GB = torch.func.grad(batch_fn)(theta).detach()
             if v is not None:
@@ -338,9 +338,9 @@ def diffin_parts(adapter: ModelAdapter, train: Split, checkpoints: Sequence[Chec
                     f, b, s = _target_terms(obj, theta, X[sl], t[sl], v, u, GB, hvp_kind, eps)
                 else:
                     f, b, s = _self_terms(obj, theta, X[sl], t[sl], batch_fn, GB, hvp_kind, eps, rows)
-                first[c, sl] = f.detach().double().numpy()  # the same for every batch
-                bterm[c, sl] += b.detach().double().numpy() / n_batches
-                sterm[c, sl] += s.detach().double().numpy() / n_batches
+                first[c, sl] = f.detach().double().cpu().numpy()  # the same for every batch
+                bterm[c, sl] += b.detach().double().cpu().numpy() / n_batches
+                sterm[c, sl] += s.detach().double().cpu().numpy() / n_batches
         t_v += t1 - t0
         t_s += time.perf_counter() - t1
         if progress is not None:

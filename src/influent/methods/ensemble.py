@@ -68,7 +68,7 @@ def _activation_shapes(adapter: ModelAdapter, split: Split, points: list[str]) -
     try:
         with torch.no_grad():
             module.eval()
-            module(split.tensor_X(adapter.dtype)[:1])
+            module(split.tensor_X(adapter.dtype)[:1].to(adapter.device))
     finally:
         for h in handles:
             h.remove()
@@ -123,6 +123,7 @@ def ensemble_members(adapter: ModelAdapter, split: Split, members: int = 5, mode
         raise InputError("mode='dropout' but the model has no dropout layers; pass dropout_points=[module names]")
     used = mode if mode in ("param-dropout", "noise") else "dropout" if pts else "noise"
     gen = torch.Generator().manual_seed(int(seed))
+    device = adapter.device
     out: list[ModelAdapter] = [adapter]
     if used in ("dropout", "param-dropout"):
         lo, hi = (float(rate), float(rate)) if np.isscalar(rate) else (float(rate[0]), float(rate[1]))
@@ -132,7 +133,8 @@ def ensemble_members(adapter: ModelAdapter, split: Split, members: int = 5, mode
         theta = adapter.params()
         for _ in range(1, int(members)):
             r = lo + (hi - lo) * float(torch.rand((), generator=gen, dtype=torch.float64))
-            keep = lambda shape: (torch.rand(shape, generator=gen, dtype=torch.float64) >= r)  # noqa: E731
+            # drawn on the CPU (the same draws on every device), then moved to the model's device
+            keep = lambda shape: (torch.rand(shape, generator=gen, dtype=torch.float64) >= r).to(device)  # noqa: E731
             if used == "dropout":
                 out.append(masked_member(adapter, {n: keep(shapes[n]).to(adapter.dtype) / (1 - r) for n in pts}))
             else:
@@ -142,7 +144,7 @@ def ensemble_members(adapter: ModelAdapter, split: Split, members: int = 5, mode
             raise InputError(f"noise must be >= 0, got {noise}")
         theta = adapter.params()
         for _ in range(1, int(members)):
-            noisy = {n: p + float(noise) * torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype)
+            noisy = {n: p + float(noise) * torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.device, p.dtype)
                      for n, p in theta.items()}
             out.append(adapter.with_params(noisy))
     return out, used
@@ -197,7 +199,7 @@ def ip_ensemble(job: Job) -> Result:
     masks). Member 0 is the fitted model, so members=1 is IP. See `ensemble_members` for the draw order.
     """
     target = job.need_target("ip-ensemble")
-    total = torch.zeros(len(job.train), dtype=job.adapter.dtype)
+    total = torch.zeros(len(job.train), dtype=job.adapter.dtype, device=job.adapter.device)
     for k, member in enumerate(_members(job, job.train)):
         src = job.source() if k == 0 else _source(job, member, job.train)
         total += src.dot(target.grad(member))
@@ -258,7 +260,7 @@ def gex_members(adapter: ModelAdapter, train: Split, members: int = 8, steps: in
     adapter._require_fitted().eval()
 
     def step(theta: Params) -> Params:
-        idx = torch.randperm(n, generator=gen)[:bs]
+        idx = torch.randperm(n, generator=gen)[:bs].to(X.device)  # drawn on the CPU: the same on every device
         leaves = {k: v.detach().requires_grad_(True) for k, v in theta.items()}
         with torch.enable_grad():
             obj = adapter.per_sample_loss(leaves, X[idx], t[idx]).mean() + adapter.regularizer(leaves)

@@ -37,19 +37,22 @@ class GaussianProjection:
 
     Rows of R come in blocks of 4096: block b is drawn from `torch.Generator().manual_seed(seed * 1_000_003 + b)`,
     so R never has to be held whole (it is cached when p * k <= 2^24). Inner products and norms are
-    preserved in expectation (Johnson-Lindenstrauss).
+    preserved in expectation (Johnson-Lindenstrauss). Blocks are drawn on the CPU and moved to `device`
+    (default CPU; the model's device in `gradient_features`), so a seed gives the same R on every device.
     """
 
-    def __init__(self, p: int, k: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> None:
+    def __init__(self, p: int, k: int, seed: int = 0, dtype: torch.dtype = torch.float64,
+                 device: torch.device | str | None = None) -> None:
         if int(k) < 1:
             raise InputError(f"project must be a positive number of dimensions, got {k}")
         self.p, self.k, self.seed, self.dtype = int(p), int(k), int(seed), dtype
+        self.device = torch.device("cpu" if device is None else device)
         self._R = self.matrix() if self.p * self.k <= _MAX_CACHED_PROJECTION else None
 
     def _block(self, b: int) -> torch.Tensor:
         rows = min(_BLOCK, self.p - b * _BLOCK)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + b)
-        return torch.randn(rows, self.k, generator=gen, dtype=torch.float64).to(self.dtype)
+        return torch.randn(rows, self.k, generator=gen, dtype=torch.float64).to(device=self.device, dtype=self.dtype)
 
     def matrix(self) -> torch.Tensor:
         """R, shape (p, k) (unscaled)."""
@@ -57,10 +60,10 @@ class GaussianProjection:
 
     def __call__(self, G: torch.Tensor) -> torch.Tensor:
         """(B, p) -> (B, k)."""
-        G = G.to(self.dtype)
+        G = G.to(device=self.device, dtype=self.dtype)
         if self._R is not None:
             return G @ self._R / self.k**0.5
-        out = torch.zeros(G.shape[0], self.k, dtype=self.dtype)
+        out = torch.zeros(G.shape[0], self.k, dtype=self.dtype, device=self.device)
         for b in range((self.p + _BLOCK - 1) // _BLOCK):
             out += G[:, b * _BLOCK:(b + 1) * _BLOCK] @ self._block(b)
         return out / self.k**0.5
@@ -72,7 +75,7 @@ def gradient_features(adapter: ModelAdapter, split: Split, project: int | None =
     src = source or GradientSource(adapter, split, chunk_size)
     if project is None:
         return src.to_numpy()
-    proj = GaussianProjection(src.p, int(project), seed, adapter.dtype)
+    proj = GaussianProjection(src.p, int(project), seed, adapter.dtype, adapter.device)
     return torch.cat([proj(G) for _, G in src.chunks()]).cpu().numpy()
 
 
@@ -143,7 +146,7 @@ def outlier(job: Job) -> Result:
         if detector == "l2" and project is None:
             r = to_numpy(src.sq_norms().clamp_min(0).sqrt())
         else:
-            proj = None if project is None else GaussianProjection(src.p, int(project), job.seed, view.dtype)
+            proj = None if project is None else GaussianProjection(src.p, int(project), job.seed, view.dtype, view.device)
             r = np.empty(len(job.train))
             for sl, G in src.chunks():
                 G = G if proj is None else proj(G)

@@ -166,6 +166,16 @@ class EnsembleOptions(GradOptions):
         check_number(self.members, "members", kind=int, low=1)
         check_choice(self.mode, MODES, "mode")
         check_number(self.noise, "noise", low=0)
+        pair = not np.isscalar(self.rate)
+        if pair and (isinstance(self.rate, str) or len(self.rate) != 2):
+            raise InputError(f"rate must be a number in [0, 1) or a pair (lo, hi), got {self.rate!r}")
+        lo, hi = (check_number(r, "rate", low=0, high=1, high_open=True) for r in (self.rate if pair else (self.rate,) * 2))
+        if lo > hi:
+            raise InputError(f"rate (lo, hi) must have lo <= hi, got {self.rate!r}")
+        pts = self.dropout_points
+        if pts is not None and not isinstance(pts, str) and \
+                not (isinstance(pts, (list, tuple)) and all(isinstance(p, str) for p in pts)):
+            raise InputError(f"dropout_points must be None, a module name or a list of module names, got {pts!r}")
 
 
 def _members(job: Job, split: Split) -> list[ModelAdapter]:

@@ -364,6 +364,7 @@ class FIOptions(FISolverOptions):
             raise InputError(f"subsample must be a fraction in (0, 1], got {self.subsample}")
         check_choice(self.rank_features, RANK_FEATURES, "rank_features")
         check_number(self.n_estimators, "n_estimators", kind=int, low=1)
+        check_choice(self.keep_exact, (False, True), "keep_exact")
 
 
 @dataclass
@@ -377,6 +378,7 @@ class FIPairedOptions(FISolverOptions):
         super().__post_init__()
         if self.reduce not in ("max", "mean"):
             raise InputError(f"fi-paired: reduce must be 'max' or 'mean', got {self.reduce!r}")
+        check_number(self.max_n, "fi-paired: max_n", kind=int, low=1)
 
 
 def _fit(job: Job, default: str) -> Solver:

@@ -44,7 +44,8 @@ class LabelQualityOptions(MethodOptions):
         super().__post_init__()
         if self.kind not in KINDS:
             raise InputError(f"unknown label-quality kind {self.kind!r}; choose one of {list(KINDS)}")
-        check_number(self.cv, "cv", kind=int, low=0)
+        if check_number(self.cv, "cv", kind=int, low=0) == 1:
+            raise InputError("cv must be 0 (in-sample) or a fold count >= 2, got 1")
 
 
 _CACHE: "OrderedDict[str, np.ndarray]" = OrderedDict()  # the last few cross-validated probabilities

@@ -37,10 +37,10 @@ import numpy as np
 import torch
 
 from ..data import Split
-from ..data.validate import InputError, check_choice, check_damping
+from ..data.validate import InputError, check_choice, check_damping, check_number
 from ..grads.linear import linear_layers
 from ..models.base import ModelAdapter, resolve_params
-from .options import MethodOptions, opt
+from .options import MethodOptions, check_params, opt
 from .registry import Job, Result, register_method
 
 KINDS = ("margin", "self-confidence", "entropy")
@@ -424,6 +424,11 @@ class MislabelOptions(MethodOptions):
             raise InputError(f"mislabel: unknown kind {self.kind!r}; choose one of {list(KINDS)}")
         check_choice(self.hessian, ("loo", "full"), "mislabel: hessian")
         check_choice(self.precision, ("float32", "float64"), "mislabel: precision")
+        check_number(self.rounds, "mislabel: rounds", kind=int, low=0)
+        check_number(self.newton_steps, "mislabel: newton_steps", kind=int, low=1)
+        check_number(self.refresh, "mislabel: refresh", kind=int, low=1)
+        check_choice(self.calibrate, (False, True), "mislabel: calibrate")
+        check_params(self.params, "mislabel: params")
         if self.damping != "auto":
             check_damping(self.damping)
 

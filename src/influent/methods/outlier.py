@@ -21,13 +21,14 @@ from sklearn.ensemble import IsolationForest
 from sklearn.svm import OneClassSVM
 
 from ..data import Split
-from ..data.validate import InputError, check_number
+from ..data.validate import InputError, check_choice, check_number
 from ..grads.source import GradientSource
 from ..models.base import ModelAdapter, resolve_params
-from .options import ProjectionOptions, opt
+from .options import ProjectionOptions, check_params, opt
 from .registry import Job, Result, register_method, register_pairwise, to_numpy
 
 DETECTORS = ("iforest", "l1", "l2", "ocsvm")
+KERNELS = ("linear", "poly", "rbf", "sigmoid")  # those of scikit-learn's OneClassSVM taking gradient rows
 _MAX_CACHED_PROJECTION = 1 << 24  # entries of R kept in memory; larger projections are regenerated per chunk
 _BLOCK = 4096  # rows of R generated from one seed
 
@@ -106,6 +107,17 @@ class OutlierOptions(ProjectionOptions):
         check_number(self.n_estimators, "n_estimators", kind=int, low=1)
         if self.contamination != "auto" and not 0 < check_number(self.contamination, "contamination") <= 0.5:
             raise InputError(f"contamination must be 'auto' or in (0, 0.5], got {self.contamination}")
+        if self.max_samples != "auto":  # scikit-learn's IsolationForest: a count, or a fraction of n
+            if isinstance(self.max_samples, float):
+                check_number(self.max_samples, "max_samples (a fraction)", low=0, high=1, low_open=True)
+            else:
+                check_number(self.max_samples, "max_samples ('auto', a count or a fraction)", kind=int, low=1)
+        check_choice(self.kernel, KERNELS, "kernel")
+        check_number(self.nu, "nu", low=0, high=1, low_open=True)
+        if self.gamma not in ("scale", "auto"):
+            check_number(self.gamma, "gamma ('scale', 'auto' or a number)", low=0)
+        check_choice(self.normalize, (True, False), "normalize")
+        check_params(self.params)
 
 
 def _features(job: Job, view: ModelAdapter, split: Split | None = None) -> np.ndarray:

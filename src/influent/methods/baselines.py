@@ -46,7 +46,8 @@ def leave_one_out(job: Job) -> Result:
     warm = bool(job.options.warm_start)
     idx = np.arange(len(job.train)) if subset is None else np.asarray(subset, dtype=np.int64)
     if idx.size and idx.max() >= len(job.train):
-        raise InputError(f"loo: subset positions must be below the {len(job.train)} training samples, got {int(idx.max())}")
+        raise InputError(f"loo: subset positions must be below the {len(job.train)} training samples, "
+                         f"got {int(idx.max())}")
     base = target.evaluate(job.adapter)
     values = np.full(len(job.train), np.nan)
     for k, i in enumerate(idx):

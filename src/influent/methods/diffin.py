@@ -373,8 +373,7 @@ def diffin(job: Job) -> Result:
     """Diff-In over recorded checkpoints; values = estimated rise of the target when z is removed
     (retraining's sign), raw = the paper's sum_t a_t grad f(theta_t) . (H_B G_z + H_z G_B).
 
-    Options: batch_size (128), n_batches (1), eps (1e-3), hvp ("fd" | "exact"), checkpoint_subset
-    (None | count | list of steps), first_order (False), checkpoints (default: the adapter's recorder).
+    Options: `DiffInOptions` (``influent methods diffin``); the checkpoints default to the adapter's recorder.
     """
     return _run(job, "diffin", job.need_target("diffin"))
 
@@ -383,5 +382,6 @@ def diffin(job: Job) -> Result:
                  checkpoints="always")
 def self_diffin(job: Job) -> Result:
     """Self-Diff-In: the target gradient replaced by G_z; values = -(estimated rise of z's own loss when
-    z is removed) (high self-influence = suspicious), raw = the paper's statistic. Options as "diffin"."""
+    z is removed) (high self-influence = suspicious), raw = the paper's statistic. Options: `DiffInOptions`,
+    as "diffin"."""
     return _run(job, "self-diffin", None)

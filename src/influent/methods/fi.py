@@ -492,12 +492,9 @@ def _target_fi(job: Job, method: str) -> np.ndarray:
 def fi_util(job: Job) -> Result:
     """FI local influence [FI]: raw = a^T pinv(G_z) a with a = (dtheta/dw)^T grad f; values = -raw.
 
-    Options: approx ("exact" | "kfsvd"), solver (default "exact", or "kfac" for kfsvd), damping,
-    solver_options, rcond (pinv cut-off relative to the largest eigenvalue of G_z), jacobian ("auto" |
-    "explicit" | "vjp", exact path), rank and power_iters (kfsvd), subsample (fraction alpha: [FI] Algorithm 6,
-    a random forest fitted on the subsample's (x, rank of FI) predicts the rank of every sample),
-    rank_features ("x", the paper's, | "xy" | "xy+model": also the one-hot label, the model's loss and
-    outputs), keep_exact (False; True keeps the computed FI of the subsample), n_estimators (forest size, 25).
+    Options: `FIOptions` (``influent methods fi``): explicit cross Jacobians or their truncated SVD, the solver
+    (default "exact", "kfac" for kfsvd), and the subsample of [FI] Algorithm 6, where a random forest fitted on
+    the subsample's (x, rank of FI) predicts the rank of every sample.
     """
     raw = _target_fi(job, "fi")
     return Result(-raw, raw)

@@ -77,8 +77,8 @@ def self_tracin(job: Job) -> Result:
     checkpoint, the converged parameters, is used; no recorder needed); values = -raw (high
     self-influence = suspicious).
 
-    Options: over ("final" | "checkpoints": raw = sum_c eta_c |g_z(theta_c)|^2 over the recorded
-    checkpoints, the sum of the original TracIn), checkpoints (with over="checkpoints").
+    With ``over="checkpoints"``: raw = sum_c eta_c |g_z(theta_c)|^2 over the recorded checkpoints, the sum of
+    the original TracIn. Options: `SelfTracInOptions` (``influent methods self-tracin``).
     """
     if job.options.over == "final":
         r = to_numpy(job.source().sq_norms())

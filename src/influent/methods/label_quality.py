@@ -112,9 +112,8 @@ def _cleanlab_scores():
 def label_quality(job: Job) -> Result:
     """Label quality (cleanlab): values = raw = the label-quality score in [0, 1], lowest = most likely mislabelled.
 
-    Options: kind ("self-confidence" | "normalized-margin" | "confidence-entropy"), cv (5: out-of-sample
-    probabilities by stratified cross-validation with refits of the model; 0: the fitted model's in-sample
-    probabilities).
+    The probabilities are out of sample by default (stratified cross-validation with refits of the model).
+    Options: `LabelQualityOptions` (``influent methods label-quality``).
     """
     kind = job.options.kind
     cv = int(job.options.cv)

@@ -437,13 +437,8 @@ class MislabelOptions(MethodOptions):
 def mislabel(job: Job) -> Result:
     """Wrong-label detector: leave-one-out label margins from one Newton step per sample, with cleaning rounds.
 
-    values = raw = the score (lower = more likely mislabelled). Options: kind ("margin" | "self-confidence" |
-    "entropy"), rounds (5 cleaning rounds; 0: the fitted model's leave-one-out probabilities only),
-    newton_steps (1 per round), refresh (5: exact leave-one-out in the fitted model and the last round,
-    flags in between from the first leverages; 1: exact every round), precision ("float32" for the
-    n-sized products, inverse in float64; "float64"), calibrate (False; True: confident-learning class
-    thresholds), hessian ("loo" | "full"), params ("auto": all parameters of a linear model, the last layer of a network),
-    damping ("auto": 0 when the analysed weights are L2-regularised, else 1e-3).
+    values = raw = the score (lower = more likely mislabelled); see `leave_one_out` for the rounds. Options:
+    `MislabelOptions` (``influent methods mislabel``).
     """
     o = job.options
     kind = o.kind

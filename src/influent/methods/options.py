@@ -85,7 +85,8 @@ def build_options(method: str, cls: type | None, given: dict[str, Any]) -> Metho
 def check_params(value: Any, name: str = "params") -> Any:
     """`value` if it is a parameter spec ('auto', 'all', 'last', a module name or a list of module names), else a
     one-line `InputError` (the names themselves are checked against the model when the method runs)."""
-    if isinstance(value, str) or (isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value)):
+    names = isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value)
+    if isinstance(value, str) or names:
         return value
     raise InputError(f"{name} must be 'auto', 'all', 'last' or module names, got {value!r}")
 

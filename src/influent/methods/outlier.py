@@ -139,15 +139,11 @@ def _forest(job: Job) -> IsolationForest:
 def outlier(job: Job) -> Result:
     """Outlier gradient analysis: raw = outlier score of g_z (higher = more outlying); values = -raw.
 
-    Options: detector ("iforest" | "l1" | "l2" | "ocsvm"), params ("auto": last layer of a neural net, all
-    parameters of a linear model; or "all", "last", module names), project (k: seeded Gaussian random
-    projection to k dimensions; None = raw gradients). L1 and L2 stream the gradients in chunks; the forest and
-    the SVM need the whole (n, p) matrix, so use `project` for large models. iforest: n_estimators (100),
-    max_samples ("auto"),
-    contamination ("auto", or the trimming budget as a fraction; it sets only the flagging threshold, recorded
-    as `n_flagged`, never the ranking); raw = -score_samples, the forest's anomaly score in (0, 1].
-    l1 / l2: raw = |g|_1, |g|_2. ocsvm: fitted on the target's validation gradients as inliers (needs a
-    target); nu (0.1), gamma ("scale"), kernel ("rbf"); raw = -decision_function.
+    iforest: raw = -score_samples, the forest's anomaly score in (0, 1] (`contamination` sets only the
+    flagging threshold, recorded as `n_flagged`, never the ranking). l1 / l2: raw = |g|_1, |g|_2, streamed
+    in chunks. ocsvm: fitted on the target's validation gradients as inliers (needs a target); raw =
+    -decision_function. The forest and the SVM need the whole (n, p) matrix, so use `project` for large
+    models. Options: `OutlierOptions` (``influent methods outlier``).
     """
     detector = job.options.detector
     view = resolve_params(job.adapter, job.options.params)
@@ -158,7 +154,8 @@ def outlier(job: Job) -> Result:
         if detector == "l2" and project is None:
             r = to_numpy(src.sq_norms().clamp_min(0).sqrt())
         else:
-            proj = None if project is None else GaussianProjection(src.p, int(project), job.seed, view.dtype, view.device)
+            proj = None if project is None else GaussianProjection(src.p, int(project), job.seed, view.dtype,
+                                                                   view.device)
             r = np.empty(len(job.train))
             for sl, G in src.chunks():
                 G = G if proj is None else proj(G)

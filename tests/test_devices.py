@@ -25,13 +25,14 @@ def test_solver_follows_the_model_device(name):
 
 
 # ---- methods --------------------------------------------------------------------------------------------
-# A method body hands its (n,) tensor to `to_numpy` (the one place results come back to the CPU); on "meta"
-# that copy has no data, so the tests catch the tensor there and check its device and shape. The target is
-# the real `Utility`, marked prepared (its fingerprint reads parameter values). Not covered, because they
-# read a number back on the way (`.item()`, `float(tensor)`, NumPy): loo, tmc-shapley, label-quality,
-# mislabel (NumPy rounds), diffin / self-diffin (per-chunk NumPy terms), fi-paired, fi with approx='exact' and
-# the exact solver, outlier with detector 'iforest' / 'ocsvm' (scikit-learn on the gradients), the default
-# solvers and damping rule of if / self-if / iv, and projected influence (sparse sketch: torch.nonzero).
+# A method body hands its tensor to `to_numpy` (the one place results come back to the CPU); on "meta" that
+# copy has no data, so the tests catch the tensor there and check its device and shape. The target is the
+# real `Utility`, marked prepared (its fingerprint reads parameter values). Not covered, because they read a
+# number back on the way (`.item()`, `float(tensor)`, NumPy): loo, tmc-shapley, label-quality, mislabel
+# (NumPy between rounds), diffin / self-diffin (per-chunk NumPy terms), fi-paired, fi with the exact solver,
+# outlier with detector 'iforest' / 'ocsvm' (scikit-learn on the gradients), the default solvers and damping
+# rule of if / self-if / iv, and the factor of projected influence (it counts negative eigenvalues; its
+# Hessian and row products are checked below).
 
 def _meta_job(method, monkeypatch, dropout=False, **opts):
     import importlib
@@ -66,6 +67,7 @@ def _meta_job(method, monkeypatch, dropout=False, **opts):
 
 
 KFAC = {"solver": "kfac", "damping": 0.1}
+GAUSS = {"kind": "gaussian", "dim": 4}
 
 
 @pytest.mark.parametrize("method, opts", [
@@ -76,7 +78,9 @@ KFAC = {"solver": "kfac", "damping": 0.1}
     ("gex", {"members": 2, "steps": 2}), ("self-gex", {"members": 2, "steps": 2}),
     ("outlier", {"detector": "l1", "project": 4}), ("outlier", {"detector": "l2", "project": 4}),
     ("outlier", {"detector": "l2"}), ("if", KFAC), ("self-if", KFAC), ("iv", KFAC),
-    ("fi", {**KFAC, "approx": "kfsvd", "rank": 2})])
+    ("fi", {**KFAC, "approx": "kfsvd", "rank": 2}), ("fi", {**KFAC, "jacobian": "explicit"}),
+    ("fi", {**KFAC, "jacobian": "vjp"}), ("ip", {"projection": GAUSS}),
+    ("outlier", {"detector": "l2", "projection": GAUSS})])
 def test_method_follows_the_model_device(method, opts, monkeypatch):
     opts = dict(opts)
     dropout = opts.pop("dropout", False)
@@ -105,3 +109,14 @@ def test_regulariser_diagonal_and_projection_follow_the_model_device():
     for p in (21, 5000):  # a cached R and one regenerated block by block
         out = GaussianProjection(p, 4, seed=1, device="meta")(torch.zeros(3, p, dtype=torch.float64, device="meta"))
         assert out.device.type == "meta" and tuple(out.shape) == (3, 4)
+
+
+def test_projected_hessian_and_row_products_follow_the_model_device(monkeypatch):
+    from influent.methods.projected import _rows_dot, projected_hessian
+
+    job, _, _, _ = _meta_job("if", monkeypatch, projection=dict(GAUSS), damping=0.1)
+    src = job.source()
+    Hk = projected_hessian(job, src)
+    assert Hk.device.type == "meta" and tuple(Hk.shape) == (4, 4)
+    out = _rows_dot(src, Hk[:, :2])
+    assert out.device.type == "meta" and tuple(out.shape) == (40, 2)

@@ -91,12 +91,12 @@ class OutlierOptions(ProjectionOptions):
     project: int | None = opt(None, "k: seeded Gaussian random projection of the gradients to k dimensions; "
                                     "None: the raw gradients")
     n_estimators: int = opt(100, "trees of the Isolation Forest")
-    max_samples: Any = opt("auto", "samples per tree of the Isolation Forest")
+    max_samples: Any = opt("auto", "samples per tree of the Isolation Forest: 'auto', a count or a fraction in (0, 1]")
     contamination: Any = opt("auto", "'auto' or the trimming budget as a fraction in (0, 0.5]: sets only the "
                                      "flagging threshold (n_flagged), never the ranking")
-    kernel: str = opt("rbf", "kernel of the One-Class SVM")
-    nu: float = opt(0.1, "nu of the One-Class SVM")
-    gamma: Any = opt("scale", "gamma of the One-Class SVM")
+    kernel: str = opt("rbf", "kernel of the One-Class SVM: 'linear' | 'poly' | 'rbf' | 'sigmoid'")
+    nu: float = opt(0.1, "nu of the One-Class SVM, in (0, 1]")
+    gamma: Any = opt("scale", "gamma of the One-Class SVM: 'scale' | 'auto' | a number >= 0")
     normalize: bool = opt(True, "pairwise form: normalise each class forest's scores")
 
     def __post_init__(self) -> None:

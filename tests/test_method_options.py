@@ -162,6 +162,9 @@ BAD_OPTIONS = [
     ("loo", {"subset": [500]}, r"loo: subset positions must be below the 100 training samples, got 500"),
     ("loo", {"warm_start": "no"}, r"loo: warm_start must be one of \[True, False\]"),
     ("label-quality", {"cv": 1}, r"cv must be 0 \(in-sample\) or a fold count >= 2, got 1"),
+    ("tracin", {"checkpoints": 5}, r"checkpoints must be a TrainingRecorder or a list of Checkpoint.*got int"),
+    ("diffin", {"checkpoints": [1, 2]}, r"checkpoints must be a TrainingRecorder or a list of Checkpoint.*got list"),
+    ("self-tracin", {"over": "checkpoints", "checkpoints": "abc"}, r"checkpoints must be .*, got str"),
 ]
 
 

@@ -137,3 +137,12 @@ class CheckpointOptions(MethodOptions):
 
     checkpoints: Any = opt(None, "training checkpoints (a TrainingRecorder or a list of Checkpoint); None: "
                                  "the recorder the model was fitted with")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ck = self.checkpoints
+        items = getattr(ck, "checkpoints", ck)  # a recorder holds its list in `.checkpoints`
+        if ck is not None and not (isinstance(items, (list, tuple))
+                                   and all(hasattr(c, "params") and hasattr(c, "lr") for c in items)):
+            raise InputError("checkpoints must be a TrainingRecorder or a list of Checkpoint(step, lr, params), "
+                             f"got {type(ck).__name__}")

@@ -115,3 +115,63 @@ def test_cli_methods_name_prints_the_options_with_defaults_and_docs(capsys):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     code, out, _ = run_cli(["methods"], capsys)
     assert code == 0 and "tmc-shapley" in out and "label-quality" in out
+
+
+# every value that once reached a plain int()/float() or a library's own error: (method, options, key words)
+BAD_OPTIONS = [
+    ("mislabel", {"rounds": "a"}, r"mislabel: rounds must be an integer in \[0, inf\], got 'a'"),
+    ("mislabel", {"rounds": -1}, r"mislabel: rounds must be an integer in \[0"),
+    ("mislabel", {"newton_steps": 0}, r"mislabel: newton_steps must be an integer in \[1"),
+    ("mislabel", {"refresh": 1.5}, r"mislabel: refresh must be an integer in \[1"),
+    ("mislabel", {"calibrate": "yes"}, r"mislabel: calibrate must be one of \[False, True\], got 'yes'"),
+    ("mislabel", {"params": [1]}, r"mislabel: params must be 'auto', 'all', 'last' or module names, got \[1\]"),
+    ("outlier", {"n_estimators": 0}, r"n_estimators must be an integer in \[1"),
+    ("outlier", {"detector": "ocsvm", "nu": 2.0}, r"nu must be a number in \(0, 1\], got 2\.0"),
+    ("outlier", {"detector": "ocsvm", "nu": 0}, r"nu must be a number in \(0, 1\]"),
+    ("outlier", {"detector": "ocsvm", "kernel": "cubic"},
+     r"kernel must be one of \['linear', 'poly', 'rbf', 'sigmoid'\]"),
+    ("outlier", {"detector": "ocsvm", "gamma": "x"}, r"gamma \('scale', 'auto' or a number\) must be a number in \[0"),
+    ("outlier", {"detector": "ocsvm", "gamma": -1.0}, r"gamma .* must be a number in \[0, inf\], got -1\.0"),
+    ("outlier", {"max_samples": 0}, r"max_samples \('auto', a count or a fraction\) must be an integer in \[1"),
+    ("outlier", {"max_samples": 1.5}, r"max_samples \(a fraction\) must be a number in \(0, 1\], got 1\.5"),
+    ("outlier", {"max_samples": "all"}, r"max_samples .* must be an integer in \[1, inf\], got 'all'"),
+    ("outlier", {"normalize": "no"}, r"normalize must be one of \[True, False\]"),
+    ("outlier", {"params": -1}, r"params must be 'auto', 'all', 'last' or module names, got -1"),
+    ("ip-ensemble", {"members": "a"}, r"members must be an integer in \[1"),
+    ("ip-ensemble", {"noise": -0.1, "mode": "noise"}, r"noise must be a number in \[0"),
+    ("ip-ensemble", {"rate": "a"}, r"rate must be a number in \[0, 1\), got 'a'"),
+    ("ip-ensemble", {"rate": 1.0}, r"rate must be a number in \[0, 1\), got 1\.0"),
+    ("ip-ensemble", {"rate": [0.2, 0.1]}, r"rate \(lo, hi\) must have lo <= hi"),
+    ("ip-ensemble", {"rate": [0.1, 0.2, 0.3]}, r"rate must be a number in \[0, 1\) or a pair \(lo, hi\)"),
+    ("ip-ensemble", {"dropout_points": 5}, r"dropout_points must be None, a module name or a list of module names"),
+    ("gex", {"steps": 0}, r"steps must be an integer in \[1"),
+    ("gex", {"lr": 0}, r"lr must be a number in \(0, inf\]"),
+    ("gex", {"batch_size": "big"}, r"batch_size must be an integer in \[1"),
+    ("fi", {"approx": "kfsvd", "rank": "a"}, r"rank must be an integer in \[1"),
+    ("fi", {"approx": "kfsvd", "power_iters": -1}, r"power_iters must be an integer in \[0"),
+    ("fi", {"subsample": 0.5, "n_estimators": 0}, r"n_estimators must be an integer in \[1"),
+    ("fi", {"subsample": 0.5, "keep_exact": "yes"}, r"keep_exact must be one of \[False, True\]"),
+    ("fi", {"damping": -1}, r"damping must be >= 0"),
+    ("fi-paired", {"max_n": "a"}, r"fi-paired: max_n must be an integer in \[1, inf\], got 'a'"),
+    ("fi-paired", {"max_n": 0}, r"fi-paired: max_n must be an integer in \[1"),
+    ("tmc-shapley", {"tolerance": -0.1}, r"tmc-shapley: tolerance must be a number in \[0"),
+    ("tmc-shapley", {"tolerance": "a"}, r"tmc-shapley: tolerance must be a number"),
+    ("tmc-shapley", {"patience": 0}, r"tmc-shapley: patience must be an integer in \[1"),
+    ("loo", {"subset": "a"}, r"loo: subset must be a list of positions, got 'a'"),
+    ("loo", {"subset": [1.5]}, r"loo: subset positions must be an integer in \[0, inf\], got 1\.5"),
+    ("loo", {"subset": [500]}, r"loo: subset positions must be below the 100 training samples, got 500"),
+    ("loo", {"warm_start": "no"}, r"loo: warm_start must be one of \[True, False\]"),
+    ("label-quality", {"cv": 1}, r"cv must be 0 \(in-sample\) or a fold count >= 2, got 1"),
+    ("tracin", {"checkpoints": 5}, r"checkpoints must be a TrainingRecorder or a list of Checkpoint.*got int"),
+    ("diffin", {"checkpoints": [1, 2]}, r"checkpoints must be a TrainingRecorder or a list of Checkpoint.*got list"),
+    ("self-tracin", {"over": "checkpoints", "checkpoints": "abc"}, r"checkpoints must be .*, got str"),
+]
+
+
+@pytest.mark.parametrize("method, opts, match", BAD_OPTIONS, ids=[f"{m}-{'-'.join(o)}" for m, o, _ in BAD_OPTIONS])
+def test_bad_option_values_are_one_line_input_errors(method, opts, match, iris):
+    train, valid = iris
+    model = inf.models.SklearnLogistic().fit(train)
+    with pytest.raises(inf.InputError, match=match) as exc:
+        inf.score(model, train, valid, method=method, **opts)
+    assert "\n" not in str(exc.value)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.validate import InputError, check_choice, check_number
 from .options import MethodOptions, opt
 from .registry import Job, Result, register_method
 
@@ -17,6 +18,15 @@ class LOOOptions(MethodOptions):
 
     subset: Any = opt(None, "positions to retrain without (a list of ints; the others are NaN); None: every sample")
     warm_start: bool = opt(True, "start each refit from the fitted model where the adapter supports it")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.subset is not None:
+            if isinstance(self.subset, (str, bytes)) or np.ndim(self.subset) != 1:
+                raise InputError(f"loo: subset must be a list of positions, got {self.subset!r}")
+            for i in self.subset:
+                check_number(i, "loo: subset positions", kind=int, low=0)
+        check_choice(self.warm_start, (True, False), "loo: warm_start")
 
 
 @register_method("random", needs_target=False, title="random scores (a baseline)")
@@ -35,6 +45,9 @@ def leave_one_out(job: Job) -> Result:
     subset = job.options.subset
     warm = bool(job.options.warm_start)
     idx = np.arange(len(job.train)) if subset is None else np.asarray(subset, dtype=np.int64)
+    if idx.size and idx.max() >= len(job.train):
+        raise InputError(f"loo: subset positions must be below the {len(job.train)} training samples, "
+                         f"got {int(idx.max())}")
     base = target.evaluate(job.adapter)
     values = np.full(len(job.train), np.nan)
     for k, i in enumerate(idx):

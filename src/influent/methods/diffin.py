@@ -326,7 +326,7 @@ def diffin_parts(adapter: ModelAdapter, train: Split, checkpoints: Sequence[Chec
         v = None if target is None else target_grad(target, adapter, ck).to(adapter.dtype)
         t1 = time.perf_counter()
         for B in batches[c]:
-            idx = torch.as_tensor(B)
+            idx = torch.as_tensor(B, device=X.device)
             batch_fn = obj.batch(X[idx], t[idx])
             GB = torch.func.grad(batch_fn)(theta).detach()
             if v is not None:
@@ -338,9 +338,9 @@ def diffin_parts(adapter: ModelAdapter, train: Split, checkpoints: Sequence[Chec
                     f, b, s = _target_terms(obj, theta, X[sl], t[sl], v, u, GB, hvp_kind, eps)
                 else:
                     f, b, s = _self_terms(obj, theta, X[sl], t[sl], batch_fn, GB, hvp_kind, eps, rows)
-                first[c, sl] = f.detach().double().numpy()  # the same for every batch
-                bterm[c, sl] += b.detach().double().numpy() / n_batches
-                sterm[c, sl] += s.detach().double().numpy() / n_batches
+                first[c, sl] = f.detach().double().cpu().numpy()  # the same for every batch
+                bterm[c, sl] += b.detach().double().cpu().numpy() / n_batches
+                sterm[c, sl] += s.detach().double().cpu().numpy() / n_batches
         t_v += t1 - t0
         t_s += time.perf_counter() - t1
         if progress is not None:
@@ -373,8 +373,7 @@ def diffin(job: Job) -> Result:
     """Diff-In over recorded checkpoints; values = estimated rise of the target when z is removed
     (retraining's sign), raw = the paper's sum_t a_t grad f(theta_t) . (H_B G_z + H_z G_B).
 
-    Options: batch_size (128), n_batches (1), eps (1e-3), hvp ("fd" | "exact"), checkpoint_subset
-    (None | count | list of steps), first_order (False), checkpoints (default: the adapter's recorder).
+    Options: `DiffInOptions` (``influent methods diffin``); the checkpoints default to the adapter's recorder.
     """
     return _run(job, "diffin", job.need_target("diffin"))
 
@@ -383,5 +382,6 @@ def diffin(job: Job) -> Result:
                  checkpoints="always")
 def self_diffin(job: Job) -> Result:
     """Self-Diff-In: the target gradient replaced by G_z; values = -(estimated rise of z's own loss when
-    z is removed) (high self-influence = suspicious), raw = the paper's statistic. Options as "diffin"."""
+    z is removed) (high self-influence = suspicious), raw = the paper's statistic. Options: `DiffInOptions`,
+    as "diffin"."""
     return _run(job, "self-diffin", None)

@@ -3,8 +3,8 @@
 IP Ensemble sums the inner product g_z . grad f over M members built from the fitted model. Member 0
 is the model itself. By default ([IP] experiments: "dropout applied on model parameters",
 rate 0.01, ensemble size 5), for every model, members 1..M-1 each zero a fixed random 1% of the analysed
-parameters with inverted scaling. Options: a fixed dropout mask on activations (at the model's dropout
-layers or given modules) and Gaussian noise on the analysed parameters.
+parameters with inverted scaling. Variants (option `mode`): a fixed dropout mask on activations (at the
+model's dropout layers or given modules) and Gaussian noise on the analysed parameters.
 
 GEX takes its members from short SGD runs started at the fitted parameters and compares losses only
 (forward passes): raw(z) = mean_m (l(z, theta_m) - l(z, theta_hat)) * (f(theta_m) - f(theta_hat)).
@@ -68,7 +68,7 @@ def _activation_shapes(adapter: ModelAdapter, split: Split, points: list[str]) -
     try:
         with torch.no_grad():
             module.eval()
-            module(split.tensor_X(adapter.dtype)[:1])
+            module(split.tensor_X(adapter.dtype)[:1].to(adapter.device))
     finally:
         for h in handles:
             h.remove()
@@ -123,6 +123,7 @@ def ensemble_members(adapter: ModelAdapter, split: Split, members: int = 5, mode
         raise InputError("mode='dropout' but the model has no dropout layers; pass dropout_points=[module names]")
     used = mode if mode in ("param-dropout", "noise") else "dropout" if pts else "noise"
     gen = torch.Generator().manual_seed(int(seed))
+    device = adapter.device
     out: list[ModelAdapter] = [adapter]
     if used in ("dropout", "param-dropout"):
         lo, hi = (float(rate), float(rate)) if np.isscalar(rate) else (float(rate[0]), float(rate[1]))
@@ -132,7 +133,8 @@ def ensemble_members(adapter: ModelAdapter, split: Split, members: int = 5, mode
         theta = adapter.params()
         for _ in range(1, int(members)):
             r = lo + (hi - lo) * float(torch.rand((), generator=gen, dtype=torch.float64))
-            keep = lambda shape: (torch.rand(shape, generator=gen, dtype=torch.float64) >= r)  # noqa: E731
+            # drawn on the CPU (the same draws on every device), then moved to the model's device
+            keep = lambda shape: (torch.rand(shape, generator=gen, dtype=torch.float64) >= r).to(device)  # noqa: E731
             if used == "dropout":
                 out.append(masked_member(adapter, {n: keep(shapes[n]).to(adapter.dtype) / (1 - r) for n in pts}))
             else:
@@ -142,8 +144,8 @@ def ensemble_members(adapter: ModelAdapter, split: Split, members: int = 5, mode
             raise InputError(f"noise must be >= 0, got {noise}")
         theta = adapter.params()
         for _ in range(1, int(members)):
-            noisy = {n: p + float(noise) * torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype)
-                     for n, p in theta.items()}
+            noisy = {n: p + float(noise) * torch.randn(p.shape, generator=gen, dtype=torch.float64)
+                     .to(p.device, p.dtype) for n, p in theta.items()}  # drawn on the CPU
             out.append(adapter.with_params(noisy))
     return out, used
 
@@ -164,6 +166,17 @@ class EnsembleOptions(GradOptions):
         check_number(self.members, "members", kind=int, low=1)
         check_choice(self.mode, MODES, "mode")
         check_number(self.noise, "noise", low=0)
+        pair = not np.isscalar(self.rate)
+        if pair and (isinstance(self.rate, str) or len(self.rate) != 2):
+            raise InputError(f"rate must be a number in [0, 1) or a pair (lo, hi), got {self.rate!r}")
+        ends = self.rate if pair else (self.rate, self.rate)
+        lo, hi = (check_number(r, "rate", low=0, high=1, high_open=True) for r in ends)
+        if lo > hi:
+            raise InputError(f"rate (lo, hi) must have lo <= hi, got {self.rate!r}")
+        pts = self.dropout_points
+        if pts is not None and not isinstance(pts, str) and \
+                not (isinstance(pts, (list, tuple)) and all(isinstance(p, str) for p in pts)):
+            raise InputError(f"dropout_points must be None, a module name or a list of module names, got {pts!r}")
 
 
 def _members(job: Job, split: Split) -> list[ModelAdapter]:
@@ -189,15 +202,12 @@ def _source(job: Job, member: ModelAdapter, split: Split) -> GradientSource:
 def ip_ensemble(job: Job) -> Result:
     """IP Ensemble ([IP]): raw = sum over M members of g_z(member) . grad f(member); values = raw.
 
-    Options: members (5), mode ("param-dropout", the default for every model: each member zeroes a fixed
-    random 1% of the analysed parameters with inverted scaling, as in [IP]'s experiments | "dropout":
-    fixed masks on activations | "noise": Gaussian parameter noise | "auto": activation dropout where the
-    model has dropout layers, noise otherwise), rate (0.01; a pair (lo, hi) draws each member's rate from
-    U(lo, hi)), noise (0.01, std of parameter noise), dropout_points (modules whose outputs "dropout"
-    masks). Member 0 is the fitted model, so members=1 is IP. See `ensemble_members` for the draw order.
+    By default each member zeroes a fixed random 1% of the analysed parameters with inverted scaling, as in
+    [IP]'s experiments. Member 0 is the fitted model, so members=1 is IP. See `ensemble_members` for the
+    draw order. Options: `EnsembleOptions` (``influent methods ip-ensemble``).
     """
     target = job.need_target("ip-ensemble")
-    total = torch.zeros(len(job.train), dtype=job.adapter.dtype)
+    total = torch.zeros(len(job.train), dtype=job.adapter.dtype, device=job.adapter.device)
     for k, member in enumerate(_members(job, job.train)):
         src = job.source() if k == 0 else _source(job, member, job.train)
         total += src.dot(target.grad(member))
@@ -258,7 +268,7 @@ def gex_members(adapter: ModelAdapter, train: Split, members: int = 8, steps: in
     adapter._require_fitted().eval()
 
     def step(theta: Params) -> Params:
-        idx = torch.randperm(n, generator=gen)[:bs]
+        idx = torch.randperm(n, generator=gen)[:bs].to(X.device)  # drawn on the CPU: the same on every device
         leaves = {k: v.detach().requires_grad_(True) for k, v in theta.items()}
         with torch.enable_grad():
             obj = adapter.per_sample_loss(leaves, X[idx], t[idx]).mean() + adapter.regularizer(leaves)
@@ -320,8 +330,8 @@ def _gex_members(job: Job) -> list[Params]:
 def gex(job: Job) -> Result:
     """GEX: raw = mean_m (l(z, theta_m) - l(z, theta_hat)) * (f(theta_m) - f(theta_hat)); values = raw.
 
-    Members come from SGD started at the fitted model (`gex_members`; options members (8), steps (10),
-    lr (0.01), batch_size (32), sampling ("independent" | "trajectory")). Like IP, a positive raw means the
+    Members come from SGD started at the fitted model (`gex_members`; options: `GEXOptions`, ``influent
+    methods gex``). Like IP, a positive raw means the
     sample's loss and the target cost move together, i.e. the sample helps the target.
     """
     target = job.need_target("gex")
@@ -346,7 +356,7 @@ def gex_pairwise(job: Job, test: Split) -> np.ndarray:
 @register_method("self-gex", needs_target=False, title="self-GEX", options=GEXOptions)
 def self_gex(job: Job) -> Result:
     """Self-GEX: raw = mean_m (l(z, theta_m) - l(z, theta_hat))^2; values = -raw (high = suspicious).
-    Options as for "gex"."""
+    Options: `GEXOptions`, as "gex"."""
     D = _gex_deviations(job, job.train, _gex_members(job))
     r = to_numpy((D**2).mean(0))
     return Result(-r, r)

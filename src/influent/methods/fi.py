@@ -171,7 +171,7 @@ def truncated_cross_svd(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor,
     p = sum(v.numel() for v in params.values())
     d = int(np.prod(X.shape[1:]))
     k = max(1, min(int(rank), p, d))
-    omega = torch.randn(d, k, generator=generator, dtype=X.dtype)
+    omega = torch.randn(d, k, generator=generator, dtype=X.dtype).to(X.device)  # drawn on the CPU
     Q = torch.linalg.qr(cross_mul(adapter, X, t, omega, params)).Q  # (B, p, k)
     for _ in range(int(power_iters)):
         Z = torch.linalg.qr(cross_tmul(adapter, X, t, Q, params).transpose(1, 2)).Q  # (B, d, k)
@@ -297,7 +297,7 @@ def fi_matrix(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor, n: int, s
     B = max(1, int(cfg.chunk_size))
     if mode == "explicit":
         B = max(1, min(B, _MAX_ELEMENTS // max(1, p * d)))
-    out = torch.empty(X.shape[0], Y.shape[1], dtype=adapter.dtype)
+    out = torch.empty(X.shape[0], Y.shape[1], dtype=adapter.dtype, device=adapter.device)
     for s in range(0, X.shape[0], B):
         Xc, tc = X[s:s + B], t[s:s + B]
         b = Xc.shape[0]
@@ -364,6 +364,7 @@ class FIOptions(FISolverOptions):
             raise InputError(f"subsample must be a fraction in (0, 1], got {self.subsample}")
         check_choice(self.rank_features, RANK_FEATURES, "rank_features")
         check_number(self.n_estimators, "n_estimators", kind=int, low=1)
+        check_choice(self.keep_exact, (False, True), "keep_exact")
 
 
 @dataclass
@@ -377,6 +378,7 @@ class FIPairedOptions(FISolverOptions):
         super().__post_init__()
         if self.reduce not in ("max", "mean"):
             raise InputError(f"fi-paired: reduce must be 'max' or 'mean', got {self.reduce!r}")
+        check_number(self.max_n, "fi-paired: max_n", kind=int, low=1)
 
 
 def _fit(job: Job, default: str) -> Solver:
@@ -414,7 +416,7 @@ def rank_model_features(train: Split, adapter: ModelAdapter, mode: str) -> np.nd
     X = train.X.reshape(len(train), -1).astype(np.float64)
     if mode == "x":
         return X
-    codes = adapter.encode(train.y).numpy()
+    codes = adapter.encode(train.y).cpu().numpy()
     onehot = np.zeros((len(train), max(2, adapter.n_classes)))
     onehot[np.arange(len(train)), codes] = 1.0
     parts = [X, onehot]
@@ -490,12 +492,9 @@ def _target_fi(job: Job, method: str) -> np.ndarray:
 def fi_util(job: Job) -> Result:
     """FI local influence [FI]: raw = a^T pinv(G_z) a with a = (dtheta/dw)^T grad f; values = -raw.
 
-    Options: approx ("exact" | "kfsvd"), solver (default "exact", or "kfac" for kfsvd), damping,
-    solver_options, rcond (pinv cut-off relative to the largest eigenvalue of G_z), jacobian ("auto" |
-    "explicit" | "vjp", exact path), rank and power_iters (kfsvd), subsample (fraction alpha: [FI] Algorithm 6,
-    a random forest fitted on the subsample's (x, rank of FI) predicts the rank of every sample),
-    rank_features ("x", the paper's, | "xy" | "xy+model": also the one-hot label, the model's loss and
-    outputs), keep_exact (False; True keeps the computed FI of the subsample), n_estimators (forest size, 25).
+    Options: `FIOptions` (``influent methods fi``): explicit cross Jacobians or their truncated SVD, the solver
+    (default "exact", "kfac" for kfsvd), and the subsample of [FI] Algorithm 6, where a random forest fitted on
+    the subsample's (x, rank of FI) predicts the rank of every sample.
     """
     raw = _target_fi(job, "fi")
     return Result(-raw, raw)
@@ -580,13 +579,13 @@ def fi_paired_matrix(adapter: ModelAdapter, train: Split, target_grad: torch.Ten
     qn = q / q.norm(dim=1, keepdim=True)
     out = np.empty((n, n))
     for s in range(0, n, chunk_size):
-        I = torch.arange(s, min(n, s + chunk_size))
+        I = torch.arange(s, min(n, s + chunk_size), device=X.device)
         b = len(I)
         # rows of S for pair (i, j): sample i's K rows then sample j's K rows; columns (w_i, w_j)
         own_i = C[I, I] + gx[I]  # (b, K, d): u^(i) in block i
         cross_ij = C[:, I].transpose(0, 1)  # (b, n, K, d): [j, i] -> effect of w_j on log P(x_i)
         Si = torch.cat([own_i[:, None].expand(b, n, K, d), cross_ij], dim=3)  # block (w_i, w_j) for sample i
-        own_j = C[torch.arange(n), torch.arange(n)] + gx  # (n, K, d)
+        own_j = C[torch.arange(n, device=X.device), torch.arange(n, device=X.device)] + gx  # (n, K, d)
         cross_ji = C[I]  # (b, n, K, d): [i, j] -> effect of w_i on log P(x_j)
         Sj = torch.cat([cross_ji, own_j[None].expand(b, n, K, d)], dim=3)
         Si = q[I][:, None, :, None] * Si

@@ -51,7 +51,7 @@ def inner_product_pairwise(job: Job, test: Split) -> np.ndarray:
 def tracin(job: Job) -> Result:
     """TracIn: raw = sum_c eta_c g_z(theta_c) . grad f(theta_c) over recorded checkpoints; values = raw."""
     target = job.need_target("tracin")
-    total = torch.zeros(len(job.train), dtype=job.adapter.dtype)
+    total = torch.zeros(len(job.train), dtype=job.adapter.dtype, device=job.adapter.device)
     for ck in job.checkpoints("tracin"):
         at = job.adapter.with_params(ck.params)
         total += ck.lr * job.source(at, job.train).dot(target.grad(at))
@@ -77,13 +77,13 @@ def self_tracin(job: Job) -> Result:
     checkpoint, the converged parameters, is used; no recorder needed); values = -raw (high
     self-influence = suspicious).
 
-    Options: over ("final" | "checkpoints": raw = sum_c eta_c |g_z(theta_c)|^2 over the recorded
-    checkpoints, the sum of the original TracIn), checkpoints (with over="checkpoints").
+    With ``over="checkpoints"``: raw = sum_c eta_c |g_z(theta_c)|^2 over the recorded checkpoints, the sum of
+    the original TracIn. Options: `SelfTracInOptions` (``influent methods self-tracin``).
     """
     if job.options.over == "final":
         r = to_numpy(job.source().sq_norms())
         return Result(-r, r)
-    total = torch.zeros(len(job.train), dtype=job.adapter.dtype)
+    total = torch.zeros(len(job.train), dtype=job.adapter.dtype, device=job.adapter.device)
     for ck in job.checkpoints("self-tracin"):
         total += ck.lr * job.source(job.adapter.with_params(ck.params), job.train).sq_norms()
     r = to_numpy(total)

@@ -43,7 +43,8 @@ class LabelQualityOptions(MethodOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice(self.kind, KINDS, "kind", unknown="label-quality kind")
-        check_number(self.cv, "cv", kind=int, low=0)
+        if check_number(self.cv, "cv", kind=int, low=0) == 1:
+            raise InputError("cv must be 0 (in-sample) or a fold count >= 2, got 1")
 
 
 _CACHE: "OrderedDict[str, np.ndarray]" = OrderedDict()  # the last few cross-validated probabilities
@@ -109,9 +110,8 @@ def _cleanlab_scores():
 def label_quality(job: Job) -> Result:
     """Label quality (cleanlab): values = raw = the label-quality score in [0, 1], lowest = most likely mislabelled.
 
-    Options: kind ("self-confidence" | "normalized-margin" | "confidence-entropy"), cv (5: out-of-sample
-    probabilities by stratified cross-validation with refits of the model; 0: the fitted model's in-sample
-    probabilities).
+    The probabilities are out of sample by default (stratified cross-validation with refits of the model).
+    Options: `LabelQualityOptions` (``influent methods label-quality``).
     """
     kind = job.options.kind
     cv = int(job.options.cv)

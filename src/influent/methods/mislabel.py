@@ -37,10 +37,10 @@ import numpy as np
 import torch
 
 from ..data import Split
-from ..data.validate import InputError, check_choice, check_damping, unknown_name
+from ..data.validate import InputError, check_choice, check_damping, check_number, unknown_name
 from ..grads.linear import linear_layers
 from ..models.base import ModelAdapter, resolve_params
-from .options import MethodOptions, opt
+from .options import MethodOptions, check_params, opt
 from .registry import Job, Result, register_method
 
 KINDS = ("margin", "self-confidence", "entropy")
@@ -133,7 +133,7 @@ class _LastLayer:
             return z, (pr - self.t.to(z.dtype))[:, None], (pr * (1 - pr))[:, None, None]
         P = torch.softmax(z, 1)
         r = P.clone()
-        r[torch.arange(n), self.t] -= 1
+        r[torch.arange(n, device=z.device), self.t] -= 1
         return z, r, torch.diag_embed(P) - P[:, :, None] * P[:, None, :]
 
     def hessian(self, Lam: torch.Tensor, w: torch.Tensor | None, rows: torch.Tensor | None = None,
@@ -149,16 +149,17 @@ class _LastLayer:
         L = Lam if w is None else Lam * w[:, None, None]
         F = self.F if rows is None else self.F[rows]
         L = L if rows is None else L[rows]
-        ks, ms = torch.triu_indices(K, K)
+        dev = self.F.device
+        ks, ms = torch.triu_indices(K, K, device=dev)
         Lp, F = L[:, ks, ms].to(dtype), F.to(dtype)  # (m, P)
         P = len(ks)
-        acc = torch.zeros(q, P * q, dtype=torch.float64)
+        acc = torch.zeros(q, P * q, dtype=torch.float64, device=dev)
         step = max(1, int(chunk_elems // max(1, P * q)))
         for s in range(0, len(F), step):
             Fc = F[s:s + step]
             acc += (Fc.T @ (Lp[s:s + step, :, None] * Fc[:, None, :]).reshape(len(Fc), P * q)).to(torch.float64)
         blocks = acc.reshape(q, P, q).permute(1, 0, 2)  # (P, q, q), each symmetric
-        H = torch.empty(K, K, q, q, dtype=torch.float64)
+        H = torch.empty(K, K, q, q, dtype=torch.float64, device=dev)
         H[ks, ms] = blocks
         H[ms, ks] = blocks
         H = H.permute(0, 2, 1, 3).reshape(K * q, K * q) / n
@@ -172,7 +173,7 @@ class _LastLayer:
         if self.loss == "bce" or K < 2 or self.damping > 0 or self.reg[q - 1] > 0 \
                 or not torch.all(self.F[:, -1] == 1):
             return None
-        u = torch.zeros(K, q, dtype=self.F.dtype)
+        u = torch.zeros(K, q, dtype=self.F.dtype, device=self.F.device)
         u[:, -1] = 1 / K**0.5
         return u.reshape(-1)
 
@@ -230,14 +231,14 @@ def _last_layer(adapter: ModelAdapter, train: Split, damping: float, chunk_size:
     a, z = _features(adapter, X, name, chunk_size)
     a, z = a.to(torch.float64), z.to(torch.float64)
     n, K = z.shape
-    F = torch.cat(([a] if hw else []) + ([torch.ones(n, 1, dtype=a.dtype)] if hb else []), 1)  # (n, q)
+    F = torch.cat(([a] if hw else []) + ([torch.ones(n, 1, dtype=a.dtype, device=a.device)] if hb else []), 1)  # (n, q)
     layer = dict(adapter._require_fitted().named_modules())[name]
     theta = torch.cat(([layer.weight.detach().to(torch.float64).reshape(K, -1)] if hw else [])
                       + ([layer.bias.detach().to(torch.float64).reshape(K, 1)] if hb else []), 1)
     names = adapter.param_names()
     wname = next((nm for nm in names if nm.endswith("weight")), None)
     bname = next((nm for nm in names if nm.endswith("bias")), None)
-    reg = torch.zeros(F.shape[1], dtype=torch.float64)
+    reg = torch.zeros(F.shape[1], dtype=torch.float64, device=F.device)
     if hw:
         reg[: a.shape[1]] = float(adapter.reg_coef.get(wname, 0.0))
     if hb:
@@ -262,10 +263,11 @@ def _loo_shift(prob: _LastLayer, theta: torch.Tensor, w: torch.Tensor | None, he
     K = z.shape[1]
     H = prob.hessian(Lam, w, dtype=dtype)
     Hinv = prob.inverse(H)
-    ks, ms = torch.triu_indices(K, K)  # A_i is symmetric: the blocks k <= m only
+    dev = prob.F.device
+    ks, ms = torch.triu_indices(K, K, device=dev)  # A_i is symmetric: the blocks k <= m only
     Hp = Hinv.reshape(K, q, K, q)[ks, :, ms, :].permute(1, 0, 2).reshape(q, -1).to(dtype)  # (q, pairs * q)
-    Amat = torch.zeros(n, K, K, dtype=torch.float64)
-    rows = torch.arange(n) if w is None or not skip_out else torch.nonzero(w != 0)[:, 0]
+    Amat = torch.zeros(n, K, K, dtype=torch.float64, device=dev)
+    rows = torch.arange(n, device=dev) if w is None or not skip_out else torch.nonzero(w != 0)[:, 0]
     F = prob.F[rows].to(dtype)
     step = max(1, int(chunk_elems // max(1, len(ks) * q)))
     for s in range(0, len(rows), step):
@@ -281,11 +283,11 @@ def _shift(Amat: torch.Tensor, Lam: torch.Tensor, r: torch.Tensor, w: torch.Tens
            hessian: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Leave-one-out logit shifts (n, K) A_i (I - w_i Lambda_i A_i)^-1 w_i r_i and leverages (n,)."""
     n, K = r.shape
-    wl = torch.ones(n, dtype=torch.float64) if w is None else w
+    wl = torch.ones(n, dtype=torch.float64, device=r.device) if w is None else w
     LA = wl[:, None, None] * (Lam @ Amat)
     wr = (wl[:, None] * r)[:, :, None]
     if hessian == "loo":
-        eye = torch.eye(K, dtype=torch.float64).expand(n, K, K)
+        eye = torch.eye(K, dtype=torch.float64, device=r.device).expand(n, K, K)
         shift = (Amat @ torch.linalg.solve(eye - LA, wr))[:, :, 0]
     else:
         shift = (Amat @ wr)[:, :, 0]
@@ -330,17 +332,17 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
     dt = getattr(torch, precision)
     prob = _last_layer(adapter, train, damping, chunk_size)
     classes = np.asarray(adapter.classes_)
-    labels = prob.t.numpy().astype(np.int64)
+    labels = prob.t.cpu().numpy().astype(np.int64)
     z, shift, lev, H, Lam, Amat = _loo_shift(prob, prob.theta, None, hessian, dt, skip_out=False)
-    z0 = z.numpy()
-    res = LeaveOneOut(z0, (z + shift).numpy(), lev.numpy(), classes, labels, adapter.loss)
-    theta, w = prob.theta, torch.ones(len(labels), dtype=torch.float64)
+    z0 = z.cpu().numpy()
+    res = LeaveOneOut(z0, (z + shift).cpu().numpy(), lev.cpu().numpy(), classes, labels, adapter.loss)
+    theta, w = prob.theta, torch.ones(len(labels), dtype=torch.float64, device=prob.F.device)
     stale = False  # whether res comes from leverage blocks of an earlier theta (refresh > 1)
     for k in range(int(rounds)):
         flagged = label_scores(res.proba(), labels, "margin", calibrate=False) < 0
         if not flagged.any() or flagged.all():
             break
-        new_w = torch.as_tensor(~flagged, dtype=torch.float64)
+        new_w = torch.as_tensor(~flagged, dtype=torch.float64, device=w.device)
         changed = torch.nonzero(new_w != w)[:, 0]
         if len(changed) == 0 and k > 0:  # the flagged set is stable: its model has had its Newton steps
             break
@@ -356,11 +358,11 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
             z, r, _ = prob.derivatives(theta)
             shift, lev = _shift(Amat, Lam, r, w, hessian)
             stale = True
-        res = LeaveOneOut(z0, (z + shift).numpy(), lev.numpy(), classes, labels, adapter.loss)
+        res = LeaveOneOut(z0, (z + shift).cpu().numpy(), lev.cpu().numpy(), classes, labels, adapter.loss)
     if stale:  # stopped early on flags from stale blocks: the returned logits are exact at the last theta
         z, shift, lev, *_ = _loo_shift(prob, theta, w, hessian, dt)
-        res = LeaveOneOut(z0, (z + shift).numpy(), lev.numpy(), classes, labels, adapter.loss)
-    res.theta, res.weights = theta.numpy(), w.numpy()
+        res = LeaveOneOut(z0, (z + shift).cpu().numpy(), lev.cpu().numpy(), classes, labels, adapter.loss)
+    res.theta, res.weights = theta.cpu().numpy(), w.cpu().numpy()
     return res
 
 
@@ -421,6 +423,11 @@ class MislabelOptions(MethodOptions):
         check_choice(self.kind, KINDS, "kind", unknown="mislabel kind")
         check_choice(self.hessian, ("loo", "full"), "mislabel: hessian")
         check_choice(self.precision, ("float32", "float64"), "mislabel: precision")
+        check_number(self.rounds, "mislabel: rounds", kind=int, low=0)
+        check_number(self.newton_steps, "mislabel: newton_steps", kind=int, low=1)
+        check_number(self.refresh, "mislabel: refresh", kind=int, low=1)
+        check_choice(self.calibrate, (False, True), "mislabel: calibrate")
+        check_params(self.params, "mislabel: params")
         if self.damping != "auto":
             check_damping(self.damping)
 
@@ -429,13 +436,8 @@ class MislabelOptions(MethodOptions):
 def mislabel(job: Job) -> Result:
     """Wrong-label detector: leave-one-out label margins from one Newton step per sample, with cleaning rounds.
 
-    values = raw = the score (lower = more likely mislabelled). Options: kind ("margin" | "self-confidence" |
-    "entropy"), rounds (5 cleaning rounds; 0: the fitted model's leave-one-out probabilities only),
-    newton_steps (1 per round), refresh (5: exact leave-one-out in the fitted model and the last round,
-    flags in between from the first leverages; 1: exact every round), precision ("float32" for the
-    n-sized products, inverse in float64; "float64"), calibrate (False; True: confident-learning class
-    thresholds), hessian ("loo" | "full"), params ("auto": all parameters of a linear model, the last layer of a network),
-    damping ("auto": 0 when the analysed weights are L2-regularised, else 1e-3).
+    values = raw = the score (lower = more likely mislabelled); see `leave_one_out` for the rounds. Options:
+    `MislabelOptions` (``influent methods mislabel``).
     """
     o = job.options
     kind = o.kind

@@ -82,6 +82,15 @@ def build_options(method: str, cls: type | None, given: dict[str, Any]) -> Metho
     return built
 
 
+def check_params(value: Any, name: str = "params") -> Any:
+    """`value` if it is a parameter spec ('auto', 'all', 'last', a module name or a list of module names), else a
+    one-line `InputError` (the names themselves are checked against the model when the method runs)."""
+    names = isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value)
+    if isinstance(value, str) or names:
+        return value
+    raise InputError(f"{name} must be 'auto', 'all', 'last' or module names, got {value!r}")
+
+
 # ---- shared groups -----------------------------------------------------------------------------------
 @dataclass
 class GradOptions(MethodOptions):
@@ -128,3 +137,12 @@ class CheckpointOptions(MethodOptions):
 
     checkpoints: Any = opt(None, "training checkpoints (a TrainingRecorder or a list of Checkpoint); None: "
                                  "the recorder the model was fitted with")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ck = self.checkpoints
+        items = getattr(ck, "checkpoints", ck)  # a recorder holds its list in `.checkpoints`
+        if ck is not None and not (isinstance(items, (list, tuple))
+                                   and all(hasattr(c, "params") and hasattr(c, "lr") for c in items)):
+            raise InputError("checkpoints must be a TrainingRecorder or a list of Checkpoint(step, lr, params), "
+                             f"got {type(ck).__name__}")

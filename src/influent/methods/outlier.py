@@ -24,10 +24,11 @@ from ..data import Split
 from ..data.validate import InputError, check_choice, check_number
 from ..grads.source import GradientSource
 from ..models.base import ModelAdapter, resolve_params
-from .options import ProjectionOptions, opt
+from .options import ProjectionOptions, check_params, opt
 from .registry import Job, Result, register_method, register_pairwise, to_numpy
 
 DETECTORS = ("iforest", "l1", "l2", "ocsvm")
+KERNELS = ("linear", "poly", "rbf", "sigmoid")  # those of scikit-learn's OneClassSVM taking gradient rows
 _MAX_CACHED_PROJECTION = 1 << 24  # entries of R kept in memory; larger projections are regenerated per chunk
 _BLOCK = 4096  # rows of R generated from one seed
 
@@ -37,19 +38,22 @@ class GaussianProjection:
 
     Rows of R come in blocks of 4096: block b is drawn from `torch.Generator().manual_seed(seed * 1_000_003 + b)`,
     so R never has to be held whole (it is cached when p * k <= 2^24). Inner products and norms are
-    preserved in expectation (Johnson-Lindenstrauss).
+    preserved in expectation (Johnson-Lindenstrauss). Blocks are drawn on the CPU and moved to `device`
+    (default CPU; the model's device in `gradient_features`), so a seed gives the same R on every device.
     """
 
-    def __init__(self, p: int, k: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> None:
+    def __init__(self, p: int, k: int, seed: int = 0, dtype: torch.dtype = torch.float64,
+                 device: torch.device | str | None = None) -> None:
         if int(k) < 1:
             raise InputError(f"project must be a positive number of dimensions, got {k}")
         self.p, self.k, self.seed, self.dtype = int(p), int(k), int(seed), dtype
+        self.device = torch.device("cpu" if device is None else device)
         self._R = self.matrix() if self.p * self.k <= _MAX_CACHED_PROJECTION else None
 
     def _block(self, b: int) -> torch.Tensor:
         rows = min(_BLOCK, self.p - b * _BLOCK)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + b)
-        return torch.randn(rows, self.k, generator=gen, dtype=torch.float64).to(self.dtype)
+        return torch.randn(rows, self.k, generator=gen, dtype=torch.float64).to(device=self.device, dtype=self.dtype)
 
     def matrix(self) -> torch.Tensor:
         """R, shape (p, k) (unscaled)."""
@@ -57,10 +61,10 @@ class GaussianProjection:
 
     def __call__(self, G: torch.Tensor) -> torch.Tensor:
         """(B, p) -> (B, k)."""
-        G = G.to(self.dtype)
+        G = G.to(device=self.device, dtype=self.dtype)
         if self._R is not None:
             return G @ self._R / self.k**0.5
-        out = torch.zeros(G.shape[0], self.k, dtype=self.dtype)
+        out = torch.zeros(G.shape[0], self.k, dtype=self.dtype, device=self.device)
         for b in range((self.p + _BLOCK - 1) // _BLOCK):
             out += G[:, b * _BLOCK:(b + 1) * _BLOCK] @ self._block(b)
         return out / self.k**0.5
@@ -72,7 +76,7 @@ def gradient_features(adapter: ModelAdapter, split: Split, project: int | None =
     src = source or GradientSource(adapter, split, chunk_size)
     if project is None:
         return src.to_numpy()
-    proj = GaussianProjection(src.p, int(project), seed, adapter.dtype)
+    proj = GaussianProjection(src.p, int(project), seed, adapter.dtype, adapter.device)
     return torch.cat([proj(G) for _, G in src.chunks()]).cpu().numpy()
 
 
@@ -87,12 +91,12 @@ class OutlierOptions(ProjectionOptions):
     project: int | None = opt(None, "k: seeded Gaussian random projection of the gradients to k dimensions; "
                                     "None: the raw gradients")
     n_estimators: int = opt(100, "trees of the Isolation Forest")
-    max_samples: Any = opt("auto", "samples per tree of the Isolation Forest")
+    max_samples: Any = opt("auto", "samples per tree of the Isolation Forest: 'auto', a count or a fraction in (0, 1]")
     contamination: Any = opt("auto", "'auto' or the trimming budget as a fraction in (0, 0.5]: sets only the "
                                      "flagging threshold (n_flagged), never the ranking")
-    kernel: str = opt("rbf", "kernel of the One-Class SVM")
-    nu: float = opt(0.1, "nu of the One-Class SVM")
-    gamma: Any = opt("scale", "gamma of the One-Class SVM")
+    kernel: str = opt("rbf", "kernel of the One-Class SVM: 'linear' | 'poly' | 'rbf' | 'sigmoid'")
+    nu: float = opt(0.1, "nu of the One-Class SVM, in (0, 1]")
+    gamma: Any = opt("scale", "gamma of the One-Class SVM: 'scale' | 'auto' | a number >= 0")
     normalize: bool = opt(True, "pairwise form: normalise each class forest's scores")
 
     def __post_init__(self) -> None:
@@ -102,6 +106,17 @@ class OutlierOptions(ProjectionOptions):
         check_number(self.n_estimators, "n_estimators", kind=int, low=1)
         if self.contamination != "auto" and not 0 < check_number(self.contamination, "contamination") <= 0.5:
             raise InputError(f"contamination must be 'auto' or in (0, 0.5], got {self.contamination}")
+        if self.max_samples != "auto":  # scikit-learn's IsolationForest: a count, or a fraction of n
+            if isinstance(self.max_samples, float):
+                check_number(self.max_samples, "max_samples (a fraction)", low=0, high=1, low_open=True)
+            else:
+                check_number(self.max_samples, "max_samples ('auto', a count or a fraction)", kind=int, low=1)
+        check_choice(self.kernel, KERNELS, "kernel")
+        check_number(self.nu, "nu", low=0, high=1, low_open=True)
+        if self.gamma not in ("scale", "auto"):
+            check_number(self.gamma, "gamma ('scale', 'auto' or a number)", low=0)
+        check_choice(self.normalize, (True, False), "normalize")
+        check_params(self.params)
 
 
 def _features(job: Job, view: ModelAdapter, split: Split | None = None) -> np.ndarray:
@@ -123,15 +138,11 @@ def _forest(job: Job) -> IsolationForest:
 def outlier(job: Job) -> Result:
     """Outlier gradient analysis: raw = outlier score of g_z (higher = more outlying); values = -raw.
 
-    Options: detector ("iforest" | "l1" | "l2" | "ocsvm"), params ("auto": last layer of a neural net, all
-    parameters of a linear model; or "all", "last", module names), project (k: seeded Gaussian random
-    projection to k dimensions; None = raw gradients). L1 and L2 stream the gradients in chunks; the forest and
-    the SVM need the whole (n, p) matrix, so use `project` for large models. iforest: n_estimators (100),
-    max_samples ("auto"),
-    contamination ("auto", or the trimming budget as a fraction; it sets only the flagging threshold, recorded
-    as `n_flagged`, never the ranking); raw = -score_samples, the forest's anomaly score in (0, 1].
-    l1 / l2: raw = |g|_1, |g|_2. ocsvm: fitted on the target's validation gradients as inliers (needs a
-    target); nu (0.1), gamma ("scale"), kernel ("rbf"); raw = -decision_function.
+    iforest: raw = -score_samples, the forest's anomaly score in (0, 1] (`contamination` sets only the
+    flagging threshold, recorded as `n_flagged`, never the ranking). l1 / l2: raw = |g|_1, |g|_2, streamed
+    in chunks. ocsvm: fitted on the target's validation gradients as inliers (needs a target); raw =
+    -decision_function. The forest and the SVM need the whole (n, p) matrix, so use `project` for large
+    models. Options: `OutlierOptions` (``influent methods outlier``).
     """
     detector = job.options.detector
     view = resolve_params(job.adapter, job.options.params)
@@ -142,7 +153,8 @@ def outlier(job: Job) -> Result:
         if detector == "l2" and project is None:
             r = to_numpy(src.sq_norms().clamp_min(0).sqrt())
         else:
-            proj = None if project is None else GaussianProjection(src.p, int(project), job.seed, view.dtype)
+            proj = None if project is None else GaussianProjection(src.p, int(project), job.seed, view.dtype,
+                                                                   view.device)
             r = np.empty(len(job.train))
             for sl, G in src.chunks():
                 G = G if proj is None else proj(G)

@@ -41,7 +41,7 @@ def projected_hessian(job: Job, src: GradientSource) -> torch.Tensor:
     if closed is not None:
         H = 0.5 * (closed + closed.T)
         return P.vectors(P.vectors(H).T)
-    Hk = torch.empty(P.k, P.k, dtype=ctx.dtype)
+    Hk = torch.empty(P.k, P.k, dtype=ctx.dtype, device=ctx.device)
     for s in range(0, P.k, _BLOCK):
         e = min(P.k, s + _BLOCK)
         Hk[:, s:e] = P.vectors(ctx.hvp(P.transpose_block(s, e).to(ctx.dtype)))
@@ -60,7 +60,7 @@ def _factor(job: Job, src: GradientSource) -> torch.Tensor:
         job.used["damping"] = damping
         job.used["damping_rule"] = "0.1 * mean eigenvalue of the projected Hessian, trace(P H P^T) / k"
     job.used["solver"] = "exact (projected Hessian P H P^T)"
-    evals, Q = torch.linalg.eigh(Hk + damping * torch.eye(Hk.shape[0], dtype=Hk.dtype))
+    evals, Q = torch.linalg.eigh(Hk + damping * torch.eye(Hk.shape[0], dtype=Hk.dtype, device=Hk.device))
     n_neg = int((evals < 0).sum())
     if n_neg and not convex:
         warnings.warn(f"projected influence: P H P^T + damping*I has {n_neg} negative eigenvalue(s) on this non-convex "
@@ -72,7 +72,7 @@ def _factor(job: Job, src: GradientSource) -> torch.Tensor:
 
 def _rows_dot(src: GradientSource, U: torch.Tensor) -> torch.Tensor:
     """(n, m) products of the projected training rows with U (k, m)."""
-    out = torch.empty(src.n, U.shape[1], dtype=U.dtype)
+    out = torch.empty(src.n, U.shape[1], dtype=U.dtype, device=U.device)
     for sl, G in src.chunks():
         out[sl] = G.to(U.dtype) @ U
     return out

@@ -193,8 +193,8 @@ def _min_rayleigh(ctx: CurvatureContext, steps: int = 30, max_rows: int = 2048) 
     a seeded subsample of at most `max_rows` rows. Ritz values lie inside the spectrum, so a negative value
     means the matrix (on that subsample) is surely indefinite."""
     gen = torch.Generator().manual_seed(ctx.seed)
-    index = torch.randperm(ctx.n, generator=gen)[:max_rows] if ctx.n > max_rows else None
-    q = torch.randn(ctx.p, generator=gen, dtype=ctx.dtype)
+    index = torch.randperm(ctx.n, generator=gen)[:max_rows].to(ctx.device) if ctx.n > max_rows else None
+    q = torch.randn(ctx.p, generator=gen, dtype=ctx.dtype).to(ctx.device)  # drawn on the CPU: the same on every device
     Q = [q / q.norm()]
     alphas, betas = [], []
     for j in range(min(steps, ctx.p)):

@@ -170,11 +170,8 @@ def tmc_shapley(job: Job) -> Result:
     """Truncated Monte Carlo Data Shapley (Ghorbani & Zou 2019): raw = values = the estimated Shapley value
     of each sample under the validation utility (higher = more valuable).
 
-    Options: permutations (T, default 100), tolerance (truncate once |U(D) - U(prefix)| < tolerance |U(D)|,
-    default 0.01; 0 = no truncation), patience (consecutive in-tolerance prefixes before truncating, 1 =
-    the paper's Algorithm 1), utility ("accuracy" | "target"), empty_utility (U of the empty set),
-    n_jobs (worker processes, default 1; the permutations are split among them). Cost: about
-    T x (mean truncation position) refits.
+    A permutation is truncated once |U(D) - U(prefix)| < tolerance |U(D)| (Algorithm 1). Cost: about
+    T x (mean truncation position) refits. Options: `ShapleyOptions` (``influent methods tmc-shapley``).
     """
     from ..models.refit import Accuracy, TargetValue
 

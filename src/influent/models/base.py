@@ -253,7 +253,8 @@ class ModelAdapter:
     def reg_hessian_diag(self) -> torch.Tensor:
         """Diagonal of the regulariser's Hessian over the flattened analysed parameters (p,)."""
         table = dict(self._require_fitted().named_parameters())  # sizes only: no parameter copies
-        parts = [torch.full((table[n].numel(),), float(self.reg_coef.get(n, 0.0)), dtype=self.dtype)
+        parts = [torch.full((table[n].numel(),), float(self.reg_coef.get(n, 0.0)), dtype=self.dtype,
+                            device=self.device)
                  for n in self.param_names()]
         return torch.cat(parts)
 

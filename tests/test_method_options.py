@@ -7,7 +7,7 @@ import pytest
 from sklearn.datasets import load_iris
 
 import influent as inf
-from influent.cli import main
+from helpers import run_cli
 from influent.methods import METHODS
 from influent.methods.options import MethodOptions, build_options
 
@@ -20,14 +20,6 @@ def iris():
     return inf.Split(X[tr], y[tr]), inf.Split(X[va], y[va])
 
 
-def run_cli(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_every_method_declares_typed_documented_options():
@@ -85,6 +77,10 @@ def test_saved_settings_are_every_option_plus_the_facts_of_the_run(iris):
     g = inf.score(model, train, valid, method="gex", members=3)
     assert {k: g.settings[k] for k in ("members", "steps", "lr", "batch_size", "sampling")} == \
         {"members": 3, "steps": 10, "lr": 0.01, "batch_size": 32, "sampling": "independent"}
+    # the checked values are what is saved: plain Python numbers, not the numpy or string forms given
+    h = inf.score(model, train, valid, method="gex", members=np.int64(3), lr="0.01", batch_size=np.float64(32))
+    assert [type(h.settings[k]) for k in ("members", "lr", "batch_size")] == [int, float, int]
+    assert np.array_equal(h.values, g.values)
 
 
 def test_fi_builds_its_solver_with_the_one_solver_function(iris):

@@ -163,9 +163,9 @@ class EnsembleOptions(GradOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_number(self.members, "members", kind=int, low=1)
+        self.members = check_number(self.members, "members", kind=int, low=1)
         check_choice(self.mode, MODES, "mode")
-        check_number(self.noise, "noise", low=0)
+        self.noise = check_number(self.noise, "noise", low=0)
         pair = not np.isscalar(self.rate)
         if pair and (isinstance(self.rate, str) or len(self.rate) != 2):
             raise InputError(f"rate must be a number in [0, 1) or a pair (lo, hi), got {self.rate!r}")
@@ -313,10 +313,10 @@ class GEXOptions(MethodOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_number(self.members, "members", kind=int, low=1)
-        check_number(self.steps, "steps", kind=int, low=1)
-        check_number(self.lr, "lr", low=0, low_open=True)
-        check_number(self.batch_size, "batch_size", kind=int, low=1)
+        self.members = check_number(self.members, "members", kind=int, low=1)
+        self.steps = check_number(self.steps, "steps", kind=int, low=1)
+        self.lr = check_number(self.lr, "lr", low=0, low_open=True)
+        self.batch_size = check_number(self.batch_size, "batch_size", kind=int, low=1)
         check_choice(self.sampling, ("independent", "trajectory"), "sampling")
 
 

@@ -358,12 +358,12 @@ class FIOptions(FISolverOptions):
         super().__post_init__()
         check_choice(self.approx, APPROX, "approx")
         check_choice(self.jacobian, JACOBIANS, "jacobian")
-        check_number(self.rank, "rank", kind=int, low=1)
-        check_number(self.power_iters, "power_iters", kind=int, low=0)
+        self.rank = check_number(self.rank, "rank", kind=int, low=1)
+        self.power_iters = check_number(self.power_iters, "power_iters", kind=int, low=0)
         if self.subsample is not None and not 0 < check_number(self.subsample, "subsample") <= 1:
             raise InputError(f"subsample must be a fraction in (0, 1], got {self.subsample}")
         check_choice(self.rank_features, RANK_FEATURES, "rank_features")
-        check_number(self.n_estimators, "n_estimators", kind=int, low=1)
+        self.n_estimators = check_number(self.n_estimators, "n_estimators", kind=int, low=1)
         check_choice(self.keep_exact, (False, True), "keep_exact")
 
 
@@ -378,7 +378,7 @@ class FIPairedOptions(FISolverOptions):
         super().__post_init__()
         if self.reduce not in ("max", "mean"):
             raise InputError(f"fi-paired: reduce must be 'max' or 'mean', got {self.reduce!r}")
-        check_number(self.max_n, "fi-paired: max_n", kind=int, low=1)
+        self.max_n = check_number(self.max_n, "fi-paired: max_n", kind=int, low=1)
 
 
 def _fit(job: Job, default: str) -> Solver:

@@ -423,9 +423,9 @@ class MislabelOptions(MethodOptions):
         check_choice(self.kind, KINDS, "kind", unknown="mislabel kind")
         check_choice(self.hessian, ("loo", "full"), "mislabel: hessian")
         check_choice(self.precision, ("float32", "float64"), "mislabel: precision")
-        check_number(self.rounds, "mislabel: rounds", kind=int, low=0)
-        check_number(self.newton_steps, "mislabel: newton_steps", kind=int, low=1)
-        check_number(self.refresh, "mislabel: refresh", kind=int, low=1)
+        self.rounds = check_number(self.rounds, "mislabel: rounds", kind=int, low=0)
+        self.newton_steps = check_number(self.newton_steps, "mislabel: newton_steps", kind=int, low=1)
+        self.refresh = check_number(self.refresh, "mislabel: refresh", kind=int, low=1)
         check_choice(self.calibrate, (False, True), "mislabel: calibrate")
         check_params(self.params, "mislabel: params")
         if self.damping != "auto":

@@ -18,8 +18,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from ..data.validate import InputError, check_choice, check_damping
+from ..grads.source import GRAD_METHODS
 
-GRAD_METHODS = ("auto", "factorised", "vmap", "loop")
 
 
 def opt(default: Any, doc: str) -> Any:

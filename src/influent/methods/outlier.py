@@ -102,19 +102,21 @@ class OutlierOptions(ProjectionOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice(self.detector, DETECTORS, "detector", unknown="detector")
-        check_number(self.project, "project", kind=int, low=1, none=True)
-        check_number(self.n_estimators, "n_estimators", kind=int, low=1)
+        self.project = check_number(self.project, "project", kind=int, low=1, none=True)
+        self.n_estimators = check_number(self.n_estimators, "n_estimators", kind=int, low=1)
         if self.contamination != "auto" and not 0 < check_number(self.contamination, "contamination") <= 0.5:
             raise InputError(f"contamination must be 'auto' or in (0, 0.5], got {self.contamination}")
         if self.max_samples != "auto":  # scikit-learn's IsolationForest: a count, or a fraction of n
             if isinstance(self.max_samples, float):
-                check_number(self.max_samples, "max_samples (a fraction)", low=0, high=1, low_open=True)
+                self.max_samples = check_number(self.max_samples, "max_samples (a fraction)", low=0, high=1,
+                                                low_open=True)
             else:
-                check_number(self.max_samples, "max_samples ('auto', a count or a fraction)", kind=int, low=1)
+                self.max_samples = check_number(self.max_samples, "max_samples ('auto', a count or a fraction)",
+                                                kind=int, low=1)
         check_choice(self.kernel, KERNELS, "kernel")
-        check_number(self.nu, "nu", low=0, high=1, low_open=True)
+        self.nu = check_number(self.nu, "nu", low=0, high=1, low_open=True)
         if self.gamma not in ("scale", "auto"):
-            check_number(self.gamma, "gamma ('scale', 'auto' or a number)", low=0)
+            self.gamma = check_number(self.gamma, "gamma ('scale', 'auto' or a number)", low=0)
         check_choice(self.normalize, (True, False), "normalize")
         check_params(self.params)
 

@@ -156,13 +156,13 @@ class ShapleyOptions(MethodOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_number(self.permutations, "tmc-shapley: permutations", kind=int, low=1)
-        check_number(self.tolerance, "tmc-shapley: tolerance", low=0)
-        check_number(self.patience, "tmc-shapley: patience", kind=int, low=1)
+        self.permutations = check_number(self.permutations, "tmc-shapley: permutations", kind=int, low=1)
+        self.tolerance = check_number(self.tolerance, "tmc-shapley: tolerance", low=0)
+        self.patience = check_number(self.patience, "tmc-shapley: patience", kind=int, low=1)
         if self.utility not in UTILITIES:
             raise InputError(f"tmc-shapley: utility must be one of {list(UTILITIES)}, got {self.utility!r}")
-        check_number(self.empty_utility, "tmc-shapley: empty_utility", none=True)
-        check_number(self.n_jobs, "tmc-shapley: n_jobs", kind=int)
+        self.empty_utility = check_number(self.empty_utility, "tmc-shapley: empty_utility", none=True)
+        self.n_jobs = check_number(self.n_jobs, "tmc-shapley: n_jobs", kind=int)
 
 
 @register_method("tmc-shapley", title="TMC-Shapley", options=ShapleyOptions)

@@ -17,6 +17,10 @@ import numpy as np
 from ..data import Split
 from ..data.validate import InputError
 from ..data.scores import Scores, jsonable
+from ..models.base import ModelAdapter
+from .config import RunConfig
+from .inputs import Data
+from .steps import Steps
 
 N_BINS = 40
 
@@ -118,7 +122,7 @@ def as_image(x: np.ndarray, shape: tuple[int, ...], lo: float, hi: float) -> np.
     return np.round(scaled * 255).astype(np.uint8)
 
 
-def sample_kind(data: Any) -> str:
+def sample_kind(data: Data) -> str:
     if getattr(data, "text", None) is not None:
         return "text"
     if getattr(data, "image_shape", None):
@@ -126,7 +130,7 @@ def sample_kind(data: Any) -> str:
     return "tabular"
 
 
-def samples(positions: np.ndarray, scores: Scores, train: Split, model: Any, data: Any, kind: str,
+def samples(positions: np.ndarray, scores: Scores, train: Split, model: ModelAdapter, data: Data, kind: str,
             threshold: float = 0.0) -> list[dict[str, Any]]:
     """One record per sample at `positions`: id, label, the model's prediction, value, rank, and its
     content: an image (base64 PNG), a text, or its most unusual feature values (z-scores). Content shows
@@ -175,7 +179,7 @@ def samples(positions: np.ndarray, scores: Scores, train: Split, model: Any, dat
 
 
 # ---- removal curve --------------------------------------------------------------------------------------
-def removal_curve(model: Any, train: Split, test: Split, scores: Scores, fractions: list[float], repeats: int,
+def removal_curve(model: ModelAdapter, train: Split, test: Split, scores: Scores, fractions: list[float], repeats: int,
                   seed: int, target_kind: str, tick: Any = None) -> dict[str, Any]:
     """Test accuracy and test target cost after removing the k lowest-valued samples (harmful first), the
     k highest-valued (helpful first) and k random samples (`repeats` nested random orders), refitting each
@@ -223,7 +227,7 @@ def detection_data(values: np.ndarray, noisy: np.ndarray, edges: list[float]) ->
 
 
 # ---- everything -----------------------------------------------------------------------------------------
-def report_data(cfg: Any, data: Any, model: Any, scores: Scores, steps: Any) -> dict[str, Any]:
+def report_data(cfg: RunConfig, data: Data, model: ModelAdapter, scores: Scores, steps: Steps) -> dict[str, Any]:
     """The `results` section of run.json: summary numbers, distribution, samples, curve, detection."""
     from ..methods import METHODS
 

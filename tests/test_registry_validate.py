@@ -30,13 +30,22 @@ def test_registry_keeps_order_and_names_the_choices_of_an_unknown_name():
 
 
 def test_registry_decorator_registers_the_built_entry():
+    from influent.data.registry import Entry as RegEntry
+
     reg = Registry("suite")
 
-    @reg.register(lambda fn, name: Entry(name, fn.__name__), name="quick")
+    @reg.register("quick", title="Quick run")
     def run():
+        """Runs fast."""
         return 1
 
-    assert run() == 1 and reg["quick"].title == "run"
+    @reg.register("slow", lambda name, obj, **kw: Entry(name, obj.__name__))
+    def other():
+        return 2
+
+    assert run() == 1 and isinstance(reg["quick"], RegEntry) and reg["quick"]() == 1
+    assert (reg["quick"].title, reg["quick"].summary) == ("Quick run", "Runs fast.")
+    assert reg["slow"].title == "other"
 
 
 @pytest.mark.parametrize("value, kw, message", [

@@ -28,11 +28,7 @@ STRATEGIES: Registry[Entry] = Registry("strategy")  # name -> Entry(name, strate
 
 def strategy(name: str, title: str = "", summary: str = "") -> Callable[[Strategy], Strategy]:
     """Decorator adding a strategy function to `STRATEGIES` (summary: its docstring's first line)."""
-    def deco(fn: Strategy) -> Strategy:
-        STRATEGIES.add(Entry(name, fn, title, summary))
-        return fn
-
-    return deco
+    return STRATEGIES.register(name, title=title, summary=summary)
 
 
 def resolve_strategy(strategy: str | Strategy, options: dict[str, Any]) -> Strategy:

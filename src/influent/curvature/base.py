@@ -312,8 +312,7 @@ def register(name: str, title: str = "", summary: str = "") -> Callable[[type], 
 
     def deco(cls: type) -> type:
         cls.name = name
-        SOLVERS.add(Entry(name, cls, title, summary))
-        return cls
+        return SOLVERS.register(name, title=title, summary=summary)(cls)
 
     return deco
 

@@ -76,11 +76,12 @@ class Registry(Mapping, Generic[T]):
         self._entries[name] = entry
         return entry
 
-    def register(self, make: Callable[..., T], **fields) -> Callable:
-        """A decorator: ``@REG.register(Spec, name="x", ...)`` adds ``Spec(fn, **fields)``; returns fn."""
-        def deco(fn):
-            self.add(make(fn, **fields))
-            return fn
+    def register(self, name: str, make: Callable[..., T] | None = None, **fields: Any) -> Callable:
+        """A decorator: ``@REG.register("x", title=...)`` adds ``make("x", obj, **fields)`` (default `Entry`)
+        for the decorated function or class, and returns it unchanged."""
+        def deco(obj):
+            self.add((make or Entry)(name, obj, **fields))
+            return obj
         return deco
 
     def __getitem__(self, name: str) -> T:

@@ -60,12 +60,7 @@ SUITES: Registry[Suite] = Registry("suite")
 
 def register_suite(name: str, summary: str = "") -> Callable[[SuiteFn], SuiteFn]:
     """Decorator adding ``fn(quick: bool) -> DataFrame`` to the registry under `name`."""
-
-    def deco(fn: SuiteFn) -> SuiteFn:
-        SUITES.add(Suite(name, fn, summary=summary))
-        return fn
-
-    return deco
+    return SUITES.register(name, Suite, summary=summary)
 
 
 def lazy_suite(name: str, module: str, function: str, summary: str) -> None:

@@ -177,3 +177,13 @@ def test_a_truncated_topk_file_is_a_one_line_error(iris, tmp_path):
     with pytest.raises(inf.InputError, match="cannot read the streamed attribution") as exc:
         load_topk(out)
     assert "\n" not in str(exc.value)
+
+
+def test_a_refused_call_creates_no_output_folder(iris, tmp_path):
+    train, test = iris
+    model = inf.models.SklearnLogistic(C=1.0).fit(train)
+    with pytest.raises(inf.InputError, match="does not take option"):
+        attribute_stream(model, train, test, tmp_path / "att", method="ip", colour="red")
+    with pytest.raises(inf.InputError, match="test must be an influent Split"):
+        attribute_stream(model, train, test.X, tmp_path / "att", method="ip")
+    assert not (tmp_path / "att").exists()

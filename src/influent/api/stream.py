@@ -24,6 +24,8 @@ import numpy as np
 from ..data import Split
 from ..data.validate import InputError, check_number
 from ..data.atomic import atomic_group, atomic_write
+from ..models.base import _eval_mode
+from .verbs import _check_test, _check_used, _job, _pairwise
 
 
 @dataclass
@@ -75,23 +77,17 @@ def attribute_stream(model: Any, train: Split, test: Split, out: str | Path, met
     check_options : refuse options the pairwise form never read (a misspelt option); False for the options of
         a score run, already checked there, which may hold options only the method's score form reads
     """
-    from .verbs import _check_used, _job, _method
-    from ..models.base import _eval_mode
-    from ..methods.registry import Job
-
-    spec = _method(method)
-    if spec.pairwise is None:
-        raise InputError(f"method {method!r} has no pairwise form")
-    check_number(k, "k", kind=int, low=1)
-    check_number(block, "block", kind=int, low=1)
+    spec = _pairwise(method)
+    k = check_number(k, "k", kind=int, low=1)
+    block = check_number(block, "block", kind=int, low=1)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise InputError(f"{out} already holds outputs; pass force=True (--force) to replace them")
+    job = _job(model, train, None, options, chunk_size, None, seed, None, method)  # checked before `out` exists
+    _check_test(model, test)
     out.mkdir(parents=True, exist_ok=True)
     import zarr
 
-    job: Job = _job(model, train, None, options, chunk_size, None, seed, None, method)
-    model.check_split(test)
     solver = None
     fit_solver = job.solver
 

@@ -13,6 +13,7 @@ from ..data.validate import InputError, check_fitted, check_number
 from ..grads.projection import PROJECTABLE
 from ..grads.source import Progress
 from ..methods import METHODS, Job
+from ..methods.registry import MethodSpec
 from ..methods.options import build_options
 from ..models.base import ModelAdapter, _eval_mode
 from ..data.scores import Scores
@@ -28,8 +29,6 @@ def _job(model: ModelAdapter, train: Split, target: Target | Split | None, optio
     if not isinstance(train, Split):
         raise InputError(f"train must be an influent Split, got {type(train).__name__}")
     model.check_split(train)
-    if "projection" in options and options["projection"] is None:  # the default of every method: no projection
-        options = {k: v for k, v in options.items() if k != "projection"}
     if options.get("projection") is not None and method not in PROJECTABLE:
         raise InputError(f"method {method!r} does not take a projection; methods that do: {list(PROJECTABLE)}")
     if target is not None and not isinstance(target, (Split, Target)):
@@ -42,6 +41,13 @@ def _job(model: ModelAdapter, train: Split, target: Target | Split | None, optio
     if target is not None:
         target.prepare(model)
     return Job(model, train, target, built, chunk_size, store, seed, progress)
+
+
+def _check_test(model: ModelAdapter, test: Any) -> None:
+    """A one-line `InputError` unless `test` is a Split the model can read."""
+    if not isinstance(test, Split):
+        raise InputError(f"test must be an influent Split, got {type(test).__name__}")
+    model.check_split(test)
 
 
 def _prepare(backend: str, backend_options: dict[str, Any] | None, model: ModelAdapter, train: Split,
@@ -81,8 +87,13 @@ def _check_used(job: Job, method: str) -> None:
         raise InputError(f"method {method!r} does not take option(s) {unused}")
 
 
-def _method(name: str):
-    return METHODS[name]
+def _pairwise(method: str) -> MethodSpec:
+    """The registered method `method` if it has a pairwise form, else a one-line `InputError` with those that do."""
+    spec = METHODS[method]
+    if spec.pairwise is None:
+        have = sorted(METHODS.names(lambda s: s.pairwise is not None))
+        raise InputError(f"method {method!r} has no pairwise form; choose one of {have}")
+    return spec
 
 
 def score(model: ModelAdapter, train: Split, target: Target | Split | None = None, method: str = "if", *,
@@ -107,11 +118,10 @@ def score(model: ModelAdapter, train: Split, target: Target | Split | None = Non
     **options : method options, e.g. solver="cg", damping=1e-3, solver_options={...}, checkpoints=...; the
         method's options dataclass (`METHODS[method].options`, `influent methods NAME`) lists them
     """
-    spec = _method(method)
-    if backend != "local":  # check the input before any remote work
-        _job(model, train, target, options, chunk_size, store, seed, progress, method)
+    spec = METHODS[method]
+    job = _job(model, train, target, options, chunk_size, store, seed, progress, method)  # checked before any work
     store, ran_on = _prepare(backend, backend_options, model, train, options, chunk_size, store, progress)
-    job = _job(model, train, target, options, chunk_size, store, seed, progress, method)
+    job.store = store  # the store the backend filled (the caller's own, locally)
     if spec.needs_target:
         job.need_target(method)
     t0 = time.perf_counter()
@@ -136,18 +146,11 @@ def attribute(model: ModelAdapter, train: Split, test: Split, method: str = "ip"
     """(n_train, n_test) pairwise attributions: entry (i, j) estimates how much test sample j's loss rises
     when training sample i is removed (higher = i helps j). Methods: those with a pairwise form.
     `backend`, `backend_options`: as in `score` (the Ray backend computes the training gradients)."""
-    spec = _method(method)
-    if spec.pairwise is None:
-        have = sorted(k for k, s in METHODS.items() if s.pairwise is not None)
-        raise InputError(f"method {method!r} has no pairwise form; choose one of {have}")
-    store, ran_on = None, {"backend": "local"}
-    if backend != "local":
-        _job(model, train, None, options, chunk_size, None, seed, progress, method)
-        store, ran_on = _prepare(backend, backend_options, model, train, options, chunk_size, None, progress)
-    job = _job(model, train, None, options, chunk_size, store, seed, progress, method)
-    if not isinstance(test, Split):
-        raise InputError(f"test must be an influent Split, got {type(test).__name__}")
-    model.check_split(test)
+    spec = _pairwise(method)
+    job = _job(model, train, None, options, chunk_size, None, seed, progress, method)
+    _check_test(model, test)
+    job.store, ran_on = _prepare(backend, backend_options, model, train, options, chunk_size, None, progress)
+    store = job.store
     try:
         with _eval_mode(model._require_fitted()):
             out = spec.pairwise(job, test)

@@ -68,11 +68,12 @@ class MethodOptions:
 def build_options(method: str, cls: type | None, given: dict[str, Any]) -> MethodOptions:
     """`cls(**given)` with the one-line errors of an unknown option; the result tracks its reads.
 
-    `checkpoints` is ignored by a method without that option (suites hand recorded checkpoints to every
-    method), as before typed options."""
+    Two options are ignored by a method without them, as before typed options: `checkpoints` (suites hand
+    recorded checkpoints to every method) and ``projection=None`` (no projection, every method's default)."""
     cls = cls or MethodOptions
     names = {f.name for f in fields(cls)}
-    given = {k: v for k, v in given.items() if k in names or k != "checkpoints"}
+    given = {k: v for k, v in given.items()
+             if k in names or not (k == "checkpoints" or (k == "projection" and v is None))}
     unknown = sorted(set(given) - names)
     if unknown:
         raise InputError(f"method {method!r} does not take option(s) {unknown}")

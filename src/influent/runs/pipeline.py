@@ -164,12 +164,12 @@ def topk_step(cfg: RunConfig, data: Data, model: Any, stage: Path | None = None)
     import numpy as np
 
     from ..api.stream import attribute_stream
-    from ..api.verbs import _method
+    from ..methods import METHODS
 
     if data.test is None:
         return {"skipped": "no test split was given (--test FILE), so the top-k attribution of test samples was "
                            "not computed"}, None
-    own = _method(cfg.method).pairwise is not None
+    own = METHODS[cfg.method].pairwise is not None
     method = cfg.method if own else "ip"
     options = dict(cfg.method_options) if own else {k: v for k, v in cfg.method_options.items()
                                                        if k in ("projection", "grad_method")}

@@ -14,8 +14,7 @@ test_ids) and ``meta.json`` (method, options, sizes). `explain` reads a folder b
 from __future__ import annotations
 
 import json
-import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import numpy as np
 from ..data import Split
 from ..data.validate import InputError, check_number
 from ..data.atomic import atomic_group, atomic_write
+from ..data.io import read_table
 from ..models.base import _eval_mode
 from .verbs import _check_test, _check_used, _job, _pairwise
 
@@ -117,8 +117,7 @@ def attribute_stream(model: Any, train: Split, test: Split, out: str | Path, met
 
     def write_topk(path: Path) -> None:
         with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to the staged name
-            np.savez(f, helpful_index=hi_i, helpful_value=hi_v, harmful_index=lo_i, harmful_value=lo_v,
-                     train_ids=top.train_ids, test_ids=top.test_ids)
+            np.savez(f, **asdict(top))
 
     with atomic_group():  # both files appear together, with the umask's modes, or neither
         atomic_write(out / "topk.npz", write_topk)
@@ -135,14 +134,14 @@ def load_topk(folder: str | Path) -> tuple[TopK, dict[str, Any]]:
     if not (folder / "topk.npz").is_file() or not (folder / "meta.json").is_file():
         raise InputError(f"{folder} holds no streamed attribution (topk.npz, meta.json); write one with "
                          "influent score --test FILE --topk K, or influent.attribute_stream")
+    again = "write it again with influent score --test FILE --topk K --force"
+    z = read_table(folder / "topk.npz", "the streamed attribution", kinds=("npz",), advice=again)
     try:
-        with np.load(folder / "topk.npz", allow_pickle=False) as z:
-            top = TopK(z["helpful_index"], z["helpful_value"], z["harmful_index"], z["harmful_value"],
-                       z["train_ids"], z["test_ids"])
+        top = TopK(**{f.name: z[f.name] for f in fields(TopK)})
         meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # a truncated or foreign file
-        raise InputError(f"{folder}: cannot read the streamed attribution ({type(exc).__name__}: {exc}); "
-                         "write it again with influent score --test FILE --topk K --force") from None
+    except (OSError, ValueError, KeyError) as exc:  # a foreign topk.npz or a truncated meta.json
+        raise InputError(f"the streamed attribution: cannot read {folder} ({type(exc).__name__}: {exc}); "
+                         f"{again}") from None
     return top, meta
 
 

@@ -161,6 +161,11 @@ def test_score_topk_keeps_a_score_only_option_and_stages_beside_the_output(csv_d
     code, _, err = _cli(_score_args(csv_dir, out, "--method", "outlier", "-o", "contamination=0.1", "--topk", 2), capsys)
     assert code == 0, err
     assert (out / "attribution" / "topk.npz").is_file()
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (out / "attribution").stat().st_mode & 0o777 == 0o777 & ~mask  # a new folder's mode, not mkdtemp's 0700
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["run"]  # no staging folder left beside it
     assert not any(system_tmp.iterdir())  # nothing staged in the system temporary folder
 

@@ -13,11 +13,24 @@ from typing import Any, Iterator
 _GROUPS: list[list[tuple[Path, Path]]] = []  # open `atomic_group` blocks: (staged temporary, final path)
 
 
-def _file_mode() -> int:
-    """The mode a new file gets under the process umask (0666 & ~umask), as `open` would give it."""
+def _umask() -> int:
+    """The process umask (read by setting it and setting it back)."""
     mask = os.umask(0o022)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
+
+
+def _file_mode() -> int:
+    """The mode a new file gets under the process umask (0666 & ~umask), as `open` would give it."""
+    return 0o666 & ~_umask()
+
+
+def staging_folder(prefix: str, dir: str | Path | None = None) -> Path:
+    """A new empty folder (`tempfile.mkdtemp` in `dir`) with the mode a new folder gets under the umask
+    (0777 & ~umask), not mkdtemp's 0700, for output staged there and moved into place."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
+    os.chmod(folder, 0o777 & ~_umask())
+    return folder
 
 
 def _fsync_dir(folder: Path) -> None:

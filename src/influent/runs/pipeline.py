@@ -158,12 +158,10 @@ def topk_step(cfg: RunConfig, data: Data, model: Any, stage: Path | None = None)
     The run's method is used when it has a pairwise form; otherwise "ip" (with the run's projection, if
     any). Without a test split nothing is computed and the data says why.
     """
-    import os
-    import tempfile
-
     import numpy as np
 
     from ..api.stream import attribute_stream
+    from ..data.atomic import staging_folder
     from ..methods import METHODS
 
     if data.test is None:
@@ -173,10 +171,7 @@ def topk_step(cfg: RunConfig, data: Data, model: Any, stage: Path | None = None)
     method = cfg.method if own else "ip"
     options = dict(cfg.method_options) if own else {k: v for k, v in cfg.method_options.items()
                                                        if k in ("projection", "grad_method")}
-    folder = Path(tempfile.mkdtemp(prefix=".influent-attribution-", dir=stage))
-    mask = os.umask(0o022)
-    os.umask(mask)
-    os.chmod(folder, 0o777 & ~mask)  # the mode a new folder gets, not mkdtemp's 0700
+    folder = staging_folder(".influent-attribution-", stage)
     try:
         top = attribute_stream(model, data.train, data.test, folder, method=method, k=cfg.topk,
                                chunk_size=cfg.chunk_size, seed=cfg.seed, check_options=False, **options)

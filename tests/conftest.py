@@ -46,3 +46,23 @@ def small_mlp(digits_small):
     torch.manual_seed(0)
     return inf.models.TabularMLP(hidden=(8,), weight_decay=1e-3, dtype=torch.float64,
                                  train=inf.models.TrainConfig(epochs=300, lr=1e-2)).fit(train)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """Breast cancer, standardised, as train (300) / valid (135) / test (134) CSV files, plus a pool."""
+    import pandas as pd
+
+    d = tmp_path_factory.mktemp("data")
+    X, y = load_breast_cancer(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    idx = np.random.default_rng(0).permutation(len(X))
+    cols = [f"f{j}" for j in range(X.shape[1])]
+    for name, rows in (("train", idx[:300]), ("valid", idx[300:435]), ("test", idx[435:])):
+        df = pd.DataFrame(X[rows], columns=cols)
+        df["y"] = y[rows]
+        df.to_csv(d / f"{name}.csv", index=False)
+    pool = pd.DataFrame(X[idx[435:]], columns=cols)
+    pool.insert(0, "key", np.arange(len(pool)) + 1000)
+    pool.to_csv(d / "pool.csv", index=False)
+    return d

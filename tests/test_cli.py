@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.datasets import load_breast_cancer
 
 import influent as inf
 from influent.cli import main
@@ -25,24 +24,6 @@ from helpers import run_cli
 
 def listing(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """Breast cancer, standardised, as train (300) / valid (135) / test (134) CSV files, plus a pool."""
-    d = tmp_path_factory.mktemp("data")
-    X, y = load_breast_cancer(return_X_y=True)
-    X = (X - X.mean(0)) / X.std(0)
-    idx = np.random.default_rng(0).permutation(len(X))
-    cols = [f"f{j}" for j in range(X.shape[1])]
-    for name, rows in (("train", idx[:300]), ("valid", idx[300:435]), ("test", idx[435:])):
-        df = pd.DataFrame(X[rows], columns=cols)
-        df["y"] = y[rows]
-        df.to_csv(d / f"{name}.csv", index=False)
-    pool = pd.DataFrame(X[idx[435:]], columns=cols)
-    pool.insert(0, "key", np.arange(len(pool)) + 1000)
-    pool.to_csv(d / "pool.csv", index=False)
-    return d
 
 
 @pytest.fixture(scope="module")

@@ -48,25 +48,6 @@ def test_explain_cli_prints_the_rows_and_rejects_bad_input(iris, tmp_path, capsy
 
 
 # ---- influent score --topk K: the streamed attribution of the test split in the run folder ----------------
-@pytest.fixture(scope="module")
-def csv_dir(tmp_path_factory):
-    """Breast cancer, standardised, as train (300) / valid (135) / test (134) CSV files."""
-    import pandas as pd
-    from sklearn.datasets import load_breast_cancer
-
-    d = tmp_path_factory.mktemp("data")
-    X, y = load_breast_cancer(return_X_y=True)
-    X = (X - X.mean(0)) / X.std(0)
-    idx = np.random.default_rng(0).permutation(len(X))
-    for name, rows in (("train", idx[:300]), ("valid", idx[300:435]), ("test", idx[435:])):
-        df = pd.DataFrame(X[rows], columns=[f"f{j}" for j in range(X.shape[1])])
-        df["y"] = y[rows]
-        df.to_csv(d / f"{name}.csv", index=False)
-    return d
-
-
-
-
 def _score_args(d, out, *extra, test=True):
     return (["score", "--train", d / "train.csv", "--valid", d / "valid.csv"] + (["--test", d / "test.csv"] if test else [])
             + ["--label", "y", "--no-curve", "--out", out, *extra])
@@ -84,14 +65,14 @@ def _dense(d, method):
 
 
 @pytest.mark.parametrize("method,pairwise", [("if", "if"), ("self-if", "ip")])
-def test_score_topk_writes_the_test_attribution_explain_reads_it_and_the_report_shows_it(csv_dir, tmp_path, capsys,
+def test_score_topk_writes_the_test_attribution_explain_reads_it_and_the_report_shows_it(data_dir, tmp_path, capsys,
                                                                                         method, pairwise):
     import json
 
     out = tmp_path / "run"
-    code, stdout, err = _cli(_score_args(csv_dir, out, "--method", method, "--topk", 4), capsys)
+    code, stdout, err = _cli(_score_args(data_dir, out, "--method", method, "--topk", 4), capsys)
     assert code == 0, err
-    data, dense = _dense(csv_dir, pairwise)  # a method without a pairwise form falls back to ip
+    data, dense = _dense(data_dir, pairwise)  # a method without a pairwise form falls back to ip
     Z = np.asarray(zarr.open_array(str(out / "attribution" / "attribution.zarr"), mode="r")[:])
     assert Z.shape == (300, 134) and np.allclose(Z, dense, rtol=1e-8, atol=1e-12)
     top = np.load(out / "attribution" / "topk.npz")
@@ -117,11 +98,11 @@ def test_score_topk_writes_the_test_attribution_explain_reads_it_and_the_report_
     assert "planted-id-123" in build_report(rec)
 
 
-def test_score_topk_without_test_split_is_skipped_with_a_note(csv_dir, tmp_path, capsys):
+def test_score_topk_without_test_split_is_skipped_with_a_note(data_dir, tmp_path, capsys):
     import json
 
     out = tmp_path / "run"
-    code, stdout, err = _cli(_score_args(csv_dir, out, "--method", "ip", "--topk", 3, test=False), capsys)
+    code, stdout, err = _cli(_score_args(data_dir, out, "--method", "ip", "--topk", 3, test=False), capsys)
     assert code == 0, err
     assert "top-k attribution skipped" in stdout and not (out / "attribution").exists()
     assert "skipped" in json.loads((out / "run.json").read_text())["results"]["attribution"]
@@ -130,25 +111,25 @@ def test_score_topk_without_test_split_is_skipped_with_a_note(csv_dir, tmp_path,
     assert code == 2 and "--topk K" in err and err.count("\n") == 1
 
 
-def test_score_topk_bad_value_and_existing_outputs(csv_dir, tmp_path, capsys):
+def test_score_topk_bad_value_and_existing_outputs(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    code, _, err = _cli(_score_args(csv_dir, out, "--method", "ip", "--topk", -1), capsys)
+    code, _, err = _cli(_score_args(data_dir, out, "--method", "ip", "--topk", -1), capsys)
     assert code == 2 and "--topk must be >= 0" in err and not out.exists()
-    assert _cli(_score_args(csv_dir, out, "--method", "ip", "--topk", 2), capsys)[0] == 0
+    assert _cli(_score_args(data_dir, out, "--method", "ip", "--topk", 2), capsys)[0] == 0
     first = np.load(out / "attribution" / "topk.npz")["helpful_index"]
-    code, _, err = _cli(_score_args(csv_dir, out, "--method", "ip", "--topk", 3), capsys)
+    code, _, err = _cli(_score_args(data_dir, out, "--method", "ip", "--topk", 3), capsys)
     assert code == 2 and "--force" in err  # the earlier run is kept
     assert np.array_equal(np.load(out / "attribution" / "topk.npz")["helpful_index"], first)
-    assert _cli(_score_args(csv_dir, out, "--method", "ip", "--topk", 3, "--force"), capsys)[0] == 0
+    assert _cli(_score_args(data_dir, out, "--method", "ip", "--topk", 3, "--force"), capsys)[0] == 0
     again = np.load(out / "attribution" / "topk.npz")["helpful_index"]
     assert again.shape == (134, 3) and np.array_equal(again[:, :2], first)
     assert sorted(p.name for p in out.iterdir()) == ["attribution", "report.html", "run.json", "scores.parquet"]
     # a forced run without --topk removes the earlier run's attribution rather than leaving it stale
-    assert _cli(_score_args(csv_dir, out, "--method", "ip", "--force"), capsys)[0] == 0
+    assert _cli(_score_args(data_dir, out, "--method", "ip", "--force"), capsys)[0] == 0
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "run.json", "scores.parquet"]
 
 
-def test_score_topk_keeps_a_score_only_option_and_stages_beside_the_output(csv_dir, tmp_path, capsys, monkeypatch):
+def test_score_topk_keeps_a_score_only_option_and_stages_beside_the_output(data_dir, tmp_path, capsys, monkeypatch):
     """`contamination` is read by the outlier detector's score form, not its pairwise form: the run still writes
     its attribution; the staging folder is on the output's filesystem (not the system temporary folder) and
     nothing of it is left."""
@@ -158,7 +139,7 @@ def test_score_topk_keeps_a_score_only_option_and_stages_beside_the_output(csv_d
     system_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
     out = tmp_path / "runs" / "run"
-    code, _, err = _cli(_score_args(csv_dir, out, "--method", "outlier", "-o", "contamination=0.1", "--topk", 2), capsys)
+    code, _, err = _cli(_score_args(data_dir, out, "--method", "outlier", "-o", "contamination=0.1", "--topk", 2), capsys)
     assert code == 0, err
     assert (out / "attribution" / "topk.npz").is_file()
     import os

@@ -2,6 +2,7 @@
 `attribute_stream` (the matrix in zarr blocks with the top-k training samples of each test sample)."""
 
 from .stream import TopK, attribute_stream, explain, load_topk
+from .issues import find_label_issues
 from .verbs import attribute, score
 
-__all__ = ["score", "attribute", "attribute_stream", "explain", "load_topk", "TopK"]
+__all__ = ["score", "attribute", "find_label_issues", "attribute_stream", "explain", "load_topk", "TopK"]

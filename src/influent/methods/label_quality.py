@@ -5,10 +5,18 @@ Predicted probabilities of the training samples themselves are in-sample: a mode
 memorises) a flipped label is confident in it, which hides the error. cleanlab recommends out-of-sample
 probabilities, so by default each sample's probabilities come from a copy of the model refitted on the
 other folds of a stratified `cv`-fold split (`cv=0`: the fitted model's in-sample probabilities).
+
+The fold refits go through `refit_many`. A convex model with a closed-form Hessian (`SklearnLogistic`) is
+refitted from the fitted optimum by Newton steps (`_newton_refits`): a fold's optimum lies close to the
+full one, so a few steps reach it to machine precision, where L-BFGS from zero at the model's tight
+tolerance takes thousands of iterations on unscaled features (12 s against 0.14 s for the unscaled breast-cancer set,
+benchmarks/label_quality.py). Each such refit is checked to be a stationary point of its fold's objective;
+a fold that is not is refitted from scratch.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections import OrderedDict
@@ -74,8 +82,38 @@ def out_of_sample_proba(model: ModelAdapter, train: Split, cv: int = 5, seed: in
     return proba.copy()
 
 
+NEWTON_STEPS = 8  # from the full optimum: quadratic convergence reaches machine precision in fewer
+STATIONARY = 1e-7  # largest |gradient| entry of a fold's objective accepted as its optimum
+
+
+def _itself(model: ModelAdapter) -> ModelAdapter:
+    return model
+
+
+def _stationary(part: ModelAdapter, split: Split) -> bool:
+    import torch
+
+    X, t = part.tensors(split)
+    params = {k: v.detach().clone().requires_grad_() for k, v in part.params().items()}
+    total = part.per_sample_loss(params, X, t).mean() + part.regularizer(params)
+    grads = torch.autograd.grad(total, list(params.values()))
+    return bool(max(float(g.abs().max()) for g in grads) < STATIONARY)
+
+
+def _newton_refits(model: ModelAdapter) -> ModelAdapter | None:
+    """A copy of `model` whose warm-started refits take one L-BFGS step and then `NEWTON_STEPS` Newton steps
+    (models with a closed-form Hessian and Newton polish: `SklearnLogistic`), or None."""
+    if not all(hasattr(model, a) for a in ("newton_steps", "max_iter", "closed_form_hessian")) or model.n_params() > 4000:
+        return None
+    fast = copy.copy(model)
+    fast.max_iter, fast.newton_steps = 1, NEWTON_STEPS
+    return fast
+
+
 def _cross_validated(model: ModelAdapter, train: Split, cv: int, seed: int) -> np.ndarray:
     from sklearn.model_selection import StratifiedKFold
+
+    from ..models.refit import refit_many
 
     classes = model.classes_
     if classes is None:
@@ -86,10 +124,17 @@ def _cross_validated(model: ModelAdapter, train: Split, cv: int, seed: int) -> n
     folds = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=int(seed))
     proba = np.zeros((len(train), len(classes)))
     strata = train.y if counts.min() >= int(cv) else np.zeros(len(train))
-    for fit_idx, held in folds.split(np.zeros(len(train)), strata):
-        part = model.refit(train.subset(fit_idx))
-        cols = np.searchsorted(classes, part.classes_)
-        proba[np.ix_(held, cols)] = part.predict_proba(train.X[held])
+    fit_rows, held = zip(*folds.split(np.zeros(len(train)), strata))
+    fast = _newton_refits(model) if model.fitted else None
+    parts: list = [None] * len(fit_rows)
+    if fast is not None:  # warm-started Newton refits, each kept only where it is its fold's optimum
+        parts = [p if _stationary(p, train.subset(f)) else None
+                 for p, f in zip(refit_many(fast, train, fit_rows, _itself, n_jobs=1, seed=seed, warm_start=True), fit_rows)]
+    redo = [k for k, p in enumerate(parts) if p is None]
+    for k, p in zip(redo, refit_many(model, train, [fit_rows[k] for k in redo], _itself, n_jobs=1, seed=seed)):
+        parts[k] = p
+    for part, rows in zip(parts, held):
+        proba[np.ix_(rows, np.searchsorted(classes, part.classes_))] = part.predict_proba(train.X[rows])
     return proba
 
 

@@ -6,7 +6,7 @@ Every user mistake exits with code 2 and one line on stderr naming the problem a
 
 from __future__ import annotations
 
-import functools
+import inspect
 import json
 import sys
 from contextlib import contextmanager
@@ -309,7 +309,9 @@ def score(
         with steps.step("read data"):
             data = load_data(cfg)
         stage = next(p for p in (out, *out.parents) if p.is_dir())  # same filesystem as --out: a rename
-        outcome = run_score(cfg, data, steps, plan_only=_PLAN_ONLY[0], stage=stage)
+        if _PLAN_ONLY[0]:
+            raise _Planned(cfg, data)  # `influent plan` takes over: the data is read, nothing built or written
+        outcome = run_score(cfg, data, steps, stage=stage)
         with steps.step("write outputs"):
             written = write_outputs(out, outcome)
             _wrote(f"{out}/scores.parquet, run.json and report.html"
@@ -683,23 +685,46 @@ def explain(
 _PLAN_ONLY = [False]
 
 
-@functools.wraps(score)
+class _Planned(Exception):
+    """Raised inside `score` for `influent plan` once the data is read, with the run's settings and data."""
+
+    def __init__(self, cfg: Any, data: Any) -> None:
+        super().__init__("plan")
+        self.cfg, self.data = cfg, data
+
+
 def _plan(**kwargs: Any) -> None:
-    from .runs.pipeline import PlanOnly
+    import os
+    import tempfile
+    import time
+
+    from .runs.probe import peak_rss, plan_run, rss
 
     _PLAN_ONLY[0] = True
-    try:
-        score(**kwargs)
-    except PlanOnly as exc:
-        typer.echo(f"plan for influent score --method {kwargs.get('method')} --chunk-size {kwargs.get('chunk_size')}:")
-        for line in exc.plan.lines():
-            typer.echo("  " + line)
+    try:  # score's own checks and reading; --out is a name that is never created
+        score(out=Path(tempfile.gettempdir()) / f"influent-plan-{os.getpid()}-{time.time_ns()}", force=False, **kwargs)
+    except _Planned as req:
+        cfg, data = req.cfg, req.data
     finally:
         _PLAN_ONLY[0] = False
+    load_peak, loaded = peak_rss(), rss()
+    console, err = _consoles()
+    with err.status(f"probing the run on row subsets of the {len(data.train):,} training rows ..."):
+        result = plan_run(cfg, data, load_peak, loaded)
+    console.print(f"plan for influent score --model {cfg.model} --method {cfg.method} --chunk-size {cfg.chunk_size} "
+                  f"on {len(data.train):,} training rows:")
+    for line in result.lines():
+        console.print("  " + line, markup=False, highlight=False)
+    if result.refused:
+        raise InputError(f"this run does not fit in memory: {result.refused}")
 
 
-_plan.__doc__ = ("Estimate the peak memory and disk of `influent score` with the same arguments (the model is "
-                 "built and fitted, nothing is scored or written).")
+_plan.__signature__ = inspect.signature(score).replace(parameters=[
+    p for p in inspect.signature(score).parameters.values() if p.name not in ("out", "force")])
+_plan.__annotations__ = {k: v for k, v in score.__annotations__.items() if k not in ("out", "force")}
+_plan.__doc__ = ("Estimate the peak memory and the time of `influent score` with the same arguments, in seconds: "
+                 "from the model's shapes and the run measured on a few row subsets (nothing is fitted on the "
+                 "whole data, nothing is written; no --out).")
 app.command("plan", cls=_RegistryHelp)(_plan)
 
 

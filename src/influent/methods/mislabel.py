@@ -449,6 +449,10 @@ def mislabel(job: Job) -> Result:
     if rounds < 0 or steps < 1 or refresh < 1:
         raise InputError(f"mislabel: rounds must be >= 0, newton_steps and refresh >= 1, got {rounds}, {steps}, {refresh}")
     view = resolve_params(job.adapter, o.params)
+    if o.params == "auto" and len(linear_layers(view) or ()) != 1:
+        # the adapter's own choice (e.g. a LoRA model's adapters) is not one final layer: a network's "auto"
+        # for mislabel is its last layer, the classification head
+        view = resolve_params(job.adapter, "last")
     damping = o.damping
     if damping == "auto":
         regularised = any(view.reg_coef.get(nm, 0.0) > 0 for nm in view.param_names() if nm.endswith("weight"))

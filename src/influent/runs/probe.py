@@ -1,0 +1,340 @@
+"""`influent plan`: the peak memory and the time of an `influent score` run, from shapes and a measured probe,
+without fitting the model on the data and without writing anything.
+
+1. Shapes, no memory: the model is built from its configuration; a network the run would build at `fit` time
+   is built on torch's ``meta`` device, which gives every parameter's shape and allocates nothing. Training
+   and scoring hold at least the weights, their gradients and Adam's two moments (4 p numbers) and one chunk of
+   per-sample gradient rows (chunk x p). When these alone exceed the available memory, the plan says so and
+   stops: nothing is built (a 100,000 x 100,000 hidden layer is never allocated).
+2. Probe, measured: the run itself — fit (one epoch), score, the report's data — on row subsets of the training
+   split, each in a forked child of this process (torch, the data and the model are already loaded, so a child
+   starts in milliseconds). A child resets its peak resident size (``/proc/self/clear_refs``) and reports the
+   rise of ``VmHWM`` over its resident size at the start: the memory the run adds to a process holding the
+   data. Resident memory is the one measure that sees every allocator a run uses (torch's CPU allocator,
+   numpy, pandas/Arrow, tokenizers); torch's memory profiler sees only torch tensors, and tracemalloc
+   neither torch's allocator nor Arrow's. Three probes, (n1 rows, chunk c1), (n1, c2), (n2, c1), fit
+   ``extra(n, c) = fixed + a n + b c``, extrapolated to the run's n and chunk size; c2 and n2 are chosen
+   from the shapes so that the b and a terms each move the probe's memory by at least `SIGNAL` bytes (a
+   resident-size difference well above the allocator's noise), within the run's own n and chunk size.
+3. The estimate: the larger of the peak while reading the data (this process read it exactly as the run
+   will) and the resident size after reading + the cost of importing torch and building the model + extra(n, c).
+4. Time: the probe's steps are timed; the rate per row between the two sizes n1 and n2 is extrapolated to n,
+   the fit's time also multiplied by the run's epochs (the probe trains one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.validate import InputError
+from .config import RunConfig
+from .inputs import Data
+
+SIGNAL = 48 * 2**20  # bytes the rows of the large probe should add: resident-size noise is a few MiB
+NOISE = 8 * 2**20  # a smaller rise between two probes is the allocator's noise
+N1 = 64  # rows of the small probes (fewer when the data has fewer)
+C1, C2 = 2, 8  # chunk sizes of the small probes
+GRAD_COPIES = 3  # per-sample gradients, their flattened rows, the product workspace (backends/planner.py)
+ADAM_COPIES = 4  # weights, gradients and Adam's two moments
+
+
+def rss() -> int:
+    """This process's resident size in bytes (VmRSS)."""
+    return _status("VmRSS")
+
+
+def peak_rss() -> int:
+    """This process's peak resident size in bytes (VmHWM)."""
+    return _status("VmHWM")
+
+
+def _status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"{key} not in /proc/self/status")
+
+
+def trim() -> None:
+    """Give the C heap's free memory back to the operating system (glibc's malloc_trim), so that what a probe
+    allocates next raises the resident size instead of reusing memory freed earlier."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def reset_peak() -> bool:
+    """Start this process's VmHWM afresh from its current resident size (Linux >= 4.0); False where refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+@dataclass
+class RunPlan:
+    """The plan of one `influent score` run: memory (bytes) and time (seconds), with how they were found."""
+
+    n: int
+    chunk_size: int
+    n_params: int
+    memory_bytes: int
+    available_bytes: int | None
+    terms: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    probes: list[dict[str, Any]] = field(default_factory=list)
+    plan_seconds: float = 0.0
+    refused: str | None = None  # why the run cannot fit, from the shapes alone (nothing was probed)
+
+    def lines(self) -> list[str]:
+        mb = lambda b: f"{b / 2**20:,.1f} MiB"
+        out = [f"{'analysed parameters':<34} {self.n_params:>14,}"]
+        out += [f"{name:<34} {mb(b):>14}" for name, b in self.terms.items()]
+        out.append(f"{'peak memory (estimate)':<34} {mb(self.memory_bytes):>14}")
+        if self.available_bytes is not None:
+            out.append(f"{'available memory':<34} {mb(self.available_bytes):>14}")
+        for name, s in self.seconds.items():
+            out.append(f"{name:<34} {_duration(s):>14}")
+        if self.probes:
+            shown = ", ".join(f"{p['rows']}x{p['chunk']}" for p in self.probes)
+            out.append(f"{'probes (rows x chunk)':<34} {shown:>14}")
+        out.append(f"{'planned in':<34} {_duration(self.plan_seconds):>14}")
+        if self.refused:
+            out.append(f"does not fit: {self.refused}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _duration(s: float) -> str:
+    return f"{s:,.1f} s" if s < 120 else (f"{s / 60:,.1f} min" if s < 7200 else f"{s / 3600:,.1f} h")
+
+
+# ---- shapes ---------------------------------------------------------------------------------------------
+def parameter_shapes(adapter: Any, train: Any) -> tuple[int, int, int]:
+    """(trainable parameters of the whole model, analysed parameters, item size) of the model a run would
+    fit, without allocating it: a module built at fit time is built on the ``meta`` device."""
+    import torch
+
+    from ..models import SklearnLogistic
+
+    item = torch.empty((), dtype=adapter.dtype).element_size()
+    if isinstance(adapter, SklearnLogistic):
+        k = len(np.unique(train.y))
+        p = (train.n_features + int(adapter.fit_intercept)) * (1 if k <= 2 else k)
+        return p, p, item
+    if adapter._builds_module():
+        probe = adapter.__class__.__new__(adapter.__class__)
+        probe.__dict__.update(adapter.__dict__)
+        probe._set_classes(train.y)
+        with torch.device("meta"):
+            module = probe._make_module(train)
+    else:
+        module = getattr(adapter, "_template", None) or getattr(adapter, "_init_module", None) or adapter.module
+    named = dict(module.named_parameters())
+    trainable = sum(int(v.numel()) for v in named.values() if v.requires_grad)
+    try:
+        analysed = sum(int(named[n.split(".", 1)[1] if n not in named and "." in n else n].numel())
+                       for n in adapter.param_names())
+    except Exception:  # an adapter that resolves its parameters only once fitted
+        analysed = trainable
+    return trainable, analysed, item
+
+
+def shapes_floor(trainable: int, analysed: int, item: int, chunk: int) -> dict[str, int]:
+    """The memory every run of this model needs whatever else it does (bytes)."""
+    return {"weights, gradients, Adam moments": ADAM_COPIES * trainable * item,
+            "one chunk of gradient rows": chunk * analysed * item}
+
+
+# ---- the probe ------------------------------------------------------------------------------------------
+def subset_data(data: Data, rows: np.ndarray) -> Data:
+    """The run's data restricted to training rows `rows` (validation and test splits whole)."""
+    frames = dict(data.frames)
+    train_frame = frames.get("train")
+    if train_frame is not None:
+        frames["train"] = (train_frame.iloc[rows] if hasattr(train_frame, "iloc") else
+                           {k: (v[rows] if getattr(v, "ndim", 0) >= 1 and v.shape[0] == len(data.train) else v)
+                            for k, v in train_frame.items()})
+    pick = lambda a: None if a is None else a[rows]
+    return dataclasses.replace(data, train=data.train.subset(rows), text=pick(data.text), clean=pick(data.clean),
+                               frames=frames, raw_X=pick(data.raw_X))
+
+
+def probe_rows(y: np.ndarray, m: int, seed: int) -> np.ndarray:
+    """`m` training rows, every class kept (the first row of each class, then random others), sorted."""
+    n = len(y)
+    if m >= n:
+        return np.arange(n)
+    first = np.unique(y, return_index=True)[1] if np.asarray(y).ndim == 1 else np.array([0])
+    rest = np.setdiff1d(np.arange(n), first)
+    extra = np.random.default_rng(seed).choice(rest, max(0, m - len(first)), replace=False)
+    return np.sort(np.concatenate([first, extra]))[:max(m, len(first))]
+
+
+def _trains_epochs(cfg: RunConfig) -> bool:
+    return cfg.model != "logistic"
+
+
+def _probe_config(cfg: RunConfig, chunk: int, folder: str, epochs: int = 1) -> RunConfig:
+    opts = dict(cfg.model_options)
+    if _trains_epochs(cfg):
+        opts["epochs"] = int(epochs)
+    return dataclasses.replace(cfg, chunk_size=int(chunk), model_options=opts,
+                               store=os.path.join(folder, "store") if cfg.store else None)
+
+
+def run_probe(cfg: RunConfig, data: Data, model: Any, rows: np.ndarray, chunk: int, epochs: int = 1) -> dict[str, Any]:
+    """Run the scoring pipeline on training rows `rows` with chunk size `chunk` (training `epochs`) in a forked
+    child; returns {"rows", "chunk", "epochs", "extra": peak resident bytes above the child's start,
+    "seconds", "timings": {step: seconds}}. `model` is the run's unfitted model (the child fits its copy)."""
+    from .pipeline import run_score
+    from .steps import Steps
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: measure, report through the pipe, never return into the caller's code
+        code = 0
+        try:
+            os.close(read)
+            sub = subset_data(data, rows)
+            with tempfile.TemporaryDirectory(prefix="influent-plan-") as folder:
+                probe_cfg = _probe_config(cfg, chunk, folder, epochs)
+                if _trains_epochs(cfg) and getattr(model, "train_config", None) is not None:
+                    model.train_config = dataclasses.replace(model.train_config, epochs=int(epochs))
+                trim()
+                reset_peak()
+                start = rss()
+                t0 = time.perf_counter()
+                steps = Steps()
+                run_score(probe_cfg, sub, steps, model=model, stage=Path(folder))
+                result = {"rows": int(len(rows)), "chunk": int(chunk), "epochs": int(epochs), "extra": max(0, peak_rss() - start),
+                          "seconds": time.perf_counter() - t0, "timings": dict(steps.timings)}
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent as one line
+            result = {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]}
+            code = 1
+        try:
+            with os.fdopen(write, "w") as f:
+                f.write(json.dumps(result))
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as f:
+        text = f.read()
+    os.waitpid(pid, 0)
+    try:
+        result = json.loads(text)
+    except ValueError:
+        raise InputError(f"the plan's probe on {len(rows)} rows ended without a result (killed, perhaps for "
+                         "memory); lower --chunk-size") from None
+    if "error" in result:
+        if result["error"].startswith(("InputError", "ValueError")):
+            raise InputError(result["error"].split(": ", 1)[1])
+        raise InputError(f"the plan's probe on {len(rows)} rows failed: {result['error']}")
+    return result
+
+
+def _fit_steps(timings: dict[str, float]) -> tuple[float, float]:
+    """(seconds of training: the fit and the removal curve's refits, seconds of the rest)."""
+    fit = sum(v for k, v in timings.items() if k.startswith("fit") or k == "removal curve")
+    return fit, sum(timings.values()) - fit
+
+
+def plan_run(cfg: RunConfig, data: Data, load_peak: int, loaded: int) -> RunPlan:
+    """The `RunPlan` of `influent score` with settings `cfg` on `data`, read by this process (`load_peak`:
+    its VmHWM after reading, `loaded`: its VmRSS then)."""
+    from ..backends.planner import available_memory
+    from ..models.factory import build_model
+
+    t_start = time.perf_counter()
+    trim()  # the run's additions are measured above the data as held, without the reader's freed buffers
+    loaded = min(loaded, rss())
+    if data.valid is None:
+        raise InputError("no validation data: pass --valid FILE (the target is measured on it)")
+    n, chunk = len(data.train), int(cfg.chunk_size)
+    available = available_memory()
+    probe_cfg = _probe_config(cfg, chunk, "")
+    model = build_model(cfg.model, probe_cfg.model_options, data.train, cfg.seed)  # not fitted: nothing allocated
+    trainable, analysed, item = parameter_shapes(model, data.train)
+    floor = shapes_floor(trainable, analysed, item, min(chunk, n))
+    need = loaded + sum(floor.values())
+    if available is not None and need > available:
+        return RunPlan(n, chunk, analysed, need, available, {"data as read": loaded, **floor}, {}, [],
+                       time.perf_counter() - t_start,
+                       refused=f"the model's {trainable:,} parameters alone need {need / 2**30:,.1f} GiB; use "
+                               "a smaller model (--hidden) or a smaller --chunk-size")
+    import torch  # noqa: F401 - imported here so that its cost is measured once, outside the probes
+    import torch._dynamo  # noqa: F401 - imported by the optimizer's first step (2-4 s)
+
+    from . import pipeline, summary  # noqa: F401
+    from ..api import verbs  # noqa: F401
+    from ..report import html  # noqa: F401
+
+    built = rss()
+    grad_row = GRAD_COPIES * analysed * item  # per chunk row, at least: the gradient rows and their copies
+    n1 = int(min(n, N1))
+    c1, c2 = min(C1, n1, chunk), min(C2, n1, chunk)
+    rows1 = probe_rows(data.train.y, n1, cfg.seed)
+    probes = [run_probe(cfg, data, model, rows1, c1)]
+    if c2 > c1:  # also trains two epochs: the first epoch's time holds the fit's fixed costs
+        probes.append(run_probe(cfg, data, model, rows1, c2, 2 if _trains_epochs(cfg) else 1))
+    e1 = probes[0]["extra"]
+    rise = probes[-1]["extra"] - e1 if c2 > c1 else 0
+    # below NOISE the difference is the allocator's, not the chunk's: the gradient rows' lower bound instead
+    per_chunk = rise / (c2 - c1) if rise >= NOISE else float(grad_row)
+    data_row = max(1, int(data.train.X[:1].nbytes))
+    n2 = int(min(n, max(2 * n1, min(n // 8, n1 + SIGNAL // (8 * data_row)))))
+    pn = None
+    if n2 > n1:  # the run's own chunk where its memory is small, else c2 (a few rows of activations)
+        c3 = min(chunk, n2) if per_chunk * min(chunk, n2) < SIGNAL else c2
+        pn = run_probe(cfg, data, model, probe_rows(data.train.y, n2, cfg.seed), c3)
+        probes.append(pn)
+    per_row = max(0.0, (pn["extra"] - per_chunk * pn["chunk"] - (e1 - per_chunk * c1)) / (n2 - n1)) if pn else 0.0
+    fixed = e1 - per_row * n1 - per_chunk * c1
+    c_run = min(chunk, n)
+    terms = {"process after reading the data": loaded, "torch, libraries and the model": max(0, built - loaded),
+             "run: fixed": int(max(0.0, fixed)), f"run: {n:,} rows": int(per_row * n),
+             f"run: chunk of {c_run:,} rows": int(per_chunk * c_run)}
+    estimate = max(load_peak, int(sum(terms.values())))
+    seconds = _time(cfg, probes, n, n1, pn)
+    seconds["plan (this command)"] = time.perf_counter() - t_start
+    return RunPlan(n, chunk, analysed, estimate, available, terms, seconds,
+                   [{k: p[k] for k in ("rows", "chunk", "extra", "seconds")} for p in probes],
+                   time.perf_counter() - t_start)
+
+
+def _time(cfg: RunConfig, probes: list[dict[str, Any]], n: int, n1: int, pn: dict[str, Any] | None) -> dict[str, float]:
+    """The run's fit and scoring times from the probes' step timings: the fit's time per epoch from the probes
+    that train one and two epochs on n1 rows, per row between n1 and n2 rows; the rest per row likewise."""
+    epochs = int(cfg.model_options.get("epochs") or (3 if cfg.model == "lora" else 100)) if _trains_epochs(cfg) else 1
+    fit1, rest1 = _fit_steps(probes[0]["timings"])
+    two = next((p for p in probes[1:] if p.get("epochs") == 2), None)
+    per_epoch1 = max(0.0, _fit_steps(two["timings"])[0] - fit1) if two is not None else fit1
+    fixed_fit = fit1 - per_epoch1
+    if pn is not None:
+        fit2, rest2 = _fit_steps(pn["timings"])
+        per_epoch2 = max(0.0, fit2 - fixed_fit)
+        rate_epoch = max(0.0, (per_epoch2 - per_epoch1) / (pn["rows"] - n1))
+        rate_rest = max(0.0, (rest2 - rest1) / (pn["rows"] - n1))
+    else:
+        rate_epoch, rate_rest = per_epoch1 / max(n1, 1), rest1 / max(n1, 1)
+    epoch_n = max(0.0, per_epoch1 - rate_epoch * n1) + rate_epoch * n
+    fit = fixed_fit + epochs * epoch_n
+    rest = max(0.0, rest1 - rate_rest * n1) + rate_rest * n
+    return {"fit (estimate)": fit, "score and report (estimate)": rest, "run (estimate)": fit + rest}

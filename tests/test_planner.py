@@ -100,20 +100,82 @@ def test_plan_scales_with_chunk_and_store(small_mlp, digits_small):
     assert s.disk_bytes == len(train) * small_mlp.n_params() * 8 and a.disk_bytes == 0
 
 
-def test_cli_plan_prints_the_estimate_and_writes_nothing(tmp_path, capsys):
+def _table(folder, n=600, d=8):
     import pandas as pd
 
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(n, d)), columns=[f"f{i}" for i in range(d)])
+    df["y"] = (df.f0 > 0).astype(int)
+    df.to_csv(folder / "d.csv", index=False)
+    return folder / "d.csv"
+
+
+def test_cli_plan_needs_no_out_writes_nothing_and_accepts_a_run_folder(tmp_path, capsys, monkeypatch):
     from influent.cli import main
 
-    rng = np.random.default_rng(0)
-    df = pd.DataFrame(rng.normal(size=(120, 4)), columns=list("abcd"))
-    df["y"] = (df.a > 0).astype(int)
-    df.to_csv(tmp_path / "d.csv", index=False)
-    main(["plan", "--train", str(tmp_path / "d.csv"), "--valid", str(tmp_path / "d.csv"), "--label", "y",
-          "--method", "if", "--out", str(tmp_path / "out")])
+    data = _table(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    main(["plan", "--train", str(data), "--valid", str(data), "--label", "y", "--model", "mlp", "--epochs", "3",
+          "--method", "ip"])
     out = capsys.readouterr().out
-    assert "peak memory (estimate)" in out and "exact solver (p x p)" in out
-    assert not (tmp_path / "out").exists()
+    assert "peak memory (estimate)" in out and "run (estimate)" in out and "fit (estimate)" in out
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+HUGE = textwrap.dedent('''
+    import json, sys, time
+    import numpy as np, pandas as pd
+    from influent.cli import main
+    from influent.runs.probe import peak_rss
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(50, 4)), columns=list("abcd")); df["y"] = (df.a > 0).astype(int)
+    df.to_csv(sys.argv[1], index=False)
+    t = time.perf_counter()
+    try:
+        main(["plan", "--train", sys.argv[1], "--valid", sys.argv[1], "--label", "y", "--model", "mlp",
+              "--hidden", "100000,100000"])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    print(json.dumps({"code": code, "seconds": time.perf_counter() - t, "peak": peak_rss()}))
+''')
+
+
+def test_plan_of_a_huge_mlp_refuses_from_shapes_without_allocating(tmp_path):
+    """A 100,000 x 100,000 hidden layer is 10^10 weights (40 GB): the plan counts them on the meta device and
+    says the run does not fit, in a process whose peak resident size stays that of torch and pandas."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", HUGE, str(tmp_path / "d.csv")], capture_output=True, text=True,
+                         env=env, timeout=300)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["code"] == 2 and "does not fit in memory" in out.stderr and "10,000" in out.stdout, (out.stdout, out.stderr)
+    assert r["peak"] < 1.5 * 2**30  # no weights were allocated (they alone are 40 GB)
+
+
+@pytest.mark.slow
+def test_plan_is_within_30_percent_of_the_measured_peak_of_the_run(tmp_path):
+    """The plan's estimate of an MLP run against the peak resident size of the run itself, both in fresh
+    processes (ru_maxrss of each child)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from planner import run
+
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20_000, 30))
+    df = pd.DataFrame(X, columns=[f"f{i}" for i in range(30)])
+    df["y"] = (X[:, 0] + rng.normal(size=len(X)) > 0).astype(int)
+    df.to_parquet(tmp_path / "t.parquet")
+    argv = ["--train", str(tmp_path / "t.parquet"), "--valid", str(tmp_path / "t.parquet"), "--label", "y",
+            "--model", "mlp", "--hidden", "256", "--epochs", "5", "--method", "ip"]
+    cli = [sys.executable, "-m", "influent.cli"]
+    _, _, out = run(cli + ["plan"] + argv)
+    import re
+
+    est = float(re.search(r"peak memory \(estimate\)\s+([\d,.]+) MiB", out).group(1).replace(",", "")) * 2**20
+    _, measured, _ = run(cli + ["score"] + argv + ["--no-curve", "--out", str(tmp_path / "run")])
+    assert 0.7 <= est / measured <= 1.3, (est / 2**20, measured / 2**20)
 
 
 def test_cli_score_refuses_a_run_above_the_available_memory(tmp_path, capsys, monkeypatch):

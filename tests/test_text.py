@@ -132,3 +132,63 @@ def test_cli_lora_fine_tunes_the_encoder_and_scores_lora_gradients(tmp_path, cap
     model = HFAdapter(net, train=TrainConfig(lr=1e-3, epochs=2, batch_size=8, seed=0), fitted=False).fit(train)
     want = influent.score(model, train, valid, method="ip").values
     assert np.abs(want).max() > 0 and np.allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+
+
+def test_cli_text_run_loads_the_encoder_once_shows_progress_and_no_library_output(tmp_path, capfd, monkeypatch):
+    """train, valid and test share one encoder load (three before); the embedding reports its rows to the
+    "read data" step; the libraries' load reports and bars stay out of the output."""
+    import json
+
+    import pandas as pd
+
+    from influent.cli import main
+
+    enc = tiny_encoder(tmp_path / "e", 0)
+    loads = []
+
+    class Counting(st.SentenceTransformer):
+        def __init__(self, *a, **k):
+            loads.append(a[0] if a else k.get("model_name_or_path"))
+            super().__init__(*a, **k)
+
+    monkeypatch.setattr(st, "SentenceTransformer", Counting)
+    rng = np.random.default_rng(1)
+    rows = [" ".join(rng.choice(WORDS[4:], 4)) + f" {i}" for i in range(48)]
+    frame = pd.DataFrame({"review": rows, "y": [int("cat" in r) for r in rows]})
+    for name, part in (("train", frame[:30]), ("valid", frame[30:40]), ("test", frame[40:])):
+        part.to_csv(tmp_path / f"{name}.csv", index=False)
+    capfd.readouterr()
+    main(["score", "--train", str(tmp_path / "train.csv"), "--valid", str(tmp_path / "valid.csv"), "--test",
+          str(tmp_path / "test.csv"), "--label", "y", "--method", "ip", "--no-curve", "--text-column", "review",
+          "--encoder", enc, "--embed-cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
+    out, err = capfd.readouterr()
+    assert len(loads) == 1, loads
+    progress = json.loads((tmp_path / "out" / "run.json").read_text())["progress"]["read data"]
+    assert progress["updates"] >= 3 and progress["done"] == progress["total"] > 1  # rows embedded, not one tick
+    for noise in ("LOAD REPORT", "Batches", "it/s]", "\x1b["):
+        assert noise not in out + err, noise
+
+
+def test_cli_lora_fit_reports_its_steps_and_no_load_report(tmp_path, capfd):
+    import json
+
+    import pandas as pd
+
+    from influent.cli import main
+
+    tiny_encoder(tmp_path / "e", 0)
+    rng = np.random.default_rng(2)
+    rows = [" ".join(rng.choice(WORDS[4:], rng.integers(2, 6))) for _ in range(24)]
+    frame = pd.DataFrame({"review": rows, "y": [int("cat" in r) for r in rows]})
+    frame[:16].to_csv(tmp_path / "train.csv", index=False)
+    frame[16:].to_csv(tmp_path / "valid.csv", index=False)
+    capfd.readouterr()
+    main(["score", "--train", str(tmp_path / "train.csv"), "--valid", str(tmp_path / "valid.csv"), "--label", "y",
+          "--text-column", "review", "--model", "lora", "--encoder", str(tmp_path / "e" / "bert"), "--epochs", "3",
+          "--batch-size", "8", "--method", "ip", "--no-curve", "--out", str(tmp_path / "out")])
+    out, err = capfd.readouterr()
+    fit = next(v for k, v in json.loads((tmp_path / "out" / "run.json").read_text())["progress"].items()
+               if k.startswith("fit"))
+    assert fit["updates"] == fit["total"] == fit["done"] == 3 * 2  # 3 epochs x 2 steps of 8 rows
+    for noise in ("LOAD REPORT", "MISSING", "newly initialized", "\x1b["):
+        assert noise not in out + err, noise

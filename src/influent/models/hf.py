@@ -113,6 +113,18 @@ class HFAdapter(TorchAdapter):
     def _builds_module(cls) -> bool:
         return False  # the model is the user's, taken as trained
 
+    def fit(self, split, sample_weight: np.ndarray | None = None, recorder: Any = None,
+            progress: Any = None) -> "HFAdapter":
+        """`TorchAdapter.fit`; `progress(step, total)` is called after every optimizer step (fine-tuning a
+        transformer takes minutes to hours: the CLI shows it as a bar)."""
+        if progress is None:
+            return super().fit(split, sample_weight, recorder)
+        n, bs = len(split), self.train_config.batch_size
+        steps = (n + (min(int(bs), n) if bs else n) - 1) // (min(int(bs), n) if bs else n)
+        super().fit(split, sample_weight, _StepProgress(recorder, progress, self.train_config.epochs * steps))
+        self.recorder_ = recorder  # the caller's recorder (or None), not the progress wrapper
+        return self
+
     # ---- initial weights: only the trainable parameters are kept (a LoRA model's base stays shared) ----
     def _initial_module(self, module: nn.Module, init: nn.Module | dict | None) -> nn.Module:
         self._init_state = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
@@ -211,6 +223,24 @@ class HFAdapter(TorchAdapter):
         return d
 
 
+class _StepProgress:
+    """A training recorder that reports each optimizer step to `progress(step, total)` and passes the step on
+    to the caller's recorder, if any (`train_torch` calls ``maybe_record`` after every step)."""
+
+    def __init__(self, inner: Any, progress: Any, total: int) -> None:
+        self.inner, self.progress, self.total = inner, progress, int(total)
+
+    def maybe_record(self, adapter: Any, step: int, lr: float, last: bool = False) -> None:
+        if self.inner is not None:
+            self.inner.maybe_record(adapter, step, lr, last=last)
+        self.progress(int(step), self.total)
+
+    def __getattr__(self, name: str) -> Any:  # anything else a recorder offers is the caller's recorder's
+        if self.inner is None:
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
 def lora_classifier(encoder: str = "all-MiniLM-L6-v2", num_labels: int = 2, r: int = 8, alpha: int = 16,
                     targets: Sequence[str] = ("query", "value"), dropout: float = 0.0, seed: int = 0):
     """A sequence classifier on a local pre-trained encoder with LoRA adapters — the [OGA]/[IP] recipe
@@ -230,13 +260,14 @@ def lora_classifier(encoder: str = "all-MiniLM-L6-v2", num_labels: int = 2, r: i
 
     transformers = require_transformers("lora_classifier")
     peft = require("peft", "lora_classifier", "the text extras", TEXT_EXTRAS)
-    from ..data.text import encoder_path
+    from ..data.text import encoder_path, load_tokenizer, quiet_libraries
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     path = encoder_path(encoder)
     torch.manual_seed(int(seed))
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(path, num_labels=int(num_labels))
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    with quiet_libraries():  # the load report (the new head's "MISSING" weights) is expected, not news
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(path, num_labels=int(num_labels))
+    tokenizer = load_tokenizer(encoder)
     config = peft.LoraConfig(r=int(r), lora_alpha=int(alpha), target_modules=list(targets), lora_dropout=float(dropout),
                              task_type="SEQ_CLS")
     return peft.get_peft_model(model, config), tokenizer

@@ -45,8 +45,10 @@ class Data:
         return jsonable(self.files)
 
 
-def read_split(path: str, role: str, cfg: RunConfig, like: Split | None) -> tuple[Split, dict[str, Any], Any]:
-    """One split from a file; `like` (the training split) fixes the features of valid/test."""
+def read_split(path: str, role: str, cfg: RunConfig, like: Split | None,
+               progress: Any = None) -> tuple[Split, dict[str, Any], Any]:
+    """One split from a file; `like` (the training split) fixes the features of valid/test; `progress(done,
+    total)` follows the embedding of texts (``--encoder``)."""
     p = Path(path)
     aside = [c for c in (cfg.text_column, cfg.clean_label_column) if c]
     extras: dict[str, Any] = {}
@@ -80,7 +82,7 @@ def read_split(path: str, role: str, cfg: RunConfig, like: Split | None) -> tupl
             from ..data.text import embedded_frame
 
             split = embedded_frame(df, cfg.text_column, cfg.label, cfg.group, cfg.id_column, cfg.encoder,
-                                   cfg.embed_cache, role)
+                                   cfg.embed_cache, role, progress)
         else:
             split = from_frame(df, cfg.label, cfg.group, cfg.id_column, features, role)
         extras = {c: df[c].to_numpy() for c in aside if c in df.columns}
@@ -90,13 +92,14 @@ def read_split(path: str, role: str, cfg: RunConfig, like: Split | None) -> tupl
     return split, extras, frame
 
 
-def load_data(cfg: RunConfig) -> Data:
-    """Read the files named by `cfg` into `Split`s (validated: one-line `InputError` on bad input)."""
+def load_data(cfg: RunConfig, progress: Any = None) -> Data:
+    """Read the files named by `cfg` into `Split`s (validated: one-line `InputError` on bad input);
+    `progress(done, total)` follows the embedding of each split's texts (``--encoder``)."""
     if not cfg.train:
         raise InputError("no training data: pass --train FILE")
     if not cfg.valid:
         raise InputError("no validation data: pass --valid FILE (the target is measured on it)")
-    train, extras, frame = read_split(cfg.train, "train", cfg, None)
+    train, extras, frame = read_split(cfg.train, "train", cfg, None, progress)
     data = Data(train, frames={"train": frame})
     data.text = extras.get(cfg.text_column) if cfg.text_column else None
     data.clean = extras.get(cfg.clean_label_column) if cfg.clean_label_column else None
@@ -107,7 +110,7 @@ def load_data(cfg: RunConfig) -> Data:
     for role in ("valid", "test"):
         path = getattr(cfg, role)
         if path:
-            split, _, frame = read_split(path, role, cfg, train)
+            split, _, frame = read_split(path, role, cfg, train, progress)
             setattr(data, role, split)
             data.frames[role] = frame
     if cfg.standardize:

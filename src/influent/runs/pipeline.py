@@ -72,12 +72,12 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
     with steps.step("build model"):
         model = model if model is not None else build_model(cfg.model, cfg.model_options, data.train, cfg.seed)
     label = model_label(cfg.model, model)
-    with steps.step(f"fit {label}"):
+    with steps.step(f"fit {label}") as tick:
         if not model.fitted:
+            fit_kw: dict[str, Any] = {"progress": tick} if "progress" in inspect.signature(model.fit).parameters else {}
             if reads_checkpoints(cfg.method, cfg.method_options or {}) and "recorder" in inspect.signature(model.fit).parameters:
-                model.fit(data.train, recorder=TrainingRecorder(every=max(1, int(cfg.model_options.get("epochs") or 100) // 10)))
-            else:
-                model.fit(data.train)
+                fit_kw["recorder"] = TrainingRecorder(every=max(1, int(cfg.model_options.get("epochs") or 100) // 10))
+            model.fit(data.train, **fit_kw)
     for split in (data.valid, data.test):
         if split is not None:
             model.check_split(split)  # labels the model never saw: one line, not NaN curves

@@ -40,9 +40,8 @@ from .config import RunConfig
 from .inputs import Data
 
 SIGNAL = 48 * 2**20  # bytes the rows of the large probe should add: resident-size noise is a few MiB
-NOISE = 8 * 2**20  # a smaller rise between two probes is the allocator's noise
-N1 = 64  # rows of the small probes (fewer when the data has fewer)
-C1, C2 = 2, 8  # chunk sizes of the small probes
+N_MIN = 64  # rows of the smaller probes, at least (fewer when the data has fewer)
+C_SMALL = 8  # chunk size of the probes that vary the rows
 GRAD_COPIES = 3  # per-sample gradients, their flattened rows, the product workspace (backends/planner.py)
 ADAM_COPIES = 4  # weights, gradients and Adam's two moments
 
@@ -73,6 +72,19 @@ def trim() -> None:
 
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _steady_malloc() -> None:
+    """glibc settings for a measurement: one arena (no per-thread reservations) and blocks above 64 KiB mapped
+    and unmapped on their own, so the resident size follows what is allocated, not how the heap fragments."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, 1)  # M_ARENA_MAX
+        libc.mallopt(-3, 65536)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
         pass
 
 
@@ -218,6 +230,7 @@ def run_probe(cfg: RunConfig, data: Data, model: Any, rows: np.ndarray, chunk: i
                 probe_cfg = _probe_config(cfg, chunk, folder, epochs)
                 if _trains_epochs(cfg) and getattr(model, "train_config", None) is not None:
                     model.train_config = dataclasses.replace(model.train_config, epochs=int(epochs))
+                _steady_malloc()
                 trim()
                 reset_peak()
                 start = rss()
@@ -288,53 +301,47 @@ def plan_run(cfg: RunConfig, data: Data, load_peak: int, loaded: int) -> RunPlan
 
     built = rss()
     grad_row = GRAD_COPIES * analysed * item  # per chunk row, at least: the gradient rows and their copies
-    n1 = int(min(n, N1))
-    c1, c2 = min(C1, n1, chunk), min(C2, n1, chunk)
-    rows1 = probe_rows(data.train.y, n1, cfg.seed)
-    probes = [run_probe(cfg, data, model, rows1, c1)]
-    if c2 > c1:  # also trains two epochs: the first epoch's time holds the fit's fixed costs
-        probes.append(run_probe(cfg, data, model, rows1, c2, 2 if _trains_epochs(cfg) else 1))
-    e1 = probes[0]["extra"]
-    rise = probes[-1]["extra"] - e1 if c2 > c1 else 0
-    # below NOISE the difference is the allocator's, not the chunk's: the gradient rows' lower bound instead
-    per_chunk = rise / (c2 - c1) if rise >= NOISE else float(grad_row)
     data_row = max(1, int(data.train.X[:1].nbytes))
-    n2 = int(min(n, max(2 * n1, min(n // 8, n1 + SIGNAL // (8 * data_row)))))
-    pn = None
-    if n2 > n1:  # the run's own chunk where its memory is small, else c2 (a few rows of activations)
-        c3 = min(chunk, n2) if per_chunk * min(chunk, n2) < SIGNAL else c2
-        pn = run_probe(cfg, data, model, probe_rows(data.train.y, n2, cfg.seed), c3)
-        probes.append(pn)
-    per_row = max(0.0, (pn["extra"] - per_chunk * pn["chunk"] - (e1 - per_chunk * c1)) / (n2 - n1)) if pn else 0.0
-    fixed = e1 - per_row * n1 - per_chunk * c1
+    n2 = int(min(n, max(N_MIN, min(n // 24, N_MIN + SIGNAL // (8 * data_row)))))
+    n3 = int(min(n, 2 * n2))
+    c_small, c_big = min(C_SMALL, n2, chunk), min(chunk, n2)
+    rows2 = probe_rows(data.train.y, n2, cfg.seed)
+    a_ = run_probe(cfg, data, model, rows2, c_small)
+    b_ = run_probe(cfg, data, model, rows2, c_big, 2 if _trains_epochs(cfg) else 1) if c_big > c_small else None
+    c_ = run_probe(cfg, data, model, probe_rows(data.train.y, n3, cfg.seed), c_small) if n3 > n2 else None
+    probes = [p for p in (a_, b_, c_) if p is not None]
+    per_chunk = (b_["extra"] - a_["extra"]) / (c_big - c_small) if b_ is not None else 0.0
+    per_chunk = max(per_chunk, float(grad_row))  # below a gradient row per row: the allocator's noise
+    per_row = max(0.0, (c_["extra"] - a_["extra"]) / (n3 - n2)) if c_ is not None else 0.0
+    fixed = a_["extra"] - per_row * n2 - per_chunk * c_small
     c_run = min(chunk, n)
     terms = {"process after reading the data": loaded, "torch, libraries and the model": max(0, built - loaded),
              "run: fixed": int(max(0.0, fixed)), f"run: {n:,} rows": int(per_row * n),
              f"run: chunk of {c_run:,} rows": int(per_chunk * c_run)}
     estimate = max(load_peak, int(sum(terms.values())))
-    seconds = _time(cfg, probes, n, n1, pn)
+    seconds = _time(cfg, a_, b_, c_, n)
     seconds["plan (this command)"] = time.perf_counter() - t_start
     return RunPlan(n, chunk, analysed, estimate, available, terms, seconds,
                    [{k: p[k] for k in ("rows", "chunk", "extra", "seconds")} for p in probes],
                    time.perf_counter() - t_start)
 
 
-def _time(cfg: RunConfig, probes: list[dict[str, Any]], n: int, n1: int, pn: dict[str, Any] | None) -> dict[str, float]:
-    """The run's fit and scoring times from the probes' step timings: the fit's time per epoch from the probes
-    that train one and two epochs on n1 rows, per row between n1 and n2 rows; the rest per row likewise."""
+def _time(cfg: RunConfig, a_: dict[str, Any], b_: dict[str, Any] | None, c_: dict[str, Any] | None,
+          n: int) -> dict[str, float]:
+    """The run's fit and scoring times from the probes' step timings. Probes a (n2 rows, one epoch) and b (n2
+    rows, two epochs, the run's chunk size) separate the fit's fixed time from its time per epoch; a and c
+    (2 n2 rows) give the time per epoch per row. Scoring and the report: probe b's time (the run's chunk
+    size) per row, scaled to n."""
     epochs = int(cfg.model_options.get("epochs") or (3 if cfg.model == "lora" else 100)) if _trains_epochs(cfg) else 1
-    fit1, rest1 = _fit_steps(probes[0]["timings"])
-    two = next((p for p in probes[1:] if p.get("epochs") == 2), None)
-    per_epoch1 = max(0.0, _fit_steps(two["timings"])[0] - fit1) if two is not None else fit1
-    fixed_fit = fit1 - per_epoch1
-    if pn is not None:
-        fit2, rest2 = _fit_steps(pn["timings"])
-        per_epoch2 = max(0.0, fit2 - fixed_fit)
-        rate_epoch = max(0.0, (per_epoch2 - per_epoch1) / (pn["rows"] - n1))
-        rate_rest = max(0.0, (rest2 - rest1) / (pn["rows"] - n1))
+    fit_a, rest_a = _fit_steps(a_["timings"])
+    fixed_fit = max(0.0, 2 * fit_a - _fit_steps(b_["timings"])[0]) if b_ is not None and b_["epochs"] == 2 else 0.0
+    epoch = lambda p: max(0.0, _fit_steps(p["timings"])[0] - fixed_fit) / p["epochs"]
+    if c_ is not None:
+        rate = max(0.0, (epoch(c_) - epoch(a_)) / (c_["rows"] - a_["rows"]))
+        per_epoch = epoch(c_) + rate * (n - c_["rows"])
     else:
-        rate_epoch, rate_rest = per_epoch1 / max(n1, 1), rest1 / max(n1, 1)
-    epoch_n = max(0.0, per_epoch1 - rate_epoch * n1) + rate_epoch * n
-    fit = fixed_fit + epochs * epoch_n
-    rest = max(0.0, rest1 - rate_rest * n1) + rate_rest * n
-    return {"fit (estimate)": fit, "score and report (estimate)": rest, "run (estimate)": fit + rest}
+        per_epoch = epoch(a_) * n / a_["rows"]
+    fit = fixed_fit + epochs * per_epoch
+    scoring = (b_ or a_)
+    other = _fit_steps(scoring["timings"])[1] * n / scoring["rows"]
+    return {"fit (estimate)": fit, "score and report (estimate)": other, "run (estimate)": fit + other}

@@ -3,9 +3,10 @@ and the plan's own time, for an MLP on a large table and a LoRA text run (one th
 
 - mlp: 200,000 x 60 generated features + a label (Parquet, float64), ``--model mlp`` (64 hidden units,
   100 full-batch epochs), ``--method if`` (EK-FAC), validation 2,000 rows;
-- lora: 2,000 generated texts of 12-40 words (two classes, each word drawn from a class-leaning vocabulary),
+- lora: 3,000 generated texts of 12-40 words (two classes, each word drawn from a class-leaning vocabulary),
   ``--model lora --encoder <folder>`` where the folder holds a small random-weight BERT built from a config
-  (4 layers, hidden size 128, the MiniLM tokenizer's vocabulary; nothing downloaded), 2 epochs,
+  (4 layers, hidden size 128, the MiniLM tokenizer's vocabulary; nothing downloaded), 3 epochs (the default),
+  the chunk size the run picks for its token length,
   ``--method ip``, validation 200 texts.
 
 Both commands run as child processes; each one's peak resident size is its own ru_maxrss (os.wait4), its time
@@ -70,7 +71,7 @@ def texts(folder: Path) -> list[str]:
     rng = np.random.default_rng(0)
     words = np.array("good bad fine poor great awful nice dull bright grim film plot actor scene music story "
                      "long short slow fast funny sad warm cold clever silly".split())
-    for name, n in (("train", 2_000), ("valid", 200)):
+    for name, n in (("train", 3_000), ("valid", 200)):
         y = rng.integers(0, 2, n)
         rows = []
         for label in y:
@@ -80,7 +81,7 @@ def texts(folder: Path) -> list[str]:
             rows.append(" ".join(words[pick]))
         pd.DataFrame({"text": rows, "y": y}).to_csv(folder / f"lora_{name}.csv", index=False)
     return ["--train", str(folder / "lora_train.csv"), "--valid", str(folder / "lora_valid.csv"), "--label", "y",
-            "--text-column", "text", "--encoder", str(enc), "--model", "lora", "--epochs", "2", "--method", "ip",
+            "--text-column", "text", "--encoder", str(enc), "--model", "lora", "--method", "ip",
             "--no-curve"]
 
 

@@ -169,7 +169,7 @@ def test_cli_text_run_loads_the_encoder_once_shows_progress_and_no_library_outpu
         assert noise not in out + err, noise
 
 
-def test_cli_lora_fit_reports_its_steps_and_no_load_report(tmp_path, capfd):
+def test_cli_lora_fit_reports_its_steps_chooses_its_chunk_and_prints_no_load_report(tmp_path, capfd):
     import json
 
     import pandas as pd
@@ -179,6 +179,7 @@ def test_cli_lora_fit_reports_its_steps_and_no_load_report(tmp_path, capfd):
     tiny_encoder(tmp_path / "e", 0)
     rng = np.random.default_rng(2)
     rows = [" ".join(rng.choice(WORDS[4:], rng.integers(2, 6))) for _ in range(24)]
+    rows[0] = " ".join(rng.choice(WORDS[4:], 28))  # 30 tokens with [CLS] and [SEP]: the split's length
     frame = pd.DataFrame({"review": rows, "y": [int("cat" in r) for r in rows]})
     frame[:16].to_csv(tmp_path / "train.csv", index=False)
     frame[16:].to_csv(tmp_path / "valid.csv", index=False)
@@ -187,8 +188,9 @@ def test_cli_lora_fit_reports_its_steps_and_no_load_report(tmp_path, capfd):
           "--text-column", "review", "--model", "lora", "--encoder", str(tmp_path / "e" / "bert"), "--epochs", "3",
           "--batch-size", "8", "--method", "ip", "--no-curve", "--out", str(tmp_path / "out")])
     out, err = capfd.readouterr()
-    fit = next(v for k, v in json.loads((tmp_path / "out" / "run.json").read_text())["progress"].items()
-               if k.startswith("fit"))
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert record["config"]["chunk_size"] == 256  # no --chunk-size: 8,192 tokens' worth of 30-token rows
+    fit = next(v for k, v in record["progress"].items() if k.startswith("fit"))
     assert fit["updates"] == fit["total"] == fit["done"] == 3 * 2  # 3 epochs x 2 steps of 8 rows
     for noise in ("LOAD REPORT", "MISSING", "newly initialized", "\x1b["):
         assert noise not in out + err, noise

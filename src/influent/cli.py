@@ -249,7 +249,8 @@ def score(
     damping: Optional[float] = typer.Option(None, "--damping", help="damping added to the Hessian (absolute)"),
     option: list[str] = typer.Option([], "--option", "-o", help="method option KEY=VALUE (repeatable; JSON values)"),
     target: str = typer.Option("utility", "--target", help="{targets}"),
-    chunk_size: int = typer.Option(512, "--chunk-size", help="samples per gradient chunk (memory ~ chunk x parameters)"),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", help="samples per gradient chunk (memory ~ chunk x "
+                                             "parameters); default 512, for --model lora 8,192 tokens' worth"),
     seed: int = typer.Option(0, "--seed", help="random seed"),
     top: int = typer.Option(12, "--top", help="how many of the most harmful samples the report shows"),
     curve: bool = typer.Option(True, "--curve/--no-curve", help="measure the removal curve (needs --test; refits the model)"),
@@ -282,7 +283,7 @@ def score(
     if damping is not None:
         method_options["damping"] = damping
     check_number(top, "--top", kind=int, low=0)
-    check_number(chunk_size, "--chunk-size", kind=int, low=1)
+    check_number(chunk_size, "--chunk-size", kind=int, low=1, none=True)
     if topk < 0:
         raise InputError(f"--topk must be >= 0, got {topk}")
     model_options = _model_options(model, C, hidden, epochs, lr, batch_size, weight_decay)
@@ -294,7 +295,7 @@ def score(
                     id_column=id_column, text_column=text, clean_label_column=clean_label, drop=list(drop),
                     standardize=standardize, image_shape=_shape(image_shape), model=_abs_model(model),
                     model_options=model_options, method=method,
-                    method_options=method_options, target=target, chunk_size=chunk_size, seed=seed, top=top, curve=curve,
+                    method_options=method_options, target=target, chunk_size=chunk_size or 512, seed=seed, top=top, curve=curve,
                     title=title, params=_params(params) if params is not None else None,
                     store=_abs(store) if store is not None else None, backend=check_backend(backend),
                     encoder=encoder, embed_cache=_abs(embed_cache) if embed_cache else None, topk=topk)
@@ -308,6 +309,10 @@ def score(
         steps = Steps(bars)
         with steps.step("read data") as tick:
             data = load_data(cfg, progress=tick)  # embedding texts: rows done
+        if chunk_size is None and cfg.model == "lora":  # activations grow with chunk x tokens
+            from .models.hf import default_chunk_size
+
+            cfg.chunk_size = default_chunk_size(data.train.X.shape[1])
         stage = next(p for p in (out, *out.parents) if p.is_dir())  # same filesystem as --out: a rename
         if _PLAN_ONLY[0]:
             raise _Planned(cfg, data)  # `influent plan` takes over: the data is read, nothing built or written

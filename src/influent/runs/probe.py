@@ -8,18 +8,24 @@ without fitting the model on the data and without writing anything.
    stops: nothing is built (a 100,000 x 100,000 hidden layer is never allocated).
 2. Probe, measured: the run itself — fit (one epoch), score, the report's data — on row subsets of the training
    split, each in a forked child of this process (torch, the data and the model are already loaded, so a child
-   starts in milliseconds). A child resets its peak resident size (``/proc/self/clear_refs``) and reports the
-   rise of ``VmHWM`` over its resident size at the start: the memory the run adds to a process holding the
-   data. Resident memory is the one measure that sees every allocator a run uses (torch's CPU allocator,
-   numpy, pandas/Arrow, tokenizers); torch's memory profiler sees only torch tensors, and tracemalloc
-   neither torch's allocator nor Arrow's. Three probes, (n1 rows, chunk c1), (n1, c2), (n2, c1), fit
-   ``extra(n, c) = fixed + a n + b c``, extrapolated to the run's n and chunk size; c2 and n2 are chosen
-   from the shapes so that the b and a terms each move the probe's memory by at least `SIGNAL` bytes (a
-   resident-size difference well above the allocator's noise), within the run's own n and chunk size.
-3. The estimate: the larger of the peak while reading the data (this process read it exactly as the run
-   will) and the resident size after reading + the cost of importing torch and building the model + extra(n, c).
-4. Time: the probe's steps are timed; the rate per row between the two sizes n1 and n2 is extrapolated to n,
-   the fit's time also multiplied by the run's epochs (the probe trains one).
+   starts in milliseconds). A child gives the C heap's free memory back (malloc_trim), resets its peak resident
+   size (``/proc/self/clear_refs``) and reports the rise of ``VmHWM`` over its resident size at the start: the
+   memory the run adds to a process that holds the data, under the same allocator settings as the run.
+   Resident memory is the one measure that sees every allocator a run uses (torch's CPU allocator, numpy,
+   pandas/Arrow, tokenizers) and how glibc's heap grows with them; torch's memory profiler sees only torch
+   tensors, tracemalloc neither torch's allocator nor Arrow's. Three probes:
+     a: n2 rows, chunk 8;  c: n3 rows, chunk 8   -> the memory per training row;
+     b: fit on n2 rows (two epochs), then score min(chunk, n) rows at the run's own chunk size -> per chunk row.
+   The run's chunk size is probed as it is (the factorised token path's blocks grow with it in steps, so a
+   small chunk does not extrapolate), on only as many rows as one chunk. n2 is n / 48, at most the rows whose
+   features fill `SIGNAL` / 8 bytes, at least 32; n3 adds those rows (at most n / 8) for a model that takes
+   under 5 ms a row in probe a, else it is 2 n2 (a transformer's rows hold little beside its activations).
+3. The estimate: the larger of the peak while reading the data (this process read it exactly as the run will)
+   and the resident size after reading + the cost of importing torch and building the model + the probed
+   fixed memory + per row x n + per chunk row x chunk size.
+4. Time: probes a and b (one and two epochs on n2 rows) separate the fit's fixed time from its time per
+   epoch, a and c give that time per row; scoring and the report take probe b's time per row (the run's chunk
+   size), scaled to n.
 """
 
 from __future__ import annotations
@@ -39,8 +45,8 @@ from ..data.validate import InputError
 from .config import RunConfig
 from .inputs import Data
 
-SIGNAL = 48 * 2**20  # bytes the rows of the large probe should add: resident-size noise is a few MiB
-N_MIN = 64  # rows of the smaller probes, at least (fewer when the data has fewer)
+SIGNAL = 48 * 2**20  # bytes of features the larger probe should add: resident-size noise is a few MiB
+N_MIN = 32  # rows of the smaller probes, at least (fewer when the data has fewer)
 C_SMALL = 8  # chunk size of the probes that vary the rows
 GRAD_COPIES = 3  # per-sample gradients, their flattened rows, the product workspace (backends/planner.py)
 ADAM_COPIES = 4  # weights, gradients and Adam's two moments
@@ -72,19 +78,6 @@ def trim() -> None:
 
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def _steady_malloc() -> None:
-    """glibc settings for a measurement: one arena (no per-thread reservations) and blocks above 64 KiB mapped
-    and unmapped on their own, so the resident size follows what is allocated, not how the heap fragments."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, 1)  # M_ARENA_MAX
-        libc.mallopt(-3, 65536)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
         pass
 
 
@@ -212,10 +205,12 @@ def _probe_config(cfg: RunConfig, chunk: int, folder: str, epochs: int = 1) -> R
                                store=os.path.join(folder, "store") if cfg.store else None)
 
 
-def run_probe(cfg: RunConfig, data: Data, model: Any, rows: np.ndarray, chunk: int, epochs: int = 1) -> dict[str, Any]:
+def run_probe(cfg: RunConfig, data: Data, model: Any, rows: np.ndarray, chunk: int, epochs: int = 1,
+              fit_rows: np.ndarray | None = None) -> dict[str, Any]:
     """Run the scoring pipeline on training rows `rows` with chunk size `chunk` (training `epochs`) in a forked
     child; returns {"rows", "chunk", "epochs", "extra": peak resident bytes above the child's start,
-    "seconds", "timings": {step: seconds}}. `model` is the run's unfitted model (the child fits its copy)."""
+    "seconds", "timings": {step: seconds}}. `model` is the run's unfitted model (the child fits its copy), on
+    `fit_rows` when given (then timed as the step "fit"), else on `rows`."""
     from .pipeline import run_score
     from .steps import Steps
 
@@ -230,12 +225,14 @@ def run_probe(cfg: RunConfig, data: Data, model: Any, rows: np.ndarray, chunk: i
                 probe_cfg = _probe_config(cfg, chunk, folder, epochs)
                 if _trains_epochs(cfg) and getattr(model, "train_config", None) is not None:
                     model.train_config = dataclasses.replace(model.train_config, epochs=int(epochs))
-                _steady_malloc()
                 trim()
                 reset_peak()
                 start = rss()
                 t0 = time.perf_counter()
                 steps = Steps()
+                if fit_rows is not None:
+                    with steps.step("fit"):
+                        model.fit(data.train.subset(fit_rows))
                 run_score(probe_cfg, sub, steps, model=model, stage=Path(folder))
                 result = {"rows": int(len(rows)), "chunk": int(chunk), "epochs": int(epochs), "extra": max(0, peak_rss() - start),
                           "seconds": time.perf_counter() - t0, "timings": dict(steps.timings)}
@@ -302,17 +299,25 @@ def plan_run(cfg: RunConfig, data: Data, load_peak: int, loaded: int) -> RunPlan
     built = rss()
     grad_row = GRAD_COPIES * analysed * item  # per chunk row, at least: the gradient rows and their copies
     data_row = max(1, int(data.train.X[:1].nbytes))
-    n2 = int(min(n, max(N_MIN, min(n // 24, N_MIN + SIGNAL // (8 * data_row)))))
-    n3 = int(min(n, 2 * n2))
-    c_small, c_big = min(C_SMALL, n2, chunk), min(chunk, n2)
+    signal_rows = SIGNAL // (8 * data_row)  # rows whose features fill SIGNAL / 8 bytes
+    n2 = int(min(n, max(N_MIN, min(n // 48, signal_rows))))
+    c_small, c_big = min(C_SMALL, n2, chunk), min(chunk, n)
     rows2 = probe_rows(data.train.y, n2, cfg.seed)
     a_ = run_probe(cfg, data, model, rows2, c_small)
-    b_ = run_probe(cfg, data, model, rows2, c_big, 2 if _trains_epochs(cfg) else 1) if c_big > c_small else None
+    # the memory per row needs rows enough to show; an expensive model (a transformer: > 5 ms a row) gets
+    # twice n2, its rows' memory being small beside its activations
+    cheap = a_["seconds"] / n2 < 0.005
+    n3 = int(min(n, max(2 * n2, min(n // 8, n2 + signal_rows) if cheap else 0)))
     c_ = run_probe(cfg, data, model, probe_rows(data.train.y, n3, cfg.seed), c_small) if n3 > n2 else None
-    probes = [p for p in (a_, b_, c_) if p is not None]
-    per_chunk = (b_["extra"] - a_["extra"]) / (c_big - c_small) if b_ is not None else 0.0
-    per_chunk = max(per_chunk, float(grad_row))  # below a gradient row per row: the allocator's noise
     per_row = max(0.0, (c_["extra"] - a_["extra"]) / (n3 - n2)) if c_ is not None else 0.0
+    b_ = None
+    if c_big > c_small:  # the run's own chunk size, scored on as many rows, after a two-epoch fit on n2 rows
+        m = max(n2, c_big)
+        b_ = run_probe(cfg, data, model, probe_rows(data.train.y, m, cfg.seed), c_big,
+                       2 if _trains_epochs(cfg) else 1, fit_rows=rows2)
+    probes = [p for p in (a_, b_, c_) if p is not None]
+    per_chunk = (b_["extra"] - a_["extra"] - per_row * (b_["rows"] - n2)) / (c_big - c_small) if b_ else 0.0
+    per_chunk = max(per_chunk, float(grad_row))  # below a gradient row per row: the allocator's noise
     fixed = a_["extra"] - per_row * n2 - per_chunk * c_small
     c_run = min(chunk, n)
     terms = {"process after reading the data": loaded, "torch, libraries and the model": max(0, built - loaded),
@@ -334,7 +339,7 @@ def _time(cfg: RunConfig, a_: dict[str, Any], b_: dict[str, Any] | None, c_: dic
     size) per row, scaled to n."""
     epochs = int(cfg.model_options.get("epochs") or (3 if cfg.model == "lora" else 100)) if _trains_epochs(cfg) else 1
     fit_a, rest_a = _fit_steps(a_["timings"])
-    fixed_fit = max(0.0, 2 * fit_a - _fit_steps(b_["timings"])[0]) if b_ is not None and b_["epochs"] == 2 else 0.0
+    fixed_fit = max(0.0, 2 * fit_a - b_["timings"].get("fit", 0.0)) if b_ is not None and b_["epochs"] == 2 else 0.0
     epoch = lambda p: max(0.0, _fit_steps(p["timings"])[0] - fixed_fit) / p["epochs"]
     if c_ is not None:
         rate = max(0.0, (epoch(c_) - epoch(a_)) / (c_["rows"] - a_["rows"]))
@@ -342,6 +347,6 @@ def _time(cfg: RunConfig, a_: dict[str, Any], b_: dict[str, Any] | None, c_: dic
     else:
         per_epoch = epoch(a_) * n / a_["rows"]
     fit = fixed_fit + epochs * per_epoch
-    scoring = (b_ or a_)
-    other = _fit_steps(scoring["timings"])[1] * n / scoring["rows"]
+    scoring = (b_ or a_)  # b: the run's chunk size
+    other = sum(v for k, v in scoring["timings"].items() if not k.startswith("fit")) * n / scoring["rows"]
     return {"fit (estimate)": fit, "score and report (estimate)": other, "run (estimate)": fit + other}

@@ -14,7 +14,7 @@ without fitting the model on the data and without writing anything.
    Resident memory is the one measure that sees every allocator a run uses (torch's CPU allocator, numpy,
    pandas/Arrow, tokenizers) and how glibc's heap grows with them; torch's memory profiler sees only torch
    tensors, tracemalloc neither torch's allocator nor Arrow's. Three probes:
-     a: n2 rows, chunk 8;  c: n3 rows, chunk 8   -> the memory per training row;
+     a: n2 rows, chunk 64;  c: n3 rows, chunk 64   -> the memory per training row;
      b: fit on n2 rows (two epochs), then score min(chunk, n) rows at the run's own chunk size -> per chunk row.
    The run's chunk size is probed as it is (the factorised token path's blocks grow with it in steps, so a
    small chunk does not extrapolate), on only as many rows as one chunk. n2 is n / 48, at most the rows whose
@@ -47,7 +47,7 @@ from .inputs import Data
 
 SIGNAL = 48 * 2**20  # bytes of features the larger probe should add: resident-size noise is a few MiB
 N_MIN = 32  # rows of the smaller probes, at least (fewer when the data has fewer)
-C_SMALL = 8  # chunk size of the probes that vary the rows
+C_SMALL = 64  # chunk size of the probes that vary the rows
 GRAD_COPIES = 3  # per-sample gradients, their flattened rows, the product workspace (backends/planner.py)
 ADAM_COPIES = 4  # weights, gradients and Adam's two moments
 
@@ -325,7 +325,6 @@ def plan_run(cfg: RunConfig, data: Data, load_peak: int, loaded: int) -> RunPlan
              f"run: chunk of {c_run:,} rows": int(per_chunk * c_run)}
     estimate = max(load_peak, int(sum(terms.values())))
     seconds = _time(cfg, a_, b_, c_, n)
-    seconds["plan (this command)"] = time.perf_counter() - t_start
     return RunPlan(n, chunk, analysed, estimate, available, terms, seconds,
                    [{k: p[k] for k in ("rows", "chunk", "extra", "seconds")} for p in probes],
                    time.perf_counter() - t_start)

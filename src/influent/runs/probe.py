@@ -16,6 +16,8 @@ without fitting the model on the data and without writing anything.
    tensors, tracemalloc neither torch's allocator nor Arrow's. Three probes:
      a: n2 rows, chunk 64;  c: n3 rows, chunk 64   -> the memory per training row;
      b: fit on n2 rows (two epochs), then score min(chunk, n) rows at the run's own chunk size -> per chunk row.
+   A rise of the rows' memory below `SIGNAL` between a and c is the allocator's noise as much as the rows':
+   the memory per row is then at most 16 copies of a row's features and 4 KiB of its results.
    The run's chunk size is probed as it is (the factorised token path's blocks grow with it in steps, so a
    small chunk does not extrapolate), on only as many rows as one chunk. n2 is n / 48, at most the rows whose
    features fill `SIGNAL` / 8 bytes, at least 32; n3 adds those rows (at most n / 8) for a model that takes
@@ -48,6 +50,8 @@ from .inputs import Data
 SIGNAL = 48 * 2**20  # bytes of features the larger probe should add: resident-size noise is a few MiB
 N_MIN = 32  # rows of the smaller probes, at least (fewer when the data has fewer)
 C_SMALL = 64  # chunk size of the probes that vary the rows
+ROW_COPIES, ROW_RESULTS = 16, 4096  # a row's bytes, when the probes cannot resolve them: copies of its features
+# and its results (scores, predictions, the report's columns)
 GRAD_COPIES = 3  # per-sample gradients, their flattened rows, the product workspace (backends/planner.py)
 ADAM_COPIES = 4  # weights, gradients and Adam's two moments
 
@@ -309,20 +313,24 @@ def plan_run(cfg: RunConfig, data: Data, load_peak: int, loaded: int) -> RunPlan
     cheap = a_["seconds"] / n2 < 0.005
     n3 = int(min(n, max(2 * n2, min(n // 8, n2 + signal_rows) if cheap else 0)))
     c_ = run_probe(cfg, data, model, probe_rows(data.train.y, n3, cfg.seed), c_small) if n3 > n2 else None
-    per_row = max(0.0, (c_["extra"] - a_["extra"]) / (n3 - n2)) if c_ is not None else 0.0
+    rise = c_["extra"] - a_["extra"] if c_ is not None else 0
+    per_row = max(0.0, rise / (n3 - n2)) if c_ is not None else 0.0
+    if rise < SIGNAL:  # within the allocator's noise (tens of MiB): at most what a row's own arrays can hold
+        per_row = min(per_row, ROW_COPIES * data_row + ROW_RESULTS)
     b_ = None
     if c_big > c_small:  # the run's own chunk size, scored on as many rows, after a two-epoch fit on n2 rows
         m = max(n2, c_big)
         b_ = run_probe(cfg, data, model, probe_rows(data.train.y, m, cfg.seed), c_big,
                        2 if _trains_epochs(cfg) else 1, fit_rows=rows2)
     probes = [p for p in (a_, b_, c_) if p is not None]
-    per_chunk = (b_["extra"] - a_["extra"] - per_row * (b_["rows"] - n2)) / (c_big - c_small) if b_ else 0.0
-    per_chunk = max(per_chunk, float(grad_row))  # below a gradient row per row: the allocator's noise
-    fixed = a_["extra"] - per_row * n2 - per_chunk * c_small
+    # probe b ran the run's own chunk size: what it needs beyond probe a, less its rows' share, is the chunk's
+    chunk_mem = max(0.0, b_["extra"] - a_["extra"] - per_row * (b_["rows"] - n2)) if b_ else 0.0
+    fixed = a_["extra"] - per_row * n2
     c_run = min(chunk, n)
     terms = {"process after reading the data": loaded, "torch, libraries and the model": max(0, built - loaded),
-             "run: fixed": int(max(0.0, fixed)), f"run: {n:,} rows": int(per_row * n),
-             f"run: chunk of {c_run:,} rows": int(per_chunk * c_run)}
+             f"run: fixed, with a chunk of {c_small:,} rows": int(max(0.0, fixed)), f"run: {n:,} rows": int(per_row * n)}
+    if b_:
+        terms[f"run: a chunk of {c_run:,} rows instead"] = int(chunk_mem)
     estimate = max(load_peak, int(sum(terms.values())))
     seconds = _time(cfg, a_, b_, c_, n)
     return RunPlan(n, chunk, analysed, estimate, available, terms, seconds,

@@ -261,7 +261,7 @@ def score(
     store: Optional[Path] = typer.Option(None, "--store", help="folder of an on-disk gradient store: reused by later "
                                          "runs, and an interrupted run resumes from its finished chunks"),
     backend: str = typer.Option("local", "--backend", help="{backends} (ray: per-sample gradients on a Ray "
-                                "cluster, RAY_ADDRESS, else a local Ray; needs pip install \"influent[ray]\")"),
+                                "cluster, RAY_ADDRESS, else a local Ray; needs pip install \"influent\\[ray]\")"),
     topk: int = typer.Option(0, "--topk", help="with --test: keep the K most helpful and most harmful training "
                              "samples of every test sample (streamed attribution in --out/attribution; read with "
                              "influent explain; the method's pairwise form, else ip)"),
@@ -275,7 +275,7 @@ def score(
     from .runs.pipeline import run_score
     from .backends import check_backend
 
-    check_output_dir(out)
+    check_output_dir(out, "--out")
     method_options = _parse_options(option)
     if solver is not None:
         method_options["solver"] = solver
@@ -311,7 +311,7 @@ def score(
         stage = next(p for p in (out, *out.parents) if p.is_dir())  # same filesystem as --out: a rename
         outcome = run_score(cfg, data, steps, plan_only=_PLAN_ONLY[0], stage=stage)
         with steps.step("write outputs"):
-            written = write_outputs(out, outcome)
+            written = write_outputs(out, outcome, replace=force)
             _wrote(f"{out}/scores.parquet, run.json and report.html"
                    + (f" and {ATTRIBUTION_DIR}/" if out / ATTRIBUTION_DIR in written else ""))
     s = outcome.record["results"]["summary"]
@@ -333,8 +333,9 @@ def _log_path(out: Path, log: Optional[Path]) -> Path:
 
 
 def _check_file_out(path: Path, name: str) -> None:
-    from .data.validate import check_output_dir
+    from .data.validate import check_output_dir, check_path
 
+    check_path(path, name)
     if path.exists() and path.is_dir():
         raise InputError(f"{name}: {path} is a folder; give a file name such as {path / 'clean.csv'}")
     check_output_dir(path.parent if str(path.parent) else Path("."), name)
@@ -396,7 +397,7 @@ def _act(action: str, scores_dir: Path, out: Path, log: Optional[Path], force: b
             rows = _with_labels(rows, cfg.label, result.split.y)
         if action == "reweight":
             rows = _with_column(rows, "weight", result.weights)
-        with steps.step("write"), atomic_group():  # both files or neither
+        with steps.step("write"), atomic_group(replace=force):  # both files or neither (never replaced without --force)
             write_rows(out, rows)
             result.save(log_path)
         _wrote(f"{out} and {log_path}")
@@ -531,7 +532,7 @@ def select(
         rows = _with_column(rows, "priority", np.arange(1, k + 1))
         rows = _with_column(rows, f"{strategy}_score", util[order])
         with steps.step("write"):
-            write_rows(out, rows)
+            write_rows(out, rows, replace=force)
         _wrote(str(out))
     console.print(f"chose {k:,} of {len(pool_split):,} pool rows by {strategy}; wrote {out}")
 
@@ -729,14 +730,54 @@ def main(argv: Optional[list[str]] = None) -> None:
             signal.signal(sig, old)
 
 
+# the command line's own wording of a library error's fix (`InputError(..., hint=KEY)`), where the library
+# gives a Python call
+CLI_FIXES = {
+    "checkpoints": "use --model mlp or a torch model file (--model file.py:function): the run records checkpoints "
+                   "while it trains them (--model logistic records none)",
+    "output-size": "change the last layer of the module your --model file returns, or return "
+                   "{\"module\": net, \"classes\": [...]} (the label of each output)",
+    "bce": "a binary classifier with one output (a logit) needs the bce loss: return {\"module\": net, \"loss\": "
+           "\"bce\"} from your --model file",
+}
+
+
+def _memory_error(exc: BaseException) -> Optional[str]:
+    """The one line for an allocation failure (MemoryError, torch's "can't allocate memory" or CUDA "out of
+    memory"), else None."""
+    import re
+
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, MemoryError) and not (
+            isinstance(exc, RuntimeError) and re.search(r"can't allocate memory|out of memory", text, re.I)):
+        return None
+    tried = re.search(r"allocate (\d+) bytes", text)
+    size = f" ({int(tried.group(1)) / 2**30:.1f} GiB in one allocation)" if tried else ""
+    return (f"out of memory{size}: the model or a chunk of gradients is too large for this machine; use a smaller "
+            "model, a smaller --chunk-size or --params last (influent plan estimates the peak)")
+
+
 def _run_app(args: list[str], debug: bool, cx: Any) -> None:
+    from .data.validate import os_message
+
     try:
         app(args=args, prog_name="influent", standalone_mode=False)
     except InputError as exc:
         if debug:
             raise
-        msg = " ".join(str(exc).split())  # one line
+        msg = " ".join(exc.message_for(CLI_FIXES).split())  # one line
         typer.echo(f"error: {msg}", err=True)
+        sys.exit(2)
+    except OSError as exc:  # a full disk, a name too long, a folder that cannot be written: not a traceback
+        if debug:
+            raise
+        typer.echo(f"error: {' '.join(os_message(exc).split())}", err=True)
+        sys.exit(2)
+    except (MemoryError, RuntimeError) as exc:
+        line = _memory_error(exc)
+        if debug or line is None:
+            raise
+        typer.echo(f"error: {line}", err=True)
         sys.exit(2)
     except getattr(cx, "NoArgsIsHelpError", ()) as exc:  # `influent` alone: the help, exit 0
         typer.echo(exc.ctx.get_help() if exc.ctx else "influent --help")

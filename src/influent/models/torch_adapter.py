@@ -99,11 +99,14 @@ class TorchAdapter(ModelAdapter):
         if self.loss == "mse":
             return
         k = int(np.prod(out.shape[1:])) if out.ndim > 1 else 1
+        if k == 1 and self.loss == "cross_entropy":  # a softmax over one logit is constant: a bce model
+            raise InputError(f"the model gives one output per sample, loss 'cross_entropy' needs one per class",
+                             hint="bce", fix='a binary classifier with one logit needs TorchAdapter(net, loss="bce")')
         want = 1 if self.loss == "bce" else (len(self.classes_) if self.classes_ is not None else k)
         if k != want:
             what = "one output (a logit)" if self.loss == "bce" else f"{want} outputs, one per class {self.classes_.tolist()}"
-            raise InputError(f"the model gives {k} output(s) per sample, loss {self.loss!r} needs {what}; "
-                             "change the last layer or pass classes=[...]")
+            raise InputError(f"the model gives {k} output(s) per sample, loss {self.loss!r} needs {what}",
+                             hint="output-size", fix="change the last layer or pass classes=[...]")
         if self.classes_ is None:
             self.classes_ = np.arange(k)
         self._check_labels(split)

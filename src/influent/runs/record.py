@@ -171,8 +171,9 @@ def check_record(record: dict[str, Any], path: str | Path = "run.json") -> None:
         if entry is not None and not isinstance(entry, dict):
             raise InputError(f"{path}: data.{role} is {_kind(entry)}, not an object; the file is damaged: "
                              "run influent score again")
-    summary = (record.get("results") or {}).get("summary")
-    if summary is not None and not isinstance(summary, dict):
+    results = record.get("results") or {}
+    summary = results.get("summary")
+    if "summary" in results and not isinstance(summary, dict):
         raise InputError(f"{path}: results.summary is {_kind(summary)}, not an object; the file is damaged: "
                          "run influent score again")
 

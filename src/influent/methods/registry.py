@@ -96,8 +96,9 @@ class Job:
             except (ValueError, TypeError) as exc:  # layers EK-FAC does not cover: the exact Gauss-Newton
                 if self.adapter.n_params() > EXACT_GGN_MAX_PARAMS:
                     raise InputError(f"no default curvature for this model: EK-FAC does not cover it ({exc}) and "
-                                     f"it has more than {EXACT_GGN_MAX_PARAMS} parameters for the exact Gauss-Newton; "
-                                     "analyse fewer parameters (params='last') or name a solver") from None
+                                     f"it has more than {EXACT_GGN_MAX_PARAMS} parameters for the exact Gauss-Newton",
+                                     hint="fewer-params",
+                                     fix="analyse fewer parameters (params='last') or name a solver") from None
                 name = "exact"
                 self.used["solver"] = name
                 options = {**options, "curvature": "ggn"}

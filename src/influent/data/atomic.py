@@ -90,10 +90,21 @@ def staging_folder(prefix: str, dir: str | Path | None = None) -> Path:
 
     parent = Path(dir) if dir is not None else Path(tempfile.gettempdir())
     remove_stale(parent)
-    folder = parent / staging_name(prefix.strip(".-") or "influent")
-    folder.mkdir(mode=0o700)
+    name = prefix.strip(".-") or "influent"
+    folder = parent / staging_name(name)
+    try:
+        folder.mkdir(mode=0o700)
+    except OSError as exc:  # named by what is written, not by the hidden staging name
+        raise _named(exc, parent / name) from None
     os.chmod(folder, 0o777 & ~_umask())
     return folder
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    """`exc` naming `path` (the destination) instead of a staging name, or no file at all."""
+    if exc.errno is None or (exc.filename is not None and not _STAGED.match(Path(str(exc.filename)).name)):
+        return exc
+    return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -164,7 +175,10 @@ def atomic_write(path: str | Path, write: Any, replace: bool = True) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(path.parent)
     tmp = path.parent / staging_name(path.name)
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        raise _named(exc, path) from None
     try:
         write(tmp)
         os.chmod(tmp, _file_mode())
@@ -176,9 +190,7 @@ def atomic_write(path: str | Path, write: Any, replace: bool = True) -> Path:
         os.replace(tmp, path) if replace else move_new(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.errno is not None and (exc.filename is None or Path(str(exc.filename)).name == tmp.name):
-            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from None
-        raise
+        raise _named(exc, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

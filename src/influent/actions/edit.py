@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..data import Split
-from ..data.validate import InputError, check_budget, check_shape
+from ..data.validate import InputError, check_budget, check_shape, class_codes
 from ..data.scores import Scores
 from ..data.atomic import atomic_write
 
@@ -160,9 +160,8 @@ def relabel(train: Split, scores: Scores, budget: float, model: Any = None, prob
             proba = proba[pos].copy()
         if proba.shape != (k, len(classes)):
             raise InputError(f"relabel: the model gives {proba.shape[1]} class probabilities for {len(classes)} classes")
-        cur = np.searchsorted(classes, old)
-        known = (cur < len(classes)) & (classes[np.minimum(cur, len(classes) - 1)] == old)
-        proba[np.flatnonzero(known), cur[known]] = -np.inf
+        known = np.isin(old, classes)
+        proba[np.flatnonzero(known), class_codes(old[known], classes)] = -np.inf
         new = classes[proba.argmax(1)]
     y = train.y.copy()
     if y.dtype.kind in "US" and new.dtype.kind in "US":

@@ -156,6 +156,17 @@ def check_known_labels(y: np.ndarray, classes: np.ndarray, name: str = "labels")
         raise InputError(f"{name}: unknown label(s) {unknown[:5].tolist()}; the model knows {classes.tolist()}")
 
 
+def class_codes(y: Any, classes: Any, name: str = "labels") -> np.ndarray:
+    """(n,) int64 position of each label of `y` in `classes`, the model's classes in the order of its output
+    columns (any order: ``[1, 0]``, ``["good", "bad"]``, ``[0, 2, 1]``). The one mapping from a class value to
+    its column; a label outside `classes` is a one-line `InputError` (`check_known_labels`)."""
+    classes = np.asarray(classes)
+    y = np.asarray(y)
+    check_known_labels(y, classes, name)
+    order = np.argsort(classes, kind="stable")
+    return order[np.searchsorted(classes, y, sorter=order)].astype(np.int64)
+
+
 def check_class_labels(y: np.ndarray, name: str = "labels") -> None:
     """Raise `InputError` when labels meant for a classifier are continuous (non-integer numbers)."""
     arr = np.asarray(y)

@@ -219,7 +219,8 @@ def _finish(console, out: Path, extra: str = "") -> None:
 @app.command(cls=_RegistryHelp)
 def score(
     train: Path = typer.Option(..., "--train", help="training data: CSV, Parquet or NPZ (arrays X and the label)"),
-    valid: Path = typer.Option(..., "--valid", help="validation data; the target is measured on it"),
+    valid: Optional[Path] = typer.Option(None, "--valid", help="validation data; the target is measured on it "
+                                         "(methods without a target, e.g. self-influence, do not need it)"),
     test: Optional[Path] = typer.Option(None, "--test", help="test data; enables the removal curve in the report"),
     label: str = typer.Option(..., "--label", help="label column (NPZ: array name)"),
     group: Optional[str] = typer.Option(None, "--group", help="group/sensitive attribute column (fairness targets)"),
@@ -234,7 +235,8 @@ def score(
     clean_label: Optional[str] = typer.Option(None, "--clean-label", help="column with known clean labels (noisy-label "
                                               "experiments): not a feature; the report measures detection"),
     drop: list[str] = typer.Option([], "--drop", help="a column that is not a feature (repeatable)"),
-    standardize: bool = typer.Option(False, "--standardize", help="z-score features with training statistics"),
+    standardize: Optional[bool] = typer.Option(None, "--standardize/--no-standardize", help="z-score features with "
+                                               "the training mean and deviation (default: on for logistic and mlp)"),
     image_shape: Optional[str] = typer.Option(None, "--image-shape", help="show rows as images of this shape, e.g. 8x8"),
     model: str = typer.Option("logistic", "--model", help="logistic | mlp | lora (fine-tune --encoder with LoRA on "
                               "--text-column) | path/to/file.py:function"),
@@ -268,7 +270,7 @@ def score(
 ) -> None:
     """Score every training sample; write scores.parquet, run.json and report.html to --out."""
     from .data.validate import check_output_dir, check_outputs
-    from .runs.config import ATTRIBUTION_DIR, OUTPUT_FILES, RunConfig
+    from .runs.config import ATTRIBUTION_DIR, OUTPUT_FILES, RunConfig, default_standardize
     from .runs.steps import Steps
     from .runs.record import input_paths, write_outputs
     from .runs.inputs import load_data
@@ -290,9 +292,9 @@ def score(
         encoder = _abs(Path(encoder))
     if model == "lora" and encoder:
         model_options["encoder"] = encoder
-    cfg = RunConfig(train=_abs(train), valid=_abs(valid), test=_abs(test) if test else None, label=label, group=group,
+    cfg = RunConfig(train=_abs(train), valid=_abs(valid) if valid else None, test=_abs(test) if test else None, label=label, group=group,
                     id_column=id_column, text_column=text, clean_label_column=clean_label, drop=list(drop),
-                    standardize=standardize, image_shape=_shape(image_shape), model=_abs_model(model),
+                    standardize=default_standardize(model) if standardize is None else standardize, image_shape=_shape(image_shape), model=_abs_model(model),
                     model_options=model_options, method=method,
                     method_options=method_options, target=target, chunk_size=chunk_size, seed=seed, top=top, curve=curve,
                     title=title, params=_params(params) if params is not None else None,

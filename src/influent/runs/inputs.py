@@ -90,12 +90,22 @@ def read_split(path: str, role: str, cfg: RunConfig, like: Split | None) -> tupl
     return split, extras, frame
 
 
+def check_valid_given(cfg: RunConfig, valid: Any) -> None:
+    """A one-line `InputError` naming --valid when the run's method measures a target (its registry entry's
+    `needs_target`) and no validation data is given; methods without a target (self-influence, outlier and
+    label-error detectors) run without it."""
+    from ..methods import METHODS
+
+    METHODS.check(cfg.method)
+    if not valid and METHODS[cfg.method].needs_target:
+        raise InputError(f"method {cfg.method!r} measures its target on validation data: pass --valid FILE")
+
+
 def load_data(cfg: RunConfig) -> Data:
     """Read the files named by `cfg` into `Split`s (validated: one-line `InputError` on bad input)."""
     if not cfg.train:
         raise InputError("no training data: pass --train FILE")
-    if not cfg.valid:
-        raise InputError("no validation data: pass --valid FILE (the target is measured on it)")
+    check_valid_given(cfg, cfg.valid)
     train, extras, frame = read_split(cfg.train, "train", cfg, None)
     data = Data(train, frames={"train": frame})
     data.text = extras.get(cfg.text_column) if cfg.text_column else None

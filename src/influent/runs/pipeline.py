@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from ..data.validate import InputError
 from ..data.scores import Scores, jsonable
-from .inputs import Data
+from .inputs import Data, check_valid_given
 from .config import RUN_FORMAT, RunConfig, versions
 from .steps import Steps
 from ..targets import TARGETS, make_target
@@ -62,8 +62,7 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
     steps = steps or Steps()
     METHODS.check(cfg.method)
     TARGETS.check(cfg.target)
-    if data.valid is None:
-        raise InputError("no validation data: pass --valid FILE (the target is measured on it)")
+    check_valid_given(cfg, data.valid)
     own = {p.name for p in inspect.signature(score).parameters.values() if p.kind is not p.VAR_KEYWORD}
     clash = sorted(set(cfg.method_options or {}) & own)
     if clash:
@@ -85,7 +84,7 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
         from ..models.base import resolve_params
 
         model = resolve_params(model, cfg.params)
-    target = make_target(cfg.target, data.valid)
+    target = None if data.valid is None else make_target(cfg.target, data.valid)
     from ..backends.planner import check_plan, plan
 
     try:

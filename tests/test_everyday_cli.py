@@ -1,0 +1,92 @@
+"""Issue 23, defaults for real data on the command line: standardised features by default for the built-in
+models (item 9), --valid only for methods that measure a target (item 10)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import influent as inf
+from helpers import run_cli
+
+SCALES = np.array([1.0, 1000.0, 0.01])
+
+
+@pytest.fixture(scope="module")
+def raw_dir(tmp_path_factory):
+    """Unscaled features (scales 1, 1000, 0.01), binary label, 80 train / 40 valid / 40 test rows."""
+    d = tmp_path_factory.mktemp("raw")
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(160, 3))
+    y = (Z @ np.array([1.0, -1.0, 0.5]) + 0.7 * rng.normal(size=160) > 0).astype(int)
+    X = Z * SCALES + np.array([0.0, 5000.0, 0.1])
+    for name, rows in (("train", slice(0, 80)), ("valid", slice(80, 120)), ("test", slice(120, 160))):
+        df = pd.DataFrame(X[rows], columns=["a", "b", "c"])
+        df["y"] = y[rows]
+        df.to_csv(d / f"{name}.csv", index=False)
+    return d
+
+
+def _standardized(d, name, mu, sd):
+    df = pd.read_csv(d / f"{name}.csv")
+    X = df[["a", "b", "c"]].to_numpy(np.float32)
+    return inf.from_arrays(((X - mu) / sd).astype(np.float32), df["y"].to_numpy(), name=name)
+
+
+def test_logistic_standardizes_by_default_with_train_statistics(raw_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_cli(["score", "--train", raw_dir / "train.csv", "--valid", raw_dir / "valid.csv", "--label", "y",
+                            "--method", "if", "--out", out], capsys)
+    assert code == 0, err
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["config"]["standardize"] is True
+    X = pd.read_csv(raw_dir / "train.csv")[["a", "b", "c"]].to_numpy(np.float32)
+    mu, sd = X.mean(0), X.std(0)
+    train, valid = _standardized(raw_dir, "train", mu, sd), _standardized(raw_dir, "valid", mu, sd)
+    model = inf.models.SklearnLogistic().fit(train)
+    want = inf.score(model, train, inf.targets.Utility(valid), method="if")
+    np.testing.assert_allclose(inf.Scores.load(out / "scores.parquet").values, want.values, rtol=1e-6, atol=1e-12)
+    # the report shows the data as given, not z-scores
+    row = rec["results"]["samples"]["harmful"][0]
+    feats = {name: value for name, value, _ in row["features"]}
+    np.testing.assert_allclose(feats["b"], X[row["position"], 1], rtol=1e-6)
+    assert abs(feats["b"]) > 100
+
+
+def test_no_standardize_keeps_the_data_as_given(raw_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_cli(["score", "--train", raw_dir / "train.csv", "--valid", raw_dir / "valid.csv", "--label", "y",
+                            "--method", "self-if", "--no-standardize", "--C", "0.01", "--no-curve", "--out", out], capsys)
+    assert code == 0, err
+    assert json.loads((out / "run.json").read_text())["config"]["standardize"] is False
+    train = inf.from_file(raw_dir / "train.csv", "y", name="train")
+    model = inf.models.SklearnLogistic(C=0.01).fit(train)
+    want = inf.score(model, train, method="self-if")
+    np.testing.assert_allclose(inf.Scores.load(out / "scores.parquet").values, want.values, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["mislabel", "self-if", "outlier"])
+def test_methods_without_a_target_need_no_valid(raw_dir, tmp_path, capsys, method):
+    out = tmp_path / "run"
+    code, _, err = run_cli(["score", "--train", raw_dir / "train.csv", "--test", raw_dir / "test.csv", "--label", "y",
+                            "--method", method, "--no-curve", "--out", out], capsys)
+    assert code == 0, err
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["config"]["valid"] is None and rec["results"]["summary"]["n_valid"] is None
+    assert len(inf.Scores.load(out / "scores.parquet")) == 80
+    assert "no validation split" in (out / "report.html").read_text()
+    # acting on such a run re-reads its inputs without a validation file
+    code, _, err = run_cli(["trim", "--scores", out, "--budget", "3", "--out", tmp_path / "trimmed.csv"], capsys)
+    assert code == 0, err
+    assert len(pd.read_csv(tmp_path / "trimmed.csv")) == 77
+
+
+def test_a_method_with_a_target_names_valid(raw_dir, tmp_path, capsys):
+    code, _, err = run_cli(["score", "--train", raw_dir / "train.csv", "--label", "y", "--method", "if",
+                            "--out", tmp_path / "run"], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "--valid" in err and "'if'" in err
+    assert not (tmp_path / "run").exists()

@@ -31,7 +31,7 @@ def scored(data_dir, tmp_path_factory):
     """One `influent score` run with the influence function and a test split (removal curve)."""
     out = tmp_path_factory.mktemp("run") / "out"
     args = ["score", "--train", data_dir / "train.csv", "--valid", data_dir / "valid.csv", "--test", data_dir / "test.csv",
-            "--label", "y", "--method", "if", "--C", "0.5", "--out", out]
+            "--label", "y", "--method", "if", "--C", "0.5", "--no-standardize", "--out", out]
     code = None
     try:
         main([str(a) for a in args])
@@ -325,8 +325,10 @@ BAD = [
     ("fairness target without a group", lambda d, dd, o: _score(dd / "train.csv", dd / "valid.csv", "--target",
                                                                  "demographic-parity", out=o), "needs a group attribute"),
     ("output folder under a file", _case_unwritable_out, "is a file, not a folder"),
-    ("missing required option", lambda d, dd, o: ["score", "--train", dd / "train.csv", "--label", "y", "--out", o],
-     "Missing option '--valid'"),
+    ("missing required option", lambda d, dd, o: ["score", "--train", dd / "train.csv", "--valid", dd / "valid.csv",
+                                                   "--out", o], "Missing option '--label'"),
+    ("method with a target without --valid", lambda d, dd, o: ["score", "--train", dd / "train.csv", "--label", "y",
+                                                               "--out", o], "measures its target on validation data: pass --valid FILE"),
     ("trim budget larger than the data", _case_trim_budget, "trim budget: 301 is larger than the 300 samples"),
     ("trim a folder that is not a run", lambda d, dd, o: ["trim", "--scores", d / "nothing", "--budget", 3, "--out",
                                                            o / "c.csv"], "run folder not found"),

@@ -89,6 +89,11 @@ def _check(train: Split, scores: Scores) -> np.ndarray:
         i = int(np.argmin(same))
         raise InputError(f"scores ids do not match the split {train.name!r}: position {i} has id "
                          f"{sid[i].item()!r} in the scores and {ids[i].item()!r} in the split")
+    nan = int(np.isnan(scores.values).sum())
+    if nan:
+        raise InputError(f"scores hold {nan} NaN value(s) of {len(scores)}; NaN does not rank a sample, so nothing "
+                         "is trimmed, relabelled or reweighted on them: score again (a diverged model or a failed "
+                         "solve gives NaN)")
     return scores.values
 
 

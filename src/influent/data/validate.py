@@ -240,6 +240,16 @@ def check_columns(columns: list[str], wanted: list[str], where: str) -> None:
         raise InputError(f"{where}: unknown column(s) {missing}; available: {shown}")
 
 
+def check_unique_columns(columns: list[Any], where: str) -> None:
+    """Raise `InputError` naming the column names that occur more than once (readers would rename them)."""
+    seen: dict[str, int] = {}
+    for c in columns:
+        seen[str(c)] = seen.get(str(c), 0) + 1
+    dup = [c for c, k in seen.items() if k > 1]
+    if dup:
+        raise InputError(f"{where}: duplicate column name(s) {dup[:5]}; give every column its own name")
+
+
 def check_splits(splits: dict, wanted: tuple[str, ...], where: str) -> None:
     """`splits` (a dict returned by an experiment's set-up function) has every name in `wanted`."""
     missing = [k for k in wanted if k not in splits]

@@ -90,3 +90,67 @@ def test_a_method_with_a_target_names_valid(raw_dir, tmp_path, capsys):
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "--valid" in err and "'if'" in err
     assert not (tmp_path / "run").exists()
+
+
+# ---- item 8: categorical columns ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cat_dir(tmp_path_factory):
+    """Text columns `color` (valid/test hold a level train lacks: purple) and `city` beside a number."""
+    d = tmp_path_factory.mktemp("cat")
+    rng = np.random.default_rng(0)
+
+    def table(n, colors):
+        df = pd.DataFrame({"age": rng.integers(20, 70, n), "color": rng.choice(colors, n),
+                           "city": rng.choice(["Oslo", "Rome"], n)})
+        df["y"] = ((df.color == "red") ^ (rng.random(n) < 0.2)).astype(int)
+        return df
+
+    table(90, ["red", "green", "blue"]).to_csv(d / "train.csv", index=False)
+    table(30, ["red", "green", "purple"]).to_csv(d / "valid.csv", index=False)
+    return d
+
+
+def test_text_columns_are_one_hot_encoded_and_the_mapping_saved(cat_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_cli(["score", "--train", cat_dir / "train.csv", "--valid", cat_dir / "valid.csv",
+                            "--test", cat_dir / "valid.csv", "--label", "y", "--method", "if", "--no-standardize",
+                            "--no-curve", "--out", out], capsys)
+    assert code == 0, err
+    assert "one-hot encoded 2 text column(s): color (3 levels), city (2 levels)" in err
+    valid_df = pd.read_csv(cat_dir / "valid.csv")
+    n_purple = int((valid_df.color == "purple").sum())
+    assert n_purple > 0 and f"valid: levels not seen in train ({n_purple} in 'color') are encoded as all zeros" in err
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["data"]["train"]["one_hot"] == {"features": ["age", "color", "city"],
+                                               "levels": {"color": ["blue", "green", "red"], "city": ["Oslo", "Rome"]}}
+    assert rec["data"]["valid"]["unseen_levels"] == {"color": n_purple}
+
+    # independent answer: the same encoding by hand, scored through the library
+    def by_hand(df):
+        X = np.column_stack([df.age] + [(df.color == v) for v in ("blue", "green", "red")]
+                            + [(df.city == v) for v in ("Oslo", "Rome")]).astype(np.float32)
+        return X, df.y.to_numpy()
+
+    train_df = pd.read_csv(cat_dir / "train.csv")
+    train, valid = inf.from_arrays(*by_hand(train_df)), inf.from_arrays(*by_hand(valid_df))
+    assert (valid.X[(valid_df.color == "purple").to_numpy(), 1:4] == 0).all()
+    model = inf.models.SklearnLogistic().fit(train)
+    want = inf.score(model, train, inf.targets.Utility(valid), method="if")
+    np.testing.assert_allclose(inf.Scores.load(out / "scores.parquet").values, want.values, rtol=1e-5, atol=1e-10)
+    # the run's actions write the original rows, text columns as given
+    code, _, err = run_cli(["trim", "--scores", out, "--budget", "4", "--out", tmp_path / "t.csv"], capsys)
+    assert code == 0, err
+    trimmed = pd.read_csv(tmp_path / "t.csv")
+    assert list(trimmed.columns) == ["age", "color", "city", "y"] and len(trimmed) == 86
+
+
+def test_too_many_text_values_is_one_line(cat_dir, tmp_path, capsys):
+    df = pd.read_csv(cat_dir / "train.csv")
+    df["name"] = [f"person {i}" for i in range(len(df))] * 1
+    df = pd.concat([df] * 2, ignore_index=True)
+    df["name"] = [f"person {i}" for i in range(len(df))]
+    df.to_csv(tmp_path / "names.csv", index=False)
+    code, _, err = run_cli(["score", "--train", tmp_path / "names.csv", "--label", "y", "--method", "self-if",
+                            "--out", tmp_path / "run"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "column 'name' has 180 distinct text values" in err and "--drop name" in err

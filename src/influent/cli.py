@@ -310,6 +310,8 @@ def score(
         steps = Steps(bars)
         with steps.step("read data"):
             data = load_data(cfg)
+        for line in data.notes:
+            err.print(f"note: {line}", markup=False, highlight=False)
         stage = next(p for p in (out, *out.parents) if p.is_dir())  # same filesystem as --out: a rename
         outcome = run_score(cfg, data, steps, plan_only=_PLAN_ONLY[0], stage=stage)
         with steps.step("write outputs"):

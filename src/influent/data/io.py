@@ -40,7 +40,10 @@ def from_frame(df: Any, label: str, group: str | None = None, id_column: str | N
         raise InputError(f"{name}: the set is empty (0 rows)")
     non_numeric = [c for c in feats if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))]
     if non_numeric:
-        raise InputError(f"{name}: non-numeric feature column(s) {non_numeric[:5]}; one-hot encode them or drop them")
+        shown = non_numeric if len(non_numeric) <= 20 else non_numeric[:20] + [f"... {len(non_numeric) - 20} more"]
+        raise InputError(f"{name}: {len(non_numeric)} non-numeric feature column(s) {shown}; encode them with "
+                         "influent.data.encode.OneHot (fit on train, transform every split; the command line does "
+                         "this itself) or drop them")
     if df[label].isna().any():
         raise InputError(f"{name}: label column {label!r} has missing values at row {int(df[label].isna().to_numpy().argmax())}")
     nan_cols = [c for c in feats if df[c].isna().any()]

@@ -154,3 +154,74 @@ def test_too_many_text_values_is_one_line(cat_dir, tmp_path, capsys):
                             "--out", tmp_path / "run"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "column 'name' has 180 distinct text values" in err and "--drop name" in err
+
+
+# ---- item 13: what a person can act on ---------------------------------------------------------------------
+def test_scores_file_carries_label_prediction_and_probabilities(raw_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_cli(["score", "--train", raw_dir / "train.csv", "--label", "y", "--method", "mislabel",
+                            "--no-standardize", "--C", "0.01", "--out", out], capsys)
+    assert code == 0, err
+    df = pd.read_parquet(out / "scores.parquet")
+    train = inf.from_file(raw_dir / "train.csv", "y", name="train")
+    model = inf.models.SklearnLogistic(C=0.01).fit(train)
+    P = model.predict_proba(train)
+    assert list(df.columns[-4:]) == ["label", "predicted", "p_predicted", "p_label"]
+    np.testing.assert_array_equal(df["label"], train.y)
+    np.testing.assert_array_equal(df["predicted"], P.argmax(1))  # classes 0, 1
+    np.testing.assert_allclose(df["p_predicted"], P.max(1), rtol=1e-6)
+    np.testing.assert_allclose(df["p_label"], P[np.arange(len(P)), train.y], rtol=1e-6)
+    back = inf.Scores.load(out / "scores.parquet")  # the library reads the columns back
+    np.testing.assert_array_equal(back.columns["label"], train.y)
+
+
+def _lines(text, kind):
+    part = text.split("most helpful")[1].split("most harmful")[0] if kind == "helpful" else text.split("most harmful")[1]
+    return [ln for ln in part.splitlines()[1:] if ln.startswith("  ")]
+
+
+@pytest.mark.parametrize("topk", [False, True])
+def test_explain_prints_the_training_rows_with_or_without_topk(raw_dir, tmp_path, capsys, topk):
+    out = tmp_path / "run"
+    code, _, err = run_cli(["score", "--train", raw_dir / "train.csv", "--valid", raw_dir / "valid.csv", "--test",
+                            raw_dir / "test.csv", "--label", "y", "--method", "if", "--no-standardize", "--C", "0.01",
+                            "--no-curve", "--out", out] + (["--topk", "5"] if topk else []), capsys)
+    assert code == 0, err
+    assert (out / "attribution").exists() == topk
+    code, text, err = run_cli(["explain", "--scores", out, "--test-row", 2, "--test-row", 7, "--k", 3], capsys)
+    assert code == 0, err
+    train_df, test_df = pd.read_csv(raw_dir / "train.csv"), pd.read_csv(raw_dir / "test.csv")
+    train = inf.from_file(raw_dir / "train.csv", "y", name="train")
+    test = inf.from_file(raw_dir / "test.csv", "y", name="test")
+    model = inf.models.SklearnLogistic(C=0.01).fit(train)
+    dense = inf.attribute(model, train, test, method="if")  # the independent answer: every test column
+    blocks = text.split("test row ")[1:]
+    assert [b.split(" ")[0] for b in blocks] == ["2", "7"]
+    for j, block in zip((2, 7), blocks):
+        assert f"label {test_df.y[j]}): a={test_df.a[j]}, b={test_df.b[j]}, c={test_df.c[j]}" in block
+        for kind, order in (("helpful", np.argsort(-dense[:, j])), ("harmful", np.argsort(dense[:, j]))):
+            lines = _lines(block, kind)
+            assert len(lines) == 3
+            for rank, (line, i) in enumerate(zip(lines, order[:3]), 1):
+                assert line.startswith(f"  {rank:3d}  {i}  ")
+                assert f"label {train_df.y[i]}  a={train_df.a[i]}, b={train_df.b[i]}, c={train_df.c[i]}" in line
+                assert float(line.split()[2]) == pytest.approx(dense[i, j], rel=1e-4)
+
+
+def test_explain_shows_text_rows(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    words = np.array(["good film", "bad plot", "fine acting", "dull story"])
+    for name, n in (("train", 40), ("test", 6)):
+        df = pd.DataFrame({"x1": rng.normal(size=n), "x2": rng.normal(size=n), "review": rng.choice(words, n)})
+        df["y"] = (df.x1 > 0).astype(int)
+        df.to_csv(tmp_path / f"{name}.csv", index=False)
+    out = tmp_path / "run"
+    code, _, err = run_cli(["score", "--train", tmp_path / "train.csv", "--test", tmp_path / "test.csv", "--label", "y",
+                            "--text", "review", "--method", "self-if", "--no-curve", "--out", out], capsys)
+    assert code == 0, err
+    code, text, err = run_cli(["explain", "--scores", out, "--test-row", 0, "--k", 2], capsys)
+    assert code == 0, err
+    assert "no pairwise form" in err  # self-if: the gradient inner product stands in, as with --topk
+    test_df = pd.read_csv(tmp_path / "test.csv")
+    assert f"label {test_df.y[0]}): '{test_df.review[0]}'" in text
+    assert all(any(f"'{w}'" in ln for w in words) for ln in _lines(text, "helpful") + _lines(text, "harmful"))

@@ -670,18 +670,38 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show the full trace
 
 @app.command()
 def explain(
-    scores: Path = typer.Option(..., "--scores", help="a run folder of influent score --topk K, or a folder "
-                                "written by influent.attribute_stream (attribution.zarr, topk.npz, meta.json)"),
-    test_row: int = typer.Option(..., "--test-row", help="row number of the test sample to explain"),
+    scores: Path = typer.Option(..., "--scores", help="a run folder of influent score with --test (its top-k "
+                                "from --topk K, else computed for the rows asked), or a folder written by "
+                                "influent.attribute_stream (attribution.zarr, topk.npz, meta.json)"),
+    test_row: list[int] = typer.Option(..., "--test-row", help="row number of a test sample to explain (repeatable)"),
+    k: int = typer.Option(10, "--k", help="how many helpful and harmful training samples to show"),
 ) -> None:
-    """Print the most helpful and most harmful training samples of one test sample (streamed attribution)."""
+    """Print the most helpful and most harmful training samples of test samples, with their rows."""
     from .api.stream import explain as explain_row
 
-    rows = explain_row(scores, test_row)
-    for kind in ("helpful", "harmful"):
-        typer.echo(f"most {kind} training samples for test row {test_row} (train id, attribution):")
-        for rank, (tid, value) in enumerate(rows[kind], 1):
-            typer.echo(f"  {rank:3d}  {tid}  {value:+.6g}")
+    check_number(k, "--k", kind=int, low=1)
+    if not (scores / "run.json").is_file():  # a bare attribute_stream folder: ids and attributions only
+        for j in test_row:
+            rows = explain_row(scores, j)
+            for kind in ("helpful", "harmful"):
+                typer.echo(f"most {kind} training samples for test row {j} (train id, attribution):")
+                for rank, (tid, value) in enumerate(rows[kind][:k], 1):
+                    typer.echo(f"  {rank:3d}  {tid}  {value:+.6g}")
+        return
+    from .runs.explain import explain_run
+    from .runs.steps import Steps
+
+    _, err = _consoles()
+    with _progress(err) as bars:
+        got = explain_run(scores, test_row, k, Steps(bars))
+    if got["note"]:
+        err.print(f"note: {got['note']}", markup=False, highlight=False)
+    for ex in got["examples"]:
+        typer.echo(f"test row {ex['test_row']} (id {ex['test_id']}, label {ex['label']}): {ex['row']}")
+        for kind in ("helpful", "harmful"):
+            typer.echo(f"most {kind} training samples ({got['method']}; rank, train id, attribution, label, row):")
+            for rank, r in enumerate(ex[kind], 1):
+                typer.echo(f"  {rank:3d}  {r['id']}  {r['value']:+.6g}  label {r['label']}  {r['row']}")
 
 
 _PLAN_ONLY = [False]

@@ -225,3 +225,23 @@ def test_explain_shows_text_rows(tmp_path, capsys):
     test_df = pd.read_csv(tmp_path / "test.csv")
     assert f"label {test_df.y[0]}): '{test_df.review[0]}'" in text
     assert all(any(f"'{w}'" in ln for w in words) for ln in _lines(text, "helpful") + _lines(text, "harmful"))
+
+
+# ---- item 3 on the command line: one line, exit 2, nothing written -----------------------------------------
+def test_diverged_training_duplicate_header_and_nan_scores_are_one_line(raw_dir, tmp_path, capsys):
+    code, _, err = run_cli(["score", "--train", raw_dir / "train.csv", "--label", "y", "--model", "mlp", "--lr", "1e8",
+                            "--method", "self-if", "--out", tmp_path / "a"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "training diverged" in err and "--lr" in err
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "dup.csv").write_text(pd.read_csv(raw_dir / "train.csv").to_csv(index=False)
+                                      .replace("a,b,c,y", "a,b,a,y", 1))
+    code, _, err = run_cli(["score", "--train", tmp_path / "dup.csv", "--label", "y", "--method", "self-if",
+                            "--out", tmp_path / "b"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "duplicate column name(s) ['a']" in err
+    out = tmp_path / "run"
+    assert run_cli(["score", "--train", raw_dir / "train.csv", "--label", "y", "--method", "self-if", "--no-curve",
+                    "--out", out], capsys)[0] == 0
+    s = inf.Scores.load(out / "scores.parquet")
+    inf.Scores(np.full(len(s), np.nan), s.method, s.ids, settings=s.settings).save(out / "scores.parquet")
+    code, _, err = run_cli(["trim", "--scores", out, "--budget", "5", "--out", tmp_path / "t.csv"], capsys)
+    assert code == 2 and "80 NaN value(s) of 80" in err and not (tmp_path / "t.csv").exists()

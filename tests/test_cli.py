@@ -206,6 +206,7 @@ def _score(train, valid, *extra, out):
 def _case_nonnumeric(d, dd, out):
     df = _frame(dd)
     df["f3"] = df["f3"].map(lambda v: "high" if v > 0 else "low")
+    df.loc[4, "f3"] = None  # text columns are one-hot encoded; a missing value in one is still an error
     return _score(_write(d, "t.csv", df), dd / "valid.csv", out=out)
 
 
@@ -296,7 +297,7 @@ BAD = [
                                              "--label", "target", "--out", o], "unknown column(s) ['target']"),
     ("wrong group column", lambda d, dd, o: _score(dd / "train.csv", dd / "valid.csv", "--group", "sex", out=o),
      "unknown column(s) ['sex']"),
-    ("non-numeric feature", _case_nonnumeric, "non-numeric feature column(s) ['f3']; one-hot encode"),
+    ("text feature with a missing value", _case_nonnumeric, "missing values in text column 'f3' at row 4"),
     ("NaN in a feature", _case_nan_feature, "missing values (NaN) in column(s) ['f2']"),
     ("NaN label", _case_nan_label, "label column 'y' has missing values at row 4"),
     ("label with one class", _case_one_class, "only one class"),

@@ -294,7 +294,7 @@ def score(
         model_options["encoder"] = encoder
     cfg = RunConfig(train=_abs(train), valid=_abs(valid) if valid else None, test=_abs(test) if test else None, label=label, group=group,
                     id_column=id_column, text_column=text, clean_label_column=clean_label, drop=list(drop),
-                    standardize=default_standardize(model) if standardize is None else standardize, image_shape=_shape(image_shape), model=_abs_model(model),
+                    standardize=default_standardize(model, encoder) if standardize is None else standardize, image_shape=_shape(image_shape), model=_abs_model(model),
                     model_options=model_options, method=method,
                     method_options=method_options, target=target, chunk_size=chunk_size, seed=seed, top=top, curve=curve,
                     title=title, params=_params(params) if params is not None else None,
@@ -688,9 +688,10 @@ def explain(
                 for rank, (tid, value) in enumerate(rows[kind][:k], 1):
                     typer.echo(f"  {rank:3d}  {tid}  {value:+.6g}")
         return
-    from .runs.explain import explain_run
+    from .runs.explain import check_explainable, explain_run
     from .runs.steps import Steps
 
+    check_explainable(scores, test_row)
     _, err = _consoles()
     with _progress(err) as bars:
         got = explain_run(scores, test_row, k, Steps(bars))

@@ -22,13 +22,13 @@ ATTRIBUTION_DIR = "attribution"  # the streamed top-k attribution of a run with 
 STANDARDIZED_MODELS = ("logistic", "mlp")  # the built-in models the command line z-scores by default
 
 
-def default_standardize(model: str) -> bool:
+def default_standardize(model: str, encoder: str | None = None) -> bool:
     """Whether ``influent score`` standardises the features of `model` when neither --standardize nor
     --no-standardize is given: yes for the built-in logistic regression and MLP, whose solvers (lbfgs, Adam
     with one learning rate for every weight) slow down or stall on features of very different scales (the
     breast-cancer quick start: 30 features from 0.001 to 4,000); no for a user's model file and for LoRA,
-    which take the data as given."""
-    return model in STANDARDIZED_MODELS
+    which take the data as given, nor for the embeddings of a sentence `encoder`, which share one scale."""
+    return model in STANDARDIZED_MODELS and not encoder
 
 
 @dataclass

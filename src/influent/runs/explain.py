@@ -36,6 +36,21 @@ def row_text(data: Data, role: str, position: int, cfg: Any) -> str:
     return f"array of shape {tuple(np.shape(split.X)[1:])}"
 
 
+def check_explainable(folder: str | Path, test_rows: Sequence[int]) -> None:
+    """One-line `InputError` before any work when the run in `folder` has no test split or a row is out of
+    range (read from run.json alone)."""
+    from .record import load_run
+
+    record, cfg = load_run(folder)
+    if not cfg.test:
+        raise InputError(f"{folder} was scored without a test split; explain needs test rows: score again with "
+                         "--test FILE (add --topk K to keep the top-k of every test sample)")
+    m = (record.get("data", {}).get("test") or {}).get("rows")
+    bad = [int(j) for j in test_rows if m is not None and not 0 <= int(j) < int(m)]
+    if bad:
+        raise InputError(f"--test-row must be in [0, {int(m) - 1}], got {bad[0]}")
+
+
 def explain_run(folder: str | Path, test_rows: Sequence[int], k: int = 10, steps: Steps | None = None) -> dict[str, Any]:
     """The top-k training samples of `test_rows` of the run in `folder`, with their rows.
 

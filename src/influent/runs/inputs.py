@@ -93,7 +93,7 @@ def read_split(path: str, role: str, cfg: RunConfig, like: Split | None, encodin
             split = embedded_frame(df, cfg.text_column, cfg.label, cfg.group, cfg.id_column, cfg.encoder,
                                    cfg.embed_cache, role)
         else:
-            if like is None:
+            if like is None and len(df):
                 encoding = OneHot.fit(df, features, role)
                 encoding = encoding if encoding.levels else None
             elif encoding is not None:

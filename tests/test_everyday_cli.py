@@ -245,3 +245,13 @@ def test_diverged_training_duplicate_header_and_nan_scores_are_one_line(raw_dir,
     inf.Scores(np.full(len(s), np.nan), s.method, s.ids, settings=s.settings).save(out / "scores.parquet")
     code, _, err = run_cli(["trim", "--scores", out, "--budget", "5", "--out", tmp_path / "t.csv"], capsys)
     assert code == 2 and "80 NaN value(s) of 80" in err and not (tmp_path / "t.csv").exists()
+
+
+def test_select_encodes_the_pool_like_the_training_table(cat_dir, tmp_path, capsys):
+    pool = pd.read_csv(cat_dir / "valid.csv").drop(columns="y")
+    pool.to_csv(tmp_path / "pool.csv", index=False)
+    code, _, err = run_cli(["select", "--train", cat_dir / "train.csv", "--pool", tmp_path / "pool.csv", "--label", "y",
+                            "--budget", 3, "--out", tmp_path / "chosen.csv"], capsys)
+    assert code == 0, err
+    chosen = pd.read_csv(tmp_path / "chosen.csv")
+    assert len(chosen) == 3 and set(chosen.color) <= set(pool.color)

@@ -188,7 +188,7 @@ def read_pool(cfg: RunConfig, pool: str, id_column: str | None = None) -> tuple[
     """The labelled training split of `cfg` and an unlabelled pool with the training features (other pool
     columns, a label included, are ignored; `id_column` names the pool's ids). Returns (train, pool, the
     pool as read)."""
-    train, _, _, _ = read_split(cfg.train, "train", cfg, None)
+    train, _, _, encoding = read_split(cfg.train, "train", cfg, None)
     p = Path(pool)
     table = read_table(p, "pool")
     if isinstance(table, dict):
@@ -202,9 +202,11 @@ def read_pool(cfg: RunConfig, pool: str, id_column: str | None = None) -> tuple[
     else:
         df = table
         features = train.columns or []
-        check_columns(list(df.columns), list(features) + ([id_column] if id_column else []), "pool")
+        given = encoding.features if encoding is not None else list(features)
+        check_columns(list(df.columns), given + ([id_column] if id_column else []), "pool")
         dummy = "__influent_no_label__"
-        split = from_frame(df.assign(**{dummy: 0}), dummy, None, id_column, features, "pool")
+        df_x = encoding.transform(df, "pool") if encoding is not None else df  # the training table's one-hot columns
+        split = from_frame(df_x.assign(**{dummy: 0}), dummy, None, id_column, features, "pool")
         frame = df
     check_feature_shape(split.X, train.X, "pool")
     return train, split, frame

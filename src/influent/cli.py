@@ -323,6 +323,9 @@ def score(
         s["rule"], "stand out (outliers of an unsigned statistic)")
     console.print(f"[bold]{s['n_harmful']:,}[/] of {s['n_train']:,} training samples {verb} "
                   f"({cfg.method}, target {cfg.target})")
+    if s.get("n_nan"):
+        err.print(f"warning: {s['n_nan']:,} of {s['n_train']:,} scores are NaN; trim, relabel, reweight and coreset "
+                  "refuse them: check the model and the method's options", markup=False, highlight=False)
     att = outcome.record["results"].get("attribution")
     if att is not None:
         console.print(f"top-k attribution skipped: {att['skipped']}" if "skipped" in att else

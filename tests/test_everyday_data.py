@@ -39,6 +39,8 @@ def test_a_diverged_network_stops_before_scoring():
     train = _train(120)
     with pytest.raises(InputError, match=r"training diverged.*learning rate"):
         TabularMLP(hidden=(16,), train=TrainConfig(epochs=30, lr=1e8)).fit(train)
+    with pytest.raises(InputError, match=r"training diverged: the training loss is nan in epoch 2"):
+        TabularMLP(hidden=(16,), train=TrainConfig(optimizer="sgd", lr=1e30, epochs=5)).fit(train)
     # the same network with a sane rate trains and its loss falls
     m = TabularMLP(hidden=(16,), train=TrainConfig(epochs=30, lr=1e-2)).fit(train)
     assert m.accuracy(train) > 0.8

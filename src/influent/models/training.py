@@ -131,7 +131,7 @@ def train_torch(adapter: "ModelAdapter", X: torch.Tensor, t: torch.Tensor, confi
     first = last = None  # mean training objective of the first and of the last epoch
     for epoch in range(config.epochs):
         order = torch.randperm(n, generator=gen) if bs < n else torch.arange(n)
-        total_loss = 0.0
+        total_loss = torch.zeros((), dtype=X.dtype, device=X.device)  # summed on the device: no sync per step
         for b in range(steps_per_epoch):
             idx = order[b * bs:(b + 1) * bs]
             opt.zero_grad(set_to_none=True)
@@ -139,10 +139,7 @@ def train_torch(adapter: "ModelAdapter", X: torch.Tensor, t: torch.Tensor, confi
             loss = (losses * w[idx]).mean() if w is not None else losses.mean()
             for p, c in reg_items:
                 loss = loss + 0.5 * c * (p**2).sum()
-            total_loss += float(loss.detach())
-            if not np.isfinite(total_loss):
-                raise InputError(f"training diverged: the loss is {total_loss} at step {step + 1} (epoch {epoch + 1}) "
-                                 f"with learning rate {config.lr:g}; lower the learning rate (--lr)")
+            total_loss = total_loss + loss.detach()
             loss.backward()
             opt.step()
             step += 1
@@ -150,7 +147,10 @@ def train_torch(adapter: "ModelAdapter", X: torch.Tensor, t: torch.Tensor, confi
                 module.eval()
                 recorder.maybe_record(adapter, step, opt.param_groups[0]["lr"], last=step == total)
                 module.train()
-        last = total_loss / steps_per_epoch
+        last = float(total_loss) / steps_per_epoch
+        if not np.isfinite(last):
+            raise InputError(f"training diverged: the training loss is {last} in epoch {epoch + 1} with learning rate "
+                             f"{config.lr:g}; lower the learning rate (--lr)")
         first = last if first is None else first
     module.eval()
     check_converging(first, last, config)

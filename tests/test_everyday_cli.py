@@ -255,3 +255,19 @@ def test_select_encodes_the_pool_like_the_training_table(cat_dir, tmp_path, caps
     assert code == 0, err
     chosen = pd.read_csv(tmp_path / "chosen.csv")
     assert len(chosen) == 3 and set(chosen.color) <= set(pool.color)
+
+
+def test_badly_scaled_logistic_without_standardize_gets_a_one_line_note(tmp_path, capsys):
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    df = pd.DataFrame(X[:120], columns=[f"f{j}" for j in range(30)])
+    df["y"] = y[:120]
+    df.to_csv(tmp_path / "raw.csv", index=False)
+    args = ["score", "--train", tmp_path / "raw.csv", "--label", "y", "--method", "self-if", "--no-curve"]
+    code, _, err = run_cli(args + ["--no-standardize", "--out", tmp_path / "a"], capsys)
+    assert code == 0, err
+    notes = [ln for ln in err.splitlines() if ln.startswith("note: SklearnLogistic: lbfgs needed")]
+    assert len(notes) == 1 and "pass --standardize" in notes[0] and "UserWarning" not in err
+    code, _, err = run_cli(args + ["--out", tmp_path / "b"], capsys)  # the default: standardised, no note
+    assert code == 0 and "lbfgs needed" not in err

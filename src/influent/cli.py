@@ -311,9 +311,12 @@ def score(
         with steps.step("read data"):
             data = load_data(cfg)
         for line in data.notes:
-            err.print(f"note: {line}", markup=False, highlight=False)
+            err.print(f"note: {line}", markup=False, highlight=False, soft_wrap=True)
         stage = next(p for p in (out, *out.parents) if p.is_dir())  # same filesystem as --out: a rename
+        shown = len(data.notes)
         outcome = run_score(cfg, data, steps, plan_only=_PLAN_ONLY[0], stage=stage)
+        for line in data.notes[shown:]:  # notes of the fit (e.g. badly scaled features)
+            err.print(f"note: {line}", markup=False, highlight=False, soft_wrap=True)
         with steps.step("write outputs"):
             written = write_outputs(out, outcome)
             _wrote(f"{out}/scores.parquet, run.json and report.html"

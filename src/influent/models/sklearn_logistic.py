@@ -26,6 +26,10 @@ SLOW_ITERATIONS = 1000  # lbfgs on standardised features takes tens of iteration
 SCALE_RATIO = 100.0  # largest / smallest feature standard deviation above which features count as badly scaled
 
 
+class BadlyScaledWarning(UserWarning):
+    """lbfgs needed many iterations on features of very different scales (`SklearnLogistic.fit`)."""
+
+
 def _warn_badly_scaled(est: LogisticRegression, X: np.ndarray) -> None:
     """Warn (never rescale: the data are the user's) when lbfgs needed `SLOW_ITERATIONS` or more and the
     feature scales differ by more than `SCALE_RATIO`: standardising makes such fits 10-50x faster."""
@@ -38,7 +42,7 @@ def _warn_badly_scaled(est: LogisticRegression, X: np.ndarray) -> None:
         warnings.warn(f"SklearnLogistic: lbfgs needed {n_iter} iterations; the feature scales differ by a factor of "
                       f"{sd.max() / sd.min():.0e} (standard deviations {sd.min():.3g} to {sd.max():.3g}): standardise "
                       "the features (e.g. sklearn's StandardScaler fitted on train) for a fast, well-conditioned fit",
-                      UserWarning, stacklevel=3)
+                      BadlyScaledWarning, stacklevel=3)
 
 
 class SklearnLogistic(ModelAdapter):
@@ -192,7 +196,9 @@ class SklearnLogistic(ModelAdapter):
     def refit(self, split: Split, sample_weight: np.ndarray | None = None, warm_start: bool = False) -> "SklearnLogistic":
         warm = self.estimator_ if (warm_start and self.estimator_ is not None
                                    and np.array_equal(np.unique(split.y), self.classes_)) else None
-        return self.clone().fit(split, sample_weight, _warm=warm)
+        with warnings.catch_warnings():  # the first fit warned already; refits (curves, loops) stay quiet
+            warnings.simplefilter("ignore", BadlyScaledWarning)
+            return self.clone().fit(split, sample_weight, _warm=warm)
 
     def clone(self) -> "SklearnLogistic":
         return SklearnLogistic(self.C, self.fit_intercept, self.tol, self.max_iter, self.dtype, self.newton_steps)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as _dt
 import inspect
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from .config import RUN_FORMAT, RunConfig, versions
 from .steps import Steps
 from ..targets import TARGETS, make_target
 from ..models.factory import build_model, model_label
+from ..models.sklearn_logistic import BadlyScaledWarning
 
 
 # ---- the pipeline --------------------------------------------------------------------------------------
@@ -112,12 +114,19 @@ def fit_model(cfg: RunConfig, data: Data, steps: Steps, model: Any = None) -> tu
     with steps.step("build model"):
         model = model if model is not None else build_model(cfg.model, cfg.model_options, data.train, cfg.seed)
     label = model_label(cfg.model, model)
-    with steps.step(f"fit {label}"):
+    with steps.step(f"fit {label}"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BadlyScaledWarning)
         if not model.fitted:
             if reads_checkpoints(cfg.method, cfg.method_options or {}) and "recorder" in inspect.signature(model.fit).parameters:
                 model.fit(data.train, recorder=TrainingRecorder(every=max(1, int(cfg.model_options.get("epochs") or 100) // 10)))
             else:
                 model.fit(data.train)
+    for w in caught:  # the library's advice, in the command line's words; other warnings as they came
+        if issubclass(w.category, BadlyScaledWarning):
+            data.notes.append(str(w.message).split(": standardise")[0] + ": pass --standardize (the default for "
+                              "--model logistic) for a fast, well-conditioned fit")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     for split in (data.valid, data.test):
         if split is not None:
             model.check_split(split)  # labels the model never saw: one line, not NaN curves

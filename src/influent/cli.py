@@ -219,7 +219,8 @@ def _finish(console, out: Path, extra: str = "") -> None:
 @app.command(cls=_RegistryHelp)
 def score(
     train: Path = typer.Option(..., "--train", help="training data: CSV, Parquet or NPZ (arrays X and the label)"),
-    valid: Path = typer.Option(..., "--valid", help="validation data; the target is measured on it"),
+    valid: Optional[Path] = typer.Option(None, "--valid", help="validation data; the target is measured on it "
+                                         "(methods without a target, e.g. self-influence, do not need it)"),
     test: Optional[Path] = typer.Option(None, "--test", help="test data; enables the removal curve in the report"),
     label: str = typer.Option(..., "--label", help="label column (NPZ: array name)"),
     group: Optional[str] = typer.Option(None, "--group", help="group/sensitive attribute column (fairness targets)"),
@@ -234,7 +235,8 @@ def score(
     clean_label: Optional[str] = typer.Option(None, "--clean-label", help="column with known clean labels (noisy-label "
                                               "experiments): not a feature; the report measures detection"),
     drop: list[str] = typer.Option([], "--drop", help="a column that is not a feature (repeatable)"),
-    standardize: bool = typer.Option(False, "--standardize", help="z-score features with training statistics"),
+    standardize: Optional[bool] = typer.Option(None, "--standardize/--no-standardize", help="z-score features with "
+                                               "the training mean and deviation (default: on for logistic and mlp)"),
     image_shape: Optional[str] = typer.Option(None, "--image-shape", help="show rows as images of this shape, e.g. 8x8"),
     model: str = typer.Option("logistic", "--model", help="logistic | mlp | lora (fine-tune --encoder with LoRA on "
                               "--text-column) | path/to/file.py:function"),
@@ -268,7 +270,7 @@ def score(
 ) -> None:
     """Score every training sample; write scores.parquet, run.json and report.html to --out."""
     from .data.validate import check_output_dir, check_outputs
-    from .runs.config import ATTRIBUTION_DIR, OUTPUT_FILES, RunConfig
+    from .runs.config import ATTRIBUTION_DIR, OUTPUT_FILES, RunConfig, default_standardize
     from .runs.steps import Steps
     from .runs.record import input_paths, write_outputs
     from .runs.inputs import load_data
@@ -290,9 +292,9 @@ def score(
         encoder = _abs(Path(encoder))
     if model == "lora" and encoder:
         model_options["encoder"] = encoder
-    cfg = RunConfig(train=_abs(train), valid=_abs(valid), test=_abs(test) if test else None, label=label, group=group,
+    cfg = RunConfig(train=_abs(train), valid=_abs(valid) if valid else None, test=_abs(test) if test else None, label=label, group=group,
                     id_column=id_column, text_column=text, clean_label_column=clean_label, drop=list(drop),
-                    standardize=standardize, image_shape=_shape(image_shape), model=_abs_model(model),
+                    standardize=default_standardize(model, encoder) if standardize is None else standardize, image_shape=_shape(image_shape), model=_abs_model(model),
                     model_options=model_options, method=method,
                     method_options=method_options, target=target, chunk_size=chunk_size, seed=seed, top=top, curve=curve,
                     title=title, params=_params(params) if params is not None else None,
@@ -308,8 +310,13 @@ def score(
         steps = Steps(bars)
         with steps.step("read data"):
             data = load_data(cfg)
+        for line in data.notes:
+            err.print(f"note: {line}", markup=False, highlight=False, soft_wrap=True)
         stage = next(p for p in (out, *out.parents) if p.is_dir())  # same filesystem as --out: a rename
+        shown = len(data.notes)
         outcome = run_score(cfg, data, steps, plan_only=_PLAN_ONLY[0], stage=stage)
+        for line in data.notes[shown:]:  # notes of the fit (e.g. badly scaled features)
+            err.print(f"note: {line}", markup=False, highlight=False, soft_wrap=True)
         with steps.step("write outputs"):
             written = write_outputs(out, outcome, replace=force)
             _wrote(f"{out}/scores.parquet, run.json and report.html"
@@ -319,6 +326,9 @@ def score(
         s["rule"], "stand out (outliers of an unsigned statistic)")
     console.print(f"[bold]{s['n_harmful']:,}[/] of {s['n_train']:,} training samples {verb} "
                   f"({cfg.method}, target {cfg.target})")
+    if s.get("n_nan"):
+        err.print(f"warning: {s['n_nan']:,} of {s['n_train']:,} scores are NaN; trim, relabel, reweight and coreset "
+                  "refuse them: check the model and the method's options", markup=False, highlight=False)
     att = outcome.record["results"].get("attribution")
     if att is not None:
         console.print(f"top-k attribution skipped: {att['skipped']}" if "skipped" in att else
@@ -669,18 +679,39 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show the full trace
 
 @app.command()
 def explain(
-    scores: Path = typer.Option(..., "--scores", help="a run folder of influent score --topk K, or a folder "
-                                "written by influent.attribute_stream (attribution.zarr, topk.npz, meta.json)"),
-    test_row: int = typer.Option(..., "--test-row", help="row number of the test sample to explain"),
+    scores: Path = typer.Option(..., "--scores", help="a run folder of influent score with --test (its top-k "
+                                "from --topk K, else computed for the rows asked), or a folder written by "
+                                "influent.attribute_stream (attribution.zarr, topk.npz, meta.json)"),
+    test_row: list[int] = typer.Option(..., "--test-row", help="row number of a test sample to explain (repeatable)"),
+    k: int = typer.Option(10, "--k", help="how many helpful and harmful training samples to show"),
 ) -> None:
-    """Print the most helpful and most harmful training samples of one test sample (streamed attribution)."""
+    """Print the most helpful and most harmful training samples of test samples, with their rows."""
     from .api.stream import explain as explain_row
 
-    rows = explain_row(scores, test_row)
-    for kind in ("helpful", "harmful"):
-        typer.echo(f"most {kind} training samples for test row {test_row} (train id, attribution):")
-        for rank, (tid, value) in enumerate(rows[kind], 1):
-            typer.echo(f"  {rank:3d}  {tid}  {value:+.6g}")
+    check_number(k, "--k", kind=int, low=1)
+    if not (scores / "run.json").is_file():  # a bare attribute_stream folder: ids and attributions only
+        for j in test_row:
+            rows = explain_row(scores, j)
+            for kind in ("helpful", "harmful"):
+                typer.echo(f"most {kind} training samples for test row {j} (train id, attribution):")
+                for rank, (tid, value) in enumerate(rows[kind][:k], 1):
+                    typer.echo(f"  {rank:3d}  {tid}  {value:+.6g}")
+        return
+    from .runs.explain import check_explainable, explain_run
+    from .runs.steps import Steps
+
+    check_explainable(scores, test_row)
+    _, err = _consoles()
+    with _progress(err) as bars:
+        got = explain_run(scores, test_row, k, Steps(bars))
+    if got["note"]:
+        err.print(f"note: {got['note']}", markup=False, highlight=False)
+    for ex in got["examples"]:
+        typer.echo(f"test row {ex['test_row']} (id {ex['test_id']}, label {ex['label']}): {ex['row']}")
+        for kind in ("helpful", "harmful"):
+            typer.echo(f"most {kind} training samples ({got['method']}; rank, train id, attribution, label, row):")
+            for rank, r in enumerate(ex[kind], 1):
+                typer.echo(f"  {rank:3d}  {r['id']}  {r['value']:+.6g}  label {r['label']}  {r['row']}")
 
 
 _PLAN_ONLY = [False]

@@ -216,6 +216,17 @@ def check_known_labels(y: np.ndarray, classes: np.ndarray, name: str = "labels")
         raise InputError(f"{name}: unknown label(s) {unknown[:5].tolist()}; the model knows {classes.tolist()}")
 
 
+def class_codes(y: Any, classes: Any, name: str = "labels") -> np.ndarray:
+    """(n,) int64 position of each label of `y` in `classes`, the model's classes in the order of its output
+    columns (any order: ``[1, 0]``, ``["good", "bad"]``, ``[0, 2, 1]``). The one mapping from a class value to
+    its column; a label outside `classes` is a one-line `InputError` (`check_known_labels`)."""
+    classes = np.asarray(classes)
+    y = np.asarray(y)
+    check_known_labels(y, classes, name)
+    order = np.argsort(classes, kind="stable")
+    return order[np.searchsorted(classes, y, sorter=order)].astype(np.int64)
+
+
 def check_class_labels(y: np.ndarray, name: str = "labels") -> None:
     """Raise `InputError` when labels meant for a classifier are continuous (non-integer numbers)."""
     arr = np.asarray(y)
@@ -287,6 +298,16 @@ def check_columns(columns: list[str], wanted: list[str], where: str) -> None:
     if missing:
         shown = ", ".join(columns[:8]) + (" ..." if len(columns) > 8 else "")
         raise InputError(f"{where}: unknown column(s) {missing}; available: {shown}")
+
+
+def check_unique_columns(columns: list[Any], where: str) -> None:
+    """Raise `InputError` naming the column names that occur more than once (readers would rename them)."""
+    seen: dict[str, int] = {}
+    for c in columns:
+        seen[str(c)] = seen.get(str(c), 0) + 1
+    dup = [c for c, k in seen.items() if k > 1]
+    if dup:
+        raise InputError(f"{where}: duplicate column name(s) {dup[:5]}; give every column its own name")
 
 
 def check_splits(splits: dict, wanted: tuple[str, ...], where: str) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from ..data import Split
-from ..data.validate import InputError, check_choice, check_number, require
+from ..data.validate import InputError, check_choice, check_number, require, class_codes
 from ..models.base import ModelAdapter
 from .options import MethodOptions, opt
 from .registry import Job, Result, register_method
@@ -88,7 +88,7 @@ def _cross_validated(model: ModelAdapter, train: Split, cv: int, seed: int) -> n
     strata = train.y if counts.min() >= int(cv) else np.zeros(len(train))
     for fit_idx, held in folds.split(np.zeros(len(train)), strata):
         part = model.refit(train.subset(fit_idx))
-        cols = np.searchsorted(classes, part.classes_)
+        cols = class_codes(part.classes_, classes)
         proba[np.ix_(held, cols)] = part.predict_proba(train.X[held])
     return proba
 
@@ -119,7 +119,7 @@ def label_quality(job: Job) -> Result:
     if model.classes_ is None:
         raise InputError("label quality needs a classifier (loss 'cross_entropy' or 'bce')")
     proba = model.predict_proba(job.train) if cv == 0 else out_of_sample_proba(model, job.train, cv, job.seed)
-    labels = np.searchsorted(model.classes_, job.train.y)
+    labels = model.class_index(job.train.y)
     s = np.asarray(label_quality_scores(labels, proba, kind), dtype=np.float64)
     if kind in FLAG_BELOW:
         job.used["flag_below"] = FLAG_BELOW[kind]

@@ -53,6 +53,9 @@ class TorchAdapter(ModelAdapter):
         self.weight_decay = float(weight_decay)
         self.train_config = train or TrainConfig()
         self._given_classes = None if classes is None else np.asarray(classes)
+        if self._given_classes is not None and (self._given_classes.ndim != 1 or
+                                                len(np.unique(self._given_classes)) != len(self._given_classes)):
+            raise InputError(f"classes must be a list of distinct label values, one per output, got {list(classes)!r}")
         self._init_module = self._initial_module(module, init)
         self._source: nn.Module | None = None
         if fitted and not self._builds_module():

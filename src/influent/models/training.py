@@ -128,8 +128,10 @@ def train_torch(adapter: "ModelAdapter", X: torch.Tensor, t: torch.Tensor, confi
     module.train()
     from .base import loss_from_outputs  # local: base imports this module's types
 
-    for _ in range(config.epochs):
+    first = last = None  # mean training objective of the first and of the last epoch
+    for epoch in range(config.epochs):
         order = torch.randperm(n, generator=gen) if bs < n else torch.arange(n)
+        total_loss = torch.zeros((), dtype=X.dtype, device=X.device)  # summed on the device: no sync per step
         for b in range(steps_per_epoch):
             idx = order[b * bs:(b + 1) * bs]
             opt.zero_grad(set_to_none=True)
@@ -137,6 +139,7 @@ def train_torch(adapter: "ModelAdapter", X: torch.Tensor, t: torch.Tensor, confi
             loss = (losses * w[idx]).mean() if w is not None else losses.mean()
             for p, c in reg_items:
                 loss = loss + 0.5 * c * (p**2).sum()
+            total_loss = total_loss + loss.detach()
             loss.backward()
             opt.step()
             step += 1
@@ -144,4 +147,27 @@ def train_torch(adapter: "ModelAdapter", X: torch.Tensor, t: torch.Tensor, confi
                 module.eval()
                 recorder.maybe_record(adapter, step, opt.param_groups[0]["lr"], last=step == total)
                 module.train()
+        last = float(total_loss) / steps_per_epoch
+        if not np.isfinite(last):
+            raise InputError(f"training diverged: the training loss is {last} in epoch {epoch + 1} with learning rate "
+                             f"{config.lr:g}; lower the learning rate (--lr)")
+        first = last if first is None else first
     module.eval()
+    check_converging(first, last, config)
+
+
+DIVERGED = 2.0  # a last-epoch objective above this multiple of the first epoch's: the training diverged
+
+
+def check_converging(first: float | None, last: float | None, config: TrainConfig) -> None:
+    """One-line `InputError` when training made the objective worse: the mean training objective (loss plus
+    regulariser) of the last epoch is more than `DIVERGED` times that of the first. A run that ends worse than
+    its random start (``--lr 1e8``: most ReLUs dead, most per-sample gradients exactly 0, the damping rule at
+    1e10) gives scores that describe no trained model, so it stops here, before any scoring, instead of a
+    warning that a scripted run would not read. Gradient noise and a learning-rate schedule never double the
+    epoch mean of a working run."""
+    if first is None or last is None or first <= 0:
+        return
+    if last > DIVERGED * first:
+        raise InputError(f"training diverged: the mean training loss rose from {first:.4g} (first epoch) to "
+                         f"{last:.4g} (last epoch) with learning rate {config.lr:g}; lower the learning rate (--lr)")

@@ -1,0 +1,237 @@
+"""Exact attribution through the whole training run: metagradients d f / d w_i (issue 26).
+
+The training run of influent's trainer is a function of the per-sample weights w (the loss of a step is
+``sum_b w_b l_b / B`` plus the L2 term), and so is the target f(theta_T(w)). Its gradient at the recorded
+weights (w = 1 unless the fit was weighted) is computed by reverse mode through every optimizer step:
+Engstrom et al., "Optimizing ML Training with Metagradient Descent" (2025), and the MAGIC attribution
+method (Ilyas & Engstrom, arXiv 2504.16430, Sec. 3): the adjoint of (parameters, optimizer buffers) is
+carried backwards step by step, and each step adds ``adjoint^T d(step)/d w_b`` to the weight gradient of the
+samples in its batch. Memory stays bounded by recomputing (`TrainingRecord.states`, every ~sqrt(T) steps)
+one segment at a time: the segment's steps are replayed forward from its recorded state keeping each
+step's vector-Jacobian product, then swept backwards.
+
+Value of sample i (influent's sign): the first-order rise of the target when i is removed (w_i: 1 -> 0),
+``value_i = -d f / d w_i``; removing a helpful sample raises the loss, so its value is positive.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vjp, vmap
+
+from ..data import Split
+from ..data.validate import InputError, check_number
+from ..models.base import ModelAdapter, loss_from_outputs
+from ..models.refit import TargetValue, refit_many
+from ..models.training import TrainingRecord, data_key, optimizer_step, params_key
+from .options import MethodOptions, opt
+from .registry import Job, Result, register_method, register_pairwise, to_numpy
+
+NAME = "unrolled"
+Adjoint = tuple[dict[str, torch.Tensor], dict]
+
+
+@dataclass
+class UnrolledOptions(MethodOptions):
+    """Options of the unrolled metagradient (MAGIC, arXiv 2504.16430)."""
+
+    smoothness: int = opt(0, "random removal sets per fraction retrained (same recipe, weight 0) to check how far "
+                             "the first-order prediction holds; 0: no check (each set costs one training run)")
+    fractions: list = opt([0.01, 0.05], "fractions of the training set removed by the smoothness check")
+    test_batch: int = opt(64, "pairwise form: test samples whose adjoints are carried together (memory x this)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_number(self.smoothness, "unrolled: smoothness", kind=int, low=0)
+        check_number(self.test_batch, "unrolled: test_batch", kind=int, low=1)
+        if not isinstance(self.fractions, (list, tuple)) or not self.fractions:
+            raise InputError(f"unrolled: fractions must be a list such as [0.01, 0.05], got {self.fractions!r}")
+        for f in self.fractions:
+            check_number(f, "unrolled: fractions", low=0, low_open=True, high=1, high_open=True)
+
+
+# ---- checks: is this training run replayable? --------------------------------------------------------
+def replayable(adapter: ModelAdapter, train: Split) -> tuple[TrainingRecord, torch.Tensor, torch.Tensor]:
+    """The adapter's `TrainingRecord` and the training tensors (X, t), or a one-line `InputError` saying why
+    the run cannot be replayed."""
+    record = getattr(adapter, "record_", None)
+    if not isinstance(record, TrainingRecord):
+        raise InputError(f"method {NAME!r} replays training, but this model was not fitted by influent's trainer "
+                         "with a record: fit it with TorchAdapter(net, train=TrainConfig(...), fitted=False).fit(train) "
+                         "(a model trained in your own loop cannot be replayed)")
+    if not record.deterministic:
+        raise InputError(f"method {NAME!r}: the model was trained on {record.device} without deterministic kernels; "
+                         "call torch.use_deterministic_algorithms(True) before fit to make it replayable")
+    module = adapter._require_fitted()
+    odd = sorted({type(m).__name__ for m in module.modules()
+                  if isinstance(m, (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm))})
+    if odd:
+        raise InputError(f"method {NAME!r}: the model has {odd} layers, whose training steps depend on random "
+                         "draws or batch statistics that are not recorded; training cannot be replayed")
+    X, t = adapter.tensors(train)
+    if len(train) != record.n or data_key(X, t) != record.data:
+        raise InputError(f"method {NAME!r}: {train.name} is not the split the model was fitted on (unknown data "
+                         "order); pass the same training split")
+    if params_key(_trainable(module)) != record.final:
+        raise InputError(f"method {NAME!r}: the model's weights changed after the recorded fit; refit it")
+    return record, X, t
+
+
+def _trainable(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach() for n, p in module.named_parameters() if p.requires_grad}
+
+
+# ---- the reverse sweep ---------------------------------------------------------------------------------
+def metagradient(adapter: ModelAdapter, record: TrainingRecord, X: torch.Tensor, t: torch.Tensor,
+                 adjoint: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(m, n) d f_j / d w_i at the recorded weights, for m targets whose gradients at the final parameters
+    are `adjoint` (name -> (m, *shape)), by reverse mode through every recorded step.
+
+    Segment by segment from the last: replay the segment's steps from its recorded state (each step's
+    `torch.func.vjp` kept), then sweep them backwards with the m adjoints batched by `vmap`: the adjoint
+    of (params, optimizer buffers) at the step's start and the weights' gradients of its batch
+    (``d step / d w_b`` flows through the step's loss ``sum_b w_b l_b / B``)."""
+    module = adapter._require_fitted()
+    buffers = dict(module.named_buffers())
+    frozen = {n: p.detach() for n, p in module.named_parameters() if not p.requires_grad}
+    batches = record.batches()
+    m = next(iter(adjoint.values())).shape[0]
+    W = record.sample_weight.to(X.device)
+    out = torch.zeros(m, record.n, dtype=W.dtype, device=X.device)
+
+    def step_fn(idx: torch.Tensor, lr: float, k: int, params: dict, state: dict, wb: torch.Tensor):
+        Xb, tb = X[idx], t[idx]
+
+        def objective(p: dict) -> torch.Tensor:
+            losses = loss_from_outputs(adapter.loss, functional_call(module, {**frozen, **buffers, **p}, (Xb,)), tb)
+            obj = (losses * wb).mean()
+            for name, c in record.reg.items():
+                obj = obj + 0.5 * c * (p[name] ** 2).sum()
+            return obj
+
+        return optimizer_step(record.optimizer, record.hyper, params, state, grad(objective)(params), lr, k)
+
+    a_params = adjoint
+    a_state: dict = {}
+    starts = sorted(record.states)
+    ends = starts[1:] + [record.steps]
+    for start, end in reversed(list(zip(starts, ends))):
+        saved = record.states[start]
+        params = {n: v.to(X.device) for n, v in saved["params"].items()}
+        state = {part: {n: v.to(X.device) for n, v in d.items()} for part, d in saved.items() if part != "params"}
+        if not a_state:
+            a_state = {part: {n: torch.zeros_like(a_params[n]) for n in d} for part, d in state.items()}
+        tape: list[tuple[torch.Tensor, Callable]] = []
+        with module_mode(module, True):
+            for k in range(start, end):
+                idx = batches[k].to(X.device)
+                (params, state), back = vjp(partial(step_fn, idx, record.lrs[k], k + 1), params, state, W[idx])
+                tape.append((idx, back))
+        for idx, back in reversed(tape):
+            a_params, a_state, a_w = vmap(back)((a_params, a_state))
+            out[:, idx] += a_w
+        del tape
+    return out
+
+
+class module_mode:
+    """Train (or eval) mode inside the block, each submodule's own mode restored after (the trainer runs
+    in train mode; dropout and batch norm are refused, so only a user module's own mode logic differs)."""
+
+    def __init__(self, module: nn.Module, train: bool) -> None:
+        self.module, self.train = module, train
+
+    def __enter__(self) -> nn.Module:
+        self.modes = [(m, m.training) for m in self.module.modules()]
+        self.module.train(self.train)
+        return self.module
+
+    def __exit__(self, *exc: Any) -> None:
+        for m, mode in self.modes:
+            m.training = mode
+
+
+def _final_params(adapter: ModelAdapter) -> dict[str, torch.Tensor]:
+    return _trainable(adapter._require_fitted())
+
+
+def target_adjoint(job: Job) -> dict[str, torch.Tensor]:
+    """(1, *shape) gradient of the job's target at the final parameters (all trainable ones)."""
+    target = job.need_target(NAME)
+    params = {n: p.clone() for n, p in _final_params(job.adapter).items()}
+    g = grad(lambda p: target.value(job.adapter, p))(params)
+    return {n: v.unsqueeze(0) for n, v in g.items()}
+
+
+def test_adjoint(adapter: ModelAdapter, test: Split) -> dict[str, torch.Tensor]:
+    """(m, *shape) per-sample gradients of the test losses at the final parameters."""
+    Xs, ts = adapter.tensors(test)
+    params = _final_params(adapter)
+
+    def one(x: torch.Tensor, y: torch.Tensor) -> dict:
+        return grad(lambda p: adapter.per_sample_loss(p, x[None], y[None]).sum())(params)
+
+    return vmap(one)(Xs, ts)
+
+
+# ---- the method ----------------------------------------------------------------------------------------
+@register_method(NAME, title="unrolled metagradient", options=UnrolledOptions)
+def unrolled(job: Job) -> Result:
+    """Unrolled metagradient (MAGIC): raw = d f / d w_i through every training step; values = -raw,
+    the first-order rise of the target when sample i is removed."""
+    record, X, t = replayable(job.adapter, job.train)
+    t0 = time.perf_counter()
+    raw = metagradient(job.adapter, record, X, t, target_adjoint(job))[0]
+    job.timing["scoring"] = time.perf_counter() - t0
+    job.used["record"] = record.describe()
+    values = to_numpy(-raw)
+    if job.options.smoothness:
+        job.used["smoothness"] = smoothness_check(job, values)
+    return Result(values, to_numpy(raw))
+
+
+@register_pairwise(NAME)
+def unrolled_pairwise(job: Job, test: Split) -> np.ndarray:
+    """(n_train, n_test): -d loss_j / d w_i, the first-order rise of test loss j when i is removed; the test
+    samples' adjoints go through the reverse sweep `test_batch` at a time."""
+    record, X, t = replayable(job.adapter, job.train)
+    cols = []
+    step = job.options.test_batch
+    for s in range(0, len(test), step):
+        part = test.subset(np.arange(s, min(len(test), s + step)))
+        cols.append(-metagradient(job.adapter, record, X, t, test_adjoint(job.adapter, part)))
+    return to_numpy(torch.cat(cols, 0).T)
+
+
+def smoothness_check(job: Job, values: np.ndarray) -> dict[str, Any]:
+    """How far the first-order prediction holds for larger removals: for each fraction, `smoothness` random
+    sets S are removed (weight 0, the same recipe and batch order, through `refit_many`) and the actual
+    change of the target is compared with the prediction sum_{i in S} value_i."""
+    o = job.options
+    target = job.need_target(NAME)
+    n = len(job.train)
+    base = to_numpy(job.adapter.record_.sample_weight)
+    rng = np.random.default_rng(job.seed)
+    sets = [(f, rng.choice(n, max(1, int(round(f * n))), replace=False)) for f in o.fractions
+            for _ in range(o.smoothness)]
+    weights = [base.copy() for _ in range(len(sets) + 1)]
+    for w, (_, S) in zip(weights[1:], sets):
+        w[S] = 0.0
+    got = refit_many(job.adapter, job.train, [np.arange(n)] * len(weights), TargetValue(target),
+                     weights=weights, n_jobs=1, seed=job.seed)
+    report: dict[str, Any] = {}
+    for f in o.fractions:
+        pred = np.array([values[S].sum() for g, S in sets if g == f])
+        actual = np.array([got[k + 1] - got[0] for k, (g, _) in enumerate(sets) if g == f])
+        rel = float(np.abs(pred - actual).sum() / max(np.abs(actual).sum(), 1e-300))
+        report[f"{f:g}"] = {"predicted": pred.round(8).tolist(), "actual": np.round(actual, 8).tolist(),
+                            "relative_error": rel,
+                            "pearson": float(np.corrcoef(pred, actual)[0, 1]) if len(pred) >= 3 else None}
+    return report

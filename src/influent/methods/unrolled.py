@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vjp, vmap
+from torch.func import functional_call, grad, vmap
 
 from ..data import Split
 from ..data.validate import InputError, check_number
@@ -35,7 +34,6 @@ from .options import MethodOptions, opt
 from .registry import Job, Result, register_method, register_pairwise, to_numpy
 
 NAME = "unrolled"
-Adjoint = tuple[dict[str, torch.Tensor], dict]
 
 
 @dataclass
@@ -94,51 +92,70 @@ def metagradient(adapter: ModelAdapter, record: TrainingRecord, X: torch.Tensor,
     """(m, n) d f_j / d w_i at the recorded weights, for m targets whose gradients at the final parameters
     are `adjoint` (name -> (m, *shape)), by reverse mode through every recorded step.
 
-    Segment by segment from the last: replay the segment's steps from its recorded state (each step's
-    `torch.func.vjp` kept), then sweep them backwards with the m adjoints batched by `vmap`: the adjoint
-    of (params, optimizer buffers) at the step's start and the weights' gradients of its batch
-    (``d step / d w_b`` flows through the step's loss ``sum_b w_b l_b / B``)."""
+    Segment by segment from the last: replay the segment's steps from its recorded state, keeping each
+    step's autograd graph (the step's gradient is taken with ``create_graph=True``), then sweep them
+    backwards with the m adjoints batched (``is_grads_batched``): each step maps the adjoint of
+    (params, optimizer buffers) after it to the one before it and gives the weights' gradients of its
+    batch (``d step / d w_b`` flows through the step's loss ``sum_b w_b l_b / B``). Memory: the recorded
+    states plus one segment's graphs."""
     module = adapter._require_fitted()
-    buffers = dict(module.named_buffers())
-    frozen = {n: p.detach() for n, p in module.named_parameters() if not p.requires_grad}
+    fixed = {**{n: p.detach() for n, p in module.named_parameters() if not p.requires_grad},
+             **dict(module.named_buffers())}
     batches = record.batches()
-    m = next(iter(adjoint.values())).shape[0]
+    names = list(adjoint)
+    m = adjoint[names[0]].shape[0]
     W = record.sample_weight.to(X.device)
     out = torch.zeros(m, record.n, dtype=W.dtype, device=X.device)
 
-    def step_fn(idx: torch.Tensor, lr: float, k: int, params: dict, state: dict, wb: torch.Tensor):
-        Xb, tb = X[idx], t[idx]
+    def step(k: int, params: dict, state: dict, wb: torch.Tensor) -> tuple[dict, dict]:
+        idx = batches[k].to(X.device)
+        losses = loss_from_outputs(adapter.loss, functional_call(module, {**fixed, **params}, (X[idx],)), t[idx])
+        obj = (losses * wb).mean()
+        for name, c in record.reg.items():
+            obj = obj + 0.5 * c * (params[name] ** 2).sum()
+        g = torch.autograd.grad(obj, [params[n] for n in names], create_graph=True)
+        return optimizer_step(record.optimizer, record.hyper, params, state, dict(zip(names, g)),
+                              record.lrs[k], k + 1)
 
-        def objective(p: dict) -> torch.Tensor:
-            losses = loss_from_outputs(adapter.loss, functional_call(module, {**frozen, **buffers, **p}, (Xb,)), tb)
-            obj = (losses * wb).mean()
-            for name, c in record.reg.items():
-                obj = obj + 0.5 * c * (p[name] ** 2).sum()
-            return obj
-
-        return optimizer_step(record.optimizer, record.hyper, params, state, grad(objective)(params), lr, k)
-
-    a_params = adjoint
-    a_state: dict = {}
+    a_flat: list[torch.Tensor] | None = None
     starts = sorted(record.states)
     ends = starts[1:] + [record.steps]
     for start, end in reversed(list(zip(starts, ends))):
         saved = record.states[start]
-        params = {n: v.to(X.device) for n, v in saved["params"].items()}
-        state = {part: {n: v.to(X.device) for n, v in d.items()} for part, d in saved.items() if part != "params"}
-        if not a_state:
-            a_state = {part: {n: torch.zeros_like(a_params[n]) for n in d} for part, d in state.items()}
-        tape: list[tuple[torch.Tensor, Callable]] = []
-        with module_mode(module, True):
+        parts = [part for part in saved if part != "params"]
+        flat = [saved["params"][n] for n in names] + [saved[part][n] for part in parts for n in names]
+        if a_flat is None:  # the target's gradient; the optimizer buffers do not enter the target
+            a_flat = [adjoint[n] for n in names] + [torch.zeros_like(adjoint[n]) for _ in parts for n in names]
+        tape = []
+        with torch.enable_grad(), module_mode(module, True):
             for k in range(start, end):
-                idx = batches[k].to(X.device)
-                (params, state), back = vjp(partial(step_fn, idx, record.lrs[k], k + 1), params, state, W[idx])
-                tape.append((idx, back))
-        for idx, back in reversed(tape):
-            a_params, a_state, a_w = vmap(back)((a_params, a_state))
-            out[:, idx] += a_w
+                inputs = [v.detach().to(X.device).requires_grad_(True) for v in flat]
+                wb = W[batches[k].to(X.device)].clone().requires_grad_(True)
+                params = dict(zip(names, inputs[:len(names)]))
+                state = {part: dict(zip(names, inputs[(i + 1) * len(names):(i + 2) * len(names)]))
+                         for i, part in enumerate(parts)}
+                new_params, new_state = step(k, params, state, wb)
+                flat = [new_params[n] for n in names] + [new_state[part][n] for part in parts for n in names]
+                tape.append((k, inputs + [wb], flat))
+        for k, inputs, outputs in reversed(tape):
+            got = _vjp(outputs, inputs, a_flat, m)
+            a_flat = got[:-1]
+            out[:, batches[k].to(X.device)] += got[-1]
         del tape
     return out
+
+
+def _vjp(outputs: list[torch.Tensor], inputs: list[torch.Tensor], cotangents: list[torch.Tensor],
+         m: int) -> list[torch.Tensor]:
+    """(m, *input shape) cotangent^T d outputs / d input for each input, the m cotangents batched."""
+    if m == 1:
+        got = torch.autograd.grad(outputs, inputs, [c[0] for c in cotangents], retain_graph=True, allow_unused=True)
+        return [torch.zeros((1, *x.shape), dtype=x.dtype, device=x.device) if g is None else g.unsqueeze(0)
+                for g, x in zip(got, inputs)]
+    got = torch.autograd.grad(outputs, inputs, cotangents, retain_graph=True, allow_unused=True,
+                              is_grads_batched=True)
+    return [torch.zeros((m, *x.shape), dtype=x.dtype, device=x.device) if g is None else g
+            for g, x in zip(got, inputs)]
 
 
 class module_mode:

@@ -177,3 +177,61 @@ def test_refuses_training_it_cannot_replay():
     model.record_.deterministic = False  # as recorded on a GPU without deterministic kernels
     with pytest.raises(InputError, match="deterministic"):
         inf.score(model, train, valid, method="unrolled")
+
+
+def _user_loop(train, w, kind, recorder=False, loss_scale=1.0):
+    """A training loop of a user's own (batches from its own generator, lr decayed by a scheduler)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    model = TorchAdapter(net)
+    opt = (torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.8, weight_decay=1e-2) if kind == "sgd"
+           else torch.optim.Adam(net.parameters(), lr=0.03))
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.5)
+    X, y = torch.as_tensor(train.X), torch.as_tensor(train.y)
+    rec = inf.models.LoopRecorder(model, opt, train, steps=12) if recorder else None
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(3):
+        order = torch.randperm(len(y), generator=gen)
+        for b in range(0, len(y), 4):
+            idx = order[b:b + 4]
+            opt.zero_grad()
+            losses = nn.functional.cross_entropy(net(X[idx]), y[idx], reduction="none")
+            (loss_scale * (losses * w[idx]).mean()).backward()
+            if rec is not None:
+                rec.step(idx)
+            opt.step()
+            sched.step()
+    if rec is not None:
+        rec.finish()
+    return model
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_loop_recorder_replays_a_users_own_loop(kind):
+    train, valid = _data()
+    model = _user_loop(train, torch.ones(16, dtype=torch.float64), kind, recorder=True)
+    assert sorted(model.record_.states) == [0, 4, 8]  # ceil(sqrt(12)) = 4 steps apart
+    raw = inf.score(model, train, valid, method="unrolled").raw
+    target = Utility(valid).prepare(model)
+    eps = 1e-5
+    for i in (1, 9):
+        f = []
+        for s in (1, -1):
+            w = torch.ones(16, dtype=torch.float64)
+            w[i] += s * eps
+            f.append(target.evaluate(_user_loop(train, w, kind)))
+        fd = (f[0] - f[1]) / (2 * eps)
+        assert abs(raw[i] - fd) <= 1e-4 * abs(fd)
+
+
+def test_loop_recorder_refuses_a_loop_that_does_not_replay():
+    train, valid = _data()
+    model = _user_loop(train, torch.ones(16, dtype=torch.float64), "sgd", recorder=True, loss_scale=2.0)
+    with pytest.raises(InputError, match="training does not replay"):
+        inf.score(model, train, valid, method="unrolled")
+    net = nn.Linear(3, 2).double()
+    with pytest.raises(InputError, match="SGD and torch.optim.Adam"):
+        inf.models.LoopRecorder(TorchAdapter(net), torch.optim.RMSprop(net.parameters()), train)
+    with pytest.raises(InputError, match="cannot replay this optimizer"):
+        inf.models.LoopRecorder(TorchAdapter(net), torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9,
+                                                                   nesterov=True), train)

@@ -88,8 +88,8 @@ def _trainable(module: nn.Module) -> dict[str, torch.Tensor]:
 
 # ---- the reverse sweep ---------------------------------------------------------------------------------
 def metagradient(adapter: ModelAdapter, record: TrainingRecord, X: torch.Tensor, t: torch.Tensor,
-                 adjoint: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(m, n) d f_j / d w_i at the recorded weights, for m targets whose gradients at the final parameters
+                 adjoint: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
+    """((m, n) d f_j / d w_i at the recorded weights, replay error), for m targets whose gradients at the final parameters
     are `adjoint` (name -> (m, *shape)), by reverse mode through every recorded step.
 
     Segment by segment from the last: replay the segment's steps from its recorded state, keeping each
@@ -97,7 +97,12 @@ def metagradient(adapter: ModelAdapter, record: TrainingRecord, X: torch.Tensor,
     backwards with the m adjoints batched (``is_grads_batched``): each step maps the adjoint of
     (params, optimizer buffers) after it to the one before it and gives the weights' gradients of its
     batch (``d step / d w_b`` flows through the step's loss ``sum_b w_b l_b / B``). Memory: the recorded
-    states plus one segment's graphs."""
+    states plus one segment's graphs.
+
+    Each replayed segment must end where the recorded run went (the next recorded state, or the trained
+    parameters): the replay error is the largest relative difference (max |replayed - recorded| / max
+    |recorded| over each parameter), and a one-line `InputError` says the run does not replay when it
+    exceeds `REPLAY_TOL` for the dtype."""
     module = adapter._require_fitted()
     fixed = {**{n: p.detach() for n, p in module.named_parameters() if not p.requires_grad},
              **dict(module.named_buffers())}
@@ -118,6 +123,8 @@ def metagradient(adapter: ModelAdapter, record: TrainingRecord, X: torch.Tensor,
                               record.lrs[k], k + 1)
 
     a_flat: list[torch.Tensor] | None = None
+    error = 0.0
+    final = {n: p.detach() for n, p in module.named_parameters() if p.requires_grad}
     starts = sorted(record.states)
     ends = starts[1:] + [record.steps]
     for start, end in reversed(list(zip(starts, ends))):
@@ -137,23 +144,34 @@ def metagradient(adapter: ModelAdapter, record: TrainingRecord, X: torch.Tensor,
                 new_params, new_state = step(k, params, state, wb)
                 flat = [new_params[n] for n in names] + [new_state[part][n] for part in parts for n in names]
                 tape.append((k, inputs + [wb], flat))
+        reached = record.states[end]["params"] if end in record.states else final
+        for n, v in zip(names, flat):
+            ref = reached[n].to(v.device)
+            error = max(error, float((v.detach() - ref).abs().max() / ref.abs().max().clamp_min(1e-30)))
+        tol = REPLAY_TOL.get(W.dtype, 1e-2)
+        if not error <= tol:
+            raise InputError(f"method {NAME!r}: training does not replay (steps {start}-{end} end {error:.2g} away from "
+                             f"the recorded run, tolerance {tol:g}): the loop's loss or optimizer differs from the record, "
+                             "or its kernels are not deterministic")
         for k, inputs, outputs in reversed(tape):
             got = _vjp(outputs, inputs, a_flat, m)
             a_flat = got[:-1]
             out[:, batches[k].to(X.device)] += got[-1]
         del tape
-    return out
+    return out, error
+
+
+REPLAY_TOL = {torch.float64: 1e-9, torch.float32: 1e-4}  # replayed vs recorded segment ends (relative)
 
 
 def _vjp(outputs: list[torch.Tensor], inputs: list[torch.Tensor], cotangents: list[torch.Tensor],
          m: int) -> list[torch.Tensor]:
     """(m, *input shape) cotangent^T d outputs / d input for each input, the m cotangents batched."""
     if m == 1:
-        got = torch.autograd.grad(outputs, inputs, [c[0] for c in cotangents], retain_graph=True, allow_unused=True)
+        got = torch.autograd.grad(outputs, inputs, [c[0] for c in cotangents], allow_unused=True)
         return [torch.zeros((1, *x.shape), dtype=x.dtype, device=x.device) if g is None else g.unsqueeze(0)
                 for g, x in zip(got, inputs)]
-    got = torch.autograd.grad(outputs, inputs, cotangents, retain_graph=True, allow_unused=True,
-                              is_grads_batched=True)
+    got = torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True, is_grads_batched=True)
     return [torch.zeros((m, *x.shape), dtype=x.dtype, device=x.device) if g is None else g
             for g, x in zip(got, inputs)]
 
@@ -205,9 +223,11 @@ def unrolled(job: Job) -> Result:
     the first-order rise of the target when sample i is removed."""
     record, X, t = replayable(job.adapter, job.train)
     t0 = time.perf_counter()
-    raw = metagradient(job.adapter, record, X, t, target_adjoint(job))[0]
+    raw, error = metagradient(job.adapter, record, X, t, target_adjoint(job))
+    raw = raw[0]
     job.timing["scoring"] = time.perf_counter() - t0
     job.used["record"] = record.describe()
+    job.used["replay_error"] = error
     values = to_numpy(-raw)
     if job.options.smoothness:
         job.used["smoothness"] = smoothness_check(job, values)
@@ -223,7 +243,7 @@ def unrolled_pairwise(job: Job, test: Split) -> np.ndarray:
     step = job.options.test_batch
     for s in range(0, len(test), step):
         part = test.subset(np.arange(s, min(len(test), s + step)))
-        cols.append(-metagradient(job.adapter, record, X, t, test_adjoint(job.adapter, part)))
+        cols.append(-metagradient(job.adapter, record, X, t, test_adjoint(job.adapter, part))[0])
     return to_numpy(torch.cat(cols, 0).T)
 
 

@@ -170,6 +170,7 @@ class TrainingRecord:
     order_key: str = ""
     device: str = "cpu"
     deterministic: bool = True  # CPU, or torch.use_deterministic_algorithms(True) during the fit
+    steps_batches: list[torch.Tensor] | None = None  # a user's loop (`LoopRecorder`): each step's batch as given
 
     @property
     def steps(self) -> int:
@@ -183,6 +184,8 @@ class TrainingRecord:
 
     def batches(self) -> list[torch.Tensor]:
         """(T,) index tensors, the batch of each step, regenerated from the seed (checked against the record)."""
+        if self.steps_batches is not None:
+            return self.steps_batches
         orders = self.orders()
         if _orders_key(orders) != self.order_key:
             raise InputError("training cannot be replayed: this torch version draws another batch order from the "
@@ -323,3 +326,76 @@ def train_torch(adapter: "ModelAdapter", X: torch.Tensor, t: torch.Tensor, confi
         record.order_key = _orders_key(orders)
         record.final = params_key(named)
     return record
+
+
+class LoopRecorder:
+    """Records a training loop of your own so that it can be replayed (method "unrolled", issue 26).
+
+    The loop must take, at each step, the batch ``X[idx]`` of the rows `idx` of `train`, minimise the mean
+    of the adapter's per-sample loss over it (``loss_fn(net(X[idx]), y[idx])`` with mean reduction; L2 only
+    through the optimizer's ``weight_decay``) and step a ``torch.optim.SGD`` (momentum, no dampening or
+    Nesterov) or ``torch.optim.Adam`` (no AMSGrad) over all the module's trainable parameters::
+
+        model = TorchAdapter(net)                       # the module you train (read live)
+        rec = LoopRecorder(model, opt, train, steps=T)  # before the first step
+        for idx in batches:
+            opt.zero_grad(); loss_fn(net(X[idx]), y[idx]).backward()
+            rec.step(idx)                               # before opt.step(): the batch and the lr it uses
+            opt.step()
+        rec.finish()                                    # model.record_ now replays the loop
+
+    A loop that does something else is caught when it is replayed: every replayed segment must end where
+    the loop went (`methods.unrolled`). States are kept every `every` steps (default ceil(sqrt(steps))).
+    """
+
+    def __init__(self, adapter: "ModelAdapter", optimizer: torch.optim.Optimizer, train: Any,
+                 steps: int | None = None, every: int | None = None) -> None:
+        module = adapter._require_fitted()
+        if getattr(adapter, "_source", None) is not None:
+            raise InputError("LoopRecorder needs the adapter to analyse your module itself (no dtype= cast)")
+        kind = {torch.optim.SGD: "sgd", torch.optim.Adam: "adam"}.get(type(optimizer))
+        if kind is None:
+            raise InputError(f"LoopRecorder replays torch.optim.SGD and torch.optim.Adam, got {type(optimizer).__name__}")
+        named = {n: p for n, p in module.named_parameters() if p.requires_grad}
+        ids = {id(p): n for n, p in named.items()}
+        in_opt = [p for g in optimizer.param_groups for p in g["params"]]
+        if sorted(ids.get(id(p), "?") for p in in_opt) != sorted(named):
+            raise InputError("LoopRecorder: the optimizer must step exactly the module's trainable parameters")
+        g0 = optimizer.param_groups[0]
+        odd = [k for k in ("dampening", "nesterov", "amsgrad", "maximize", "decoupled_weight_decay")
+               if g0.get(k)]
+        keys = ("momentum", "betas", "eps", "weight_decay", "lr")
+        if odd or any(any(g.get(k) != g0.get(k) for k in keys) for g in optimizer.param_groups[1:]):
+            raise InputError(f"LoopRecorder cannot replay this optimizer: {odd or 'parameter groups with different settings'}")
+        if any(optimizer.state.get(p) for p in in_opt):
+            raise InputError("LoopRecorder must be created before the optimizer's first step")
+        hyper = {"momentum": float(g0.get("momentum", 0.0))} if kind == "sgd" else {
+            "betas": tuple(float(b) for b in g0["betas"]), "eps": float(g0["eps"])}
+        X, t = adapter.tensors(train)
+        wd = float(g0.get("weight_decay", 0.0))
+        self.adapter, self.optimizer, self.named, self.kind, self.hyper = adapter, optimizer, named, kind, hyper
+        self.every = every or (max(1, math.ceil(math.sqrt(steps))) if steps else 32)
+        self.record = TrainingRecord(kind, hyper, -1, 0, 0, len(X), [], {n: wd for n in named} if wd else {},
+                                     torch.ones(len(X), dtype=X.dtype), self.every, data=data_key(X, t),
+                                     device=str(X.device), steps_batches=[],
+                                     deterministic=X.device.type == "cpu" or torch.are_deterministic_algorithms_enabled())
+
+    def step(self, idx: Any) -> None:
+        """Record the coming optimizer step: its batch `idx` (positions in `train`) and learning rate; call
+        it after ``backward()`` and before ``optimizer.step()``."""
+        rec = self.record
+        batch = torch.as_tensor(np.asarray(idx), dtype=torch.long).reshape(-1).cpu()
+        if batch.numel() == 0 or int(batch.min()) < 0 or int(batch.max()) >= rec.n:
+            raise InputError(f"LoopRecorder.step: batch positions must lie in [0, {rec.n})")
+        k = rec.steps
+        if k % self.every == 0:
+            rec.states[k] = _snapshot(self.kind, self.hyper, self.named, self.optimizer)
+        rec.steps_batches.append(batch)
+        rec.lrs.append(float(self.optimizer.param_groups[0]["lr"]))
+        rec.batch_size = max(rec.batch_size, batch.numel())
+
+    def finish(self) -> TrainingRecord:
+        """Close the record after the last ``optimizer.step()``; sets and returns ``adapter.record_``."""
+        self.record.final = params_key(self.named)
+        self.adapter.record_ = self.record
+        return self.record

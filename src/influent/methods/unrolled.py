@@ -219,8 +219,10 @@ def test_adjoint(adapter: ModelAdapter, test: Split) -> dict[str, torch.Tensor]:
 # ---- the method ----------------------------------------------------------------------------------------
 @register_method(NAME, title="unrolled metagradient", options=UnrolledOptions)
 def unrolled(job: Job) -> Result:
-    """Unrolled metagradient (MAGIC): raw = d f / d w_i through every training step; values = -raw,
-    the first-order rise of the target when sample i is removed."""
+    """Unrolled metagradient (MAGIC): values = -d f / d w_i through every recorded training step.
+
+    raw = d f / d w_i at the recorded weights; values = -raw, the first-order rise of the target when
+    sample i is removed. Options: `UnrolledOptions` (``influent methods unrolled``)."""
     record, X, t = replayable(job.adapter, job.train)
     t0 = time.perf_counter()
     raw, error = metagradient(job.adapter, record, X, t, target_adjoint(job))

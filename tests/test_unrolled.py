@@ -229,6 +229,9 @@ def test_loop_recorder_refuses_a_loop_that_does_not_replay():
     model = _user_loop(train, torch.ones(16, dtype=torch.float64), "sgd", recorder=True, loss_scale=2.0)
     with pytest.raises(InputError, match="training does not replay"):
         inf.score(model, train, valid, method="unrolled")
+    model = _user_loop(train, torch.ones(16, dtype=torch.float64), "sgd", recorder=True)
+    with pytest.raises(InputError, match="cannot rerun a loop of your own"):
+        inf.score(model, train, valid, method="unrolled", smoothness=1)
     net = nn.Linear(3, 2).double()
     with pytest.raises(InputError, match="SGD and torch.optim.Adam"):
         inf.models.LoopRecorder(TorchAdapter(net), torch.optim.RMSprop(net.parameters()), train)

@@ -224,6 +224,9 @@ def unrolled(job: Job) -> Result:
     raw = d f / d w_i at the recorded weights; values = -raw, the first-order rise of the target when
     sample i is removed. Options: `UnrolledOptions` (``influent methods unrolled``)."""
     record, X, t = replayable(job.adapter, job.train)
+    if job.options.smoothness and record.steps_batches is not None:
+        raise InputError(f"method {NAME!r}: the smoothness check retrains with influent's trainer, which cannot rerun "
+                         "a loop of your own (LoopRecorder); use smoothness=0 and retrain your loop with weights")
     t0 = time.perf_counter()
     raw, error = metagradient(job.adapter, record, X, t, target_adjoint(job))
     raw = raw[0]

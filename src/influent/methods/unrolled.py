@@ -4,11 +4,12 @@ The training run of influent's trainer is a function of the per-sample weights w
 ``sum_b w_b l_b / B`` plus the L2 term), and so is the target f(theta_T(w)). Its gradient at the recorded
 weights (w = 1 unless the fit was weighted) is computed by reverse mode through every optimizer step:
 Engstrom et al., "Optimizing ML Training with Metagradient Descent" (2025), and the MAGIC attribution
-method (Ilyas & Engstrom, arXiv 2504.16430, Sec. 3): the adjoint of (parameters, optimizer buffers) is
-carried backwards step by step, and each step adds ``adjoint^T d(step)/d w_b`` to the weight gradient of the
-samples in its batch. Memory stays bounded by recomputing (`TrainingRecord.states`, every ~sqrt(T) steps)
-one segment at a time: the segment's steps are replayed forward from its recorded state keeping each
-step's vector-Jacobian product, then swept backwards.
+method (Ilyas & Engstrom, "MAGIC: Near-Optimal Data Attribution for Deep Learning", arXiv 2504.16430).
+The adjoint of (parameters, optimizer buffers) is carried backwards step by step, and each step adds
+``adjoint^T d(step)/d w_b`` to the weight gradient of the samples in its batch. Memory stays bounded by
+recomputing one segment at a time from the recorded states (`TrainingRecord.states`, every ~sqrt(T)
+steps): the segment's steps are replayed forward from its state keeping their autograd graphs, then
+swept backwards.
 
 Value of sample i (influent's sign): the first-order rise of the target when i is removed (w_i: 1 -> 0),
 ``value_i = -d f / d w_i``; removing a helpful sample raises the loss, so its value is positive.

@@ -145,7 +145,7 @@ def params_key(params: dict[str, torch.Tensor]) -> str:
 
 @dataclass
 class TrainingRecord:
-    """What is needed to replay a run of `train_torch` exactly (issue 26; Engstrom et al., 2025, Sec. 2).
+    """What is needed to replay a run of `train_torch` exactly (issue 26; Engstrom et al., "Optimizing ML Training with Metagradient Descent", 2025).
 
     The batch of step t is ``order(epoch)[b * batch : (b + 1) * batch]`` with the epoch orders drawn from
     ``torch.Generator().manual_seed(seed)`` (`batches()` regenerates them and checks them against

@@ -95,6 +95,22 @@ def test_pairwise_form_averages_to_the_mean_test_loss_scores():
                                rtol=1e-9, atol=1e-14)
 
 
+def test_pairwise_without_batched_backward_gives_the_same_matrix(monkeypatch):
+    """Where the double backward of an operation cannot be batched, the test adjoints go one at a time."""
+    train, valid = _data()
+    model = _mlp(CONFIGS["sgd-momentum"]).fit(train)
+    batched = inf.attribute(model, train, valid, method="unrolled")
+    grad = torch.autograd.grad
+
+    def no_batching(*args, **kw):
+        if kw.get("is_grads_batched"):
+            raise RuntimeError("Batching rule not implemented")
+        return grad(*args, **kw)
+
+    monkeypatch.setattr(torch.autograd, "grad", no_batching)
+    np.testing.assert_allclose(inf.attribute(model, train, valid, method="unrolled"), batched, rtol=1e-10, atol=1e-15)
+
+
 @pytest.mark.parametrize("name", ["sgd-momentum", "adam"])
 def test_refit_with_weights_replays_the_same_recipe(name):
     train, _ = _data()

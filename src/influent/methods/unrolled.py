@@ -172,7 +172,13 @@ def _vjp(outputs: list[torch.Tensor], inputs: list[torch.Tensor], cotangents: li
         got = torch.autograd.grad(outputs, inputs, [c[0] for c in cotangents], allow_unused=True)
         return [torch.zeros((1, *x.shape), dtype=x.dtype, device=x.device) if g is None else g.unsqueeze(0)
                 for g, x in zip(got, inputs)]
-    got = torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True, is_grads_batched=True)
+    try:
+        got = torch.autograd.grad(outputs, inputs, cotangents, retain_graph=True, allow_unused=True,
+                                  is_grads_batched=True)
+    except RuntimeError:  # an operation without a batching rule for its double backward: one cotangent at a time
+        rows = [torch.autograd.grad(outputs, inputs, [c[j] for c in cotangents], retain_graph=j < m - 1,
+                                    allow_unused=True) for j in range(m)]
+        got = [None if r[0] is None else torch.stack(r) for r in zip(*rows)]
     return [torch.zeros((m, *x.shape), dtype=x.dtype, device=x.device) if g is None else g
             for g, x in zip(got, inputs)]
 

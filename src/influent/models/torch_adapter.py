@@ -58,6 +58,7 @@ class TorchAdapter(ModelAdapter):
             raise InputError(f"classes must be a list of distinct label values, one per output, got {list(classes)!r}")
         self._init_module = self._initial_module(module, init)
         self._source: nn.Module | None = None
+        self.record_ = None  # the TrainingRecord of the last `fit` (replayable training; methods.unrolled)
         if fitted and not self._builds_module():
             if own is None or own == self.dtype:
                 self.module = module  # the user's own object: weights read live
@@ -136,7 +137,12 @@ class TorchAdapter(ModelAdapter):
 
     def fit(self, split: Split, sample_weight: np.ndarray | None = None,
             recorder: TrainingRecorder | None = None) -> "TorchAdapter":
-        """Train a copy of the initial weights (never the user's module) on `split`; returns self."""
+        """Train a copy of the initial weights (never the user's module) on `split`; returns self.
+
+        The run is kept as `record_` (a `TrainingRecord`: seed and batch order, learning rates, sample
+        weights, parameters and optimizer buffers every ~sqrt(T) steps) unless ``TrainConfig(record=False)``;
+        ``refit(split, sample_weight=w)`` replays the same recipe (initial weights, seed, batch order) with
+        the weights `w`, so a removal is weight 0 in the same batches."""
         if self._given_classes is not None and self.loss != "mse":
             from ..data.validate import check_known_labels
 
@@ -150,7 +156,7 @@ class TorchAdapter(ModelAdapter):
         self.check_split(split)
         X, t = self.tensors(split)
         torch.manual_seed(self.train_config.seed)
-        train_torch(self, X, t, self.train_config, sample_weight, recorder)
+        self.record_ = train_torch(self, X, t, self.train_config, sample_weight, recorder)
         self.n_train_ = len(split)
         self.recorder_ = recorder
         return self
@@ -164,11 +170,13 @@ class TorchAdapter(ModelAdapter):
         other.classes_ = None
         other.reg_coef = {}
         other.recorder_ = None
+        other.record_ = None
         return other
 
     def with_params(self, params: dict) -> "TorchAdapter":
         other = super().with_params(params)
         other._source = None
+        other.record_ = None  # other weights than the recorded run's
         return other
 
     def describe(self) -> dict:

@@ -50,7 +50,7 @@ def test_explain_cli_prints_the_rows_and_rejects_bad_input(iris, tmp_path, capsy
 # ---- influent score --topk K: the streamed attribution of the test split in the run folder ----------------
 def _score_args(d, out, *extra, test=True):
     return (["score", "--train", d / "train.csv", "--valid", d / "valid.csv"] + (["--test", d / "test.csv"] if test else [])
-            + ["--label", "y", "--no-curve", "--out", out, *extra])
+            + ["--label", "y", "--no-curve", "--no-standardize", "--out", out, *extra])
 
 
 def _dense(d, method):

@@ -219,7 +219,8 @@ def _finish(console, out: Path, extra: str = "") -> None:
 @app.command(cls=_RegistryHelp)
 def score(
     train: Path = typer.Option(..., "--train", help="training data: CSV, Parquet or NPZ (arrays X and the label)"),
-    valid: Path = typer.Option(..., "--valid", help="validation data; the target is measured on it"),
+    valid: Optional[Path] = typer.Option(None, "--valid", help="validation data; the target is measured on it "
+                                         "(methods without a target, e.g. self-influence, do not need it)"),
     test: Optional[Path] = typer.Option(None, "--test", help="test data; enables the removal curve in the report"),
     label: str = typer.Option(..., "--label", help="label column (NPZ: array name)"),
     group: Optional[str] = typer.Option(None, "--group", help="group/sensitive attribute column (fairness targets)"),
@@ -234,7 +235,8 @@ def score(
     clean_label: Optional[str] = typer.Option(None, "--clean-label", help="column with known clean labels (noisy-label "
                                               "experiments): not a feature; the report measures detection"),
     drop: list[str] = typer.Option([], "--drop", help="a column that is not a feature (repeatable)"),
-    standardize: bool = typer.Option(False, "--standardize", help="z-score features with training statistics"),
+    standardize: Optional[bool] = typer.Option(None, "--standardize/--no-standardize", help="z-score features with "
+                                               "the training mean and deviation (default: on for logistic and mlp)"),
     image_shape: Optional[str] = typer.Option(None, "--image-shape", help="show rows as images of this shape, e.g. 8x8"),
     model: str = typer.Option("logistic", "--model", help="logistic | mlp | lora (fine-tune --encoder with LoRA on "
                               "--text-column) | path/to/file.py:function"),
@@ -262,21 +264,21 @@ def score(
     store: Optional[Path] = typer.Option(None, "--store", help="folder of an on-disk gradient store: reused by later "
                                          "runs, and an interrupted run resumes from its finished chunks"),
     backend: str = typer.Option("local", "--backend", help="{backends} (ray: per-sample gradients on a Ray "
-                                "cluster, RAY_ADDRESS, else a local Ray; needs pip install \"influent[ray]\")"),
+                                "cluster, RAY_ADDRESS, else a local Ray; needs pip install \"influent\\[ray]\")"),
     topk: int = typer.Option(0, "--topk", help="with --test: keep the K most helpful and most harmful training "
                              "samples of every test sample (streamed attribution in --out/attribution; read with "
                              "influent explain; the method's pairwise form, else ip)"),
 ) -> None:
     """Score every training sample; write scores.parquet, run.json and report.html to --out."""
     from .data.validate import check_output_dir, check_outputs
-    from .runs.config import ATTRIBUTION_DIR, OUTPUT_FILES, RunConfig
+    from .runs.config import ATTRIBUTION_DIR, OUTPUT_FILES, RunConfig, default_standardize
     from .runs.steps import Steps
     from .runs.record import input_paths, write_outputs
     from .runs.inputs import load_data
     from .runs.pipeline import run_score
     from .backends import check_backend
 
-    check_output_dir(out)
+    check_output_dir(out, "--out")
     method_options = _parse_options(option)
     if solver is not None:
         method_options["solver"] = solver
@@ -291,9 +293,9 @@ def score(
         encoder = _abs(Path(encoder))
     if model == "lora" and encoder:
         model_options["encoder"] = encoder
-    cfg = RunConfig(train=_abs(train), valid=_abs(valid), test=_abs(test) if test else None, label=label, group=group,
+    cfg = RunConfig(train=_abs(train), valid=_abs(valid) if valid else None, test=_abs(test) if test else None, label=label, group=group,
                     id_column=id_column, text_column=text, clean_label_column=clean_label, drop=list(drop),
-                    standardize=standardize, image_shape=_shape(image_shape), model=_abs_model(model),
+                    standardize=default_standardize(model, encoder) if standardize is None else standardize, image_shape=_shape(image_shape), model=_abs_model(model),
                     model_options=model_options, method=method,
                     method_options=method_options, target=target, chunk_size=chunk_size or 512, seed=seed, top=top, curve=curve,
                     title=title, params=_params(params) if params is not None else None,
@@ -313,12 +315,17 @@ def score(
             from .models.hf import default_chunk_size
 
             cfg.chunk_size = default_chunk_size(data.train.X.shape[1])
+        for line in data.notes:
+            err.print(f"note: {line}", markup=False, highlight=False, soft_wrap=True)
         stage = next(p for p in (out, *out.parents) if p.is_dir())  # same filesystem as --out: a rename
+        shown = len(data.notes)
         if _PLAN_ONLY[0]:
             raise _Planned(cfg, data)  # `influent plan` takes over: the data is read, nothing built or written
         outcome = run_score(cfg, data, steps, stage=stage)
+        for line in data.notes[shown:]:  # notes of the fit (e.g. badly scaled features)
+            err.print(f"note: {line}", markup=False, highlight=False, soft_wrap=True)
         with steps.step("write outputs"):
-            written = write_outputs(out, outcome)
+            written = write_outputs(out, outcome, replace=force)
             _wrote(f"{out}/scores.parquet, run.json and report.html"
                    + (f" and {ATTRIBUTION_DIR}/" if out / ATTRIBUTION_DIR in written else ""))
     s = outcome.record["results"]["summary"]
@@ -326,6 +333,9 @@ def score(
         s["rule"], "stand out (outliers of an unsigned statistic)")
     console.print(f"[bold]{s['n_harmful']:,}[/] of {s['n_train']:,} training samples {verb} "
                   f"({cfg.method}, target {cfg.target})")
+    if s.get("n_nan"):
+        err.print(f"warning: {s['n_nan']:,} of {s['n_train']:,} scores are NaN; trim, relabel, reweight and coreset "
+                  "refuse them: check the model and the method's options", markup=False, highlight=False)
     att = outcome.record["results"].get("attribution")
     if att is not None:
         console.print(f"top-k attribution skipped: {att['skipped']}" if "skipped" in att else
@@ -340,8 +350,9 @@ def _log_path(out: Path, log: Optional[Path]) -> Path:
 
 
 def _check_file_out(path: Path, name: str) -> None:
-    from .data.validate import check_output_dir
+    from .data.validate import check_output_dir, check_path
 
+    check_path(path, name)
     if path.exists() and path.is_dir():
         raise InputError(f"{name}: {path} is a folder; give a file name such as {path / 'clean.csv'}")
     check_output_dir(path.parent if str(path.parent) else Path("."), name)
@@ -403,7 +414,7 @@ def _act(action: str, scores_dir: Path, out: Path, log: Optional[Path], force: b
             rows = _with_labels(rows, cfg.label, result.split.y)
         if action == "reweight":
             rows = _with_column(rows, "weight", result.weights)
-        with steps.step("write"), atomic_group():  # both files or neither
+        with steps.step("write"), atomic_group(replace=force):  # both files or neither (never replaced without --force)
             write_rows(out, rows)
             result.save(log_path)
         _wrote(f"{out} and {log_path}")
@@ -538,7 +549,7 @@ def select(
         rows = _with_column(rows, "priority", np.arange(1, k + 1))
         rows = _with_column(rows, f"{strategy}_score", util[order])
         with steps.step("write"):
-            write_rows(out, rows)
+            write_rows(out, rows, replace=force)
         _wrote(str(out))
     console.print(f"chose {k:,} of {len(pool_split):,} pool rows by {strategy}; wrote {out}")
 
@@ -592,6 +603,7 @@ def _dataset_row(info: Any) -> tuple[str, bool, str, str]:
 def methods(name: Optional[str] = typer.Argument(None, help="a method: print its options")) -> None:
     """List the scoring methods, or one method's title, summary and options (name, type, default, doc)."""
     from rich.table import Table
+    from rich.text import Text
 
     from .methods import METHODS
 
@@ -611,7 +623,8 @@ def methods(name: Optional[str] = typer.Argument(None, help="a method: print its
     for col in ("name", "needs --valid target", "pairwise", "summary"):
         table.add_column(col)
     for name, spec in sorted(METHODS.items()):
-        table.add_row(name, "yes" if spec.needs_target else "no", "yes" if spec.pairwise else "no", spec.summary)
+        table.add_row(name, "yes" if spec.needs_target else "no", "yes" if spec.pairwise else "no",
+                      Text(spec.summary))  # as written: "[IP]" or "[x]" is not markup
     console, _ = _consoles()
     console.print(table)
 
@@ -673,18 +686,39 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show the full trace
 
 @app.command()
 def explain(
-    scores: Path = typer.Option(..., "--scores", help="a run folder of influent score --topk K, or a folder "
-                                "written by influent.attribute_stream (attribution.zarr, topk.npz, meta.json)"),
-    test_row: int = typer.Option(..., "--test-row", help="row number of the test sample to explain"),
+    scores: Path = typer.Option(..., "--scores", help="a run folder of influent score with --test (its top-k "
+                                "from --topk K, else computed for the rows asked), or a folder written by "
+                                "influent.attribute_stream (attribution.zarr, topk.npz, meta.json)"),
+    test_row: list[int] = typer.Option(..., "--test-row", help="row number of a test sample to explain (repeatable)"),
+    k: int = typer.Option(10, "--k", help="how many helpful and harmful training samples to show"),
 ) -> None:
-    """Print the most helpful and most harmful training samples of one test sample (streamed attribution)."""
+    """Print the most helpful and most harmful training samples of test samples, with their rows."""
     from .api.stream import explain as explain_row
 
-    rows = explain_row(scores, test_row)
-    for kind in ("helpful", "harmful"):
-        typer.echo(f"most {kind} training samples for test row {test_row} (train id, attribution):")
-        for rank, (tid, value) in enumerate(rows[kind], 1):
-            typer.echo(f"  {rank:3d}  {tid}  {value:+.6g}")
+    check_number(k, "--k", kind=int, low=1)
+    if not (scores / "run.json").is_file():  # a bare attribute_stream folder: ids and attributions only
+        for j in test_row:
+            rows = explain_row(scores, j)
+            for kind in ("helpful", "harmful"):
+                typer.echo(f"most {kind} training samples for test row {j} (train id, attribution):")
+                for rank, (tid, value) in enumerate(rows[kind][:k], 1):
+                    typer.echo(f"  {rank:3d}  {tid}  {value:+.6g}")
+        return
+    from .runs.explain import check_explainable, explain_run
+    from .runs.steps import Steps
+
+    check_explainable(scores, test_row)
+    _, err = _consoles()
+    with _progress(err) as bars:
+        got = explain_run(scores, test_row, k, Steps(bars))
+    if got["note"]:
+        err.print(f"note: {got['note']}", markup=False, highlight=False)
+    for ex in got["examples"]:
+        typer.echo(f"test row {ex['test_row']} (id {ex['test_id']}, label {ex['label']}): {ex['row']}")
+        for kind in ("helpful", "harmful"):
+            typer.echo(f"most {kind} training samples ({got['method']}; rank, train id, attribution, label, row):")
+            for rank, r in enumerate(ex[kind], 1):
+                typer.echo(f"  {rank:3d}  {r['id']}  {r['value']:+.6g}  label {r['label']}  {r['row']}")
 
 
 _PLAN_ONLY = [False]
@@ -759,14 +793,55 @@ def main(argv: Optional[list[str]] = None) -> None:
             signal.signal(sig, old)
 
 
+# the command line's own wording of a library error's fix (`InputError(..., hint=KEY)`), where the library
+# gives a Python call
+CLI_FIXES = {
+    "checkpoints": "use --model mlp or a torch model file (--model file.py:function): the run records checkpoints "
+                   "while it trains them (--model logistic records none)",
+    "output-size": "change the last layer of the module your --model file returns, or return "
+                   "{\"module\": net, \"classes\": [...]} (the label of each output)",
+    "fewer-params": "analyse fewer parameters (--params last) or name a solver (--solver cg, lissa or arnoldi)",
+    "bce": "a binary classifier with one output (a logit) needs the bce loss: return {\"module\": net, \"loss\": "
+           "\"bce\"} from your --model file",
+}
+
+
+def _memory_error(exc: BaseException) -> Optional[str]:
+    """The one line for an allocation failure (MemoryError, torch's "can't allocate memory" or CUDA "out of
+    memory"), else None."""
+    import re
+
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, MemoryError) and not (
+            isinstance(exc, RuntimeError) and re.search(r"can't allocate memory|out of memory", text, re.I)):
+        return None
+    tried = re.search(r"allocate (\d+) bytes", text)
+    size = f" ({int(tried.group(1)) / 2**30:.1f} GiB in one allocation)" if tried else ""
+    return (f"out of memory{size}: the model or a chunk of gradients is too large for this machine; use a smaller "
+            "model, a smaller --chunk-size or --params last (influent plan estimates the peak)")
+
+
 def _run_app(args: list[str], debug: bool, cx: Any) -> None:
+    from .data.validate import os_message
+
     try:
         app(args=args, prog_name="influent", standalone_mode=False)
     except InputError as exc:
         if debug:
             raise
-        msg = " ".join(str(exc).split())  # one line
+        msg = " ".join(exc.message_for(CLI_FIXES).split())  # one line
         typer.echo(f"error: {msg}", err=True)
+        sys.exit(2)
+    except OSError as exc:  # a full disk, a name too long, a folder that cannot be written: not a traceback
+        if debug:
+            raise
+        typer.echo(f"error: {' '.join(os_message(exc).split())}", err=True)
+        sys.exit(2)
+    except (MemoryError, RuntimeError) as exc:
+        line = _memory_error(exc)
+        if debug or line is None:
+            raise
+        typer.echo(f"error: {line}", err=True)
         sys.exit(2)
     except getattr(cx, "NoArgsIsHelpError", ()) as exc:  # `influent` alone: the help, exit 0
         typer.echo(exc.ctx.get_help() if exc.ctx else "influent --help")

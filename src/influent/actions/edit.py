@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..data import Split
-from ..data.validate import InputError, check_budget, check_shape
+from ..data.validate import InputError, check_budget, check_shape, class_codes
 from ..data.scores import Scores
 from ..data.atomic import atomic_write
 
@@ -89,6 +89,11 @@ def _check(train: Split, scores: Scores) -> np.ndarray:
         i = int(np.argmin(same))
         raise InputError(f"scores ids do not match the split {train.name!r}: position {i} has id "
                          f"{sid[i].item()!r} in the scores and {ids[i].item()!r} in the split")
+    nan = int(np.isnan(scores.values).sum())
+    if nan:
+        raise InputError(f"scores hold {nan} NaN value(s) of {len(scores)}; NaN does not rank a sample, so nothing "
+                         "is trimmed, relabelled or reweighted on them: score again (a diverged model or a failed "
+                         "solve gives NaN)")
     return scores.values
 
 
@@ -160,9 +165,8 @@ def relabel(train: Split, scores: Scores, budget: float, model: Any = None, prob
             proba = proba[pos].copy()
         if proba.shape != (k, len(classes)):
             raise InputError(f"relabel: the model gives {proba.shape[1]} class probabilities for {len(classes)} classes")
-        cur = np.searchsorted(classes, old)
-        known = (cur < len(classes)) & (classes[np.minimum(cur, len(classes) - 1)] == old)
-        proba[np.flatnonzero(known), cur[known]] = -np.inf
+        known = np.isin(old, classes)
+        proba[np.flatnonzero(known), class_codes(old[known], classes)] = -np.inf
         new = classes[proba.argmax(1)]
     y = train.y.copy()
     if y.dtype.kind in "US" and new.dtype.kind in "US":

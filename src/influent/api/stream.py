@@ -125,6 +125,22 @@ def attribute_stream(model: Any, train: Split, test: Split, out: str | Path, met
     return top
 
 
+def topk_rows(model: Any, train: Split, test: Split, method: str = "ip", *, k: int = 10, chunk_size: int = 512,
+              seed: int = 0, check_options: bool = True, **options: Any) -> TopK:
+    """The top-k of a few test samples computed in memory, nothing written: the (n_train, len(test))
+    attribution of `method`'s pairwise form (as `influent.attribute`) reduced to the k most helpful and most
+    harmful training samples of each. For `influent explain` on a run scored without ``--topk``."""
+    spec = _pairwise(method)
+    k = check_number(k, "k", kind=int, low=1)
+    job = _job(model, train, None, options, chunk_size, None, seed, None, method)
+    _check_test(model, test)
+    with _eval_mode(model._require_fitted()):
+        A = np.asarray(spec.pairwise(job, test), dtype=np.float64)  # (n_train, len(test))
+    if check_options:
+        _check_used(job, method)
+    return TopK(*_topk(A, min(k, len(train))), np.asarray(train.ids), np.asarray(test.ids))
+
+
 def load_topk(folder: str | Path) -> tuple[TopK, dict[str, Any]]:
     """(TopK, meta) of a folder written by `attribute_stream`, or of a run folder of ``influent score --topk K``
     (its ``attribution/`` sub-folder); else a one-line `InputError`."""

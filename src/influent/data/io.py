@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .split import Split
-from .validate import InputError, check_columns
+from .validate import InputError, check_columns, check_unique_columns
 
 
 def from_arrays(X: Any, y: Any, group: Any = None, ids: Any = None, name: str = "data") -> Split:
@@ -28,7 +28,8 @@ def from_frame(df: Any, label: str, group: str | None = None, id_column: str | N
         except AttributeError:
             raise InputError(f"{name}: expected a pandas DataFrame or an Arrow table, got {type(df).__name__}") from None
     columns = [str(c) for c in df.columns]
-    df.columns = columns
+    check_unique_columns(columns, name)
+    df = df.set_axis(columns, axis=1)  # a renamed copy: the caller's frame keeps its own column labels
     wanted = [label] + ([group] if group else []) + ([id_column] if id_column else []) + list(features or [])
     check_columns(columns, wanted, name)
     reserved = {label, group, id_column}
@@ -39,7 +40,10 @@ def from_frame(df: Any, label: str, group: str | None = None, id_column: str | N
         raise InputError(f"{name}: the set is empty (0 rows)")
     non_numeric = [c for c in feats if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))]
     if non_numeric:
-        raise InputError(f"{name}: non-numeric feature column(s) {non_numeric[:5]}; one-hot encode them or drop them")
+        shown = non_numeric if len(non_numeric) <= 20 else non_numeric[:20] + [f"... {len(non_numeric) - 20} more"]
+        raise InputError(f"{name}: {len(non_numeric)} non-numeric feature column(s) {shown}; encode them with "
+                         "influent.data.encode.OneHot (fit on train, transform every split; the command line does "
+                         "this itself) or drop them")
     if df[label].isna().any():
         raise InputError(f"{name}: label column {label!r} has missing values at row {int(df[label].isna().to_numpy().argmax())}")
     nan_cols = [c for c in feats if df[c].isna().any()]
@@ -86,16 +90,25 @@ def read_table(path: str | Path, name: str | None = None, *, kinds: Sequence[str
     if kind is None:
         raise InputError(f"{name}: unsupported file type {suffix!r}; use {_either([f'.{k}' for k in kinds])}")
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    try:
-        if kind == "npz":
-            with np.load(p, allow_pickle=False) as z:
-                return dict(z)
-        df = pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",") if kind == "csv" else pd.read_parquet(p)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, pa.ArrowException, zipfile.BadZipFile, OSError,
-            ValueError, EOFError) as exc:
-        first = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{name}: cannot read {p}: {first}" + (f"; {advice}" if advice else "")) from None
+    sep = "\t" if suffix == ".tsv" else ","
+    readers = [lambda: list(pd.read_csv(p, sep=sep, header=None, nrows=1, dtype=str).iloc[0]) if kind == "csv"
+               else pq.read_schema(p).names,  # the header as written: pandas would rename a repeated "a" to "a.1"
+               lambda: pd.read_csv(p, sep=sep) if kind == "csv" else pd.read_parquet(p)]
+    for step, read in enumerate(readers):
+        try:
+            if kind == "npz":
+                with np.load(p, allow_pickle=False) as z:
+                    return dict(z)
+            got = read()
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, pa.ArrowException, zipfile.BadZipFile, OSError,
+                ValueError, EOFError) as exc:
+            first = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{name}: cannot read {p}: {first}" + (f"; {advice}" if advice else "")) from None
+        if step == 0:
+            check_unique_columns(got, name)
+    df = got
     df.columns = [str(c) for c in df.columns]
     return df
 

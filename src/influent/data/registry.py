@@ -1,6 +1,6 @@
 """`Registry`: the one lookup table of named things (methods, solvers, targets, strategies, suites).
 
-Every entry is an object with a ``name`` (and usually a ``title`` and a one-line ``summary``); the
+Every entry is an object with a ``name`` (and usually a ``title`` and a one-sentence ``summary``); the
 registry keeps them in registration order and looks them up by name. An unknown name is the one-line
 ``unknown <kind> 'x'; choose one of [...]`` `InputError` (`validate.unknown_name`, the one wording of it).
 """
@@ -31,7 +31,7 @@ class Entry:
     name : the registry name ("cg", "entropy", ...)
     obj : the function or class the name stands for (``inspect.signature(entry)`` is that of `obj`)
     title : the name a person reads (default: `name`)
-    summary : one line saying what it is (default: the first line of `obj`'s docstring)
+    summary : one sentence saying what it is (default: the first sentence of `obj`'s docstring)
     """
 
     name: str
@@ -43,7 +43,7 @@ class Entry:
         if not self.title:
             object.__setattr__(self, "title", self.name)
         if not self.summary and self.obj is not None:
-            object.__setattr__(self, "summary", first_line(self.obj.__doc__))
+            object.__setattr__(self, "summary", first_sentence(self.obj.__doc__))
         if self.obj is not None:
             object.__setattr__(self, "__wrapped__", self.obj)  # signature and docs of the registered object
 
@@ -51,9 +51,17 @@ class Entry:
         return self.obj(*args, **kwargs)
 
 
-def first_line(doc: str | None) -> str:
-    """The first line of a docstring ("" for none)."""
-    return (doc or "").strip().split("\n")[0]
+def first_sentence(doc: str | None) -> str:
+    """The first sentence of a docstring's first paragraph, on one line ("" for none): up to the first ".",
+    "!" or "?" ending a word and followed by a space and a capital, a bracket or a backquote (a new sentence),
+    else the whole paragraph; "e.g." and "i.e." do not end a sentence."""
+    import re
+
+    para = " ".join((doc or "").strip().split("\n\n")[0].split())
+    for m in re.finditer(r"(?<=\S)[.!?](?=\s+[A-Z`(\[])", para):  # not " . " (a dot product)
+        if not para[:m.end()].endswith(("e.g.", "i.e.", "cf.", "et al.")):
+            return para[:m.end()]
+    return para
 
 
 class Registry(Mapping, Generic[T]):
@@ -109,4 +117,4 @@ class Registry(Mapping, Generic[T]):
         return f"Registry({self.kind!r}, {self.names()})"
 
 
-__all__ = ["Entry", "Registry", "UnknownName", "first_line"]
+__all__ = ["Entry", "Registry", "UnknownName", "first_sentence"]

@@ -35,6 +35,9 @@ def jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+BASE_COLUMNS = ("id", "value", "raw", "rank")  # the columns every scores file has (raw where it differs)
+
+
 @dataclass
 class Scores:
     """Per-sample scores of one method on one training split.
@@ -48,6 +51,9 @@ class Scores:
     settings : every option of the run (solver, damping, ...)
     target : description of the target
     timing : seconds per phase
+    columns : more per-sample columns saved beside the values, name -> (n,) array (the command line's runs:
+        ``label``, the given label; ``predicted``, the fitted model's most probable class; ``p_predicted``, its
+        probability; ``p_label``, the fitted model's probability of the given label), or None
     """
 
     values: np.ndarray
@@ -57,6 +63,7 @@ class Scores:
     settings: dict[str, Any] = field(default_factory=dict)
     target: dict[str, Any] | None = None
     timing: dict[str, float] = field(default_factory=dict)
+    columns: dict[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self.values = np.asarray(self.values, dtype=np.float64)
@@ -65,6 +72,11 @@ class Scores:
             raise InputError(f"scores: values {self.values.shape} and ids {self.ids.shape} must be 1-D of equal length")
         if self.raw is not None:
             self.raw = np.asarray(self.raw, dtype=np.float64)
+        if self.columns is not None:
+            self.columns = {str(k): np.asarray(v) for k, v in self.columns.items()}
+            bad = [k for k, v in self.columns.items() if v.shape != self.values.shape or k in BASE_COLUMNS]
+            if bad:
+                raise InputError(f"scores: column(s) {bad} must be new names with one value per sample")
 
     def __len__(self) -> int:
         return len(self.values)
@@ -89,6 +101,8 @@ class Scores:
             df["raw"] = self.raw
         df["rank"] = np.empty(len(self), dtype=np.int64)
         df.loc[self.order(), "rank"] = np.arange(len(self))
+        for k, v in (self.columns or {}).items():
+            df[k] = v
         return df
 
     def meta(self) -> dict[str, Any]:
@@ -127,9 +141,10 @@ class Scores:
         for col in ("id", "value"):
             if col not in df.columns:
                 raise InputError(f"scores: {path} has no {col!r} column; is it a scores file?")
+        extra = {c: df[c].to_numpy() for c in df.columns if c not in BASE_COLUMNS}
         return cls(df["value"].to_numpy(), meta.get("method", "unknown"), df["id"].to_numpy(),
                    df["raw"].to_numpy() if "raw" in df.columns else None, meta.get("settings", {}),
-                   meta.get("target"), meta.get("timing", {}))
+                   meta.get("target"), meta.get("timing", {}), extra or None)
 
     def __repr__(self) -> str:
         return f"Scores(method={self.method!r}, n={len(self)}, settings={self.settings})"

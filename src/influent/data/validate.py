@@ -17,7 +17,67 @@ import numpy as np
 
 
 class InputError(ValueError):
-    """Bad user input; the message is one line that names the problem (CLI exit code 2)."""
+    """Bad user input; the message is one line that names the problem (CLI exit code 2).
+
+    ``InputError(problem, fix=..., hint=KEY)``: the message is "problem; fix", the fix in the library's terms
+    (a Python call); `hint` names the kind of fix, so that a front end that knows its own wording for KEY
+    (the command line's `influent.cli.CLI_FIXES`) says "problem; <its fix>" instead. Kept through pickling.
+    """
+
+    def __init__(self, message: str, *, fix: str | None = None, hint: str | None = None) -> None:
+        super().__init__(f"{message}; {fix}" if fix else message)
+        self.problem, self.hint = message, hint
+
+    def message_for(self, fixes: dict[str, str]) -> str:
+        """The message with the fix `fixes[self.hint]` where `fixes` has one for this error's hint."""
+        fix = fixes.get(self.hint) if self.hint else None
+        return f"{self.problem}; {fix}" if fix else str(self)
+
+
+_OS_FIXES = {"ENOSPC": "free some space or write elsewhere", "EDQUOT": "free some space or write elsewhere",
+             "ENAMETOOLONG": "use a shorter name (most filesystems allow 255 characters per name)",
+             "EACCES": "choose a place you can write to", "EPERM": "choose a place you can write to",
+             "EROFS": "the filesystem is read-only; write elsewhere",
+             "EEXIST": "another run wrote it meanwhile: pass --force to replace it, or choose another name"}
+
+
+def os_message(exc: OSError) -> str:
+    """One line for an `OSError` raised while reading or writing: what failed, where, and the fix where one
+    is known (a full disk, a name too long, no permission)."""
+    import errno as _errno
+
+    what = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    name = str(exc.filename) if exc.filename is not None else ""
+    if len(name) > 120:
+        name = name[:60] + "..." + name[-40:] + f" ({len(name)} characters)"
+    fix = _OS_FIXES.get(_errno.errorcode.get(exc.errno or -1, ""), "")
+    return f"{what}{': ' + name if name else ''}{'; ' + fix if fix else ''}"
+
+
+def check_path(path: Any, name: str = "output") -> None:
+    """Raise `InputError` if `path` cannot name a file here: a name (of it or of a folder to be created above
+    it) longer than the filesystem allows, or what else `os.lstat` says other than "not found"."""
+    import errno as _errno
+    import os
+    from pathlib import Path
+
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as exc:
+        raise InputError(f"{name}: {os_message(exc)}") from None
+    p = Path(os.path.abspath(path))
+    base = next((q for q in p.parents if q.exists()), Path(p.anchor))
+    try:
+        longest = os.pathconf(base, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # pragma: no cover - no pathconf here
+        longest = 255
+    for part in p.relative_to(base).parts:
+        if len(os.fsencode(part)) > longest:
+            exc = OSError(_errno.ENAMETOOLONG, os.strerror(_errno.ENAMETOOLONG), part)
+            raise InputError(f"{name}: {os_message(exc)} (in {path})" if len(str(path)) <= 120 else
+                             f"{name}: {os_message(exc)}")
 
 
 def require(module: str, what: str, need: str, install: str) -> Any:
@@ -156,6 +216,17 @@ def check_known_labels(y: np.ndarray, classes: np.ndarray, name: str = "labels")
         raise InputError(f"{name}: unknown label(s) {unknown[:5].tolist()}; the model knows {classes.tolist()}")
 
 
+def class_codes(y: Any, classes: Any, name: str = "labels") -> np.ndarray:
+    """(n,) int64 position of each label of `y` in `classes`, the model's classes in the order of its output
+    columns (any order: ``[1, 0]``, ``["good", "bad"]``, ``[0, 2, 1]``). The one mapping from a class value to
+    its column; a label outside `classes` is a one-line `InputError` (`check_known_labels`)."""
+    classes = np.asarray(classes)
+    y = np.asarray(y)
+    check_known_labels(y, classes, name)
+    order = np.argsort(classes, kind="stable")
+    return order[np.searchsorted(classes, y, sorter=order)].astype(np.int64)
+
+
 def check_class_labels(y: np.ndarray, name: str = "labels") -> None:
     """Raise `InputError` when labels meant for a classifier are continuous (non-integer numbers)."""
     arr = np.asarray(y)
@@ -229,6 +300,16 @@ def check_columns(columns: list[str], wanted: list[str], where: str) -> None:
         raise InputError(f"{where}: unknown column(s) {missing}; available: {shown}")
 
 
+def check_unique_columns(columns: list[Any], where: str) -> None:
+    """Raise `InputError` naming the column names that occur more than once (readers would rename them)."""
+    seen: dict[str, int] = {}
+    for c in columns:
+        seen[str(c)] = seen.get(str(c), 0) + 1
+    dup = [c for c, k in seen.items() if k > 1]
+    if dup:
+        raise InputError(f"{where}: duplicate column name(s) {dup[:5]}; give every column its own name")
+
+
 def check_splits(splits: dict, wanted: tuple[str, ...], where: str) -> None:
     """`splits` (a dict returned by an experiment's set-up function) has every name in `wanted`."""
     missing = [k for k in wanted if k not in splits]
@@ -249,15 +330,17 @@ def check_output_dir(path: Any, name: str = "output") -> None:
     from pathlib import Path
 
     p = Path(path)
+    other = f"choose another {name}" if name.startswith("--") else "choose another folder"
+    check_path(p, name)
     if p.exists() and not p.is_dir():
-        raise InputError(f"{name}: {p} exists and is not a folder; choose another --out")
+        raise InputError(f"{name}: {p} exists and is not a folder; {other}")
     probe = p
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise InputError(f"{name}: cannot create {p}: {probe} is a file, not a folder; choose another --out")
+        raise InputError(f"{name}: cannot create {p}: {probe} is a file, not a folder; {other}")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise InputError(f"{name}: cannot write to {probe} (permission denied); choose another --out")
+        raise InputError(f"{name}: cannot write to {probe} (permission denied); {other}")
 
 
 def check_outputs(outputs: dict[str, Any], inputs: dict[str, Any], force: bool = False) -> None:
@@ -275,6 +358,7 @@ def check_outputs(outputs: dict[str, Any], inputs: dict[str, Any], force: bool =
     existing = []
     for name, paths in outputs.items():
         for p in (paths if isinstance(paths, (list, tuple)) else [paths]):
+            check_path(p, name)
             real = os.path.realpath(str(p))
             if real in real_in:
                 raise InputError(f"{name} {p} is the input {real_in[real]} of this run; an output never replaces "

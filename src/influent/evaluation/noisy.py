@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..api.verbs import score
 from ..data import Split
-from ..data.validate import InputError, check_budget, check_choice, check_number
+from ..data.validate import InputError, check_budget, check_choice, check_number, class_codes
 from ..methods.registry import reads_checkpoints
 from ..models.base import ModelAdapter
 from ..models.refit import Accuracy, refit_many
@@ -51,7 +51,7 @@ def flip_labels(y: np.ndarray, fraction: float, mode: str = "uniform", seed: int
     rng = np.random.default_rng(seed)
     n_flip = int(round(fraction * len(y)))
     idx = rng.choice(len(y), n_flip, replace=False)
-    code = np.searchsorted(cls, y)
+    code = class_codes(y, cls)
     K = len(cls)
     new = code.copy()
     if mode == "uniform":

@@ -21,5 +21,5 @@ from .registry import register_method, register_pairwise
 
 register_method("iv", title="influence value", options=InfluenceOptions,
                 summary="[IV] influence value: exact-Hessian influence g_i^T H^-1 grad f "
-                "(alias of 'if'); remove the lowest")(influence)
+                "(alias of 'if'); remove the lowest first.")(influence)
 register_pairwise("iv")(influence_pairwise)

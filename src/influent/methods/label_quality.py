@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from ..data import Split
-from ..data.validate import InputError, check_choice, check_number, require
+from ..data.validate import InputError, check_choice, check_number, require, class_codes
 from ..models.base import ModelAdapter
 from .options import MethodOptions, opt
 from .registry import Job, Result, register_method
@@ -134,7 +134,7 @@ def _cross_validated(model: ModelAdapter, train: Split, cv: int, seed: int) -> n
     for k, p in zip(redo, refit_many(model, train, [fit_rows[k] for k in redo], _itself, n_jobs=1, seed=seed)):
         parts[k] = p
     for part, rows in zip(parts, held):
-        proba[np.ix_(rows, np.searchsorted(classes, part.classes_))] = part.predict_proba(train.X[rows])
+        proba[np.ix_(rows, class_codes(part.classes_, classes))] = part.predict_proba(train.X[rows])
     return proba
 
 
@@ -164,7 +164,7 @@ def label_quality(job: Job) -> Result:
     if model.classes_ is None:
         raise InputError("label quality needs a classifier (loss 'cross_entropy' or 'bce')")
     proba = model.predict_proba(job.train) if cv == 0 else out_of_sample_proba(model, job.train, cv, job.seed)
-    labels = np.searchsorted(model.classes_, job.train.y)
+    labels = model.class_index(job.train.y)
     s = np.asarray(label_quality_scores(labels, proba, kind), dtype=np.float64)
     if kind in FLAG_BELOW:
         job.used["flag_below"] = FLAG_BELOW[kind]

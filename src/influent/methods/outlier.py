@@ -21,7 +21,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.svm import OneClassSVM
 
 from ..data import Split
-from ..data.validate import InputError, check_choice, check_number
+from ..data.validate import InputError, check_choice, check_number, class_codes
 from ..grads.source import GradientSource
 from ..models.base import ModelAdapter, resolve_params
 from .options import ProjectionOptions, check_params, opt
@@ -201,7 +201,7 @@ class ClassDetection:
         """(n_train, n_test): entry (i, j) is the normality of test sample j under the forest of training
         sample i's class (higher = i's class relates to j); every sample of a class shares its column
         entries. Feed it to `influent.evaluation.class_detection.class_detection` for [OGA]'s AUC and recall."""
-        col = np.searchsorted(self.classes, np.asarray(train_y))
+        col = class_codes(np.asarray(train_y), self.classes)
         return self.scores.T[col]
 
 

@@ -11,7 +11,7 @@ import torch
 
 from ..curvature import CurvatureContext, Solver, make_solver
 from ..data import Split
-from ..data.registry import Registry
+from ..data.registry import Registry, first_sentence
 from ..data.validate import InputError, check_damping
 from ..grads.source import GradientSource, Progress
 from ..models.base import ModelAdapter
@@ -96,8 +96,9 @@ class Job:
             except (ValueError, TypeError) as exc:  # layers EK-FAC does not cover: the exact Gauss-Newton
                 if self.adapter.n_params() > EXACT_GGN_MAX_PARAMS:
                     raise InputError(f"no default curvature for this model: EK-FAC does not cover it ({exc}) and "
-                                     f"it has more than {EXACT_GGN_MAX_PARAMS} parameters for the exact Gauss-Newton; "
-                                     "analyse fewer parameters (params='last') or name a solver") from None
+                                     f"it has more than {EXACT_GGN_MAX_PARAMS} parameters for the exact Gauss-Newton",
+                                     hint="fewer-params",
+                                     fix="analyse fewer parameters (params='last') or name a solver") from None
                 name = "exact"
                 self.used["solver"] = name
                 options = {**options, "curvature": "ggn"}
@@ -125,8 +126,8 @@ class Job:
         if ckpts is None:
             ckpts = getattr(self.adapter, "recorder_", None)
         if ckpts is None:
-            raise InputError(f"method {method!r} needs training checkpoints: fit with "
-                             "recorder=influent.models.TrainingRecorder() or pass checkpoints=...")
+            raise InputError(f"method {method!r} needs training checkpoints", hint="checkpoints",
+                             fix="fit with recorder=influent.models.TrainingRecorder() or pass checkpoints=...")
         ckpts = list(getattr(ckpts, "checkpoints", ckpts))
         if not ckpts:
             raise InputError(f"method {method!r}: the recorder holds no checkpoints")
@@ -257,7 +258,7 @@ METHODS: Registry[MethodSpec] = Registry("method")
 def register_method(name: str, needs_target: bool = True, summary: str = "", *, title: str = "",
                     options: type = MethodOptions, checkpoints: str = "never") -> Callable[[ScoreFn], ScoreFn]:
     def deco(fn: ScoreFn) -> ScoreFn:
-        METHODS.add(MethodSpec(name, fn, None, needs_target, summary or (fn.__doc__ or "").strip().split("\n")[0],
+        METHODS.add(MethodSpec(name, fn, None, needs_target, summary or first_sentence(fn.__doc__),
                                title or name, options, checkpoints))
         return fn
 

@@ -4,7 +4,7 @@ from .base import ModelAdapter, loss_from_outputs, probabilities
 from .cnn import SmallCNN
 from .sklearn_logistic import SklearnLogistic
 from .torch_adapter import TabularMLP, TorchAdapter
-from .training import Checkpoint, TrainConfig, TrainingRecorder, train_torch
+from .training import Checkpoint, LoopRecorder, TrainConfig, TrainingRecord, TrainingRecorder, train_torch
 
 def __getattr__(name: str):  # HFAdapter imports no transformers itself, but loads lazily like the extra it serves
     if name == "HFAdapter":
@@ -14,5 +14,5 @@ def __getattr__(name: str):  # HFAdapter imports no transformers itself, but loa
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["HFAdapter", "ModelAdapter", "SklearnLogistic", "TorchAdapter", "TabularMLP", "SmallCNN", "TrainConfig", "TrainingRecorder",
+__all__ = ["HFAdapter", "ModelAdapter", "SklearnLogistic", "TorchAdapter", "TabularMLP", "SmallCNN", "TrainConfig", "TrainingRecorder", "TrainingRecord", "LoopRecorder",
            "Checkpoint", "train_torch", "loss_from_outputs", "probabilities"]

@@ -24,7 +24,8 @@ from torch import nn
 from torch.func import functional_call
 
 from ..data import Split
-from ..data.validate import InputError, check_at_least_two_classes, check_choice, check_known_labels
+from ..data.validate import (InputError, check_at_least_two_classes, check_choice, check_known_labels,
+                             class_codes)
 
 # torch's forward-mode AD (used for Hessian- and Gauss-Newton-vector products) loads decompositions written
 # with torch.jit.script on first use, which warns once per decomposition (18 lines) in torch >= 2.9.
@@ -168,8 +169,14 @@ class ModelAdapter:
             if self.loss != "mse":
                 raise InputError(f"{type(self).__name__}: the classes are unknown; pass classes=[...]")
             return torch.as_tensor(np.asarray(y, dtype=np.float64), dtype=self.dtype, device=self.device)
-        check_known_labels(y, self.classes_)
-        return torch.as_tensor(np.searchsorted(self.classes_, y), dtype=torch.long, device=self.device)
+        return torch.as_tensor(self.class_index(y), dtype=torch.long, device=self.device)
+
+    def class_index(self, y: np.ndarray) -> np.ndarray:
+        """(n,) int64 output column of each label of `y` (the position of its class in `classes_`, whatever
+        their order); a label the model does not know is a one-line `InputError`."""
+        if self.classes_ is None:
+            raise InputError(f"{type(self).__name__}: the classes are unknown; pass classes=[...]")
+        return class_codes(y, self.classes_)
 
     def tensors(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
         """(X, t) of `split` in the model's dtype, on the model's device."""

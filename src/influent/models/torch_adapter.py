@@ -53,8 +53,12 @@ class TorchAdapter(ModelAdapter):
         self.weight_decay = float(weight_decay)
         self.train_config = train or TrainConfig()
         self._given_classes = None if classes is None else np.asarray(classes)
+        if self._given_classes is not None and (self._given_classes.ndim != 1 or
+                                                len(np.unique(self._given_classes)) != len(self._given_classes)):
+            raise InputError(f"classes must be a list of distinct label values, one per output, got {list(classes)!r}")
         self._init_module = self._initial_module(module, init)
         self._source: nn.Module | None = None
+        self.record_ = None  # the TrainingRecord of the last `fit` (replayable training; methods.unrolled)
         if fitted and not self._builds_module():
             if own is None or own == self.dtype:
                 self.module = module  # the user's own object: weights read live
@@ -99,11 +103,14 @@ class TorchAdapter(ModelAdapter):
         if self.loss == "mse":
             return
         k = int(np.prod(out.shape[1:])) if out.ndim > 1 else 1
+        if k == 1 and self.loss == "cross_entropy":  # a softmax over one logit is constant: a bce model
+            raise InputError(f"the model gives one output per sample, loss 'cross_entropy' needs one per class",
+                             hint="bce", fix='a binary classifier with one logit needs TorchAdapter(net, loss="bce")')
         want = 1 if self.loss == "bce" else (len(self.classes_) if self.classes_ is not None else k)
         if k != want:
             what = "one output (a logit)" if self.loss == "bce" else f"{want} outputs, one per class {self.classes_.tolist()}"
-            raise InputError(f"the model gives {k} output(s) per sample, loss {self.loss!r} needs {what}; "
-                             "change the last layer or pass classes=[...]")
+            raise InputError(f"the model gives {k} output(s) per sample, loss {self.loss!r} needs {what}",
+                             hint="output-size", fix="change the last layer or pass classes=[...]")
         if self.classes_ is None:
             self.classes_ = np.arange(k)
         self._check_labels(split)
@@ -130,7 +137,12 @@ class TorchAdapter(ModelAdapter):
 
     def fit(self, split: Split, sample_weight: np.ndarray | None = None,
             recorder: TrainingRecorder | None = None) -> "TorchAdapter":
-        """Train a copy of the initial weights (never the user's module) on `split`; returns self."""
+        """Train a copy of the initial weights (never the user's module) on `split`; returns self.
+
+        The run is kept as `record_` (a `TrainingRecord`: seed and batch order, learning rates, sample
+        weights, parameters and optimizer buffers every ~sqrt(T) steps) unless ``TrainConfig(record=False)``;
+        ``refit(split, sample_weight=w)`` replays the same recipe (initial weights, seed, batch order) with
+        the weights `w`, so a removal is weight 0 in the same batches."""
         if self._given_classes is not None and self.loss != "mse":
             from ..data.validate import check_known_labels
 
@@ -144,7 +156,7 @@ class TorchAdapter(ModelAdapter):
         self.check_split(split)
         X, t = self.tensors(split)
         torch.manual_seed(self.train_config.seed)
-        train_torch(self, X, t, self.train_config, sample_weight, recorder)
+        self.record_ = train_torch(self, X, t, self.train_config, sample_weight, recorder)
         self.n_train_ = len(split)
         self.recorder_ = recorder
         return self
@@ -158,11 +170,13 @@ class TorchAdapter(ModelAdapter):
         other.classes_ = None
         other.reg_coef = {}
         other.recorder_ = None
+        other.record_ = None
         return other
 
     def with_params(self, params: dict) -> "TorchAdapter":
         other = super().with_params(params)
         other._source = None
+        other.record_ = None  # other weights than the recorded run's
         return other
 
     def describe(self) -> dict:

@@ -149,7 +149,7 @@ def summary_section(rec: dict[str, Any]) -> str:
         acc.append(f"test {_pct(s['test_accuracy'])}")
     classes = s.get("classes")
     shape = f"{n:,} rows × {s['n_features']:,} features" + (f", {len(classes)} classes" if classes else "")
-    splits = f"validation {s['n_valid']:,}" + (f", test {s['n_test']:,}" if s.get("n_test") else ", no test split")
+    splits = (f"validation {s['n_valid']:,}" if s.get("n_valid") is not None else "no validation split") + (f", test {s['n_test']:,}" if s.get("n_test") else ", no test split")
     opts = _options_text(rec.get("method", {}).get("settings", {}))
     cards = [
         ("Harmful" if s["rule"] == "negative" else "Flagged", f'<p class="v big">{nh:,}</p>',

@@ -154,7 +154,7 @@ def _run(out: Path, noise: float, seed: int, dataset: str, method: str, compare:
     record["timings"] = {**steps.timings, "score_phases": record["timings"].get("score_phases", {})}
     record["progress"] = jsonable(steps.progress)
     outcome.html = build_report(record)
-    write_outputs(out, outcome)
+    write_outputs(out, outcome, replace=True)  # the demo checked --force
     if echo is not None:
         echo(f"wrote {out}/report.html")
     return {"base_accuracy": base_acc, "budget": budget, "rows": rows, "oracle_accuracy": oracle, "out": out,

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from ..data import Split, from_frame, read_table
+from ..data.encode import OneHot
 from ..data.validate import InputError, check_columns, check_feature_shape
 from ..data.scores import jsonable
 from .config import RunConfig, file_sha256
@@ -29,6 +30,9 @@ class Data:
     image_shape : shape of one sample as an image, or None
     raw_X : the training features as the user gave them when the model sees transformed ones
         (``--standardize``), so that the report shows the data, not z-scores; None otherwise
+    encoding : the one-hot encoding of the training table's text feature columns (`OneHot`), or None
+    notes : lines for the user about what reading did (columns encoded, unseen levels)
+    unseen : role -> text column -> rows of valid/test whose level train lacks (encoded as all zeros)
     """
 
     train: Split
@@ -40,15 +44,21 @@ class Data:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     image_shape: tuple[int, ...] | None = None
     raw_X: np.ndarray | None = None
+    encoding: OneHot | None = None
+    notes: list[str] = field(default_factory=list)
+    unseen: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         return jsonable(self.files)
 
 
-def read_split(path: str, role: str, cfg: RunConfig, like: Split | None,
-               progress: Any = None) -> tuple[Split, dict[str, Any], Any]:
-    """One split from a file; `like` (the training split) fixes the features of valid/test; `progress(done,
-    total)` follows the embedding of texts (``--encoder``)."""
+def read_split(path: str, role: str, cfg: RunConfig, like: Split | None, encoding: OneHot | None = None,
+               progress: Any = None) -> tuple[Split, dict[str, Any], Any, OneHot | None]:
+    """One split from a file; `like` (the training split) fixes the features of valid/test, and `encoding`
+    (the training table's one-hot encoding of its text columns) is applied to them. Returns the split, the
+    columns kept aside (text, clean label), the table as read, and the encoding (fitted here for train:
+    every non-numeric feature column is one-hot encoded; None when there is none). `progress(done, total)`
+    follows the embedding of texts (``--encoder``)."""
     p = Path(path)
     aside = [c for c in (cfg.text_column, cfg.clean_label_column) if c]
     extras: dict[str, Any] = {}
@@ -84,12 +94,32 @@ def read_split(path: str, role: str, cfg: RunConfig, like: Split | None,
             split = embedded_frame(df, cfg.text_column, cfg.label, cfg.group, cfg.id_column, cfg.encoder,
                                    cfg.embed_cache, role, progress)
         else:
-            split = from_frame(df, cfg.label, cfg.group, cfg.id_column, features, role)
+            if like is None and len(df):
+                encoding = OneHot.fit(df, features, role)
+                encoding = encoding if encoding.levels else None
+            elif encoding is not None:
+                check_columns(list(df.columns), encoding.features, role)
+            if encoding is not None:
+                df_x, features = encoding.transform(df, role), encoding.columns
+            else:
+                df_x = df
+            split = from_frame(df_x, cfg.label, cfg.group, cfg.id_column, features, role)
         extras = {c: df[c].to_numpy() for c in aside if c in df.columns}
         frame = df
     if like is not None:
         check_feature_shape(split.X, like.X, role)
-    return split, extras, frame
+    return split, extras, frame, encoding
+
+
+def check_valid_given(cfg: RunConfig, valid: Any) -> None:
+    """A one-line `InputError` naming --valid when the run's method measures a target (its registry entry's
+    `needs_target`) and no validation data is given; methods without a target (self-influence, outlier and
+    label-error detectors) run without it."""
+    from ..methods import METHODS
+
+    METHODS.check(cfg.method)
+    if not valid and METHODS[cfg.method].needs_target:
+        raise InputError(f"method {cfg.method!r} measures its target on validation data: pass --valid FILE")
 
 
 def load_data(cfg: RunConfig, progress: Any = None) -> Data:
@@ -97,10 +127,11 @@ def load_data(cfg: RunConfig, progress: Any = None) -> Data:
     `progress(done, total)` follows the embedding of each split's texts (``--encoder``)."""
     if not cfg.train:
         raise InputError("no training data: pass --train FILE")
-    if not cfg.valid:
-        raise InputError("no validation data: pass --valid FILE (the target is measured on it)")
-    train, extras, frame = read_split(cfg.train, "train", cfg, None, progress)
-    data = Data(train, frames={"train": frame})
+    check_valid_given(cfg, cfg.valid)
+    train, extras, frame, encoding = read_split(cfg.train, "train", cfg, None, progress=progress)
+    data = Data(train, frames={"train": frame}, encoding=encoding)
+    if encoding is not None:
+        data.notes.append(encoding.note())
     data.text = extras.get(cfg.text_column) if cfg.text_column else None
     data.clean = extras.get(cfg.clean_label_column) if cfg.clean_label_column else None
     if data.clean is not None:
@@ -110,7 +141,10 @@ def load_data(cfg: RunConfig, progress: Any = None) -> Data:
     for role in ("valid", "test"):
         path = getattr(cfg, role)
         if path:
-            split, _, frame = read_split(path, role, cfg, train, progress)
+            split, _, frame, _ = read_split(path, role, cfg, train, encoding, progress=progress)
+            if encoding is not None and encoding.unseen:
+                data.notes.append(encoding.unseen_note(role))
+                data.unseen[role] = dict(encoding.unseen)
             setattr(data, role, split)
             data.frames[role] = frame
     if cfg.standardize:
@@ -136,6 +170,10 @@ def load_data(cfg: RunConfig, progress: Any = None) -> Data:
             path = getattr(cfg, role)
             data.files[role] = {"path": str(Path(path).resolve()), "sha256": file_sha256(path), "rows": len(s),
                                 "features": s.n_features, "fingerprint": s.fingerprint()}
+            if role == "train" and encoding is not None:
+                data.files[role]["one_hot"] = encoding.to_dict()
+            if role in data.unseen:
+                data.files[role]["unseen_levels"] = data.unseen[role]
     return data
 
 
@@ -152,7 +190,7 @@ def read_pool(cfg: RunConfig, pool: str, id_column: str | None = None) -> tuple[
     """The labelled training split of `cfg` and an unlabelled pool with the training features (other pool
     columns, a label included, are ignored; `id_column` names the pool's ids). Returns (train, pool, the
     pool as read)."""
-    train, _, _ = read_split(cfg.train, "train", cfg, None)
+    train, _, _, encoding = read_split(cfg.train, "train", cfg, None)
     p = Path(pool)
     table = read_table(p, "pool")
     if isinstance(table, dict):
@@ -166,9 +204,11 @@ def read_pool(cfg: RunConfig, pool: str, id_column: str | None = None) -> tuple[
     else:
         df = table
         features = train.columns or []
-        check_columns(list(df.columns), list(features) + ([id_column] if id_column else []), "pool")
+        given = encoding.features if encoding is not None else list(features)
+        check_columns(list(df.columns), given + ([id_column] if id_column else []), "pool")
         dummy = "__influent_no_label__"
-        split = from_frame(df.assign(**{dummy: 0}), dummy, None, id_column, features, "pool")
+        df_x = encoding.transform(df, "pool") if encoding is not None else df  # the training table's one-hot columns
+        split = from_frame(df_x.assign(**{dummy: 0}), dummy, None, id_column, features, "pool")
         frame = df
     check_feature_shape(split.X, train.X, "pool")
     return train, split, frame

@@ -6,16 +6,18 @@ from __future__ import annotations
 import datetime as _dt
 import inspect
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from ..data.validate import InputError
 from ..data.scores import Scores, jsonable
-from .inputs import Data
+from .inputs import Data, check_valid_given
 from .config import RUN_FORMAT, RunConfig, versions
 from .steps import Steps
 from ..targets import TARGETS, make_target
 from ..models.factory import build_model, model_label
+from ..models.sklearn_logistic import BadlyScaledWarning
 
 
 # ---- the pipeline --------------------------------------------------------------------------------------
@@ -55,37 +57,19 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
     """
     from ..api.verbs import score
     from ..methods import METHODS
-    from ..methods.registry import reads_checkpoints
-    from ..models import TrainingRecorder
     from .summary import report_data
 
     steps = steps or Steps()
     METHODS.check(cfg.method)
     TARGETS.check(cfg.target)
-    if data.valid is None:
-        raise InputError("no validation data: pass --valid FILE (the target is measured on it)")
+    check_valid_given(cfg, data.valid)
     own = {p.name for p in inspect.signature(score).parameters.values() if p.kind is not p.VAR_KEYWORD}
     clash = sorted(set(cfg.method_options or {}) & own)
     if clash:
         raise InputError(f"option {clash[0]!r} is a setting of the run, not a method option; set it with its own "
                          f"flag (--{clash[0].replace('_', '-')})")
-    with steps.step("build model"):
-        model = model if model is not None else build_model(cfg.model, cfg.model_options, data.train, cfg.seed)
-    label = model_label(cfg.model, model)
-    with steps.step(f"fit {label}") as tick:
-        if not model.fitted:
-            fit_kw: dict[str, Any] = {"progress": tick} if "progress" in inspect.signature(model.fit).parameters else {}
-            if reads_checkpoints(cfg.method, cfg.method_options or {}) and "recorder" in inspect.signature(model.fit).parameters:
-                fit_kw["recorder"] = TrainingRecorder(every=max(1, int(cfg.model_options.get("epochs") or 100) // 10))
-            model.fit(data.train, **fit_kw)
-    for split in (data.valid, data.test):
-        if split is not None:
-            model.check_split(split)  # labels the model never saw: one line, not NaN curves
-    if cfg.params is not None:
-        from ..models.base import resolve_params
-
-        model = resolve_params(model, cfg.params)
-    target = make_target(cfg.target, data.valid)
+    model, label = fit_model(cfg, data, steps, model)
+    target = None if data.valid is None else make_target(cfg.target, data.valid)
     from ..backends.planner import check_plan, plan
 
     try:
@@ -102,6 +86,7 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
     with steps.step(f"score ({cfg.method})") as tick:
         scores = score(model, data.train, target, method=cfg.method, chunk_size=cfg.chunk_size, seed=cfg.seed,
                        progress=tick, store=cfg.store, backend=cfg.backend, **cfg.method_options)
+    scores.columns = prediction_columns(model, data.train)
     results = report_data(cfg, data, model, scores, steps)
     results["model_label"] = label
     staged = None
@@ -116,6 +101,40 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
 
             shutil.rmtree(staged, ignore_errors=True)
         raise
+
+
+def fit_model(cfg: RunConfig, data: Data, steps: Steps, model: Any = None) -> tuple[Any, str]:
+    """The run's model fitted on `data.train` (built from ``cfg.model`` unless `model` is given; training
+    checkpoints recorded when the method reads them), checked against valid/test and viewed with
+    ``cfg.params``; returns it with its label for the display. Deterministic: `influent explain` refits the
+    model of a finished run with it."""
+    from ..methods.registry import reads_checkpoints
+    from ..models import TrainingRecorder
+
+    with steps.step("build model"):
+        model = model if model is not None else build_model(cfg.model, cfg.model_options, data.train, cfg.seed)
+    label = model_label(cfg.model, model)
+    with steps.step(f"fit {label}") as tick, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BadlyScaledWarning)
+        if not model.fitted:
+            fit_kw: dict[str, Any] = {"progress": tick} if "progress" in inspect.signature(model.fit).parameters else {}
+            if reads_checkpoints(cfg.method, cfg.method_options or {}) and "recorder" in inspect.signature(model.fit).parameters:
+                fit_kw["recorder"] = TrainingRecorder(every=max(1, int(cfg.model_options.get("epochs") or 100) // 10))
+            model.fit(data.train, **fit_kw)
+    for w in caught:  # the library's advice, in the command line's words; other warnings as they came
+        if issubclass(w.category, BadlyScaledWarning):
+            data.notes.append(str(w.message).split(": standardise")[0] + ": pass --standardize (the default for "
+                              "--model logistic) for a fast, well-conditioned fit")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for split in (data.valid, data.test):
+        if split is not None:
+            model.check_split(split)  # labels the model never saw: one line, not NaN curves
+    if cfg.params is not None:
+        from ..models.base import resolve_params
+
+        model = resolve_params(model, cfg.params)
+    return model, label
 
 
 def _finish(cfg: RunConfig, data: Data, model: Any, scores: Any, results: dict[str, Any], steps: Steps, command: str,
@@ -147,6 +166,36 @@ def _finish(cfg: RunConfig, data: Data, model: Any, scores: Any, results: dict[s
     return Outcome(scores, record, html, model, staged)
 
 
+def prediction_columns(model: Any, train: Any) -> dict[str, Any]:
+    """The per-sample columns a run's scores.parquet carries beside the values: ``label`` (the given label)
+    and, for a classifier, ``predicted`` (the fitted model's most probable class), ``p_predicted`` (its
+    probability) and ``p_label`` (the fitted model's probability of the given label)."""
+    import numpy as np
+
+    cols: dict[str, Any] = {"label": np.asarray(train.y)}
+    classes = getattr(model, "classes_", None)
+    if classes is None:
+        return cols
+    P = np.asarray(model.predict_proba(train), dtype=np.float64)  # (n, K), columns in the order of classes_
+    rows = np.arange(len(P))
+    best = P.argmax(1)
+    cols.update(predicted=np.asarray(classes)[best], p_predicted=P[rows, best],
+                p_label=P[rows, model.class_index(train.y)])
+    return cols
+
+
+def pairwise_method(cfg: RunConfig) -> tuple[str, dict[str, Any], str | None]:
+    """The method behind a run's train x test attributions (``--topk``, ``influent explain``): the run's own
+    method when it has a pairwise form, else "ip" with the run's projection, if any. Returns (method,
+    options, a note when "ip" stands in)."""
+    from ..methods import METHODS
+
+    if METHODS[cfg.method].pairwise is not None:
+        return cfg.method, dict(cfg.method_options), None
+    options = {k: v for k, v in cfg.method_options.items() if k in ("projection", "grad_method")}
+    return "ip", options, f"{cfg.method!r} has no pairwise form; the attribution uses the gradient inner product (ip)"
+
+
 EXAMPLES = 3  # test samples whose top-k training samples go into the record (and the report)
 SHOWN = 10  # at most this many helpful and harmful training samples each
 
@@ -162,15 +211,11 @@ def topk_step(cfg: RunConfig, data: Data, model: Any, stage: Path | None = None)
 
     from ..api.stream import attribute_stream
     from ..data.atomic import staging_folder
-    from ..methods import METHODS
 
     if data.test is None:
         return {"skipped": "no test split was given (--test FILE), so the top-k attribution of test samples was "
                            "not computed"}, None
-    own = METHODS[cfg.method].pairwise is not None
-    method = cfg.method if own else "ip"
-    options = dict(cfg.method_options) if own else {k: v for k, v in cfg.method_options.items()
-                                                       if k in ("projection", "grad_method")}
+    method, options, note = pairwise_method(cfg)
     folder = staging_folder(".influent-attribution-", stage)
     try:
         top = attribute_stream(model, data.train, data.test, folder, method=method, k=cfg.topk,
@@ -192,8 +237,8 @@ def topk_step(cfg: RunConfig, data: Data, model: Any, stage: Path | None = None)
                 for j in range(min(EXAMPLES, len(data.test)))]
     info = {"method": method, "k": int(top.helpful_index.shape[1]), "n_train": len(data.train),
             "n_test": len(data.test), "folder": "attribution", "examples": examples}
-    if not own:
-        info["note"] = f"{cfg.method!r} has no pairwise form; the attribution uses the gradient inner product (ip)"
+    if note:
+        info["note"] = note
     return info, folder
 
 

@@ -279,8 +279,6 @@ def plan_run(cfg: RunConfig, data: Data, load_peak: int, loaded: int) -> RunPlan
     t_start = time.perf_counter()
     trim()  # the run's additions are measured above the data as held, without the reader's freed buffers
     loaded = min(loaded, rss())
-    if data.valid is None:
-        raise InputError("no validation data: pass --valid FILE (the target is measured on it)")
     n, chunk = len(data.train), int(cfg.chunk_size)
     available = available_memory()
     probe_cfg = _probe_config(cfg, chunk, "")

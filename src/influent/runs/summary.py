@@ -239,12 +239,12 @@ def report_data(cfg: RunConfig, data: Data, model: ModelAdapter, scores: Scores,
     kind = sample_kind(data)
     summary: dict[str, Any] = {
         "train_file": _name(cfg.train), "valid_file": _name(cfg.valid), "test_file": _name(cfg.test),
-        "n_train": len(train), "n_features": train.n_features, "n_valid": len(data.valid),
+        "n_train": len(train), "n_features": train.n_features, "n_valid": None if data.valid is None else len(data.valid),
         "n_test": None if data.test is None else len(data.test),
         "classes": class_names(train.y)[:50] if is_classifier else None,
         "method": cfg.method, "method_summary": METHODS[cfg.method].summary if cfg.method in METHODS else "",
         "target": cfg.target, "n_harmful": int(harm.sum()), **rule, "kind": kind,
-        "valid_accuracy": model.accuracy(data.valid) if is_classifier else None,
+        "valid_accuracy": model.accuracy(data.valid) if is_classifier and data.valid is not None else None,
         "test_accuracy": model.accuracy(data.test) if is_classifier and data.test is not None else None,
         "n_nan": int(np.isnan(values).sum()),
     }

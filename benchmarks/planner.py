@@ -1,7 +1,7 @@
 """`influent plan` against the run it plans: estimated and measured peak memory, estimated and measured time,
 and the plan's own time, for an MLP on a large table and a LoRA text run (one thread: OMP_NUM_THREADS=1).
 
-- mlp: 200,000 x 60 generated features + a label (Parquet, float64), ``--model mlp`` (64 hidden units,
+- mlp: 1,000,000 x 60 generated features (the issue's 1,000,000-row file) + a label (Parquet, float64), ``--model mlp`` (64 hidden units,
   100 full-batch epochs), ``--method if`` (EK-FAC), validation 2,000 rows;
 - lora: 3,000 generated texts of 12-40 words (two classes, each word drawn from a class-leaning vocabulary),
   ``--model lora --encoder <folder>`` where the folder holds a small random-weight BERT built from a config
@@ -45,7 +45,7 @@ def run(cmd: list[str]) -> tuple[float, int, str]:
 
 def table(folder: Path) -> list[str]:
     rng = np.random.default_rng(0)
-    for name, n in (("train", 200_000), ("valid", 2_000)):
+    for name, n in (("train", 1_000_000), ("valid", 2_000)):
         X = rng.normal(size=(n, 60))
         df = pd.DataFrame(X, columns=[f"f{i}" for i in range(60)])
         df["y"] = (X[:, 0] + X[:, 1] * X[:, 2] + rng.normal(size=n) > 0).astype(int)

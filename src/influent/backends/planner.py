@@ -1,5 +1,8 @@
-"""A memory planner: before a run, estimate its peak working memory and its disk use from the method, the
-sizes (n, p, features) and the chunking, and refuse a run whose estimate exceeds the available memory.
+"""The scoring step's memory check: before scoring, estimate the step's peak working memory and its disk use
+from the method, the sizes (n, p, features) and the chunking, and refuse a run whose estimate exceeds the
+available memory. It counts the step's arrays, not the forward and backward passes' activations or the
+pipeline's copies of the data; `influent plan` (`runs/probe.py`) estimates a whole run from shapes and a
+measured probe.
 
 The estimate is the memory a `score` call adds to a process that already holds the data and the model: the
 terms below, each a count of array entries times the item size (the constants are the number of live copies

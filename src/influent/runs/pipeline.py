@@ -32,15 +32,7 @@ class Outcome:
     attribution: Path | None = None  # a staged `attribute_stream` folder (``--topk``), moved into the run folder
 
 
-class PlanOnly(Exception):
-    """Raised by `run_score(..., plan_only=True)` with the run's `planner.Plan`, before any scoring."""
-
-    def __init__(self, estimate: Any) -> None:
-        super().__init__("plan only")
-        self.plan = estimate
-
-
-def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command: str = "score", plan_only: bool = False,
+def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command: str = "score",
               extra_results: dict[str, Any] | None = None, model: Any = None, stage: Path | None = None) -> Outcome:
     """Fit the model, score every training sample, measure the removal curve and build the report.
 
@@ -76,11 +68,7 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
         estimate = plan(model, data.train, target, cfg.method, chunk_size=cfg.chunk_size, store=cfg.store,
                         **cfg.method_options)
     except (ValueError, TypeError, AttributeError, KeyError):
-        if plan_only:
-            raise
         estimate = None  # a model the planner cannot size: scoring itself reports any bad option
-    if plan_only:
-        raise PlanOnly(estimate)
     if estimate is not None:
         check_plan(estimate)  # a run above the available memory is refused before any work
     with steps.step(f"score ({cfg.method})") as tick:

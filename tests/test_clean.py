@@ -1,0 +1,155 @@
+"""`influent.clean`: the measured choice between trim, relabel, reweight and leaving the data alone."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+import influent as inf
+from influent.actions.clean import paired_bootstrap
+from influent.data.validate import InputError
+from influent.models import SklearnLogistic
+
+
+@pytest.fixture(scope="module")
+def digits5():
+    """Digits 0-4 (pixels / 16): 400 train, 250 valid, 250 test, and the train split with half of the
+    labels of class 3 flipped to the other four classes (uniformly)."""
+    X, y = load_digits(return_X_y=True)
+    m = y < 5
+    X, y = X[m] / 16.0, y[m]
+    idx = np.random.default_rng(0).permutation(len(X))
+    tr, va, te = idx[:400], idx[400:650], idx[650:900]
+    train, valid, test = (inf.from_arrays(X[i], y[i]) for i in (tr, va, te))
+    rng = np.random.default_rng(0)
+    threes = np.flatnonzero(train.y == 3)
+    flip = rng.choice(threes, len(threes) // 2, replace=False)
+    yn = train.y.copy()
+    yn[flip] = rng.choice([0, 1, 2, 4], len(flip))
+    return train, train.with_labels(yn), valid, test, flip
+
+
+def _held_out(res, test, C=1.0):
+    """Test accuracy of a model refit on what `clean` recommends (an independent check of its gain)."""
+    return SklearnLogistic(C=C).fit(res.train, sample_weight=res.weights).accuracy(test)
+
+
+def test_flipped_half_of_one_class_is_cleaned_and_gains(digits5):
+    train, noisy, valid, test, flip = digits5
+    model = SklearnLogistic(C=1.0).fit(noisy)
+    X0, y0, vy0, p0 = noisy.X.copy(), noisy.y.copy(), valid.y.copy(), {k: v.clone() for k, v in model.params().items()}
+    res = inf.clean(model, noisy, valid, n_jobs=1)
+    assert res.action in ("trim", "relabel")
+    assert res.gain > 0 and res.gain_ci[0] > 0
+    # most of what it acts on are the flipped samples, and the model refit on its data is better on test data
+    assert np.isin(res.positions, flip).mean() > 0.5
+    assert _held_out(res, test) > model.accuracy(test) + 0.02
+    assert str(res).startswith(f"{res.action} {res.budget} samples: validation accuracy +")
+    # nothing the user gave was changed
+    assert np.array_equal(noisy.X, X0) and np.array_equal(noisy.y, y0) and np.array_equal(valid.y, vy0)
+    assert all(np.array_equal(model.params()[k].numpy(), v.numpy()) for k, v in p0.items())
+
+
+def test_clean_data_is_left_alone_or_not_harmed(digits5):
+    train, _, valid, test, _ = digits5
+    model = SklearnLogistic(C=1.0).fit(train)
+    res = inf.clean(model, train, valid, n_jobs=1)
+    if res.action == "none":
+        assert res.budget == 0 and len(res.positions) == 0 and res.train is train and res.gain == 0
+    else:
+        assert res.gain_ci[0] > 0
+        assert _held_out(res, test) >= model.accuracy(test) - 0.004  # at most one test sample
+    assert res.candidates["chosen"].sum() == 1
+    # forced budgets on clean data: acting on the 5% and 10% "least likely right" samples is tried, and kept
+    # only if its simultaneous lower bound is above 0 (then it must not cost accuracy on test data)
+    forced = inf.clean(model, train, valid, n_jobs=1, budgets=[0.05, 0.1])
+    assert set(forced.candidates["action"]) == {"none", "trim", "relabel", "reweight"} and len(forced.candidates) >= 5
+    if forced.action != "none":
+        assert forced.gain_ci[0] > 0 and _held_out(forced, test) >= model.accuracy(test) - 0.004
+
+
+def test_candidates_equal_refits_by_hand(digits5):
+    _, noisy, valid, _, _ = digits5
+    model = SklearnLogistic(C=1.0).fit(noisy)
+    res = inf.clean(model, noisy, valid, n_jobs=1)
+    c = res.candidates
+    assert c.loc[0, "action"] == "none"
+    base = model.refit(noisy)
+    assert c.loc[0, "accuracy"] == pytest.approx(base.accuracy(valid))
+    assert c.loc[0, "log_loss"] == pytest.approx(base.loss_on(valid), rel=1e-6)
+    order = np.argsort(res.issues["rank"].to_numpy(), kind="stable")
+    row = c[c["action"] == "trim"].iloc[-1]
+    by_hand = model.refit(noisy.without(order[:int(row["budget"])]))
+    assert row["accuracy"] == pytest.approx(by_hand.accuracy(valid))
+    assert row["log_loss"] == pytest.approx(by_hand.loss_on(valid), rel=1e-6)
+    assert row["gain"] == pytest.approx(100 * (by_hand.accuracy(valid) - base.accuracy(valid)))
+    # relabel: the suggested labels at the positions, every other label as given
+    row = c[c["action"] == "relabel"].iloc[0]
+    sugg = res.issues["suggested_label"].to_numpy()
+    todo = [i for i in order if sugg[i] != noisy.y[i]][:int(row["budget"])]
+    y = noisy.y.copy()
+    y[todo] = sugg[todo]
+    assert row["accuracy"] == pytest.approx(model.refit(noisy.with_labels(y)).accuracy(valid))
+    # the intervals contain the point estimates
+    rest = c.iloc[1:]
+    assert ((rest["gain_low"] <= rest["gain"]) & (rest["gain"] <= rest["gain_high"])).all()
+
+
+def test_paired_bootstrap_matches_a_loop():
+    rng = np.random.default_rng(3)
+    diff = rng.integers(-1, 2, size=(3, 37)).astype(float)
+    got = paired_bootstrap(diff, 50, seed=7, chunk=3 * 37 * 4)  # several chunks
+    r = np.random.default_rng(7)
+    want = []
+    for _ in range(50):
+        idx = r.integers(0, 37, size=(1, 37))
+        want.append(diff[:, idx[0]].mean(1))
+    assert np.allclose(got, np.array(want).T)
+
+
+def test_user_refit_function_is_used_and_reweight_needs_weights(digits5):
+    _, noisy, valid, _, _ = digits5
+    model = SklearnLogistic(C=1.0).fit(noisy)
+    calls = []
+
+    def my_training(split):
+        calls.append(len(split))
+        return SklearnLogistic(C=1.0).fit(split)
+
+    res = inf.clean(model, noisy, valid, n_jobs=1, refit=my_training, budgets=[10])
+    assert set(res.candidates["action"]) == {"none", "trim", "relabel"}
+    assert any("reweight skipped" in n for n in res.notes) and "your refit function" in res.refit_note
+    assert sorted(calls) == sorted([len(noisy), len(noisy), len(noisy) - 10])
+    own = inf.clean(model, noisy, valid, n_jobs=1, budgets=[10], actions=("trim", "relabel"))
+    assert np.allclose(own.candidates["accuracy"], res.candidates["accuracy"])
+
+    def weighted(split, sample_weight=None):
+        return SklearnLogistic(C=1.0).fit(split, sample_weight=sample_weight)
+
+    res = inf.clean(model, noisy, valid, n_jobs=1, refit=weighted, budgets=[10], actions=("reweight",))
+    row = res.candidates.iloc[1]
+    w = np.ones(len(noisy))
+    pos = np.argsort(res.issues["rank"].to_numpy(), kind="stable")[:10]
+    w[pos] = res.issues["p_label"].to_numpy()[pos]
+    assert row["accuracy"] == pytest.approx(SklearnLogistic(C=1.0).fit(noisy, sample_weight=w).accuracy(valid))
+
+
+def test_torch_adapter_says_what_it_refits(digits5):
+    import torch
+
+    _, noisy, valid, _, _ = digits5
+    net = torch.nn.Linear(64, 5)
+    adapter = inf.models.TorchAdapter(net, weight_decay=1e-3, train=inf.models.TrainConfig(epochs=30, lr=0.05),
+                                      fitted=False).fit(noisy)
+    res = inf.clean(adapter, noisy, valid, n_jobs=1, budgets=[5], actions=("trim",), n_boot=200)
+    assert "TrainConfig (adam, lr 0.05, 30 epochs" in res.refit_note and "not your own training loop" in res.refit_note
+
+
+def test_bad_input_is_one_line(digits5):
+    _, noisy, valid, _, _ = digits5
+    model = SklearnLogistic().fit(noisy)
+    with pytest.raises(InputError, match="clean: action"):
+        inf.clean(model, noisy, valid, actions=("delete",))
+    with pytest.raises(InputError, match="valid must be an influent Split"):
+        inf.clean(model, noisy, valid.X)
+    with pytest.raises(InputError, match="metric"):
+        inf.clean(model, noisy, valid, metric="f1")

@@ -1,5 +1,7 @@
 """`influent.clean`: the measured choice between trim, relabel, reweight and leaving the data alone."""
 
+import re
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -153,3 +155,93 @@ def test_bad_input_is_one_line(digits5):
         inf.clean(model, noisy, valid.X)
     with pytest.raises(InputError, match="metric"):
         inf.clean(model, noisy, valid, metric="f1")
+
+
+# ---- influent clean (the command) ------------------------------------------------------------------------
+from helpers import run_cli  # noqa: E402
+
+
+def _write(split, path, ids=True, prefix="s"):
+    import pandas as pd
+
+    df = pd.DataFrame(split.X, columns=[f"px{j}" for j in range(split.X.shape[1])])
+    if ids:
+        df.insert(0, "key", [f"{prefix}{i}" for i in range(len(split))])
+    df["digit"] = split.y
+    if path.suffix == ".csv":
+        df.to_csv(path, index=False)
+    else:
+        df.to_parquet(path, index=False)
+    return path
+
+
+def test_cli_clean_writes_issues_cleaned_data_and_report(digits5, tmp_path, capsys):
+    import pandas as pd
+    import shlex
+
+    _, noisy, valid, _, flip = digits5
+    tr, va = _write(noisy, tmp_path / "train.csv"), _write(valid, tmp_path / "valid.csv", prefix="v")
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["clean", "--train", tr, "--valid", va, "--label", "digit", "--id", "key", "--jobs", 1,
+                                 "--n-boot", 500, "--out", out], capsys)
+    assert code == 0, err
+    res = inf.clean(SklearnLogistic(C=1.0).fit(noisy), noisy, valid, n_jobs=1, n_boot=500)
+    assert res.action in ("trim", "relabel") and res.summary() in stdout.replace("\n", " ")
+    issues = pd.read_csv(out / "issues.csv")
+    given = pd.read_csv(tr)
+    assert list(issues.columns) == list(given.columns) + ["suggested_label", "p_label", "score", "is_issue", "rank"]
+    assert issues["is_issue"].sum() == res.n_issues and np.array_equal(issues["digit"], noisy.y)
+    assert np.array_equal(issues["rank"], res.issues["rank"])
+    cleaned = pd.read_csv(out / "train-clean.csv")
+    acted = given["key"].iloc[res.positions]
+    if res.action == "trim":
+        assert len(cleaned) == len(given) - res.budget and not cleaned["key"].isin(acted).any()
+        assert cleaned.drop(columns="key").equals(given[~given["key"].isin(acted)].drop(columns="key").reset_index(drop=True))
+    else:
+        assert np.array_equal(cleaned["digit"], res.train.y) and (cleaned["digit"] != given["digit"]).sum() == res.budget
+    html = (out / "report.html").read_text()
+    assert res.summary() in html and "Reproduce:" in html and "<svg" in html
+    # the command in the report repeats the run exactly
+    cmd = re.search(r"Reproduce: <code>(.*?)</code>", html).group(1)
+    args = shlex.split(__import__("html").unescape(cmd))
+    assert args[:2] == ["influent", "clean"] and args[args.index("--out") + 1] == str(out)
+    args[args.index("--out") + 1] = str(tmp_path / "again")
+    code, _, err = run_cli(args[1:] + ["--jobs", 1], capsys)
+    assert code == 0, err
+    assert (tmp_path / "again" / "train-clean.csv").read_bytes() == (out / "train-clean.csv").read_bytes()
+    # an earlier output is replaced only with --force
+    code, _, err = run_cli(["clean", "--train", tr, "--valid", va, "--label", "digit", "--out", out], capsys)
+    assert code == 2 and "--force" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_clean_keeps_the_input_format_and_writes_weights(digits5, tmp_path, capsys):
+    import pandas as pd
+
+    _, noisy, valid, _, _ = digits5
+    tr, va = _write(noisy, tmp_path / "train.parquet"), _write(valid, tmp_path / "valid.parquet")
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["clean", "--train", tr, "--valid", va, "--label", "digit", "--drop", "key",
+                                 "--actions", "reweight", "--budget", 30, "--jobs", 1, "--n-boot", 500, "--out", out],
+                                capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["issues.parquet", "report.html", "train-clean.parquet"]
+    cleaned = pd.read_parquet(out / "train-clean.parquet")
+    res = inf.clean(SklearnLogistic().fit(noisy), noisy, valid, actions=("reweight",), budgets=[30], n_jobs=1, n_boot=500)
+    if res.action == "reweight":
+        assert np.allclose(cleaned["weight"], res.weights) and (cleaned["weight"] < 1).sum() == 30
+    else:
+        assert "weight" not in cleaned and len(cleaned) == len(noisy)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--label", "nope"], "nope"),
+    (["--label", "digit", "--actions", "trim,delete"], "delete"),
+    (["--label", "digit", "--budget", "0"], "--budget"),
+    (["--label", "digit", "--level", "1.5"], "--level"),
+])
+def test_cli_clean_bad_input_exits_2_with_one_line(digits5, tmp_path, capsys, args, words):
+    _, noisy, valid, _, _ = digits5
+    tr, va = _write(noisy, tmp_path / "train.csv", ids=False), _write(valid, tmp_path / "valid.csv", ids=False)
+    code, _, err = run_cli(["clean", "--train", tr, "--valid", va, *args, "--jobs", 1, "--out", tmp_path / "o"], capsys)
+    assert code == 2 and words in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

@@ -315,10 +315,11 @@ def score(
             _wrote(f"{out}/scores.parquet, run.json and report.html"
                    + (f" and {ATTRIBUTION_DIR}/" if out / ATTRIBUTION_DIR in written else ""))
     s = outcome.record["results"]["summary"]
-    verb = {"negative": "look harmful", "method": "are flagged (the given label is more likely wrong than right)"}.get(
-        s["rule"], "stand out (outliers of an unsigned statistic)")
-    console.print(f"[bold]{s['n_harmful']:,}[/] of {s['n_train']:,} training samples {verb} "
-                  f"({cfg.method}, target {cfg.target})")
+    verb = {"negative": f"look harmful (target {cfg.target})",
+            "count": "look mislabelled (the estimated number of wrong labels, confident learning)",
+            "method": "are flagged (the given label is more likely wrong than right)"}.get(
+        s["rule"], "look unusual (outliers of a statistic without a target, not shown to be harmful)")
+    console.print(f"[bold]{s['n_harmful']:,}[/] of {s['n_train']:,} training samples {verb} ({cfg.method})")
     att = outcome.record["results"].get("attribution")
     if att is not None:
         console.print(f"top-k attribution skipped: {att['skipped']}" if "skipped" in att else
@@ -697,7 +698,8 @@ def demo(out: Path = typer.Option(Path("influent-demo"), "--out", help="output f
          method: str = typer.Option("mislabel", "--method", help="the method the report shows: {methods} (default: the wrong-label detector)"),
          seed: int = typer.Option(0, "--seed", help="random seed"),
          force: bool = typer.Option(False, "--force", help="replace an earlier demo in --out")) -> None:
-    """End to end on bundled data with flipped labels: score, detect, trim, refit, and write the report."""
+    """End to end on bundled data with flipped labels: score, detect, choose and measure what to do (influent
+    clean), and write the report."""
     from rich.table import Table
 
     if out.is_dir() and any(out.iterdir()) and not force:
@@ -718,6 +720,11 @@ def demo(out: Path = typer.Option(Path("influent-demo"), "--out", help="output f
         table.add_row(r["method"], f"{r['seconds']:.2f}", f"{r['auc']:.3f}", f"{r['precision_at_budget']:.3f}",
                       f"{r['test_acc_after_trim']:.3f}")
     console.print(table)
+    cl = res["clean"]
+    console.print(f"[bold]what to do, measured on the validation split:[/] {cl['summary']} "
+                  f"(test accuracy {cl['test_before']:.3f} as trained, {cl['test_after']:.3f} refit on this choice)",
+                  highlight=False)
+    console.print(f"repeat it on the demo's files: {cl['reproduce']}", highlight=False, soft_wrap=True)
     _finish(console, out, f", {out}/data/")
 
 

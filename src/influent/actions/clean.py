@@ -92,13 +92,15 @@ class CleanResult:
         if self.action == "none":
             best = self.candidates.iloc[1:]
             best = best[best["gain"].notna()]
-            why = "no action beats leaving the data alone beyond its interval"
+            why = "no action beats leaving it alone beyond its interval"
             if len(best):
                 b = best.sort_values("gain", ascending=False, kind="stable").iloc[0]
                 why += (f" (best tried: {b['action']} {int(b['budget'])}, {_gain_text(b['gain'], self.metric)} "
                         f"[{_num(b['gain_low'], self.metric)}, {_num(b['gain_high'], self.metric)}])")
-            return (f"keep the data as it is: {why}; validation accuracy {100 * base['accuracy']:.1f}%; "
-                    f"{self.n_issues:,} labels look wrong")
+            else:
+                why = (f"no label looks wrong (validation accuracy {100 * base['accuracy']:.1f}%)" if self.n_issues == 0
+                       else "every candidate's refit failed")
+            return f"keep the data as it is: {why}"
         lo, hi = self.gain_ci
         return (f"{self.action} {self.budget:,} samples: {_gain_text(self.gain, self.metric)} "
                 f"[{_num(lo, self.metric)}, {_num(hi, self.metric)}]")

@@ -12,14 +12,6 @@ from typing import Any
 from .html import CSS, _pct
 from .svg import BLUE, FONT, GREY, HARM_TEXT, INK, nice_ticks
 
-EXTRA_CSS = """
-.rec{font-size:22px;font-weight:650;margin:18px 0 6px}
-.rec.none{color:var(--muted)}
-.rec.act{color:#1a7f37}
-tr.chosen td{background:#eef8f0;font-weight:600}
-"""
-
-
 def _gain(x: float | None, metric: str) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
@@ -158,7 +150,7 @@ def build_clean_report(rec: dict[str, Any]) -> str:
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in rec.get("timings", {}).items())
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{escape(title)} · influent</title><style>{CSS}{EXTRA_CSS}</style></head><body><main>"
+            f"<title>{escape(title)} · influent</title><style>{CSS}</style></head><body><main>"
             f'<header><h1>{escape(title)}</h1><p class="sub">influent {escape(version)} · clean · model '
             f'{escape(str(rec.get("model", "")))}</p></header>{clean_section(rec)}'
             f'<footer>Made by influent {escape(version)}. {escape(timings)}. This page is self-contained: it loads '

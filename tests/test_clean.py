@@ -51,6 +51,27 @@ def test_flipped_half_of_one_class_is_cleaned_and_gains(digits5):
     assert all(np.array_equal(model.params()[k].numpy(), v.numpy()) for k, v in p0.items())
 
 
+def test_half_of_one_class_flipped_to_the_other_in_a_binary_table():
+    """Breast cancer (300 train / 135 valid / 134 test): half of the malignant (0) labels flipped to benign (1).
+    With the default margin, the ranking of find_label_issues puts many correct labels of that region first;
+    clean also ranks by confident learning's per-class thresholds and acts only where it measures a gain."""
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    idx = np.random.default_rng(0).permutation(len(X))
+    train, valid, test = (inf.from_arrays(X[i], y[i]) for i in (idx[:300], idx[300:435], idx[435:]))
+    zeros = np.flatnonzero(train.y == 0)
+    flip = np.random.default_rng(0).choice(zeros, len(zeros) // 2, replace=False)
+    yn = train.y.copy()
+    yn[flip] = 1
+    noisy = train.with_labels(yn)
+    model = SklearnLogistic(C=1.0).fit(noisy)
+    res = inf.clean(model, noisy, valid, n_jobs=1)
+    assert res.action in ("trim", "relabel") and res.gain_ci[0] > 0
+    assert _held_out(res, test) > model.accuracy(test)
+
+
 def test_clean_data_is_left_alone_or_not_harmed(digits5):
     train, _, valid, test, _ = digits5
     model = SklearnLogistic(C=1.0).fit(train)
@@ -78,15 +99,22 @@ def test_candidates_equal_refits_by_hand(digits5):
     base = model.refit(noisy)
     assert c.loc[0, "accuracy"] == pytest.approx(base.accuracy(valid))
     assert c.loc[0, "log_loss"] == pytest.approx(base.loss_on(valid), rel=1e-6)
-    order = np.argsort(res.issues["rank"].to_numpy(), kind="stable")
-    row = c[c["action"] == "trim"].iloc[-1]
-    by_hand = model.refit(noisy.without(order[:int(row["budget"])]))
-    assert row["accuracy"] == pytest.approx(by_hand.accuracy(valid))
-    assert row["log_loss"] == pytest.approx(by_hand.loss_on(valid), rel=1e-6)
-    assert row["gain"] == pytest.approx(100 * (by_hand.accuracy(valid) - base.accuracy(valid)))
+    # trim on each ranking: the detector's defaults, and confident learning's per-class thresholds
+    for ranking, opts in (("default", {}), ("calibrate=True", {"calibrate": True})):
+        issues = inf.find_label_issues(model, noisy, **opts)
+        order = np.argsort(issues["rank"].to_numpy(), kind="stable")
+        rows = c[(c["action"] == "trim") & (c["ranking"] == ranking)]
+        assert len(rows) >= 1
+        row = rows.iloc[-1]
+        by_hand = model.refit(noisy.without(order[:int(row["budget"])]))
+        assert row["accuracy"] == pytest.approx(by_hand.accuracy(valid))
+        assert row["log_loss"] == pytest.approx(by_hand.loss_on(valid), rel=1e-6)
+        assert row["gain"] == pytest.approx(100 * (by_hand.accuracy(valid) - base.accuracy(valid)))
     # relabel: the suggested labels at the positions, every other label as given
-    row = c[c["action"] == "relabel"].iloc[0]
-    sugg = res.issues["suggested_label"].to_numpy()
+    issues = inf.find_label_issues(model, noisy)
+    order = np.argsort(issues["rank"].to_numpy(), kind="stable")
+    row = c[(c["action"] == "relabel") & (c["ranking"] == "default")].iloc[0]
+    sugg = issues["suggested_label"].to_numpy()
     todo = [i for i in order if sugg[i] != noisy.y[i]][:int(row["budget"])]
     y = noisy.y.copy()
     y[todo] = sugg[todo]
@@ -117,17 +145,17 @@ def test_user_refit_function_is_used_and_reweight_needs_weights(digits5):
         calls.append(len(split))
         return SklearnLogistic(C=1.0).fit(split)
 
-    res = inf.clean(model, noisy, valid, n_jobs=1, refit=my_training, budgets=[10])
+    res = inf.clean(model, noisy, valid, n_jobs=1, refit=my_training, budgets=[10], rankings=[{}])
     assert set(res.candidates["action"]) == {"none", "trim", "relabel"}
     assert any("reweight skipped" in n for n in res.notes) and "your refit function" in res.refit_note
     assert sorted(calls) == sorted([len(noisy), len(noisy), len(noisy) - 10])
-    own = inf.clean(model, noisy, valid, n_jobs=1, budgets=[10], actions=("trim", "relabel"))
+    own = inf.clean(model, noisy, valid, n_jobs=1, budgets=[10], actions=("trim", "relabel"), rankings=[{}])
     assert np.allclose(own.candidates["accuracy"], res.candidates["accuracy"])
 
     def weighted(split, sample_weight=None):
         return SklearnLogistic(C=1.0).fit(split, sample_weight=sample_weight)
 
-    res = inf.clean(model, noisy, valid, n_jobs=1, refit=weighted, budgets=[10], actions=("reweight",))
+    res = inf.clean(model, noisy, valid, n_jobs=1, refit=weighted, budgets=[10], actions=("reweight",), rankings=[{}])
     row = res.candidates.iloc[1]
     w = np.ones(len(noisy))
     pos = np.argsort(res.issues["rank"].to_numpy(), kind="stable")[:10]

@@ -4,9 +4,11 @@ The loop a user needs after `find_label_issues`: act on the samples it counts as
 the action only if the refit model is measurably better on held-out data.
 
 1. `find_label_issues` ranks every training sample and estimates the number c of wrong labels
-   (confident learning's count, Northcutt et al. 2021, sec. 3.1).
+   (confident learning's count, Northcutt et al. 2021, sec. 3.1), once per ranking in `RANKINGS`: the
+   detector's defaults, and confident learning's per-class thresholds (``calibrate=True``), which find
+   flips of one class into another that the default margin can rank last.
 2. Candidates: the baseline "none" (a refit on the training data as given, by the same procedure as every
-   other candidate, so the comparison is like for like) and, for each action, a few budgets around c
+   other candidate, so the comparison is like for like) and, for each ranking and action, budgets around c
    (``BUDGET_FACTORS`` x c by default): ``trim`` drops the b most likely wrong samples, ``relabel`` gives
    the b most likely wrong samples whose suggested label differs from the given one their suggested label,
    ``reweight`` keeps every sample and gives the b most likely wrong ones the weight p_label (the
@@ -17,8 +19,9 @@ the action only if the refit model is measurably better on held-out data.
    same resampled rows for every candidate) of the difference candidate - none.
 5. The rule: with m candidates besides "none", each interval is a percentile interval at the Bonferroni
    level ``1 - (1 - level) / m``, so the m intervals hold together with probability >= `level`. The chosen
-   candidate is, among those whose lower bound is > 0, the most parsimonious one that is not significantly
-   worse than the best of them (`choose`); if no lower bound is above 0, the action is "none". Choosing the best of m would otherwise
+   candidate is, among those whose lower bound is > 0 and that are not significantly worse than the best of
+   them, the one the prior favours (no weights, budget closest to c; `choose`); if no lower bound is above
+   0, the action is "none". Choosing the best of m would otherwise
    make the winner's interval optimistic (the winner's curse); the simultaneous level keeps "its lower
    bound is above 0" a statement that holds with probability >= `level` for whichever candidate wins.
    The point estimate `gain` of the winner is still the maximum of m noisy estimates and so optimistic;
@@ -41,7 +44,8 @@ from ..models.base import ModelAdapter
 ACTIONS = ("trim", "relabel", "reweight")
 METRICS = ("accuracy", "log_loss")
 BUDGET_FACTORS = (0.5, 1.0, 1.5)
-CANDIDATE_COLUMNS = ("action", "budget", "n_changed", "accuracy", "log_loss", "gain", "gain_low", "gain_high",
+RANKINGS = ({}, {"calibrate": True})  # find_label_issues options of the rankings the candidates act on
+CANDIDATE_COLUMNS = ("action", "ranking", "budget", "n_changed", "accuracy", "log_loss", "gain", "gain_low", "gain_high",
                      "accuracy_gain", "log_loss_change", "chosen", "note")
 
 
@@ -173,6 +177,7 @@ class Candidate:
     data: Split | np.ndarray  # a Split (relabel, none, reweight) or kept positions (trim)
     weights: np.ndarray | None = None
     note: str = ""
+    ranking: int = 0  # index of the ranking (`RANKINGS`) it acts on
 
 
 def default_budgets(count: int, n: int) -> list[int]:
@@ -194,7 +199,8 @@ def _budgets(budgets: Sequence[Any] | None, count: int, n: int) -> list[int]:
     return [b for b in out if b > 0]
 
 
-def build_candidates(train: Split, issues: pd.DataFrame, actions: Sequence[str], budgets: list[int]) -> list[Candidate]:
+def build_candidates(train: Split, issues: pd.DataFrame, actions: Sequence[str], budgets: list[int],
+                     ranking: int = 0) -> list[Candidate]:
     """The "none" baseline and one candidate per action and budget (see the module docstring)."""
     n = len(train)
     order = np.argsort(issues["rank"].to_numpy(), kind="stable")  # most likely wrong first
@@ -208,21 +214,26 @@ def build_candidates(train: Split, issues: pd.DataFrame, actions: Sequence[str],
             if action == "trim":
                 pos = np.sort(order[:b])
                 keep = np.setdiff1d(np.arange(n), pos)
-                cands.append(Candidate("trim", b, pos, keep))
+                cands.append(Candidate("trim", b, pos, keep, ranking=ranking))
             elif action == "relabel":
                 pos = np.sort(relabel_order[:b])
                 if len(pos) == 0:
                     continue
                 y = train.y.copy()
                 y[pos] = np.asarray(suggested[pos]).astype(y.dtype)
-                cands.append(Candidate("relabel", len(pos), pos, train.with_labels(y),
+                cands.append(Candidate("relabel", len(pos), pos, train.with_labels(y), ranking=ranking,
                                        note="" if len(pos) == b else f"only {len(pos)} suggestions differ"))
             else:
                 pos = np.sort(order[:b])
                 w = np.ones(n)
                 w[pos] = np.clip(p_label[pos], 0.0, 1.0)
-                cands.append(Candidate("reweight", b, pos, train, w))
-    # the same change reached twice (e.g. relabel budgets capped by the suggestions) is refit once
+                cands.append(Candidate("reweight", b, pos, train, w, ranking=ranking))
+    return cands
+
+
+def unique_candidates(cands: list[Candidate]) -> list[Candidate]:
+    """The same change reached twice (relabel budgets capped by the suggestions, two rankings that agree) is
+    refit once, the first time."""
     seen, unique = set(), []
     for c in cands:
         key = (c.action, c.positions.tobytes())
@@ -230,6 +241,29 @@ def build_candidates(train: Split, issues: pd.DataFrame, actions: Sequence[str],
             seen.add(key)
             unique.append(c)
     return unique
+
+
+def label_rankings(model: ModelAdapter, train: Split, options: dict[str, Any],
+                   rankings: Sequence[dict[str, Any]]) -> tuple[list[tuple[str, pd.DataFrame]], list[str]]:
+    """The `find_label_issues` table of each ranking (detector options over the user's `options`; a ranking
+    whose options the user set, or that equals an earlier one, is left out). Returns [(name, table)] and
+    notes; the first ranking's errors are raised, a later one's are a note."""
+    from ..api.issues import find_label_issues
+
+    out, notes, seen = [], [], []
+    for k, extra in enumerate(rankings):
+        opts = {**dict(extra), **options}
+        if opts in seen:
+            continue
+        seen.append(opts)
+        name = ", ".join(f"{key}={value}" for key, value in extra.items() if key not in options) or "default"
+        try:
+            out.append((name, find_label_issues(model, train, **opts)))
+        except InputError as exc:
+            if k == 0:
+                raise
+            notes.append(f"ranking {name} skipped: {exc}")
+    return out, notes
 
 
 # ---- evaluation -----------------------------------------------------------------------------------------
@@ -262,7 +296,8 @@ class _Measure:
 def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[str] = ACTIONS,
           budgets: Sequence[int | float] | None = None, metric: str = "accuracy", n_boot: int = 2000,
           level: float = 0.95, n_jobs: int = 2, seed: int = 0,
-          refit: Callable[..., ModelAdapter] | None = None, **options: Any) -> CleanResult:
+          refit: Callable[..., ModelAdapter] | None = None, rankings: Sequence[dict[str, Any]] | None = None,
+          **options: Any) -> CleanResult:
     """Choose and validate what to do about wrong labels: trim, relabel, reweight, or nothing.
 
     Parameters
@@ -281,14 +316,17 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
         ``fn(split, sample_weight=w)`` (w: (len(split),) weights) and is skipped, with a note, when `fn`
         takes no ``sample_weight`` keyword. Without it each candidate is ``model.refit(split, sample_weight)``
         (`refit_note` says exactly what that trains, e.g. for a `TorchAdapter` its TrainConfig recipe).
-    options : options of the `mislabel` detector behind `find_label_issues`
+    rankings : detector options of each ranking the candidates act on (default `RANKINGS`: the detector's
+        defaults, and confident learning's per-class thresholds, ``calibrate=True``, which find flips of one
+        class into another that the default ranking can miss); each is laid under `options` (the user's
+        settings win), and a ranking equal to an earlier one is dropped
+    options : options of the `mislabel` detector behind `find_label_issues`, for every ranking
 
     Returns
     -------
     `CleanResult`; the decision rule is in the module docstring and `choose`: only a candidate whose
     simultaneous (Bonferroni) lower bound is above 0 can be chosen, else "none". `train`, `valid` and `model` are not changed.
     """
-    from ..api.issues import find_label_issues
     from ..models.refit import refit_many
 
     if not isinstance(model, ModelAdapter):
@@ -313,18 +351,22 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
         actions = tuple(a for a in actions if a != "reweight")
         notes.append("reweight skipped: the refit function takes no sample_weight keyword")
 
-    issues = find_label_issues(fitted, train, **options)
+    tables, more = label_rankings(fitted, train, options, RANKINGS if rankings is None else rankings)
+    notes += more
+    issues = tables[0][1]
     count = int(issues["is_issue"].sum())
     chosen_budgets = _budgets(budgets, count, len(train))
     if not chosen_budgets:
         notes.append("find_label_issues counts no wrong labels: only the baseline was refit")
-    cands = build_candidates(train, issues, actions, chosen_budgets)
+    cands = [c for k, (_, t) in enumerate(tables) for c in build_candidates(train, t, actions, chosen_budgets, k)[1:]]
+    cands = unique_candidates(build_candidates(train, issues, (), [])[:1] + cands)
     runner = UserRefit(refit) if refit is not None else fitted
     results = refit_many(runner, train, [c.data for c in cands], _Measure(valid),
                          weights=[c.weights for c in cands], n_jobs=n_jobs, seed=seed, skip=(InputError,))
     if results[0] is None:
         raise InputError("clean: the baseline refit on the training data as given failed")
     table, diffs = _evaluate(cands, results, valid, metric)
+    table.insert(1, "ranking", ["" if c.action == "none" else tables[c.ranking][0] for c in cands])
     m = max(1, len(cands) - 1)
     alpha = (1 - level) / m
     rows = [i for i in range(1, len(cands)) if results[i] is not None]
@@ -333,7 +375,7 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
         lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2], axis=1)
         table.loc[rows, "gain_low"], table.loc[rows, "gain_high"] = lo, hi
     table.loc[0, ["gain", "gain_low", "gain_high"]] = 0.0
-    pick = choose(table, boots if rows else np.zeros((0, n_boot)), rows, alpha)
+    pick = choose(table, boots if rows else np.zeros((0, n_boot)), rows, alpha, count)
     table["chosen"] = table.index == pick
     for i, c in enumerate(cands):
         if results[i] is None:
@@ -343,22 +385,25 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
     return CleanResult(action=c.action, budget=int(c.budget), positions=c.positions.copy(), train=new_train,
                        gain=float(table.loc[pick, "gain"]),
                        gain_ci=(float(table.loc[pick, "gain_low"]), float(table.loc[pick, "gain_high"])),
-                       candidates=table, issues=issues, weights=None if c.weights is None else c.weights.copy(),
+                       candidates=table, issues=tables[c.ranking][1],
+                       weights=None if c.weights is None else c.weights.copy(),
                        metric=metric, level=level, refit_note=refit_note(model, refit),
                        notes=notes + [f"{count:,} of {len(train):,} labels look wrong (confident learning's count); "
                                       f"{m} candidates, intervals at the joint level {level:g} "
                                       f"(each {1 - alpha:.4f})"])
 
 
-def choose(table: pd.DataFrame, boots: np.ndarray, rows: list[int], alpha: float) -> int:
+def choose(table: pd.DataFrame, boots: np.ndarray, rows: list[int], alpha: float, count: int = 0) -> int:
     """The row of `table` to act on (0 = "none"), by the rule of the module docstring.
 
     boots : (len(rows), n_boot) paired bootstrap gains of the candidates `rows`; alpha : the per-interval
-    error level. Eligible: lower bound > 0. Among the eligible, the best (largest gain, then lower log-loss)
-    and every candidate whose paired difference to it is not significant at the same level (the interval of
-    best - candidate contains 0) are equally good on this validation set; of those the most parsimonious is
-    chosen: a plain data set (trim, relabel) before one that needs weights (reweight), then the smallest
-    budget, then trim before relabel (removing a doubtful label asserts less than replacing it).
+    error level; count : the estimated number of wrong labels. Eligible: lower bound > 0. Among the eligible,
+    the best (largest gain, then lower log-loss) and every candidate whose paired difference to it is not
+    significant at the same level (the interval of best - candidate contains 0) are equally good on this
+    validation set; of those the one the prior favours is chosen: a plain data set (trim, relabel) before one
+    that needs weights (reweight), then the budget closest to the estimated count (the data's own estimate;
+    other budgets win only by a significant margin), the smaller budget, trim before relabel (removing a
+    doubtful label asserts less than replacing it), and the first ranking.
     """
     eligible = [k for k, i in enumerate(rows) if table.loc[i, "gain_low"] > 0]
     if not eligible:
@@ -366,8 +411,8 @@ def choose(table: pd.DataFrame, boots: np.ndarray, rows: list[int], alpha: float
     best = min(eligible, key=lambda k: (-table.loc[rows[k], "gain"], table.loc[rows[k], "log_loss"]))
     tied = [k for k in eligible if k == best or np.quantile(boots[best] - boots[k], alpha / 2) <= 0]
     order = {"trim": 0, "relabel": 1, "reweight": 2}
-    k = min(tied, key=lambda k: (table.loc[rows[k], "action"] == "reweight", table.loc[rows[k], "budget"],
-                                 order[table.loc[rows[k], "action"]], -table.loc[rows[k], "gain"]))
+    k = min(tied, key=lambda k: (table.loc[rows[k], "action"] == "reweight", abs(table.loc[rows[k], "budget"] - count),
+                                 table.loc[rows[k], "budget"], order[table.loc[rows[k], "action"]], k))
     return int(rows[k])
 
 
@@ -398,4 +443,4 @@ def _evaluate(cands: list[Candidate], results: list[Any], valid: Split, metric: 
     table["accuracy_gain"] = 100 * (table["accuracy"] - table.loc[0, "accuracy"])
     table["log_loss_change"] = table["log_loss"] - table.loc[0, "log_loss"]
     table["chosen"] = False
-    return table[list(CANDIDATE_COLUMNS)], diffs
+    return table[[c for c in CANDIDATE_COLUMNS if c != "ranking"]], diffs

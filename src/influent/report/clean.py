@@ -9,7 +9,7 @@ import math
 from html import escape
 from typing import Any
 
-from .html import CSS, _pct
+from .style import CSS, pct as _pct
 from .svg import BLUE, FONT, GREY, HARM_TEXT, INK, nice_ticks
 
 def _gain(x: float | None, metric: str) -> str:
@@ -31,7 +31,7 @@ def interval_chart(cands: list[dict[str, Any]], metric: str, width: int = 640) -
     lo, hi = min(vals + [0.0]), max(vals + [0.0])
     pad = (hi - lo) * 0.06 or 1.0
     lo, hi = lo - pad, hi + pad
-    left, right, top, rh = 150, 20, 26, 22
+    left, right, top, rh = 230, 20, 26, 22
     h = top + rh * len(rows) + 34
     x = lambda v: left + (v - lo) / (hi - lo) * (width - left - right)  # noqa: E731
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {h}" width="100%" role="img" '
@@ -42,7 +42,7 @@ def interval_chart(cands: list[dict[str, Any]], metric: str, width: int = 640) -
     for i, c in enumerate(rows):
         y = top + rh * i + rh / 2
         colour = BLUE if c.get("chosen") else (HARM_TEXT if c["gain_high"] < 0 else INK)
-        label = f'{c["action"]} {int(c["budget"]):,}'
+        label = f'{c["action"]} {int(c["budget"]):,}' + (f' ({c["ranking"]})' if c.get("ranking") not in (None, "", "default") else "")
         tip = f'{label}: {_gain(c["gain"], metric)} [{_gain(c["gain_low"], metric)}, {_gain(c["gain_high"], metric)}]'
         bold = ' font-weight="700"' if c.get("chosen") else ""
         parts.append(f'<text x="{left - 8}" y="{y + 4:.1f}" font-size="12" text-anchor="end" fill="{colour}"'
@@ -80,7 +80,7 @@ def _trim_note(rec: dict[str, Any]) -> str:
 
 def candidates_table(rec: dict[str, Any]) -> str:
     metric = rec["metric"]
-    head = ("<tr><th>action</th><th>samples changed</th><th>validation accuracy</th><th>validation log-loss</th>"
+    head = ("<tr><th>action</th><th>ranking</th><th>samples changed</th><th>validation accuracy</th><th>validation log-loss</th>"
             f"<th>gain ({escape(_unit(metric))})</th><th>interval</th><th>note</th></tr>")
     body = []
     for c in rec["candidates"]:
@@ -88,7 +88,8 @@ def candidates_table(rec: dict[str, Any]) -> str:
         interval = ("baseline" if c["action"] == "none" else
                     f'[{_gain(c["gain_low"], metric)}, {_gain(c["gain_high"], metric)}]')
         body.append(f'<tr class="{"chosen" if c.get("chosen") else ""}"><td>{escape(c["action"])}'
-                    f'{" ✓" if c.get("chosen") else ""}</td><td class="num">{int(c["n_changed"]):,}</td>'
+                    f'{" ✓" if c.get("chosen") else ""}</td><td>{escape(str(c.get("ranking") or ""))}</td>'
+                    f'<td class="num">{int(c["n_changed"]):,}</td>'
                     f'<td class="num">{_pct(c["accuracy"]) if ok else "–"}</td>'
                     f'<td class="num">{format(c["log_loss"], ".4f") if ok else "–"}</td>'
                     f'<td class="num">{_gain(c["gain"], metric) if ok else "–"}</td><td class="num">{interval}</td>'
@@ -132,12 +133,14 @@ def clean_section(rec: dict[str, Any], heading: str = "Recommendation") -> str:
             f'(likely mislabelled: confident learning\'s count on out-of-sample probabilities).{known}</p>'
             f'{_trim_note(rec)}'
             f'<h3>Every candidate, refit and measured on {rec["n_valid"]:,} validation samples</h3>'
-            f'<p class="note">Each candidate acts on the samples most likely mislabelled: trim removes them, relabel '
+            f'<p class="note">Each candidate acts on the samples most likely mislabelled, by the detector\'s default '
+            f'ranking or by confident learning\'s per-class thresholds (calibrate=True): trim removes them, relabel '
             f'gives them their suggested label, reweight gives them the weight p(given label). Gains are over a refit on '
             f'the data as given (the same procedure), with paired bootstrap intervals over the validation samples at '
             f'the joint level {level:g} for the {m} candidates (each at {1 - (1 - level) / m:.4f}, Bonferroni), so '
             f'that picking the best of them stays honest. An action is recommended only when its lower bound is above '
-            f'0; among those, the most parsimonious one not significantly worse than the best.</p>'
+            f'0; among those not significantly worse than the best, the one without weights whose budget is '
+            f'closest to the estimated count.</p>'
             f'<figure>{interval_chart(rec["candidates"], metric)}</figure>{candidates_table(rec)}'
             f'<h3>Samples most likely mislabelled</h3>{top_table(rec)}'
             f'<p class="note">{escape(rec["refit_note"])}. {escape("; ".join(rec.get("notes", [])))}.</p></section>')

@@ -203,7 +203,10 @@ def test_demo_writes_everything_and_finds_the_flipped_labels(demo_dir):
     assert cl["summary"].split(":")[0] in " ".join(proc.stdout.split())
     assert cl["candidates"][0]["action"] == "none"
     assert cl["candidates"][0]["accuracy"] == pytest.approx(rec["results"]["summary"]["valid_accuracy"])
-    assert cl["action"] == "none" or cl["gain_ci"][0] > 0
+    chosen = [c for c in cl["candidates"] if c["chosen"]]
+    assert len(chosen) == 1 and (cl["action"] == "none" or chosen[0]["passed"])
+    assert cl["action"] == "none" or chosen[0]["accuracy_low"] > 0 or (
+        chosen[0]["log_loss_low"] > 0 and chosen[0]["accuracy_gain"] >= 0)
     assert cl["reproduce"].startswith("influent clean --train ") and "--drop clean_label" in cl["reproduce"]
 
 
@@ -257,7 +260,7 @@ def test_report_in_headless_chromium(browser, demo_dir, tmp_path):
     images = json.loads(browser.eval("JSON.stringify([...document.images].map(i => [i.complete, i.naturalWidth]))"))
     assert len(images) == 18 and all(done and w == 8 for done, w in images)
     n_svg = browser.eval("document.querySelectorAll('section svg[role=img]').length")
-    assert n_svg == 6  # five charts and the clean candidates' intervals
+    assert n_svg == 7  # five charts and the clean candidates' bounds (accuracy and log-loss)
     # honest words: the wrong-label detector has no target, so nothing "looks harmful"; the headline is the
     # measured recommendation of influent.clean, the same as in run.json
     lead = browser.eval("document.querySelector('#summary .lead').innerText")

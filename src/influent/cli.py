@@ -485,7 +485,10 @@ def clean_command(
     actions: str = typer.Option("trim,relabel,reweight", "--actions", help="actions to try, separated by commas"),
     budget: list[str] = typer.Option([], "--budget", help="a budget to try for every action: a count or a fraction "
                                      "(repeatable; default 0.5x, 1x, 1.5x the estimated number of wrong labels)"),
-    metric: str = typer.Option("accuracy", "--metric", help="accuracy | log_loss: what the gain measures"),
+    metric: str = typer.Option("accuracy", "--metric", help="accuracy | log_loss: what the reported gain measures"),
+    evidence: str = typer.Option("both", "--evidence", help="both | accuracy | log_loss: whose one-sided bounds "
+                                 "may show that an action beats leaving the data alone (both: its accuracy gain, or "
+                                 "its log-loss decrease without lower accuracy)"),
     n_boot: int = typer.Option(2000, "--n-boot", help="bootstrap replicates over the validation samples"),
     level: float = typer.Option(0.95, "--level", help="joint confidence level of the candidates' intervals"),
     jobs: int = typer.Option(2, "--jobs", help="parallel refits"),
@@ -511,13 +514,14 @@ def clean_command(
 
     check_output_dir(out)
     paths = output_paths(out, str(train))
-    from .actions.clean import ACTIONS, METRICS
+    from .actions.clean import ACTIONS, EVIDENCE, METRICS
     from .data.validate import check_choice
 
     acts = [check_choice(a.strip(), ACTIONS, "--actions: each action") for a in actions.split(",") if a.strip()]
     if not acts:
         raise InputError("--actions is empty; use e.g. trim,relabel,reweight")
     check_choice(metric, METRICS, "--metric")
+    check_choice(evidence, EVIDENCE, "--evidence")
     budgets = [parse_budget(b) for b in budget] or None
     check_number(n_boot, "--n-boot", kind=int, low=100)
     check_number(level, "--level", low=0, high=1, low_open=True, high_open=True)
@@ -532,8 +536,8 @@ def clean_command(
         steps = Steps(bars)
         with steps.step("read data"):
             data = load_data(cfg)
-        outcome = run_clean(cfg, data, steps, out=out, actions=acts, budgets=budgets, metric=metric, n_boot=n_boot,
-                            level=level, n_jobs=jobs, options=options)
+        outcome = run_clean(cfg, data, steps, out=out, actions=acts, budgets=budgets, metric=metric,
+                            evidence=evidence, n_boot=n_boot, level=level, n_jobs=jobs, options=options)
         with steps.step("write outputs"):
             write_clean(out, paths, outcome)
         _wrote(", ".join(str(p) for p in paths.values()))

@@ -16,16 +16,23 @@ the action only if the refit model is measurably better on held-out data.
 3. Every candidate is refit in parallel (`models.refit.refit_many`) and evaluated on `valid`: per-sample
    correctness and log-loss.
 4. Uncertainty: a paired bootstrap over the validation samples (Efron & Tibshirani 1993, ch. 13; the
-   same resampled rows for every candidate) of the difference candidate - none.
-5. The rule: with m candidates besides "none", each interval is a percentile interval at the Bonferroni
-   level ``1 - (1 - level) / m``, so the m intervals hold together with probability >= `level`. The chosen
-   candidate is, among those whose lower bound is > 0 and that are not significantly worse than the best of
-   them, the one the prior favours (no weights, budget closest to c; `choose`); if no lower bound is above
-   0, the action is "none". Choosing the best of m would otherwise
-   make the winner's interval optimistic (the winner's curse); the simultaneous level keeps "its lower
-   bound is above 0" a statement that holds with probability >= `level` for whichever candidate wins.
-   The point estimate `gain` of the winner is still the maximum of m noisy estimates and so optimistic;
-   the interval is the honest part.
+   same resampled rows for every candidate) of the difference candidate - none, in accuracy points and in
+   log-loss.
+5. The decision (`choose_in_sequence`): a candidate *passes* when it beats leaving the data alone beyond
+   its bound: the one-sided lower bound of its validation accuracy gain is above 0, or the lower bound of
+   its log-loss decrease is above 0 and its validation accuracy is not lower (``evidence="both"``; log-loss
+   is a proper scoring rule and far less noisy than 0/1 accuracy on a few hundred samples, accuracy is what
+   trimming sometimes improves while the log-loss of the now more confident model rises). Choosing among
+   many candidates would make the winner look better than it is (the winner's curse), so the tests are
+   arranged to hold together with probability >= `level`: within each ranking the candidates are tested in
+   a fixed order (`sequence_order`: the budget closest to c first; trim, relabel, reweight) and testing
+   stops at the first that does not pass (a fixed-sequence procedure: every test at the ranking's full
+   level, Maurer, Hothorn & Lehmacher 1995); the level is split evenly (Bonferroni) across the rankings and
+   the two statistics. Of the candidates that passed the one with the largest log-loss decrease (then
+   accuracy gain) is chosen; none passed: "none". ``guard="bonferroni"`` tests every candidate at the level
+   divided by their number instead (`choose`). The winner's point estimate is still the best of several and
+   so optimistic; its bound is the honest part. `gain` and `gain_ci` report `metric` (validation accuracy
+   points by default) with the same one-sided bounds.
 """
 
 from __future__ import annotations
@@ -43,10 +50,13 @@ from ..models.base import ModelAdapter
 
 ACTIONS = ("trim", "relabel", "reweight")
 METRICS = ("accuracy", "log_loss")
+EVIDENCE = ("both", "accuracy", "log_loss")  # what may show that a candidate beats leaving the data alone
+GUARDS = ("sequence", "bonferroni")  # how the choice among many candidates is kept honest
 BUDGET_FACTORS = (0.5, 1.0, 1.5)
 RANKINGS = ({}, {"calibrate": True})  # find_label_issues options of the rankings the candidates act on
 CANDIDATE_COLUMNS = ("action", "ranking", "budget", "n_changed", "accuracy", "log_loss", "gain", "gain_low", "gain_high",
-                     "accuracy_gain", "log_loss_change", "chosen", "note")
+                     "accuracy_gain", "accuracy_low", "accuracy_high", "log_loss_gain", "log_loss_low", "log_loss_high",
+                     "passed", "chosen", "note")
 
 
 @dataclass
@@ -63,10 +73,10 @@ class CleanResult:
     weights : (len(train),) sample weights for ``fit(train, sample_weight=weights)`` (reweight), else None
     gain : improvement of the metric on `valid` over the "none" refit: accuracy points (0..100) for
         metric "accuracy", log-loss decrease (nats) for "log_loss"; 0 for "none"
-    gain_ci : (low, high) the simultaneous interval of `gain` (see the module docstring); (0, 0) for "none"
+    gain_ci : (low, high) one-sided bounds of `gain` at the level of the decision's tests; (0, 0) for "none"
     candidates : one row per candidate tried (columns `CANDIDATE_COLUMNS`), "none" first
     issues : the `find_label_issues` table the candidates were built from
-    metric, level : the metric chosen on and the joint confidence level of the intervals
+    metric : what `gain` measures; evidence : what the decision tested (`passes`); level : its joint confidence
     refit_note : what was refit for every candidate (the model's own `refit` or the user's function)
     notes : further facts (candidates skipped or failed, the count of wrong labels)
     """
@@ -81,6 +91,7 @@ class CleanResult:
     issues: pd.DataFrame
     weights: np.ndarray | None = None
     metric: str = "accuracy"
+    evidence: str = "both"
     level: float = 0.95
     refit_note: str = ""
     notes: list[str] = field(default_factory=list)
@@ -91,35 +102,31 @@ class CleanResult:
         return int(self.issues["is_issue"].sum())
 
     def summary(self) -> str:
-        """The one-line recommendation, e.g. "relabel 142 samples: validation accuracy +2.1 points [1.2, 3.0]"."""
-        base = self.candidates.iloc[0]
+        """The one-line recommendation, e.g. "relabel 142 samples: validation accuracy +2.1 points [+1.2, +3.0],
+        log-loss -0.052 [-0.070, -0.031]" (bounds one-sided at the level the decision used)."""
         if self.action == "none":
-            best = self.candidates.iloc[1:]
-            best = best[best["gain"].notna()]
-            why = "no action beats leaving it alone beyond its interval"
-            if len(best):
-                b = best.sort_values("gain", ascending=False, kind="stable").iloc[0]
-                why += (f" (best tried: {b['action']} {int(b['budget'])}, {_gain_text(b['gain'], self.metric)} "
-                        f"[{_num(b['gain_low'], self.metric)}, {_num(b['gain_high'], self.metric)}])")
-            else:
-                why = (f"no label looks wrong (validation accuracy {100 * base['accuracy']:.1f}%)" if self.n_issues == 0
-                       else "every candidate's refit failed")
+            tried = self.candidates.iloc[1:]
+            tried = tried[tried["accuracy"].notna()]
+            if len(tried):
+                b = tried.loc[max(tried.index, key=lambda i: (tried.loc[i, "accuracy_gain"], tried.loc[i, "log_loss_gain"]))]
+                return (f"keep the data as it is: no action beats leaving it alone beyond its bounds (best tried: "
+                        f"{b['action']} {int(b['budget'])}, {_both(b)})")
+            base = self.candidates.iloc[0]
+            why = (f"no label looks wrong (validation accuracy {100 * base['accuracy']:.1f}%)" if self.n_issues == 0
+                   else "every candidate's refit failed")
             return f"keep the data as it is: {why}"
-        lo, hi = self.gain_ci
-        return (f"{self.action} {self.budget:,} samples: {_gain_text(self.gain, self.metric)} "
-                f"[{_num(lo, self.metric)}, {_num(hi, self.metric)}]")
+        row = self.candidates[self.candidates["chosen"]].iloc[0]
+        return f"{self.action} {self.budget:,} samples: {_both(row)}"
 
     def __str__(self) -> str:
         return self.summary()
 
 
-def _num(x: float, metric: str) -> str:
-    return f"{x:+.1f}" if metric == "accuracy" else f"{x:+.3f}"
-
-
-def _gain_text(g: float, metric: str) -> str:
-    return (f"validation accuracy {g:+.1f} points" if metric == "accuracy"
-            else f"validation log-loss {-g:+.3f}")
+def _both(row: Any) -> str:
+    """ "validation accuracy +2.1 points [+1.2, +3.0], log-loss -0.052 [-0.070, -0.031]" for a candidate row."""
+    return (f"validation accuracy {row['accuracy_gain']:+.1f} points [{row['accuracy_low']:+.1f}, "
+            f"{row['accuracy_high']:+.1f}], log-loss {-row['log_loss_gain']:+.3f} [{-row['log_loss_high']:+.3f}, "
+            f"{-row['log_loss_low']:+.3f}]")
 
 
 # ---- refitting with the user's own training function ---------------------------------------------------
@@ -297,7 +304,7 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
           budgets: Sequence[int | float] | None = None, metric: str = "accuracy", n_boot: int = 2000,
           level: float = 0.95, n_jobs: int = 2, seed: int = 0,
           refit: Callable[..., ModelAdapter] | None = None, rankings: Sequence[dict[str, Any]] | None = None,
-          **options: Any) -> CleanResult:
+          evidence: str = "both", guard: str = "sequence", **options: Any) -> CleanResult:
     """Choose and validate what to do about wrong labels: trim, relabel, reweight, or nothing.
 
     Parameters
@@ -308,8 +315,12 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
     actions : which of "trim", "relabel", "reweight" to try
     budgets : counts (or fractions of n) tried for every action; default `BUDGET_FACTORS` x the estimated
         number of wrong labels (none tried when it is 0)
-    metric : "accuracy" (gain in points) or "log_loss" (gain = decrease in mean validation log-loss)
-    n_boot : bootstrap replicates of the paired difference; level : joint confidence of the intervals
+    metric : what `gain` reports: "accuracy" (points) or "log_loss" (decrease in mean validation log-loss)
+    evidence : what may show that a candidate beats leaving the data alone (`passes`): "both" (default: its
+        accuracy gain, or its log-loss decrease without lower accuracy), "accuracy" or "log_loss"
+    n_boot : bootstrap replicates of the paired difference; level : joint confidence of the decision
+    guard : "sequence" (default; fixed-sequence tests per ranking, `choose_in_sequence`) or "bonferroni"
+        (every candidate tested at (1 - level) / m, `choose`): how choosing among many stays honest
     n_jobs : parallel refits (`refit_many`); seed : refit and bootstrap seed
     refit : optional ``fn(split) -> fitted adapter`` that trains the model the way you do; it receives the
         candidate's split (trim: the kept rows; relabel: every row with the new labels). Reweighting calls
@@ -324,8 +335,9 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
 
     Returns
     -------
-    `CleanResult`; the decision rule is in the module docstring and `choose`: only a candidate whose
-    simultaneous (Bonferroni) lower bound is above 0 can be chosen, else "none". `train`, `valid` and `model` are not changed.
+    `CleanResult`; the decision rule is in the module docstring and `choose_in_sequence`: only a candidate
+    that `passes` in its ranking's test sequence can be chosen, else "none". `train`, `valid` and `model` are
+    not changed.
     """
     from ..models.refit import refit_many
 
@@ -338,6 +350,8 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
         actions = (actions,)
     actions = tuple(dict.fromkeys(check_choice(a, ACTIONS, "clean: action") for a in actions))
     check_choice(metric, METRICS, "clean: metric")
+    check_choice(guard, GUARDS, "clean: guard")
+    check_choice(evidence, EVIDENCE, "clean: evidence")
     n_boot = check_number(n_boot, "clean: n_boot", kind=int, low=100)
     level = check_number(level, "clean: level", low=0, high=1, low_open=True, high_open=True)
     if refit is not None and not callable(refit):
@@ -365,21 +379,38 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
                          weights=[c.weights for c in cands], n_jobs=n_jobs, seed=seed, skip=(InputError,))
     if results[0] is None:
         raise InputError("clean: the baseline refit on the training data as given failed")
-    table, diffs = _evaluate(cands, results, valid, metric)
+    table, diffs = _evaluate(cands, results, valid)
     table.insert(1, "ranking", ["" if c.action == "none" else tables[c.ranking][0] for c in cands])
-    m = max(1, len(cands) - 1)
-    alpha = (1 - level) / m
     rows = [i for i in range(1, len(cands)) if results[i] is not None]
-    if rows:
-        boots = paired_bootstrap(diffs[rows], n_boot, seed)
-        lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2], axis=1)
-        table.loc[rows, "gain_low"], table.loc[rows, "gain_high"] = lo, hi
-    table.loc[0, ["gain", "gain_low", "gain_high"]] = 0.0
-    pick = choose(table, boots if rows else np.zeros((0, n_boot)), rows, alpha, count)
+    stats = ("accuracy", "log_loss")
+    both = paired_bootstrap(np.vstack([diffs[k][rows] for k in stats]), n_boot, seed) if rows else np.zeros((0, n_boot))
+    boots = {k: both[j * len(rows):(j + 1) * len(rows)] for j, k in enumerate(stats)}
+    ranks = [c.ranking for c in cands]
+    n_fam = len({ranks[i] for i in rows}) if guard == "sequence" else max(1, len(rows))
+    n_stat = 2 if evidence == "both" else 1
+    alpha = (1 - level) / max(1, n_fam) / n_stat  # one-sided level of each bound
+    for k in stats:
+        table[f"{k}_gain"] = diffs[k].mean(1)
+        table.loc[0, [f"{k}_low", f"{k}_high"]] = 0.0
+        for j, i in enumerate(rows):
+            table.loc[i, [f"{k}_low", f"{k}_high"]] = np.quantile(boots[k][j], [alpha, 1 - alpha])
+    for suffix in ("", "_low", "_high"):
+        table[f"gain{suffix}"] = table[f"{metric}{suffix if suffix else '_gain'}"]
+    table["passed"] = [i in rows and passes(table, i, evidence) for i in range(len(cands))]
+    if guard == "sequence":
+        pick = choose_in_sequence(table, rows, ranks, count, evidence)
+        how = (f"tests in a fixed sequence per ranking (the budget closest to the count first), joint "
+               f"confidence {level:g}: {n_fam} ranking(s) x {n_stat} statistic(s), each bound one-sided at "
+               f"{1 - alpha:.4f}")
+    else:
+        pick = choose(table, boots["log_loss" if evidence == "log_loss" else "accuracy"], rows, alpha, count, evidence)
+        how = (f"{len(rows)} candidates x {n_stat} statistic(s), one-sided Bonferroni bounds at {1 - alpha:.4f} "
+               f"(joint level {level:g})")
     table["chosen"] = table.index == pick
     for i, c in enumerate(cands):
         if results[i] is None:
             table.loc[i, "note"] = "refit failed (e.g. a class left without samples)"
+    table = table[list(CANDIDATE_COLUMNS)]
     c = cands[pick]
     new_train = c.data if isinstance(c.data, Split) else train.subset(c.data)
     return CleanResult(action=c.action, budget=int(c.budget), positions=c.positions.copy(), train=new_train,
@@ -387,60 +418,111 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
                        gain_ci=(float(table.loc[pick, "gain_low"]), float(table.loc[pick, "gain_high"])),
                        candidates=table, issues=tables[c.ranking][1],
                        weights=None if c.weights is None else c.weights.copy(),
-                       metric=metric, level=level, refit_note=refit_note(model, refit),
+                       metric=metric, evidence=evidence, level=level, refit_note=refit_note(model, refit),
                        notes=notes + [f"{count:,} of {len(train):,} labels look wrong (confident learning's count); "
-                                      f"{m} candidates, intervals at the joint level {level:g} "
-                                      f"(each {1 - alpha:.4f})"])
+                                      + how])
 
 
-def choose(table: pd.DataFrame, boots: np.ndarray, rows: list[int], alpha: float, count: int = 0) -> int:
-    """The row of `table` to act on (0 = "none"), by the rule of the module docstring.
+def sequence_order(table: pd.DataFrame, i: int, count: int) -> tuple:
+    """Where candidate row `i` stands in its ranking's test sequence: the budget closest to the estimated
+    number of wrong labels first (the data's own estimate), then trim, relabel, reweight, then the smaller
+    budget. (Measured against "trim, reweight, relabel, each from the smallest budget up" on 18 noisy
+    settings: 0.61 against 0.56 of the noisy-to-oracle gap recovered on test data.)"""
+    order = {"trim": 0, "relabel": 1, "reweight": 2}
+    return (abs(int(table.loc[i, "budget"]) - count), order[table.loc[i, "action"]], int(table.loc[i, "budget"]))
 
-    boots : (len(rows), n_boot) paired bootstrap gains of the candidates `rows`; alpha : the per-interval
-    error level; count : the estimated number of wrong labels. Eligible: lower bound > 0. Among the eligible,
-    the best (largest gain, then lower log-loss) and every candidate whose paired difference to it is not
-    significant at the same level (the interval of best - candidate contains 0) are equally good on this
-    validation set; of those the one the prior favours is chosen: a plain data set (trim, relabel) before one
-    that needs weights (reweight), then the budget closest to the estimated count (the data's own estimate;
-    other budgets win only by a significant margin), the smaller budget, trim before relabel (removing a
-    doubtful label asserts less than replacing it), and the first ranking.
+
+def passes(table: pd.DataFrame, i: int, evidence: str = "both") -> bool:
+    """Whether candidate row `i` beats leaving the data alone beyond its bound: the one-sided lower bound of
+    its validation accuracy gain is above 0, or (evidence "both" or "log_loss") the lower bound of its
+    log-loss decrease is above 0 while its validation accuracy is not lower."""
+    acc = bool(table.loc[i, "accuracy_low"] > 0)
+    loss = bool(table.loc[i, "log_loss_low"] > 0 and table.loc[i, "accuracy_gain"] >= 0)
+    return {"accuracy": acc, "log_loss": loss}.get(evidence, acc or loss)
+
+
+def _score(table: pd.DataFrame, i: int) -> tuple:
+    """How good a passed candidate is: the larger log-loss decrease (a proper scoring rule: it ranks refits far
+    more reliably than 0/1 accuracy on a few hundred samples), then the larger accuracy gain."""
+    return (table.loc[i, "log_loss_gain"], table.loc[i, "accuracy_gain"])
+
+
+def choose_in_sequence(table: pd.DataFrame, rows: list[int], rankings: list[int], count: int,
+                       evidence: str = "both") -> int:
+    """The default rule (``guard="sequence"``): fixed-sequence testing within each ranking, Bonferroni across
+    rankings and across the two statistics of ``evidence="both"`` (the bounds in `table` are at that level).
+
+    A ranking's candidates are tested in `sequence_order` with `passes`, each only while every earlier one in
+    its sequence passed (Maurer, Hothorn & Lehmacher 1995: a fixed sequence of tests, each at the full level,
+    controls the familywise error). So with probability >= `level` every candidate that passes truly beats
+    leaving the data alone (on the validation distribution), and the best of them (`_score`) is chosen; none
+    passed: row 0 ("none"). The winner's point estimate is optimistic (the best of several); its bound is the
+    honest part. Notes the candidates not tested. count : the estimated number of wrong labels.
     """
-    eligible = [k for k, i in enumerate(rows) if table.loc[i, "gain_low"] > 0]
+    fams: dict[int, list[int]] = {}
+    for i in rows:
+        fams.setdefault(rankings[i], []).append(i)
+    passed = []
+    for members in fams.values():
+        going = True
+        for i in sorted(members, key=lambda i: sequence_order(table, i, count)):
+            if not going:
+                note = table.loc[i, "note"]
+                table.loc[i, "note"] = (note + "; " if note else "") + "not tested: an earlier candidate of its " \
+                    "ranking did not pass"
+                table.loc[i, "passed"] = False
+            elif passes(table, i, evidence):
+                passed.append(i)
+            else:
+                going = False
+    if not passed:
+        return 0
+    return int(max(passed, key=lambda i: (_score(table, i), [-v for v in sequence_order(table, i, count)])))
+
+
+def choose(table: pd.DataFrame, boots: np.ndarray, rows: list[int], alpha: float, count: int = 0,
+           evidence: str = "both") -> int:
+    """The row of `table` to act on with ``guard="bonferroni"`` (0 = "none"): every candidate tested with
+    `passes` at the Bonferroni share `alpha`.
+
+    boots : (len(rows), n_boot) paired bootstrap gains of the candidates `rows` in the statistic that ranks
+    them; count : the estimated number of wrong labels. Among those that pass, the best (`_score`) and every
+    candidate whose paired difference to it is not significant at `alpha` are equally good on this
+    validation set; of those the one the prior favours is chosen: a plain data set (trim, relabel) before one
+    that needs weights (reweight), then the budget closest to the estimated count, the smaller budget, trim
+    before relabel, and the first ranking.
+    """
+    eligible = [k for k, i in enumerate(rows) if passes(table, i, evidence)]
     if not eligible:
         return 0
-    best = min(eligible, key=lambda k: (-table.loc[rows[k], "gain"], table.loc[rows[k], "log_loss"]))
-    tied = [k for k in eligible if k == best or np.quantile(boots[best] - boots[k], alpha / 2) <= 0]
+    best = max(eligible, key=lambda k: _score(table, rows[k]))
+    tied = [k for k in eligible if k == best or np.quantile(boots[best] - boots[k], alpha) <= 0]
     order = {"trim": 0, "relabel": 1, "reweight": 2}
     k = min(tied, key=lambda k: (table.loc[rows[k], "action"] == "reweight", abs(table.loc[rows[k], "budget"] - count),
                                  table.loc[rows[k], "budget"], order[table.loc[rows[k], "action"]], k))
     return int(rows[k])
 
 
-def _evaluate(cands: list[Candidate], results: list[Any], valid: Split, metric: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """The candidates table (without intervals) and (m, n_valid) per-sample differences to "none" in the
-    metric's gain units."""
+def _evaluate(cands: list[Candidate], results: list[Any], valid: Split) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The candidates table (without intervals) and, per statistic, (m, n_valid) per-sample differences to
+    "none" in gain units: "accuracy" (points: 100 x correct) and "log_loss" (decrease of the sample's loss)."""
     y = np.asarray(valid.y).astype(str)
     nv = len(valid)
-    rows, per = [], []
+    rows, acc, ll = [], [], []
     for c, r in zip(cands, results):
+        row = {"action": c.action, "budget": c.budget, "n_changed": len(c.positions), "accuracy": np.nan,
+               "log_loss": np.nan, "note": c.note}
         if r is None:
-            per.append(np.full(nv, np.nan))
-            rows.append({"action": c.action, "budget": c.budget, "n_changed": len(c.positions), "accuracy": np.nan,
-                         "log_loss": np.nan, "note": c.note})
-            continue
-        correct = (np.asarray(r["pred"]).astype(str) == y).astype(np.float64)
-        loss = np.asarray(r["loss"], dtype=np.float64)
-        per.append(100 * correct if metric == "accuracy" else -loss)
-        per_loss = loss
-        rows.append({"action": c.action, "budget": c.budget, "n_changed": len(c.positions),
-                     "accuracy": float(correct.mean()), "log_loss": float(per_loss.mean()), "note": c.note})
-    P = np.vstack(per)
-    diffs = P - P[0]
+            acc.append(np.full(nv, np.nan))
+            ll.append(np.full(nv, np.nan))
+        else:
+            correct = (np.asarray(r["pred"]).astype(str) == y).astype(np.float64)
+            loss = np.asarray(r["loss"], dtype=np.float64)
+            acc.append(100 * correct)
+            ll.append(-loss)
+            row.update(accuracy=float(correct.mean()), log_loss=float(loss.mean()))
+        rows.append(row)
+    diffs = {"accuracy": np.vstack(acc) - acc[0], "log_loss": np.vstack(ll) - ll[0]}
     table = pd.DataFrame(rows)
-    table["gain"] = diffs.mean(1)
-    table["gain_low"] = np.nan
-    table["gain_high"] = np.nan
-    table["accuracy_gain"] = 100 * (table["accuracy"] - table.loc[0, "accuracy"])
-    table["log_loss_change"] = table["log_loss"] - table.loc[0, "log_loss"]
     table["chosen"] = False
-    return table[[c for c in CANDIDATE_COLUMNS if c != "ranking"]], diffs
+    return table, diffs

@@ -12,6 +12,7 @@ from typing import Any
 from .style import CSS, pct as _pct
 from .svg import BLUE, FONT, GREY, HARM_TEXT, INK, nice_ticks
 
+
 def _gain(x: float | None, metric: str) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
@@ -22,34 +23,41 @@ def _unit(metric: str) -> str:
     return "validation accuracy, points" if metric == "accuracy" else "decrease of validation log-loss"
 
 
-def interval_chart(cands: list[dict[str, Any]], metric: str, width: int = 640) -> str:
-    """One row per candidate: its gain over "none" (dot) and simultaneous interval (line); 0 marked."""
-    rows = [c for c in cands[1:] if c.get("gain") is not None and not math.isnan(c["gain"])]
+def _finite(x: Any) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+def interval_chart(cands: list[dict[str, Any]], metric: str, width: int = 520) -> str:
+    """One row per candidate: its gain over "none" in `metric` ("accuracy": points, "log_loss": decrease) as
+    a dot and its one-sided bounds as a line; 0 marked."""
+    key = metric
+    rows = [c for c in cands[1:] if _finite(c.get(f"{key}_gain")) and _finite(c.get(f"{key}_low"))]
     if not rows:
         return ""
-    vals = [v for c in rows for v in (c["gain_low"], c["gain_high"], c["gain"]) if v is not None and not math.isnan(v)]
+    vals = [v for c in rows for v in (c[f"{key}_low"], c[f"{key}_high"], c[f"{key}_gain"]) if _finite(v)]
     lo, hi = min(vals + [0.0]), max(vals + [0.0])
     pad = (hi - lo) * 0.06 or 1.0
     lo, hi = lo - pad, hi + pad
-    left, right, top, rh = 230, 20, 26, 22
+    left, right, top, rh = 200, 16, 26, 22
     h = top + rh * len(rows) + 34
     x = lambda v: left + (v - lo) / (hi - lo) * (width - left - right)  # noqa: E731
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {h}" width="100%" role="img" '
-             f'style="{FONT};max-width:{width}px"><title>Gain of every candidate over leaving the data alone, with '
-             f'its interval</title>',
+             f'style="{FONT};max-width:{width}px"><title>{escape(_unit(metric))}: gain of every candidate over '
+             f'leaving the data alone, with its bounds</title>',
              f'<line x1="{x(0):.1f}" y1="{top - 8}" x2="{x(0):.1f}" y2="{h - 30}" stroke="{GREY}" stroke-dasharray="4 3"/>',
              f'<text x="{x(0):.1f}" y="{top - 12}" font-size="11" fill="{GREY}" text-anchor="middle">no change</text>']
     for i, c in enumerate(rows):
         y = top + rh * i + rh / 2
-        colour = BLUE if c.get("chosen") else (HARM_TEXT if c["gain_high"] < 0 else INK)
+        g, g_lo, g_hi = c[f"{key}_gain"], c[f"{key}_low"], c[f"{key}_high"]
+        colour = BLUE if c.get("chosen") else (HARM_TEXT if g_hi < 0 else INK)
         label = f'{c["action"]} {int(c["budget"]):,}' + (f' ({c["ranking"]})' if c.get("ranking") not in (None, "", "default") else "")
-        tip = f'{label}: {_gain(c["gain"], metric)} [{_gain(c["gain_low"], metric)}, {_gain(c["gain_high"], metric)}]'
+        tip = f'{label}: {_gain(g, metric)} [{_gain(g_lo, metric)}, {_gain(g_hi, metric)}]'
         bold = ' font-weight="700"' if c.get("chosen") else ""
         parts.append(f'<text x="{left - 8}" y="{y + 4:.1f}" font-size="12" text-anchor="end" fill="{colour}"'
                      f'{bold}>{escape(label)}</text>')
-        parts.append(f'<g><title>{escape(tip)}</title><line x1="{x(c["gain_low"]):.1f}" y1="{y:.1f}" '
-                     f'x2="{x(c["gain_high"]):.1f}" y2="{y:.1f}" stroke="{colour}" stroke-width="2"/>'
-                     f'<circle cx="{x(c["gain"]):.1f}" cy="{y:.1f}" r="4" fill="{colour}"/></g>')
+        parts.append(f'<g><title>{escape(tip)}</title><line x1="{x(g_lo):.1f}" y1="{y:.1f}" '
+                     f'x2="{x(g_hi):.1f}" y2="{y:.1f}" stroke="{colour}" stroke-width="2"/>'
+                     f'<circle cx="{x(g):.1f}" cy="{y:.1f}" r="4" fill="{colour}"/></g>')
     for v in nice_ticks(lo, hi, 6):
         parts.append(f'<text x="{x(v):.1f}" y="{h - 14}" font-size="11" text-anchor="middle" fill="{GREY}">'
                      f'{_gain(v, metric)}</text>')
@@ -65,35 +73,43 @@ def _headline(rec: dict[str, Any]) -> str:
 
 def _trim_note(rec: dict[str, Any]) -> str:
     """Say plainly when removing samples lowers the target, and what does help."""
-    cands, metric = rec["candidates"], rec["metric"]
-    worse = [c for c in cands[1:] if c["action"] == "trim" and c.get("gain") is not None and c["gain"] < 0]
+    cands, metric = rec["candidates"], "accuracy"
+    worse = [c for c in cands[1:] if c["action"] == "trim" and _finite(c.get("accuracy_gain")) and c["accuracy_gain"] < 0]
     if not worse:
         return ""
-    w = min(worse, key=lambda c: c["gain"])
+    w = min(worse, key=lambda c: c["accuracy_gain"])
     helps = ("nothing tried helps beyond its interval: keep the data and check the labels by hand, most likely "
              "wrong first (issues file, rank 0 first)" if rec["action"] == "none"
              else f"what helps is {escape(rec['summary'])}")
     return (f'<p class="note"><b>Trimming can hurt.</b> Removing the {int(w["budget"]):,} samples most likely '
-            f'mislabelled changes the {escape(_unit(metric))} by {_gain(w["gain"], metric)} '
-            f'[{_gain(w["gain_low"], metric)}, {_gain(w["gain_high"], metric)}]; {helps}.</p>')
+            f'mislabelled changes the {escape(_unit(metric))} by {_gain(w["accuracy_gain"], metric)} '
+            f'[{_gain(w["accuracy_low"], metric)}, {_gain(w["accuracy_high"], metric)}]; {helps}.</p>')
 
 
 def candidates_table(rec: dict[str, Any]) -> str:
-    metric = rec["metric"]
-    head = ("<tr><th>action</th><th>ranking</th><th>samples changed</th><th>validation accuracy</th><th>validation log-loss</th>"
-            f"<th>gain ({escape(_unit(metric))})</th><th>interval</th><th>note</th></tr>")
+    head = ("<tr><th>action</th><th>ranking</th><th>samples changed</th><th>validation accuracy</th>"
+            "<th>validation log-loss</th><th>accuracy gain, points [bounds]</th><th>log-loss decrease [bounds]</th>"
+            "<th>passed</th><th>note</th></tr>")
     body = []
     for c in rec["candidates"]:
-        ok = c.get("accuracy") is not None and not math.isnan(c["accuracy"])
-        interval = ("baseline" if c["action"] == "none" else
-                    f'[{_gain(c["gain_low"], metric)}, {_gain(c["gain_high"], metric)}]')
+        ok = _finite(c.get("accuracy"))
+
+        def cell(key: str) -> str:
+            if c["action"] == "none":
+                return '<td class="num">baseline</td>'
+            if not ok:
+                return '<td class="num">–</td>'
+            return (f'<td class="num">{_gain(c[f"{key}_gain"], key)} [{_gain(c[f"{key}_low"], key)}, '
+                    f'{_gain(c[f"{key}_high"], key)}]</td>')
+
+        passed = "" if c["action"] == "none" else ("yes" if c.get("passed") else "no")
         body.append(f'<tr class="{"chosen" if c.get("chosen") else ""}"><td>{escape(c["action"])}'
                     f'{" ✓" if c.get("chosen") else ""}</td><td>{escape(str(c.get("ranking") or ""))}</td>'
                     f'<td class="num">{int(c["n_changed"]):,}</td>'
                     f'<td class="num">{_pct(c["accuracy"]) if ok else "–"}</td>'
                     f'<td class="num">{format(c["log_loss"], ".4f") if ok else "–"}</td>'
-                    f'<td class="num">{_gain(c["gain"], metric) if ok else "–"}</td><td class="num">{interval}</td>'
-                    f'<td>{escape(str(c.get("note") or ""))}</td></tr>')
+                    + cell("accuracy") + cell("log_loss")
+                    + f'<td>{passed}</td><td>{escape(str(c.get("note") or ""))}</td></tr>')
     return f"<table>{head}{''.join(body)}</table>"
 
 
@@ -119,8 +135,7 @@ def top_table(rec: dict[str, Any]) -> str:
 def clean_section(rec: dict[str, Any], heading: str = "Recommendation") -> str:
     """The recommendation, the candidates (chart and table) and the most likely mislabelled samples: used by
     the clean report and, as one section, by the demo's report."""
-    level, metric = rec["level"], rec["metric"]
-    m = max(1, len(rec["candidates"]) - 1)
+    level = rec["level"]
     noisy = rec.get("noisy")
     known = ""
     if noisy:
@@ -135,13 +150,15 @@ def clean_section(rec: dict[str, Any], heading: str = "Recommendation") -> str:
             f'<h3>Every candidate, refit and measured on {rec["n_valid"]:,} validation samples</h3>'
             f'<p class="note">Each candidate acts on the samples most likely mislabelled, by the detector\'s default '
             f'ranking or by confident learning\'s per-class thresholds (calibrate=True): trim removes them, relabel '
-            f'gives them their suggested label, reweight gives them the weight p(given label). Gains are over a refit on '
-            f'the data as given (the same procedure), with paired bootstrap intervals over the validation samples at '
-            f'the joint level {level:g} for the {m} candidates (each at {1 - (1 - level) / m:.4f}, Bonferroni), so '
-            f'that picking the best of them stays honest. An action is recommended only when its lower bound is above '
-            f'0; among those not significantly worse than the best, the one without weights whose budget is '
-            f'closest to the estimated count.</p>'
-            f'<figure>{interval_chart(rec["candidates"], metric)}</figure>{candidates_table(rec)}'
+            f'gives them their suggested label, reweight gives them the weight p(given label). Gains are over a refit '
+            f'on the data as given (the same procedure), with one-sided paired bootstrap bounds over the validation '
+            f'samples. A candidate passes when its validation accuracy gain is above 0 beyond its bound, or its '
+            f'log-loss decrease is above 0 beyond its bound without lower accuracy; the tests run in a fixed order '
+            f'per ranking (trim, reweight, relabel, each from the smallest budget up) and stop at the first that '
+            f'fails, so that all of them hold together with probability {level:g} however many candidates are '
+            f'tried. Of those that pass, the largest accuracy gain is recommended.</p>'
+            f'<div class="charts"><figure>{interval_chart(rec["candidates"], "accuracy")}</figure>'
+            f'<figure>{interval_chart(rec["candidates"], "log_loss")}</figure></div>{candidates_table(rec)}'
             f'<h3>Samples most likely mislabelled</h3>{top_table(rec)}'
             f'<p class="note">{escape(rec["refit_note"])}. {escape("; ".join(rec.get("notes", [])))}.</p></section>')
 

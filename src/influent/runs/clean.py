@@ -44,7 +44,7 @@ def output_paths(out: Path, train_path: str) -> dict[str, Path]:
 
 
 def reproduce_command(cfg: RunConfig, out: Path, actions: Sequence[str], budgets: Sequence[Any] | None, metric: str,
-                      n_boot: int, level: float, options: dict[str, Any]) -> str:
+                      n_boot: int, level: float, options: dict[str, Any], evidence: str = "both") -> str:
     """The `influent clean` command line that repeats this run (absolute input paths, every setting)."""
     args = ["influent", "clean", "--train", cfg.train, "--valid", cfg.valid, "--label", cfg.label]
     for flag, value in (("--id", cfg.id_column), ("--group", cfg.group)):
@@ -61,7 +61,7 @@ def reproduce_command(cfg: RunConfig, out: Path, actions: Sequence[str], budgets
     args += ["--actions", ",".join(actions)]
     for b in budgets or ():
         args += ["--budget", str(b)]
-    args += ["--metric", metric, "--n-boot", str(n_boot), "--level", f"{level:g}", "--seed", str(cfg.seed)]
+    args += ["--metric", metric, "--evidence", evidence, "--n-boot", str(n_boot), "--level", f"{level:g}", "--seed", str(cfg.seed)]
     for key, value in options.items():
         import json
 
@@ -130,7 +130,8 @@ def clean_record(res: CleanResult, cfg: RunConfig, data: Data, model_label: str,
                  "flipped_among_acted": int(flipped[res.positions].sum())}
     return jsonable({
         "command": kind, "reproduce": command, "summary": res.summary(), "action": res.action, "budget": res.budget,
-        "gain": res.gain, "gain_ci": list(res.gain_ci), "metric": res.metric, "level": res.level,
+        "gain": res.gain, "gain_ci": list(res.gain_ci), "metric": res.metric, "evidence": res.evidence,
+        "level": res.level,
         "n_train": len(data.train), "n_valid": len(data.valid), "n_issues": res.n_issues,
         "train_file": Path(cfg.train).name, "valid_file": Path(cfg.valid).name, "label": cfg.label,
         "model": model_label, "refit_note": res.refit_note, "notes": res.notes,
@@ -141,7 +142,7 @@ def clean_record(res: CleanResult, cfg: RunConfig, data: Data, model_label: str,
 
 def run_clean(cfg: RunConfig, data: Data, steps: Steps, *, out: Path, actions: Sequence[str],
               budgets: Sequence[Any] | None, metric: str, n_boot: int, level: float, n_jobs: int,
-              options: dict[str, Any], model: Any = None) -> CleanOutcome:
+              options: dict[str, Any], model: Any = None, evidence: str = "both") -> CleanOutcome:
     """Fit the model of `cfg` on the training split (unless a fitted `model` is given), run `clean`, and
     build what `write_clean` writes."""
     from ..models.factory import build_model, model_label
@@ -156,11 +157,11 @@ def run_clean(cfg: RunConfig, data: Data, steps: Steps, *, out: Path, actions: S
                 model.fit(data.train)
     with steps.step("find label issues, refit candidates, bootstrap"):
         res = clean(model, data.train, data.valid, actions=actions, budgets=budgets, metric=metric, n_boot=n_boot,
-                    level=level, n_jobs=n_jobs, seed=cfg.seed, **options)
+                    level=level, n_jobs=n_jobs, seed=cfg.seed, evidence=evidence, **options)
     with steps.step("build report"):
         issues_rows = _add_issue_columns(frame_rows(data, np.arange(len(data.train))), res.issues)
         rows = cleaned_rows(data, cfg, res)
-        command = reproduce_command(cfg, out, actions, budgets, metric, n_boot, level, options)
+        command = reproduce_command(cfg, out, actions, budgets, metric, n_boot, level, options, evidence)
         record = clean_record(res, cfg, data, model_label(cfg.model, model), command, dict(steps.timings))
         html = build_clean_report(record)
     return CleanOutcome(res, issues_rows, rows, record, html)

@@ -179,7 +179,7 @@ def demo_clean(cfg: RunConfig, data: Any, model: Any, out: Path, seed: int) -> d
     res = clean(model, data.train, data.valid, n_jobs=1, seed=seed)
     ccfg = dataclasses.replace(cfg, train=str(Path(cfg.train).resolve()), valid=str(Path(cfg.valid).resolve()),
                                test=None, drop=[cfg.clean_label_column], clean_label_column=None)
-    command = reproduce_command(ccfg, out / "clean", ACTIONS, None, res.metric, 2000, res.level, {})
+    command = reproduce_command(ccfg, out / "clean", ACTIONS, None, res.metric, 2000, res.level, {}, res.evidence)
     rec = clean_record(res, ccfg, data, model_label(cfg.model, model), command, {}, kind="demo")
     before = model.accuracy(data.test)
     after = before if res.action == "none" else model.refit(res.train, sample_weight=res.weights).accuracy(data.test)

@@ -490,7 +490,8 @@ def clean_command(
                                  "may show that an action beats leaving the data alone (both: its accuracy gain, or "
                                  "its log-loss decrease without lower accuracy)"),
     n_boot: int = typer.Option(2000, "--n-boot", help="bootstrap replicates over the validation samples"),
-    level: float = typer.Option(0.95, "--level", help="joint confidence level of the candidates' intervals"),
+    level: float = typer.Option(0.95, "--level", help="joint confidence of the decision's tests (all of them hold "
+                                "together with this probability)"),
     jobs: int = typer.Option(2, "--jobs", help="parallel refits"),
     option: list[str] = typer.Option([], "--option", "-o", help="option of the wrong-label detector KEY=VALUE "
                                      "(influent methods mislabel)"),
@@ -499,7 +500,7 @@ def clean_command(
     force: bool = typer.Option(False, "--force", help="replace the outputs of an earlier run in --out"),
 ) -> None:
     """Find the wrong labels, try trim / relabel / reweight at a few budgets, refit and measure each on --valid,
-    and recommend one only when it beats leaving the data alone beyond its interval.
+    and recommend one only when it beats leaving the data alone beyond its bound (docs/actions.md).
 
     Writes OUT/issues.<fmt> (the training rows plus suggested_label, p_label, score, is_issue, rank),
     OUT/train-clean.<fmt> (the training rows with the recommended action applied; reweight adds a weight

@@ -1,5 +1,5 @@
-"""The report page of `influent clean`: the recommendation with its gain and interval, the command that
-repeats it, every candidate tried (a table and an interval chart), and the samples most likely mislabelled.
+"""The report page of `influent clean`: the recommendation with its gains and bounds, the command that
+repeats it, every candidate tried (a table and two bound charts), and the samples most likely mislabelled.
 
 Built from the record of `influent.runs.clean.clean_record`; self-contained like the score report."""
 
@@ -78,7 +78,7 @@ def _trim_note(rec: dict[str, Any]) -> str:
     if not worse:
         return ""
     w = min(worse, key=lambda c: c["accuracy_gain"])
-    helps = ("nothing tried helps beyond its interval: keep the data and check the labels by hand, most likely "
+    helps = ("nothing tried helps beyond its bound: keep the data and check the labels by hand, most likely "
              "wrong first (issues file, rank 0 first)" if rec["action"] == "none"
              else f"what helps is {escape(rec['summary'])}")
     return (f'<p class="note"><b>Trimming can hurt.</b> Removing the {int(w["budget"]):,} samples most likely '
@@ -154,9 +154,9 @@ def clean_section(rec: dict[str, Any], heading: str = "Recommendation") -> str:
             f'on the data as given (the same procedure), with one-sided paired bootstrap bounds over the validation '
             f'samples. A candidate passes when its validation accuracy gain is above 0 beyond its bound, or its '
             f'log-loss decrease is above 0 beyond its bound without lower accuracy; the tests run in a fixed order '
-            f'per ranking (trim, reweight, relabel, each from the smallest budget up) and stop at the first that '
-            f'fails, so that all of them hold together with probability {level:g} however many candidates are '
-            f'tried. Of those that pass, the largest accuracy gain is recommended.</p>'
+            f'per ranking (the budget closest to the estimated count first; trim, relabel, reweight) and stop at '
+            f'the first that fails, so that all of them hold together with probability {level:g} however many '
+            f'candidates are tried. Of those that pass, the largest log-loss decrease is recommended.</p>'
             f'<div class="charts"><figure>{interval_chart(rec["candidates"], "accuracy")}</figure>'
             f'<figure>{interval_chart(rec["candidates"], "log_loss")}</figure></div>{candidates_table(rec)}'
             f'<h3>Samples most likely mislabelled</h3>{top_table(rec)}'

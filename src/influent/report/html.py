@@ -94,7 +94,7 @@ def _trim_hurts(res: dict[str, Any], before: float, after: float) -> str:
     cl = res.get("clean")
     helps = (f"what the measured choice recommends: {escape(cl['summary'])}" if cl else
              "<code>influent clean</code> measures trim, relabel and reweight against leaving the data alone and "
-             "recommends one only when it helps beyond its interval")
+             "recommends one only when it helps beyond its bound")
     return f" <b>Trimming them lowers test accuracy</b>; {helps}."
 
 

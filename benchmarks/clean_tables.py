@@ -75,7 +75,7 @@ def main() -> None:
         rows.append((name, len(flip), res.n_issues, f"{res.action} {res.budget} ({hit} flipped)" if res.budget else "none",
                      f"{res.gain:+.1f} [{res.gain_ci[0]:+.1f}, {res.gain_ci[1]:+.1f}]", model.accuracy(test), after,
                      oracle, f"{cl:.3f} ({cl_n})", secs))
-    head = ("table", "flips", "counted", "clean's choice", "valid gain [CI]", "test noisy", "test clean",
+    head = ("table", "flips", "counted", "clean's choice", "valid accuracy gain [bounds]", "test noisy", "test clean",
             "test oracle", "test cleanlab (dropped)", "clean s")
     print("| " + " | ".join(head) + " |")
     print("|" + " --- |" * len(head))

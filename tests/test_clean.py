@@ -318,3 +318,23 @@ def test_cli_clean_bad_input_exits_2_with_one_line(digits5, tmp_path, capsys, ar
     code, _, err = run_cli(["clean", "--train", tr, "--valid", va, *args, "--jobs", 1, "--out", tmp_path / "o"], capsys)
     assert code == 2 and words in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_score_says_harmful_only_for_a_signed_effect_on_a_target(data_dir, tmp_path, capsys):
+    """Item 4 of issue 22: a method without a target never calls samples harmful; one with a target does."""
+    import json
+
+    common = ["score", "--train", data_dir / "train.csv", "--valid", data_dir / "valid.csv", "--label", "y",
+              "--no-curve"]
+    code, stdout, err = run_cli(common + ["--method", "self-if", "--out", tmp_path / "self"], capsys)
+    assert code == 0, err
+    words = " ".join(stdout.split())
+    assert "look unusual" in words and "harmful (" not in words and "look harmful" not in words
+    html = (tmp_path / "self" / "report.html").read_text()
+    assert "look harmful" not in html and "look unusual" in html
+    s = json.loads((tmp_path / "self" / "run.json").read_text())["results"]["summary"]
+    assert s["says"] == "unusual" and s["rule"] == "outlier"
+    code, stdout, err = run_cli(common + ["--method", "if", "--out", tmp_path / "if"], capsys)
+    assert code == 0, err
+    assert "look harmful" in " ".join(stdout.split())
+    assert json.loads((tmp_path / "if" / "run.json").read_text())["results"]["summary"]["says"] == "harmful"

@@ -488,7 +488,7 @@ def clean_command(
     metric: str = typer.Option("accuracy", "--metric", help="accuracy | log_loss: what the reported gain measures"),
     evidence: str = typer.Option("both", "--evidence", help="both | accuracy | log_loss: whose one-sided bounds "
                                  "may show that an action beats leaving the data alone (both: its accuracy gain, or "
-                                 "its log-loss decrease with higher accuracy)"),
+                                 "its log-loss decrease without lower accuracy)"),
     n_boot: int = typer.Option(2000, "--n-boot", help="bootstrap replicates over the validation samples"),
     level: float = typer.Option(0.95, "--level", help="joint confidence of the decision's tests (all of them hold "
                                 "together with this probability)"),

@@ -20,7 +20,7 @@ the action only if the refit model is measurably better on held-out data.
    log-loss.
 5. The decision (`choose_in_sequence`): a candidate *passes* when it beats leaving the data alone beyond
    its bound: the one-sided lower bound of its validation accuracy gain is above 0, or the lower bound of
-   its log-loss decrease is above 0 and its validation accuracy is higher (``evidence="both"``; log-loss
+   its log-loss decrease is above 0 and its validation accuracy is not lower (``evidence="both"``; log-loss
    is a proper scoring rule and far less noisy than 0/1 accuracy on a few hundred samples, accuracy is what
    trimming sometimes improves while the log-loss of the now more confident model rises). Choosing among
    many candidates would make the winner look better than it is (the winner's curse), so the tests are
@@ -317,7 +317,7 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
         number of wrong labels (none tried when it is 0)
     metric : what `gain` reports: "accuracy" (points) or "log_loss" (decrease in mean validation log-loss)
     evidence : what may show that a candidate beats leaving the data alone (`passes`): "both" (default: its
-        accuracy gain, or its log-loss decrease with higher accuracy), "accuracy" or "log_loss"
+        accuracy gain, or its log-loss decrease without lower accuracy), "accuracy" or "log_loss"
     n_boot : bootstrap replicates of the paired difference; level : joint confidence of the decision
     guard : "sequence" (default; fixed-sequence tests per ranking, `choose_in_sequence`) or "bonferroni"
         (every candidate tested at (1 - level) / m, `choose`): how choosing among many stays honest
@@ -435,16 +435,17 @@ def sequence_order(table: pd.DataFrame, i: int, count: int) -> tuple:
 def passes(table: pd.DataFrame, i: int, evidence: str = "both") -> bool:
     """Whether candidate row `i` beats leaving the data alone beyond its bound: the one-sided lower bound of
     its validation accuracy gain is above 0, or (evidence "both" or "log_loss") the lower bound of its
-    log-loss decrease is above 0 while its validation accuracy is higher (a log-loss gain alone, with
-    accuracy unchanged, is not acted on: in the demo such a relabelling cost 0.6 points of test accuracy)."""
+    log-loss decrease is above 0 while its validation accuracy is not lower. (Requiring a strictly higher
+    accuracy recovers 0.44 of the gap on benchmarks/clean_rules.py against 0.53.)"""
     acc = bool(table.loc[i, "accuracy_low"] > 0)
-    loss = bool(table.loc[i, "log_loss_low"] > 0 and table.loc[i, "accuracy_gain"] > 0)
+    loss = bool(table.loc[i, "log_loss_low"] > 0 and table.loc[i, "accuracy_gain"] >= 0)
     return {"accuracy": acc, "log_loss": loss}.get(evidence, acc or loss)
 
 
 def _score(table: pd.DataFrame, i: int) -> tuple:
     """How good a passed candidate is: the larger log-loss decrease (a proper scoring rule: it ranks refits far
-    more reliably than 0/1 accuracy on a few hundred samples), then the larger accuracy gain."""
+    more reliably than 0/1 accuracy on a few hundred samples), then the larger accuracy gain. (Measured on the
+    12 settings of benchmarks/clean_rules.py: 0.53 of the gap against 0.45 with the accuracy gain first.)"""
     return (table.loc[i, "log_loss_gain"], table.loc[i, "accuracy_gain"])
 
 

@@ -153,7 +153,7 @@ def clean_section(rec: dict[str, Any], heading: str = "Recommendation") -> str:
             f'gives them their suggested label, reweight gives them the weight p(given label). Gains are over a refit '
             f'on the data as given (the same procedure), with one-sided paired bootstrap bounds over the validation '
             f'samples. A candidate passes when its validation accuracy gain is above 0 beyond its bound, or its '
-            f'log-loss decrease is above 0 beyond its bound with higher accuracy; the tests run in a fixed order '
+            f'log-loss decrease is above 0 beyond its bound without lower accuracy; the tests run in a fixed order '
             f'per ranking (the budget closest to the estimated count first; trim, relabel, reweight) and stop at '
             f'the first that fails, so that all of them hold together with probability {level:g} however many '
             f'candidates are tried. Of those that pass, the largest log-loss decrease is recommended.</p>'

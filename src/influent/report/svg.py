@@ -196,8 +196,9 @@ def class_rows(dist: dict[str, Any], threshold: float, rule: str, width: int = 1
     row_h, gap = 30, 6
     top, bottom, left, right = 28, 46, 70, 150
     height = top + bottom + len(rows) * (row_h + gap)
+    flagged = "look harmful" if rule == "negative" else "are flagged (likely mislabelled or unusual, not shown harmful)"
     c = Chart(width, height, (top, right, bottom, left), "Score distribution by class",
-              "Histogram of score values per class; bars left of the threshold line are samples that look harmful.")
+              f"Histogram of score values per class; bars left of the threshold line are samples that {flagged}.")
     c.domain(edges[0], edges[-1], 0, 1)
     ticks = [t for t in nice_ticks(edges[0], edges[-1], 6) if edges[0] <= t <= edges[-1]]
     ex = scale_exponent(ticks)
@@ -207,7 +208,7 @@ def class_rows(dist: dict[str, Any], threshold: float, rule: str, width: int = 1
         c.text(xx, height - bottom + 16, fmt(t, ex), "middle", 11)
     word = "harmful" if rule == "negative" else "flagged"
     c.text((left + width - right) / 2, height - 10,
-           "score value: lower = more harmful" + (f" (×10{superscript(ex)})" if ex else ""), "middle", 12)
+           "score value: lower = " + ("more harmful" if rule == "negative" else "more suspicious") + (f" (×10{superscript(ex)})" if ex else ""), "middle", 12)
     c.text(width - right + 12, top - 10, word, "start", 11, GREY, "bold")
     bw = (c.w - left - right) / (len(edges) - 1)
     for r, row in enumerate(rows):
@@ -239,8 +240,9 @@ def class_rows(dist: dict[str, Any], threshold: float, rule: str, width: int = 1
 
 
 def removal_chart(curve: dict[str, Any], metric: str, ylabel: str, method: str, width: int = 470) -> str:
-    """Lines of a test metric against the fraction of training data removed: harmful first, random
-    (mean with min-max band), helpful first."""
+    """Lines of a test metric against the fraction of training data removed: lowest values first, random
+    (mean with min-max band), highest values first (harmful and helpful first only for a signed effect on a
+    target, which is why the lines are named by value)."""
     xs = curve["fractions"]
     h = curve["harmful"][metric]
     hp = curve["helpful"][metric]
@@ -262,8 +264,8 @@ def removal_chart(curve: dict[str, Any], metric: str, ylabel: str, method: str, 
                 for k, f, y in zip(curve["k"], xs, ys) if y is not None]
 
     c.line(xs, rm, GREY, "6 4", "square", name="random", tips=tips("random (mean)", rm))
-    c.line(xs, hp, BLUE, "2 3", "triangle", name="most helpful first", tips=tips("most helpful first", hp))
-    c.line(xs, h, VERMILLION, None, "circle", name="most harmful first", tips=tips("most harmful first", h))
+    c.line(xs, hp, BLUE, "2 3", "triangle", name="highest values first", tips=tips("highest values first", hp))
+    c.line(xs, h, VERMILLION, None, "circle", name="lowest values first", tips=tips("lowest values first", h))
     return c.svg()
 
 
@@ -345,9 +347,9 @@ def legend_html(items: Sequence[tuple[str, str, str | None, str | None]]) -> str
 
 
 def removal_legend(method: str, repeats: int) -> str:
-    return legend_html([(f"most harmful first ({method})", VERMILLION, None, "circle"),
+    return legend_html([(f"lowest values first ({method})", VERMILLION, None, "circle"),
                         (f"random (mean; band: min–max of {repeats})", GREY, "6 4", "square"),
-                        ("most helpful first", BLUE, "2 3", "triangle")])
+                        ("highest values first", BLUE, "2 3", "triangle")])
 
 
 def recall_legend(method: str) -> str:

@@ -366,11 +366,78 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
     return res
 
 
-def class_thresholds(proba: np.ndarray, labels: np.ndarray) -> np.ndarray:
+COUNTS = ("calibrated", "off-diagonal")
+
+
+def confident_joint(proba: np.ndarray, labels: np.ndarray, calibrate: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Confident learning's confident joint C[i, j]: samples labelled i whose confident class is j
+    (Northcutt, Jiang, Chuang 2021, sec. 3.1, eq. 1; cleanlab's `compute_confident_joint` rule).
+
+    proba : (n, C) out-of-sample probabilities; labels : (n,) column index of each given label.
+    A class j is confident for a sample when p_j >= t_j (`class_thresholds`, minus 1e-6); the sample's
+    confident class is that class, or the most probable class where several are confident, -1 where none
+    is. Every diagonal entry is at least 1. `calibrate`: rows rescaled to the given-label counts and the
+    total to n, then rounded keeping each row's total (sec. 3.2, eq. 3: the calibrated joint).
+    Returns the (C, C) joint (ints) and (n,) the confident class of each sample.
+    """
+    P = np.asarray(proba, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    n, C = P.shape
+    t = np.maximum(class_thresholds(P, labels, missing=2.0), 1e-6)
+    above = P >= t[None, :] - 1e-6
+    several = above.sum(1) > 1
+    guess = np.where(several, P.argmax(1), above.argmax(1))
+    confident = np.where(above.any(1), guess, -1)
+    keep = confident >= 0
+    J = np.zeros((C, C), dtype=np.int64)
+    np.add.at(J, (labels[keep], confident[keep]), 1)
+    np.fill_diagonal(J, np.maximum(J.diagonal(), 1))
+    if calibrate:
+        counts = np.bincount(labels, minlength=C).astype(np.float64)
+        cal = J / np.clip(J.sum(1, keepdims=True), 1e-100, None) * counts[:, None]
+        cal = cal / max(cal.sum(), 1e-100) * counts.sum()
+        J = np.stack([_round_keeping_sum(row) for row in cal])
+    return J, confident
+
+
+def _round_keeping_sum(row: np.ndarray) -> np.ndarray:
+    """Integers closest to `row` with the same (rounded) total (largest remainders move first)."""
+    ints = row.round()
+    total = row.sum().round()
+    while abs(ints.sum() - total) > 1e-6:
+        diff = total - ints.sum()
+        step = 1 if diff > 0 else -1
+        idx = np.argsort(row - ints)[::-step][:min(int(abs(round(diff))), len(row))]
+        ints[idx] += step
+    return ints.astype(np.int64)
+
+
+def estimated_count(proba: np.ndarray, labels: np.ndarray, method: str = "calibrated") -> int:
+    """Confident learning's estimated number of wrong labels from (n, C) out-of-sample probabilities.
+
+    method : "calibrated" (Northcutt et al. 2021, sec. 3.2: n times the off-diagonal mass of the calibrated
+        joint, whose rows are the given-label counts; cleanlab's ``off_diagonal_calibrated``) or
+        "off-diagonal" (sec. 3.1: the samples counted off the diagonal of the confident joint whose most
+        probable class is not their label; cleanlab's default ``off_diagonal``).
+    """
+    check_choice(method, COUNTS, "mislabel: count", unknown="count method")
+    P = np.asarray(proba, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    if method == "calibrated":
+        J, _ = confident_joint(P, labels, calibrate=True)
+        return int(np.rint((1.0 - np.trace(J) / max(J.sum(), 1e-100)) * n))
+    _, confident = confident_joint(P, labels)
+    bumped = P.copy()
+    bumped[np.arange(n), labels] += 1e-6
+    return int(((confident >= 0) & (confident != labels) & (bumped.argmax(1) != labels)).sum())
+
+
+def class_thresholds(proba: np.ndarray, labels: np.ndarray, missing: float | None = None) -> np.ndarray:
     """(C,) confident learning's per-class thresholds: mean probability of class k over samples labelled k
-    (Northcutt et al. 2021, eq. 2); classes without samples get 1/C."""
+    (Northcutt et al. 2021, eq. 2); classes without samples get `missing` (default 1/C)."""
     C = proba.shape[1]
-    t = np.full(C, 1.0 / C)
+    t = np.full(C, 1.0 / C if missing is None else float(missing))
     for k in range(C):
         m = labels == k
         if m.any():
@@ -432,6 +499,22 @@ class MislabelOptions(MethodOptions):
             check_damping(self.damping)
 
 
+def run_leave_one_out(adapter: ModelAdapter, train: Split, o: "MislabelOptions", chunk_size: int = 512,
+                      used: dict | None = None) -> LeaveOneOut:
+    """`leave_one_out` with the options `o` (the analysed parameters, damping 'auto' resolved; the damping
+    used goes into `used` when given)."""
+    view = resolve_params(adapter, o.params)
+    damping = o.damping
+    if damping == "auto":
+        regularised = any(view.reg_coef.get(nm, 0.0) > 0 for nm in view.param_names() if nm.endswith("weight"))
+        damping = 0.0 if regularised else 1e-3
+    damping = check_damping(damping)
+    if used is not None:
+        used["damping_used"] = damping
+    return leave_one_out(view, train, damping, o.hessian, chunk_size, int(o.rounds), int(o.newton_steps),
+                         int(o.refresh), o.precision)
+
+
 @register_method("mislabel", needs_target=False, title="wrong-label detector", options=MislabelOptions)
 def mislabel(job: Job) -> Result:
     """Wrong-label detector: leave-one-out label margins from one Newton step per sample, with cleaning rounds.
@@ -440,23 +523,8 @@ def mislabel(job: Job) -> Result:
     `MislabelOptions` (``influent methods mislabel``).
     """
     o = job.options
-    kind = o.kind
-    calibrate = bool(o.calibrate)
-    hessian = o.hessian
-    rounds, steps = int(o.rounds), int(o.newton_steps)
-    refresh = int(o.refresh)
-    precision = o.precision
-    if rounds < 0 or steps < 1 or refresh < 1:
-        raise InputError(f"mislabel: rounds must be >= 0, newton_steps and refresh >= 1, got {rounds}, {steps}, {refresh}")
-    view = resolve_params(job.adapter, o.params)
-    damping = o.damping
-    if damping == "auto":
-        regularised = any(view.reg_coef.get(nm, 0.0) > 0 for nm in view.param_names() if nm.endswith("weight"))
-        damping = 0.0 if regularised else 1e-3
-    damping = check_damping(damping)
-    job.used["damping_used"] = damping
     t0 = time.perf_counter()
-    loo = leave_one_out(view, job.train, damping, hessian, job.chunk_size, rounds, steps, refresh, precision)
+    loo = run_leave_one_out(job.adapter, job.train, o, job.chunk_size, job.used)
     job.timing["leave_one_out"] = time.perf_counter() - t0
-    s = label_scores(loo.proba(), loo.labels, kind, calibrate)
+    s = label_scores(loo.proba(), loo.labels, o.kind, bool(o.calibrate))
     return Result(s, s)

@@ -74,7 +74,8 @@ def find_label_issues(model: ModelAdapter, train: Split, count: str = "off-diago
         (docs/cleaning.md); both are `influent.methods.mislabel.estimated_count`.
     options : options of the `mislabel` method (``influent methods mislabel``), e.g. ``rounds=0``.
 
-    ``df.attrs`` holds ``estimated_count`` and ``count_method``.
+    ``df.attrs`` holds ``estimated_count``, ``count_method`` and ``rounds_rejected`` (True when the
+    cleaning rounds were set aside for lowering the out-of-sample accuracy of the given labels).
     """
     from ..methods.mislabel import COUNTS, MislabelOptions, estimated_count, label_scores, run_leave_one_out
     from ..methods.options import build_options
@@ -94,5 +95,5 @@ def find_label_issues(model: ModelAdapter, train: Split, count: str = "off-diago
     score = label_scores(proba, loo.labels, o.kind, bool(o.calibrate))
     m = estimated_count(proba, loo.labels, count)
     df = issues_frame(train.ids, loo.classes, loo.labels, proba, score, m)
-    df.attrs.update(estimated_count=int(m), count_method=count)
+    df.attrs.update(estimated_count=int(m), count_method=count, rounds_rejected=bool(loo.rounds_rejected))
     return df

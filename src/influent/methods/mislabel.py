@@ -60,6 +60,8 @@ class LeaveOneOut:
     loss : "cross_entropy" (softmax over K logits) or "bce" (one logit)
     theta : (K, q) final-layer parameters [weight | bias] of the last round (the fitted ones without rounds)
     weights : (n,) sample weights of the last round (1 = in the objective, 0 = flagged)
+    rounds_rejected : True when `leave_one_out(check=True)` returned the fitted model's leave-one-out
+        outputs because the rounds lowered the out-of-sample accuracy of the given labels
     """
 
     logits: np.ndarray
@@ -70,6 +72,7 @@ class LeaveOneOut:
     loss: str
     theta: np.ndarray | None = None
     weights: np.ndarray | None = None
+    rounds_rejected: bool = False
 
     def proba(self, loo: bool = True) -> np.ndarray:
         """(n, C) class probabilities, leave-one-out (default) or in-sample."""
@@ -296,7 +299,7 @@ def _shift(Amat: torch.Tensor, Lam: torch.Tensor, r: torch.Tensor, w: torch.Tens
 
 def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hessian: str = "loo",
                   chunk_size: int = 512, rounds: int = 0, newton_steps: int = 1, refresh: int = 1,
-                  precision: str = "float64") -> LeaveOneOut:
+                  precision: str = "float64", check: bool = False) -> LeaveOneOut:
     """Leave-one-out logits of every training sample from one Newton step each (module docstring).
 
     Parameters
@@ -318,6 +321,15 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
         cheaper, approximate). An early stop on such flags recomputes the leverages once, so the returned
         logits are always exact for the last parameters.
 
+    check : keep the rounds only if they do not lower the out-of-sample accuracy of the given labels
+        (`given_label_accuracy`: the share of samples whose leave-one-out, or for a sample of weight 0
+        out-of-sample, most probable class is their label) below that of the fitted model's leave-one-out
+        probabilities; otherwise return the latter (``rounds_rejected``). No label's truth is used: the
+        rounds aim at the clean model, which predicts the given labels out of sample at least as well as the
+        noisy one unless the noise dominates; when the rounds drop clean-but-ambiguous samples of
+        overlapping classes (sentiment on sentence embeddings), the flagged set grows round after round and
+        this accuracy falls (docs/noisy-labels.md, "Choosing the rounds from the data")
+
     precision : "float64" (default) or "float32": the dtype of the n-sized products (the Hessian build,
         accumulated in float64, and the leverage blocks); the inverse and the Newton steps stay float64
 
@@ -335,7 +347,7 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
     labels = prob.t.cpu().numpy().astype(np.int64)
     z, shift, lev, H, Lam, Amat = _loo_shift(prob, prob.theta, None, hessian, dt, skip_out=False)
     z0 = z.cpu().numpy()
-    res = LeaveOneOut(z0, (z + shift).cpu().numpy(), lev.cpu().numpy(), classes, labels, adapter.loss)
+    res = first = LeaveOneOut(z0, (z + shift).cpu().numpy(), lev.cpu().numpy(), classes, labels, adapter.loss)
     theta, w = prob.theta, torch.ones(len(labels), dtype=torch.float64, device=prob.F.device)
     stale = False  # whether res comes from leverage blocks of an earlier theta (refresh > 1)
     for k in range(int(rounds)):
@@ -363,7 +375,16 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
         z, shift, lev, *_ = _loo_shift(prob, theta, w, hessian, dt)
         res = LeaveOneOut(z0, (z + shift).cpu().numpy(), lev.cpu().numpy(), classes, labels, adapter.loss)
     res.theta, res.weights = theta.cpu().numpy(), w.cpu().numpy()
+    if check and rounds > 0 and given_label_accuracy(res) < given_label_accuracy(first):
+        first.theta, first.weights = prob.theta.cpu().numpy(), np.ones(len(labels))
+        first.rounds_rejected = True
+        return first
     return res
+
+
+def given_label_accuracy(loo: LeaveOneOut) -> float:
+    """Share of the samples whose out-of-sample most probable class is their given label."""
+    return float((loo.proba().argmax(1) == loo.labels).mean())
 
 
 COUNTS = ("calibrated", "off-diagonal")
@@ -476,6 +497,8 @@ class MislabelOptions(MethodOptions):
 
     kind: str = opt("margin", "score of the leave-one-out probabilities: 'margin' | 'self-confidence' | 'entropy'")
     rounds: int = opt(5, "cleaning rounds (0: the fitted model's leave-one-out probabilities only)")
+    check_rounds: bool = opt(True, "keep the rounds only if they do not lower the out-of-sample accuracy of the "
+                                   "given labels (else rounds=0's scores)")
     newton_steps: int = opt(1, "Newton steps per round")
     refresh: int = opt(5, "exact leave-one-out every `refresh` rounds (and in the last); 1: every round")
     precision: str = opt("float32", "dtype of the n-sized products ('float32' | 'float64'); the inverse is float64")
@@ -494,6 +517,7 @@ class MislabelOptions(MethodOptions):
         self.newton_steps = check_number(self.newton_steps, "mislabel: newton_steps", kind=int, low=1)
         self.refresh = check_number(self.refresh, "mislabel: refresh", kind=int, low=1)
         check_choice(self.calibrate, (False, True), "mislabel: calibrate")
+        check_choice(self.check_rounds, (False, True), "mislabel: check_rounds")
         check_params(self.params, "mislabel: params")
         if self.damping != "auto":
             check_damping(self.damping)
@@ -512,7 +536,7 @@ def run_leave_one_out(adapter: ModelAdapter, train: Split, o: "MislabelOptions",
     if used is not None:
         used["damping_used"] = damping
     return leave_one_out(view, train, damping, o.hessian, chunk_size, int(o.rounds), int(o.newton_steps),
-                         int(o.refresh), o.precision)
+                         int(o.refresh), o.precision, bool(o.check_rounds))
 
 
 @register_method("mislabel", needs_target=False, title="wrong-label detector", options=MislabelOptions)
@@ -526,5 +550,6 @@ def mislabel(job: Job) -> Result:
     t0 = time.perf_counter()
     loo = run_leave_one_out(job.adapter, job.train, o, job.chunk_size, job.used)
     job.timing["leave_one_out"] = time.perf_counter() - t0
+    job.used["rounds_rejected"] = loo.rounds_rejected
     s = label_scores(loo.proba(), loo.labels, o.kind, bool(o.calibrate))
     return Result(s, s)

@@ -197,6 +197,14 @@ def test_demo_writes_everything_and_finds_the_flipped_labels(demo_dir):
     c = rec["results"]["curve"]
     i = c["k"].index(100)
     assert c["harmful"]["cost"][i] < c["random"]["cost_min"][i]
+    # the loop closes: influent.clean's measured recommendation is printed and recorded; its baseline is the
+    # model as trained (the same fit), and an action is taken only with an interval above 0
+    cl = rec["results"]["clean"]
+    assert cl["summary"].split(":")[0] in " ".join(proc.stdout.split())
+    assert cl["candidates"][0]["action"] == "none"
+    assert cl["candidates"][0]["accuracy"] == pytest.approx(rec["results"]["summary"]["valid_accuracy"])
+    assert cl["action"] == "none" or cl["gain_ci"][0] > 0
+    assert cl["reproduce"].startswith("influent clean --train ") and "--drop clean_label" in cl["reproduce"]
 
 
 class _Refs(HTMLParser):
@@ -249,9 +257,14 @@ def test_report_in_headless_chromium(browser, demo_dir, tmp_path):
     images = json.loads(browser.eval("JSON.stringify([...document.images].map(i => [i.complete, i.naturalWidth]))"))
     assert len(images) == 18 and all(done and w == 8 for done, w in images)
     n_svg = browser.eval("document.querySelectorAll('section svg[role=img]').length")
-    assert n_svg == 5
+    assert n_svg == 6  # five charts and the clean candidates' intervals
+    # honest words: the wrong-label detector has no target, so nothing "looks harmful"; the headline is the
+    # measured recommendation of influent.clean, the same as in run.json
     lead = browser.eval("document.querySelector('#summary .lead').innerText")
-    assert "training samples" in lead and "look harmful" in lead
+    assert "training" in lead and "look harmful" not in lead and ("look wrong" in lead or "look unusual" in lead)
+    rec = json.loads((out / "run.json").read_text())
+    head = browser.eval("document.querySelector('#summary .rec').innerText")
+    assert head == rec["results"]["clean"]["summary"]
     shot = browser.screenshot()
     w, h = struct.unpack(">II", shot[16:24])
     assert shot[:8] == b"\x89PNG\r\n\x1a\n" and w == 1200 and h > 2500
@@ -295,6 +308,19 @@ def test_png_round_trip():
     np.testing.assert_array_equal(_png_pixels(png(img)), img)
     rgb = np.random.default_rng(0).integers(0, 256, (4, 6, 3)).astype(np.uint8)
     np.testing.assert_array_equal(_png_pixels(png(rgb)), rgb)
+
+
+def test_harmful_rule_words_follow_the_registry():
+    v = np.array([-3.0, -1.0, 0.5, 2.0, 3.0, 4.0])
+    # a method without a target is never "harmful", whatever the sign of its values
+    assert harmful_rule(v, says="unusual")["rule"] == "outlier"
+    r = harmful_rule(v, says="mislabelled", count=2)
+    assert r["rule"] == "count" and (v < r["threshold"]).sum() == 2
+    assert harmful_rule(v, says="mislabelled", count=6)["threshold"] > v.max()
+    from influent.methods import METHODS
+
+    assert {name for name, spec in METHODS.items() if spec.says == "harmful"} == \
+        {name for name, spec in METHODS.items() if spec.needs_target}
 
 
 def test_harmful_rule():

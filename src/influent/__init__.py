@@ -13,11 +13,11 @@ __version__ = "0.1.0"
 
 _SUBMODULES = ("data", "models", "grads", "backends", "curvature", "targets", "methods", "api", "actions",
                "evaluation", "report", "runs")
-_NAMES = {"score": "api", "find_label_issues": "api", "attribute": "api", "attribute_stream": "api", "Scores": "data.scores", "Split": "data",
+_NAMES = {"score": "api", "find_label_issues": "api", "clean": "actions", "CleanResult": "actions", "attribute": "api", "attribute_stream": "api", "Scores": "data.scores", "Split": "data",
           "InputError": "data", "from_arrays": "data", "from_file": "data", "from_frame": "data",
           "TrainingRecorder": "models", "from_texts": "data"}
 
-__all__ = ["score", "find_label_issues", "attribute", "attribute_stream", "Scores", "Split", "InputError", "from_arrays", "from_file", "from_frame",
+__all__ = ["score", "find_label_issues", "clean", "CleanResult", "attribute", "attribute_stream", "Scores", "Split", "InputError", "from_arrays", "from_file", "from_frame",
            "TrainingRecorder", "from_texts", "data", "models", "grads", "curvature", "targets", "methods", "__version__"]
 
 

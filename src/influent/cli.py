@@ -1,4 +1,4 @@
-"""The `influent` command: score, act on scores (trim, relabel, reweight, coreset), select, report, demo.
+"""The `influent` command: score, act on scores (trim, relabel, reweight, coreset), clean, select, report, demo.
 
 Every user mistake exits with code 2 and one line on stderr naming the problem and the fix (add
 ``--debug`` for the traceback); outputs are written atomically at the end, so a failed run leaves none.
@@ -315,10 +315,11 @@ def score(
             _wrote(f"{out}/scores.parquet, run.json and report.html"
                    + (f" and {ATTRIBUTION_DIR}/" if out / ATTRIBUTION_DIR in written else ""))
     s = outcome.record["results"]["summary"]
-    verb = {"negative": "look harmful", "method": "are flagged (the given label is more likely wrong than right)"}.get(
-        s["rule"], "stand out (outliers of an unsigned statistic)")
-    console.print(f"[bold]{s['n_harmful']:,}[/] of {s['n_train']:,} training samples {verb} "
-                  f"({cfg.method}, target {cfg.target})")
+    verb = {"negative": f"look harmful (target {cfg.target})",
+            "count": "look mislabelled (the estimated number of wrong labels, confident learning)",
+            "method": "are flagged (the given label is more likely wrong than right)"}.get(
+        s["rule"], "look unusual (outliers of a statistic without a target, not shown to be harmful)")
+    console.print(f"[bold]{s['n_harmful']:,}[/] of {s['n_train']:,} training samples {verb} ({cfg.method})")
     att = outcome.record["results"].get("attribution")
     if att is not None:
         console.print(f"top-k attribution skipped: {att['skipped']}" if "skipped" in att else
@@ -461,6 +462,87 @@ def coreset(scores: Path = SCORES, budget: str = typer.Option(..., "--budget", h
             out: Path = OUT_FILE, log: Optional[Path] = LOG, force: bool = FORCE) -> None:
     """Keep the BUDGET highest-valued training samples."""
     _act("coreset", scores, out, log, force, budget=parse_budget(budget))
+
+
+# ---- clean --------------------------------------------------------------------------------------------------
+@app.command(name="clean")
+def clean_command(
+    train: Path = typer.Option(..., "--train", help="training data: CSV, Parquet or NPZ (arrays X and the label)"),
+    valid: Path = typer.Option(..., "--valid", help="validation data: every candidate is measured on it"),
+    label: str = typer.Option(..., "--label", help="label column (NPZ: array name)"),
+    id_column: Optional[str] = typer.Option(None, "--id", help="sample id column (default: row numbers)"),
+    group: Optional[str] = typer.Option(None, "--group", help="a group column that is not a feature"),
+    drop: list[str] = typer.Option([], "--drop", help="a column that is not a feature (repeatable)"),
+    standardize: bool = typer.Option(False, "--standardize", help="z-score features with training statistics "
+                                     "(the written files keep the values as given)"),
+    model: str = typer.Option("logistic", "--model", help="logistic | mlp | path/to/file.py:function"),
+    C: Optional[float] = typer.Option(None, "--C", help="logistic: inverse regularisation strength (default 1.0)"),
+    hidden: Optional[str] = typer.Option(None, "--hidden", help="mlp: hidden layer sizes, e.g. 64,32 (default 64)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="mlp/torch: training epochs (default 100)"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="mlp/torch: learning rate (default 0.01)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="mlp/torch: batch size (default: full batch)"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="mlp/torch: L2 coefficient"),
+    actions: str = typer.Option("trim,relabel,reweight", "--actions", help="actions to try, separated by commas"),
+    budget: list[str] = typer.Option([], "--budget", help="a budget to try for every action: a count or a fraction "
+                                     "(repeatable; default 0.5x, 1x, 1.5x the estimated number of wrong labels)"),
+    metric: str = typer.Option("accuracy", "--metric", help="accuracy | log_loss: what the gain measures"),
+    n_boot: int = typer.Option(2000, "--n-boot", help="bootstrap replicates over the validation samples"),
+    level: float = typer.Option(0.95, "--level", help="joint confidence level of the candidates' intervals"),
+    jobs: int = typer.Option(2, "--jobs", help="parallel refits"),
+    option: list[str] = typer.Option([], "--option", "-o", help="option of the wrong-label detector KEY=VALUE "
+                                     "(influent methods mislabel)"),
+    seed: int = typer.Option(0, "--seed", help="random seed"),
+    out: Path = typer.Option(..., "--out", help="output folder: issues.<fmt>, train-clean.<fmt>, report.html"),
+    force: bool = typer.Option(False, "--force", help="replace the outputs of an earlier run in --out"),
+) -> None:
+    """Find the wrong labels, try trim / relabel / reweight at a few budgets, refit and measure each on --valid,
+    and recommend one only when it beats leaving the data alone beyond its interval.
+
+    Writes OUT/issues.<fmt> (the training rows plus suggested_label, p_label, score, is_issue, rank),
+    OUT/train-clean.<fmt> (the training rows with the recommended action applied; reweight adds a weight
+    column; "none" copies them) in the training file's format, and OUT/report.html.
+    """
+    from .data.validate import check_output_dir, check_outputs
+    from .runs.clean import output_paths, run_clean, write_clean
+    from .runs.config import RunConfig
+    from .runs.inputs import load_data
+    from .runs.record import input_paths
+    from .runs.steps import Steps
+
+    check_output_dir(out)
+    paths = output_paths(out, str(train))
+    from .actions.clean import ACTIONS, METRICS
+    from .data.validate import check_choice
+
+    acts = [check_choice(a.strip(), ACTIONS, "--actions: each action") for a in actions.split(",") if a.strip()]
+    if not acts:
+        raise InputError("--actions is empty; use e.g. trim,relabel,reweight")
+    check_choice(metric, METRICS, "--metric")
+    budgets = [parse_budget(b) for b in budget] or None
+    check_number(n_boot, "--n-boot", kind=int, low=100)
+    check_number(level, "--level", low=0, high=1, low_open=True, high_open=True)
+    check_number(jobs, "--jobs", kind=int, low=1)
+    cfg = RunConfig(train=_abs(train), valid=_abs(valid), label=label, group=group, id_column=id_column,
+                    drop=list(drop), standardize=standardize, model=_abs_model(model),
+                    model_options=_model_options(model, C, hidden, epochs, lr, batch_size, weight_decay), seed=seed)
+    check_outputs({"--out": list(paths.values())}, input_paths(cfg), force)
+    options = _parse_options(option)
+    console, err = _consoles()
+    with _progress(err) as bars:
+        steps = Steps(bars)
+        with steps.step("read data"):
+            data = load_data(cfg)
+        outcome = run_clean(cfg, data, steps, out=out, actions=acts, budgets=budgets, metric=metric, n_boot=n_boot,
+                            level=level, n_jobs=jobs, options=options)
+        with steps.step("write outputs"):
+            write_clean(out, paths, outcome)
+        _wrote(", ".join(str(p) for p in paths.values()))
+    res = outcome.result
+    console.print(f"[bold]{res.n_issues:,}[/] of {len(data.train):,} training labels look wrong (likely mislabelled)")
+    console.print(f"[bold]{res.summary()}[/]", highlight=False)
+    what = {"trim": f"without the {res.budget:,} samples", "relabel": f"with {res.budget:,} new labels",
+            "reweight": "with a weight column", "none": "unchanged"}[res.action]
+    console.print(f"wrote {paths['issues']}, {paths['train-clean']} ({what}), {paths['report']}")
 
 
 # ---- select -------------------------------------------------------------------------------------------------
@@ -616,7 +698,8 @@ def demo(out: Path = typer.Option(Path("influent-demo"), "--out", help="output f
          method: str = typer.Option("mislabel", "--method", help="the method the report shows: {methods} (default: the wrong-label detector)"),
          seed: int = typer.Option(0, "--seed", help="random seed"),
          force: bool = typer.Option(False, "--force", help="replace an earlier demo in --out")) -> None:
-    """End to end on bundled data with flipped labels: score, detect, trim, refit, and write the report."""
+    """End to end on bundled data with flipped labels: score, detect, choose and measure what to do (influent
+    clean), and write the report."""
     from rich.table import Table
 
     if out.is_dir() and any(out.iterdir()) and not force:
@@ -637,6 +720,11 @@ def demo(out: Path = typer.Option(Path("influent-demo"), "--out", help="output f
         table.add_row(r["method"], f"{r['seconds']:.2f}", f"{r['auc']:.3f}", f"{r['precision_at_budget']:.3f}",
                       f"{r['test_acc_after_trim']:.3f}")
     console.print(table)
+    cl = res["clean"]
+    console.print(f"[bold]what to do, measured on the validation split:[/] {cl['summary']} "
+                  f"(test accuracy {cl['test_before']:.3f} as trained, {cl['test_after']:.3f} refit on this choice)",
+                  highlight=False)
+    console.print(f"repeat it on the demo's files: {cl['reproduce']}", highlight=False, soft_wrap=True)
     _finish(console, out, f", {out}/data/")
 
 

@@ -106,7 +106,7 @@ def _cleanlab_scores():
 
 
 @register_method("label-quality", needs_target=False, title="label quality (cleanlab)",
-                 options=LabelQualityOptions)
+                 options=LabelQualityOptions, verdict="mislabelled")
 def label_quality(job: Job) -> Result:
     """Label quality (cleanlab): values = raw = the label-quality score in [0, 1], lowest = most likely mislabelled.
 

@@ -249,16 +249,30 @@ class MethodSpec:
     title: str = ""  # the name a person reads (report, CLI), e.g. "influence function"
     options: type = MethodOptions  # the dataclass of the method's options (`methods.options`)
     checkpoints: str = "never"  # reads recorded checkpoints: "never" | "always" | "option" (an option says)
+    verdict: str = ""  # what a low value means, in the report's words: see `says`
+
+    @property
+    def says(self) -> str:
+        """What the report may call a low-valued sample: "harmful" only for a method whose value is a signed
+        effect on a target (`needs_target`); "mislabelled" for a method declared a wrong-label detector
+        (``verdict="mislabelled"``); "unusual" otherwise."""
+        return self.verdict or ("harmful" if self.needs_target else "unusual")
 
 
 METHODS: Registry[MethodSpec] = Registry("method")
 
 
 def register_method(name: str, needs_target: bool = True, summary: str = "", *, title: str = "",
-                    options: type = MethodOptions, checkpoints: str = "never") -> Callable[[ScoreFn], ScoreFn]:
+                    options: type = MethodOptions, checkpoints: str = "never",
+                    verdict: str = "") -> Callable[[ScoreFn], ScoreFn]:
+    """Register a score function. verdict : "" (the default reading, `MethodSpec.says`) or "mislabelled" for a
+    wrong-label detector (the report then gives the estimated number of wrong labels)."""
+    if verdict not in ("", "mislabelled", "unusual"):
+        raise ValueError(f"register_method({name!r}): verdict must be '', 'mislabelled' or 'unusual'")
+
     def deco(fn: ScoreFn) -> ScoreFn:
         METHODS.add(MethodSpec(name, fn, None, needs_target, summary or (fn.__doc__ or "").strip().split("\n")[0],
-                               title or name, options, checkpoints))
+                               title or name, options, checkpoints, verdict))
         return fn
 
     return deco

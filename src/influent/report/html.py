@@ -13,7 +13,7 @@ from typing import Any
 from . import svg
 from .svg import fmt_value
 
-SECTIONS = ("summary", "distribution", "samples", "removal", "detection", "comparison", "attribution", "settings")
+SECTIONS = ("summary", "clean", "distribution", "samples", "removal", "detection", "comparison", "attribution", "settings")
 
 CSS = """
 :root{--ink:#1f2328;--muted:#57606a;--line:#d0d7de;--soft:#f6f8fa;--harm:#b04400;--help:#0072B2;--flip:#8a5a00;}
@@ -65,6 +65,10 @@ details{margin:10px 0}
 summary{cursor:pointer;font-weight:600}
 code,pre{font:13px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 pre{background:var(--soft);border:1px solid var(--line);border-radius:6px;padding:10px;overflow:auto;max-height:420px}
+.rec{font-size:22px;font-weight:650;margin:18px 0 6px}
+.rec.none{color:var(--muted)}
+.rec.act{color:#1a7f37}
+tr.chosen td{background:#eef8f0;font-weight:600}
 footer{margin-top:48px;color:var(--muted);font-size:13px;border-top:1px solid var(--line);padding-top:12px}
 @media print{nav{display:none} h2{break-before:auto}}
 """
@@ -106,6 +110,52 @@ def _closest(curve: dict[str, Any], want: float = 0.1) -> int | None:
     return min(cands, key=lambda i: abs(fr[i] - want)) if cands else None
 
 
+# ---- the words for low-valued samples ------------------------------------------------------------------------
+def _lead(s: dict[str, Any], target_txt: str) -> str:
+    """The summary's first sentence: "harmful" only for a signed effect on a target (rule "negative"); wrong-label
+    detectors say "likely mislabelled" with their estimated count; other methods say "unusual"."""
+    n, nh = s["n_train"], s["n_harmful"]
+    share = f"({100 * nh / max(1, n):.1f}%)"
+    method = escape(_method_name(s["method"]))
+    if s["rule"] == "negative":
+        return (f"<strong>{nh:,} of {n:,} training samples {share} look harmful</strong> to the "
+                f"{escape(target_txt)}: removing any one of them alone is predicted to lower it.")
+    if s["rule"] == "count":
+        return (f"<strong>{nh:,} of {n:,} training labels {share} look wrong</strong> (likely mislabelled): the "
+                f"estimated number of wrong labels (confident learning's count on out-of-sample probabilities); "
+                f"the {nh:,} lowest-valued by the {method} are flagged.")
+    if s["rule"] == "method":
+        what = "likely mislabelled" if s.get("says") == "mislabelled" else "flagged"
+        return (f"<strong>{nh:,} of {n:,} training samples {share} are {what}</strong> by the {method} statistic "
+                f"(value below {escape(fmt_value(s['threshold']))}: the given label is more likely wrong than right).")
+    return (f"<strong>{nh:,} of {n:,} training samples {share} look unusual</strong>: outliers of the {method} "
+            "statistic. This method has no target: it flags unusual samples, which are often mislabelled, not "
+            "samples shown to be harmful.")
+
+
+def _card_title(s: dict[str, Any]) -> str:
+    return {"negative": "Harmful", "count": "Likely mislabelled"}.get(
+        s["rule"], "Likely mislabelled" if s.get("says") == "mislabelled" else "Unusual")
+
+
+def _low_word(s: dict[str, Any]) -> str:
+    """What the distribution's vermillion bars are, in the same words as the lead."""
+    return {"negative": "look harmful", "count": "are counted as likely mislabelled",
+            "method": "are flagged as likely mislabelled" if s.get("says") == "mislabelled" else "are flagged"}.get(
+        s["rule"], "look unusual (outliers of the statistic)")
+
+
+def _trim_hurts(res: dict[str, Any], before: float, after: float) -> str:
+    """When removing the lowest-valued samples lowers test accuracy, say so, and name what helps."""
+    if after is None or before is None or after >= before:
+        return ""
+    cl = res.get("clean")
+    helps = (f"what the measured choice recommends: {escape(cl['summary'])}" if cl else
+             "<code>influent clean</code> measures trim, relabel and reweight against leaving the data alone and "
+             "recommends one only when it helps beyond its interval")
+    return f" <b>Trimming them lowers test accuracy</b>; {helps}."
+
+
 # ---- sections ------------------------------------------------------------------------------------------
 def summary_section(rec: dict[str, Any]) -> str:
     res = rec["results"]
@@ -113,17 +163,7 @@ def summary_section(rec: dict[str, Any]) -> str:
     cfg = rec["config"]
     n, nh = s["n_train"], s["n_harmful"]
     target_txt = _target_text(s["target"])
-    if s["rule"] == "negative":
-        lead = (f"<strong>{nh:,} of {n:,} training samples ({100 * nh / max(1, n):.1f}%) look harmful</strong> to the "
-                f"{escape(target_txt)}: removing any one of them alone is predicted to lower it.")
-    elif s["rule"] == "method":
-        lead = (f"<strong>{nh:,} of {n:,} training samples ({100 * nh / max(1, n):.1f}%) are flagged</strong> by the "
-                f"{escape(_method_name(s['method']))} statistic (value below {escape(fmt_value(s['threshold']))}: "
-                "the given label is more likely wrong than right).")
-    else:
-        lead = (f"<strong>{nh:,} of {n:,} training samples ({100 * nh / max(1, n):.1f}%) stand out</strong> as outliers "
-                f"of the {escape(_method_name(s['method']))} statistic. This method has no sign: it flags unusual "
-                "samples, which are often mislabelled, not samples proven harmful.")
+    lead = _lead(s, target_txt)
     finds = []
     if "detection" in res:
         d = res["detection"]
@@ -138,7 +178,7 @@ def summary_section(rec: dict[str, Any]) -> str:
             a0, a1, ar = c["harmful"]["accuracy"][0], c["harmful"]["accuracy"][i], c["random"]["accuracy"][i]
             finds.append(f"<b>Removal.</b> Removing the {_pct(c['fractions'][i], 0)} lowest-valued samples "
                          f"({c['k'][i]:,}) and refitting takes test accuracy from {_pct(a0)} to <b>{_pct(a1)}</b>; "
-                         f"removing a random {_pct(c['fractions'][i], 0)} gives {_pct(ar)}.")
+                         f"removing a random {_pct(c['fractions'][i], 0)} gives {_pct(ar)}." + _trim_hurts(res, a0, a1))
     if s.get("n_nan"):
         finds.append(f"{s['n_nan']:,} samples have no score (NaN); they rank last.")
     model = res.get("model_label", cfg["model"])
@@ -152,7 +192,7 @@ def summary_section(rec: dict[str, Any]) -> str:
     splits = f"validation {s['n_valid']:,}" + (f", test {s['n_test']:,}" if s.get("n_test") else ", no test split")
     opts = _options_text(rec.get("method", {}).get("settings", {}))
     cards = [
-        ("Harmful" if s["rule"] == "negative" else "Flagged", f'<p class="v big">{nh:,}</p>',
+        (_card_title(s), f'<p class="v big">{nh:,}</p>',
          f"{100 * nh / max(1, n):.1f}% of the training set" + (" (value &lt; 0)" if s["rule"] == "negative"
                                                                else f" (value below {escape(fmt_value(s['threshold']))})")),
         ("Method", f'<p class="v">{escape(s["method"])} · {escape(_method_name(s["method"]))}</p>',
@@ -163,11 +203,30 @@ def summary_section(rec: dict[str, Any]) -> str:
     ]
     cards_html = "".join(f'<div class="card"><p class="k">{k}</p>{v}<p class="d">{d}</p></div>' for k, v, d in cards)
     find_html = f'<ul class="findings">{"".join(f"<li>{f}</li>" for f in finds)}</ul>' if finds else ""
-    return (f'<section id="summary"><h2>Summary</h2><p class="lead">{lead}</p>{find_html}'
+    rec_html = ""
+    if res.get("clean"):
+        cl = res["clean"]
+        test = ""
+        if cl.get("test_before") is not None:
+            test = (f' On {cl["n_test"]:,} held-out test samples the model refit on this choice has accuracy '
+                    f'<b>{_pct(cl["test_after"])}</b> (as trained: {_pct(cl["test_before"])}).')
+        rec_html = (f'<p class="rec {"none" if cl["action"] == "none" else "act"}">{escape(cl["summary"])}</p>'
+                    f'<p class="note">What to do, measured: see <a href="#clean">the candidates</a>.{test}</p>')
+    return (f'<section id="summary"><h2>Summary</h2>{rec_html}<p class="lead">{lead}</p>{find_html}'
             f'<div class="cards">{cards_html}</div>'
             '<p class="note">Scores follow one convention for every method: higher = more valuable to the target, '
             'the lowest are removed first. The value of a sample estimates how much the target cost would rise if '
             'that sample were left out of training.</p></section>')
+
+
+def clean_report_section(rec: dict[str, Any]) -> str:
+    """`influent.clean`'s recommendation and candidates (the demo's loop); empty without it."""
+    cl = rec["results"].get("clean")
+    if not cl:
+        return ""
+    from .clean import clean_section
+
+    return clean_section(cl, "What to do about the wrong labels, measured")
 
 
 def distribution_section(rec: dict[str, Any]) -> str:
@@ -179,7 +238,7 @@ def distribution_section(rec: dict[str, Any]) -> str:
         tails = (f" The axis covers the central 99% of values; {dist['below']:,} lower and {dist['above']:,} higher "
                  "values are counted in the end bins.")
     per = "by class" if len(dist["rows"]) > 1 else ""
-    word = {"negative": "look harmful", "method": "are flagged"}.get(s["rule"], "are flagged as outliers")
+    word = _low_word(s)
     return (f'<section id="distribution"><h2>Score distribution {per}</h2>'
             f'<p class="note">One histogram per class on a shared axis (each row scaled to its own peak; bar height '
             f'grows with the square root of the count, so single samples stay visible). Vermillion bars are samples '
@@ -243,7 +302,9 @@ def samples_section(rec: dict[str, Any]) -> str:
     form = {"image": "as images", "text": "as text", "tabular": "as table rows"}[kind]
     extra = "" if kind != "tabular" else " For wide tables only the five most unusual features of each row are shown."
     title, first, contrast = (("Most harmful samples", "most harmful first", "Most helpful samples, for contrast") if signed
-                              else ("Most suspicious samples", "most suspicious first", "Most typical samples, for contrast"))
+                              else ("Most likely mislabelled samples", "most likely wrong first",
+                                    "Surest labels, for contrast") if rec["results"]["summary"].get("says") == "mislabelled"
+                              else ("Most unusual samples", "most unusual first", "Most typical samples, for contrast"))
     return (f'<section id="samples"><h2>{title}</h2>'
             f'<p class="note">The lowest-valued training samples, {form}, {first}. A label the model '
             f'disagrees with is a common sign of a labelling mistake.{extra}</p>'
@@ -370,7 +431,8 @@ def build_report(rec: dict[str, Any]) -> str:
     s = rec["results"]["summary"]
     cfg = rec["config"]
     title = cfg.get("title") or f"{s['method']} scores for {s.get('train_file') or 'the training set'}"
-    present = [("summary", "Summary"), ("distribution", "Distribution"),
+    present = [("summary", "Summary")] + ([("clean", "What to do")] if rec["results"].get("clean") else []) + [
+               ("distribution", "Distribution"),
                ("samples", "Harmful samples" if s["rule"] == "negative" else "Suspicious samples"),
                ("removal", "Removal curve")]
     if "detection" in rec["results"]:
@@ -382,7 +444,7 @@ def build_report(rec: dict[str, Any]) -> str:
     present.append(("settings", "Settings"))
     nav = "".join(f'<a href="#{k}">{v}</a>' for k, v in present)
     version = rec.get("versions", {}).get("influent", "")
-    body = "".join([summary_section(rec), distribution_section(rec), samples_section(rec), removal_section(rec),
+    body = "".join([summary_section(rec), clean_report_section(rec), distribution_section(rec), samples_section(rec), removal_section(rec),
                     detection_section(rec), comparison_section(rec), attribution_section(rec),
                     settings_section(rec)])
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -26,26 +26,45 @@ N_BINS = 40
 
 
 # ---- which samples "look harmful" ---------------------------------------------------------------------
-def harmful_rule(values: np.ndarray, settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The rule that flags samples as harmful, and its threshold.
+def harmful_rule(values: np.ndarray, settings: dict[str, Any] | None = None, says: str = "harmful",
+                 count: int | None = None) -> dict[str, Any]:
+    """The rule that flags low-valued samples, and its threshold; `says` is what the method's registry entry
+    lets the report call them (`MethodSpec.says`).
 
     A method that states its own threshold (``settings["flag_below"]``, e.g. label quality: the given
     label is less likely than not) is flagged by it (rule "method").
 
-    Signed scores (some values above zero, some below): a sample is harmful when its value is negative,
-    i.e. removing it alone is predicted to lower the target cost. Unsigned statistics (self-influence,
-    outlier scores: all values on one side of zero): a sample is flagged when its value lies below the
-    lower Tukey fence Q1 - 1.5 IQR, i.e. it is an outlier of the method's own statistic.
+    "harmful" (a signed effect on a target): a sample is harmful when its value is negative, i.e. removing it
+    alone is predicted to lower the target cost (rule "negative"). "mislabelled" with an estimated number of
+    wrong labels `count` (confident learning's): the `count` lowest values are flagged (rule "count"). Otherwise
+    (unsigned statistics such as self-influence and outlier scores, or no count): a sample is flagged when its
+    value lies below the lower Tukey fence Q1 - 1.5 IQR, i.e. it is an outlier of the method's own statistic
+    (rule "outlier": unusual, not shown to be harmful).
     """
     v = values[np.isfinite(values)]
     if settings and settings.get("flag_below") is not None:
         return {"rule": "method", "threshold": float(settings["flag_below"])}
-    if v.size and (v > 0).any() and (v < 0).any():
+    if says == "mislabelled" and count is not None and v.size:
+        srt = np.sort(v)
+        thr = float(srt[count]) if count < len(srt) else float(np.nextafter(srt[-1], np.inf))
+        return {"rule": "count", "threshold": thr, "count": int(count)}
+    if says == "harmful" and v.size and (v > 0).any() and (v < 0).any():
         return {"rule": "negative", "threshold": 0.0}
     if not v.size:
         return {"rule": "outlier", "threshold": float("nan")}
     q1, q3 = np.quantile(v, [0.25, 0.75])
     return {"rule": "outlier", "threshold": float(q1 - 1.5 * (q3 - q1))}
+
+
+def estimated_wrong_labels(model: ModelAdapter, train: Split) -> int | None:
+    """Confident learning's estimate of the number of wrong labels (`find_label_issues`), or None where the
+    model does not support it."""
+    from ..api.issues import find_label_issues
+
+    try:
+        return int(find_label_issues(model, train)["is_issue"].sum())
+    except (InputError, ValueError, RuntimeError, NotImplementedError):
+        return None
 
 
 def harmful_mask(values: np.ndarray, rule: dict[str, Any]) -> np.ndarray:
@@ -233,7 +252,11 @@ def report_data(cfg: RunConfig, data: Data, model: ModelAdapter, scores: Scores,
 
     values = scores.values
     train = data.train
-    rule = harmful_rule(values, scores.settings)
+    spec = METHODS.get(cfg.method)
+    says = spec.says if spec is not None else "unusual"
+    count = estimated_wrong_labels(model, train) if says == "mislabelled" and not scores.settings.get("flag_below") \
+        else None
+    rule = harmful_rule(values, scores.settings, says, count)
     harm = harmful_mask(values, rule)
     is_classifier = getattr(model, "classes_", None) is not None
     kind = sample_kind(data)
@@ -243,7 +266,7 @@ def report_data(cfg: RunConfig, data: Data, model: ModelAdapter, scores: Scores,
         "n_test": None if data.test is None else len(data.test),
         "classes": class_names(train.y)[:50] if is_classifier else None,
         "method": cfg.method, "method_summary": METHODS[cfg.method].summary if cfg.method in METHODS else "",
-        "target": cfg.target, "n_harmful": int(harm.sum()), **rule, "kind": kind,
+        "target": cfg.target, "n_harmful": int(harm.sum()), **rule, "says": says, "kind": kind,
         "valid_accuracy": model.accuracy(data.valid) if is_classifier else None,
         "test_accuracy": model.accuracy(data.test) if is_classifier and data.test is not None else None,
         "n_nan": int(np.isnan(values).sum()),

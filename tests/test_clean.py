@@ -1,0 +1,247 @@
+"""`influent.clean`: the measured choice between trim, relabel, reweight and leaving the data alone."""
+
+import re
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+import influent as inf
+from influent.actions.clean import paired_bootstrap
+from influent.data.validate import InputError
+from influent.models import SklearnLogistic
+
+
+@pytest.fixture(scope="module")
+def digits5():
+    """Digits 0-4 (pixels / 16): 400 train, 250 valid, 250 test, and the train split with half of the
+    labels of class 3 flipped to the other four classes (uniformly)."""
+    X, y = load_digits(return_X_y=True)
+    m = y < 5
+    X, y = X[m] / 16.0, y[m]
+    idx = np.random.default_rng(0).permutation(len(X))
+    tr, va, te = idx[:400], idx[400:650], idx[650:900]
+    train, valid, test = (inf.from_arrays(X[i], y[i]) for i in (tr, va, te))
+    rng = np.random.default_rng(0)
+    threes = np.flatnonzero(train.y == 3)
+    flip = rng.choice(threes, len(threes) // 2, replace=False)
+    yn = train.y.copy()
+    yn[flip] = rng.choice([0, 1, 2, 4], len(flip))
+    return train, train.with_labels(yn), valid, test, flip
+
+
+def _held_out(res, test, C=1.0):
+    """Test accuracy of a model refit on what `clean` recommends (an independent check of its gain)."""
+    return SklearnLogistic(C=C).fit(res.train, sample_weight=res.weights).accuracy(test)
+
+
+def test_flipped_half_of_one_class_is_cleaned_and_gains(digits5):
+    train, noisy, valid, test, flip = digits5
+    model = SklearnLogistic(C=1.0).fit(noisy)
+    X0, y0, vy0, p0 = noisy.X.copy(), noisy.y.copy(), valid.y.copy(), {k: v.clone() for k, v in model.params().items()}
+    res = inf.clean(model, noisy, valid, n_jobs=1)
+    assert res.action in ("trim", "relabel")
+    assert res.gain > 0 and res.gain_ci[0] > 0
+    # most of what it acts on are the flipped samples, and the model refit on its data is better on test data
+    assert np.isin(res.positions, flip).mean() > 0.5
+    assert _held_out(res, test) > model.accuracy(test) + 0.02
+    assert str(res).startswith(f"{res.action} {res.budget} samples: validation accuracy +")
+    # nothing the user gave was changed
+    assert np.array_equal(noisy.X, X0) and np.array_equal(noisy.y, y0) and np.array_equal(valid.y, vy0)
+    assert all(np.array_equal(model.params()[k].numpy(), v.numpy()) for k, v in p0.items())
+
+
+def test_clean_data_is_left_alone_or_not_harmed(digits5):
+    train, _, valid, test, _ = digits5
+    model = SklearnLogistic(C=1.0).fit(train)
+    res = inf.clean(model, train, valid, n_jobs=1)
+    if res.action == "none":
+        assert res.budget == 0 and len(res.positions) == 0 and res.train is train and res.gain == 0
+    else:
+        assert res.gain_ci[0] > 0
+        assert _held_out(res, test) >= model.accuracy(test) - 0.004  # at most one test sample
+    assert res.candidates["chosen"].sum() == 1
+    # forced budgets on clean data: acting on the 5% and 10% "least likely right" samples is tried, and kept
+    # only if its simultaneous lower bound is above 0 (then it must not cost accuracy on test data)
+    forced = inf.clean(model, train, valid, n_jobs=1, budgets=[0.05, 0.1])
+    assert set(forced.candidates["action"]) == {"none", "trim", "relabel", "reweight"} and len(forced.candidates) >= 5
+    if forced.action != "none":
+        assert forced.gain_ci[0] > 0 and _held_out(forced, test) >= model.accuracy(test) - 0.004
+
+
+def test_candidates_equal_refits_by_hand(digits5):
+    _, noisy, valid, _, _ = digits5
+    model = SklearnLogistic(C=1.0).fit(noisy)
+    res = inf.clean(model, noisy, valid, n_jobs=1)
+    c = res.candidates
+    assert c.loc[0, "action"] == "none"
+    base = model.refit(noisy)
+    assert c.loc[0, "accuracy"] == pytest.approx(base.accuracy(valid))
+    assert c.loc[0, "log_loss"] == pytest.approx(base.loss_on(valid), rel=1e-6)
+    order = np.argsort(res.issues["rank"].to_numpy(), kind="stable")
+    row = c[c["action"] == "trim"].iloc[-1]
+    by_hand = model.refit(noisy.without(order[:int(row["budget"])]))
+    assert row["accuracy"] == pytest.approx(by_hand.accuracy(valid))
+    assert row["log_loss"] == pytest.approx(by_hand.loss_on(valid), rel=1e-6)
+    assert row["gain"] == pytest.approx(100 * (by_hand.accuracy(valid) - base.accuracy(valid)))
+    # relabel: the suggested labels at the positions, every other label as given
+    row = c[c["action"] == "relabel"].iloc[0]
+    sugg = res.issues["suggested_label"].to_numpy()
+    todo = [i for i in order if sugg[i] != noisy.y[i]][:int(row["budget"])]
+    y = noisy.y.copy()
+    y[todo] = sugg[todo]
+    assert row["accuracy"] == pytest.approx(model.refit(noisy.with_labels(y)).accuracy(valid))
+    # the intervals contain the point estimates
+    rest = c.iloc[1:]
+    assert ((rest["gain_low"] <= rest["gain"]) & (rest["gain"] <= rest["gain_high"])).all()
+
+
+def test_paired_bootstrap_matches_a_loop():
+    rng = np.random.default_rng(3)
+    diff = rng.integers(-1, 2, size=(3, 37)).astype(float)
+    got = paired_bootstrap(diff, 50, seed=7, chunk=3 * 37 * 4)  # several chunks
+    r = np.random.default_rng(7)
+    want = []
+    for _ in range(50):
+        idx = r.integers(0, 37, size=(1, 37))
+        want.append(diff[:, idx[0]].mean(1))
+    assert np.allclose(got, np.array(want).T)
+
+
+def test_user_refit_function_is_used_and_reweight_needs_weights(digits5):
+    _, noisy, valid, _, _ = digits5
+    model = SklearnLogistic(C=1.0).fit(noisy)
+    calls = []
+
+    def my_training(split):
+        calls.append(len(split))
+        return SklearnLogistic(C=1.0).fit(split)
+
+    res = inf.clean(model, noisy, valid, n_jobs=1, refit=my_training, budgets=[10])
+    assert set(res.candidates["action"]) == {"none", "trim", "relabel"}
+    assert any("reweight skipped" in n for n in res.notes) and "your refit function" in res.refit_note
+    assert sorted(calls) == sorted([len(noisy), len(noisy), len(noisy) - 10])
+    own = inf.clean(model, noisy, valid, n_jobs=1, budgets=[10], actions=("trim", "relabel"))
+    assert np.allclose(own.candidates["accuracy"], res.candidates["accuracy"])
+
+    def weighted(split, sample_weight=None):
+        return SklearnLogistic(C=1.0).fit(split, sample_weight=sample_weight)
+
+    res = inf.clean(model, noisy, valid, n_jobs=1, refit=weighted, budgets=[10], actions=("reweight",))
+    row = res.candidates.iloc[1]
+    w = np.ones(len(noisy))
+    pos = np.argsort(res.issues["rank"].to_numpy(), kind="stable")[:10]
+    w[pos] = res.issues["p_label"].to_numpy()[pos]
+    assert row["accuracy"] == pytest.approx(SklearnLogistic(C=1.0).fit(noisy, sample_weight=w).accuracy(valid))
+
+
+def test_torch_adapter_says_what_it_refits(digits5):
+    import torch
+
+    _, noisy, valid, _, _ = digits5
+    net = torch.nn.Linear(64, 5)
+    adapter = inf.models.TorchAdapter(net, weight_decay=1e-3, train=inf.models.TrainConfig(epochs=30, lr=0.05),
+                                      fitted=False).fit(noisy)
+    res = inf.clean(adapter, noisy, valid, n_jobs=1, budgets=[5], actions=("trim",), n_boot=200)
+    assert "TrainConfig (adam, lr 0.05, 30 epochs" in res.refit_note and "not your own training loop" in res.refit_note
+
+
+def test_bad_input_is_one_line(digits5):
+    _, noisy, valid, _, _ = digits5
+    model = SklearnLogistic().fit(noisy)
+    with pytest.raises(InputError, match="clean: action"):
+        inf.clean(model, noisy, valid, actions=("delete",))
+    with pytest.raises(InputError, match="valid must be an influent Split"):
+        inf.clean(model, noisy, valid.X)
+    with pytest.raises(InputError, match="metric"):
+        inf.clean(model, noisy, valid, metric="f1")
+
+
+# ---- influent clean (the command) ------------------------------------------------------------------------
+from helpers import run_cli  # noqa: E402
+
+
+def _write(split, path, ids=True, prefix="s"):
+    import pandas as pd
+
+    df = pd.DataFrame(split.X, columns=[f"px{j}" for j in range(split.X.shape[1])])
+    if ids:
+        df.insert(0, "key", [f"{prefix}{i}" for i in range(len(split))])
+    df["digit"] = split.y
+    if path.suffix == ".csv":
+        df.to_csv(path, index=False)
+    else:
+        df.to_parquet(path, index=False)
+    return path
+
+
+def test_cli_clean_writes_issues_cleaned_data_and_report(digits5, tmp_path, capsys):
+    import pandas as pd
+    import shlex
+
+    _, noisy, valid, _, flip = digits5
+    tr, va = _write(noisy, tmp_path / "train.csv"), _write(valid, tmp_path / "valid.csv", prefix="v")
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["clean", "--train", tr, "--valid", va, "--label", "digit", "--id", "key", "--jobs", 1,
+                                 "--n-boot", 500, "--out", out], capsys)
+    assert code == 0, err
+    res = inf.clean(SklearnLogistic(C=1.0).fit(noisy), noisy, valid, n_jobs=1, n_boot=500)
+    assert res.action in ("trim", "relabel") and res.summary() in stdout.replace("\n", " ")
+    issues = pd.read_csv(out / "issues.csv")
+    given = pd.read_csv(tr)
+    assert list(issues.columns) == list(given.columns) + ["suggested_label", "p_label", "score", "is_issue", "rank"]
+    assert issues["is_issue"].sum() == res.n_issues and np.array_equal(issues["digit"], noisy.y)
+    assert np.array_equal(issues["rank"], res.issues["rank"])
+    cleaned = pd.read_csv(out / "train-clean.csv")
+    acted = given["key"].iloc[res.positions]
+    if res.action == "trim":
+        assert len(cleaned) == len(given) - res.budget and not cleaned["key"].isin(acted).any()
+        assert cleaned.drop(columns="key").equals(given[~given["key"].isin(acted)].drop(columns="key").reset_index(drop=True))
+    else:
+        assert np.array_equal(cleaned["digit"], res.train.y) and (cleaned["digit"] != given["digit"]).sum() == res.budget
+    html = (out / "report.html").read_text()
+    assert res.summary() in html and "Reproduce:" in html and "<svg" in html
+    # the command in the report repeats the run exactly
+    cmd = re.search(r"Reproduce: <code>(.*?)</code>", html).group(1)
+    args = shlex.split(__import__("html").unescape(cmd))
+    assert args[:2] == ["influent", "clean"] and args[args.index("--out") + 1] == str(out)
+    args[args.index("--out") + 1] = str(tmp_path / "again")
+    code, _, err = run_cli(args[1:] + ["--jobs", 1], capsys)
+    assert code == 0, err
+    assert (tmp_path / "again" / "train-clean.csv").read_bytes() == (out / "train-clean.csv").read_bytes()
+    # an earlier output is replaced only with --force
+    code, _, err = run_cli(["clean", "--train", tr, "--valid", va, "--label", "digit", "--out", out], capsys)
+    assert code == 2 and "--force" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_clean_keeps_the_input_format_and_writes_weights(digits5, tmp_path, capsys):
+    import pandas as pd
+
+    _, noisy, valid, _, _ = digits5
+    tr, va = _write(noisy, tmp_path / "train.parquet"), _write(valid, tmp_path / "valid.parquet")
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["clean", "--train", tr, "--valid", va, "--label", "digit", "--drop", "key",
+                                 "--actions", "reweight", "--budget", 30, "--jobs", 1, "--n-boot", 500, "--out", out],
+                                capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["issues.parquet", "report.html", "train-clean.parquet"]
+    cleaned = pd.read_parquet(out / "train-clean.parquet")
+    res = inf.clean(SklearnLogistic().fit(noisy), noisy, valid, actions=("reweight",), budgets=[30], n_jobs=1, n_boot=500)
+    if res.action == "reweight":
+        assert np.allclose(cleaned["weight"], res.weights) and (cleaned["weight"] < 1).sum() == 30
+    else:
+        assert "weight" not in cleaned and len(cleaned) == len(noisy)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--label", "nope"], "nope"),
+    (["--label", "digit", "--actions", "trim,delete"], "delete"),
+    (["--label", "digit", "--budget", "0"], "--budget"),
+    (["--label", "digit", "--level", "1.5"], "--level"),
+])
+def test_cli_clean_bad_input_exits_2_with_one_line(digits5, tmp_path, capsys, args, words):
+    _, noisy, valid, _, _ = digits5
+    tr, va = _write(noisy, tmp_path / "train.csv", ids=False), _write(valid, tmp_path / "valid.csv", ids=False)
+    code, _, err = run_cli(["clean", "--train", tr, "--valid", va, *args, "--jobs", 1, "--out", tmp_path / "o"], capsys)
+    assert code == 2 and words in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

@@ -539,7 +539,8 @@ def run_leave_one_out(adapter: ModelAdapter, train: Split, o: "MislabelOptions",
                          int(o.refresh), o.precision, bool(o.check_rounds))
 
 
-@register_method("mislabel", needs_target=False, title="wrong-label detector", options=MislabelOptions)
+@register_method("mislabel", needs_target=False, title="wrong-label detector", options=MislabelOptions,
+                 verdict="mislabelled")
 def mislabel(job: Job) -> Result:
     """Wrong-label detector: leave-one-out label margins from one Newton step per sample, with cleaning rounds.
 

@@ -129,3 +129,27 @@ def test_bad_inputs():
         inf.find_label_issues(model, X)
     with pytest.raises(InputError):
         inf.find_label_issues(model, from_arrays(X, np.where(y == 1, 5, 0)))
+
+
+def test_half_of_one_class_flipped_needs_the_calibrated_margin():
+    """Half of class 0 relabelled 1 (one-directional, 50% of a class): the uncalibrated margin blames the
+    correct labels left in class 0 (the fitted intercept leans to class 1) and so do the rounds; with
+    confident learning's per-class thresholds (calibrate=True, used by the rounds' flags too) the flagged
+    samples are mostly the flips."""
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    idx = np.random.default_rng(0).permutation(len(y))[:300]
+    X, y = (X[idx] - X[idx].mean(0)) / X[idx].std(0), y[idx]
+    zeros = np.flatnonzero(y == 0)
+    flip = np.random.default_rng(0).choice(zeros, len(zeros) // 2, replace=False)
+    noisy = y.copy()
+    noisy[flip] = 1
+    flipped = np.isin(np.arange(len(y)), flip)
+    train = from_arrays(X, noisy)
+    model = SklearnLogistic(C=1.0).fit(train)
+    plain = inf.find_label_issues(model, train)
+    cal = inf.find_label_issues(model, train, calibrate=True)
+    assert flipped[cal["is_issue"].to_numpy()].mean() > 0.6
+    assert flipped[plain["is_issue"].to_numpy()].mean() < 0.3
+    assert cal["is_issue"].sum() >= 0.6 * flipped.sum()

@@ -299,7 +299,7 @@ def _shift(Amat: torch.Tensor, Lam: torch.Tensor, r: torch.Tensor, w: torch.Tens
 
 def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hessian: str = "loo",
                   chunk_size: int = 512, rounds: int = 0, newton_steps: int = 1, refresh: int = 1,
-                  precision: str = "float64", check: bool = False) -> LeaveOneOut:
+                  precision: str = "float64", check: bool = False, calibrate: bool = False) -> LeaveOneOut:
     """Leave-one-out logits of every training sample from one Newton step each (module docstring).
 
     Parameters
@@ -321,6 +321,8 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
         cheaper, approximate). An early stop on such flags recomputes the leverages once, so the returned
         logits are always exact for the last parameters.
 
+    calibrate : the rounds flag by the margin of the probabilities divided by the class thresholds
+        (`label_scores` with calibrate=True) instead of the plain margin
     check : keep the rounds only if they do not lower the out-of-sample accuracy of the given labels
         (`given_label_accuracy`: the share of samples whose leave-one-out, or for a sample of weight 0
         out-of-sample, most probable class is their label) below that of the fitted model's leave-one-out
@@ -351,7 +353,7 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
     theta, w = prob.theta, torch.ones(len(labels), dtype=torch.float64, device=prob.F.device)
     stale = False  # whether res comes from leverage blocks of an earlier theta (refresh > 1)
     for k in range(int(rounds)):
-        flagged = label_scores(res.proba(), labels, "margin", calibrate=False) < 0
+        flagged = label_scores(res.proba(), labels, "margin", calibrate=calibrate) < 0
         if not flagged.any() or flagged.all():
             break
         new_w = torch.as_tensor(~flagged, dtype=torch.float64, device=w.device)
@@ -502,7 +504,8 @@ class MislabelOptions(MethodOptions):
     newton_steps: int = opt(1, "Newton steps per round")
     refresh: int = opt(5, "exact leave-one-out every `refresh` rounds (and in the last); 1: every round")
     precision: str = opt("float32", "dtype of the n-sized products ('float32' | 'float64'); the inverse is float64")
-    calibrate: bool = opt(False, "True: confident learning's per-class thresholds")
+    calibrate: bool = opt(False, "True: confident learning's per-class thresholds, in the score and in the rounds' "
+                                 "flags (helps where one class received most flips)")
     hessian: str = opt("loo", "'loo': Newton step on the leave-one-out objective H_{-i} | 'full': the full H")
     params: Any = opt("auto", "parameters analysed: 'auto' (all of a linear model, the last layer of a "
                               "network), 'all', 'last' or module names")
@@ -536,7 +539,7 @@ def run_leave_one_out(adapter: ModelAdapter, train: Split, o: "MislabelOptions",
     if used is not None:
         used["damping_used"] = damping
     return leave_one_out(view, train, damping, o.hessian, chunk_size, int(o.rounds), int(o.newton_steps),
-                         int(o.refresh), o.precision, bool(o.check_rounds))
+                         int(o.refresh), o.precision, bool(o.check_rounds), bool(o.calibrate))
 
 
 @register_method("mislabel", needs_target=False, title="wrong-label detector", options=MislabelOptions,

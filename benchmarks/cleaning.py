@@ -371,6 +371,9 @@ def main(argv=None) -> None:
             rows += [{**key, **x} for x in r]
             counts.append({**key, **c})
             acc = {x["method"]: x["test_acc"] for x in r}
+            if a.out:  # after every setting: a stopped run keeps what it measured
+                pd.DataFrame(rows).to_csv(a.out, index=False)
+                pd.DataFrame(counts).to_csv(str(Path(a.out).with_suffix("")) + "_counts.csv", index=False)
             print(f"{name}/{kind}/{pattern}/{rate:.0%}/s{seed}: " + " ".join(f"{m} {acc[m]:.3f}" for m in METHODS)
                   + f" | flips {c['true']} influent {c['influent']} cleanlab {c['cleanlab find_label_issues']}"
                   + f" ({time.perf_counter() - t0:.0f}s)", flush=True)

@@ -153,3 +153,28 @@ def test_half_of_one_class_flipped_needs_the_calibrated_margin():
     assert flipped[cal["is_issue"].to_numpy()].mean() > 0.6
     assert flipped[plain["is_issue"].to_numpy()].mean() < 0.3
     assert cal["is_issue"].sum() >= 0.6 * flipped.sum()
+
+
+def test_cv_probabilities_for_a_network_that_memorises_its_labels():
+    """A wide MLP trained long fits every flipped label: its last layer's leave-one-out probabilities agree
+    with the given labels and the count is ~0; probabilities="cv" (5 refits, cleanlab's recipe) sees the
+    flips, and equals cleanlab's count on the same cross-validated probabilities."""
+    from influent.methods.label_quality import out_of_sample_proba
+    from influent.models import TrainConfig
+
+    X, y = _blobs(150, 2, d=10, seed=6, shift=3.0)
+    noisy, flipped = flip_labels(y, 0.2, "uniform", seed=3)
+    train = from_arrays(X.astype(np.float32), noisy)
+    model = TabularMLP(hidden=(64,), weight_decay=0.0, train=TrainConfig(epochs=300, lr=0.02)).fit(train)
+    assert np.mean(model.predict(train) == noisy) > 0.97                 # memorised
+    loo = inf.find_label_issues(model, train)
+    cv = inf.find_label_issues(model, train, probabilities="cv", seed=1)
+    assert loo.attrs["estimated_count"] < 0.3 * flipped.sum()
+    P = out_of_sample_proba(model, train, 5, 1)
+    assert cv.attrs["estimated_count"] == cl_count.num_label_issues(noisy, P)
+    assert cv.attrs["estimated_count"] >= 0.5 * flipped.sum()
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(flipped, -cv["score"]) > max(0.8, roc_auc_score(flipped, -loo["score"]))
+    with pytest.raises(InputError, match="probabilities"):
+        inf.find_label_issues(model, train, probabilities="bootstrap")

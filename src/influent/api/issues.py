@@ -48,7 +48,11 @@ def issues_frame(ids: np.ndarray, classes: np.ndarray, labels: np.ndarray, proba
     })
 
 
-def find_label_issues(model: ModelAdapter, train: Split, count: str = "off-diagonal", **options: Any) -> pd.DataFrame:
+PROBABILITIES = ("loo", "cv")
+
+
+def find_label_issues(model: ModelAdapter, train: Split, count: str = "off-diagonal", probabilities: str = "loo",
+                      cv: int = 5, seed: int = 0, **options: Any) -> pd.DataFrame:
     """Which training labels are likely wrong: one row per sample of `train`, in input order.
 
     Columns (`COLUMNS`):
@@ -72,6 +76,11 @@ def find_label_issues(model: ModelAdapter, train: Split, count: str = "off-diago
         "calibrated" (sec. 3.2: n times the off-diagonal mass of the confident joint calibrated to the
         given-label counts). Measured closer to the true number of flips on the default probabilities
         (docs/cleaning.md); both are `influent.methods.mislabel.estimated_count`.
+    probabilities : "loo" (default: `mislabel`'s leave-one-out probabilities, no refits) or "cv" (each
+        sample's probabilities from a copy of the model refitted without its fold, `cv` stratified folds
+        shuffled with `seed`, as cleanlab asks: `cv` refits). Use "cv" for a network that fits its own
+        training labels (its last layer then sees no disagreement: docs/noisy-labels.md); with "cv" the
+        score is `kind` (and `calibrate`) of those probabilities and the cleaning rounds do not apply.
     options : options of the `mislabel` method (``influent methods mislabel``), e.g. ``rounds=0``.
 
     ``df.attrs`` holds ``estimated_count``, ``count_method`` and ``rounds_rejected`` (True when the
@@ -89,11 +98,20 @@ def find_label_issues(model: ModelAdapter, train: Split, count: str = "off-diago
     if model.classes_ is None:
         raise InputError("find_label_issues needs a classifier (loss 'cross_entropy' or 'bce')")
     model.check_split(train)
+    check_choice(probabilities, PROBABILITIES, "find_label_issues: probabilities")
     o = build_options("mislabel", MislabelOptions, options)
-    loo = run_leave_one_out(model, train, o)
-    proba = loo.proba()
-    score = label_scores(proba, loo.labels, o.kind, bool(o.calibrate))
-    m = estimated_count(proba, loo.labels, count)
-    df = issues_frame(train.ids, loo.classes, loo.labels, proba, score, m)
-    df.attrs.update(estimated_count=int(m), count_method=count, rounds_rejected=bool(loo.rounds_rejected))
+    if probabilities == "cv":
+        from ..methods.label_quality import out_of_sample_proba
+
+        classes = np.asarray(model.classes_)
+        labels = np.searchsorted(classes, train.y)
+        proba, rejected = out_of_sample_proba(model, train, int(cv), int(seed)), False
+    else:
+        loo = run_leave_one_out(model, train, o)
+        classes, labels, proba, rejected = loo.classes, loo.labels, loo.proba(), loo.rounds_rejected
+    score = label_scores(proba, labels, o.kind, bool(o.calibrate))
+    m = estimated_count(proba, labels, count)
+    df = issues_frame(train.ids, classes, labels, proba, score, m)
+    df.attrs.update(estimated_count=int(m), count_method=count, probabilities=probabilities,
+                    rounds_rejected=bool(rejected))
     return df

@@ -218,7 +218,7 @@ def _timed(fn):
 
 
 def run_setting(parts: dict[str, Split], kind: str, pattern: str, rate: float, seed: int, clean_fn,
-                noisy_valid_labels: bool = True) -> tuple[list, dict]:
+                noisy_valid_labels: bool = True, issue_options: dict | None = None) -> tuple[list, dict]:
     """Rows (one per method) and the count estimates of one setting; `clean` measures on the validation
     split with labels corrupted like the training labels (`noisy_valid_labels`) or with its true labels."""
     from cleanlab.count import num_label_issues
@@ -231,9 +231,10 @@ def run_setting(parts: dict[str, Split], kind: str, pattern: str, rate: float, s
     model, t_fit = _timed(lambda: make_model(kind).fit(noisy))
     res = {"noisy": (metric(model), 0, t_fit)}
 
-    issues, t_issues = _timed(lambda: inf.find_label_issues(model, noisy))
+    opts = dict(issue_options or {})
+    issues, t_issues = _timed(lambda: inf.find_label_issues(model, noisy, **opts))
     flags = issues["is_issue"].to_numpy()
-    cal = inf.find_label_issues(model, noisy, count="calibrated").attrs["estimated_count"]
+    cal = inf.find_label_issues(model, noisy, count="calibrated", **opts).attrs["estimated_count"]
     proba, t_cv = _timed(lambda: out_of_sample_proba(model, noisy, cv=5, seed=seed))
     labels = np.searchsorted(model.classes_, noisy.y)
     cl_issues, t_cl = _timed(lambda: cl_find(labels, proba))
@@ -251,7 +252,7 @@ def run_setting(parts: dict[str, Split], kind: str, pattern: str, rate: float, s
     res["random"] = (rnd, n_flags, t_one)
     action = ""
     if clean_fn is not None:  # the clean rows: refit on what clean returns (its train and weights)
-        cr, t_clean = _timed(lambda: clean_fn(model, noisy, noisy_valid, n_jobs=1, seed=seed))
+        cr, t_clean = _timed(lambda: clean_fn(model, noisy, noisy_valid, n_jobs=1, seed=seed, **opts))
         refit, t_r = _timed(lambda: model.refit(cr.train, cr.weights))
         res["clean"] = (metric(refit), int(cr.budget), t_clean + t_r)
         action = f"{cr.action} {int(cr.budget)}"
@@ -326,11 +327,13 @@ def summary(df: pd.DataFrame, counts: pd.DataFrame) -> str:
     if len(c):
         lines.append("\nCount estimates against the true number of flips (settings with noise): share of settings "
                      "within 25% of the truth, median ratio estimate / truth:\n")
-        lines.append("| estimate | within 25% | median ratio | mean abs. relative error |")
-        lines.append("| --- | --- | --- | --- |")
-        for col in ("influent", "influent calibrated", "cleanlab num_label_issues", "cleanlab find_label_issues"):
-            r = c[col] / c["true"]
-            lines.append(f"| {col} | {int((abs(r - 1) <= 0.25).sum())} of {len(r)} | {r.median():.2f} | {abs(r - 1).mean():.2f} |")
+        lines.append("| model | estimate | within 25% | median ratio | mean abs. relative error |")
+        lines.append("| --- | --- | --- | --- | --- |")
+        for kind, sub in [("all", c)] + list(c.groupby("model", sort=False)):
+            for col in ("influent", "influent calibrated", "cleanlab num_label_issues", "cleanlab find_label_issues"):
+                r = sub[col] / sub["true"]
+                lines.append(f"| {kind} | {col} | {int((abs(r - 1) <= 0.25).sum())} of {len(r)} | {r.median():.2f} | "
+                             f"{abs(r - 1).mean():.2f} |")
     return "\n".join(lines)
 
 
@@ -386,6 +389,8 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=None, help="CSV of every row (counts in <out stem>_counts.csv)")
     ap.add_argument("--valid-labels", default="noisy", choices=("noisy", "true"),
                     help="labels of the validation split clean measures on: corrupted like train (default) or true")
+    ap.add_argument("--cv-probabilities", action="store_true",
+                    help="find_label_issues (and clean) on 5-fold probabilities (probabilities='cv')")
     ap.add_argument("--tables", default=None, help="print the tables of an earlier run's CSV (no run)")
     a = ap.parse_args(argv)
     if a.tables:
@@ -406,7 +411,8 @@ def main(argv=None) -> None:
             if name not in loaded:
                 loaded = {name: load(name, seed, a.quick, Path(a.cache))}
             key = {"data": name, "model": kind, "pattern": pattern, "rate": rate, "seed": seed}
-            r, c = run_setting(loaded[name], kind, pattern, rate, seed, clean_fn, a.valid_labels == "noisy")
+            r, c = run_setting(loaded[name], kind, pattern, rate, seed, clean_fn, a.valid_labels == "noisy",
+                               {"probabilities": "cv"} if a.cv_probabilities else None)
             rows += [{**key, **x} for x in r]
             counts.append({**key, **c})
             acc = {x["method"]: x["test_acc"] for x in r}

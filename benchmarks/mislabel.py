@@ -128,6 +128,7 @@ def corrupt(train: Split, pattern: str, rate: float, seed: int) -> tuple[Split, 
 # ---- detectors -------------------------------------------------------------------------------------
 MISLABEL_VARIANTS = [
     ("mislabel", {}),
+    ("mislabel unchecked rounds (check_rounds=False, the default before)", {"check_rounds": False}),
     ("mislabel exact rounds (refresh=1, float64)", {"refresh": 1, "precision": "float64"}),
     ("mislabel rounds=0", {"rounds": 0}),
     ("mislabel rounds=0, full-H step", {"rounds": 0, "hessian": "full"}),
@@ -173,8 +174,7 @@ def influent_rows(model, train):
         s, t = _timed(lambda: inf.score(model, train, method="mislabel", **opts).values)
         rows.append((label, s, t))
     for label, method, opts in [("self-if (exact)", "self-if", {"damping": 1e-3 if isinstance(model, TabularMLP) else 0.0}),
-                                ("self-tracin (final model)", "self-tracin",
-                                 {"checkpoints": [Checkpoint(0, 1.0, model.params())]}),
+                                ("self-tracin (final model)", "self-tracin", {}),
                                 ("outlier l2", "outlier", {"detector": "l2"}),
                                 ("outlier iforest", "outlier", {"detector": "iforest"}),
                                 ("label-quality (influent, cv=0)", "label-quality", {"cv": 0, "kind": "normalized-margin"})]:

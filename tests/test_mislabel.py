@@ -209,3 +209,46 @@ def test_stale_rounds_return_exact_leave_one_out_at_the_last_parameters():
         np.testing.assert_allclose(loo.loo_logits[i] - loo.loo_logits[i].mean(), z - z.mean(), atol=1e-9)
         if w[i] == 0:  # out of the objective already: its leave-one-out logits are the in-sample ones
             np.testing.assert_allclose(loo.loo_logits[i], z0, atol=1e-9)
+
+
+def _overlapping(seed):
+    """Unit-norm features (like sentence embeddings), overlapping classes, 20% flips, strong L2: the regime where
+    the cleaning rounds drop clean-but-ambiguous samples until half the set is flagged."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((200, 40))
+    y = (X @ rng.standard_normal(40) / 40**0.5 + 0.9 * rng.standard_normal(200) > 0).astype(int)
+    noisy, flipped = flip_labels(y, 0.2, "uniform", seed)
+    return from_arrays(X / np.linalg.norm(X, axis=1, keepdims=True), noisy), flipped
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_check_rounds_keeps_round_zero_when_the_rounds_lower_given_label_accuracy(seed):
+    from sklearn.metrics import roc_auc_score
+    from influent.methods.mislabel import given_label_accuracy
+
+    train, flipped = _overlapping(seed)
+    model = SklearnLogistic(C=0.3).fit(train)
+    zero = leave_one_out(model, train, 0.0, "loo", 512, 0, 1, 5, "float32")
+    rounds = leave_one_out(model, train, 0.0, "loo", 512, 5, 1, 5, "float32")
+    checked = leave_one_out(model, train, 0.0, "loo", 512, 5, 1, 5, "float32", check=True)
+    assert given_label_accuracy(rounds) < given_label_accuracy(zero) - 0.05  # the collapse
+    assert checked.rounds_rejected and np.all(checked.weights == 1)
+    np.testing.assert_allclose(checked.loo_logits, zero.loo_logits)
+    auc = lambda r: roc_auc_score(flipped, -label_scores(r.proba(), r.labels, "margin", False))
+    assert auc(checked) > auc(rounds) + 0.03
+    # the method's default checks; check_rounds=False gives the rounds' scores
+    np.testing.assert_allclose(inf.score(model, train, method="mislabel").values,
+                               label_scores(zero.proba(), zero.labels, "margin", False), rtol=1e-6)
+    np.testing.assert_allclose(inf.score(model, train, method="mislabel", check_rounds=False).values,
+                               label_scores(rounds.proba(), rounds.labels, "margin", False), rtol=1e-6)
+
+
+def test_check_rounds_keeps_the_rounds_where_they_help():
+    train = _blobs(300, 3, seed=5)
+    noisy, flipped = flip_labels(train.y, 0.3, "class-conditional", seed=1)
+    train = train.with_labels(noisy)
+    model = SklearnLogistic(C=1.0).fit(train)
+    rounds = leave_one_out(model, train, 0.0, "loo", 512, 5, 1, 5, "float32")
+    checked = leave_one_out(model, train, 0.0, "loo", 512, 5, 1, 5, "float32", check=True)
+    assert not checked.rounds_rejected and (checked.weights == 0).any()
+    np.testing.assert_allclose(checked.loo_logits, rounds.loo_logits)

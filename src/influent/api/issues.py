@@ -1,14 +1,13 @@
 """`find_label_issues`: one table to act on — for every training sample its given label, the label the rest
 of the data suggests, the out-of-sample probability of the given label, a score, and whether it is counted
-as a wrong label.
+among the estimated wrong labels.
 
-The probabilities are the leave-one-out probabilities of the `mislabel` detector (one Newton step per sample,
-no refit; `influent.methods.mislabel.leave_one_out`). The number of wrong labels is confident learning's
-count (Northcutt, Jiang, Chuang, "Confident Learning: Estimating Uncertainty in Dataset Labels", JAIR 2021,
-sec. 3.1): sample i is counted in the confident joint at (given y_i, class j) for the most probable class j
-whose probability reaches its class threshold t_j (the mean probability of class j over samples labelled j);
-the off-diagonal total of that joint is the estimated number of wrong labels, and the that many lowest
-scores are flagged (`is_issue`), as cleanlab's ``prune_by_noise_rate`` ranks within the estimated count.
+The probabilities are those of the `mislabel` detector (`influent.methods.mislabel`): each sample's
+leave-one-out probabilities from one Newton step, under the model of the last cleaning round (no refits).
+The number of wrong labels is confident learning's estimate on these probabilities (Northcutt, Jiang,
+Chuang, "Confident Learning: Estimating Uncertainty in Dataset Labels", JAIR 2021, sec. 3.1-3.2;
+`estimated_count`), and that many samples with the lowest scores are flagged, as cleanlab's
+``prune_by_noise_rate`` flags the lowest-quality samples within the estimated count (sec. 3.2).
 """
 
 from __future__ import annotations
@@ -19,80 +18,100 @@ import numpy as np
 import pandas as pd
 
 from ..data import Split
-from ..data.validate import InputError, check_fitted
+from ..data.validate import InputError, check_choice, check_fitted
 from ..models.base import ModelAdapter
 
 COLUMNS = ("id", "label", "suggested_label", "p_label", "score", "is_issue", "rank")
 
 
-def confident_count(proba: np.ndarray, labels: np.ndarray) -> tuple[int, np.ndarray]:
-    """Confident learning's estimated number of wrong labels (Northcutt et al. 2021, sec. 3.1).
-
-    proba : (n, C) out-of-sample class probabilities; labels : (n,) column index of each given label.
-    Returns the count and (n,) the confident class of each sample (-1 where no class reaches its threshold).
-    """
-    from ..methods.mislabel import class_thresholds
-
-    P = np.asarray(proba, dtype=np.float64)
-    t = class_thresholds(P, labels)
-    above = P >= t[None, :] - 1e-12
-    masked = np.where(above, P, -np.inf)
-    confident = np.where(above.any(1), masked.argmax(1), -1)
-    count = int(((confident >= 0) & (confident != labels)).sum())
-    return count, confident
-
-
 def issues_frame(ids: np.ndarray, classes: np.ndarray, labels: np.ndarray, proba: np.ndarray,
                  score: np.ndarray, count: int) -> pd.DataFrame:
-    """The issues table from out-of-sample probabilities; `count` lowest scores are flagged.
+    """The issues table (columns `COLUMNS`, rows in input order); the `count` lowest scores are flagged.
 
     ids : (n,); classes : (C,) label of each probability column; labels : (n,) column index of the given
-    label; proba : (n, C); score : (n,) lower = more likely wrong; count : how many to flag.
+    label; proba : (n, C) out-of-sample probabilities; score : (n,) lower = more likely wrong; count : how
+    many to flag (clipped to [0, n]). Ties in the score keep input order (stable sort).
     """
     n = len(labels)
-    order = np.argsort(score, kind="stable")
+    P = np.asarray(proba, dtype=np.float64)
+    order = np.argsort(np.asarray(score, dtype=np.float64), kind="stable")
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
-    flag = rank < int(count)
     return pd.DataFrame({
         "id": np.asarray(ids),
         "label": np.asarray(classes)[labels],
-        "suggested_label": np.asarray(classes)[np.asarray(proba).argmax(1)],
-        "p_label": np.asarray(proba)[np.arange(n), labels],
+        "suggested_label": np.asarray(classes)[P.argmax(1)],
+        "p_label": P[np.arange(n), labels],
         "score": np.asarray(score, dtype=np.float64),
-        "is_issue": flag,
+        "is_issue": rank < min(max(int(count), 0), n),
         "rank": rank,
     })
 
 
-def find_label_issues(model: ModelAdapter, train: Split, **options: Any) -> pd.DataFrame:
-    """One row per training sample, in input order, with the columns `COLUMNS`:
+PROBABILITIES = ("loo", "cv")
 
-    id, label (given), suggested_label (most probable class out of sample), p_label (out-of-sample
-    probability of the given label), score (the `mislabel` score; lower = more likely wrong), is_issue
-    (among the estimated number of wrong labels, confident learning's count), rank (0 = most likely wrong).
 
+def find_label_issues(model: ModelAdapter, train: Split, count: str = "off-diagonal", probabilities: str = "loo",
+                      cv: int = 5, seed: int = 0, **options: Any) -> pd.DataFrame:
+    """Which training labels are likely wrong: one row per sample of `train`, in input order.
+
+    Columns (`COLUMNS`):
+
+    - ``id``: the sample's id (``train.ids``)
+    - ``label``: the given label (as in ``train.y``: strings stay strings)
+    - ``suggested_label``: the most probable class out of sample (may equal ``label``)
+    - ``p_label``: out-of-sample probability of the given label (the sample's leave-one-out model under the
+      last cleaning round's model; `influent.methods.mislabel.leave_one_out`)
+    - ``score``: the `mislabel` score (default: margin p_label - max other class); lower = more likely wrong
+    - ``is_issue``: among the ``m`` lowest scores, ``m`` = confident learning's estimated number of wrong
+      labels (``df.attrs["estimated_count"]``)
+    - ``rank``: 0 = most likely wrong, ..., n - 1
+
+    Parameters
+    ----------
+    model : fitted classifier (logistic, one-logit binary or K-class; a network: its last layer is analysed)
+    train : the split it was fitted on
+    count : "off-diagonal" (default; Northcutt et al. 2021 sec. 3.1, cleanlab's ``num_label_issues``
+        default: samples confidently counted in another class that is also their most probable one) or
+        "calibrated" (sec. 3.2: n times the off-diagonal mass of the confident joint calibrated to the
+        given-label counts). Measured closer to the true number of flips on the default probabilities
+        (docs/cleaning.md); both are `influent.methods.mislabel.estimated_count`.
+    probabilities : "loo" (default: `mislabel`'s leave-one-out probabilities, no refits) or "cv" (each
+        sample's probabilities from a copy of the model refitted without its fold, `cv` stratified folds
+        shuffled with `seed`, as cleanlab asks: `cv` refits). Use "cv" for a network that fits its own
+        training labels (its last layer then sees no disagreement: docs/noisy-labels.md); with "cv" the
+        score is `kind` (and `calibrate`) of those probabilities and the cleaning rounds do not apply.
     options : options of the `mislabel` method (``influent methods mislabel``), e.g. ``rounds=0``.
+
+    ``df.attrs`` holds ``estimated_count``, ``count_method`` and ``rounds_rejected`` (True when the
+    cleaning rounds were set aside for lowering the out-of-sample accuracy of the given labels).
     """
-    from ..methods.mislabel import label_scores, leave_one_out, MislabelOptions
+    from ..methods.mislabel import COUNTS, MislabelOptions, estimated_count, label_scores, run_leave_one_out
     from ..methods.options import build_options
-    from ..models.base import resolve_params
 
     if not isinstance(model, ModelAdapter):
         raise InputError(f"model must be an influent ModelAdapter, got {type(model).__name__}")
     check_fitted(model)
     if not isinstance(train, Split):
         raise InputError(f"train must be an influent Split, got {type(train).__name__}")
+    check_choice(count, COUNTS, "find_label_issues: count", unknown="count method")
+    if model.classes_ is None:
+        raise InputError("find_label_issues needs a classifier (loss 'cross_entropy' or 'bce')")
     model.check_split(train)
+    check_choice(probabilities, PROBABILITIES, "find_label_issues: probabilities")
     o = build_options("mislabel", MislabelOptions, options)
-    view = resolve_params(model, o.params)
-    damping = o.damping
-    if damping == "auto":
-        regularised = any(view.reg_coef.get(nm, 0.0) > 0 for nm in view.param_names() if nm.endswith("weight"))
-        damping = 0.0 if regularised else 1e-3
-    loo = leave_one_out(view, train, float(damping), o.hessian, 512, int(o.rounds), int(o.newton_steps),
-                        int(o.refresh), o.precision)
-    proba = loo.proba()
-    score = label_scores(proba, loo.labels, o.kind, bool(o.calibrate))
-    count, _ = confident_count(proba, loo.labels)
-    return issues_frame(train.ids, loo.classes, loo.labels, proba, score, count)
+    if probabilities == "cv":
+        from ..methods.label_quality import out_of_sample_proba
+
+        classes = np.asarray(model.classes_)
+        labels = np.searchsorted(classes, train.y)
+        proba, rejected = out_of_sample_proba(model, train, int(cv), int(seed)), False
+    else:
+        loo = run_leave_one_out(model, train, o)
+        classes, labels, proba, rejected = loo.classes, loo.labels, loo.proba(), loo.rounds_rejected
+    score = label_scores(proba, labels, o.kind, bool(o.calibrate))
+    m = estimated_count(proba, labels, count)
+    df = issues_frame(train.ids, classes, labels, proba, score, m)
+    df.attrs.update(estimated_count=int(m), count_method=count, probabilities=probabilities,
+                    rounds_rejected=bool(rejected))
+    return df

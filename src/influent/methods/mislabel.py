@@ -60,6 +60,8 @@ class LeaveOneOut:
     loss : "cross_entropy" (softmax over K logits) or "bce" (one logit)
     theta : (K, q) final-layer parameters [weight | bias] of the last round (the fitted ones without rounds)
     weights : (n,) sample weights of the last round (1 = in the objective, 0 = flagged)
+    rounds_rejected : True when `leave_one_out(check=True)` returned the fitted model's leave-one-out
+        outputs because the rounds lowered the out-of-sample accuracy of the given labels
     """
 
     logits: np.ndarray
@@ -70,6 +72,7 @@ class LeaveOneOut:
     loss: str
     theta: np.ndarray | None = None
     weights: np.ndarray | None = None
+    rounds_rejected: bool = False
 
     def proba(self, loo: bool = True) -> np.ndarray:
         """(n, C) class probabilities, leave-one-out (default) or in-sample."""
@@ -296,7 +299,7 @@ def _shift(Amat: torch.Tensor, Lam: torch.Tensor, r: torch.Tensor, w: torch.Tens
 
 def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hessian: str = "loo",
                   chunk_size: int = 512, rounds: int = 0, newton_steps: int = 1, refresh: int = 1,
-                  precision: str = "float64") -> LeaveOneOut:
+                  precision: str = "float64", check: bool = False, calibrate: bool = False) -> LeaveOneOut:
     """Leave-one-out logits of every training sample from one Newton step each (module docstring).
 
     Parameters
@@ -318,6 +321,17 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
         cheaper, approximate). An early stop on such flags recomputes the leverages once, so the returned
         logits are always exact for the last parameters.
 
+    calibrate : the rounds flag by the margin of the probabilities divided by the class thresholds
+        (`label_scores` with calibrate=True) instead of the plain margin
+    check : keep the rounds only if they do not lower the out-of-sample accuracy of the given labels
+        (`given_label_accuracy`: the share of samples whose leave-one-out, or for a sample of weight 0
+        out-of-sample, most probable class is their label) below that of the fitted model's leave-one-out
+        probabilities; otherwise return the latter (``rounds_rejected``). No label's truth is used: the
+        rounds aim at the clean model, which predicts the given labels out of sample at least as well as the
+        noisy one unless the noise dominates; when the rounds drop clean-but-ambiguous samples of
+        overlapping classes (sentiment on sentence embeddings), the flagged set grows round after round and
+        this accuracy falls (docs/noisy-labels.md, "Choosing the rounds from the data")
+
     precision : "float64" (default) or "float32": the dtype of the n-sized products (the Hessian build,
         accumulated in float64, and the leverage blocks); the inverse and the Newton steps stay float64
 
@@ -335,11 +349,11 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
     labels = prob.t.cpu().numpy().astype(np.int64)
     z, shift, lev, H, Lam, Amat = _loo_shift(prob, prob.theta, None, hessian, dt, skip_out=False)
     z0 = z.cpu().numpy()
-    res = LeaveOneOut(z0, (z + shift).cpu().numpy(), lev.cpu().numpy(), classes, labels, adapter.loss)
+    res = first = LeaveOneOut(z0, (z + shift).cpu().numpy(), lev.cpu().numpy(), classes, labels, adapter.loss)
     theta, w = prob.theta, torch.ones(len(labels), dtype=torch.float64, device=prob.F.device)
     stale = False  # whether res comes from leverage blocks of an earlier theta (refresh > 1)
     for k in range(int(rounds)):
-        flagged = label_scores(res.proba(), labels, "margin", calibrate=False) < 0
+        flagged = label_scores(res.proba(), labels, "margin", calibrate=calibrate) < 0
         if not flagged.any() or flagged.all():
             break
         new_w = torch.as_tensor(~flagged, dtype=torch.float64, device=w.device)
@@ -363,14 +377,90 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
         z, shift, lev, *_ = _loo_shift(prob, theta, w, hessian, dt)
         res = LeaveOneOut(z0, (z + shift).cpu().numpy(), lev.cpu().numpy(), classes, labels, adapter.loss)
     res.theta, res.weights = theta.cpu().numpy(), w.cpu().numpy()
+    if check and rounds > 0 and given_label_accuracy(res) < given_label_accuracy(first):
+        first.theta, first.weights = prob.theta.cpu().numpy(), np.ones(len(labels))
+        first.rounds_rejected = True
+        return first
     return res
 
 
-def class_thresholds(proba: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def given_label_accuracy(loo: LeaveOneOut) -> float:
+    """Share of the samples whose out-of-sample most probable class is their given label."""
+    return float((loo.proba().argmax(1) == loo.labels).mean())
+
+
+COUNTS = ("calibrated", "off-diagonal")
+
+
+def confident_joint(proba: np.ndarray, labels: np.ndarray, calibrate: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Confident learning's confident joint C[i, j]: samples labelled i whose confident class is j
+    (Northcutt, Jiang, Chuang 2021, sec. 3.1, eq. 1; cleanlab's `compute_confident_joint` rule).
+
+    proba : (n, C) out-of-sample probabilities; labels : (n,) column index of each given label.
+    A class j is confident for a sample when p_j >= t_j (`class_thresholds`, minus 1e-6); the sample's
+    confident class is that class, or the most probable class where several are confident, -1 where none
+    is. Every diagonal entry is at least 1. `calibrate`: rows rescaled to the given-label counts and the
+    total to n, then rounded keeping each row's total (sec. 3.2, eq. 3: the calibrated joint).
+    Returns the (C, C) joint (ints) and (n,) the confident class of each sample.
+    """
+    P = np.asarray(proba, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    n, C = P.shape
+    t = np.maximum(class_thresholds(P, labels, missing=2.0), 1e-6)
+    above = P >= t[None, :] - 1e-6
+    several = above.sum(1) > 1
+    guess = np.where(several, P.argmax(1), above.argmax(1))
+    confident = np.where(above.any(1), guess, -1)
+    keep = confident >= 0
+    J = np.zeros((C, C), dtype=np.int64)
+    np.add.at(J, (labels[keep], confident[keep]), 1)
+    np.fill_diagonal(J, np.maximum(J.diagonal(), 1))
+    if calibrate:
+        counts = np.bincount(labels, minlength=C).astype(np.float64)
+        cal = J / np.clip(J.sum(1, keepdims=True), 1e-100, None) * counts[:, None]
+        cal = cal / max(cal.sum(), 1e-100) * counts.sum()
+        J = np.stack([_round_keeping_sum(row) for row in cal])
+    return J, confident
+
+
+def _round_keeping_sum(row: np.ndarray) -> np.ndarray:
+    """Integers closest to `row` with the same (rounded) total (largest remainders move first)."""
+    ints = row.round()
+    total = row.sum().round()
+    while abs(ints.sum() - total) > 1e-6:
+        diff = total - ints.sum()
+        step = 1 if diff > 0 else -1
+        idx = np.argsort(row - ints)[::-step][:min(int(abs(round(diff))), len(row))]
+        ints[idx] += step
+    return ints.astype(np.int64)
+
+
+def estimated_count(proba: np.ndarray, labels: np.ndarray, method: str = "calibrated") -> int:
+    """Confident learning's estimated number of wrong labels from (n, C) out-of-sample probabilities.
+
+    method : "calibrated" (Northcutt et al. 2021, sec. 3.2: n times the off-diagonal mass of the calibrated
+        joint, whose rows are the given-label counts; cleanlab's ``off_diagonal_calibrated``) or
+        "off-diagonal" (sec. 3.1: the samples counted off the diagonal of the confident joint whose most
+        probable class is not their label; cleanlab's default ``off_diagonal``).
+    """
+    check_choice(method, COUNTS, "mislabel: count", unknown="count method")
+    P = np.asarray(proba, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    if method == "calibrated":
+        J, _ = confident_joint(P, labels, calibrate=True)
+        return int(np.rint((1.0 - np.trace(J) / max(J.sum(), 1e-100)) * n))
+    _, confident = confident_joint(P, labels)
+    bumped = P.copy()
+    bumped[np.arange(n), labels] += 1e-6
+    return int(((confident >= 0) & (confident != labels) & (bumped.argmax(1) != labels)).sum())
+
+
+def class_thresholds(proba: np.ndarray, labels: np.ndarray, missing: float | None = None) -> np.ndarray:
     """(C,) confident learning's per-class thresholds: mean probability of class k over samples labelled k
-    (Northcutt et al. 2021, eq. 2); classes without samples get 1/C."""
+    (Northcutt et al. 2021, eq. 2); classes without samples get `missing` (default 1/C)."""
     C = proba.shape[1]
-    t = np.full(C, 1.0 / C)
+    t = np.full(C, 1.0 / C if missing is None else float(missing))
     for k in range(C):
         m = labels == k
         if m.any():
@@ -409,10 +499,13 @@ class MislabelOptions(MethodOptions):
 
     kind: str = opt("margin", "score of the leave-one-out probabilities: 'margin' | 'self-confidence' | 'entropy'")
     rounds: int = opt(5, "cleaning rounds (0: the fitted model's leave-one-out probabilities only)")
+    check_rounds: bool = opt(True, "keep the rounds only if they do not lower the out-of-sample accuracy of the "
+                                   "given labels (else rounds=0's scores)")
     newton_steps: int = opt(1, "Newton steps per round")
     refresh: int = opt(5, "exact leave-one-out every `refresh` rounds (and in the last); 1: every round")
     precision: str = opt("float32", "dtype of the n-sized products ('float32' | 'float64'); the inverse is float64")
-    calibrate: bool = opt(False, "True: confident learning's per-class thresholds")
+    calibrate: bool = opt(False, "True: confident learning's per-class thresholds, in the score and in the rounds' "
+                                 "flags (helps where one class received most flips)")
     hessian: str = opt("loo", "'loo': Newton step on the leave-one-out objective H_{-i} | 'full': the full H")
     params: Any = opt("auto", "parameters analysed: 'auto' (all of a linear model, the last layer of a "
                               "network), 'all', 'last' or module names")
@@ -427,12 +520,34 @@ class MislabelOptions(MethodOptions):
         self.newton_steps = check_number(self.newton_steps, "mislabel: newton_steps", kind=int, low=1)
         self.refresh = check_number(self.refresh, "mislabel: refresh", kind=int, low=1)
         check_choice(self.calibrate, (False, True), "mislabel: calibrate")
+        check_choice(self.check_rounds, (False, True), "mislabel: check_rounds")
         check_params(self.params, "mislabel: params")
         if self.damping != "auto":
             check_damping(self.damping)
 
 
-@register_method("mislabel", needs_target=False, title="wrong-label detector", options=MislabelOptions)
+def run_leave_one_out(adapter: ModelAdapter, train: Split, o: "MislabelOptions", chunk_size: int = 512,
+                      used: dict | None = None) -> LeaveOneOut:
+    """`leave_one_out` with the options `o` (the analysed parameters, damping 'auto' resolved; the damping
+    used goes into `used` when given)."""
+    view = resolve_params(adapter, o.params)
+    if o.params == "auto" and len(linear_layers(view) or ()) != 1:
+        # the adapter's own choice (e.g. a LoRA model's adapters) is not one final layer: a network's "auto"
+        # for mislabel is its last layer, the classification head
+        view = resolve_params(adapter, "last")
+    damping = o.damping
+    if damping == "auto":
+        regularised = any(view.reg_coef.get(nm, 0.0) > 0 for nm in view.param_names() if nm.endswith("weight"))
+        damping = 0.0 if regularised else 1e-3
+    damping = check_damping(damping)
+    if used is not None:
+        used["damping_used"] = damping
+    return leave_one_out(view, train, damping, o.hessian, chunk_size, int(o.rounds), int(o.newton_steps),
+                         int(o.refresh), o.precision, bool(o.check_rounds), bool(o.calibrate))
+
+
+@register_method("mislabel", needs_target=False, title="wrong-label detector", options=MislabelOptions,
+                 verdict="mislabelled")
 def mislabel(job: Job) -> Result:
     """Wrong-label detector: leave-one-out label margins from one Newton step per sample, with cleaning rounds.
 
@@ -440,27 +555,9 @@ def mislabel(job: Job) -> Result:
     `MislabelOptions` (``influent methods mislabel``).
     """
     o = job.options
-    kind = o.kind
-    calibrate = bool(o.calibrate)
-    hessian = o.hessian
-    rounds, steps = int(o.rounds), int(o.newton_steps)
-    refresh = int(o.refresh)
-    precision = o.precision
-    if rounds < 0 or steps < 1 or refresh < 1:
-        raise InputError(f"mislabel: rounds must be >= 0, newton_steps and refresh >= 1, got {rounds}, {steps}, {refresh}")
-    view = resolve_params(job.adapter, o.params)
-    if o.params == "auto" and len(linear_layers(view) or ()) != 1:
-        # the adapter's own choice (e.g. a LoRA model's adapters) is not one final layer: a network's "auto"
-        # for mislabel is its last layer, the classification head
-        view = resolve_params(job.adapter, "last")
-    damping = o.damping
-    if damping == "auto":
-        regularised = any(view.reg_coef.get(nm, 0.0) > 0 for nm in view.param_names() if nm.endswith("weight"))
-        damping = 0.0 if regularised else 1e-3
-    damping = check_damping(damping)
-    job.used["damping_used"] = damping
     t0 = time.perf_counter()
-    loo = leave_one_out(view, job.train, damping, hessian, job.chunk_size, rounds, steps, refresh, precision)
+    loo = run_leave_one_out(job.adapter, job.train, o, job.chunk_size, job.used)
     job.timing["leave_one_out"] = time.perf_counter() - t0
-    s = label_scores(loo.proba(), loo.labels, kind, calibrate)
+    job.used["rounds_rejected"] = loo.rounds_rejected
+    s = label_scores(loo.proba(), loo.labels, o.kind, bool(o.calibrate))
     return Result(s, s)

@@ -48,6 +48,8 @@ class Scores:
     settings : every option of the run (solver, damping, ...)
     target : description of the target
     timing : seconds per phase
+    stderr : (n,) standard error of `values` across the members of a model ensemble (sample standard
+        deviation / sqrt(members)), or None for one model; saved as the column "stderr"
     """
 
     values: np.ndarray
@@ -57,6 +59,7 @@ class Scores:
     settings: dict[str, Any] = field(default_factory=dict)
     target: dict[str, Any] | None = None
     timing: dict[str, float] = field(default_factory=dict)
+    stderr: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.values = np.asarray(self.values, dtype=np.float64)
@@ -65,6 +68,10 @@ class Scores:
             raise InputError(f"scores: values {self.values.shape} and ids {self.ids.shape} must be 1-D of equal length")
         if self.raw is not None:
             self.raw = np.asarray(self.raw, dtype=np.float64)
+        if self.stderr is not None:
+            self.stderr = np.asarray(self.stderr, dtype=np.float64)
+            if self.stderr.shape != self.values.shape:
+                raise InputError(f"scores: stderr {self.stderr.shape} and values {self.values.shape} must have equal length")
 
     def __len__(self) -> int:
         return len(self.values)
@@ -87,6 +94,8 @@ class Scores:
         df = pd.DataFrame({"id": self.ids, "value": self.values})
         if self.raw is not None:
             df["raw"] = self.raw
+        if self.stderr is not None:
+            df["stderr"] = self.stderr
         df["rank"] = np.empty(len(self), dtype=np.int64)
         df.loc[self.order(), "rank"] = np.arange(len(self))
         return df
@@ -129,7 +138,8 @@ class Scores:
                 raise InputError(f"scores: {path} has no {col!r} column; is it a scores file?")
         return cls(df["value"].to_numpy(), meta.get("method", "unknown"), df["id"].to_numpy(),
                    df["raw"].to_numpy() if "raw" in df.columns else None, meta.get("settings", {}),
-                   meta.get("target"), meta.get("timing", {}))
+                   meta.get("target"), meta.get("timing", {}),
+                   df["stderr"].to_numpy() if "stderr" in df.columns else None)
 
     def __repr__(self) -> str:
         return f"Scores(method={self.method!r}, n={len(self)}, settings={self.settings})"

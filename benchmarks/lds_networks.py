@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import influent as inf
 from influent.targets import margin_scale
 import influent.api.ensemble as ens
+from influent.methods.registry import EXACT_GGN_MAX_PARAMS
 from influent.data.datasets import load
 from influent.evaluation.attribution import LDSGroundTruth, lds_score
 from influent.models import SmallCNN, TabularMLP, TorchAdapter, TrainConfig, TrainingRecorder
@@ -262,6 +263,8 @@ def select_if(quick: bool, cache: Path, ks: tuple[int, ...] = (1, 5)) -> None:
         eigs = [mean_eigenvalue(m, p.train) for m in members]
         settings = {**SELECT, "ip (no curvature)": None}
         for name, how in settings.items():
+            if how is not None and how[0] == "exact" and members[0].n_params() > EXACT_GGN_MAX_PARAMS:
+                continue  # the exact Gauss-Newton only where the default would fall back to it
             mats = []
             t0 = time.perf_counter()
             for m, eig in zip(members, eigs):

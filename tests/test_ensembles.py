@@ -176,3 +176,25 @@ def test_stability_counts_extremes_whose_interval_excludes_the_median():
     med = 0.1  # lowest three: -5 + 1.96 < 0.1 yes, -4 + 5.88 no, -3 + 0.98 yes; highest: 9, 4 yes, 3 - 3.92 no
     assert st["median"] == med and (st["harmful"], st["helpful"], st["members"]) == (2, 2, 5)
     assert stability(inf.Scores(v, "if", np.arange(9)), 3) is None
+
+
+def test_cli_ensemble_saves_stderr_and_the_report_counts_stable_rankings(data_dir, tmp_path, capsys):
+    import json
+
+    from helpers import run_cli
+
+    out = tmp_path / "run"
+    code, _, err = run_cli(["score", "--train", data_dir / "train.csv", "--valid", data_dir / "valid.csv", "--label",
+                            "y", "--model", "mlp", "--hidden", "4", "--epochs", "20", "--ensemble", "2",
+                            "--no-curve", "--top", "5", "--out", out], capsys)
+    assert code == 0, err
+    s = inf.Scores.load(out / "scores.parquet")
+    assert s.stderr is not None and s.stderr.max() > 0 and s.settings["ensemble"]["members"] == 2
+    stable = json.loads((out / "run.json").read_text())["results"]["summary"]["stable"]
+    from influent.runs.summary import stability
+
+    assert stable == json.loads(json.dumps(stability(s, 5)))
+    assert "Ensemble." in (out / "report.html").read_text()
+    code, _, err = run_cli(["score", "--train", data_dir / "train.csv", "--valid", data_dir / "valid.csv",
+                            "--label", "y", "--ensemble", "-1", "--out", tmp_path / "bad"], capsys)
+    assert code == 2 and "--ensemble" in err

@@ -42,11 +42,10 @@ class Margin(Target):
 
 
 def margin_scale(adapter: ModelAdapter, split) -> np.ndarray:
-    """(m,) 1 / (1 - p_j) for each sample of `split` at the adapter's parameters: the factor turning the
-    gradient of sample j's loss into the gradient of minus its margin (cross-entropy and bce)."""
-    if adapter.loss not in ("cross_entropy", "bce"):
-        raise InputError(f"the margin target needs a classifier (loss 'cross_entropy' or 'bce'), not {adapter.loss!r}")
+    """(m,) 1 / (1 - p_j) = 1 + exp(margin_j) for each sample of `split` at the adapter's parameters: the
+    factor turning the gradient of sample j's loss into the gradient of minus its margin (cross-entropy and
+    bce). Formed from the margin, not from p: a confident float32 prediction rounds p to 1."""
     X, t = adapter.tensors(split)
     with torch.no_grad():
-        loss = adapter.per_sample_loss(adapter.params(), X, t).to(torch.float64)
-    return (1.0 / -torch.expm1(-loss)).cpu().numpy()  # p = exp(-loss)
+        m = margins(adapter, adapter.params(), X, t).to(torch.float64)
+    return (1.0 + torch.exp(m)).cpu().numpy()

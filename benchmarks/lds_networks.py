@@ -297,6 +297,47 @@ def select_if(quick: bool, cache: Path, ks: tuple[int, ...] = (1, 5)) -> None:
     print(f"held-back selection of if's default; ks {ks}; single-threaded")
 
 
+def members_x_checkpoints(p: Problem, truth: LDSGroundTruth, t_train: float, ks: tuple[int, ...], cache: Path,
+                          n_ck: int = 5, method: str = "if") -> list[dict]:
+    """Each of the k members expanded into its last `n_ck` epoch checkpoints (`fit_members(record_every=...)`):
+    the mean over k x n_ck members, still k trainings."""
+    steps = -(-len(p.train) // p.model.train_config.batch_size)
+    path = cache / f"ens_recmembers_{p.name}_{_key(p)}_{max(ks)}.pkl"
+    if path.exists():
+        with open(path, "rb") as f:
+            members = pickle.load(f)
+    else:
+        members = ens.fit_members(p.model, p.train, max(ks), seed=0, n_jobs=2, record_every=steps)
+        with open(path, "wb") as f:
+            pickle.dump(members, f)
+    mats, margin_mats, secs = [], [], []
+    for s, m in enumerate(members):
+        f = cache / f"ens_attr_{p.name}_{_key(p)}_{method}x{n_ck}_{s}.npz"
+        if f.exists():
+            d = np.load(f)
+        else:
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                expanded = ens.checkpoint_members(m, m.recorder_.checkpoints[-n_ck:])
+                per = [inf.attribute(e, p.train, p.test, method) for e in expanded]
+            A = np.mean(per, 0)
+            Am = np.mean([M * margin_scale(e, p.test)[None, :] for M, e in zip(per, expanded)], 0)
+            np.savez(f, A=A, Am=Am, seconds=time.perf_counter() - t0)
+            d = np.load(f)
+        mats.append(d["A"])
+        margin_mats.append(d["Am"])
+        secs.append(float(d["seconds"]))
+    rows = []
+    for k in ks:
+        for label, M in (("", mats), (", target=margin", margin_mats)):
+            rows.append(dict(problem=p.name, method=f"influent {method}{label}, each model's last {n_ck} epoch checkpoints",
+                             models=k, trainings=k, lds=lds_score(np.mean(M[:k], 0), truth).score,
+                             seconds=k * t_train + sum(secs[:k])))
+    print(pd.DataFrame(rows).to_string(index=False), flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--problems", default="mnist-mlp,mnist-cnn,adult-mlp")
@@ -304,6 +345,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--truth-only", action="store_true")
     ap.add_argument("--no-dattri", action="store_true")
+    ap.add_argument("--no-influent", action="store_true")
+    ap.add_argument("--checkpoint-members", type=int, default=0, help="also: each model's last N epoch checkpoints")
     ap.add_argument("--halves", type=int, default=50)
     ap.add_argument("--cache", default="/work/wt/cache")
     ap.add_argument("--select-if", action="store_true")
@@ -321,7 +364,10 @@ def main() -> None:
             continue
         members, ckpts, t_train = fit_members(p, max(ks), cache)
         print(f"{name}: {len(members)} members, {len(ckpts)} checkpoints, one training {t_train:.1f} s", flush=True)
-        rows += influent_rows(p, members, ckpts, truth, t_train, ks, args.methods.split(","), cache)
+        if not args.no_influent:
+            rows += influent_rows(p, members, ckpts, truth, t_train, ks, args.methods.split(","), cache)
+        if args.checkpoint_members:
+            rows += members_x_checkpoints(p, truth, t_train, ks, cache, args.checkpoint_members)
         if not args.no_dattri:
             rows += dattri_rows(p, members, truth, t_train, ks)
     if rows:

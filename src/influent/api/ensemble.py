@@ -56,11 +56,16 @@ class Running:
         return np.sqrt(self._m2 / (self.n - 1) / self.n)
 
 
-def fit_members(model: ModelAdapter, train: Split, k: int, *, seed: int = 0, n_jobs: int = 2) -> list[ModelAdapter]:
+def fit_members(model: ModelAdapter, train: Split, k: int, *, seed: int = 0, n_jobs: int = 2,
+                record_every: int | None = None) -> list[ModelAdapter]:
     """k models of `model`'s kind trained on `train`, member s with seed ``seed + s`` (its own initial
-    weights, data order and dropout), in parallel processes (`refit_many`). `model` is unchanged."""
+    weights, data order and dropout), in parallel processes (`refit_many`). `model` is unchanged.
+    `record_every`: each member records a checkpoint every that many steps (its ``recorder_``), so that
+    `checkpoint_members` can expand it (members x checkpoints)."""
     k = check_number(k, "ensemble", kind=int, low=1)
-    return refit_many(model, train, [train] * k, Fitted(), n_jobs=n_jobs, seed=seed, reseed=True)
+    check_number(record_every, "record_every", kind=int, low=1, none=True)
+    return refit_many(model, train, [train] * k, Fitted(), n_jobs=n_jobs, seed=seed, reseed=True,
+                      record_every=record_every)
 
 
 def checkpoint_members(model: ModelAdapter, checkpoints: Any = None) -> list[ModelAdapter]:

@@ -20,6 +20,7 @@ import torch
 from ..data import Split
 from ..data.validate import InputError, check_number
 from .base import ModelAdapter
+from .training import TrainingRecorder
 
 Metric = Callable[[ModelAdapter], Any]
 
@@ -127,7 +128,8 @@ def _positions(subset: Any, n: int, k: int) -> np.ndarray:
 
 def _run_chunk(model: ModelAdapter, train: Split, tasks: list[tuple[int, np.ndarray | Split, np.ndarray | None]],
                metric: Metric, seed: int, warm_start: bool, threads: int,
-               skip: tuple[type[Exception], ...] = (), reseed: bool = False) -> list[Any]:
+               skip: tuple[type[Exception], ...] = (), reseed: bool = False,
+               record_every: int | None = None) -> list[Any]:
     """Refit on each task's rows (in a worker process or in-process) and evaluate `metric`; a refit or
     metric raising one of `skip` gives None."""
     from threadpoolctl import threadpool_limits
@@ -143,7 +145,11 @@ def _run_chunk(model: ModelAdapter, train: Split, tasks: list[tuple[int, np.ndar
                 data = idx if isinstance(idx, Split) else train.subset(idx)
                 base = reseeded(model, seed + k) if reseed else model
                 try:
-                    out.append(metric(base.refit(data, sample_weight=w, warm_start=warm_start)))
+                    if record_every:  # checkpoints of the refit's own training run (torch adapters)
+                        fitted = base.clone().fit(data, sample_weight=w, recorder=TrainingRecorder(every=record_every))
+                    else:
+                        fitted = base.refit(data, sample_weight=w, warm_start=warm_start)
+                    out.append(metric(fitted))
                 except skip:
                     out.append(None)
     finally:  # leave the caller's process as it was when this runs in-process
@@ -156,7 +162,8 @@ def _run_chunk(model: ModelAdapter, train: Split, tasks: list[tuple[int, np.ndar
 def refit_many(model: ModelAdapter, train: Split, subsets: Sequence[Any], metric: Metric, *,
                weights: Sequence[np.ndarray | None] | None = None, n_jobs: int = 2, seed: int = 0,
                warm_start: bool = False, threads_per_job: int = 1,
-               skip: tuple[type[Exception], ...] = (), reseed: bool = False) -> list[Any]:
+               skip: tuple[type[Exception], ...] = (), reseed: bool = False,
+               record_every: int | None = None) -> list[Any]:
     """Refit `model` on each subset of `train` and return `metric(refit)` for each, in order.
 
     Parameters
@@ -179,6 +186,8 @@ def refit_many(model: ModelAdapter, train: Split, subsets: Sequence[Any], metric
     reseed : refit k starts from `reseeded(model, seed + k)`: its own initial weights, data order and
         dropout (independently trained models: ensemble members, retrains "each with its own seed");
         by default every refit starts from the model's own initial weights and training seed
+    record_every : fit each refit with a `TrainingRecorder(every=record_every)` (torch adapters): its
+        checkpoints are the refit's ``recorder_`` (checkpoint ensembles of independent runs)
 
     Returns
     -------
@@ -203,14 +212,15 @@ def refit_many(model: ModelAdapter, train: Split, subsets: Sequence[Any], metric
         return []
     n_jobs = max(1, int(n_jobs))
     if n_jobs == 1 or len(tasks) == 1:
-        return _run_chunk(model, train, tasks, metric, seed, warm_start, threads_per_job, skip, reseed)
+        return _run_chunk(model, train, tasks, metric, seed, warm_start, threads_per_job, skip, reseed, record_every)
     from joblib import Parallel, delayed
 
     # a few chunks per worker: fewer transfers of the model and data than one task per subset
     n_chunks = min(len(tasks), 4 * n_jobs)
     chunks = [tasks[i::n_chunks] for i in range(n_chunks)]
     parts = Parallel(n_jobs=n_jobs, backend="loky", max_nbytes=None)(
-        delayed(_run_chunk)(model, train, c, metric, seed, warm_start, threads_per_job, skip, reseed)
+        delayed(_run_chunk)(model, train, c, metric, seed, warm_start, threads_per_job, skip, reseed,
+                            record_every)
         for c in chunks)
     out: list[Any] = [None] * len(tasks)
     for c, res in zip(chunks, parts):

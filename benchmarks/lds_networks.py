@@ -181,7 +181,8 @@ def influent_rows(p: Problem, members: list, ckpts: list, truth: LDSGroundTruth,
     return rows
 
 
-def dattri_rows(p: Problem, members: list, truth: LDSGroundTruth, t_train: float, ks: tuple[int, ...]) -> list[dict]:
+def dattri_rows(p: Problem, members: list, truth: LDSGroundTruth, t_train: float, ks: tuple[int, ...],
+                which: tuple[str, ...] = ("trak", "ekfac")) -> list[dict]:
     """dattri 0.3's TRAK (margin output, projection 512, its defaults) with k models and EK-FAC on one model."""
     try:
         from dattri.algorithm.influence_function import IFAttributorEKFAC
@@ -213,7 +214,7 @@ def dattri_rows(p: Problem, members: list, truth: LDSGroundTruth, t_train: float
     rows = []
     states = [{k: v.detach().clone() for k, v in m.module.state_dict().items()} for m in members]
     for k in ks:
-        if k not in (1, 10):
+        if k not in (1, 10) or "trak" not in which:
             continue
         t0 = time.perf_counter()
         task = AttributionTask(loss_func=margin, model=net, checkpoints=states[:k])
@@ -224,7 +225,7 @@ def dattri_rows(p: Problem, members: list, truth: LDSGroundTruth, t_train: float
         rows.append(dict(problem=p.name, method=f"dattri TRAK-{k}", models=k, trainings=k,
                          lds=lds_score(A, truth).score, seconds=k * t_train + time.perf_counter() - t0))
         print(rows[-1], flush=True)
-    if any(isinstance(m, nn.Linear) for m in net.modules()):
+    if "ekfac" in which and any(isinstance(m, nn.Linear) for m in net.modules()):
         t0 = time.perf_counter()
         task = AttributionTask(loss_func=mean_loss, model=net, checkpoints=states[0])
         att = IFAttributorEKFAC(task=task, device="cpu", damping=0.1)
@@ -346,6 +347,7 @@ def main() -> None:
     ap.add_argument("--truth-only", action="store_true")
     ap.add_argument("--no-dattri", action="store_true")
     ap.add_argument("--no-influent", action="store_true")
+    ap.add_argument("--dattri", default="trak,ekfac", help="dattri methods: trak, ekfac")
     ap.add_argument("--checkpoint-members", type=int, default=0, help="also: each model's last N epoch checkpoints")
     ap.add_argument("--halves", type=int, default=50)
     ap.add_argument("--cache", default="/work/wt/cache")
@@ -369,7 +371,7 @@ def main() -> None:
         if args.checkpoint_members:
             rows += members_x_checkpoints(p, truth, t_train, ks, cache, args.checkpoint_members)
         if not args.no_dattri:
-            rows += dattri_rows(p, members, truth, t_train, ks)
+            rows += dattri_rows(p, members, truth, t_train, ks, tuple(args.dattri.split(",")))
     if rows:
         df = pd.DataFrame(rows)
         with pd.option_context("display.width", 200, "display.max_colwidth", 70):

@@ -198,3 +198,17 @@ def test_cli_ensemble_saves_stderr_and_the_report_counts_stable_rankings(data_di
     code, _, err = run_cli(["score", "--train", data_dir / "train.csv", "--valid", data_dir / "valid.csv",
                             "--label", "y", "--ensemble", "-1", "--out", tmp_path / "bad"], capsys)
     assert code == 2 and "--ensemble" in err
+
+
+def test_members_record_their_own_checkpoints(data):
+    train, _ = data
+    model = _mlp(epochs=6)
+    members = fit_members(model, train, 2, seed=3, n_jobs=1, record_every=5)
+    for s, m in enumerate(members):
+        by_hand = reseeded(model, 3 + s)
+        rec = inf.models.TrainingRecorder(every=5)
+        by_hand.fit(train, recorder=rec)
+        assert [c.step for c in m.recorder_.checkpoints] == [c.step for c in rec.checkpoints]
+        for a, b in zip(m.recorder_.checkpoints, rec.checkpoints):
+            for n in a.params:
+                torch.testing.assert_close(a.params[n], b.params[n], rtol=0, atol=0)

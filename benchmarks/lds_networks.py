@@ -182,7 +182,8 @@ def influent_rows(p: Problem, members: list, ckpts: list, truth: LDSGroundTruth,
 
 
 def dattri_rows(p: Problem, members: list, truth: LDSGroundTruth, t_train: float, ks: tuple[int, ...],
-                which: tuple[str, ...] = ("trak", "ekfac")) -> list[dict]:
+                which: tuple[str, ...] = ("trak", "ekfac"), cache: Path = Path("/work/wt/cache"),
+                trak_parts: tuple[int, ...] = ()) -> list[dict]:
     """dattri 0.3's TRAK (margin output, projection 512, its defaults) with k models and EK-FAC on one model."""
     try:
         from dattri.algorithm.influence_function import IFAttributorEKFAC
@@ -213,8 +214,34 @@ def dattri_rows(p: Problem, members: list, truth: LDSGroundTruth, t_train: float
 
     rows = []
     states = [{k: v.detach().clone() for k, v in m.module.state_dict().items()} for m in members]
+    parts = [cache / f"ens_trak_{p.name}_{_key(p)}_{m}.npz" for m in range(len(members))]
+    for m in trak_parts:  # dattri TRAK-1 of model m with ensemble m's projection, before its Q weighting
+        if parts[m].exists():
+            continue
+        t0 = time.perf_counter()
+        task = AttributionTask(loss_func=margin, model=net, checkpoints=states[m])
+        att = TRAKAttributor(task=task, correct_probability_func=prob, device="cpu",
+                             projector_kwargs={"proj_dim": 512, "device": "cpu", "proj_seed": int(1e5) * m})
+        att.cache(train_dl)
+        Q = att.Q.detach().clone()
+        att.Q = torch.ones_like(att.Q)
+        X = att.attribute(test_dl).detach().numpy()
+        np.savez(parts[m], X=X, Q=Q.numpy(), seconds=time.perf_counter() - t0)
+        print(f"TRAK part {m} in {time.perf_counter() - t0:.0f} s", flush=True)
+    if "trak" in which and all(f.exists() for f in parts[:max(ks)]):
+        # dattri's TRAK-M is exactly (mean_m X_m) * (mean_m Q_m) with model m projected under seed 1e5 * m
+        # (BasicProjector: seed + 1e3 * block + 1e5 * ensemble_id), so ten TRAK-1 parts, run in parallel
+        # processes, assemble it; TRAK-1 is X_0 * Q_0
+        loaded = [np.load(f) for f in parts[:max(ks)]]
+        for k in (1, max(ks)):
+            X = np.mean([d["X"] for d in loaded[:k]], 0)
+            Q = np.mean([d["Q"] for d in loaded[:k]], 0)
+            rows.append(dict(problem=p.name, method=f"dattri TRAK-{k}", models=k, trainings=k,
+                             lds=lds_score(X * Q[:, None], truth).score,
+                             seconds=k * t_train + sum(float(d["seconds"]) for d in loaded[:k])))
+            print(rows[-1], flush=True)
     for k in ks:
-        if k not in (1, 10) or "trak" not in which:
+        if k not in (1, 10) or "trak" not in which or rows:
             continue
         t0 = time.perf_counter()
         task = AttributionTask(loss_func=margin, model=net, checkpoints=states[:k])
@@ -348,6 +375,8 @@ def main() -> None:
     ap.add_argument("--no-dattri", action="store_true")
     ap.add_argument("--no-influent", action="store_true")
     ap.add_argument("--dattri", default="trak,ekfac", help="dattri methods: trak, ekfac")
+    ap.add_argument("--trak-parts", default="", help="models whose dattri TRAK-1 parts this process computes "
+                    "(e.g. 0,1,2: run several processes; a run with all parts cached assembles TRAK-10)")
     ap.add_argument("--checkpoint-members", type=int, default=0, help="also: each model's last N epoch checkpoints")
     ap.add_argument("--halves", type=int, default=50)
     ap.add_argument("--cache", default="/work/wt/cache")
@@ -371,7 +400,8 @@ def main() -> None:
         if args.checkpoint_members:
             rows += members_x_checkpoints(p, truth, t_train, ks, cache, args.checkpoint_members)
         if not args.no_dattri:
-            rows += dattri_rows(p, members, truth, t_train, ks, tuple(args.dattri.split(",")))
+            parts = tuple(int(m) for m in args.trak_parts.split(",") if m)
+            rows += dattri_rows(p, members, truth, t_train, ks, tuple(args.dattri.split(",")), cache, parts)
     if rows:
         df = pd.DataFrame(rows)
         with pd.option_context("display.width", 200, "display.max_colwidth", 70):

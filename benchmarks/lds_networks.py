@@ -195,8 +195,8 @@ def dattri_rows(p: Problem, members: list, truth: LDSGroundTruth, t_train: float
     net = copy.deepcopy(members[0].module).eval()
     X, t = members[0].tensors(p.train)
     Xt, tt = members[0].tensors(p.test)
-    train_dl = DataLoader(TensorDataset(X, t), batch_size=64, shuffle=False)
-    test_dl = DataLoader(TensorDataset(Xt, tt), batch_size=64, shuffle=False)
+    train_dl = DataLoader(TensorDataset(X, t), batch_size=500, shuffle=False)  # fewer projector builds; same result
+    test_dl = DataLoader(TensorDataset(Xt, tt), batch_size=500, shuffle=False)
 
     def margin(params, data):  # TRAK's model output function, as in dattri's examples
         x, y = data

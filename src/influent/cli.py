@@ -268,6 +268,8 @@ def score(
     topk: int = typer.Option(0, "--topk", help="with --test: keep the K most helpful and most harmful training "
                              "samples of every test sample (streamed attribution in --out/attribution; read with "
                              "influent explain; the method's pairwise form, else ip)"),
+    ensemble: int = typer.Option(0, "--ensemble", help="average the scores over K models of the model's kind, each "
+                                 "trained with its own seed (0: the one model); scores.parquet gets a stderr column"),
 ) -> None:
     """Score every training sample; write scores.parquet, run.json and report.html to --out."""
     from .data.validate import check_output_dir, check_outputs
@@ -288,6 +290,7 @@ def score(
     check_number(chunk_size, "--chunk-size", kind=int, low=1, none=True)
     if topk < 0:
         raise InputError(f"--topk must be >= 0, got {topk}")
+    check_number(ensemble, "--ensemble", kind=int, low=0)
     model_options = _model_options(model, C, hidden, epochs, lr, batch_size, weight_decay)
     if encoder and Path(encoder).exists():
         encoder = _abs(Path(encoder))
@@ -300,7 +303,8 @@ def score(
                     method_options=method_options, target=target, chunk_size=chunk_size or 512, seed=seed, top=top, curve=curve,
                     title=title, params=_params(params) if params is not None else None,
                     store=_abs(store) if store is not None else None, backend=check_backend(backend),
-                    encoder=encoder, embed_cache=_abs(embed_cache) if embed_cache else None, topk=topk)
+                    encoder=encoder, embed_cache=_abs(embed_cache) if embed_cache else None, topk=topk,
+                    ensemble=ensemble)
     outputs = [out / f for f in OUTPUT_FILES] + [out / ATTRIBUTION_DIR]  # an earlier --topk run's too
     check_outputs({"--out": outputs}, input_paths(cfg), force)
     if store is not None:

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..data import Split
-from ..data.validate import InputError, check_fitted, check_number
+from ..data.validate import InputError, check_choice, check_fitted, check_number
 from ..grads.projection import PROJECTABLE
 from ..grads.source import Progress
 from ..methods import METHODS, Job
-from ..methods.registry import MethodSpec
+from ..methods.registry import MethodSpec, reads_checkpoints
 from ..methods.options import build_options
 from ..models.base import ModelAdapter, _eval_mode
 from ..data.scores import Scores
-from ..targets import Target, Utility
+from ..targets import Target, Utility, margin_scale
+from .ensemble import Running, members_of
 
 
 def _job(model: ModelAdapter, train: Split, target: Target | Split | None, options: dict[str, Any],
-         chunk_size: int, store: str | Path | None, seed: int, progress: Progress | None, method: str = "") -> Job:
+         chunk_size: int, store: str | Path | None, seed: int, progress: Progress | None, method: str = "",
+         prepare: bool = True) -> Job:
     if not isinstance(model, ModelAdapter):
         raise InputError(f"model must be an influent ModelAdapter, got {type(model).__name__}")
     check_fitted(model)
@@ -38,7 +40,7 @@ def _job(model: ModelAdapter, train: Split, target: Target | Split | None, optio
     if isinstance(target, Split):
         model.check_split(target)
         target = Utility(target)
-    if target is not None:
+    if target is not None and prepare:  # an ensemble's members share the target prepared for the first
         target.prepare(model)
     return Job(model, train, target, built, chunk_size, store, seed, progress)
 
@@ -96,30 +98,70 @@ def _pairwise(method: str) -> MethodSpec:
     return spec
 
 
-def score(model: ModelAdapter, train: Split, target: Target | Split | None = None, method: str = "if", *,
-          chunk_size: int = 512, store: str | Path | None = None, seed: int = 0,
+def score(model: ModelAdapter | Sequence[ModelAdapter], train: Split, target: Target | Split | None = None,
+          method: str = "if", *, chunk_size: int = 512, store: str | Path | None = None, seed: int = 0,
           progress: Progress | None = None, backend: str = "local", backend_options: dict[str, Any] | None = None,
-          **options: Any) -> Scores:
+          ensemble: Any = None, ensemble_jobs: int = 2, **options: Any) -> Scores:
     """Score every training sample; higher = more valuable to `target`, the lowest are removed first.
 
     Parameters
     ----------
-    model : a fitted `ModelAdapter`
+    model : a fitted `ModelAdapter`, or a sequence of them (an ensemble: the scores are the mean over the
+        members, each scored with its own curvature, one after another; `Scores.stderr` is the standard error
+        across them)
     train : the split the model was fitted on
-    target : a `Target` (a bare Split means `Utility(split)`); not needed by self-influence and random
+    target : a `Target` (a bare Split means `Utility(split)`; `targets.Margin(split)` measures TRAK's margin);
+        not needed by self-influence and random. An ensemble's members share the target prepared for the first
     method : a name from `influent.methods.METHODS` ("if", "ip", "tracin", "self-if", "self-tracin", ...)
     chunk_size : samples per chunk of per-sample gradients (memory O(chunk_size * n_params))
     store : folder for an on-disk gradient store reused across runs and resumable after interruption
-    seed : seed of every random choice
+        (an ensemble's member m uses its subfolder ``member-m``)
+    seed : seed of every random choice (ensemble member s is trained with seed ``seed + s``)
     progress : callback progress(done, total) per gradient chunk
     backend : "local" (in-process) or "ray" (per-sample gradients computed by Ray actors into the gradient
         store, then reduced here; the same scores to float tolerance; see `influent.backends.ray`)
     backend_options : for "ray": workers (number of actors)
+    ensemble : None (the model as given); k (an int): average over k models of the model's kind, each
+        trained on `train` with its own seed (`api.ensemble.fit_members`, parallel refits); "checkpoints" (or a
+        `TrainingRecorder` / list of `Checkpoint`): average over the recorded checkpoints of one training run
+    ensemble_jobs : worker processes for the refits of ``ensemble=k``
     **options : method options, e.g. solver="cg", damping=1e-3, solver_options={...}, checkpoints=...; the
         method's options dataclass (`METHODS[method].options`, `influent methods NAME`) lists them
     """
+    members, info = members_of(model, train, ensemble, seed=seed, n_jobs=ensemble_jobs)
+    call = dict(chunk_size=chunk_size, seed=seed, progress=progress, backend=backend, backend_options=backend_options)
+    if not info:
+        return _score_one(members[0], train, target, method, store=store, options=options, **call)
+    if isinstance(target, Split):  # one yardstick for every member
+        _check_test(members[0], target)
+        target = Utility(target)
+    values, raws, runs = Running(), Running(), []
+    for m, member in enumerate(members):
+        s = _score_one(member, train, target, method, store=None if store is None else Path(store) / f"member-{m}",
+                       options=options, prepare=m == 0, **call)
+        values.add(s.values)
+        if s.raw is not None:
+            raws.add(s.raw)
+        runs.append(s)
+    settings = dict(runs[0].settings)
+    settings["ensemble"] = info
+    if "damping" in settings:
+        settings["ensemble"]["damping"] = [s.settings.get("damping") for s in runs]
+    timing: dict[str, float] = {}
+    for s in runs:
+        for k, v in s.timing.items():
+            timing[k] = timing.get(k, 0.0) + v
+    timing["ensemble_build"] = info.get("build_seconds", 0.0)
+    return Scores(values.mean, runs[0].method, train.ids, raws.mean if raws.n == len(runs) else None, settings,
+                  runs[0].target, timing, stderr=values.stderr())
+
+
+def _score_one(model: ModelAdapter, train: Split, target: Target | Split | None, method: str, *, chunk_size: int,
+               store: str | Path | None, seed: int, progress: Progress | None, backend: str,
+               backend_options: dict[str, Any] | None, options: dict[str, Any], prepare: bool = True) -> Scores:
+    """`score` of one model."""
     spec = METHODS[method]
-    job = _job(model, train, target, options, chunk_size, store, seed, progress, method)  # checked before any work
+    job = _job(model, train, target, options, chunk_size, store, seed, progress, method, prepare)  # checked before any work
     store, ran_on = _prepare(backend, backend_options, model, train, options, chunk_size, store, progress)
     job.store = store  # the store the backend filled (the caller's own, locally)
     if spec.needs_target:
@@ -140,13 +182,46 @@ def score(model: ModelAdapter, train: Split, target: Target | Split | None = Non
                   None if job.target is None else job.target.describe(), job.timing)
 
 
-def attribute(model: ModelAdapter, train: Split, test: Split, method: str = "ip", *, chunk_size: int = 512,
-              seed: int = 0, progress: Progress | None = None, backend: str = "local",
-              backend_options: dict[str, Any] | None = None, **options: Any) -> np.ndarray:
+MEASURES = ("loss", "margin")
+
+
+def attribute(model: ModelAdapter | Sequence[ModelAdapter], train: Split, test: Split, method: str = "ip", *,
+              chunk_size: int = 512, seed: int = 0, progress: Progress | None = None, backend: str = "local",
+              backend_options: dict[str, Any] | None = None, target: str = "loss", ensemble: Any = None,
+              ensemble_jobs: int = 2, **options: Any) -> np.ndarray:
     """(n_train, n_test) pairwise attributions: entry (i, j) estimates how much test sample j's loss rises
     when training sample i is removed (higher = i helps j). Methods: those with a pairwise form.
-    `backend`, `backend_options`: as in `score` (the Ray backend computes the training gradients)."""
+    `backend`, `backend_options`: as in `score` (the Ray backend computes the training gradients).
+
+    model : a fitted adapter or a sequence of them (the mean over the members, each with its own curvature,
+        computed one after another); `ensemble`, `ensemble_jobs`: build the members as in `score`
+    target : the measured quantity of each test sample: "loss", or "margin" (TRAK's log(p / (1 - p)) of the
+        correct class; entry (i, j) is then the fall of test sample j's margin when i is removed). The margin's
+        gradient is the loss's times 1 / (1 - p_j) (`targets.margin`), applied per member at its own p_j;
+        exact for methods that read the test gradients at the member's parameters, so methods that read
+        recorded checkpoints take only "loss"
+    """
     spec = _pairwise(method)
+    check_choice(target, MEASURES, "attribute target")
+    if target == "margin" and reads_checkpoints(method, options):
+        raise InputError(f"method {method!r} reads training checkpoints; target='margin' needs the test gradients "
+                         "at one model: use target='loss'")
+    members, _ = members_of(model, train, ensemble, seed=seed, n_jobs=ensemble_jobs)
+    mean = Running()
+    for member in members:  # one at a time: memory is one member's plus the running sums
+        out = _attribute_one(spec, member, train, test, method, chunk_size, seed, progress, backend,
+                             backend_options, options)
+        if target == "margin":
+            out = out * margin_scale(member, test)[None, :]
+        mean.add(out)
+    assert mean.mean is not None
+    return mean.mean
+
+
+def _attribute_one(spec: MethodSpec, model: ModelAdapter, train: Split, test: Split, method: str, chunk_size: int,
+                   seed: int, progress: Progress | None, backend: str, backend_options: dict[str, Any] | None,
+                   options: dict[str, Any]) -> np.ndarray:
+    """`attribute` of one model."""
     job = _job(model, train, None, options, chunk_size, None, seed, progress, method)
     _check_test(model, test)
     job.store, ran_on = _prepare(backend, backend_options, model, train, options, chunk_size, None, progress)

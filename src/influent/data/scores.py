@@ -35,7 +35,7 @@ def jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-BASE_COLUMNS = ("id", "value", "raw", "rank")  # the columns every scores file has (raw where it differs)
+BASE_COLUMNS = ("id", "value", "raw", "stderr", "rank")  # the columns every scores file has (raw where it differs)
 
 
 @dataclass
@@ -54,6 +54,8 @@ class Scores:
     columns : more per-sample columns saved beside the values, name -> (n,) array (the command line's runs:
         ``label``, the given label; ``predicted``, the fitted model's most probable class; ``p_predicted``, its
         probability; ``p_label``, the fitted model's probability of the given label), or None
+    stderr : (n,) standard error of `values` across the members of a model ensemble (sample standard
+        deviation / sqrt(members)), or None for one model; saved as the column "stderr"
     """
 
     values: np.ndarray
@@ -64,6 +66,7 @@ class Scores:
     target: dict[str, Any] | None = None
     timing: dict[str, float] = field(default_factory=dict)
     columns: dict[str, np.ndarray] | None = None
+    stderr: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.values = np.asarray(self.values, dtype=np.float64)
@@ -77,6 +80,10 @@ class Scores:
             bad = [k for k, v in self.columns.items() if v.shape != self.values.shape or k in BASE_COLUMNS]
             if bad:
                 raise InputError(f"scores: column(s) {bad} must be new names with one value per sample")
+        if self.stderr is not None:
+            self.stderr = np.asarray(self.stderr, dtype=np.float64)
+            if self.stderr.shape != self.values.shape:
+                raise InputError(f"scores: stderr {self.stderr.shape} and values {self.values.shape} must have equal length")
 
     def __len__(self) -> int:
         return len(self.values)
@@ -99,6 +106,8 @@ class Scores:
         df = pd.DataFrame({"id": self.ids, "value": self.values})
         if self.raw is not None:
             df["raw"] = self.raw
+        if self.stderr is not None:
+            df["stderr"] = self.stderr
         df["rank"] = np.empty(len(self), dtype=np.int64)
         df.loc[self.order(), "rank"] = np.arange(len(self))
         for k, v in (self.columns or {}).items():
@@ -144,7 +153,8 @@ class Scores:
         extra = {c: df[c].to_numpy() for c in df.columns if c not in BASE_COLUMNS}
         return cls(df["value"].to_numpy(), meta.get("method", "unknown"), df["id"].to_numpy(),
                    df["raw"].to_numpy() if "raw" in df.columns else None, meta.get("settings", {}),
-                   meta.get("target"), meta.get("timing", {}), extra or None)
+                   meta.get("target"), meta.get("timing", {}), extra or None,
+                   df["stderr"].to_numpy() if "stderr" in df.columns else None)
 
     def __repr__(self) -> str:
         return f"Scores(method={self.method!r}, n={len(self)}, settings={self.settings})"

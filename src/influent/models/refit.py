@@ -11,12 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import copy
+import dataclasses
+
 import numpy as np
 import torch
 
 from ..data import Split
 from ..data.validate import InputError, check_number
 from .base import ModelAdapter
+from .training import TrainingRecorder
 
 Metric = Callable[[ModelAdapter], Any]
 
@@ -74,7 +78,41 @@ class Several:
         return {k: m(model) for k, m in self.metrics.items()}
 
 
+@dataclass
+class Fitted:
+    """The refit model itself (for ensemble members): ``refit_many(..., metric=Fitted())``."""
+
+    def __call__(self, model: ModelAdapter) -> ModelAdapter:
+        return model
+
+
 # ---- the helper -----------------------------------------------------------------------------------
+def reseeded(model: ModelAdapter, seed: int) -> ModelAdapter:
+    """An unfitted copy of `model` whose training randomness is drawn from `seed`: the data order and
+    dropout (`TrainConfig.seed`) and the initial weights (``init_seed`` of `TabularMLP` / `SmallCNN`; for a
+    user's module, every submodule's ``reset_parameters()`` under ``torch.manual_seed(seed)``). A model with
+    no training randomness (`SklearnLogistic`) is returned as a plain unfitted copy. `model` is unchanged."""
+    other = model.clone()
+    seed = int(seed)
+    config = getattr(other, "train_config", None)
+    if config is not None:
+        other.train_config = dataclasses.replace(config, seed=seed)
+    if hasattr(other, "init_seed"):
+        other.init_seed = seed
+    elif getattr(other, "_init_module", None) is not None:
+        start = copy.deepcopy(other._init_module)
+        state = torch.get_rng_state()
+        try:
+            torch.manual_seed(seed)
+            for m in start.modules():
+                if callable(getattr(m, "reset_parameters", None)):
+                    m.reset_parameters()
+        finally:
+            torch.set_rng_state(state)
+        other._init_module = start
+    return other
+
+
 def _positions(subset: Any, n: int, k: int) -> np.ndarray:
     idx = np.asarray(subset)
     if idx.dtype == bool:
@@ -90,7 +128,8 @@ def _positions(subset: Any, n: int, k: int) -> np.ndarray:
 
 def _run_chunk(model: ModelAdapter, train: Split, tasks: list[tuple[int, np.ndarray | Split, np.ndarray | None]],
                metric: Metric, seed: int, warm_start: bool, threads: int,
-               skip: tuple[type[Exception], ...] = ()) -> list[Any]:
+               skip: tuple[type[Exception], ...] = (), reseed: bool = False,
+               record_every: int | None = None) -> list[Any]:
     """Refit on each task's rows (in a worker process or in-process) and evaluate `metric`; a refit or
     metric raising one of `skip` gives None."""
     from threadpoolctl import threadpool_limits
@@ -104,8 +143,13 @@ def _run_chunk(model: ModelAdapter, train: Split, tasks: list[tuple[int, np.ndar
                 np.random.seed((seed + k) % 2**32)
                 torch.manual_seed(seed + k)
                 data = idx if isinstance(idx, Split) else train.subset(idx)
+                base = reseeded(model, seed + k) if reseed else model
                 try:
-                    out.append(metric(model.refit(data, sample_weight=w, warm_start=warm_start)))
+                    if record_every:  # checkpoints of the refit's own training run (torch adapters)
+                        fitted = base.clone().fit(data, sample_weight=w, recorder=TrainingRecorder(every=record_every))
+                    else:
+                        fitted = base.refit(data, sample_weight=w, warm_start=warm_start)
+                    out.append(metric(fitted))
                 except skip:
                     out.append(None)
     finally:  # leave the caller's process as it was when this runs in-process
@@ -118,7 +162,8 @@ def _run_chunk(model: ModelAdapter, train: Split, tasks: list[tuple[int, np.ndar
 def refit_many(model: ModelAdapter, train: Split, subsets: Sequence[Any], metric: Metric, *,
                weights: Sequence[np.ndarray | None] | None = None, n_jobs: int = 2, seed: int = 0,
                warm_start: bool = False, threads_per_job: int = 1,
-               skip: tuple[type[Exception], ...] = ()) -> list[Any]:
+               skip: tuple[type[Exception], ...] = (), reseed: bool = False,
+               record_every: int | None = None) -> list[Any]:
     """Refit `model` on each subset of `train` and return `metric(refit)` for each, in order.
 
     Parameters
@@ -138,6 +183,11 @@ def refit_many(model: ModelAdapter, train: Split, subsets: Sequence[Any], metric
     threads_per_job : BLAS/torch threads inside each job
     skip : exception types (e.g. ``(InputError,)``: a subset left with one class) that give None for that
         subset instead of stopping every refit
+    reseed : refit k starts from `reseeded(model, seed + k)`: its own initial weights, data order and
+        dropout (independently trained models: ensemble members, retrains "each with its own seed");
+        by default every refit starts from the model's own initial weights and training seed
+    record_every : fit each refit with a `TrainingRecorder(every=record_every)` (torch adapters): its
+        checkpoints are the refit's ``recorder_`` (checkpoint ensembles of independent runs)
 
     Returns
     -------
@@ -162,14 +212,16 @@ def refit_many(model: ModelAdapter, train: Split, subsets: Sequence[Any], metric
         return []
     n_jobs = max(1, int(n_jobs))
     if n_jobs == 1 or len(tasks) == 1:
-        return _run_chunk(model, train, tasks, metric, seed, warm_start, threads_per_job, skip)
+        return _run_chunk(model, train, tasks, metric, seed, warm_start, threads_per_job, skip, reseed, record_every)
     from joblib import Parallel, delayed
 
     # a few chunks per worker: fewer transfers of the model and data than one task per subset
     n_chunks = min(len(tasks), 4 * n_jobs)
     chunks = [tasks[i::n_chunks] for i in range(n_chunks)]
     parts = Parallel(n_jobs=n_jobs, backend="loky", max_nbytes=None)(
-        delayed(_run_chunk)(model, train, c, metric, seed, warm_start, threads_per_job, skip) for c in chunks)
+        delayed(_run_chunk)(model, train, c, metric, seed, warm_start, threads_per_job, skip, reseed,
+                            record_every)
+        for c in chunks)
     out: list[Any] = [None] * len(tasks)
     for c, res in zip(chunks, parts):
         for (k, _, _), r in zip(c, res):

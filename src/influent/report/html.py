@@ -121,6 +121,12 @@ def summary_section(rec: dict[str, Any]) -> str:
             finds.append(f"<b>Removal.</b> Removing the {_pct(c['fractions'][i], 0)} lowest-valued samples "
                          f"({c['k'][i]:,}) and refitting takes test accuracy from {_pct(a0)} to <b>{_pct(a1)}</b>; "
                          f"removing a random {_pct(c['fractions'][i], 0)} gives {_pct(ar)}." + _trim_hurts(res, a0, a1))
+    if s.get("stable"):
+        st = s["stable"]
+        finds.append(f"<b>Ensemble.</b> The values are the mean over {st['members'] or 'several'} models. Of the "
+                     f"{st['k']:,} lowest-valued samples, <b>{st['harmful']:,}</b> lie below the median by more than "
+                     f"{st['z']:g} standard errors across the models (a stable ranking); of the {st['k']:,} "
+                     f"highest-valued, <b>{st['helpful']:,}</b> lie above it.")
     if s.get("n_nan"):
         finds.append(f"{s['n_nan']:,} samples have no score (NaN); they rank last.")
     model = res.get("model_label", cfg["model"])

@@ -91,6 +91,7 @@ class RunConfig:
     params: str | list[str] | None = None
     store: str | None = None
     encoder: str | None = None  # embed text_column with this sentence encoder: the embeddings are the features
+    ensemble: int = 0  # > 0: the scores are the mean over this many models, each trained with its own seed
     embed_cache: str | None = None  # folder of the embedding cache (default ~/.cache/influent/embeddings)
     backend: str = "local"
     topk: int = 0

@@ -73,7 +73,8 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
         check_plan(estimate)  # a run above the available memory is refused before any work
     with steps.step(f"score ({cfg.method})") as tick:
         scores = score(model, data.train, target, method=cfg.method, chunk_size=cfg.chunk_size, seed=cfg.seed,
-                       progress=tick, store=cfg.store, backend=cfg.backend, **cfg.method_options)
+                       progress=tick, store=cfg.store, backend=cfg.backend, ensemble=cfg.ensemble or None,
+                       **cfg.method_options)
     scores.columns = prediction_columns(model, data.train)
     results = report_data(cfg, data, model, scores, steps)
     results["model_label"] = label

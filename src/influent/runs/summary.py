@@ -71,6 +71,21 @@ def harmful_mask(values: np.ndarray, rule: dict[str, Any]) -> np.ndarray:
     return np.isfinite(values) & (values < rule["threshold"])
 
 
+# ---- which rankings an ensemble agrees on ---------------------------------------------------------------
+def stability(scores: Scores, k: int, z: float = 1.96) -> dict[str, Any] | None:
+    """Of the `k` lowest- and `k` highest-valued samples, how many keep their side of the median across the
+    ensemble's members: value + z * stderr below the median (harmful) or value - z * stderr above it
+    (helpful). None without a standard error (one model)."""
+    if scores.stderr is None or not len(scores):
+        return None
+    v, se = scores.values, scores.stderr
+    med = float(np.nanmedian(v))
+    k = max(0, min(int(k), len(v)))
+    low, high = scores.most_harmful(k), scores.most_helpful(k)
+    return {"k": k, "z": z, "median": med, "members": (scores.settings.get("ensemble") or {}).get("members"),
+            "harmful": int(np.sum(v[low] + z * se[low] < med)), "helpful": int(np.sum(v[high] - z * se[high] > med))}
+
+
 # ---- score distribution by class -----------------------------------------------------------------------
 def bin_edges(values: np.ndarray, threshold: float, n_bins: int = N_BINS) -> tuple[np.ndarray, bool]:
     """Shared bin edges over the values: the full range, or the central 99% when the tails would squash
@@ -271,6 +286,9 @@ def report_data(cfg: RunConfig, data: Data, model: ModelAdapter, scores: Scores,
         "test_accuracy": model.accuracy(data.test) if is_classifier and data.test is not None else None,
         "n_nan": int(np.isnan(values).sum()),
     }
+    stable = stability(scores, max(1, int(cfg.top)))
+    if stable is not None:
+        summary["stable"] = stable
     dist = distribution(values, train.y, rule, is_classifier)
     with steps.step("pick samples"):
         top = max(0, min(int(cfg.top), len(train)))

@@ -1,0 +1,117 @@
+"""Model ensembles for `score` and `attribute`: the members, and the mean and spread of their answers.
+
+An attribution of a network depends on the training run's randomness (initial weights, data order,
+dropout) as much as on the data; averaging the attributions of independently trained models removes that
+part (TRAK, Park et al., 2023, Sec. 3.3 and Fig. 5: the LDS rises with the number of models). The members:
+
+- a sequence of fitted adapters given by the user (`score([m0, m1, ...], ...)`);
+- ``ensemble=k``: k refits of the user's model kind on the full training split, refit ``s`` with its own
+  seed ``seed + s`` (initial weights, data order, dropout: `models.refit.reseeded`), run in parallel
+  processes by `models.refit.refit_many`;
+- ``ensemble="checkpoints"`` (or a `TrainingRecorder` / list of `Checkpoint`): the recorded checkpoints of
+  one training run, the cheap variant (no extra training; the members are correlated, so it gains less).
+
+Each member is scored on its own, with its own curvature, one after another: memory is that of one member
+plus the running sums (`Running`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..data import Split
+from ..data.validate import InputError, check_number
+from ..models.base import ModelAdapter
+from ..models.refit import Fitted, refit_many
+
+CHECKPOINTS = "checkpoints"
+
+
+class Running:
+    """Mean and standard error across members of arrays of one shape, accumulated one member at a time
+    (Welford's update; memory: three arrays)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean: np.ndarray | None = None
+        self._m2: np.ndarray | None = None
+
+    def add(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float64)
+        self.n += 1
+        if self.mean is None:
+            self.mean, self._m2 = x.copy(), np.zeros_like(x)
+            return
+        d = x - self.mean
+        self.mean += d / self.n
+        self._m2 += d * (x - self.mean)
+
+    def stderr(self) -> np.ndarray | None:
+        """Sample standard deviation (ddof 1) / sqrt(members); None for fewer than two members."""
+        if self.n < 2 or self._m2 is None:
+            return None
+        return np.sqrt(self._m2 / (self.n - 1) / self.n)
+
+
+def fit_members(model: ModelAdapter, train: Split, k: int, *, seed: int = 0, n_jobs: int = 2,
+                record_every: int | None = None) -> list[ModelAdapter]:
+    """k models of `model`'s kind trained on `train`, member s with seed ``seed + s`` (its own initial
+    weights, data order and dropout), in parallel processes (`refit_many`). `model` is unchanged.
+    `record_every`: each member records a checkpoint every that many steps (its ``recorder_``), so that
+    `checkpoint_members` can expand it (members x checkpoints)."""
+    k = check_number(k, "ensemble", kind=int, low=1)
+    check_number(record_every, "record_every", kind=int, low=1, none=True)
+    return refit_many(model, train, [train] * k, Fitted(), n_jobs=n_jobs, seed=seed, reseed=True,
+                      record_every=record_every)
+
+
+def checkpoint_members(model: ModelAdapter, checkpoints: Any = None) -> list[ModelAdapter]:
+    """One member per recorded checkpoint (default: the recorder `model` was fitted with), each the model
+    with that checkpoint's analysed parameters."""
+    ckpts = getattr(model, "recorder_", None) if checkpoints is None else checkpoints
+    if ckpts is None:
+        raise InputError("ensemble='checkpoints' needs training checkpoints: fit with "
+                         "recorder=influent.models.TrainingRecorder() or pass ensemble=<recorder>")
+    ckpts = list(getattr(ckpts, "checkpoints", ckpts))
+    if not ckpts or not all(hasattr(c, "params") for c in ckpts):
+        raise InputError("ensemble: a TrainingRecorder or a list of Checkpoint holding at least one checkpoint")
+    names = model.param_names()
+    if list(ckpts[0].params) != names:
+        raise InputError(f"ensemble: the checkpoints hold parameters {list(ckpts[0].params)[:4]}, "
+                         f"the model analyses {names[:4]}")
+    return [model.with_params(c.params) for c in ckpts]
+
+
+def members_of(model: ModelAdapter | Sequence[ModelAdapter], train: Split, ensemble: Any, *, seed: int,
+               n_jobs: int) -> tuple[list[ModelAdapter], dict[str, Any]]:
+    """The members that `score`/`attribute` average over, and the description saved with the scores
+    (empty for a single model)."""
+    if isinstance(model, (list, tuple)):
+        if ensemble is not None:
+            raise InputError("pass either a list of models or ensemble=..., not both")
+        members = list(model)
+        if not members:
+            raise InputError("model: an empty list of models")
+        for m in members:
+            if not isinstance(m, ModelAdapter):
+                raise InputError(f"model: every ensemble member must be an influent ModelAdapter, got {type(m).__name__}")
+        return members, ({"kind": "given", "members": len(members)} if len(members) > 1 else {})
+    if ensemble is None:
+        return [model], {}
+    if not isinstance(model, ModelAdapter):
+        raise InputError(f"model must be an influent ModelAdapter, got {type(model).__name__}")
+    t0 = time.perf_counter()
+    if isinstance(ensemble, (int, np.integer)) and not isinstance(ensemble, bool):
+        k = check_number(int(ensemble), "ensemble", kind=int, low=1)
+        members = fit_members(model, train, k, seed=seed, n_jobs=n_jobs)
+        info: dict[str, Any] = {"kind": "refits", "members": k, "seeds": [seed + s for s in range(k)]}
+    elif ensemble == CHECKPOINTS or hasattr(ensemble, "checkpoints") or isinstance(ensemble, (list, tuple)):
+        members = checkpoint_members(model, None if ensemble == CHECKPOINTS else ensemble)
+        info = {"kind": "checkpoints", "members": len(members)}
+    else:
+        raise InputError(f"ensemble must be a number of models, 'checkpoints' or a TrainingRecorder, got {ensemble!r}")
+    info["build_seconds"] = time.perf_counter() - t0
+    return members, info

@@ -167,7 +167,7 @@ def test_cv_probabilities_for_a_network_that_memorises_its_labels():
     train = from_arrays(X.astype(np.float32), noisy)
     model = TabularMLP(hidden=(64,), weight_decay=0.0, train=TrainConfig(epochs=300, lr=0.02)).fit(train)
     assert np.mean(model.predict(train) == noisy) > 0.97                 # memorised
-    loo = inf.find_label_issues(model, train)
+    loo = inf.find_label_issues(model, train, probabilities="loo")
     cv = inf.find_label_issues(model, train, probabilities="cv", seed=1)
     assert loo.attrs["estimated_count"] < 0.3 * flipped.sum()
     P = out_of_sample_proba(model, train, 5, 1)
@@ -178,3 +178,24 @@ def test_cv_probabilities_for_a_network_that_memorises_its_labels():
     assert roc_auc_score(flipped, -cv["score"]) > max(0.8, roc_auc_score(flipped, -loo["score"]))
     with pytest.raises(InputError, match="probabilities"):
         inf.find_label_issues(model, train, probabilities="bootstrap")
+
+
+def test_auto_probabilities_follow_memorisation():
+    """probabilities="auto" (the default) takes cross-validated probabilities exactly when a network fits its
+    training labels beyond what it generalises (judged on `valid`), and the leave-one-out step otherwise."""
+    from influent.api.issues import memorised
+    from influent.models import TrainConfig
+
+    X, y = _blobs(300, 2, d=10, seed=6, shift=3.0)
+    noisy, flipped = flip_labels(y, 0.2, "uniform", seed=3)
+    train = from_arrays(X[:150].astype(np.float32), noisy[:150])
+    valid = from_arrays(X[150:].astype(np.float32), noisy[150:])
+    net = TabularMLP(hidden=(64,), weight_decay=0.0, train=TrainConfig(epochs=300, lr=0.02)).fit(train)
+    gap = net.accuracy(train) - net.accuracy(valid)
+    assert gap > 0.1 and memorised(net, train, valid)       # fits its flips, which valid does not reward
+    auto = inf.find_label_issues(net, train, valid=valid, seed=1)
+    assert auto.attrs["probabilities"] == "cv"
+    pd.testing.assert_frame_equal(auto, inf.find_label_issues(net, train, probabilities="cv", seed=1))
+    lin = SklearnLogistic(C=1.0).fit(train)                  # one layer: never "memorised"
+    assert not memorised(lin, train, valid)
+    assert inf.find_label_issues(lin, train, valid=valid).attrs["probabilities"] == "loo"

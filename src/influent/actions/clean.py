@@ -251,7 +251,8 @@ def unique_candidates(cands: list[Candidate]) -> list[Candidate]:
 
 
 def label_rankings(model: ModelAdapter, train: Split, options: dict[str, Any],
-                   rankings: Sequence[dict[str, Any]]) -> tuple[list[tuple[str, pd.DataFrame]], list[str]]:
+                   rankings: Sequence[dict[str, Any]],
+                   valid: Split | None = None) -> tuple[list[tuple[str, pd.DataFrame]], list[str]]:
     """The `find_label_issues` table of each ranking (detector options over the user's `options`; a ranking
     whose options the user set, or that equals an earlier one, is left out). Returns [(name, table)] and
     notes; the first ranking's errors are raised, a later one's are a note."""
@@ -265,7 +266,7 @@ def label_rankings(model: ModelAdapter, train: Split, options: dict[str, Any],
         seen.append(opts)
         name = ", ".join(f"{key}={value}" for key, value in extra.items() if key not in options) or "default"
         try:
-            out.append((name, find_label_issues(model, train, **opts)))
+            out.append((name, find_label_issues(model, train, valid=valid, **opts)))
         except InputError as exc:
             if k == 0:
                 raise
@@ -365,7 +366,7 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
         actions = tuple(a for a in actions if a != "reweight")
         notes.append("reweight skipped: the refit function takes no sample_weight keyword")
 
-    tables, more = label_rankings(fitted, train, options, RANKINGS if rankings is None else rankings)
+    tables, more = label_rankings(fitted, train, options, RANKINGS if rankings is None else rankings, valid)
     notes += more
     issues = tables[0][1]
     count = int(issues["is_issue"].sum())

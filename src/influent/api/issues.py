@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import Split
-from ..data.validate import InputError, check_choice, check_fitted
+from ..data.validate import InputError, check_choice, check_fitted, class_codes
 from ..models.base import ModelAdapter
 
 COLUMNS = ("id", "label", "suggested_label", "p_label", "score", "is_issue", "rank")
@@ -48,10 +48,30 @@ def issues_frame(ids: np.ndarray, classes: np.ndarray, labels: np.ndarray, proba
     })
 
 
-PROBABILITIES = ("loo", "cv")
+PROBABILITIES = ("auto", "loo", "cv")
+MEMORISED = 0.99  # in-sample accuracy of the given labels at or above which "auto" takes cross-validated probabilities
 
 
-def find_label_issues(model: ModelAdapter, train: Split, count: str = "off-diagonal", probabilities: str = "loo",
+def memorised(model: ModelAdapter, train: Split, valid: Split | None = None) -> bool:
+    """Whether `model` is a network (more than one layer with parameters) that fits its own training labels
+    beyond what it generalises: its in-sample accuracy of the given labels exceeds its accuracy on `valid` by
+    more than two binomial standard errors (and 2 points), or, without `valid`, is at least `MEMORISED`. Its
+    final layer's leave-one-out step then cannot see a wrong label (the features moved to fit it), so the
+    probabilities must come from refits without the sample."""
+    module = model._require_fitted()
+    layers = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
+    if len(layers) <= 1:
+        return False
+    a_train = model.accuracy(train)
+    if valid is None:
+        return a_train >= MEMORISED
+    a_valid = model.accuracy(valid)
+    se = float(np.sqrt(max(a_valid * (1 - a_valid), 1e-12) / max(len(valid), 1)))
+    return a_train - a_valid > max(2 * se, 0.02)
+
+
+def find_label_issues(model: ModelAdapter, train: Split, count: str = "off-diagonal", probabilities: str = "auto",
+                      valid: Split | None = None,
                       cv: int = 5, seed: int = 0, **options: Any) -> pd.DataFrame:
     """Which training labels are likely wrong: one row per sample of `train`, in input order.
 
@@ -76,11 +96,14 @@ def find_label_issues(model: ModelAdapter, train: Split, count: str = "off-diago
         "calibrated" (sec. 3.2: n times the off-diagonal mass of the confident joint calibrated to the
         given-label counts). Measured closer to the true number of flips on the default probabilities
         (docs/cleaning.md); both are `influent.methods.mislabel.estimated_count`.
-    probabilities : "loo" (default: `mislabel`'s leave-one-out probabilities, no refits) or "cv" (each
+    probabilities : "auto" (default: "loo", unless the model is a network that fits its own training labels
+        beyond what it generalises (`memorised`, judged on `valid` when given): its last layer then sees no
+        disagreement, and "cv" is taken), "loo" (`mislabel`'s leave-one-out probabilities, no refits) or "cv" (each
         sample's probabilities from a copy of the model refitted without its fold, `cv` stratified folds
         shuffled with `seed`, as cleanlab asks: `cv` refits). Use "cv" for a network that fits its own
         training labels (its last layer then sees no disagreement: docs/noisy-labels.md); with "cv" the
         score is `kind` (and `calibrate`) of those probabilities and the cleaning rounds do not apply.
+    valid : optional held-out split, only for "auto"'s memorisation check (`memorised`)
     options : options of the `mislabel` method (``influent methods mislabel``), e.g. ``rounds=0``.
 
     ``df.attrs`` holds ``estimated_count``, ``count_method`` and ``rounds_rejected`` (True when the
@@ -100,11 +123,15 @@ def find_label_issues(model: ModelAdapter, train: Split, count: str = "off-diago
     model.check_split(train)
     check_choice(probabilities, PROBABILITIES, "find_label_issues: probabilities")
     o = build_options("mislabel", MislabelOptions, options)
+    if probabilities == "auto":
+        if valid is not None:
+            model.check_split(valid)
+        probabilities = "cv" if memorised(model, train, valid) else "loo"
     if probabilities == "cv":
         from ..methods.label_quality import out_of_sample_proba
 
         classes = np.asarray(model.classes_)
-        labels = np.searchsorted(classes, train.y)
+        labels = class_codes(train.y, classes)
         proba, rejected = out_of_sample_proba(model, train, int(cv), int(seed)), False
     else:
         loo = run_leave_one_out(model, train, o)

@@ -75,7 +75,7 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
         scores = score(model, data.train, target, method=cfg.method, chunk_size=cfg.chunk_size, seed=cfg.seed,
                        progress=tick, store=cfg.store, backend=cfg.backend, ensemble=cfg.ensemble or None,
                        **cfg.method_options)
-    scores.columns = prediction_columns(model, data.train)
+    scores.columns = prediction_columns(model, data.train, cfg.chunk_size)
     results = report_data(cfg, data, model, scores, steps)
     results["model_label"] = label
     staged = None
@@ -155,17 +155,18 @@ def _finish(cfg: RunConfig, data: Data, model: Any, scores: Any, results: dict[s
     return Outcome(scores, record, html, model, staged)
 
 
-def prediction_columns(model: Any, train: Any) -> dict[str, Any]:
+def prediction_columns(model: Any, train: Any, batch_size: int = 4096) -> dict[str, Any]:
     """The per-sample columns a run's scores.parquet carries beside the values: ``label`` (the given label)
     and, for a classifier, ``predicted`` (the fitted model's most probable class), ``p_predicted`` (its
-    probability) and ``p_label`` (the fitted model's probability of the given label)."""
+    probability) and ``p_label`` (the fitted model's probability of the given label). The forward passes take
+    `batch_size` rows at a time (the run's chunk size: the memory the run was planned for)."""
     import numpy as np
 
     cols: dict[str, Any] = {"label": np.asarray(train.y)}
     classes = getattr(model, "classes_", None)
     if classes is None:
         return cols
-    P = np.asarray(model.predict_proba(train), dtype=np.float64)  # (n, K), columns in the order of classes_
+    P = np.asarray(model.predict_proba(train, batch_size=batch_size), dtype=np.float64)  # (n, K), columns in the order of classes_
     rows = np.arange(len(P))
     best = P.argmax(1)
     cols.update(predicted=np.asarray(classes)[best], p_predicted=P[rows, best],

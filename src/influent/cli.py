@@ -495,8 +495,9 @@ def clean_command(
     id_column: Optional[str] = typer.Option(None, "--id", help="sample id column (default: row numbers)"),
     group: Optional[str] = typer.Option(None, "--group", help="a group column that is not a feature"),
     drop: list[str] = typer.Option([], "--drop", help="a column that is not a feature (repeatable)"),
-    standardize: bool = typer.Option(False, "--standardize", help="z-score features with training statistics "
-                                     "(the written files keep the values as given)"),
+    standardize: Optional[bool] = typer.Option(None, "--standardize/--no-standardize", help="z-score features with "
+                                               "the training mean and deviation (default: on for logistic and mlp; the "
+                                               "written files keep the values as given)"),
     model: str = typer.Option("logistic", "--model", help="logistic | mlp | path/to/file.py:function"),
     C: Optional[float] = typer.Option(None, "--C", help="logistic: inverse regularisation strength (default 1.0)"),
     hidden: Optional[str] = typer.Option(None, "--hidden", help="mlp: hidden layer sizes, e.g. 64,32 (default 64)"),
@@ -530,7 +531,7 @@ def clean_command(
     """
     from .data.validate import check_output_dir, check_outputs
     from .runs.clean import output_paths, run_clean, write_clean
-    from .runs.config import RunConfig
+    from .runs.config import RunConfig, default_standardize
     from .runs.inputs import load_data
     from .runs.record import input_paths
     from .runs.steps import Steps
@@ -550,7 +551,8 @@ def clean_command(
     check_number(level, "--level", low=0, high=1, low_open=True, high_open=True)
     check_number(jobs, "--jobs", kind=int, low=1)
     cfg = RunConfig(train=_abs(train), valid=_abs(valid), label=label, group=group, id_column=id_column,
-                    drop=list(drop), standardize=standardize, model=_abs_model(model),
+                    drop=list(drop), standardize=default_standardize(model) if standardize is None else standardize,
+                    model=_abs_model(model),
                     model_options=_model_options(model, C, hidden, epochs, lr, batch_size, weight_decay), seed=seed)
     check_outputs({"--out": list(paths.values())}, input_paths(cfg), force)
     options = _parse_options(option)

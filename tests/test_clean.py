@@ -247,7 +247,7 @@ def test_cli_clean_writes_issues_cleaned_data_and_report(digits5, tmp_path, caps
     tr, va = _write(noisy, tmp_path / "train.csv"), _write(valid, tmp_path / "valid.csv", prefix="v")
     out = tmp_path / "out"
     code, stdout, err = run_cli(["clean", "--train", tr, "--valid", va, "--label", "digit", "--id", "key", "--jobs", 1,
-                                 "--n-boot", 500, "--out", out], capsys)
+                                 "--n-boot", 500, "--no-standardize", "--out", out], capsys)
     assert code == 0, err
     from influent.runs.config import RunConfig
     from influent.runs.inputs import load_data
@@ -289,7 +289,7 @@ def test_cli_clean_keeps_the_input_format_and_writes_weights(digits5, tmp_path, 
     tr, va = _write(noisy, tmp_path / "train.parquet"), _write(valid, tmp_path / "valid.parquet")
     out = tmp_path / "out"
     code, stdout, err = run_cli(["clean", "--train", tr, "--valid", va, "--label", "digit", "--drop", "key",
-                                 "--actions", "reweight", "--budget", 30, "--jobs", 1, "--n-boot", 500, "--out", out],
+                                 "--no-standardize", "--actions", "reweight", "--budget", 30, "--jobs", 1, "--n-boot", 500, "--out", out],
                                 capsys)
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["issues.parquet", "report.html", "train-clean.parquet"]

@@ -52,8 +52,7 @@ def reproduce_command(cfg: RunConfig, out: Path, actions: Sequence[str], budgets
             args += [flag, value]
     for col in cfg.drop:
         args += ["--drop", col]
-    if cfg.standardize:
-        args.append("--standardize")
+    args.append("--standardize" if cfg.standardize else "--no-standardize")  # explicit: the default depends on --model
     args += ["--model", cfg.model]
     for key, value in cfg.model_options.items():
         flag = "--C" if key == "C" else "--" + key.replace("_", "-")

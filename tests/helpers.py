@@ -35,3 +35,21 @@ def run_cli(args, capsys) -> tuple[int, str, str]:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def noisy_table(n: int, seed: int, label_noise: float = 0.5):
+    """A (n, 6) DataFrame: five normal features f0..f4 and a binary label y = [f0 + label_noise * noise > 0]."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 5))
+    df = pd.DataFrame(X, columns=[f"f{j}" for j in range(5)])
+    df["y"] = (X[:, 0] + label_noise * rng.normal(size=n) > 0).astype(int)
+    return df
+
+
+def score_args(d, out, *extra) -> list:
+    """``influent score`` arguments on folder `d`'s train.csv/valid.csv (label y, no removal curve) into `out`."""
+    return ["score", "--train", d / "train.csv", "--valid", d / "valid.csv", "--label", "y", "--no-curve",
+            "--out", out, *extra]

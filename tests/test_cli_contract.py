@@ -17,18 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import run_cli
+from helpers import noisy_table, run_cli, score_args
 
 SRC = os.environ.get("INFLUENT_TEST_SRC", str(Path(__file__).resolve().parents[1] / "src"))
 STAGED = re.compile(r"^\..*\.tmp$")  # a hidden staging file or folder (any version's naming)
-
-
-def _table(n, seed):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, 5))
-    df = pd.DataFrame(X, columns=[f"f{j}" for j in range(5)])
-    df["y"] = (X[:, 0] + 0.5 * rng.normal(size=n) > 0).astype(int)
-    return df
 
 
 @pytest.fixture()
@@ -36,19 +28,14 @@ def files(tmp_path):
     d = tmp_path / "data"
     d.mkdir()
     for name, n, seed in (("train", 60, 0), ("valid", 30, 1)):
-        _table(n, seed).to_csv(d / f"{name}.csv", index=False)
+        noisy_table(n, seed).to_csv(d / f"{name}.csv", index=False)
     return d
-
-
-def _score(d, out, *extra):
-    return ["score", "--train", d / "train.csv", "--valid", d / "valid.csv", "--label", "y", "--no-curve",
-            "--out", out, *extra]
 
 
 @pytest.fixture()
 def run(files, tmp_path, capsys):
     out = tmp_path / "run"
-    code, _, err = run_cli(_score(files, out), capsys)
+    code, _, err = run_cli(score_args(files, out), capsys)
     assert code == 0, err
     return out
 
@@ -77,7 +64,7 @@ def test_a_name_too_long_is_one_line_and_creates_nothing(files, run, tmp_path, c
     monkeypatch.chdir(tmp_path)
     long = "a" * 300
     before = tree(tmp_path)
-    for args in (_score(files, long), _score(files, f"sub/{long}/x"), _score(files, "run2", "--store", long),
+    for args in (score_args(files, long), score_args(files, f"sub/{long}/x"), score_args(files, "run2", "--store", long),
                  ["trim", "--scores", run, "--budget", "3", "--out", f"{long}.csv"],
                  ["trim", "--scores", run, "--budget", "3", "--out", "t.csv", "--log", f"{long}.csv"],
                  ["select", "--train", files / "train.csv", "--pool", files / "valid.csv", "--label", "y",
@@ -134,7 +121,7 @@ def test_an_allocation_failure_is_one_line(command, error, files, tmp_path, caps
 
     monkeypatch.setattr(pipeline, "build_model", build)
     monkeypatch.setattr(factory, "build_model", build)  # `influent plan` builds the model itself (runs/probe.py)
-    args = _score(files, tmp_path / "o")[1:]
+    args = score_args(files, tmp_path / "o")[1:]
     if command == "plan":  # plan takes no --out: it writes nothing
         args = args[:-2]
     code, _, err = run_cli([command, *args], capsys)
@@ -153,7 +140,7 @@ def test_another_runtime_error_still_shows_its_traceback(files, tmp_path, capsys
 
     monkeypatch.setattr(pipeline, "build_model", build)
     with pytest.raises(RuntimeError, match="internal invariant"):
-        run_cli(_score(files, tmp_path / "o"), capsys)
+        run_cli(score_args(files, tmp_path / "o"), capsys)
 
 
 @pytest.mark.slow
@@ -164,7 +151,7 @@ def test_an_oversized_model_under_a_memory_limit_is_one_line(files, tmp_path):
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
 
-    args = [sys.executable, "-m", "influent.cli", *map(str, _score(files, tmp_path / "o", "--model", "mlp",
+    args = [sys.executable, "-m", "influent.cli", *map(str, score_args(files, tmp_path / "o", "--model", "mlp",
                                                                     "--hidden", "100000,100000"))]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300, preexec_fn=limit,
                           env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"})
@@ -208,7 +195,7 @@ def test_a_full_disk_while_score_writes_leaves_nothing(into, files, run, tmp_pat
     real = record.write_json
     monkeypatch.setattr(record, "write_json", lambda path, obj: record.atomic_write(
         path, lambda p: (Path(p).write_text("{"), full(p, ""))))
-    code, _, err = run_cli(_score(files, out, "--force", "--method", "ip"), capsys)
+    code, _, err = run_cli(score_args(files, out, "--force", "--method", "ip"), capsys)
     one_line(code, err, "No space left on device", "run.json")
     assert tree(tmp_path) == before  # no folder created, no staging file, the earlier run unchanged
     monkeypatch.setattr(record, "write_json", real)
@@ -254,8 +241,8 @@ def test_two_runs_into_the_same_new_out_one_wins(into, files, tmp_path):
         out = tmp_path / f"race{trial}"
         if into == "empty":
             out.mkdir()
-        (ca, ea), (cb, eb) = _racers(tmp_path, _score(files, out, "--method", "if"),
-                                     _score(files, out, "--method", "ip"), trial)
+        (ca, ea), (cb, eb) = _racers(tmp_path, score_args(files, out, "--method", "if"),
+                                     score_args(files, out, "--method", "ip"), trial)
         assert sorted([ca, cb]) == [0, 2], (ea, eb)
         loser = eb if cb == 2 else ea
         one_line(2, loser, "already exist")
@@ -291,7 +278,7 @@ main(sys.argv[2:])
 def test_a_killed_runs_staging_files_are_removed_by_the_next_run(into, files, run, tmp_path, capsys):
     out = tmp_path / "fresh" if into == "new" else run
     flag = tmp_path / "writing"
-    args = _score(files, out, *(["--force"] if into == "existing" else []))
+    args = score_args(files, out, *(["--force"] if into == "existing" else []))
     proc = subprocess.Popen([sys.executable, "-c", HANGER, str(flag), *map(str, args)],
                             env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -351,13 +338,13 @@ def test_move_new_never_replaces(tmp_path):
 def test_store_errors_name_store(files, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    code, _, err = run_cli(_score(files, tmp_path / "o", "--store", blocker), capsys)
+    code, _, err = run_cli(score_args(files, tmp_path / "o", "--store", blocker), capsys)
     one_line(code, err, "--store", "choose another --store")
     assert "--out" not in err
 
 
 def test_checkpoint_methods_tell_a_cli_user_which_model(files, tmp_path, capsys):
-    code, _, err = run_cli(_score(files, tmp_path / "o", "--method", "tracin"), capsys)
+    code, _, err = run_cli(score_args(files, tmp_path / "o", "--method", "tracin"), capsys)
     one_line(code, err, "needs training checkpoints", "--model mlp")
     assert "recorder=" not in err and "TrainingRecorder" not in err
 
@@ -381,7 +368,7 @@ def test_a_one_output_network_points_at_bce(files, tmp_path, capsys):
     import influent as inf
 
     (tmp_path / "one.py").write_text("import torch\ndef make():\n    return torch.nn.Linear(5, 1)\n")
-    code, _, err = run_cli(_score(files, tmp_path / "o", "--model", f"{tmp_path / 'one.py'}:make"), capsys)
+    code, _, err = run_cli(score_args(files, tmp_path / "o", "--model", f"{tmp_path / 'one.py'}:make"), capsys)
     one_line(code, err, "bce", '"loss": "bce"', "--model file")
     X = np.random.default_rng(0).normal(size=(20, 5))
     train = inf.from_arrays(X, (X[:, 0] > 0).astype(int))
@@ -477,6 +464,6 @@ def test_no_default_curvature_names_the_cli_flags(files, tmp_path, capsys, monke
     monkeypatch.setattr(registry, "EXACT_GGN_MAX_PARAMS", 1)  # as a large model: no exact Gauss-Newton
     (tmp_path / "ln.py").write_text("import torch\ndef make():\n    return torch.nn.Sequential(torch.nn.Linear(5, 4), "
                                     "torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))\n")
-    code, _, err = run_cli(_score(files, tmp_path / "o", "--model", f"{tmp_path / 'ln.py'}:make", "--epochs", "5"),
+    code, _, err = run_cli(score_args(files, tmp_path / "o", "--model", f"{tmp_path / 'ln.py'}:make", "--epochs", "5"),
                            capsys)
     one_line(code, err, "no default curvature", "--params last", "--solver cg")

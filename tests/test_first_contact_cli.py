@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import run_cli
+from helpers import noisy_table, run_cli, score_args
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -25,32 +25,19 @@ def sha(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _table(n, seed, label_noise=0.5):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, 5))
-    df = pd.DataFrame(X, columns=[f"f{j}" for j in range(5)])
-    df["y"] = (X[:, 0] + label_noise * rng.normal(size=n) > 0).astype(int)
-    return df
-
-
 @pytest.fixture()
 def files(tmp_path):
     d = tmp_path / "data"
     d.mkdir()
     for name, n, seed in (("train", 80, 0), ("valid", 40, 1), ("test", 40, 2)):
-        _table(n, seed).to_csv(d / f"{name}.csv", index=False)
+        noisy_table(n, seed).to_csv(d / f"{name}.csv", index=False)
     return d
-
-
-def _score(d, out, *extra):
-    return ["score", "--train", d / "train.csv", "--valid", d / "valid.csv", "--label", "y", "--no-curve",
-            "--out", out, *extra]
 
 
 @pytest.fixture()
 def run(files, tmp_path, capsys):
     out = tmp_path / "run"
-    code, _, err = run_cli(_score(files, out), capsys)
+    code, _, err = run_cli(score_args(files, out), capsys)
     assert code == 0, err
     return out
 
@@ -73,10 +60,10 @@ def test_an_output_never_replaces_the_training_file(action, extra, files, run, c
 
 def test_existing_outputs_are_replaced_only_with_force(files, run, tmp_path, capsys):
     before = {p.name: sha(p) for p in run.iterdir()}
-    code, _, err = run_cli(_score(files, run), capsys)
+    code, _, err = run_cli(score_args(files, run), capsys)
     assert code == 2 and "--force" in err
     assert {p.name: sha(p) for p in run.iterdir()} == before
-    code, _, err = run_cli(_score(files, run, "--force", "--method", "ip"), capsys)
+    code, _, err = run_cli(score_args(files, run, "--force", "--method", "ip"), capsys)
     assert code == 0, err
     assert sha(run / "scores.parquet") != before["scores.parquet"]
     out = tmp_path / "clean.csv"
@@ -96,7 +83,7 @@ def test_files_get_the_umasks_mode(umask, mode, files, tmp_path, capsys):
     old = os.umask(umask)
     try:
         out = tmp_path / f"run{umask:o}"
-        assert run_cli(_score(files, out), capsys)[0] == 0
+        assert run_cli(score_args(files, out), capsys)[0] == 0
         assert run_cli(["trim", "--scores", out, "--budget", "2", "--out", tmp_path / f"c{umask:o}.csv"], capsys)[0] == 0
     finally:
         os.umask(old)
@@ -135,7 +122,7 @@ def test_an_interrupt_exits_130_or_143_with_one_line_and_keeps_the_old_outputs(s
     fresh = tmp_path / "fresh"
     for out, extra in ((run, ["--force"]), (fresh, [])):
         (tmp_path / "started").unlink(missing_ok=True)
-        args = [sys.executable, "-m", "influent.cli", *map(str, _score(files, out, "--model", f"{model}:make",
+        args = [sys.executable, "-m", "influent.cli", *map(str, score_args(files, out, "--model", f"{model}:make",
                                                                          "--epochs", "10000000", *extra))]
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"},
@@ -156,7 +143,7 @@ def test_an_interrupt_exits_130_or_143_with_one_line_and_keeps_the_old_outputs(s
 
 # ---- hostile inputs (issue 12, item 7): one line, exit 2, no traceback, nothing written ----------------------
 def _continuous_label(d, run, tmp):
-    df = _table(80, 0)
+    df = noisy_table(80, 0)
     df["y"] = np.random.default_rng(0).uniform(size=80)
     df.to_csv(tmp / "cont.csv", index=False)
     return _score_args(tmp / "cont.csv", d / "valid.csv", tmp / "o"), "continuous"
@@ -192,7 +179,7 @@ def _model_output_size(d, run, tmp):
 
 
 def _test_label_never_seen(d, run, tmp):
-    df = _table(40, 2)
+    df = noisy_table(40, 2)
     df.loc[0, "y"] = 7
     df.to_csv(tmp / "t.csv", index=False)
     return _score_args(d / "train.csv", d / "valid.csv", tmp / "o", "--test", tmp / "t.csv", "--curve"), "unknown label"
@@ -252,26 +239,26 @@ def test_mlp_default_and_params_are_recorded_in_the_run(files, tmp_path, capsys)
     import json
 
     out = tmp_path / "mlp"
-    code, _, err = run_cli(_score(files, out, "--model", "mlp", "--hidden", "8", "--epochs", "50"), capsys)
+    code, _, err = run_cli(score_args(files, out, "--model", "mlp", "--hidden", "8", "--epochs", "50"), capsys)
     assert code == 0, err
     rec = json.loads((out / "run.json").read_text())
     settings = rec["method"]["settings"]
     assert settings["solver"] == "ekfac" and settings["damping"] > 0 and "damping_rule" in settings
     last = tmp_path / "mlp-last"
-    code, _, err = run_cli(_score(files, last, "--model", "mlp", "--hidden", "8", "--epochs", "50", "--params", "last"),
+    code, _, err = run_cli(score_args(files, last, "--model", "mlp", "--hidden", "8", "--epochs", "50", "--params", "last"),
                            capsys)
     assert code == 0, err
     rec = json.loads((last / "run.json").read_text())
     assert rec["config"]["params"] == "last" and rec["method"]["settings"]["model"]["params"] == "last"
     assert rec["method"]["settings"]["solver"] == "exact" and rec["method"]["settings"]["damping"] == 0.0  # convex
-    code, _, err = run_cli(_score(files, tmp_path / "x", "--model", "mlp", "--params", "nope"), capsys)
+    code, _, err = run_cli(score_args(files, tmp_path / "x", "--model", "mlp", "--params", "nope"), capsys)
     assert code == 2 and "match no parameter" in err
 
 
 def test_standardize_report_shows_the_data_as_given(files, tmp_path, capsys):
     import json
 
-    df = _table(80, 0)
+    df = noisy_table(80, 0)
     df["f1"] = df["f1"] * 50 + 1000  # far from z-scores
     df.to_csv(tmp_path / "tr.csv", index=False)
     out = tmp_path / "std"
@@ -294,12 +281,12 @@ def test_label_quality_flags_labels_more_likely_wrong(tmp_path, capsys):
     import json
 
     rng = np.random.default_rng(0)
-    df = _table(300, 0, label_noise=0.2)
+    df = noisy_table(300, 0, label_noise=0.2)
     flip = rng.choice(300, 30, replace=False)
     df["clean"] = df["y"]
     df.loc[flip, "y"] = 1 - df.loc[flip, "y"]
     df.to_csv(tmp_path / "noisy.csv", index=False)
-    _table(60, 1).to_csv(tmp_path / "v.csv", index=False)
+    noisy_table(60, 1).to_csv(tmp_path / "v.csv", index=False)
     out = tmp_path / "lq"
     code, _, err = run_cli(["score", "--train", tmp_path / "noisy.csv", "--valid", tmp_path / "v.csv", "--label", "y",
                             "--clean-label", "clean", "--method", "label-quality", "--no-curve", "--out", out], capsys)
@@ -318,8 +305,8 @@ def test_a_gradient_store_is_reused_and_an_interrupt_says_what_it_keeps(files, t
     store = tmp_path / "grads"
     a, b = tmp_path / "a", tmp_path / "b"
     args = ["--method", "ip", "--chunk-size", "16", "--store", store]
-    assert run_cli(_score(files, a, *args), capsys)[0] == 0
-    assert run_cli(_score(files, b, *args), capsys)[0] == 0
+    assert run_cli(score_args(files, a, *args), capsys)[0] == 0
+    assert run_cli(score_args(files, b, *args), capsys)[0] == 0
     np.testing.assert_array_equal(inf.Scores.load(a / "scores.parquet").values, inf.Scores.load(b / "scores.parquet").values)
     assert cli.store_progress(store) == (5, 5)  # 80 rows in chunks of 16, all finished
     # a store left half-filled (as by an interrupt) is reported by the one line

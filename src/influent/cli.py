@@ -192,6 +192,15 @@ def _params(text: str) -> Any:
     return names
 
 
+# The model's training options, one definition for every command that fits a model (read by _model_options).
+C_OPTION = typer.Option(None, "--C", help="logistic: inverse regularisation strength (default 1.0)")
+HIDDEN_OPTION = typer.Option(None, "--hidden", help="mlp: hidden layer sizes, e.g. 64,32 (default 64)")
+EPOCHS_OPTION = typer.Option(None, "--epochs", help="mlp/torch: training epochs (default 100)")
+LR_OPTION = typer.Option(None, "--lr", help="mlp/torch: learning rate (default 0.01)")
+BATCH_SIZE_OPTION = typer.Option(None, "--batch-size", help="mlp/torch: batch size (default: full batch)")
+WEIGHT_DECAY_OPTION = typer.Option(None, "--weight-decay", help="mlp/torch: L2 coefficient")
+
+
 def _model_options(model: str, C: Optional[float], hidden: Optional[str], epochs: Optional[int], lr: Optional[float],
                    batch_size: Optional[int], weight_decay: Optional[float]) -> dict[str, Any]:
     given = {"C": C, "hidden": _hidden(hidden), "epochs": epochs, "lr": lr, "batch_size": batch_size,
@@ -240,12 +249,12 @@ def score(
     image_shape: Optional[str] = typer.Option(None, "--image-shape", help="show rows as images of this shape, e.g. 8x8"),
     model: str = typer.Option("logistic", "--model", help="logistic | mlp | lora (fine-tune --encoder with LoRA on "
                               "--text-column) | path/to/file.py:function"),
-    C: Optional[float] = typer.Option(None, "--C", help="logistic: inverse regularisation strength (default 1.0)"),
-    hidden: Optional[str] = typer.Option(None, "--hidden", help="mlp: hidden layer sizes, e.g. 64,32 (default 64)"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="mlp/torch: training epochs (default 100)"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="mlp/torch: learning rate (default 0.01)"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="mlp/torch: batch size (default: full batch)"),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="mlp/torch: L2 coefficient"),
+    C: Optional[float] = C_OPTION,
+    hidden: Optional[str] = HIDDEN_OPTION,
+    epochs: Optional[int] = EPOCHS_OPTION,
+    lr: Optional[float] = LR_OPTION,
+    batch_size: Optional[int] = BATCH_SIZE_OPTION,
+    weight_decay: Optional[float] = WEIGHT_DECAY_OPTION,
     method: str = typer.Option("if", "--method", help="scoring method: {methods} (see influent methods)"),
     solver: Optional[str] = typer.Option(None, "--solver", help="curvature solver: {solvers}"),
     damping: Optional[float] = typer.Option(None, "--damping", help="damping added to the Hessian (absolute)"),
@@ -499,12 +508,12 @@ def clean_command(
                                                "the training mean and deviation (default: on for logistic and mlp; the "
                                                "written files keep the values as given)"),
     model: str = typer.Option("logistic", "--model", help="logistic | mlp | path/to/file.py:function"),
-    C: Optional[float] = typer.Option(None, "--C", help="logistic: inverse regularisation strength (default 1.0)"),
-    hidden: Optional[str] = typer.Option(None, "--hidden", help="mlp: hidden layer sizes, e.g. 64,32 (default 64)"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="mlp/torch: training epochs (default 100)"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="mlp/torch: learning rate (default 0.01)"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="mlp/torch: batch size (default: full batch)"),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="mlp/torch: L2 coefficient"),
+    C: Optional[float] = C_OPTION,
+    hidden: Optional[str] = HIDDEN_OPTION,
+    epochs: Optional[int] = EPOCHS_OPTION,
+    lr: Optional[float] = LR_OPTION,
+    batch_size: Optional[int] = BATCH_SIZE_OPTION,
+    weight_decay: Optional[float] = WEIGHT_DECAY_OPTION,
     actions: str = typer.Option("trim,relabel,reweight", "--actions", help="actions to try, separated by commas"),
     budget: list[str] = typer.Option([], "--budget", help="a budget to try for every action: a count or a fraction "
                                      "(repeatable; default 0.5x, 1x, 1.5x the estimated number of wrong labels)"),

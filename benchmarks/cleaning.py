@@ -153,20 +153,10 @@ def corrupt(split: Split, pattern: str, rate: float, seed: int, like: Split) -> 
     if pattern == "uniform" or K == 2:
         noisy, mask = flip_labels(y, rate, "uniform", seed, classes=np.arange(K))
         return split.with_labels(noisy), mask
-    rng = np.random.default_rng(seed)
-    if pattern == "nearest":
-        mu = np.stack([like.X[like.y == k].mean(0) for k in range(K)])
-        D = ((mu[:, None] - mu[None]) ** 2).sum(-1)
-        np.fill_diagonal(D, np.inf)
-        T = np.eye(K)[D.argmin(1)]
-    else:
-        T = human_transition(K)
-    idx = rng.choice(len(y), int(round(rate * len(y))), replace=False)
-    noisy = y.copy()
-    for i in idx:
-        noisy[i] = rng.choice(K, p=T[y[i]])
-    mask = np.zeros(len(y), bool)
-    mask[idx] = True
+    from mislabel import flip_by_transition, nearest_transition
+
+    T = nearest_transition(like.X, np.asarray(like.y), K) if pattern == "nearest" else human_transition(K)
+    noisy, mask = flip_by_transition(y, T, rate, seed)
     return split.with_labels(noisy), mask
 
 

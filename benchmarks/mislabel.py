@@ -107,22 +107,31 @@ def corrupt(train: Split, pattern: str, rate: float, seed: int) -> tuple[Split, 
     if pattern == "uniform":
         noisy, mask = flip_labels(y, rate, "uniform", seed)
         return train.with_labels(noisy), mask
-    rng = np.random.default_rng(seed)
     K = int(y.max()) + 1
-    if pattern == "nearest":
-        mu = np.stack([train.X[y == k].mean(0) for k in range(K)])
-        D = ((mu[:, None] - mu[None]) ** 2).sum(-1)
-        np.fill_diagonal(D, np.inf)
-        T = np.eye(K)[D.argmin(1)]
-    else:
-        T = human_transition()
+    T = nearest_transition(train.X, y, K) if pattern == "nearest" else human_transition()
+    noisy, mask = flip_by_transition(y, T, rate, seed)
+    return train.with_labels(noisy), mask
+
+
+def nearest_transition(X: np.ndarray, y: np.ndarray, K: int) -> np.ndarray:
+    """(K, K) 0/1 transition: class c goes to the class whose mean of `X` is nearest to c's."""
+    mu = np.stack([X[y == k].mean(0) for k in range(K)])
+    D = ((mu[:, None] - mu[None]) ** 2).sum(-1)
+    np.fill_diagonal(D, np.inf)
+    return np.eye(K)[D.argmin(1)]
+
+
+def flip_by_transition(y: np.ndarray, T: np.ndarray, rate: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy copy of labels `y` (0..K-1) and the flipped mask: round(rate * n) samples chosen at random, each
+    given a label drawn from row T[y_i] (T's diagonal is 0, so exactly those labels change)."""
+    rng = np.random.default_rng(seed)
     idx = rng.choice(len(y), int(round(rate * len(y))), replace=False)
     noisy = y.copy()
     for i in idx:
-        noisy[i] = rng.choice(K, p=T[y[i]])
+        noisy[i] = rng.choice(len(T), p=T[y[i]])
     mask = np.zeros(len(y), bool)
     mask[idx] = True
-    return train.with_labels(noisy), mask
+    return noisy, mask
 
 
 # ---- detectors -------------------------------------------------------------------------------------

@@ -53,3 +53,12 @@ def score_args(d, out, *extra) -> list:
     """``influent score`` arguments on folder `d`'s train.csv/valid.csv (label y, no removal curve) into `out`."""
     return ["score", "--train", d / "train.csv", "--valid", d / "valid.csv", "--label", "y", "--no-curve",
             "--out", out, *extra]
+
+
+@pytest.fixture()
+def run(files, tmp_path, capsys):
+    """The folder of an ``influent score`` run on the importing module's `files` fixture (train/valid CSVs)."""
+    out = tmp_path / "run"
+    code, _, err = run_cli(score_args(files, out), capsys)
+    assert code == 0, err
+    return out

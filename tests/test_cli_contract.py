@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import noisy_table, run_cli, score_args
+from helpers import noisy_table, run, run_cli, score_args  # noqa: F401 (run: a fixture)
 
 SRC = os.environ.get("INFLUENT_TEST_SRC", str(Path(__file__).resolve().parents[1] / "src"))
 STAGED = re.compile(r"^\..*\.tmp$")  # a hidden staging file or folder (any version's naming)
@@ -30,14 +30,6 @@ def files(tmp_path):
     for name, n, seed in (("train", 60, 0), ("valid", 30, 1)):
         noisy_table(n, seed).to_csv(d / f"{name}.csv", index=False)
     return d
-
-
-@pytest.fixture()
-def run(files, tmp_path, capsys):
-    out = tmp_path / "run"
-    code, _, err = run_cli(score_args(files, out), capsys)
-    assert code == 0, err
-    return out
 
 
 def tree(folder):

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import noisy_table, run_cli, score_args
+from helpers import noisy_table, run, run_cli, score_args  # noqa: F401 (run: a fixture)
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -32,14 +32,6 @@ def files(tmp_path):
     for name, n, seed in (("train", 80, 0), ("valid", 40, 1), ("test", 40, 2)):
         noisy_table(n, seed).to_csv(d / f"{name}.csv", index=False)
     return d
-
-
-@pytest.fixture()
-def run(files, tmp_path, capsys):
-    out = tmp_path / "run"
-    code, _, err = run_cli(score_args(files, out), capsys)
-    assert code == 0, err
-    return out
 
 
 @pytest.mark.parametrize("action, extra", [("trim", ["--budget", "5"]), ("relabel", ["--budget", "5"]),

@@ -272,8 +272,10 @@ def score(
     force: bool = typer.Option(False, "--force", help="replace the outputs of an earlier run in --out"),
     store: Optional[Path] = typer.Option(None, "--store", help="folder of an on-disk gradient store: reused by later "
                                          "runs, and an interrupted run resumes from its finished chunks"),
-    backend: str = typer.Option("local", "--backend", help="{backends} (ray: per-sample gradients on a Ray "
-                                "cluster, RAY_ADDRESS, else a local Ray; needs pip install \"influent\\[ray]\")"),
+    backend: str = typer.Option("local", "--backend", help="{backends} (ray: the method's shard kernels and the "
+                                "curve's refits as Ray tasks; needs pip install \"influent\\[ray]\")"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="with --backend ray: the cluster to attach "
+                                              "to, e.g. 10.0.0.1:6379 (default: RAY_ADDRESS, else a Ray on this machine)"),
     topk: int = typer.Option(0, "--topk", help="with --test: keep the K most helpful and most harmful training "
                              "samples of every test sample (streamed attribution in --out/attribution; read with "
                              "influent explain; the method's pairwise form, else ip)"),
@@ -300,6 +302,8 @@ def score(
     if topk < 0:
         raise InputError(f"--topk must be >= 0, got {topk}")
     check_number(ensemble, "--ensemble", kind=int, low=0)
+    if ray_address and backend != "ray":
+        raise InputError("--ray-address needs --backend ray")
     model_options = _model_options(model, C, hidden, epochs, lr, batch_size, weight_decay)
     if encoder and Path(encoder).exists():
         encoder = _abs(Path(encoder))
@@ -312,6 +316,7 @@ def score(
                     method_options=method_options, target=target, chunk_size=chunk_size or 512, seed=seed, top=top, curve=curve,
                     title=title, params=_params(params) if params is not None else None,
                     store=_abs(store) if store is not None else None, backend=check_backend(backend),
+                    ray_address=ray_address,
                     encoder=encoder, embed_cache=_abs(embed_cache) if embed_cache else None, topk=topk,
                     ensemble=ensemble)
     outputs = [out / f for f in OUTPUT_FILES] + [out / ATTRIBUTION_DIR]  # an earlier --topk run's too

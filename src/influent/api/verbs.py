@@ -9,8 +9,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..data import Split
+from ..data.executor import current, using
 from ..data.validate import InputError, check_choice, check_fitted, check_number
-from ..grads.projection import PROJECTABLE
 from ..grads.source import Progress
 from ..methods import METHODS, Job
 from ..methods.registry import MethodSpec, reads_checkpoints
@@ -31,8 +31,6 @@ def _job(model: ModelAdapter, train: Split, target: Target | Split | None, optio
     if not isinstance(train, Split):
         raise InputError(f"train must be an influent Split, got {type(train).__name__}")
     model.check_split(train)
-    if options.get("projection") is not None and method not in PROJECTABLE:
-        raise InputError(f"method {method!r} does not take a projection; methods that do: {list(PROJECTABLE)}")
     if target is not None and not isinstance(target, (Split, Target)):
         raise InputError(f"target must be an influent Split (the validation data) or a Target, got {type(target).__name__}")
     seed = check_number(seed, "seed", kind=int)
@@ -52,33 +50,30 @@ def _check_test(model: ModelAdapter, test: Any) -> None:
     model.check_split(test)
 
 
-def _prepare(backend: str, backend_options: dict[str, Any] | None, model: ModelAdapter, train: Split,
-             options: dict[str, Any], chunk_size: int, store: str | Path | None,
-             progress: Progress | None) -> tuple[str | Path | None, dict[str, Any]]:
-    """The gradient store the method will read, prepared by `backend`, and the backend's settings."""
-    from ..backends import check_backend
+def _executor(backend: str, backend_options: dict[str, Any] | None, train: Split, spec: MethodSpec,
+              store: str | Path | None) -> Any:
+    """The executor of one call (None: in this process), after the method and the options say it may run there."""
+    from ..backends import check_backend, executor_for
 
-    if check_backend(backend) == "local":
-        from ..backends import local
-
-        return local.prepare(model, train, options, chunk_size, store)
-    from ..backends import ray as ray_backend
-
-    extra = dict(backend_options or {})
-    unknown = sorted(set(extra) - {"workers", "on_chunk"})
-    if unknown:
-        raise InputError(f"backend_options takes 'workers'; unknown {unknown}")
-    check_number(extra.get("workers"), "backend_options workers", kind=int, low=1, none=True)
-    with _eval_mode(model._require_fitted()):
-        return ray_backend.prepare(model, train, options, chunk_size, store, progress=progress, **extra)
+    backend = check_backend(backend)
+    spec.check_backend(backend)
+    if backend != "local" and store is not None:
+        raise InputError(f"store is a gradient cache on this machine; backend {backend!r} computes the gradients on "
+                         "its workers: drop store, or use backend='local'")
+    ex = current()
+    if ex is not None and ex.name == backend and ex.shards(train):  # a run's executor (influent score --backend)
+        return ex
+    return executor_for(backend, train, backend_options)
 
 
-def _cleanup(ran_on: dict[str, Any], store: str | Path | None) -> None:
-    """Remove a gradient store the backend created for this call only."""
-    if ran_on.pop("temporary_store", False) and store is not None:
-        import shutil
-
-        shutil.rmtree(store, ignore_errors=True)
+def _ran_on(ex: Any, spec: MethodSpec) -> dict[str, Any] | None:
+    """What ran where, saved with the scores (None for the local backend)."""
+    if ex is None:
+        return None
+    out = ex.describe()
+    if spec.on_driver:
+        out["on_driver"] = spec.on_driver
+    return out
 
 
 def _check_used(job: Job, method: str) -> None:
@@ -118,9 +113,11 @@ def score(model: ModelAdapter | Sequence[ModelAdapter], train: Split, target: Ta
         (an ensemble's member m uses its subfolder ``member-m``)
     seed : seed of every random choice (ensemble member s is trained with seed ``seed + s``)
     progress : callback progress(done, total) per gradient chunk
-    backend : "local" (in-process) or "ray" (per-sample gradients computed by Ray actors into the gradient
-        store, then reduced here; the same scores to float tolerance; see `influent.backends.ray`)
-    backend_options : for "ray": workers (number of actors)
+    backend : "local" (in-process) or "ray" (the method's shard kernels and refits as Ray tasks, small results
+        reduced here; the same scores to float tolerance; `influent.backends.ray`, docs/scale.md); a method
+        that cannot distribute refuses "ray" (`MethodSpec.local_only`)
+    backend_options : for "ray": address (else RAY_ADDRESS, else a local Ray), workers, shards, task_timeout,
+        retries (`backends.ray.RayExecutor`)
     ensemble : None (the model as given); k (an int): average over k models of the model's kind, each
         trained on `train` with its own seed (`api.ensemble.fit_members`, parallel refits); "checkpoints" (or a
         `TrainingRecorder` / list of `Checkpoint`): average over the recorded checkpoints of one training run
@@ -128,8 +125,23 @@ def score(model: ModelAdapter | Sequence[ModelAdapter], train: Split, target: Ta
     **options : method options, e.g. solver="cg", damping=1e-3, solver_options={...}, checkpoints=...; the
         method's options dataclass (`METHODS[method].options`, `influent methods NAME`) lists them
     """
+    spec = METHODS[METHODS.check(method)]
+    ex = _executor(backend, backend_options, train, spec, store)
+    with using(ex):  # every shard kernel and refit of this call (ensemble members too) runs there
+        out = _score(model, train, target, method, chunk_size=chunk_size, store=store, seed=seed, progress=progress,
+                     ensemble=ensemble, ensemble_jobs=ensemble_jobs, options=options)
+    ran = _ran_on(ex, spec)
+    if ran is not None:
+        out.settings["backend"] = ran
+    return out
+
+
+def _score(model: ModelAdapter | Sequence[ModelAdapter], train: Split, target: Target | Split | None, method: str, *,
+           chunk_size: int, store: str | Path | None, seed: int, progress: Progress | None, ensemble: Any,
+           ensemble_jobs: int, options: dict[str, Any]) -> Scores:
+    """`score` in the current executor."""
     members, info = members_of(model, train, ensemble, seed=seed, n_jobs=ensemble_jobs)
-    call = dict(chunk_size=chunk_size, seed=seed, progress=progress, backend=backend, backend_options=backend_options)
+    call = dict(chunk_size=chunk_size, seed=seed, progress=progress)
     if not info:
         return _score_one(members[0], train, target, method, store=store, options=options, **call)
     if isinstance(target, Split):  # one yardstick for every member
@@ -157,27 +169,20 @@ def score(model: ModelAdapter | Sequence[ModelAdapter], train: Split, target: Ta
 
 
 def _score_one(model: ModelAdapter, train: Split, target: Target | Split | None, method: str, *, chunk_size: int,
-               store: str | Path | None, seed: int, progress: Progress | None, backend: str,
-               backend_options: dict[str, Any] | None, options: dict[str, Any], prepare: bool = True) -> Scores:
+               store: str | Path | None, seed: int, progress: Progress | None, options: dict[str, Any],
+               prepare: bool = True) -> Scores:
     """`score` of one model."""
     spec = METHODS[method]
     job = _job(model, train, target, options, chunk_size, store, seed, progress, method, prepare)  # checked before any work
-    store, ran_on = _prepare(backend, backend_options, model, train, options, chunk_size, store, progress)
-    job.store = store  # the store the backend filled (the caller's own, locally)
     if spec.needs_target:
         job.need_target(method)
     t0 = time.perf_counter()
-    try:
-        with _eval_mode(model._require_fitted()):  # scored in evaluation mode; the module's own mode is restored
-            result = spec.score(job)
-    finally:
-        _cleanup(ran_on, store)
+    with _eval_mode(model._require_fitted()):  # scored in evaluation mode; the module's own mode is restored
+        result = spec.score(job)
     job.timing["total"] = time.perf_counter() - t0
     _check_used(job, method)
     settings = job.settings()
     settings.update(chunk_size=chunk_size, seed=seed, model=model.describe())
-    if ran_on["backend"] != "local":
-        settings["backend"] = ran_on
     return Scores(result.values, method, train.ids, result.raw, settings,
                   None if job.target is None else job.target.describe(), job.timing)
 
@@ -206,30 +211,24 @@ def attribute(model: ModelAdapter | Sequence[ModelAdapter], train: Split, test: 
     if target == "margin" and reads_checkpoints(method, options):
         raise InputError(f"method {method!r} reads training checkpoints; target='margin' needs the test gradients "
                          "at one model: use target='loss'")
-    members, _ = members_of(model, train, ensemble, seed=seed, n_jobs=ensemble_jobs)
-    mean = Running()
-    for member in members:  # one at a time: memory is one member's plus the running sums
-        out = _attribute_one(spec, member, train, test, method, chunk_size, seed, progress, backend,
-                             backend_options, options)
-        if target == "margin":
-            out = out * margin_scale(member, test)[None, :]
-        mean.add(out)
+    with using(_executor(backend, backend_options, train, spec, None)):
+        members, _ = members_of(model, train, ensemble, seed=seed, n_jobs=ensemble_jobs)
+        mean = Running()
+        for member in members:  # one at a time: memory is one member's plus the running sums
+            out = _attribute_one(spec, member, train, test, method, chunk_size, seed, progress, options)
+            if target == "margin":
+                out = out * margin_scale(member, test)[None, :]
+            mean.add(out)
     assert mean.mean is not None
     return mean.mean
 
 
 def _attribute_one(spec: MethodSpec, model: ModelAdapter, train: Split, test: Split, method: str, chunk_size: int,
-                   seed: int, progress: Progress | None, backend: str, backend_options: dict[str, Any] | None,
-                   options: dict[str, Any]) -> np.ndarray:
-    """`attribute` of one model."""
+                   seed: int, progress: Progress | None, options: dict[str, Any]) -> np.ndarray:
+    """`attribute` of one model, in the current executor."""
     job = _job(model, train, None, options, chunk_size, None, seed, progress, method)
     _check_test(model, test)
-    job.store, ran_on = _prepare(backend, backend_options, model, train, options, chunk_size, None, progress)
-    store = job.store
-    try:
-        with _eval_mode(model._require_fitted()):
-            out = spec.pairwise(job, test)
-    finally:
-        _cleanup(ran_on, store)
+    with _eval_mode(model._require_fitted()):
+        out = spec.pairwise(job, test)
     _check_used(job, method)
     return out

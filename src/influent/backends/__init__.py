@@ -1,8 +1,10 @@
 """Where the work runs: in-process ("local", the default) or over a Ray cluster ("ray").
 
-A backend prepares the per-sample training gradients a method will read; the method itself then runs on
-the driver unchanged, so every backend gives the same scores (to float tolerance). `BACKENDS` names them;
-each entry's module (imported only when used) has ``prepare(model, train, options, chunk_size, store, ...)``.
+A backend gives the call its executor (`data.executor`): None for "local" (in-process code, today's fast
+paths), a `backends.ray.RayExecutor` for "ray" (shard kernels and refits as Ray tasks). The method's code is
+the same on both, so every backend gives the same scores (to float tolerance). `BACKENDS` names them; each
+entry's module (imported only when used) has ``executor(split, backend_options)``; `executor_for` is the
+one dispatch.
 """
 
 from __future__ import annotations
@@ -24,11 +26,15 @@ class BackendSpec(Entry):
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
 
+    def executor(self, split: Any, options: dict[str, Any] | None = None) -> Any:
+        """The executor of one call over `split` (None: in this process)."""
+        return self.load().executor(split, options)
+
 
 BACKENDS: Registry[BackendSpec] = Registry("backend")
 BACKENDS.add(BackendSpec("local", summary="in this process (the default)", module=f"{__name__}.local"))
-BACKENDS.add(BackendSpec("ray", summary="per-sample gradients on a Ray cluster (RAY_ADDRESS, else a local Ray; "
-                                        "needs pip install \"influent[ray]\")", module=f"{__name__}.ray"))
+BACKENDS.add(BackendSpec("ray", summary="shard kernels and refits as Ray tasks (--ray-address / RAY_ADDRESS, else a "
+                                        "local Ray; needs pip install \"influent[ray]\")", module=f"{__name__}.ray"))
 
 
 def check_backend(name: Any) -> str:
@@ -36,4 +42,9 @@ def check_backend(name: Any) -> str:
     return BACKENDS.check(name)
 
 
-__all__ = ["BACKENDS", "BackendSpec", "check_backend"]
+def executor_for(backend: str, split: Any, options: dict[str, Any] | None = None) -> Any:
+    """The executor of a call with `backend` over the training split `split` (None for "local")."""
+    return BACKENDS[check_backend(backend)].executor(split, options)
+
+
+__all__ = ["BACKENDS", "BackendSpec", "check_backend", "executor_for"]

@@ -1,15 +1,16 @@
-"""The in-process backend: nothing to prepare, the method computes its gradients chunk by chunk itself."""
+"""The in-process backend (the default): no executor, so every method runs its own in-process code on the
+whole training split, with the fast paths of `grads.source.GradientSource` and refits in local processes."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from ..data import Split
-from ..models.base import ModelAdapter
+from ..data.validate import InputError
 
 
-def prepare(model: ModelAdapter, train: Split, options: dict[str, Any], chunk_size: int,
-            store: str | Path | None, **_: Any) -> tuple[str | Path | None, dict[str, Any]]:
-    """(the gradient store to use, backend settings): the local backend keeps the caller's store."""
-    return store, {"backend": "local"}
+def executor(split: Split, options: dict[str, Any] | None = None) -> None:
+    """None: run in this process. The local backend takes no ``backend_options``."""
+    if options:
+        raise InputError(f"backend 'local' takes no backend_options; got {sorted(options)}")
+    return None

@@ -1,108 +1,284 @@
-"""The Ray backend: per-sample training gradients computed by Ray actors, one model load each, written
-chunk by chunk to the shared zarr gradient store; the method then reduces on the driver from the store.
+"""The Ray backend: every method's shard kernels and every refit run as Ray tasks.
 
-Which cluster: Ray's usual settings -- an already initialised Ray, else ``ray.init()``, which joins the
-cluster named by ``RAY_ADDRESS`` and otherwise starts a local Ray. The store folder must be visible to
-every node (a shared filesystem on a real cluster; the default is a temporary folder of the driver, enough
-for a single machine, removed once the method has read it). Actors are spread over the nodes (`SPREAD`), one per CPU unless `workers` is
-given; a worker that dies is restarted and its task retried (``max_restarts``, ``max_task_retries``), and
-since a chunk is marked done only after its rows are written, a retried chunk is simply rewritten: the
-result is unchanged.
+`RayExecutor` is the executor (`data.executor`) of a call made with ``backend="ray"``. The training split is
+cut into contiguous shards, each put into Ray's object store once (a worker fetches only the shards it
+works on: its memory is bounded by a shard, not the split); the model is put once per call. A method's
+gradient products (`grads.source`'s shard kernels: products with a few directions, norms, per-sample scores) run as one
+task per shard and return their small results; refits (`models.refit.refit_many`) run as tasks too. No
+per-sample gradients cross the network unless a method reads the gradients themselves (then
+``gradient_bytes`` in the settings counts them; docs/scale.md lists those methods).
+
+Which cluster: ``address`` (``backend_options={"address": ...}``, ``--ray-address``), else ``RAY_ADDRESS``,
+else a Ray started on this machine for the process. The installed influent is shipped to the workers with
+Ray's runtime environment (``py_modules``), and a first task on the cluster checks that it imports there.
+
+Faults: tasks, not pinned actors. A task whose worker or node dies is retried by Ray on another node
+(``retries``); a round in which no task finishes for ``task_timeout`` seconds submits the unfinished ones
+again and takes whichever copy finishes first (no hang); a failure that persists is one line
+(`ClusterError`, an `InputError`: the CLI exits 2).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from ..data import Split
-from ..data.validate import require
-from ..models.base import ModelAdapter
+from ..data.validate import InputError, check_number, require
 
 INSTALL = 'pip install "influent[ray]"'
+PACKAGE = Path(__file__).resolve().parents[1]  # the influent package the driver runs: shipped to the workers
+OPTIONS = ("address", "workers", "shards", "task_timeout", "retries")
+
+
+class ClusterError(InputError):
+    """The Ray cluster cannot run the work (unreachable, lost, or failing every retry): one line, exit 2."""
 
 
 def _ray():
     return require("ray", "the Ray backend", "Ray", INSTALL)
 
 
-def _worker_class(ray):
-    @ray.remote(num_cpus=1, max_restarts=3, max_task_retries=3)
-    class GradientWorker:
-        """Holds one copy of the model and the training split; computes and writes gradient chunks."""
-
-        def __init__(self, model: ModelAdapter, train: Split, chunk_size: int, store: str, method: str,
-                     projection: Any, on_chunk: Callable[[int], None] | None) -> None:
-            import torch
-
-            from ..grads.source import GradientSource
-
-            torch.set_num_threads(1)
-            self.src = GradientSource(model, train, chunk_size, store, method, None, projection)
-            self.on_chunk = on_chunk
-
-        def fill(self, ci: int) -> tuple[int, str]:
-            """Compute and write chunk `ci`; return (ci, this node's id)."""
-            import ray as _r
-
-            store = self.src.store
-            assert store is not None
-            if not store.done[ci]:
-                if self.on_chunk is not None:
-                    self.on_chunk(ci)
-                store.write(ci, self.src.compute(store.rows(ci)).cpu().numpy())
-            return ci, _r.get_runtime_context().get_node_id()
-
-    return GradientWorker
+def runtime_env() -> dict[str, Any]:
+    """Ray's runtime environment of a job influent starts: this influent (so the workers run the driver's
+    version, with or without it installed there) and one thread per task."""
+    return {"py_modules": [str(PACKAGE)], "excludes": ["__pycache__", "*.pyc"],
+            "env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
 
 
-def prepare(model: ModelAdapter, train: Split, options: dict[str, Any], chunk_size: int,
-            store: str | Path | None, workers: int | None = None, progress: Callable[[int, int], None] | None = None,
-            on_chunk: Callable[[int], None] | None = None) -> tuple[str | Path, dict[str, Any]]:
-    """Fill the gradient store of (model, train) with Ray actors; return (store folder, backend settings).
+def connect(address: str | None = None) -> Any:
+    """`ray`, initialised: the running Ray of this process (its own runtime environment: the first task checks
+    that it runs this influent), else the cluster at `address` / ``RAY_ADDRESS``, else a Ray started on this
+    machine, with `runtime_env` (this influent shipped). An unreachable address is a `ClusterError`."""
+    ray = _ray()
+    if ray.is_initialized():
+        return ray
+    import signal
+    import threading
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        ray.init(address=address, runtime_env=runtime_env(), log_to_driver=False, logging_level="ERROR")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ClusterError(f"cannot reach the Ray cluster at {address!r}: {str(exc).splitlines()[0]}") from None
+    finally:
+        if main and before is not None:  # ray.init replaces SIGTERM's handler (exit 15): the caller's stays
+            signal.signal(signal.SIGTERM, before)
+    return ray
+
+
+def _node() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _run_kernel(kernel: Callable[..., Any], adapter: Any, shard: Split, payload: Any) -> tuple[Any, str]:
+    """A shard kernel on a worker, single-threaded; returns (result, this node's id)."""
+    import torch
+
+    torch.set_num_threads(1)
+    return kernel(adapter, shard, payload), _node()
+
+
+def _run_task(fn: Callable[..., Any], item: Any, *shared: Any) -> tuple[Any, str]:
+    import torch
+
+    torch.set_num_threads(1)
+    return fn(item, *shared), _node()
+
+
+def _version() -> tuple[str, str]:
+    import influent
+
+    return influent.__version__, str(Path(influent.__file__).resolve().parent)
+
+
+class RayExecutor:
+    """Runs shard kernels and refit tasks on a Ray cluster (`data.executor.Executor`).
 
     Parameters
     ----------
-    options : the method options (`grad_method` and `projection` decide what is stored)
-    store : the store folder (default: a temporary folder of the driver)
-    workers : number of actors (default: the cluster's CPUs)
-    on_chunk : called by a worker before it computes a chunk (a hook for fault-injection tests)
+    split : the training split whose work is distributed
+    address : the cluster (see module docstring)
+    workers : tasks in flight at once (default: the cluster's CPUs)
+    shards : number of shards of `split` (default: 4 per worker, at most one per row)
+    task_timeout : seconds without any finished task after which the unfinished ones are submitted again
+    retries : Ray's retries of a task whose worker or node died, and the number of timeout rounds
     """
-    ray = _ray()
-    from ..grads.source import GradientSource
 
-    if not ray.is_initialized():
-        src_dir = str(Path(__file__).resolve().parents[2])  # the influent the driver runs, for the workers
-        path = os.pathsep.join(p for p in (src_dir, os.environ.get("PYTHONPATH", "")) if p)
-        ray.init(runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}},
-                 log_to_driver=False)
-    root = Path(store) if store is not None else Path(tempfile.mkdtemp(prefix="influent-ray-store-"))
-    method = options.get("grad_method", "auto")
-    projection = options.get("projection")
-    local = GradientSource(model, train, chunk_size, root, method, None, projection)  # creates the store
-    assert local.store is not None
-    missing = local.store.missing()
-    n_workers = int(workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
-    n_workers = max(1, min(n_workers, len(missing) or 1))
-    m_ref, t_ref = ray.put(model), ray.put(train)
-    Worker = _worker_class(ray)
-    actors = [Worker.options(scheduling_strategy="SPREAD").remote(m_ref, t_ref, chunk_size, str(root), method,
-                                                                   projection, on_chunk) for _ in range(n_workers)]
-    pending = [actors[k % n_workers].fill.remote(ci) for k, ci in enumerate(missing)]
-    nodes: set[str] = set()
-    done = 0
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        for ci, node in ray.get(ready):
-            nodes.add(node)
-            done += 1
-            if progress is not None:
-                progress(done, len(missing))
-    for a in actors:
-        ray.kill(a)
-    if not local.store.is_complete():  # pragma: no cover - a worker wrote without marking
-        raise RuntimeError(f"the Ray workers left chunks {local.store.missing()} of {root} unwritten")
-    return root, {"backend": "ray", "workers": n_workers, "nodes": sorted(nodes), "chunks_computed": len(missing),
-                  "temporary_store": store is None}
+    name = "ray"
+
+    def __init__(self, split: Split, address: str | None = None, workers: int | None = None,
+                 shards: int | None = None, task_timeout: float = 300.0, retries: int = 3) -> None:
+        check_number(workers, "backend_options workers", kind=int, low=1, none=True)
+        check_number(shards, "backend_options shards", kind=int, low=1, none=True)
+        check_number(task_timeout, "backend_options task_timeout", low=1e-3)
+        check_number(retries, "backend_options retries", kind=int, low=0)
+        self.split, self.address = split, address
+        self.task_timeout, self.retries = float(task_timeout), int(retries)
+        self._workers, self._n_shards = workers, shards
+        self.ray: Any = None  # connected on first use: a call that never needs the cluster never touches it
+        self.stats: dict[str, Any] = {"tasks": 0, "resubmitted": 0, "bytes_sent": 0, "bytes_returned": 0,
+                                      "gradient_bytes": 0, "nodes": set()}
+
+    def _start(self) -> None:
+        """Connect, cut the split into shards and check that the cluster runs this influent (once)."""
+        if self.ray is not None:
+            return
+        ray = connect(self.address)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.workers = int(self._workers or max(1, cpus))
+        n = len(self.split)
+        k = max(1, min(n, int(self._n_shards or 4 * self.workers)))
+        self.bounds = np.linspace(0, n, k + 1).round().astype(np.int64)
+        self._kernel = ray.remote(_run_kernel).options(num_cpus=1, max_retries=self.retries)
+        self._task = ray.remote(_run_task).options(num_cpus=1, max_retries=self.retries)
+        self._shard_refs: list[Any] | None = None
+        self._puts: dict[int, tuple[Any, Any]] = {}  # id(object) -> (object, ref): each sent once
+        self.ray = ray
+        self._check_cluster()
+
+    # ---- the executor protocol ------------------------------------------------------------------------------
+    def shards(self, split: Any) -> bool:
+        return split is self.split
+
+    def map_shards(self, kernel: Callable[..., Any], adapter: Any, split: Any, payload: Any,
+                   progress: Callable[[int, int], None] | None = None) -> list[Any]:
+        self._start()
+        refs = self._shards()
+        a, p = self._put(adapter), self.ray.put(payload)
+        self.stats["bytes_sent"] += _nbytes(payload)
+        out = self._collect([lambda s=s: self._kernel.remote(kernel, a, s, p) for s in refs], progress)
+        got = sum(_nbytes(x) for x in out)
+        self.stats["bytes_returned"] += got
+        if getattr(kernel, "__name__", "") == "_k_rows":
+            self.stats["gradient_bytes"] += got
+        return out
+
+    def map_tasks(self, fn: Callable[..., Any], items: Sequence[Any], *shared: Any,
+                  progress: Callable[[int, int], None] | None = None) -> list[Any]:
+        self._start()
+        refs = [self._put(x) for x in shared]
+        out = self._collect([lambda it=it: self._task.remote(fn, it, *refs) for it in items], progress)
+        self.stats["bytes_returned"] += sum(_nbytes(x) for x in out)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """What ran where and what crossed the network (saved with the scores)."""
+        s = dict(self.stats)
+        s["nodes"] = sorted(s["nodes"])
+        if self.ray is None:
+            return {"backend": "ray", **s}
+        return {"backend": "ray", "workers": self.workers, "shards": len(self.bounds) - 1, **s}
+
+    # ---- internals --------------------------------------------------------------------------------------------
+    def _check_cluster(self) -> None:
+        """One task on the cluster imports the shipped influent: else one line, before any work."""
+        import influent
+
+        f = self.ray.remote(_version).options(num_cpus=1, max_retries=0)
+        try:
+            version, _ = self.ray.get(f.remote(), timeout=max(60.0, self.task_timeout))
+        except Exception as exc:  # noqa: BLE001 - any failure here means the cluster cannot run influent
+            line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise ClusterError(f"the Ray cluster cannot run influent {influent.__version__}: {line}") from None
+        if version != influent.__version__:
+            raise ClusterError(f"the Ray workers import influent {version}, the driver runs {influent.__version__}")
+
+    def _shards(self) -> list[Any]:
+        if self._shard_refs is None:
+            self._shard_refs = [self.ray.put(self.split.subset(np.arange(a, b)))
+                                for a, b in zip(self.bounds[:-1], self.bounds[1:])]
+            self.stats["bytes_sent"] += _nbytes(self.split.X) + _nbytes(self.split.y)
+        return self._shard_refs
+
+    def _put(self, obj: Any) -> Any:
+        hit = self._puts.get(id(obj))
+        if hit is None or hit[0] is not obj:
+            hit = (obj, self.ray.put(obj))
+            self._puts[id(obj)] = hit
+        return hit[1]
+
+    def _collect(self, submit: list[Callable[[], Any]], progress: Callable[[int, int], None] | None) -> list[Any]:
+        """Run every submitted task and return the results in order. A round of `task_timeout` seconds in which
+        none finishes submits the unfinished ones again (the first copy to finish wins; the others are
+        cancelled); KeyboardInterrupt cancels everything in flight."""
+        ray = self.ray
+        n = len(submit)
+        results: list[Any] = [None] * n
+        done = np.zeros(n, dtype=bool)
+        owner = {submit[i](): i for i in range(n)}
+        self.stats["tasks"] += n
+        last, rounds = time.monotonic(), 0
+        try:
+            while not done.all():
+                ready, _ = ray.wait(list(owner), num_returns=1, timeout=min(1.0, self.task_timeout))
+                if not ready:
+                    if time.monotonic() - last < self.task_timeout:
+                        continue
+                    rounds += 1
+                    if rounds > max(1, self.retries):
+                        raise ClusterError(f"no task of the Ray backend finished in {rounds} rounds of "
+                                           f"{self.task_timeout:g} s ({int(done.sum())} of {n} done)")
+                    for i in np.flatnonzero(~done):  # a stuck or lost task: run it again elsewhere
+                        owner[submit[int(i)]()] = int(i)
+                        self.stats["resubmitted"] += 1
+                    last = time.monotonic()
+                    continue
+                for ref in ready:
+                    i = owner.pop(ref)
+                    if done[i]:
+                        continue
+                    value, node = self._get(ref)
+                    results[i], done[i] = value, True
+                    self.stats["nodes"].add(node)
+                    last = time.monotonic()
+                    if progress is not None:
+                        progress(int(done.sum()), n)
+        except BaseException:
+            for ref in owner:
+                ray.cancel(ref, force=True)
+            raise
+        for ref in owner:  # duplicates of finished tasks
+            ray.cancel(ref, force=True)
+        return results
+
+    def _get(self, ref: Any) -> Any:
+        """ray.get of one task: the task's own error as itself (an InputError stays one line), Ray's failures
+        after every retry as one `ClusterError`."""
+        ray = self.ray
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
+        except ray.exceptions.RayError as exc:
+            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ClusterError(f"a Ray task failed (after up to {self.retries} retries): {line}") from None
+
+
+def _nbytes(x: Any) -> int:
+    if isinstance(x, np.ndarray):
+        return int(x.nbytes)
+    if isinstance(x, (tuple, list)):
+        return sum(_nbytes(v) for v in x)
+    return 0
+
+
+def executor(split: Split, options: dict[str, Any] | None = None) -> RayExecutor:
+    """The executor of one call: `options` are ``backend_options`` (address, workers, shards, task_timeout,
+    retries); an unknown one is a one-line `InputError`."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise InputError(f"backend_options for 'ray' takes {list(OPTIONS)}; unknown {unknown}")
+    return RayExecutor(split, **options)

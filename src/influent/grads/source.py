@@ -3,18 +3,22 @@
 Every method reads training gradients through this one mechanism. Gradients are computed chunk by
 chunk (vmap, loop fallback), or read from a `GradientStore` when one is given (computing only the
 chunks it lacks), and linear-only models use the factorised path for products so that the (n, p)
-matrix is never built.
+matrix is never built. When the current executor distributes the split (`data.executor`, the Ray
+backend), the products (`dot`, `gram`, `sq_norms`, `map_rows`) run as shard kernels (the shard kernels at the end of this module) and
+only their small results come back; `chunks` and `matrix` then bring the gradients themselves.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 from ..data import Split
+from ..data.executor import Executor, sharding
 from ..data.validate import InputError, check_choice, check_number
 from ..models.base import ModelAdapter
 from .linear import (analyses_whole_model, factor_block_rows, factor_dot, factor_gram, factor_grads,
@@ -56,6 +60,7 @@ class GradientSource:
         self.p = sum(v.numel() for v in self.like.values())
         self.p_params = self.p
         self.device = adapter.device  # every tensor this source makes lives on the model's device
+        self._projection_arg = projection
         self.projection = make_projection(projection, self.p, adapter.dtype, self.device)
         if self.projection is not None:
             self.p = self.projection.k
@@ -70,6 +75,18 @@ class GradientSource:
             key = store_key(adapter.fingerprint(), split.fingerprint(), self.names, extra)
             dtype = "float64" if adapter.dtype == torch.float64 else "float32"
             self.store = GradientStore(store, key, self.n, self.p, self.chunk_size, dtype)
+
+    def _executor(self) -> Executor | None:
+        """The current executor when it distributes this split and no local store serves it."""
+        return sharding(self.split) if self.store is None else None
+
+    def _spec(self) -> SourceSpec:
+        return SourceSpec(self.chunk_size, self.method, self._projection_arg)
+
+    def _gather(self, ex: Executor, kernel: Callable[..., Any], payload: Any) -> torch.Tensor:
+        """The shard results of `kernel`, concatenated in row order on this source's device."""
+        parts = ex.map_shards(kernel, self.adapter, self.split, payload, self.progress)
+        return torch.as_tensor(np.concatenate(parts)).to(device=self.device, dtype=self.adapter.dtype)
 
     @property
     def factorised(self) -> bool:
@@ -127,6 +144,12 @@ class GradientSource:
 
     def chunks(self) -> Iterator[tuple[slice, torch.Tensor]]:
         """Yield (rows, (B, p) gradients) covering all samples in order."""
+        ex = self._executor()
+        if ex is not None:  # the gradients themselves: computed on the shards, brought here
+            G = self._gather(ex, _k_rows, self._spec())
+            for sl in self._slices():
+                yield sl, G[sl]
+            return
         if self.store is not None:
             self.fill_store()
             for ci in range(self.store.n_chunks):
@@ -145,6 +168,11 @@ class GradientSource:
     def dot(self, V: torch.Tensor) -> torch.Tensor:
         """(n, k) products g_i . V[:, j] for V of shape (p, k) (or (n,) for V of shape (p,))."""
         vec = V.ndim == 1
+        ex = self._executor()
+        if ex is not None:
+            V1 = V.reshape(self.p_params, -1).detach().to(dtype=self.adapter.dtype).cpu().numpy()
+            out = self._gather(ex, _k_dot, (self._spec(), V1))
+            return out[:, 0] if vec else out
         V2 = self.project(V.reshape(self.p_params, -1))
         out = torch.empty(self.n, V2.shape[1], dtype=self.adapter.dtype, device=self.device)
         if self.factorised:
@@ -166,6 +194,9 @@ class GradientSource:
         a, b = self.projection, other.projection
         if (a is None) != (b is None) or (a is not None and a.spec() != b.spec()):
             raise InputError("gram of two gradient sources needs the same projection on both")
+        ex = self._executor()
+        if ex is not None:  # the other side (a test split) is small: its gradients travel once
+            return self._gather(ex, _k_gram, (self._spec(), other.matrix().cpu().numpy()))
         out = torch.empty(self.n, other.n, dtype=self.adapter.dtype, device=self.device)
         if self.factorised and other.factorised:
             fb = [factors(other.adapter, other.X[s], other.t[s], other.layers) for s in other._slices()]
@@ -182,6 +213,9 @@ class GradientSource:
 
     def sq_norms(self) -> torch.Tensor:
         """(n,) squared gradient norms |g_i|^2."""
+        ex = self._executor()
+        if ex is not None:
+            return self._gather(ex, _k_sq_norms, self._spec())
         out = torch.empty(self.n, dtype=self.adapter.dtype, device=self.device)
         if self.factorised:
             for sl in self._factor_slices(0):
@@ -192,5 +226,69 @@ class GradientSource:
             out[sl] = (G**2).sum(1)
         return out
 
+    def map_rows(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """fn applied to every chunk of (B, p) gradients, results concatenated: (n, ...). `fn` must be picklable
+        (a top-level function or a bound method of a picklable object) when an executor distributes the split."""
+        ex = self._executor()
+        if ex is not None:
+            return self._gather(ex, _k_map_rows, (self._spec(), fn))
+        return torch.cat([fn(G) for _, G in self.chunks()])
+
     def to_numpy(self) -> np.ndarray:
         return self.matrix().cpu().numpy()
+
+
+# ---- shard kernels ------------------------------------------------------------------------------------------
+# What a `GradientSource` runs on each shard of the split when an executor distributes it (`data.executor`):
+# each takes (adapter, shard, payload) and returns a small numpy array -- per-sample products or norms, never
+# the shard's gradients, except `_k_rows`, which serves `chunks`/`matrix` for the methods that read the
+# gradients themselves (docs/scale.md lists them). Top-level functions, so that a worker imports them by name.
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """How a shard's `GradientSource` is built: the same chunking, gradient path and projection as the driver's."""
+
+    chunk_size: int
+    method: str
+    projection: Any
+
+    def source(self, adapter: ModelAdapter, shard: Split) -> "GradientSource":
+        return GradientSource(adapter, shard, self.chunk_size, None, self.method, None, self.projection)
+
+
+def _np(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy()
+
+
+def _k_dot(adapter: ModelAdapter, shard: Split, payload: tuple[SourceSpec, np.ndarray]) -> np.ndarray:
+    """(B, k) products g_i . V of the shard's rows, V (p_params, k) in parameter space."""
+    spec, V = payload
+    src = spec.source(adapter, shard)
+    return _np(src.dot(torch.as_tensor(V)))
+
+
+def _k_sq_norms(adapter: ModelAdapter, shard: Split, spec: SourceSpec) -> np.ndarray:
+    """(B,) squared gradient norms of the shard's rows."""
+    return _np(spec.source(adapter, shard).sq_norms())
+
+
+def _k_gram(adapter: ModelAdapter, shard: Split, payload: tuple[SourceSpec, np.ndarray]) -> np.ndarray:
+    """(B, m) products of the shard's gradients with m other gradients H (m, p) in the source's space."""
+    spec, H = payload
+    src = spec.source(adapter, shard)
+    Ht = torch.as_tensor(H).to(dtype=adapter.dtype, device=adapter.device).T
+    if src.projection is None:  # unprojected: parameter space, so the factorised product applies
+        return _np(src.dot(Ht))
+    return _np(torch.cat([G @ Ht for _, G in src.chunks()]))
+
+
+def _k_map_rows(adapter: ModelAdapter, shard: Split, payload: tuple[SourceSpec, Callable[[torch.Tensor], torch.Tensor]]
+             ) -> np.ndarray:
+    """fn(G) of every chunk of the shard's (B, p) gradients, concatenated along the first axis."""
+    spec, fn = payload
+    return _np(torch.cat([fn(G) for _, G in spec.source(adapter, shard).chunks()]))
+
+
+def _k_rows(adapter: ModelAdapter, shard: Split, spec: SourceSpec) -> np.ndarray:
+    """(B, p) gradients of the shard: the one kernel whose result is per-sample gradients."""
+    return _np(spec.source(adapter, shard).matrix())

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..data.validate import InputError, check_choice, check_number
+from ..models.refit import TargetValue, refit_many
 from .options import MethodOptions, opt
 from .registry import Job, Result, register_method
 
@@ -50,9 +51,8 @@ def leave_one_out(job: Job) -> Result:
                          f"got {int(idx.max())}")
     base = target.evaluate(job.adapter)
     values = np.full(len(job.train), np.nan)
-    for k, i in enumerate(idx):
-        refit = job.adapter.refit(job.train.without([i]), warm_start=warm)
-        values[i] = target.evaluate(refit) - base
-        if job.progress is not None:
-            job.progress(k + 1, len(idx))
+    keep = [np.delete(np.arange(len(job.train)), i) for i in idx]
+    got = refit_many(job.adapter, job.train, keep, TargetValue(target), n_jobs=1, seed=job.seed, warm_start=warm,
+                     progress=job.progress)
+    values[idx] = np.asarray(got, dtype=np.float64) - base
     return Result(values, values)

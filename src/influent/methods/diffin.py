@@ -368,7 +368,10 @@ def _run(job: Job, method: str, target: Target | None) -> Result:
     return Result(values, parts.raw())
 
 
-@register_method("diffin", title="Diff-In", options=DiffInOptions, checkpoints="always")
+LOCAL_ONLY = "it replays the training trajectory over the whole training set in one process"
+
+
+@register_method("diffin", title="Diff-In", options=DiffInOptions, checkpoints="always", local_only=LOCAL_ONLY)
 def diffin(job: Job) -> Result:
     """Diff-In over recorded checkpoints; values = estimated rise of the target when z is removed
     (retraining's sign), raw = the paper's sum_t a_t grad f(theta_t) . (H_B G_z + H_z G_B).
@@ -378,7 +381,7 @@ def diffin(job: Job) -> Result:
     return _run(job, "diffin", job.need_target("diffin"))
 
 
-@register_method("self-diffin", needs_target=False, title="self-Diff-In", options=DiffInOptions,
+@register_method("self-diffin", needs_target=False, title="self-Diff-In", options=DiffInOptions, local_only=LOCAL_ONLY,
                  checkpoints="always")
 def self_diffin(job: Job) -> Result:
     """Self-Diff-In: the target gradient replaced by G_z; values = -(estimated rise of z's own loss when

@@ -198,6 +198,9 @@ def _source(job: Job, member: ModelAdapter, split: Split) -> GradientSource:
     return GradientSource(member, split, job.chunk_size, None, method)
 
 
+GEX_LOCAL_ONLY = "its members are drawn by SGD steps over the whole training set in one process"
+
+
 @register_method("ip-ensemble", title="inner product ensemble", options=EnsembleOptions)
 def ip_ensemble(job: Job) -> Result:
     """IP Ensemble ([IP]): raw = sum over M members of g_z(member) . grad f(member); values = raw.
@@ -326,7 +329,7 @@ def _gex_members(job: Job) -> list[Params]:
                        o.sampling, job.seed)
 
 
-@register_method("gex", title="GEX", options=GEXOptions)
+@register_method("gex", title="GEX", options=GEXOptions, local_only=GEX_LOCAL_ONLY)
 def gex(job: Job) -> Result:
     """GEX: raw = mean_m (l(z, theta_m) - l(z, theta_hat)) * (f(theta_m) - f(theta_hat)); values = raw.
 
@@ -353,7 +356,7 @@ def gex_pairwise(job: Job, test: Split) -> np.ndarray:
     return to_numpy(D.T @ T / len(members))
 
 
-@register_method("self-gex", needs_target=False, title="self-GEX", options=GEXOptions)
+@register_method("self-gex", needs_target=False, title="self-GEX", options=GEXOptions, local_only=GEX_LOCAL_ONLY)
 def self_gex(job: Job) -> Result:
     """Self-GEX: raw = mean_m (l(z, theta_m) - l(z, theta_hat))^2; values = -raw (high = suspicious).
     Options: `GEXOptions`, as "gex"."""

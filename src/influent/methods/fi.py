@@ -488,7 +488,10 @@ def _target_fi(job: Job, method: str) -> np.ndarray:
     return raw
 
 
-@register_method("fi", title="FI local influence", options=FIOptions)
+LOCAL_ONLY = "it solves its local-influence system over the whole training set in one process"
+
+
+@register_method("fi", title="FI local influence", options=FIOptions, local_only=LOCAL_ONLY)
 def fi_util(job: Job) -> Result:
     """FI local influence [FI]: raw = a^T pinv(G_z) a with a = (dtheta/dw)^T grad f; values = -raw.
 
@@ -606,7 +609,7 @@ def fi_paired_matrix(adapter: ModelAdapter, train: Split, target_grad: torch.Ten
     return out
 
 
-@register_method("fi-paired", title="FI paired", options=FIPairedOptions)
+@register_method("fi-paired", title="FI paired", options=FIPairedOptions, local_only=LOCAL_ONLY)
 def fi_paired(job: Job) -> Result:
     """FI-paired: FI of perturbing two samples together (masking); raw_i = max_j FI_ij (or the mean,
     ``reduce="mean"``); values = -raw. Quadratic in n (small sets; ``max_n``, default 2000)."""

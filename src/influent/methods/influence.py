@@ -25,7 +25,10 @@ class IFOptions(ProjectionOptions, SolverOptions):
     the projected Hessian P H P^T + damping I is inverted exactly and `solver` is not used)."""
 
 
-@register_method("if", title="influence function", options=IFOptions)
+CURVATURE_ON_DRIVER = "the curvature fit (the solver's passes over the training data)"
+
+
+@register_method("if", title="influence function", options=IFOptions, on_driver=CURVATURE_ON_DRIVER)
 def influence(job: Job) -> Result:
     """Influence function: effect_i = (1/n) grad f^T (H + damping I)^-1 g_i; values = effect."""
     target = job.need_target("if")
@@ -57,13 +60,14 @@ def influence_pairwise(job: Job, test: Split) -> np.ndarray:
     return to_numpy(job.source().dot(U) / len(job.train))
 
 
-@register_method("self-if", needs_target=False, title="self-influence", options=InfluenceOptions)
+@register_method("self-if", needs_target=False, title="self-influence", options=InfluenceOptions,
+                 on_driver=CURVATURE_ON_DRIVER)
 def self_influence(job: Job) -> Result:
     """Self-influence g_i^T (H + damping I)^-1 g_i with any solver; values = -raw (high = suspicious)."""
     t0 = time.perf_counter()
     solver = job.solver()
     t1 = time.perf_counter()
-    raw = torch.cat([solver.quad(G) for _, G in job.source().chunks()])
+    raw = job.source().map_rows(solver.quad)
     job.timing.update(curvature=t1 - t0, scoring=time.perf_counter() - t1)
     r = to_numpy(raw)
     return Result(-r, r)

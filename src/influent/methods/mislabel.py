@@ -547,6 +547,7 @@ def run_leave_one_out(adapter: ModelAdapter, train: Split, o: "MislabelOptions",
 
 
 @register_method("mislabel", needs_target=False, title="wrong-label detector", options=MislabelOptions,
+                 local_only="its leave-one-out algebra runs on the last layer's features of the whole training set in one process",
                  verdict="mislabelled")
 def mislabel(job: Job) -> Result:
     """Wrong-label detector: leave-one-out label margins from one Newton step per sample, with cleaning rounds.

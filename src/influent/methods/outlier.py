@@ -136,7 +136,8 @@ def _forest(job: Job) -> IsolationForest:
                            max_samples=job.options.max_samples, random_state=job.seed)
 
 
-@register_method("outlier", needs_target=False, title="outlier gradient analysis", options=OutlierOptions)
+@register_method("outlier", needs_target=False, title="outlier gradient analysis", options=OutlierOptions,
+                 on_driver="the detector, on the per-sample gradients gathered from the shards")
 def outlier(job: Job) -> Result:
     """Outlier gradient analysis: raw = outlier score of g_z (higher = more outlying); values = -raw.
 

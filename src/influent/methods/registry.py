@@ -256,6 +256,14 @@ class MethodSpec:
     options: type = MethodOptions  # the dataclass of the method's options (`methods.options`)
     checkpoints: str = "never"  # reads recorded checkpoints: "never" | "always" | "option" (an option says)
     verdict: str = ""  # what a low value means, in the report's words: see `says`
+    local_only: str = ""  # why the method cannot run on a distributed backend ("" = it distributes)
+    on_driver: str = ""  # the part of a distributed run that stays on the driver (said in the run's settings)
+
+    def check_backend(self, backend: str) -> None:
+        """A one-line `InputError` when the method cannot run on `backend` (its `local_only` reason)."""
+        if backend != "local" and self.local_only:
+            raise InputError(f"method {self.name!r} cannot run on backend {backend!r}: {self.local_only}; "
+                             "use backend='local'")
 
     @property
     def says(self) -> str:
@@ -270,15 +278,17 @@ METHODS: Registry[MethodSpec] = Registry("method")
 
 def register_method(name: str, needs_target: bool = True, summary: str = "", *, title: str = "",
                     options: type = MethodOptions, checkpoints: str = "never",
-                    verdict: str = "") -> Callable[[ScoreFn], ScoreFn]:
+                    verdict: str = "", local_only: str = "", on_driver: str = "") -> Callable[[ScoreFn], ScoreFn]:
     """Register a score function. verdict : "" (the default reading, `MethodSpec.says`) or "mislabelled" for a
-    wrong-label detector (the report then gives the estimated number of wrong labels)."""
+    wrong-label detector (the report then gives the estimated number of wrong labels). local_only : why the
+    method's per-sample work cannot run as shard kernels or refit tasks on a distributed backend (it then
+    refuses one); on_driver : what a distributed run of it still computes on the driver."""
     if verdict not in ("", "mislabelled", "unusual"):
         raise ValueError(f"register_method({name!r}): verdict must be '', 'mislabelled' or 'unusual'")
 
     def deco(fn: ScoreFn) -> ScoreFn:
         METHODS.add(MethodSpec(name, fn, None, needs_target, summary or first_sentence(fn.__doc__),
-                               title or name, options, checkpoints, verdict))
+                               title or name, options, checkpoints, verdict, local_only, on_driver))
         return fn
 
     return deco

@@ -224,7 +224,8 @@ def test_adjoint(adapter: ModelAdapter, test: Split) -> dict[str, torch.Tensor]:
 
 
 # ---- the method ----------------------------------------------------------------------------------------
-@register_method(NAME, title="unrolled metagradient", options=UnrolledOptions)
+@register_method(NAME, title="unrolled metagradient", options=UnrolledOptions,
+                 local_only="it replays the recorded training run step by step in one process")
 def unrolled(job: Job) -> Result:
     """Unrolled metagradient (MAGIC): values = -d f / d w_i through every recorded training step.
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..data import Split
+from ..data.executor import current
 from ..data.validate import InputError, check_number
 from .base import ModelAdapter
 from .training import TrainingRecorder
@@ -159,12 +160,21 @@ def _run_chunk(model: ModelAdapter, train: Split, tasks: list[tuple[int, np.ndar
     return out
 
 
+def _run_one(task: tuple[int, np.ndarray | Split, np.ndarray | None], model: ModelAdapter, train: Split,
+             metric: Metric, seed: int, warm_start: bool, skip: tuple[type[Exception], ...], reseed: bool,
+             record_every: int | None) -> Any:
+    """One refit as an executor task (single-threaded)."""
+    return _run_chunk(model, train, [task], metric, seed, warm_start, 1, skip, reseed, record_every)[0]
+
+
 def refit_many(model: ModelAdapter, train: Split, subsets: Sequence[Any], metric: Metric, *,
                weights: Sequence[np.ndarray | None] | None = None, n_jobs: int = 2, seed: int = 0,
                warm_start: bool = False, threads_per_job: int = 1,
                skip: tuple[type[Exception], ...] = (), reseed: bool = False,
-               record_every: int | None = None) -> list[Any]:
-    """Refit `model` on each subset of `train` and return `metric(refit)` for each, in order.
+               record_every: int | None = None, progress: Callable[[int, int], None] | None = None) -> list[Any]:
+    """Refit `model` on each subset of `train` and return `metric(refit)` for each, in order. Inside a call
+    with a distributed backend (`data.executor.current`) every refit is one task of that executor (model,
+    data and metric sent once), whatever `n_jobs`.
 
     Parameters
     ----------
@@ -188,6 +198,7 @@ def refit_many(model: ModelAdapter, train: Split, subsets: Sequence[Any], metric
         by default every refit starts from the model's own initial weights and training seed
     record_every : fit each refit with a `TrainingRecorder(every=record_every)` (torch adapters): its
         checkpoints are the refit's ``recorder_`` (checkpoint ensembles of independent runs)
+    progress : progress(done, total) after each refit (in-process and distributed runs)
 
     Returns
     -------
@@ -210,9 +221,21 @@ def refit_many(model: ModelAdapter, train: Split, subsets: Sequence[Any], metric
         raise InputError(f"{len(weights)} weight vectors for {len(tasks)} subsets")
     if not tasks:
         return []
+    ex = current()
+    if ex is not None:  # one task per refit; the result of refit k still depends only on (subset k, seed + k)
+        return ex.map_tasks(_run_one, tasks, model, train, metric, seed, warm_start, skip, reseed, record_every,
+                            progress=progress)
     n_jobs = max(1, int(n_jobs))
     if n_jobs == 1 or len(tasks) == 1:
-        return _run_chunk(model, train, tasks, metric, seed, warm_start, threads_per_job, skip, reseed, record_every)
+        if progress is None:
+            return _run_chunk(model, train, tasks, metric, seed, warm_start, threads_per_job, skip, reseed,
+                              record_every)
+        out = []
+        for i, task in enumerate(tasks):
+            out += _run_chunk(model, train, [task], metric, seed, warm_start, threads_per_job, skip, reseed,
+                              record_every)
+            progress(i + 1, len(tasks))
+        return out
     from joblib import Parallel, delayed
 
     # a few chunks per worker: fewer transfers of the model and data than one task per subset

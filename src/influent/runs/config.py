@@ -59,7 +59,8 @@ class RunConfig:
         the fitted model before scoring; None: the model's own choice
     store : folder of an on-disk gradient store (chunked, resumable: an interrupted run computes only the
         chunks it had not finished), or None
-    backend : "local" or "ray" (`influent.score`'s backend)
+    backend : "local" or "ray" (`influent.score`'s backend; with "ray" the removal curve's refits run there too)
+    ray_address : the Ray cluster to attach to (else RAY_ADDRESS, else a local Ray)
     topk : with a test split, the k most helpful and most harmful training samples of every test sample
         (streamed train x test attribution, `api.stream.attribute_stream`, in ``attribution/`` of the run
         folder; the method's pairwise form, else "ip"); 0: off
@@ -94,6 +95,7 @@ class RunConfig:
     ensemble: int = 0  # > 0: the scores are the mean over this many models, each trained with its own seed
     embed_cache: str | None = None  # folder of the embedding cache (default ~/.cache/influent/embeddings)
     backend: str = "local"
+    ray_address: str | None = None
     topk: int = 0
 
     def to_dict(self) -> dict[str, Any]:

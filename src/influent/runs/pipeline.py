@@ -71,12 +71,18 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
         estimate = None  # a model the planner cannot size: scoring itself reports any bad option
     if estimate is not None:
         check_plan(estimate)  # a run above the available memory is refused before any work
-    with steps.step(f"score ({cfg.method})") as tick:
-        scores = score(model, data.train, target, method=cfg.method, chunk_size=cfg.chunk_size, seed=cfg.seed,
-                       progress=tick, store=cfg.store, backend=cfg.backend, ensemble=cfg.ensemble or None,
-                       **cfg.method_options)
-    scores.columns = prediction_columns(model, data.train, cfg.chunk_size)
-    results = report_data(cfg, data, model, scores, steps)
+    from ..backends import executor_for
+    from ..data.executor import using
+
+    METHODS[cfg.method].check_backend(cfg.backend)
+    backend_options = {"address": cfg.ray_address} if cfg.ray_address else None
+    with using(executor_for(cfg.backend, data.train, backend_options)):  # the scores and the curve's refits
+        with steps.step(f"score ({cfg.method})") as tick:
+            scores = score(model, data.train, target, method=cfg.method, chunk_size=cfg.chunk_size, seed=cfg.seed,
+                           progress=tick, store=cfg.store, backend=cfg.backend, ensemble=cfg.ensemble or None,
+                           **cfg.method_options)
+        scores.columns = prediction_columns(model, data.train, cfg.chunk_size)
+        results = report_data(cfg, data, model, scores, steps)
     results["model_label"] = label
     staged = None
     if cfg.topk > 0:

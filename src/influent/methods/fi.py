@@ -61,14 +61,14 @@ from torch.func import grad, jacfwd, jacrev, jvp, vjp, vmap
 
 from ..curvature import Solver
 from ..curvature.factor import default_rcond, gram_pinv
-from ..curvature.policy import local_influence_damping, local_influence_solver
+from ..curvature.policy import fit_solver, local_influence_damping, local_influence_solver
 from ..data import Split
 from ..data.validate import InputError, check_choice, check_number
 from ..grads.per_sample import flatten
 from ..grads.source import GradientSource
 from ..models.base import ModelAdapter, Params
 from .options import SolverOptions, opt
-from .registry import Job, Result, fit_solver, register_method, register_pairwise, to_numpy
+from .registry import Job, Result, register_method, register_pairwise, to_numpy
 
 APPROX = ("exact", "kfsvd")
 JACOBIANS = ("auto", "explicit", "vjp")
@@ -312,7 +312,7 @@ def fi_matrix(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor, n: int, s
     return out
 
 
-# ---- options and solvers (`fit_solver`, from methods.registry: the one way a solver is built) ----------
+# ---- options and solvers (`fit_solver`, from curvature.policy: the one way a solver is built) ----------
 @dataclass
 class FISolverOptions(SolverOptions):
     """The solver of FI and FI-paired: named as in `SolverOptions`, but without the non-convex defaults

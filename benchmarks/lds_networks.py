@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import influent as inf
 from influent.targets import margin_scale
 import influent.api.ensemble as ens
-from influent.methods.registry import EXACT_GGN_MAX_PARAMS
+from influent.curvature.policy import EXACT_GGN_MAX_PARAMS
 from influent.data.datasets import load
 from influent.evaluation.attribution import LDSGroundTruth, lds_score
 from influent.models import SmallCNN, TabularMLP, TorchAdapter, TrainConfig, TrainingRecorder

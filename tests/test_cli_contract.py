@@ -451,9 +451,9 @@ def test_the_docs_agree_with_the_code_and_setup_script():
 
 
 def test_no_default_curvature_names_the_cli_flags(files, tmp_path, capsys, monkeypatch):
-    import influent.methods.registry as registry
+    import influent.curvature.policy as policy
 
-    monkeypatch.setattr(registry, "EXACT_GGN_MAX_PARAMS", 1)  # as a large model: no exact Gauss-Newton
+    monkeypatch.setattr(policy, "EXACT_GGN_MAX_PARAMS", 1)  # as a large model: no exact Gauss-Newton
     (tmp_path / "ln.py").write_text("import torch\ndef make():\n    return torch.nn.Sequential(torch.nn.Linear(5, 4), "
                                     "torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))\n")
     code, _, err = run_cli(score_args(files, tmp_path / "o", "--model", f"{tmp_path / 'ln.py'}:make", "--epochs", "5"),

@@ -1,4 +1,4 @@
-"""Identity and exact (explicit Hessian or Gauss-Newton; Cholesky, eigendecomposition fallback) solvers."""
+"""Identity and exact (explicit Hessian or Gauss-Newton, factored by `factor.factorize`) solvers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 
 from ..data.validate import InputError, check_choice, check_number
 from .base import CurvatureContext, Solver, register
+from .factor import Factor, factorize
 
 
 @register("identity")
@@ -31,10 +32,10 @@ class ExactSolver(Solver):
 
     The matrix comes from the cheapest exact route: the model's closed-form Hessian where it has one,
     otherwise Hessian-vector products with identity blocks (`CurvatureContext.hessian`). It is
-    factored by Cholesky (``torch.linalg.cholesky_ex``). Only when that fails (``A`` is indefinite or
-    singular, or its pivots span more than ``1 / rcond``) is the symmetric eigendecomposition used,
-    which gives the exact inverse of an indefinite ``A`` and the pseudo-inverse of a singular one.
-    `path_` says which ran, and is recorded in the scores' settings.
+    factored by `factor.factorize`: Cholesky (``torch.linalg.cholesky_ex``), and only when that fails
+    (``A`` is indefinite or singular, or its pivots span more than ``1 / rcond``) the symmetric
+    eigendecomposition, which gives the exact inverse of an indefinite ``A`` and the pseudo-inverse of a
+    singular one. `path_` says which ran, and is recorded in the scores' settings.
 
     Parameters
     ----------
@@ -43,7 +44,7 @@ class ExactSolver(Solver):
             (pseudo-inverse). Such null directions carry no gradient for models with a symmetry
             (e.g. the softmax intercept shift of unpenalised multinomial logistic regression).
             The Cholesky factor is accepted only when its smallest squared pivot exceeds
-            ``rcond`` times the largest. None: 1e-10 (float64 factor) / 1e-5 (float32 factor)
+            ``rcond`` times the largest. None: `factor.default_rcond`, 1e-10 (float64 factor) / 1e-5 (float32)
     max_params : refuse larger problems (the matrix is p x p)
     float64 : factor and solve in float64 (the matrix is built in the model's dtype): "auto" (default:
               when matrix and factor take at most `float64_budget_gb`), True or False
@@ -55,6 +56,7 @@ class ExactSolver(Solver):
     factor_dtype_ : the dtype of the factorisation
     hessian_route_ : "closed form", "hvp-rev", "hvp-fwd" (reverse- or forward-over-reverse) or "ggn"
     n_null_, n_negative_ : eigenvalues treated as zero / negative ones (eigh path only; 0 otherwise)
+    factor_ : the `factor.Factor`
     """
 
     def __init__(self, curvature: str = "hessian", rcond: float | None = None, max_params: int = 20_000,
@@ -85,45 +87,18 @@ class ExactSolver(Solver):
         A = H.to(dt)
         del H
         A.diagonal().add_(ctx.damping)
-        rcond = self.rcond if self.rcond is not None else (1e-10 if dt == torch.float64 else 1e-5)
-        self.n_null_ = self.n_negative_ = 0
-        self.chol_ = self.evecs_ = None
-        L, info = torch.linalg.cholesky_ex(A)
-        if int(info) == 0:
-            piv = L.diagonal() ** 2
-            if float(piv.min()) > rcond * float(piv.max()):
-                self.path_ = "cholesky"
-                self.chol_ = L
-                return
-        del L
-        self.path_ = "eigh"
-        evals, evecs = torch.linalg.eigh(A)
-        keep = evals.abs() > rcond * evals.abs().max()
-        self.evals_, self.evecs_ = evals, evecs
-        self.inv_evals_ = torch.where(keep, 1.0 / torch.where(keep, evals, torch.ones_like(evals)),
-                                      torch.zeros_like(evals))
-        self.n_null_ = int((~keep).sum())
-        self.n_negative_ = int((evals[keep] < 0).sum())
+        self.factor_: Factor = factorize(A, self.rcond)
+        del A
+        self.path_, self.n_null_, self.n_negative_ = self.factor_.path, self.factor_.n_null, self.factor_.n_negative
 
     def _solve(self, V: torch.Tensor) -> torch.Tensor:
-        W = V.to(self.factor_dtype_)
-        if self.chol_ is not None:
-            out = torch.cholesky_solve(W, self.chol_)
-        else:
-            out = self.evecs_ @ (self.inv_evals_[:, None] * (self.evecs_.T @ W))
-        return out.to(V.dtype)
+        return self.factor_.solve(V)
 
     def quad(self, G: torch.Tensor) -> torch.Tensor:
-        W = G.to(self.factor_dtype_)
-        if self.chol_ is not None:  # g^T (L L^T)^-1 g = |L^-1 g|^2
-            Z = torch.linalg.solve_triangular(self.chol_, W.T, upper=False)
-            return (Z**2).sum(0).to(G.dtype)
-        P = W @ self.evecs_
-        return (P**2 * self.inv_evals_).sum(1).to(G.dtype)
+        return self.factor_.quad(G)
 
     def fit_report(self) -> dict[str, Any]:
         out = {"path": getattr(self, "path_", None), "factor_dtype": str(self.factor_dtype_).replace("torch.", ""),
                "hessian_route": self.hessian_route_}
-        if self.path_ == "eigh":
-            out.update(n_null=self.n_null_, n_negative=self.n_negative_)
+        out.update({k: v for k, v in self.factor_.report().items() if k != "path"})
         return out

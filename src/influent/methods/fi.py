@@ -60,23 +60,20 @@ import torch.nn.functional as F
 from torch.func import grad, jacfwd, jacrev, jvp, vjp, vmap
 
 from ..curvature import Solver
+from ..curvature.factor import default_rcond, gram_pinv
+from ..curvature.policy import fit_solver, local_influence_damping, local_influence_solver
 from ..data import Split
 from ..data.validate import InputError, check_choice, check_number
 from ..grads.per_sample import flatten
 from ..grads.source import GradientSource
 from ..models.base import ModelAdapter, Params
 from .options import SolverOptions, opt
-from .registry import Job, Result, fit_solver, register_method, register_pairwise, to_numpy
+from .registry import Job, Result, register_method, register_pairwise, to_numpy
 
 APPROX = ("exact", "kfsvd")
 JACOBIANS = ("auto", "explicit", "vjp")
 # elements of one batch of explicit cross Jacobians (B * p * d); bounds memory of the exact path
 _MAX_ELEMENTS = 2**20
-
-
-def default_rcond(dtype: torch.dtype) -> float:
-    """Relative eigenvalue cut-off of the metric tensor's pseudo-inverse: 1e-10 (float64), 1e-5 otherwise."""
-    return 1e-10 if dtype == torch.float64 else 1e-5
 
 
 # ---- per-sample derivatives ---------------------------------------------------------------------
@@ -224,6 +221,8 @@ def metric_factors(log_probs: torch.Tensor, U: torch.Tensor, rcond: float,
     rcond : eigenvalues of G below ``rcond * max eigenvalue`` (per sample) are dropped
     project : remove the component along the exact null vector ``sqrt(P)`` first (see module docstring)
 
+    `curvature.factor.gram_pinv` on ``S = diag(sqrt P) U`` (the cut-off rule of `curvature.factor.factorize`).
+
     Returns
     -------
     Vh : (B, R, d) right singular vectors of ``S = diag(sqrt P) U`` (eigenvectors of G)
@@ -231,16 +230,7 @@ def metric_factors(log_probs: torch.Tensor, U: torch.Tensor, rcond: float,
         ``a^T pinv(G) a = sum_r (inv_s_r * Vh_r . a)^2``.
     """
     q = log_probs.exp().sqrt()
-    S = q[:, :, None] * U
-    if project:
-        qn = q / q.norm(dim=1, keepdim=True)
-        S = S - qn[:, :, None] * torch.einsum("bk,bkd->bd", qn, S)[:, None, :]
-    _, s, Vh = torch.linalg.svd(S, full_matrices=False)
-    ev = s**2
-    top = ev.max(dim=1, keepdim=True).values
-    keep = (ev > rcond * top) & (top > 0)
-    inv_s = torch.where(keep, 1.0 / torch.where(keep, s, torch.ones_like(s)), torch.zeros_like(s))
-    return Vh, inv_s
+    return gram_pinv(q[:, :, None] * U, rcond, q / q.norm(dim=1, keepdim=True) if project else None)
 
 
 # ---- the core: FI of a set of training rows against a set of directions -------------------------
@@ -322,7 +312,7 @@ def fi_matrix(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor, n: int, s
     return out
 
 
-# ---- options and solvers (`fit_solver`, from methods.registry: the one way a solver is built) ----------
+# ---- options and solvers (`fit_solver`, from curvature.policy: the one way a solver is built) ----------
 @dataclass
 class FISolverOptions(SolverOptions):
     """The solver of FI and FI-paired: named as in `SolverOptions`, but without the non-convex defaults
@@ -382,21 +372,21 @@ class FIPairedOptions(FISolverOptions):
 
 
 def _fit(job: Job, default: str) -> Solver:
-    """The FI solver of a job (the options `solver`, `damping`, `solver_options`)."""
+    """The FI solver of a job (the options `solver`, `damping`, `solver_options`; defaults from
+    `curvature.policy.local_influence_solver` and `local_influence_damping`)."""
     o = job.options
     name = default if o.solver is None else o.solver
     job.used["solver"] = name
-    return fit_solver(job.adapter, job.train, name, 0.0 if o.damping is None else o.damping, job.chunk_size,
+    return fit_solver(job.adapter, job.train, name, local_influence_damping(o.damping), job.chunk_size,
                       job.seed, job.store, **(o.solver_options or {}))
 
 
 def _job_config(job: Job, method: str) -> tuple[Solver, FIConfig, float]:
     """Read the FI options of a job; returns the fitted solver, the config and the solver time."""
     o = job.options
-    if o.approx == "kfsvd":
-        jacobian, rank, iters, default_solver = "kfsvd", int(o.rank), int(o.power_iters), "kfac"
-    else:
-        jacobian, rank, iters, default_solver = o.jacobian, 10, 2, "exact"
+    kfsvd = o.approx == "kfsvd"
+    jacobian, rank, iters = ("kfsvd", int(o.rank), int(o.power_iters)) if kfsvd else (o.jacobian, 10, 2)
+    default_solver = local_influence_solver(kfsvd)
     rcond = o.rcond
     t0 = time.perf_counter()
     solver = _fit(job, default_solver)
@@ -523,9 +513,9 @@ def fi_pairwise(adapter: ModelAdapter, train: Split, query: Split, *, solver: So
     if approx not in APPROX:
         raise InputError(f"approx must be one of {APPROX}, got {approx!r}")
     if solver is None:
-        solver = "kfac" if approx == "kfsvd" else "exact"
+        solver = local_influence_solver(approx == "kfsvd")
     if isinstance(solver, str):
-        solver = fit_solver(adapter, train, solver, damping, chunk_size, seed)
+        solver = fit_solver(adapter, train, solver, local_influence_damping(damping), chunk_size, seed)
     Gq = GradientSource(adapter, query, chunk_size).matrix()  # (m, p)
     cfg = FIConfig(rcond=rcond, jacobian="kfsvd" if approx == "kfsvd" else "auto", rank=rank,
                    power_iters=power_iters, chunk_size=chunk_size, seed=seed)
@@ -591,16 +581,11 @@ def fi_paired_matrix(adapter: ModelAdapter, train: Split, target_grad: torch.Ten
         own_j = C[torch.arange(n, device=X.device), torch.arange(n, device=X.device)] + gx  # (n, K, d)
         cross_ji = C[I]  # (b, n, K, d): [i, j] -> effect of w_i on log P(x_j)
         Sj = torch.cat([cross_ji, own_j[None].expand(b, n, K, d)], dim=3)
-        Si = q[I][:, None, :, None] * Si
-        Sj = q[None, :, :, None] * Sj
-        Si = Si - qn[I][:, None, :, None] * torch.einsum("bk,bjkd->bjd", qn[I], Si)[:, :, None, :]
-        Sj = Sj - qn[None, :, :, None] * torch.einsum("jk,bjkd->bjd", qn, Sj)[:, :, None, :]
-        S = torch.cat([Si, Sj], dim=2)  # (b, n, 2K, 2d)
-        _, sv, Vh = torch.linalg.svd(S, full_matrices=False)
-        ev = sv**2
-        top = ev.max(dim=2, keepdim=True).values
-        keep = (ev > rc * top) & (top > 0)
-        inv = torch.where(keep, 1.0 / torch.where(keep, sv, torch.ones_like(sv)), torch.zeros_like(sv))
+        S = torch.cat([q[I][:, None, :, None] * Si, q[None, :, :, None] * Sj], dim=2)  # (b, n, 2K, 2d)
+        null = torch.zeros(b, n, 2 * K, 2, dtype=S.dtype, device=S.device)  # sqrt P of each sample's rows
+        null[:, :, :K, 0] = qn[I][:, None, :]
+        null[:, :, K:, 1] = qn[None, :, :]
+        Vh, inv = gram_pinv(S, rc, null)
         A = torch.cat([a[I][:, None, :].expand(b, n, d), a[None].expand(b, n, d)], dim=2)  # (b, n, 2d)
         proj = torch.einsum("bjrd,bjd->bjr", Vh, A) * inv
         out[s:s + b] = to_numpy((proj**2).sum(2))
@@ -617,7 +602,7 @@ def fi_paired(job: Job) -> Result:
     o = job.options
     reduce, rcond, max_n = o.reduce, o.rcond, int(o.max_n)
     t0 = time.perf_counter()
-    solver = _fit(job, "exact")
+    solver = _fit(job, local_influence_solver(False))
     t1 = time.perf_counter()
     M = fi_paired_matrix(job.adapter, job.train, target.grad(job.adapter), solver, rcond, max_n=max_n)
     off = M.copy()

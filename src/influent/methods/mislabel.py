@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..curvature.factor import Factor, factorize
 from ..data import Split
 from ..data.validate import InputError, check_choice, check_damping, check_number, unknown_name
 from ..grads.linear import linear_layers
@@ -180,26 +181,19 @@ class _LastLayer:
         u[:, -1] = 1 / K**0.5
         return u.reshape(-1)
 
-    def _lifted(self, H: torch.Tensor) -> tuple[torch.Tensor, int]:
-        u = self.gauge()
-        Hg = H if u is None else H + H.diagonal().max() * torch.outer(u, u)
-        L, info = torch.linalg.cholesky_ex(Hg)
-        return L, int(info)
+    def factor(self, H: torch.Tensor) -> Factor:
+        """`factorize(H)` with the gauge direction, if any, lifted (Cholesky succeeds; the results are
+        projected back, which moves logits only by a common shift); H is PSD by construction, so on the eigh
+        fallback (H singular otherwise) negative eigenvalues count as round-off."""
+        return factorize(H, gauge=self.gauge(), psd=True)
 
     def inverse(self, H: torch.Tensor) -> torch.Tensor:
-        """H^-1 by Cholesky (the gauge direction, if any, lifted to eigenvalue max diag H first, which
-        changes logits only by a common shift); pseudo-inverse by eigh where H is singular otherwise."""
-        L, info = self._lifted(H)
-        if info == 0:
-            return torch.cholesky_inverse(L)
-        return _pinv(H)
+        """(K q, K q) H^-1 (the pseudo-inverse H^+ where H is singular: the gauge, or the eigh fallback)."""
+        return self.factor(H).inverse()
 
     def solve(self, H: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """(K q,) H^-1 g as `inverse(H) @ g`, from the Cholesky factor (no explicit inverse)."""
-        L, info = self._lifted(H)
-        if info == 0:
-            return torch.cholesky_solve(g[:, None], L)[:, 0]
-        return _pinv(H) @ g
+        """(K q,) H^-1 g as `inverse(H) @ g`, from the factor (no explicit inverse)."""
+        return self.factor(H).solve(g)
 
     def gradient(self, theta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """(K q,) gradient of (1/n) sum w_i l_i + reg + damping/2 |theta - theta_fitted|^2."""
@@ -218,12 +212,6 @@ class _LastLayer:
                 H = self.hessian(self.derivatives(theta)[2], w)
             theta = theta - self.solve(H, self.gradient(theta, w)).reshape(theta.shape)
         return theta
-
-
-def _pinv(H: torch.Tensor) -> torch.Tensor:
-    evals, evecs = torch.linalg.eigh(0.5 * (H + H.T))
-    keep = evals > 1e-10 * evals.abs().max()
-    return (evecs[:, keep] / evals[keep]) @ evecs[:, keep].T  # pseudo-inverse (softmax intercept shift)
 
 
 def _last_layer(adapter: ModelAdapter, train: Split, damping: float, chunk_size: int) -> _LastLayer:

@@ -120,7 +120,7 @@ class SolverOptions(MethodOptions):
     solver: str | None = opt(None, "curvature solver from influent.curvature.SOLVERS; None: 'exact' on a convex "
                                    "model, 'ekfac' (or the exact Gauss-Newton) on a non-convex one")
     damping: float | None = opt(None, "added to the curvature's diagonal; None: 0 on a convex model, the "
-                                      "damping rule (1.0 x mean eigenvalue, methods.registry.DAMPING_FACTOR) on a non-convex one")
+                                      "damping rule (1.0 x mean eigenvalue, curvature.policy.DAMPING_FACTOR) on a non-convex one")
     solver_options: dict | None = opt(None, "keyword options of the solver, e.g. {'tol': 1e-6}")
 
     def __post_init__(self) -> None:

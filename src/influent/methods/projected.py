@@ -10,8 +10,8 @@ gradient P g and Hessian H_k = P H P^T at z = 0, so the exact influence function
 H_k is built explicitly from k Hessian-vector products (or from the closed-form Hessian of a linear
 model) and solved exactly; memory O(p * block + k^2). With k = p and an invertible P and no damping this
 is the unprojected influence function exactly (tested). Damping: 0 for convex models; for non-convex
-ones the rule of `Job._damping_rule` in the projected space, 0.1 * trace(H_k) / k (a warning says when
-H_k + damping I has negative eigenvalues).
+ones `curvature.policy.projected_damping`, 0.1 * trace(H_k) / k (a warning says when H_k + damping I has
+negative eigenvalues). H_k + damping I is factored by `curvature.factor.factorize`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from ..curvature import CurvatureContext
+from ..curvature.factor import Factor, factorize
+from ..curvature.policy import PROJECTED_DAMPING_RULE, given_damping, projected_damping
 from ..data import Split
 from ..grads.source import GradientSource
 from ..targets import Target
-from ..data.validate import check_damping
 from .registry import Job, Result, to_numpy
 
 _BLOCK = 256  # columns of P^T per batch of Hessian-vector products
@@ -48,26 +49,23 @@ def projected_hessian(job: Job, src: GradientSource) -> torch.Tensor:
     return 0.5 * (Hk + Hk.T)
 
 
-def _factor(job: Job, src: GradientSource) -> torch.Tensor:
-    """The exact inverse of P H P^T + damping I, as an explicit (k, k) matrix."""
+def _factor(job: Job, src: GradientSource) -> Factor:
+    """The factorisation of P H P^T + damping I (k, k)."""
     Hk = projected_hessian(job, src)
     convex = job.adapter.is_convex()
-    if job.options.damping is not None or convex:
-        damping = check_damping(0.0 if job.options.damping is None else job.options.damping)
+    damping = given_damping(job.options.damping, convex)
+    if damping is not None:
         job.used["damping"] = damping
     else:
-        damping = 0.1 * float(torch.diagonal(Hk).sum()) / Hk.shape[0]
+        damping = projected_damping(Hk)
         job.used["damping"] = damping
-        job.used["damping_rule"] = "0.1 * mean eigenvalue of the projected Hessian, trace(P H P^T) / k"
+        job.used["damping_rule"] = PROJECTED_DAMPING_RULE
     job.used["solver"] = "exact (projected Hessian P H P^T)"
-    evals, Q = torch.linalg.eigh(Hk + damping * torch.eye(Hk.shape[0], dtype=Hk.dtype, device=Hk.device))
-    n_neg = int((evals < 0).sum())
-    if n_neg and not convex:
-        warnings.warn(f"projected influence: P H P^T + damping*I has {n_neg} negative eigenvalue(s) on this non-convex "
-                      "model; raise damping", RuntimeWarning, stacklevel=4)
-    tiny = evals.abs().max() * Hk.shape[0] * torch.finfo(Hk.dtype).eps
-    inv = torch.where(evals.abs() > tiny, 1.0 / evals, torch.zeros_like(evals))
-    return (Q * inv) @ Q.T
+    factor = factorize(Hk + damping * torch.eye(Hk.shape[0], dtype=Hk.dtype, device=Hk.device))
+    if factor.n_negative and not convex:
+        warnings.warn(f"projected influence: P H P^T + damping*I has {factor.n_negative} negative eigenvalue(s) on "
+                      "this non-convex model; raise damping", RuntimeWarning, stacklevel=4)
+    return factor
 
 
 def _rows_dot(src: GradientSource, U: torch.Tensor) -> torch.Tensor:
@@ -82,9 +80,9 @@ def projected_influence(job: Job, target: Target) -> Result:
     """effect_i = (1/n) (P grad f)^T (P H P^T + damping I)^-1 P g_i; values = effect."""
     t0 = time.perf_counter()
     src = job.source()
-    inv = _factor(job, src)
+    factor = _factor(job, src)
     t1 = time.perf_counter()
-    u = inv @ src.project(target.grad(job.adapter).to(inv.dtype))
+    u = factor.solve(src.project(target.grad(job.adapter).to(factor.dtype)))
     effect = _rows_dot(src, u[:, None])[:, 0] / len(job.train)
     job.timing.update(curvature=t1 - t0, scoring=time.perf_counter() - t1)
     v = to_numpy(effect)
@@ -94,6 +92,6 @@ def projected_influence(job: Job, target: Target) -> Result:
 def projected_influence_pairwise(job: Job, test: Split) -> np.ndarray:
     """(n_train, n_test): (1/n) (P g_test_j)^T (P H P^T + damping I)^-1 P g_i."""
     src = job.source()
-    inv = _factor(job, src)
-    U = inv @ job.source(split=test).matrix().T.to(inv.dtype)
+    factor = _factor(job, src)
+    U = factor.solve(job.source(split=test).matrix().T.to(factor.dtype))
     return to_numpy(_rows_dot(src, U) / len(job.train))

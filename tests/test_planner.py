@@ -12,7 +12,8 @@ import pytest
 
 import influent as inf
 from influent.data.validate import InputError
-from influent.backends.planner import Plan, check_plan, plan
+from influent.api.plan import plan
+from influent.backends.planner import Plan, check_plan
 
 SRC = str(Path(inf.__file__).resolve().parents[1])
 
@@ -23,7 +24,7 @@ MEASURE = textwrap.dedent('''
     import json, os, sys, threading, time
     import numpy as np, torch
     import influent as inf
-    from influent.backends.planner import plan
+    from influent.api.plan import plan
     torch.set_num_threads(1)
 
     def rss():

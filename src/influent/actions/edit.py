@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from ..data import Split
 from ..data.validate import InputError, check_budget, check_shape, class_codes
+from ..methods import METHODS
 from ..data.scores import Scores
 from ..data.atomic import atomic_write
 
@@ -134,9 +135,9 @@ def relabel(train: Split, scores: Scores, budget: float, model: Any = None, prob
     of the model (`model.classes_`) when one is given, else those present in `train`.
 
     proba : optional (n, C) class probabilities of the training samples to choose the new labels from,
-        columns in the order of the classes. Default: the model's own; for scores of method "mislabel"
-        the leave-one-out probabilities that method ranks by (each sample's probabilities from the model
-        trained without it, which do not carry the memorised wrong label).
+        columns in the order of the classes. Default: those the scores' method declares
+        (`MethodSpec.probabilities`: the wrong-label detector's leave-one-out probabilities, each sample's
+        from the model trained without it, which do not carry the memorised wrong label), else the model's own.
     """
     values = _check(train, scores)
     k = check_budget(budget, len(train), "relabel budget")
@@ -156,8 +157,9 @@ def relabel(train: Split, scores: Scores, budget: float, model: Any = None, prob
             raise InputError(f"relabel: {len(classes)} classes; pass the fitted model (model=...) to choose new labels")
         if not getattr(model, "fitted", True) or not hasattr(model, "predict_proba"):
             raise InputError("relabel: model must be a fitted adapter with predict_proba")
-        if proba is None and scores.method == "mislabel":
-            proba = _mislabel_proba(model, train, scores)
+        spec = METHODS.get(scores.method)
+        if proba is None and spec is not None and spec.probabilities is not None:
+            proba = spec.probabilities(model, train, scores)
         if proba is None:
             proba = np.array(model.predict_proba(train.X[pos]), dtype=np.float64, copy=True)
         else:
@@ -173,21 +175,6 @@ def relabel(train: Split, scores: Scores, budget: float, model: Any = None, prob
         y = y.astype(np.result_type(y.dtype, new.dtype))
     y[pos] = new
     return Edit(train.with_labels(y), None, _log(train, pos, "relabel", values, new_label=new), "relabel")
-
-
-def _mislabel_proba(model: Any, train: Split, scores: Scores) -> np.ndarray | None:
-    """The leave-one-out probabilities behind "mislabel" scores, with the settings they were made with."""
-    from ..methods.mislabel import leave_one_out
-    from ..models.base import ModelAdapter, resolve_params
-
-    if not isinstance(model, ModelAdapter):
-        return None
-    st = scores.settings or {}
-    view = resolve_params(model, st.get("params", "auto"))
-    return leave_one_out(view, train, float(st.get("damping_used", 0.0)), st.get("hessian", "loo"),
-                         rounds=int(st.get("rounds", 0)), newton_steps=int(st.get("newton_steps", 1)),
-                         refresh=int(st.get("refresh", 1)),
-                         precision=st.get("precision", "float64")).proba()
 
 
 def reweight(train: Split, scores: Scores, temperature: float = 1.0) -> Edit:

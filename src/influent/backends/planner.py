@@ -13,9 +13,10 @@ measured for each path; `benchmarks`/tests compare the estimate with the measure
   flattened copy and the product), on the factorised path the factors of one block (``factor_block_rows``:
   as many rows as fit chunk_size x p numbers, at most 65,536) times the sum of layer widths;
 - projection: ``chunk_size x k`` rows plus the cached dense matrix (p x k when p k <= 2^24);
-- exact solver: the (p, p) Hessian x4 (Hessian, its symmetrised copy, eigenvectors, workspace);
-- Isolation Forest / One-Class SVM: the whole (n, p or k) gradient matrix, x2 (the chunks and their
-  concatenation);
+- the method's own terms, declared on its registry entry (`MethodSpec.memory`): e.g. the exact solver's
+  (p, p) Hessian x4 (`HESSIAN_COPIES`: Hessian, its symmetrised copy, eigenvectors, workspace), the
+  Isolation Forest's / One-Class SVM's whole (n, p or k) gradient matrix x2 (`MATRIX_COPIES`: the chunks and
+  their concatenation);
 - results: a few float64 vectors of length n.
 
 The estimate counts allocations; the measured peak matches it when freed memory goes back to the operating
@@ -28,7 +29,7 @@ Disk: the gradient store, ``n x p`` (or ``n x k``) entries when `store` is given
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..data import Split
 from ..data.validate import InputError
@@ -70,15 +71,15 @@ def available_memory() -> int | None:
     return None
 
 
-def plan(model: ModelAdapter, train: Split, target: Any = None, method: str = "if", *, chunk_size: int = 512,
-         store: Any = None, **options: Any) -> Plan:
-    """The `Plan` of ``influent.score(model, train, target, method, chunk_size=..., store=..., **options)``."""
+def estimate(adapter: ModelAdapter, train: Split, *, chunk_size: int = 512, store: Any = None,
+             options: dict[str, Any] | None = None, extra: Callable[[int, int, int], dict[str, int]] | None = None) -> Plan:
+    """The `Plan` of scoring `train` through `adapter` (the analysed view): the data tensors, one chunk of
+    gradients (factorised or rows; projected with ``options["projection"]``), the results, and the method's
+    own terms ``extra(n, dim, item)`` (its registry declaration, `methods.registry.MethodSpec.memory`), where
+    dim is the gradient dimension after any projection."""
     from ..grads.linear import analyses_whole_model, factor_block_rows, linear_layers
-    from ..models.base import resolve_params
 
-    adapter = model
-    if method == "outlier":
-        adapter = resolve_params(model, options.get("params", "auto"))
+    options = options or {}
     item = 8 if str(adapter.dtype).endswith("64") else 4
     n = len(train)
     p = adapter.n_params()
@@ -102,10 +103,8 @@ def plan(model: ModelAdapter, train: Split, target: Any = None, method: str = "i
         dim = k
         cached = p * k <= 1 << 24 and proj.get("kind", "sparse") != "sparse"
         terms["projection"] = B * k * item * 2 + (p * k * item if cached else 0)
-    if method in ("if", "self-if") and options.get("solver", "exact" if model.is_convex() else "ekfac") == "exact":
-        terms["exact solver (p x p)"] = HESSIAN_COPIES * (dim if k else p) ** 2 * item
-    if method == "outlier" and options.get("detector", "iforest") in ("iforest", "ocsvm"):
-        terms["gradient matrix (n x p)"] = int(MATRIX_COPIES * n * dim * item)
+    if extra is not None:
+        terms.update(extra(n, dim, item))
     terms["results"] = 4 * n * 8
     disk = n * dim * item if store is not None else 0
     return Plan(int(sum(terms.values())), int(disk), terms, available_memory())

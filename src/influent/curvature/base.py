@@ -19,6 +19,7 @@ import torch
 from torch.func import grad, jvp, vmap
 
 from ..data import Split
+from ..data.executor import sharding
 from ..data.registry import Entry, Registry
 from ..data.validate import InputError, check_choice, check_number
 from ..grads.per_sample import flatten, unflatten
@@ -78,6 +79,16 @@ class CurvatureContext:
         if self._source is None:
             self._source = GradientSource(self.adapter, self.train, self.chunk_size, self.store)
         return self._source
+
+    def shard_sums(self, kernel: Callable[..., Any], payload: Any) -> Any:
+        """The sum over the training split's shards of ``kernel(adapter, shard, payload)`` (nested dicts of
+        arrays: partial sums of curvature statistics) when the current executor distributes the split;
+        None otherwise (the solver then makes its own pass in this process)."""
+        ex = sharding(self.train)
+        if ex is None:
+            return None
+        parts = ex.map_shards(kernel, self.adapter, self.train, payload)
+        return _tree_sum(parts)
 
     def objective(self, theta: torch.Tensor, X: torch.Tensor, t: torch.Tensor, weight: float) -> torch.Tensor:
         """weight * sum of losses on (X, t) at flat parameters `theta` (no regulariser)."""
@@ -168,6 +179,11 @@ class CurvatureContext:
         every block of `hvp_block` columns then costs one batched product (see `hvp_mode`)."""
         vec = V.ndim == 1
         V2 = V.reshape(self.p, -1).to(self.dtype)
+        if index is None:  # full-data products: summed over the shards when an executor distributes them
+            S = self.shard_sums(_hvp_sum, V2.detach().cpu().numpy())
+            if S is not None:
+                out = torch.as_tensor(S).to(dtype=self.dtype, device=self.device) / self.n + self.reg_diag()[:, None] * V2
+                return out[:, 0] if vec else out
         mode = self.hvp_mode(V2.shape[1])
         out = self.reg_diag()[:, None] * V2
         if index is None and mode == "rev" and self.n <= self.graph_cache_chunks * self.chunk_size:
@@ -240,6 +256,20 @@ class CurvatureContext:
         self.hessian_route_ = f"hvp-{mode}"
         return 0.5 * (H + H.T)
 
+    def explicit(self, kind: str = "hessian") -> torch.Tensor:
+        """The explicit (p, p) Hessian (``kind="hessian"``, `hessian`) or Gauss-Newton matrix ("ggn",
+        `gauss_newton`), regulariser included, no damping; when the current executor distributes the training
+        split, the sum over its shards of each shard's unnormalised matrix (``hessian_route_ = "shards"``)."""
+        S = self.shard_sums(_explicit_sum, kind)
+        if S is None:
+            if kind == "hessian":
+                return self.hessian()
+            self.hessian_route_ = "ggn"
+            return self.gauss_newton()
+        self.hessian_route_ = "shards" if kind == "hessian" else "ggn (shards)"
+        H = torch.as_tensor(S).to(dtype=self.dtype, device=self.device) / self.n + torch.diag(self.reg_diag())
+        return 0.5 * (H + H.T)
+
     def gauss_newton(self) -> torch.Tensor:
         """The explicit (p, p) generalised Gauss-Newton matrix (1/n) sum J_i^T Lambda_i J_i + reg."""
         from torch.func import jacrev
@@ -259,6 +289,35 @@ class CurvatureContext:
         G /= self.n
         G += torch.diag(self.reg_diag())
         return 0.5 * (G + G.T)
+
+
+def _explicit_sum(adapter: ModelAdapter, shard: Split, kind: str) -> Any:
+    """Shard kernel: the shard's unnormalised curvature, sum over its rows of the per-sample Hessians (or
+    Gauss-Newton blocks), without the regulariser: (p, p) numpy."""
+    ctx = CurvatureContext(adapter, shard)
+    H = ctx.hessian() if kind == "hessian" else ctx.gauss_newton()
+    return ((H - torch.diag(ctx.reg_diag())) * len(shard)).cpu().numpy()
+
+
+def _hvp_sum(adapter: ModelAdapter, shard: Split, V: Any) -> Any:
+    """Shard kernel: the shard's unnormalised Hessian-vector products sum_i hess l_i @ V (no regulariser)."""
+    ctx = CurvatureContext(adapter, shard)
+    Vt = torch.as_tensor(V).to(dtype=ctx.dtype, device=ctx.device)
+    return ((ctx.hvp(Vt) - ctx.reg_diag()[:, None] * Vt) * len(shard)).cpu().numpy()
+
+
+def _tree_sum(parts: list[Any]) -> Any:
+    """Elementwise sum of equally nested dicts of arrays (ints of a key such as a layer's positions are equal
+    across shards and kept)."""
+    first = parts[0]
+    if isinstance(first, dict):
+        return {k: _tree_sum([p[k] for p in parts]) for k in first}
+    if isinstance(first, int):
+        return first
+    total = first.copy()
+    for p in parts[1:]:
+        total += p
+    return total
 
 
 class Solver:

@@ -74,12 +74,8 @@ class ExactSolver(Solver):
         if ctx.p > self.max_params:
             raise InputError(f"exact solver: {ctx.p} parameters exceed max_params={self.max_params}; "
                              "use cg, lissa, arnoldi, ekfac or datainf, or analyse fewer parameters")
-        if self.curvature == "hessian":
-            H = ctx.hessian()
-            self.hessian_route_ = ctx.hessian_route_
-        else:
-            H = ctx.gauss_newton()
-            self.hessian_route_ = "ggn"
+        H = ctx.explicit(self.curvature)
+        self.hessian_route_ = ctx.hessian_route_
         wide = self.float64 is True or (self.float64 == "auto" and
                                         _fits_in_float64(ctx.p, self.float64_budget_gb * 2**30))
         dt = torch.float64 if wide else ctx.dtype

@@ -44,11 +44,13 @@ when they fit in `cache_mb`, and recomputes them otherwise.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import Split
 from ..data.validate import InputError, check_number
 from ..models.base import ModelAdapter
 from .base import CurvatureContext, Solver, register
@@ -220,6 +222,79 @@ def _pinv_values(d: torch.Tensor, rcond: float) -> torch.Tensor:
     return torch.where(keep, 1.0 / torch.where(keep, d, torch.ones_like(d)), torch.zeros_like(d))
 
 
+def factor_pass(adapter: ModelAdapter, layers: list[_Layer], X: torch.Tensor, chunk_size: int,
+                cache_mb: float | None = None) -> tuple[dict[str, Any], list | None]:
+    """K-FAC's first pass over the rows X: the unnormalised Kronecker factors {"A": sum a~ a~^T, "S": sum s s^T,
+    "T": positions} per layer, and (``cache_mb`` given) the layer inputs and pseudo-gradients while they fit in
+    that many MiB (EK-FAC's correction then needs no second pass), else None."""
+    dev, dt = X.device, adapter.dtype
+    A = {L.name: torch.zeros(L.cols, L.cols, dtype=dt, device=dev) for L in layers}
+    S = {L.name: torch.zeros(L.d_out, L.d_out, dtype=dt, device=dev) for L in layers}
+    T: dict[str, int] = {}
+    cache: list | None = [] if cache_mb is not None else None
+    cached = 0
+    for s in range(0, X.shape[0], chunk_size):
+        acts, grads = pseudo_gradients(adapter, layers, X[s:s + chunk_size])
+        for L, a, g in zip(layers, acts, grads):
+            T[L.name] = a.shape[1]
+            a2, g2 = a.reshape(-1, a.shape[2]), g.reshape(-1, g.shape[3])
+            A[L.name] += a2.T @ a2
+            S[L.name] += g2.T @ g2
+        if cache is not None:
+            cached += sum(a.numel() + g.numel() for a, g in zip(acts, grads)) * acts[0].element_size()
+            if cached <= cache_mb * 2**20:
+                cache.append((acts, grads))
+            else:
+                cache = None  # too big: EK-FAC recomputes them in its pass
+    return {"A": A, "S": S, "T": T}, cache
+
+
+def eigen_pass(adapter: ModelAdapter, layers: list[_Layer], X: torch.Tensor, chunk_size: int,
+               QA: dict[str, torch.Tensor], QS: dict[str, torch.Tensor], cache: list | None = None
+               ) -> dict[str, torch.Tensor]:
+    """EK-FAC's pass over the rows X: per layer the unnormalised (d_out, cols) sums of squared per-sample
+    gradients rotated into the Kronecker eigenbasis, sum_i sum_c (Q_S^T s_ic a~_i^T Q_A)^2."""
+    E = {L.name: torch.zeros(L.d_out, L.cols, dtype=adapter.dtype, device=X.device) for L in layers}
+    batches = cache if cache is not None else (
+        pseudo_gradients(adapter, layers, X[s:s + chunk_size]) for s in range(0, X.shape[0], chunk_size))
+    for acts, grads in batches:
+        for L, a, g in zip(layers, acts, grads):
+            u = g @ QS[L.name]  # (C, B, T, d_out): Q_S^T s_ict
+            v = a @ QA[L.name]  # (B, T, cols): Q_A^T a~_it
+            if a.shape[1] == 1:
+                # rank one per (i, c): the square factorises, sum_c (Q_S^T s_ic)^2 outer (Q_A^T a_i)^2
+                E[L.name] += (u[:, :, 0] ** 2).sum(0).T @ (v[:, 0] ** 2)
+            else:  # per-sample gradients summed over positions, rotated, squared; chunked over samples
+                step = max(1, int(2**22 // max(1, u.shape[0] * L.d_out * L.cols)))
+                for b in range(0, a.shape[0], step):
+                    Gr = torch.einsum("cbto,btk->cbok", u[:, b:b + step], v[b:b + step])
+                    E[L.name] += (Gr**2).sum((0, 1))
+    return E
+
+
+def _factor_sums(adapter: ModelAdapter, shard: Split, payload: tuple[int, None]) -> dict[str, Any]:
+    """Shard kernel: `factor_pass` over one shard, as numpy partial sums."""
+    X, _ = adapter.tensors(shard)
+    sums, _ = factor_pass(adapter, kfac_layers(adapter), X, payload[0])
+    return {"A": _np(sums["A"]), "S": _np(sums["S"]), "T": sums["T"]}
+
+
+def _eigen_sums(adapter: ModelAdapter, shard: Split, payload: tuple[int, tuple[dict, dict]]) -> dict[str, Any]:
+    """Shard kernel: `eigen_pass` over one shard with the driver's eigenbases, as numpy partial sums."""
+    chunk_size, (QA, QS) = payload
+    X, _ = adapter.tensors(shard)
+    t = lambda d: {k: torch.as_tensor(v, device=X.device) for k, v in d.items()}  # noqa: E731
+    return _np(eigen_pass(adapter, kfac_layers(adapter), X, chunk_size, t(QA), t(QS)))
+
+
+def _np(d: dict[str, torch.Tensor]) -> dict[str, Any]:
+    return {k: v.detach().cpu().numpy() for k, v in d.items()}
+
+
+def _as(x: Any, ctx: CurvatureContext) -> torch.Tensor:
+    return torch.as_tensor(x).to(dtype=ctx.dtype, device=ctx.device)
+
+
 @register("kfac")
 class KFACSolver(Solver):
     """K-FAC inverse for nn.Linear and nn.Conv2d layers (see the module docstring for the exact definition).
@@ -246,29 +321,17 @@ class KFACSolver(Solver):
 
     def _fit(self, ctx: CurvatureContext) -> None:
         self.layers_ = kfac_layers(ctx.adapter)
-        A = {L.name: torch.zeros(L.cols, L.cols, dtype=ctx.dtype, device=ctx.device) for L in self.layers_}
-        S = {L.name: torch.zeros(L.d_out, L.d_out, dtype=ctx.dtype, device=ctx.device) for L in self.layers_}
-        T = {}
-        cache: list | None = [] if self.corrected else None
-        cached = 0
-        for s in range(0, ctx.n, ctx.chunk_size):
-            acts, grads = pseudo_gradients(ctx.adapter, self.layers_, ctx.X[s:s + ctx.chunk_size])
-            for L, a, g in zip(self.layers_, acts, grads):
-                T[L.name] = a.shape[1]
-                a2, g2 = a.reshape(-1, a.shape[2]), g.reshape(-1, g.shape[3])
-                A[L.name] += a2.T @ a2
-                S[L.name] += g2.T @ g2
-            if cache is not None:
-                cached += sum(a.numel() + g.numel() for a, g in zip(acts, grads)) * acts[0].element_size()
-                if cached <= self.cache_mb * 2**20:
-                    cache.append((acts, grads))
-                else:
-                    cache = None  # too big: EK-FAC recomputes them in its pass
+        cache_mb = self.cache_mb if self.corrected else None
+        sums = ctx.shard_sums(_factor_sums, (ctx.chunk_size, None))  # distributed: partial sums per shard
+        cache = None
+        if sums is None:
+            sums, cache = factor_pass(ctx.adapter, self.layers_, ctx.X, ctx.chunk_size, cache_mb)
+        A, S, T = sums["A"], sums["S"], sums["T"]
         self.A_, self.S_ = {}, {}
         self.QA_, self.QS_, self.evals_ = {}, {}, {}
         for L in self.layers_:
-            self.A_[L.name] = A[L.name] / (ctx.n * T[L.name])
-            self.S_[L.name] = S[L.name] / ctx.n
+            self.A_[L.name] = _as(A[L.name], ctx) / (ctx.n * int(T[L.name]))
+            self.S_[L.name] = _as(S[L.name], ctx) / ctx.n
             a, QA = torch.linalg.eigh(self.A_[L.name])
             s, QS = torch.linalg.eigh(self.S_[L.name])
             self.QA_[L.name], self.QS_[L.name] = QA, QS
@@ -281,25 +344,13 @@ class KFACSolver(Solver):
 
     def _correct(self, ctx: CurvatureContext, cache: list | None) -> None:
         """EK-FAC: the exact GGN's diagonal in the Kronecker eigenbasis (from the cached first pass,
-        or a second data pass)."""
-        E = {L.name: torch.zeros(L.d_out, L.cols, dtype=ctx.dtype, device=ctx.device) for L in self.layers_}
-        batches = cache if cache is not None else (
-            pseudo_gradients(ctx.adapter, self.layers_, ctx.X[s:s + ctx.chunk_size])
-            for s in range(0, ctx.n, ctx.chunk_size))
-        for acts, grads in batches:
-            for L, a, g in zip(self.layers_, acts, grads):
-                u = g @ self.QS_[L.name]  # (C, B, T, d_out): Q_S^T s_ict
-                v = a @ self.QA_[L.name]  # (B, T, cols): Q_A^T a~_it
-                if a.shape[1] == 1:
-                    # rank one per (i, c): the square factorises, sum_c (Q_S^T s_ic)^2 outer (Q_A^T a_i)^2
-                    E[L.name] += (u[:, :, 0] ** 2).sum(0).T @ (v[:, 0] ** 2)
-                else:  # per-sample gradients summed over positions, rotated, squared; chunked over samples
-                    step = max(1, int(2**22 // max(1, u.shape[0] * L.d_out * L.cols)))
-                    for b in range(0, a.shape[0], step):
-                        Gr = torch.einsum("cbto,btk->cbok", u[:, b:b + step], v[b:b + step])
-                        E[L.name] += (Gr**2).sum((0, 1))
+        or a second data pass; distributed: partial sums per shard)."""
+        bases = ({k: v.cpu().numpy() for k, v in self.QA_.items()}, {k: v.cpu().numpy() for k, v in self.QS_.items()})
+        E = ctx.shard_sums(_eigen_sums, (ctx.chunk_size, bases))
+        if E is None:
+            E = eigen_pass(ctx.adapter, self.layers_, ctx.X, ctx.chunk_size, self.QA_, self.QS_, cache)
         for L in self.layers_:
-            self.evals_[L.name] = E[L.name] / ctx.n
+            self.evals_[L.name] = _as(E[L.name], ctx) / ctx.n
 
     def _apply(self, V: torch.Tensor, values: dict[str, torch.Tensor]) -> torch.Tensor:
         Vt = V.T.contiguous()  # (k, p): each layer's k matrices [W | b] are then contiguous

@@ -130,6 +130,11 @@ def fit_solver(adapter: ModelAdapter, train: Split, name: str = "exact", damping
     return fit_solver_in(ctx, name, options)
 
 
+def solver_name(adapter: ModelAdapter, solver: str | None) -> str:
+    """The solver `default_solver` uses: the one named, else the exact Hessian on a convex model, EK-FAC otherwise."""
+    return solver if solver is not None else "exact" if adapter.is_convex() else "ekfac"
+
+
 def default_solver(adapter: ModelAdapter, train: Split, solver: str | None, damping: float | None,
                    solver_options: dict | None, *, chunk_size: int, seed: int, store: str | Path | None,
                    sq_norms: Callable[[], torch.Tensor], used: dict[str, Any]) -> Solver:
@@ -156,7 +161,7 @@ def default_solver(adapter: ModelAdapter, train: Split, solver: str | None, damp
     """
     convex = adapter.is_convex()
     named = solver is not None
-    name = solver if named else "exact" if convex else "ekfac"
+    name = solver_name(adapter, solver)
     used["solver"] = name
     options = dict(solver_options or {})
     value = given_damping(damping, convex)

@@ -8,7 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..backends.planner import HESSIAN_COPIES
+from ..curvature.policy import solver_name
 from ..data import Split
+from ..models.base import ModelAdapter
 from .options import GradOptions, ProjectionOptions, SolverOptions
 from .registry import Job, Result, register_method, register_pairwise, to_numpy
 
@@ -25,10 +28,18 @@ class IFOptions(ProjectionOptions, SolverOptions):
     the projected Hessian P H P^T + damping I is inverted exactly and `solver` is not used)."""
 
 
-CURVATURE_ON_DRIVER = "the curvature fit (the solver's passes over the training data)"
+CURVATURE_ON_DRIVER = "LiSSA's minibatch Hessian-vector products (other solvers sum over the shards)"
 
 
-@register_method("if", title="influence function", options=IFOptions, on_driver=CURVATURE_ON_DRIVER)
+def curvature_memory(view: ModelAdapter, options: dict, n: int, dim: int, item: int) -> dict[str, int]:
+    """Planner terms of the influence-function family: the exact solver's (dim, dim) matrix and its copies."""
+    if options.get("projection") is None and solver_name(view, options.get("solver")) != "exact":
+        return {}
+    return {"exact solver (p x p)": HESSIAN_COPIES * dim**2 * item}
+
+
+@register_method("if", title="influence function", options=IFOptions, on_driver=CURVATURE_ON_DRIVER,
+                 memory=curvature_memory)
 def influence(job: Job) -> Result:
     """Influence function: effect_i = (1/n) grad f^T (H + damping I)^-1 g_i; values = effect."""
     target = job.need_target("if")
@@ -61,7 +72,7 @@ def influence_pairwise(job: Job, test: Split) -> np.ndarray:
 
 
 @register_method("self-if", needs_target=False, title="self-influence", options=InfluenceOptions,
-                 on_driver=CURVATURE_ON_DRIVER)
+                 on_driver=CURVATURE_ON_DRIVER, memory=curvature_memory)
 def self_influence(job: Job) -> Result:
     """Self-influence g_i^T (H + damping I)^-1 g_i with any solver; values = -raw (high = suspicious)."""
     t0 = time.perf_counter()

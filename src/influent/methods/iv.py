@@ -16,10 +16,11 @@ Any target of `influent.targets` (fairness, robustness) works as in [IV].
 
 from __future__ import annotations
 
-from .influence import CURVATURE_ON_DRIVER, InfluenceOptions, influence, influence_pairwise
+from .influence import CURVATURE_ON_DRIVER, InfluenceOptions, curvature_memory, influence, influence_pairwise
 from .registry import register_method, register_pairwise
 
 register_method("iv", title="influence value", options=InfluenceOptions, on_driver=CURVATURE_ON_DRIVER,
+                memory=curvature_memory,
                 summary="[IV] influence value: exact-Hessian influence g_i^T H^-1 grad f "
                 "(alias of 'if'); remove the lowest first.")(influence)
 register_pairwise("iv")(influence_pairwise)

@@ -534,7 +534,23 @@ def run_leave_one_out(adapter: ModelAdapter, train: Split, o: "MislabelOptions",
                          int(o.refresh), o.precision, bool(o.check_rounds), bool(o.calibrate))
 
 
+def relabel_probabilities(model: Any, train: Split, scores: Any) -> np.ndarray | None:
+    """The leave-one-out probabilities behind a wrong-label detector's scores (made with the settings saved with
+    them): what a relabelling of these scores chooses new labels from (`MethodSpec.probabilities`)."""
+    from ..models.base import resolve_params
+
+    if not isinstance(model, ModelAdapter):
+        return None
+    st = scores.settings or {}
+    view = resolve_params(model, st.get("params", "auto"))
+    return leave_one_out(view, train, float(st.get("damping_used", 0.0)), st.get("hessian", "loo"),
+                         rounds=int(st.get("rounds", 0)), newton_steps=int(st.get("newton_steps", 1)),
+                         refresh=int(st.get("refresh", 1)),
+                         precision=st.get("precision", "float64")).proba()
+
+
 @register_method("mislabel", needs_target=False, title="wrong-label detector", options=MislabelOptions,
+                 probabilities=relabel_probabilities,
                  local_only="its leave-one-out algebra runs on the last layer's features of the whole training set in one process",
                  verdict="mislabelled")
 def mislabel(job: Job) -> Result:

@@ -20,6 +20,7 @@ import torch
 from sklearn.ensemble import IsolationForest
 from sklearn.svm import OneClassSVM
 
+from ..backends.planner import MATRIX_COPIES
 from ..data import Split
 from ..data.validate import InputError, check_choice, check_number, class_codes
 from ..grads.source import GradientSource
@@ -136,7 +137,20 @@ def _forest(job: Job) -> IsolationForest:
                            max_samples=job.options.max_samples, random_state=job.seed)
 
 
+def _view(model: ModelAdapter, options: dict) -> ModelAdapter:
+    """The analysed view: the `params` option (default "auto")."""
+    return resolve_params(model, options.get("params", "auto"))
+
+
+def _memory(view: ModelAdapter, options: dict, n: int, dim: int, item: int) -> dict[str, int]:
+    """Planner terms: the Isolation Forest / One-Class SVM hold the whole (n, dim) gradient matrix."""
+    if options.get("detector", "iforest") not in ("iforest", "ocsvm"):
+        return {}
+    return {"gradient matrix (n x p)": int(MATRIX_COPIES * n * dim * item)}
+
+
 @register_method("outlier", needs_target=False, title="outlier gradient analysis", options=OutlierOptions,
+                 view=_view, memory=_memory,
                  on_driver="the detector, on the per-sample gradients gathered from the shards")
 def outlier(job: Job) -> Result:
     """Outlier gradient analysis: raw = outlier score of g_z (higher = more outlying); values = -raw.

@@ -121,6 +121,9 @@ class MethodSpec:
     checkpoints: str = "never"  # reads recorded checkpoints: "never" | "always" | "option" (an option says)
     verdict: str = ""  # what a low value means, in the report's words: see `says`
     local_only: str = ""  # why the method cannot run on a distributed backend ("" = it distributes)
+    view: Callable[[ModelAdapter, dict], ModelAdapter] | None = None  # the analysed view of the model (planner)
+    memory: Callable[[ModelAdapter, dict, int, int, int], dict[str, int]] | None = None  # planner terms
+    probabilities: Callable[[Any, Split, Any], np.ndarray | None] | None = None  # (n, K) for relabel (`actions`)
     on_driver: str = ""  # the part of a distributed run that stays on the driver (said in the run's settings)
 
     def check_backend(self, backend: str) -> None:
@@ -142,17 +145,26 @@ METHODS: Registry[MethodSpec] = Registry("method")
 
 def register_method(name: str, needs_target: bool = True, summary: str = "", *, title: str = "",
                     options: type = MethodOptions, checkpoints: str = "never",
-                    verdict: str = "", local_only: str = "", on_driver: str = "") -> Callable[[ScoreFn], ScoreFn]:
+                    verdict: str = "", local_only: str = "", on_driver: str = "",
+                    view: Callable[[ModelAdapter, dict], ModelAdapter] | None = None,
+                    memory: Callable[[ModelAdapter, dict, int, int, int], dict[str, int]] | None = None,
+                    probabilities: Callable[[Any, Split, Any], np.ndarray | None] | None = None
+                    ) -> Callable[[ScoreFn], ScoreFn]:
     """Register a score function. verdict : "" (the default reading, `MethodSpec.says`) or "mislabelled" for a
     wrong-label detector (the report then gives the estimated number of wrong labels). local_only : why the
     method's per-sample work cannot run as shard kernels or refit tasks on a distributed backend (it then
-    refuses one); on_driver : what a distributed run of it still computes on the driver."""
+    refuses one); on_driver : what a distributed run of it still computes on the driver. view(model, options) :
+    the view of the model the method analyses, memory(view, options, n, dim, item) : the method's own memory
+    terms in bytes beyond one gradient chunk (`api.plan`, `backends.planner.estimate`). probabilities(model,
+    train, scores) : the (n, K) class probabilities a relabelling of its scores should choose new labels from
+    (`actions.edit.relabel`), or None for the model's own."""
     if verdict not in ("", "mislabelled", "unusual"):
         raise ValueError(f"register_method({name!r}): verdict must be '', 'mislabelled' or 'unusual'")
 
     def deco(fn: ScoreFn) -> ScoreFn:
         METHODS.add(MethodSpec(name, fn, None, needs_target, summary or first_sentence(fn.__doc__),
-                               title or name, options, checkpoints, verdict, local_only, on_driver))
+                               title or name, options, checkpoints, verdict, local_only, view, memory,
+                               probabilities, on_driver))
         return fn
 
     return deco

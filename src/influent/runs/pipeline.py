@@ -62,7 +62,8 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
                          f"flag (--{clash[0].replace('_', '-')})")
     model, label = fit_model(cfg, data, steps, model)
     target = None if data.valid is None else make_target(cfg.target, data.valid)
-    from ..backends.planner import check_plan, plan
+    from ..api.plan import plan
+    from ..backends.planner import check_plan
 
     try:
         estimate = plan(model, data.train, target, cfg.method, chunk_size=cfg.chunk_size, store=cfg.store,

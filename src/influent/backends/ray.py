@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -193,10 +194,19 @@ class RayExecutor:
             raise ClusterError(f"the Ray workers import influent {version}, the driver runs {influent.__version__}")
 
     def _shards(self) -> list[Any]:
+        """The shards' object references: put once per split and shard count in this process (a later call on
+        the same split reuses them while Ray runs), so the data reaches the cluster once."""
         if self._shard_refs is None:
-            self._shard_refs = [self.ray.put(self.split.subset(np.arange(a, b)))
-                                for a, b in zip(self.bounds[:-1], self.bounds[1:])]
-            self.stats["bytes_sent"] += _nbytes(self.split.X) + _nbytes(self.split.y)
+            key = (id(self.split), tuple(self.bounds.tolist()))
+            hit = _SHARDS.get(key)
+            if hit is not None and hit[0]() is self.split and hit[2] == _session(self.ray):
+                self._shard_refs = hit[1]
+            else:
+                self._shard_refs = [self.ray.put(self.split.subset(np.arange(a, b)))
+                                    for a, b in zip(self.bounds[:-1], self.bounds[1:])]
+                self.stats["bytes_sent"] += _nbytes(self.split.X) + _nbytes(self.split.y)
+                _SHARDS[key] = (weakref.ref(self.split, lambda _, k=key: _SHARDS.pop(k, None)), self._shard_refs,
+                                _session(self.ray))
         return self._shard_refs
 
     def _put(self, obj: Any) -> Any:
@@ -264,6 +274,17 @@ class RayExecutor:
         except ray.exceptions.RayError as exc:
             line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ClusterError(f"a Ray task failed (after up to {self.retries} retries): {line}") from None
+
+
+_SHARDS: dict[tuple, tuple[Any, list[Any], str]] = {}  # (id(split), bounds) -> (weakref, refs, Ray session)
+
+
+def _session(ray: Any) -> str:
+    """The Ray session this process is attached to (object references die with it)."""
+    try:
+        return str(ray.get_runtime_context().get_job_id())
+    except Exception:  # noqa: BLE001
+        return ""
 
 
 def _nbytes(x: Any) -> int:

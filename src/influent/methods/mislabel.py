@@ -38,6 +38,7 @@ import torch
 
 from ..curvature.factor import Factor, factorize
 from ..data import Split
+from ..data.executor import sharding
 from ..data.validate import InputError, check_choice, check_damping, check_number, unknown_name
 from ..grads.linear import linear_layers
 from ..models.base import ModelAdapter, resolve_params
@@ -214,12 +215,24 @@ class _LastLayer:
         return theta
 
 
+def _feature_kernel(adapter: ModelAdapter, shard: Split, payload: tuple[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Shard kernel: `_features` of one shard, as numpy."""
+    X, _ = adapter.tensors(shard)
+    a, z = _features(adapter, X, *payload)
+    return a.cpu().numpy(), z.cpu().numpy()
+
+
 def _last_layer(adapter: ModelAdapter, train: Split, damping: float, chunk_size: int) -> _LastLayer:
     if adapter.classes_ is None:
         raise InputError("mislabel needs a classifier (loss 'cross_entropy' or 'bce')")
     name, hw, hb = _final_layer(adapter)
     X, t = adapter.tensors(train)
-    a, z = _features(adapter, X, name, chunk_size)
+    ex = sharding(train)
+    if ex is not None:  # the features come from the shards: (n, d) and (n, K) numbers, not gradients
+        parts = ex.map_shards(_feature_kernel, adapter, train, (name, chunk_size))
+        a, z = (torch.as_tensor(np.concatenate([p[i] for p in parts])).to(X.device) for i in (0, 1))
+    else:
+        a, z = _features(adapter, X, name, chunk_size)
     a, z = a.to(torch.float64), z.to(torch.float64)
     n, K = z.shape
     F = torch.cat(([a] if hw else []) + ([torch.ones(n, 1, dtype=a.dtype, device=a.device)] if hb else []), 1)  # (n, q)
@@ -551,7 +564,7 @@ def relabel_probabilities(model: Any, train: Split, scores: Any) -> np.ndarray |
 
 @register_method("mislabel", needs_target=False, title="wrong-label detector", options=MislabelOptions,
                  probabilities=relabel_probabilities,
-                 local_only="its leave-one-out algebra runs on the last layer's features of the whole training set in one process",
+                 on_driver="the leave-one-out algebra on the gathered last-layer features (n x q numbers)",
                  verdict="mislabelled")
 def mislabel(job: Job) -> Result:
     """Wrong-label detector: leave-one-out label margins from one Newton step per sample, with cleaning rounds.

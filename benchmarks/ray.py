@@ -1,0 +1,293 @@
+"""The Ray backend against the local backend, on a cluster started the way an operator does: ``ray start --head``
+plus ``ray start --address`` per extra node (one CPU each, each in its own process group with its own
+``--temp-dir``, a private HOME for the cluster and the driver), the driver attached with ``--ray-address``.
+
+Cases (`--cases`, comma-separated):
+- ``ip1m``: IP validation scores of 1,000,000 memory-mapped rows (benchmarks/scale.py's linear softmax model,
+  256 features, 10 classes, float32): local vs Ray, the bytes that crossed the object store, gradient bytes
+  among them; the direct factorised computation in the same run (the local backend's reference).
+- ``mlp``: an MLP (20,000 x 64, hidden 256, float32): every distributing method on the local backend
+  (one thread) and on Ray with `--nodes` one-CPU nodes; ratio local / Ray per method, max relative difference.
+- ``long``: a job of a minute or more locally (EK-FAC self-influence of a wider MLP), local vs Ray on two
+  one-CPU nodes.
+- ``fault``: the ``long`` job with a worker node SIGKILLed a few seconds in: identical scores, time against the
+  fault-free run.
+- ``head``: ``influent score --backend ray --ray-address`` as a subprocess, the head node killed mid-run: the exit
+  status, the lines on stderr, what is left in --out.
+
+Timings are single-threaded per process (``OMP_NUM_THREADS=1``; each Ray task pins one thread). This machine
+has 2 cores: three one-CPU nodes oversubscribe it, so the three-node figure measures overhead, not speed-up.
+
+Usage:
+    OMP_NUM_THREADS=1 python benchmarks/ray.py [--cases ip1m,mlp,long,fault,head] [--nodes 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import influent as inf  # noqa: E402
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OperatorCluster:
+    """``ray start --head`` and ``ray start --address`` processes (``--block``, one process group each) under a
+    private HOME; `kill_node` SIGKILLs one node's whole group; `close` ends exactly the processes it started."""
+
+    def __init__(self, root: Path, nodes: int, object_store_mb: int = 2048) -> None:
+        self.root, self.home = root, root / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = {**os.environ, "HOME": str(self.home), "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+        self.env.pop("RAY_ADDRESS", None)
+        self.procs: list[subprocess.Popen] = []
+        mem = str(object_store_mb * 2**20)
+        self._start(["start", "--head", f"--port={self.port}", "--num-cpus=1", f"--object-store-memory={mem}",
+                     f"--temp-dir={root / 'head'}", "--include-dashboard=false", "--block"])
+        self._wait(1)
+        for k in range(1, nodes):
+            self._start(["start", f"--address={self.address}", "--num-cpus=1", f"--object-store-memory={mem}",
+                         "--block"])
+        self._wait(nodes)
+
+    def _start(self, args: list[str]) -> None:
+        log = open(self.root / f"node{len(self.procs)}.log", "w")
+        self.procs.append(subprocess.Popen([RAY, *args], env=self.env, stdout=log, stderr=log, start_new_session=True))
+
+    def _wait(self, nodes: int, timeout: float = 120) -> None:
+        code = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False, logging_level='ERROR'); "
+                "print(sum(n['Alive'] for n in ray.nodes()))")
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            r = subprocess.run([sys.executable, "-c", code, self.address], env=self.env, capture_output=True, text=True)
+            if r.returncode == 0 and r.stdout.strip().splitlines() and int(r.stdout.strip().splitlines()[-1]) >= nodes:
+                return
+            time.sleep(1)
+        raise RuntimeError(f"the cluster did not reach {nodes} nodes")
+
+    def kill_node(self, k: int) -> None:
+        os.killpg(self.procs[k].pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in self.procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def connect(cluster: OperatorCluster) -> None:
+    """Attach this driver to the cluster (the private HOME holds the cluster's token)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    os.environ["HOME"] = str(cluster.home)
+    from influent.backends.ray import connect as attach
+
+    attach(cluster.address)
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def rel(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.nan_to_num(np.asarray(a, float)), np.nan_to_num(np.asarray(b, float))
+    return float(np.abs(a - b).max() / max(1e-300, np.abs(a).max()))
+
+
+def case_ip1m(cluster: OperatorCluster, tmp: Path, n: int) -> list[dict]:
+    from scale import direct_ip, make_data
+    from torch import nn
+
+    d, K = 256, 10
+    X, y, _ = make_data(tmp / "X.npy", n, d, K)
+    torch.manual_seed(0)
+    lin = nn.Linear(d, K)
+    opt = torch.optim.Adam(lin.parameters(), lr=1e-2)
+    xs, ys = torch.from_numpy(np.array(X[:20_000])), torch.from_numpy(y[:20_000])
+    for _ in range(200):
+        opt.zero_grad()
+        nn.functional.cross_entropy(lin(xs), ys).backward()
+        opt.step()
+    model = inf.models.TorchAdapter(lin, loss="cross_entropy")
+    valid = inf.from_arrays(np.asarray(X[-10_000:]), y[-10_000:])
+    train = inf.from_arrays(X, y)
+    target = inf.targets.Utility(valid)
+    target.prepare(model)
+    v = target.grad(model)
+    vW, vb = v[:d * K].reshape(K, d), v[d * K:]
+    direct_ip(lin, X, y, vW, vb, 65536)  # pages the file in
+    ref, t_direct = timed(lambda: direct_ip(lin, X, y, vW, vb, 65536))
+    local, t_local = timed(lambda: inf.score(model, train, valid, method="ip", chunk_size=65536))
+    connect(cluster)
+    rows = [{"case": "ip1m", "run": "direct factorised", "seconds": t_direct, "rel diff": 0.0},
+            {"case": "ip1m", "run": "local", "seconds": t_local, "rel diff": rel(ref, local.values)}]
+    for k in range(2):  # the first call puts the shards; the second reuses them
+        dist, t = timed(lambda: inf.score(model, train, valid, method="ip", chunk_size=65536, backend="ray"))
+        b = dist.settings["backend"]
+        rows.append({"case": "ip1m", "run": f"ray call {k + 1}", "seconds": t, "rel diff": rel(local.values, dist.values),
+                     "MiB sent": b["bytes_sent"] / 2**20, "MiB returned": b["bytes_returned"] / 2**20,
+                     "gradient MiB": b["gradient_bytes"] / 2**20, "nodes": len(b["nodes"])})
+    return rows
+
+
+def mlp_problem(n: int, d: int, hidden: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    W = rng.normal(size=(d, 10)) / np.sqrt(d)
+    X = rng.normal(size=(n + 1000, d)).astype(np.float32)
+    y = (X @ W + rng.gumbel(size=(n + 1000, 10))).argmax(1)
+    train, valid = inf.from_arrays(X[:n], y[:n]), inf.from_arrays(X[n:], y[n:])
+    torch.manual_seed(seed)
+    model = inf.models.TabularMLP(hidden=(hidden,), train=inf.models.TrainConfig(epochs=3, batch_size=256))
+    return model.fit(train, recorder=inf.models.TrainingRecorder(every=2)), train, valid
+
+
+MLP_METHODS = [("ip", {}), ("if", {}), ("self-if", {}), ("self-tracin", {}), ("tracin", {}), ("ip-ensemble", {}),
+               ("mislabel", {}), ("outlier", {"detector": "l2"}), ("iv", {"solver": "kfac"})]
+
+
+def case_mlp(cluster: OperatorCluster, n: int) -> list[dict]:
+    model, train, valid = mlp_problem(n, 64, 256)
+    rows = []
+    local = {}
+    for m, o in MLP_METHODS:
+        tgt = None if m.startswith("self") or m in ("mislabel", "outlier") else valid
+        local[m] = timed(lambda: inf.score(model, train, tgt, method=m, **o))
+    connect(cluster)
+    for m, o in MLP_METHODS:
+        tgt = None if m.startswith("self") or m in ("mislabel", "outlier") else valid
+        dist, t = timed(lambda: inf.score(model, train, tgt, method=m, backend="ray", **o))
+        b = dist.settings["backend"]
+        rows.append({"case": f"mlp {n:,} x 64, {len(cluster.procs)} nodes", "run": m, "local s": local[m][1],
+                     "ray s": t, "local / ray": local[m][1] / t, "rel diff": rel(local[m][0].values, dist.values),
+                     "MiB returned": b["bytes_returned"] / 2**20, "gradient MiB": b["gradient_bytes"] / 2**20,
+                     "nodes": len(b["nodes"])})
+    return rows
+
+
+def long_job(n: int):
+    model, train, _ = mlp_problem(n, 128, 512, seed=1)
+    return lambda **kw: inf.score(model, train, None, method="self-if", chunk_size=256, **kw)
+
+
+def case_long(cluster: OperatorCluster, n: int) -> tuple[list[dict], float, np.ndarray]:
+    job = long_job(n)
+    local, t_local = timed(job)
+    connect(cluster)
+    dist, t_ray = timed(lambda: job(backend="ray"))
+    return ([{"case": f"long (self-if, EK-FAC, {n:,} x 128, hidden 512)", "run": f"{len(cluster.procs)} nodes",
+              "local s": t_local, "ray s": t_ray, "local / ray": t_local / t_ray,
+              "rel diff": rel(local.values, dist.values)}], t_ray, dist.values)
+
+
+def case_fault(cluster: OperatorCluster, n: int, t_free: float, free_values: np.ndarray) -> list[dict]:
+    import threading
+
+    job = long_job(n)
+    connect(cluster)
+    threading.Timer(max(2.0, 0.3 * t_free), lambda: cluster.kill_node(len(cluster.procs) - 1)).start()
+    dist, t = timed(lambda: job(backend="ray", backend_options={"task_timeout": 60}))
+    b = dist.settings["backend"]
+    return [{"case": "fault: a worker node SIGKILLed mid-run", "run": "long job", "ray s": t,
+             "vs fault-free": t / t_free, "rel diff": rel(free_values, dist.values), "resubmitted": b["resubmitted"]}]
+
+
+def case_head(cluster: OperatorCluster, tmp: Path) -> list[dict]:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60_000, 32))
+    df = pd.DataFrame(X, columns=[f"x{i}" for i in range(32)])
+    df["y"] = (X[:, 0] + rng.normal(size=len(X)) > 0).astype(int)
+    df.iloc[:50_000].to_csv(tmp / "train.csv", index=False)
+    df.iloc[50_000:].to_csv(tmp / "valid.csv", index=False)
+    out = tmp / "out"
+    env = {**cluster.env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    cmd = [str(Path(sys.executable).with_name("influent")), "score", "--train", str(tmp / "train.csv"), "--valid",
+           str(tmp / "valid.csv"), "--label", "y", "--model", "mlp", "--method", "self-if", "--backend", "ray",
+           "--ray-address", cluster.address, "--out", str(out)]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(20)
+    cluster.kill_node(0)
+    try:
+        _, err = p.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _, err = p.communicate()
+    lines = [x for x in err.splitlines() if x.strip() and not x.startswith(("[", "  ")) and "%" not in x]
+    return [{"case": "head node SIGKILLed mid-run (CLI)", "run": "exit status", "value": p.returncode,
+             "stderr lines": len(err.splitlines()), "last line": (lines or [""])[-1][:120],
+             "left in --out": sorted(x.name for x in out.iterdir()) if out.exists() else []}]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", default="ip1m,mlp,long,fault,head")
+    ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--mlp-n", type=int, default=20_000)
+    ap.add_argument("--long-n", type=int, default=60_000)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    cases = args.cases.split(",")
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for case in cases:
+            nodes = 2 if case in ("long", "fault") else args.nodes
+            cluster = OperatorCluster(tmp / f"cluster-{case}", nodes)
+            try:
+                if case == "ip1m":
+                    rows += case_ip1m(cluster, tmp, args.n)
+                elif case == "mlp":
+                    rows += case_mlp(cluster, args.mlp_n)
+                elif case == "long":
+                    got, t_free, free_values = case_long(cluster, args.long_n)
+                    rows += got
+                elif case == "fault":
+                    if "long" not in cases:
+                        _, t_free, free_values = case_long(cluster, args.long_n)
+                    rows += case_fault(cluster, args.long_n, t_free, free_values)
+                elif case == "head":
+                    rows += case_head(cluster, tmp)
+            finally:
+                import ray
+
+                ray.shutdown()
+                cluster.close()
+            print(pd.DataFrame(rows).to_string(index=False), flush=True)
+    with pd.option_context("display.width", 250, "display.float_format", "{:,.4g}".format):
+        print(pd.DataFrame(rows).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -18,36 +18,40 @@ from influent.evaluation import conformance as conf
 from influent.evaluation.conformance import Case
 from influent.methods import METHODS
 
-MC = 0.2  # Monte Carlo estimators on 40 samples: above 0 by a margin that tells their sign from a flipped one
 
 # One row per registered method. Thresholds are those the methods meet on `make_problem()` with margin
-# (measured: Spearman with LOO >= 0.8 for the first-order estimators, AUC >= 0.8 for the detectors).
+# (measured with seeds 0-5: Spearman with LOO >= 0.73 for the first-order estimators, AUC >= 0.79 for the
+# detectors; the table in docs/evaluation.md gives seed 0's).
 CASES: dict[str, Case] = {
     "random": Case(sign=None, seeded=True, why="no orientation: seeded standard normal draws, the reference "
                                                "every method must beat"),
     "loo": Case(),
     "diffin": Case(model="recorded", options={"batch_size": 16}, seeded=True),  # proxy batches < n: random
     "self-diffin": Case(model="recorded", options={"batch_size": 16}, sign="flipped", seeded=True),
-    "ip-ensemble": Case(options={"rate": 0.2}, seeded=True, pairwise_mean=True),  # 1% of 5 parameters is none
-    "gex": Case(sign="loo", threshold=MC, seeded=True, pairwise_mean=True, why="Monte Carlo over 8 SGD members"),
+    "ip-ensemble": Case(options={"rate": 0.1}, seeded=True, pairwise="mean"),  # 1% of 5 parameters: none dropped
+    "gex": Case(threshold=0.4, seeded=True, pairwise="mean", why="Monte Carlo over 8 SGD members: 0.60-0.88 "
+                                                                  "over seeds 0-5"),
     "self-gex": Case(sign="flipped", seeded=True),
-    "fi": Case(sign="flipped", why="values = -FI_util, minus an unsigned magnitude: [FI] trims the highest FI"),
+    "fi": Case(sign="flipped", pairwise="column",  # quadratic in the target's gradient: no row mean
+               why="values = -FI_util, minus an unsigned magnitude: [FI] trims the highest FI"),
     "fi-paired": Case(sign="flipped", threshold=0.6, why="minus an unsigned magnitude (the largest pair's FI); "
                                                          "AUC 0.69 here"),
-    "ip": Case(pairwise_mean=True),
-    "tracin": Case(model="recorded", pairwise_mean=True),
+    "ip": Case(pairwise="mean"),
+    "tracin": Case(model="recorded", pairwise="mean"),
     "self-tracin": Case(sign="flipped"),
-    "if": Case(pairwise_mean=True),
+    "if": Case(pairwise="mean"),
     "self-if": Case(sign="flipped"),
-    "iv": Case(pairwise_mean=True),
+    "iv": Case(pairwise="mean"),
     "label-quality": Case(sign="flipped", seeded=True),  # cross-validated probabilities: seeded folds
     "mislabel": Case(sign="flipped"),
-    "outlier": Case(sign="flipped", seeded=True),  # Isolation Forest
+    "outlier": Case(sign="flipped", seeded=True,  # Isolation Forest
+                    why="pairwise form: per-class forests scoring the test gradients [OGA], not the score's forest"),
     "tmc-shapley": Case(options={"permutations": 5, "utility": "target", "empty_utility": -math.log(2)},
-                        threshold=MC, seeded=True,
-                        why="Monte Carlo (5 permutations); utility = minus the validation loss, the empty set's "
-                            "that of the uniform prediction, log 2"),
-    "unrolled": Case(model="recorded", pairwise_mean=True, permutable=False),  # replays the recorded batches
+                        threshold=0.2, seeded=True,
+                        why="Monte Carlo (5 permutations: 0.28-0.55 over seeds 0-5), and Shapley values are not "
+                            "LOO effects; utility = minus the validation loss, the empty set's that of the "
+                            "uniform prediction (log 2)"),
+    "unrolled": Case(model="recorded", pairwise="mean", permutable=False),  # replays the recorded batches
 }
 
 # Backends every method must agree with the in-process run on. "local" checks the on-disk gradient store;
@@ -73,8 +77,8 @@ def test_every_registered_method_has_a_case():
     assert not missing, f"add {missing} to CASES in tests/test_conformance.py"
     assert not stale, f"{stale} are not registered methods: remove them from CASES"
     for name, case in CASES.items():
-        if case.sign is None or case.threshold < 0.7:
-            assert case.why, f"{name}: say why the sign is not checked or the threshold is lowered"
+        if case.sign is None or case.threshold < 0.7 or (METHODS[name].pairwise and case.pairwise is None):
+            assert case.why, f"{name}: say why the sign or the pairwise relation is not checked, or the threshold lowered"
 
 
 # ---- the ground truth is independent ----------------------------------------------------------------
@@ -124,7 +128,7 @@ def test_values_one_per_training_sample_in_input_order(problem, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_pairwise_shape_and_row_mean(problem, name):
+def test_pairwise_shape_columns_and_row_mean(problem, name):
     conf.check_pairwise(problem, name, case_of(name))
 
 
@@ -177,7 +181,7 @@ def test_checks_catch_a_broken_method(problem, monkeypatch):
     monkeypatch.setattr(spec, "score", flipped_sign)
     with pytest.raises(AssertionError, match="check_sign: Spearman correlation with the leave-one-out effect is -"):
         conf.check_sign(problem, "ip", CASES["ip"])
-    with pytest.raises(AssertionError, match="not the row mean"):
+    with pytest.raises(AssertionError, match="column 0 of the pairwise form is not the score with test sample 0"):
         conf.check_pairwise(problem, "ip", CASES["ip"])
 
     def global_noise(job):
@@ -199,3 +203,37 @@ def test_check_method_runs_every_check_with_a_default_case(problem):
     assert conf.check_method("if", problem=problem) == list(conf.CHECKS)
     with pytest.raises(conf.InputError, match="unknown method 'nope'"):
         conf.check_method("nope", problem=problem)
+
+
+def test_a_users_method_is_checked_and_needs_a_case(problem):
+    """`check_method` on a method registered outside influent; without a row in CASES its tests fail."""
+    from dataclasses import dataclass
+
+    from influent.methods import MethodOptions, Result, opt, register_method
+
+    @dataclass
+    class NormOptions(MethodOptions):
+        negate: bool = opt(True, "values = -|g|^2 (False: +|g|^2, the wrong orientation)")
+
+    name = "user-negated-grad-norm"
+
+    @register_method(name, needs_target=False, title="negated squared gradient norm", options=NormOptions)
+    def negated_norm(job):
+        """Minus the squared norm of each sample's loss gradient (high = suspicious)."""
+        sq = np.asarray(job.source().sq_norms(), dtype=np.float64)
+        return Result(-sq if job.options.negate else sq, sq)
+
+    try:
+        assert conf.check_method(name, Case(sign="flipped"), problem) == list(conf.CHECKS)
+        with pytest.raises(pytest.fail.Exception, match="has no entry in tests/test_conformance.py CASES: add one"):
+            case_of(name)
+        with pytest.raises(AssertionError, match="seeds 0 and 1 give identical values"):
+            conf.check_determinism(problem, name, Case(sign="flipped", seeded=True))
+        # a self-influence read as a signed effect on the target: its rank correlation with LOO is about 0
+        with pytest.raises(AssertionError, match="Spearman correlation with the leave-one-out effect is"):
+            conf.check_sign(problem, name, Case(sign="loo"))
+        # and read the wrong way round: the flipped labels rank high
+        with pytest.raises(AssertionError, match=r"ROC AUC of the flipped labels ranked lowest first is 0\.[0-2]"):
+            conf.check_sign(problem, name, Case(sign="flipped", options={"negate": False}))
+    finally:
+        METHODS._entries.pop(name)

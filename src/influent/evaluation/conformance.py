@@ -6,8 +6,9 @@ flipped labels) and raises an `AssertionError` naming the method, the check and 
 
 - `check_values`: `influent.score` gives one finite value per training sample, in the input order, with the
   training ids; a deterministic method's values follow the rows when the split is permuted;
-- `check_pairwise`: `influent.attribute` gives a finite (n_train, n_test) matrix, and for a method whose score
-  is the row mean of its pairwise form on the same validation set (``Case.pairwise_mean``) it is;
+- `check_pairwise`: `influent.attribute` gives a finite (n_train, n_test) matrix; where the method says so
+  (``Case.pairwise``), its column j is the score with test sample j's loss as the target, and its row mean
+  the score with the whole test set's mean loss;
 - `check_sign`: higher = more valuable. Against the exact leave-one-out effect of each sample on the
   validation loss (every sample removed and the model refit, `models.refit.refit_many`): a positive rank
   correlation (``Case.sign="loo"``); or, for a method without a signed target, the flipped samples rank lower
@@ -50,6 +51,7 @@ from ..targets import Utility
 
 MODELS = ("logistic", "recorded")
 SIGNS = ("loo", "flipped", None)
+PAIRWISE = ("mean", "column", None)
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,9 @@ class Case:
         orientation: say why in `why`)
     threshold : the Spearman correlation ("loo") or ROC AUC ("flipped") the values must reach
     seeded : the values depend on the seed (another seed gives other values)
-    pairwise_mean : the score with ``target=valid`` is the row mean of ``attribute(..., test=valid)``
+    pairwise : how the pairwise form relates to the score: "column" (column j of ``attribute(..., test)`` is
+        the score with target ``test.subset([j])``), "mean" (that, and the row mean is the score with target
+        `test`: a method linear in the target's gradient), or None (no relation promised: say why)
     permutable : the method scores the training split in another row order (False: it needs the very split
         the model was fitted on, e.g. to replay training, and refuses another order with an `InputError`)
     why : the reason for a lower threshold or for ``sign=None``
@@ -76,13 +80,13 @@ class Case:
     sign: str | None = "loo"
     threshold: float = 0.7
     seeded: bool = False
-    pairwise_mean: bool = False
+    pairwise: str | None = None
     permutable: bool = True
     why: str = ""
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS or self.sign not in SIGNS:
-            raise ValueError(f"Case: model must be one of {MODELS} and sign one of {SIGNS}")
+        if self.model not in MODELS or self.sign not in SIGNS or self.pairwise not in PAIRWISE:
+            raise ValueError(f"Case: model must be one of {MODELS}, sign one of {SIGNS}, pairwise one of {PAIRWISE}")
 
 
 @dataclass
@@ -233,19 +237,30 @@ def check_values(problem: Problem, name: str, case: Case) -> None:
 
 
 def check_pairwise(problem: Problem, name: str, case: Case) -> None:
-    """A finite (n_train, n_test) `attribute` matrix; its row mean is the score where `case.pairwise_mean`."""
+    """A finite (n_train, n_test) `attribute` matrix on the validation split as test set; with
+    ``case.pairwise``, two of its columns equal the scores with those test samples as the target, and with
+    "mean" its row mean equals the score with the whole set as the target."""
     spec = METHODS[name]
     if spec.pairwise is None:
-        if case.pairwise_mean:
-            _fail(name, "check_pairwise", "the case says pairwise_mean but the method has no pairwise form")
+        if case.pairwise is not None:
+            _fail(name, "check_pairwise", f"the case says pairwise={case.pairwise!r} but the method has no pairwise form")
         return
-    A = np.asarray(attribute(_model(problem, case), problem.train, problem.valid, method=name, **case.options))
-    want = (len(problem.train), len(problem.valid))
+    test = problem.valid
+    A = np.asarray(attribute(_model(problem, case), problem.train, test, method=name, **case.options))
+    want = (len(problem.train), len(test))
     if A.shape != want:
         _fail(name, "check_pairwise", f"attribute has shape {A.shape}, expected {want}")
     if not np.all(np.isfinite(A)):
         _fail(name, "check_pairwise", "attribute holds values that are not finite")
-    if case.pairwise_mean:
+    if case.pairwise is None:
+        return
+    for j in (0, len(test) // 2):
+        col = np.asarray(_score(problem, name, case, target=test.subset([j])).values)
+        if not _close(A[:, j], col, 1e-6):
+            err = np.abs(A[:, j] - col).max() / np.abs(col).max()
+            _fail(name, "check_pairwise", f"column {j} of the pairwise form is not the score with test sample {j} as "
+                                          f"the target (max rel. diff {err:.2g})")
+    if case.pairwise == "mean":
         values = np.asarray(_score(problem, name, case).values)
         if not _close(A.mean(1), values, 1e-6):
             err = np.abs(A.mean(1) - values).max() / np.abs(values).max()

@@ -156,6 +156,11 @@ def test_options_listed_and_unknown_refused(problem, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_users_objects_left_unchanged(problem, name):
+    conf.check_inputs_unchanged(problem, name, case_of(name))
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_cli_lists_every_option(name, capsys):
     code, out, err = run_cli(["methods", name], capsys)
     assert code == 0, err
@@ -190,6 +195,17 @@ def test_checks_catch_a_broken_method(problem, monkeypatch):
     monkeypatch.setattr(spec, "score", global_noise)
     with pytest.raises(AssertionError, match="two calls with seed 0 differ"):
         conf.check_determinism(problem, "ip", CASES["ip"])
+
+    def edits_the_features(job):
+        job.train.X[0, 0] += 1.0
+        return score(job)
+    monkeypatch.setattr(spec, "score", edits_the_features)
+    x00 = problem.train.X[0, 0]
+    try:
+        with pytest.raises(AssertionError, match=r"changed the user's \['train.X'\]"):
+            conf.check_inputs_unchanged(problem, "ip", CASES["ip"])
+    finally:
+        problem.train.X[0, 0] = x00
 
     def sorted_values(job):
         r = score(job)

@@ -20,6 +20,8 @@ flipped labels) and raises an `AssertionError` naming the method, the check and 
 - `check_options`: every field of the method's options dataclass is documented and listed by
   ``describe()``; an unknown option is an `InputError` naming it, before the method runs; every option
   given at its documented default gives the values of the call without it;
+- `check_inputs_unchanged`: the user's splits, model (state, training mode) and checkpoints are left as they
+  were;
 - `check_backend`: a backend's values equal the in-process ones ("local": with an on-disk gradient store).
 
 A user registering a method runs ``check_method("my-method", Case(...))``; the `Case` says which model it
@@ -290,7 +292,8 @@ def check_sign(problem: Problem, name: str, case: Case) -> None:
 
 
 def check_refuses_nonfinite(problem: Problem, name: str, case: Case) -> None:
-    """NaN or infinity in the training features (and in the target's, for a method with a target) is a
+    """NaN or infinity in the training features (and in the target's, a split or a `Target`, for a method
+    with a target) is a
     one-line `InputError` naming it, raised before the method's score function runs. The value is written
     into a copy of the split's array after the split was built, as an in-place edit of the user's array
     would (building a split from such an array already fails)."""
@@ -302,7 +305,8 @@ def check_refuses_nonfinite(problem: Problem, name: str, case: Case) -> None:
     cases = [("training", {"train": spoiled(problem.train, np.nan)}),
              ("training", {"train": spoiled(problem.train, np.inf)})]
     if METHODS[name].needs_target:
-        cases.append(("target", {"target": spoiled(problem.valid, np.nan)}))
+        cases += [("target", {"target": spoiled(problem.valid, np.nan)}),
+                  ("target", {"target": Utility(spoiled(problem.valid, -np.inf))})]  # a Target object as well
     for where, call in cases:
         with _watch(name) as calls:
             try:
@@ -319,6 +323,53 @@ def check_refuses_nonfinite(problem: Problem, name: str, case: Case) -> None:
                 _fail(name, "check_refuses_nonfinite", f"a non-finite {where} feature was scored without an error")
         if calls:
             _fail(name, "check_refuses_nonfinite", f"the method ran before the non-finite {where} feature was refused")
+
+
+def _snapshot(problem: Problem, model: ModelAdapter) -> dict[str, Any]:
+    """Copies of everything of the user's a method could change: the splits' arrays, the model's whole state
+    (not only the analysed parameters), every submodule's training flag, the recorded checkpoints."""
+    snap: dict[str, Any] = {}
+    for split in (problem.train, problem.valid):
+        for attr in ("X", "y", "ids"):
+            snap[f"{split.name}.{attr}"] = np.array(getattr(split, attr), copy=True)
+    module = model.module
+    snap["state"] = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    snap["modes"] = [m.training for m in module.modules()]
+    for c, ck in enumerate(getattr(getattr(model, "recorder_", None), "checkpoints", None) or []):
+        snap[f"checkpoint {c}"] = {k: v.detach().clone() for k, v in ck.params.items()}
+    return snap
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, torch.Tensor):
+        return a.shape == b.shape and bool(torch.equal(a, b))
+    if isinstance(a, np.ndarray):
+        return a.shape == b.shape and bool(np.array_equal(a, b))
+    return a == b
+
+
+def check_inputs_unchanged(problem: Problem, name: str, case: Case) -> None:
+    """The user's objects are theirs: `score` (and `attribute`) leave the splits' arrays, the model's state,
+    its checkpoints and its modules' training flags (the model is put in training mode first: scoring runs
+    in evaluation mode and must restore it) as they were."""
+    model = _model(problem, case)
+    module = model.module
+    modes = [m.training for m in module.modules()]
+    module.train()
+    try:
+        before = _snapshot(problem, model)
+        _score(problem, name, case, fresh=True)
+        if METHODS[name].pairwise is not None:
+            attribute(model, problem.train, problem.valid, method=name, **case.options)
+        after = _snapshot(problem, model)
+    finally:
+        for m, mode in zip(module.modules(), modes):
+            m.training = mode
+    changed = [k for k in before if not _same(before[k], after[k])]
+    if changed:
+        _fail(name, "check_inputs_unchanged", f"the call changed the user's {changed}")
 
 
 @contextlib.contextmanager
@@ -415,7 +466,7 @@ def check_backend(problem: Problem, name: str, case: Case, backend: str = "local
 CHECKS: dict[str, Callable[[Problem, str, Case], None]] = {
     "values": check_values, "pairwise": check_pairwise, "sign": check_sign,
     "refuses_nonfinite": check_refuses_nonfinite, "determinism": check_determinism, "options": check_options,
-    "backend": check_backend,
+    "inputs_unchanged": check_inputs_unchanged, "backend": check_backend,
 }
 
 
@@ -436,6 +487,7 @@ def check_method(name: str, case: Case | None = None, problem: Problem | None = 
     return list(CHECKS)
 
 
-__all__ = ["CHECKS", "Case", "Problem", "check_backend", "check_determinism", "check_method", "check_options",
+__all__ = ["CHECKS", "Case", "Problem", "check_backend", "check_determinism", "check_inputs_unchanged",
+           "check_method", "check_options",
            "check_pairwise", "check_refuses_nonfinite", "check_sign", "check_values", "make_problem",
            "option_defaults", "sign_statistic"]

@@ -78,7 +78,7 @@ def test_every_registered_method_has_a_case():
     assert not stale, f"{stale} are not registered methods: remove them from CASES"
     for name, case in CASES.items():
         if case.sign is None or case.threshold < 0.7 or (METHODS[name].pairwise and case.pairwise is None):
-            assert case.why, f"{name}: say why the sign or the pairwise relation is not checked, or the threshold lowered"
+            assert case.why, f"{name}: say why the sign or pairwise relation is unchecked or the threshold lower"
 
 
 # ---- the ground truth is independent ----------------------------------------------------------------

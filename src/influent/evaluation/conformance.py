@@ -115,8 +115,9 @@ class Problem:
         if model not in self._loo:
             adapter, n = self.models[model], len(self.train)
             subsets = [np.arange(n)] + [np.delete(np.arange(n), i) for i in range(n)]
-            vals = np.asarray(refit_many(adapter, self.train, subsets, TargetValue(Utility(self.valid).prepare(adapter)),
-                                         n_jobs=1, warm_start=True), dtype=np.float64)
+            value = TargetValue(Utility(self.valid).prepare(adapter))
+            vals = np.asarray(refit_many(adapter, self.train, subsets, value, n_jobs=1, warm_start=True),
+                              dtype=np.float64)
             self._loo[model] = vals[1:] - vals[0]
         return self._loo[model]
 
@@ -151,18 +152,22 @@ def _model(problem: Problem, case: Case) -> ModelAdapter:
     return problem.models[case.model]
 
 
-def _score(problem: Problem, name: str, case: Case, *, train: Split | None = None, target: Any = "valid",
+_VALID = object()  # `_score`'s default target: the problem's validation split, for a method that needs a target
+
+
+def _score(problem: Problem, name: str, case: Case, *, train: Split | None = None, target: Any = _VALID,
            fresh: bool = False, **call: Any):
     """`influent.score` of `name` on the problem (the validation split as target when the method needs one).
     The plain call (seed 0, the case's options) is computed once per problem unless `fresh`."""
-    plain = train is None and isinstance(target, str) and not call and not fresh
-    key = (name, METHODS[name].score, case.model, repr(sorted(case.options.items())))  # the function: a test may swap it
+    plain = train is None and target is _VALID and not call and not fresh
+    # keyed by the score function too: a test may swap it for a broken one
+    key = (name, METHODS[name].score, case.model, repr(sorted(case.options.items())))
     if plain and key in problem._scores:
         return problem._scores[key]
     if plain:
         problem._scores[key] = _score(problem, name, case, fresh=True)
         return problem._scores[key]
-    if isinstance(target, str):
+    if target is _VALID:
         target = problem.valid if METHODS[name].needs_target else None
     options = {**case.options, **call.pop("options", {})}
     return score(_model(problem, case), problem.train if train is None else train, target, method=name,
@@ -245,7 +250,8 @@ def check_pairwise(problem: Problem, name: str, case: Case) -> None:
     spec = METHODS[name]
     if spec.pairwise is None:
         if case.pairwise is not None:
-            _fail(name, "check_pairwise", f"the case says pairwise={case.pairwise!r} but the method has no pairwise form")
+            _fail(name, "check_pairwise", f"the case says pairwise={case.pairwise!r}, but the method has no "
+                                          "pairwise form")
         return
     test = problem.valid
     A = np.asarray(attribute(_model(problem, case), problem.train, test, method=name, **case.options))
@@ -266,7 +272,8 @@ def check_pairwise(problem: Problem, name: str, case: Case) -> None:
         values = np.asarray(_score(problem, name, case).values)
         if not _close(A.mean(1), values, 1e-6):
             err = np.abs(A.mean(1) - values).max() / np.abs(values).max()
-            _fail(name, "check_pairwise", f"the score is not the row mean of the pairwise form (max rel. diff {err:.2g})")
+            _fail(name, "check_pairwise", f"the score is not the row mean of the pairwise form "
+                                          f"(max rel. diff {err:.2g})")
 
 
 def sign_statistic(problem: Problem, name: str, case: Case) -> float:
@@ -292,33 +299,41 @@ def check_sign(problem: Problem, name: str, case: Case) -> None:
 
 
 def check_refuses_nonfinite(problem: Problem, name: str, case: Case) -> None:
-    """NaN or infinity in the training features (and in the target's, a split or a `Target`, for a method
-    with a target) is a
-    one-line `InputError` naming it, raised before the method's score function runs. The value is written
-    into a copy of the split's array after the split was built, as an in-place edit of the user's array
-    would (building a split from such an array already fails)."""
+    """NaN or infinity in the training features, in the target's (a split or a `Target`) for a method with a
+    target, and in the test features of `attribute` for a method with a pairwise form, is a one-line
+    `InputError` saying so, raised before the method runs. The value is written into a copy of the split's
+    array after the split was built, as an in-place edit of the user's array would be (building a split from
+    such an array already fails)."""
     def spoiled(split: Split, value: float) -> Split:
         out = Split(split.X.copy(), split.y, split.group, split.ids, split.name, split.columns)
         out.X[len(split) // 2, 1] = value
         return out
 
-    cases = [("training", {"train": spoiled(problem.train, np.nan)}),
-             ("training", {"train": spoiled(problem.train, np.inf)})]
+    model = _model(problem, case)
+    calls_of = {
+        "training": lambda: _score(problem, name, case, train=spoiled(problem.train, np.nan)),
+        "training (inf)": lambda: _score(problem, name, case, train=spoiled(problem.train, np.inf)),
+    }
     if METHODS[name].needs_target:
-        cases += [("target", {"target": spoiled(problem.valid, np.nan)}),
-                  ("target", {"target": Utility(spoiled(problem.valid, -np.inf))})]  # a Target object as well
-    for where, call in cases:
+        calls_of["target"] = lambda: _score(problem, name, case, target=spoiled(problem.valid, np.nan))
+        calls_of["Target object's"] = lambda: _score(problem, name, case,
+                                                     target=Utility(spoiled(problem.valid, -np.inf)))
+    if METHODS[name].pairwise is not None:
+        calls_of["test"] = lambda: attribute(model, problem.train, spoiled(problem.valid, np.nan), method=name,
+                                             **case.options)
+    for where, call in calls_of.items():
         with _watch(name) as calls:
             try:
-                _score(problem, name, case, **call)
+                call()
             except InputError as exc:
                 msg = str(exc)
                 if "\n" in msg or not re.search(r"NaN|infinite", msg):
                     _fail(name, "check_refuses_nonfinite", f"the error for a non-finite {where} feature does not "
                                                            f"say so in one line: {msg!r}")
             except Exception as exc:
-                _fail(name, "check_refuses_nonfinite", f"a non-finite {where} feature raised "
-                                                       f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                _fail(name, "check_refuses_nonfinite",
+                      f"a non-finite {where} feature raised {type(exc).__name__}: {first}")
             else:
                 _fail(name, "check_refuses_nonfinite", f"a non-finite {where} feature was scored without an error")
         if calls:

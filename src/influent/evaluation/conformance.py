@@ -13,13 +13,13 @@ flipped labels) and raises an `AssertionError` naming the method, the check and 
   validation loss (every sample removed and the model refit, `models.refit.refit_many`): a positive rank
   correlation (``Case.sign="loo"``); or, for a method without a signed target, the flipped samples rank lower
   than the clean ones (``Case.sign="flipped"``: the area under the ROC curve of "lowest first");
-- `check_refuses_nonfinite`: NaN or infinity in the training or target features is a one-line `InputError`
-  before the method runs;
+- `check_refuses_nonfinite`: NaN or infinity in the training, target or test features is a one-line
+  `InputError` before the method runs;
 - `check_determinism`: the same seed gives identical values whatever the global random state; another seed
   gives other values exactly when the method is random (``Case.seeded``);
-- `check_options`: every field of the method's options dataclass is documented and listed by
-  ``describe()``; an unknown option is an `InputError` naming it, before the method runs; every option
-  given at its documented default gives the values of the call without it;
+- `check_options`: every field of the method's options dataclass is documented, listed by ``describe()``
+  and saved in the scores' settings; an unknown option is an `InputError` naming it, before the method
+  runs; every option given at its documented default gives the values of the call without it;
 - `check_inputs_unchanged`: the user's splits, model (state, training mode) and checkpoints are left as they
   were;
 - `check_backend`: a backend's values equal the in-process ones ("local": with an on-disk gradient store).
@@ -427,9 +427,9 @@ def option_defaults(name: str) -> dict[str, Any]:
 
 
 def check_options(problem: Problem, name: str, case: Case) -> None:
-    """Every option is documented and listed; an unknown one is refused by name before any work; every
-    option given explicitly at its documented default gives the values of the call without it (an option
-    only another variant of the method reads is refused after the run, by design, and left out)."""
+    """Every option is documented, listed and saved with the scores; an unknown one is refused by name before
+    any work; every option given explicitly at its documented default gives the values of the call without it
+    (an option only another variant of the method reads is refused after the run, by design, and left out)."""
     spec = METHODS[name]
     names = [f.name for f in fields(spec.options)]
     listed = [row["name"] for row in spec.options.describe()]
@@ -449,7 +449,11 @@ def check_options(problem: Problem, name: str, case: Case) -> None:
             _fail(name, "check_options", f"the unknown option {unknown!r} was accepted")
     if calls:
         _fail(name, "check_options", "the method ran before the unknown option was refused")
-    base = np.asarray(_score(problem, name, case).values)
+    plain = _score(problem, name, case)
+    unsaved = [k for k in names if k != "checkpoints" and k not in plain.settings]
+    if unsaved:
+        _fail(name, "check_options", f"options not saved in the scores' settings: {unsaved}")
+    base = np.asarray(plain.values)
     given = {**option_defaults(name), **case.options}
     try:
         explicit = _score(problem, name, case, options=given)
@@ -457,7 +461,7 @@ def check_options(problem: Problem, name: str, case: Case) -> None:
         m = re.search(r"does not take option\(s\) (\[.*\])$", str(exc))
         unread = ast.literal_eval(m.group(1)) if m else None
         if not unread or not set(unread) <= set(names) - set(case.options):
-            raise
+            _fail(name, "check_options", f"the options at their documented defaults are refused: {exc}")
         explicit = _score(problem, name, case, options={k: v for k, v in given.items() if k not in unread})
     if not np.array_equal(np.asarray(explicit.values), base):
         _fail(name, "check_options", "the options given at their documented defaults change the values")

@@ -6,6 +6,7 @@ method without an entry fails every test with a message saying to add one.
 """
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ from influent.methods import METHODS
 CASES: dict[str, Case] = {
     "random": Case(sign=None, seeded=True, why="no orientation: seeded standard normal draws, the reference "
                                                "every method must beat"),
-    "loo": Case(),
+    "loo": Case(network=False, why="retrains the model: a network adds only refits"),
     "diffin": Case(model="recorded", options={"batch_size": 16}, seeded=True),  # proxy batches < n: random
     "self-diffin": Case(model="recorded", options={"batch_size": 16}, sign="flipped", seeded=True),
     "ip-ensemble": Case(options={"rate": 0.1}, seeded=True, pairwise="mean"),  # 1% of 5 parameters: none dropped
@@ -47,10 +48,10 @@ CASES: dict[str, Case] = {
     "outlier": Case(sign="flipped", seeded=True,  # Isolation Forest
                     why="pairwise form: per-class forests scoring the test gradients [OGA], not the score's forest"),
     "tmc-shapley": Case(options={"permutations": 5, "utility": "target", "empty_utility": -math.log(2)},
-                        threshold=0.2, seeded=True,
+                        threshold=0.2, seeded=True, network=False,
                         why="Monte Carlo (5 permutations: 0.28-0.55 over seeds 0-5), and Shapley values are not "
                             "LOO effects; utility = minus the validation loss, the empty set's that of the "
-                            "uniform prediction (log 2)"),
+                            "uniform prediction (log 2); retrains the model: a network adds only refits"),
     "unrolled": Case(model="recorded", pairwise="mean", permutable=False),  # replays the recorded batches
 }
 
@@ -77,7 +78,8 @@ def test_every_registered_method_has_a_case():
     assert not missing, f"add {missing} to CASES in tests/test_conformance.py"
     assert not stale, f"{stale} are not registered methods: remove them from CASES"
     for name, case in CASES.items():
-        if case.sign is None or case.threshold < 0.7 or (METHODS[name].pairwise and case.pairwise is None):
+        if case.sign is None or case.threshold < 0.7 or not case.network or \
+                (METHODS[name].pairwise and case.pairwise is None):
             assert case.why, f"{name}: say why the sign or pairwise relation is unchecked or the threshold lower"
 
 
@@ -166,6 +168,16 @@ def test_cli_lists_every_option(name, capsys):
     assert code == 0, err
     for opt, default in conf.option_defaults(name).items():
         assert f"  {opt} (" in out and f"default {default!r})" in out, f"{name}: option {opt} not listed"
+
+
+@pytest.mark.parametrize("check", conf.NETWORK_CHECKS)
+@pytest.mark.parametrize("name", NAMES)
+def test_on_a_network(problem, name, check):
+    """The checks without ground truth on a small tanh MLP (non-convex: the default curvature, the last layer)."""
+    case = case_of(name)
+    if not case.network:
+        pytest.skip(case.why)
+    conf.CHECKS[check](problem, name, replace(case, model="mlp"))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

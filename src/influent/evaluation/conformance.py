@@ -34,7 +34,7 @@ import ast
 import contextlib
 import re
 import tempfile
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -51,7 +51,7 @@ from ..models.base import ModelAdapter
 from ..models.refit import TargetValue, refit_many
 from ..targets import Utility
 
-MODELS = ("logistic", "recorded")
+MODELS = ("logistic", "recorded", "mlp")
 SIGNS = ("loo", "flipped", None)
 PAIRWISE = ("mean", "column", None)
 
@@ -60,9 +60,9 @@ PAIRWISE = ("mean", "column", None)
 class Case:
     """How a method runs in the conformance checks.
 
-    model : "logistic" (`SklearnLogistic` at its optimum) or "recorded" (a linear torch model trained by
+    model : "logistic" (`SklearnLogistic` at its optimum), "recorded" (a linear torch model trained by
         full-batch SGD with recorded checkpoints and a training record: the methods that read the training
-        run)
+        run) or "mlp" (the same for a 4-5-2 tanh network: non-convex)
     options : the method's options on the tiny problem (e.g. fewer Monte Carlo permutations)
     sign : "loo" (values rank-correlate with the leave-one-out effect), "flipped" (flipped labels rank low:
         a method without a signed target, or whose values are minus an unsigned magnitude), or None (no
@@ -72,6 +72,8 @@ class Case:
     pairwise : how the pairwise form relates to the score: "column" (column j of ``attribute(..., test)`` is
         the score with target ``test.subset([j])``), "mean" (that, and the row mean is the score with target
         `test`: a method linear in the target's gradient), or None (no relation promised: say why)
+    network : run the checks without ground truth (values, pairwise, determinism, inputs unchanged) on the
+        "mlp" model as well (`NETWORK_CHECKS`; False: say why, e.g. a method that only refits)
     permutable : the method scores the training split in another row order (False: it needs the very split
         the model was fitted on, e.g. to replay training, and refuses another order with an `InputError`)
     why : the reason for a lower threshold or for ``sign=None``
@@ -84,6 +86,7 @@ class Case:
     seeded: bool = False
     pairwise: str | None = None
     permutable: bool = True
+    network: bool = True
     why: str = ""
 
     def __post_init__(self) -> None:
@@ -98,7 +101,7 @@ class Problem:
     train : (n, d) training split, ids a permutation of 100..100+n-1 (not 0..n-1: ids must travel)
     valid : (n_valid, d) clean validation split (the target)
     flipped : positions of the training samples whose label was flipped
-    models : "logistic" and "recorded" (see `Case.model`), fitted on `train`
+    models : "logistic", "recorded" and "mlp" (see `Case.model`), fitted on `train`
     """
 
     train: Split
@@ -124,7 +127,8 @@ class Problem:
 
 def make_problem(seed: int = 0, n: int = 40, n_valid: int = 40, d: int = 4, n_flipped: int = 4) -> Problem:
     """The conformance problem: x ~ N(0, I_d), y = [x . w + 0.3 noise > 0] with w = (2, -1, 0.5, 0, ...),
-    `n_flipped` training labels flipped; float64 models (a few tenths of a second to build)."""
+    `n_flipped` training labels flipped; float64 models (a few tenths of a second to build): the torch
+    models are trained by 60 full-batch SGD steps (lr 0.5, weight decay 1e-2), checkpoints every 10."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n + n_valid, d))
     w = np.zeros(d)
@@ -138,13 +142,16 @@ def make_problem(seed: int = 0, n: int = 40, n_valid: int = 40, d: int = 4, n_fl
     state = torch.get_rng_state()
     try:
         torch.manual_seed(seed)
-        net = torch.nn.Linear(d, 2).double()
+        nets = {"recorded": torch.nn.Linear(d, 2).double(),
+                "mlp": torch.nn.Sequential(torch.nn.Linear(d, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2)).double()}
     finally:
         torch.set_rng_state(state)
-    recorded = TorchAdapter(net, weight_decay=1e-2, fitted=False,
-                            train=TrainConfig(optimizer="sgd", lr=0.5, epochs=60, seed=seed))
-    recorded.fit(train, recorder=TrainingRecorder(every=10))
-    return Problem(train, valid, flipped, {"logistic": logistic, "recorded": recorded})
+    models: dict[str, ModelAdapter] = {"logistic": logistic}
+    for kind, net in nets.items():
+        models[kind] = TorchAdapter(net, weight_decay=1e-2, fitted=False,
+                                    train=TrainConfig(optimizer="sgd", lr=0.5, epochs=60, seed=seed))
+        models[kind].fit(train, recorder=TrainingRecorder(every=10))
+    return Problem(train, valid, flipped, models)
 
 
 # ---- running a method ---------------------------------------------------------------------------------
@@ -489,9 +496,12 @@ CHECKS: dict[str, Callable[[Problem, str, Case], None]] = {
 }
 
 
+NETWORK_CHECKS = ("values", "pairwise", "determinism", "inputs_unchanged")  # also run on "mlp" (`Case.network`)
+
+
 def check_method(name: str, case: Case | None = None, problem: Problem | None = None) -> list[str]:
-    """Run every check of `CHECKS` on the registered method `name`; returns the names of the checks run,
-    or raises the first failure's `AssertionError`.
+    """Run every check of `CHECKS` on the registered method `name` (and those of `NETWORK_CHECKS` on the "mlp"
+    model when ``case.network``); returns the names of `CHECKS`, or raises the first failure's `AssertionError`.
 
     case : how the method runs (default `Case()`: the logistic model, the leave-one-out sign for a method
         with a target, the flipped-label sign without one)
@@ -503,10 +513,14 @@ def check_method(name: str, case: Case | None = None, problem: Problem | None = 
     problem = make_problem() if problem is None else problem
     for check in CHECKS.values():
         check(problem, name, case)
+    if case.network and case.model != "mlp":
+        net = replace(case, model="mlp")
+        for check in NETWORK_CHECKS:
+            CHECKS[check](problem, name, net)
     return list(CHECKS)
 
 
-__all__ = ["CHECKS", "Case", "Problem", "check_backend", "check_determinism", "check_inputs_unchanged",
+__all__ = ["CHECKS", "NETWORK_CHECKS", "Case", "Problem", "check_backend", "check_determinism", "check_inputs_unchanged",
            "check_method", "check_options",
            "check_pairwise", "check_refuses_nonfinite", "check_sign", "check_values", "make_problem",
            "option_defaults", "sign_statistic"]

@@ -173,8 +173,14 @@ def check_features(X: Any, name: str = "features") -> np.ndarray:
         raise InputError(f"{name}: expected shape (n_samples, n_features...), got {arr.shape}")
     if arr.shape[0] == 0:
         raise InputError(f"{name}: the set is empty (0 samples)")
+    return check_finite(arr, name)
+
+
+def check_finite(arr: np.ndarray, name: str = "features") -> np.ndarray:
+    """`arr` (n, ...) if every value is finite, else "`name`: NaN or infinite value at row i, column j" (the
+    first such entry, the features flattened per row)."""
     if not np.all(np.isfinite(arr)):
-        bad = np.argwhere(~np.isfinite(arr.reshape(arr.shape[0], -1)))[0]
+        bad = np.argwhere(~np.isfinite(np.reshape(arr, (arr.shape[0], -1))))[0]
         raise InputError(f"{name}: NaN or infinite value at row {bad[0]}, column {bad[1]}")
     return arr
 

@@ -24,7 +24,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..data import Split
-from ..data.validate import (InputError, check_at_least_two_classes, check_choice, check_known_labels,
+from ..data.validate import (InputError, check_at_least_two_classes, check_choice, check_finite, check_known_labels,
                              class_codes)
 
 # torch's forward-mode AD (used for Hessian- and Gauss-Newton-vector products) loads decompositions written
@@ -122,7 +122,8 @@ class ModelAdapter:
 
     def check_split(self, split: Split) -> None:
         """Raise a one-line `InputError` unless the fitted model can take `split` (its features, labels it
-        knows)."""
+        knows); also its features, which may have been edited in place since the split was built."""
+        check_finite(split.X, f"{split.name}: features")
         self._check_labels(split)
         if self.module is not None:
             self._probe(split)

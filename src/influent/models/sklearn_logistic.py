@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from ..data import Split
-from ..data.validate import InputError, check_number, check_shape
+from ..data.validate import InputError, check_finite, check_number, check_shape
 from .base import ModelAdapter
 
 
@@ -95,7 +95,8 @@ class SklearnLogistic(ModelAdapter):
         return self
 
     def check_split(self, split: Split) -> None:
-        """Labels the model knows, and the fitted number of feature columns (from the shapes alone)."""
+        """Finite features, labels the model knows, and the fitted number of feature columns (from the shapes)."""
+        check_finite(split.X, f"{split.name}: features")
         self._check_labels(split)
         if self.module is not None:
             check_shape(split.X, (None, self.module.in_features), f"{split.name}: features")

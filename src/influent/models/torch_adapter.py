@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..data import Split
-from ..data.validate import InputError, check_number
+from ..data.validate import InputError, check_finite, check_number
 from .base import ModelAdapter
 from .training import TrainConfig, TrainingRecorder, train_torch
 
@@ -97,8 +97,9 @@ class TorchAdapter(ModelAdapter):
 
     def check_split(self, split: Split) -> None:
         """Check that the module's output size fits the labels of `split` (and infer the classes when the
-        module has no final linear layer); one-line `InputError` otherwise."""
+        module has no final linear layer), and that its features are finite; one-line `InputError` otherwise."""
         self._require_fitted()
+        check_finite(split.X, f"{split.name}: features")
         out = self._probe(split)
         if self.loss == "mse":
             return

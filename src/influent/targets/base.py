@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from ..data import Split
+from ..data.validate import check_finite
 from ..grads.per_sample import flatten
 from ..models.base import ModelAdapter, Params
 
@@ -26,6 +27,9 @@ class Target:
         self.prepared_for_: str | None = None
 
     def prepare(self, adapter: ModelAdapter) -> "Target":
+        """Fix the target against the trained `adapter`; a one-line `InputError` if the target's features are
+        not finite (e.g. edited in place after its split was built)."""
+        check_finite(self.valid.X, f"{self.valid.name}: features")
         self.prepared_for_ = adapter.fingerprint()
         return self
 

@@ -126,3 +126,17 @@ def test_gradient_source_follows_the_model_device(projection, method):
     for out, shape in ((src.dot(V), (50, 2)), (src.sq_norms(), (50,)), (src.gram(other), (50, 50)),
                        (src.matrix(), (50, k))):
         assert out.device.type == "meta" and tuple(out.shape) == shape
+
+
+@pytest.mark.parametrize("loss,K", [("cross_entropy", 3), ("bce", 1), ("mse", 2)])
+def test_closed_form_output_gradient_equals_autograd(loss, K):
+    """`models.base.output_grad` (the factorised path's delta when the analysed layer is the output layer)
+    equals autograd of the per-sample loss with respect to the outputs."""
+    from influent.models.base import loss_from_outputs, output_grad
+
+    g = torch.Generator().manual_seed(0)
+    out = torch.randn(7, K, generator=g, dtype=torch.float64, requires_grad=True)
+    t = {"cross_entropy": torch.randint(0, K, (7,), generator=g), "bce": torch.randint(0, 2, (7,), generator=g).double(),
+         "mse": torch.randn(7, K, generator=g, dtype=torch.float64)}[loss]
+    auto, = torch.autograd.grad(loss_from_outputs(loss, out, t).sum(), out)
+    assert torch.allclose(output_grad(loss, out.detach(), t), auto, atol=1e-14)

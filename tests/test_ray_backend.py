@@ -141,6 +141,21 @@ def test_methods_that_cannot_distribute_refuse_ray_in_one_line(small_mlp, digits
         inf.score(small_mlp, train, valid, method="ip", backend="ray", backend_options={"worker": 2})
 
 
+def test_every_method_that_distributes_equals_the_local_backend(cluster):
+    """The conformance suite's backend check (`evaluation.conformance.check_backend`) with "ray", over every
+    registered method that does not declare itself local-only (`MethodSpec.local_only`), on its tiny problem."""
+    from test_conformance import case_of
+
+    from influent.evaluation import conformance as conf
+    from influent.methods import METHODS
+
+    problem = conf.make_problem()
+    names = METHODS.names(lambda s: not s.local_only)
+    assert len(names) >= 12
+    for name in names:
+        conf.check_backend(problem, name, case_of(name), "ray", {"shards": 3})
+
+
 def test_unknown_backend_is_a_one_line_error(small_mlp, digits_small):
     train, valid = digits_small
     with pytest.raises(InputError, match="unknown backend 'spark'"):

@@ -21,6 +21,7 @@ again and takes whichever copy finishes first (no hang); a failure that persists
 from __future__ import annotations
 
 import os
+import socket
 import time
 import weakref
 from pathlib import Path
@@ -144,6 +145,7 @@ class RayExecutor:
         self._shard_refs: list[Any] | None = None
         self._puts: dict[int, tuple[Any, Any]] = {}  # id(object) -> (object, ref): each sent once
         self.ray = ray
+        self._gcs = _gcs_address(ray)
         self._check_cluster()
 
     # ---- the executor protocol ------------------------------------------------------------------------------
@@ -181,8 +183,13 @@ class RayExecutor:
 
     # ---- internals --------------------------------------------------------------------------------------------
     def _check_cluster(self) -> None:
-        """One task on the cluster imports the shipped influent: else one line, before any work."""
+        """One task on the cluster imports the shipped influent: else one line, before any work (once per Ray
+        session of this process)."""
         import influent
+
+        session = _session(self.ray)
+        if session in _CHECKED:
+            return
 
         f = self.ray.remote(_version).options(num_cpus=1, max_retries=0)
         try:
@@ -192,6 +199,7 @@ class RayExecutor:
             raise ClusterError(f"the Ray cluster cannot run influent {influent.__version__}: {line}") from None
         if version != influent.__version__:
             raise ClusterError(f"the Ray workers import influent {version}, the driver runs {influent.__version__}")
+        _CHECKED.add(session)
 
     def _shards(self) -> list[Any]:
         """The shards' object references: put once per split and shard count in this process (a later call on
@@ -231,6 +239,7 @@ class RayExecutor:
             while not done.all():
                 ready, _ = ray.wait(list(owner), num_returns=1, timeout=min(1.0, self.task_timeout))
                 if not ready:
+                    self._check_head()
                     if time.monotonic() - last < self.task_timeout:
                         continue
                     rounds += 1
@@ -260,6 +269,18 @@ class RayExecutor:
             ray.cancel(ref, force=True)
         return results
 
+    def _check_head(self, tries: int = 3) -> None:
+        """A `ClusterError` when the head node's control store (GCS) no longer answers: Ray itself would end
+        this process a minute later with its own log line."""
+        host, _, port = self._gcs.rpartition(":")
+        for k in range(tries):
+            try:
+                with socket.create_connection((host, int(port)), timeout=1.0):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise ClusterError(f"lost the Ray head node at {self._gcs}: its control store does not answer")
+
     def _get(self, ref: Any) -> Any:
         """ray.get of one task: the task's own error as itself (an InputError stays one line), Ray's failures
         after every retry as one `ClusterError`."""
@@ -276,7 +297,16 @@ class RayExecutor:
             raise ClusterError(f"a Ray task failed (after up to {self.retries} retries): {line}") from None
 
 
+_CHECKED: set[str] = set()  # Ray sessions whose workers were checked to run this influent
 _SHARDS: dict[tuple, tuple[Any, list[Any], str]] = {}  # (id(split), bounds) -> (weakref, refs, Ray session)
+
+
+def _gcs_address(ray: Any) -> str:
+    """host:port of the attached cluster's control store (GCS)."""
+    try:
+        return str(ray._private.worker.global_worker.node.gcs_address)
+    except AttributeError:  # pragma: no cover - a Ray without this attribute: the address given
+        return os.environ.get("RAY_ADDRESS", "127.0.0.1:6379")
 
 
 def _session(ray: Any) -> str:

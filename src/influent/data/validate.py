@@ -179,6 +179,8 @@ def check_features(X: Any, name: str = "features") -> np.ndarray:
 def check_finite(arr: np.ndarray, name: str = "features") -> np.ndarray:
     """`arr` (n, ...) if every value is finite, else "`name`: NaN or infinite value at row i, column j" (the
     first such entry, the features flattened per row)."""
+    if arr.dtype.kind in "biu" or (arr.dtype.kind == "f" and np.isfinite(np.sum(arr))):
+        return arr  # NaN and inf propagate through a sum: a finite sum means every entry is finite (one pass)
     if not np.all(np.isfinite(arr)):
         bad = np.argwhere(~np.isfinite(np.reshape(arr, (arr.shape[0], -1))))[0]
         raise InputError(f"{name}: NaN or infinite value at row {bad[0]}, column {bad[1]}")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..data.validate import InputError
-from ..models.base import ModelAdapter, loss_from_outputs
+from ..models.base import ModelAdapter, loss_from_outputs, output_grad
 
 
 @dataclass
@@ -121,9 +121,12 @@ def factors(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor,
     try:
         with torch.enable_grad():
             out = module(X.detach())
-            losses = loss_from_outputs(adapter.loss, out, t)
             outs = [store[n][1] for n in layers]
-            deltas = torch.autograd.grad(losses.sum(), outs)
+            if all(o is out for o in outs):  # the analysed layer gives the model's output: delta in closed form
+                deltas = [output_grad(adapter.loss, out.detach(), t)] * len(outs)
+            else:
+                losses = loss_from_outputs(adapter.loss, out, t)
+                deltas = torch.autograd.grad(losses.sum(), outs)
     finally:
         for h in handles:
             h.remove()

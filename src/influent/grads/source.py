@@ -238,6 +238,27 @@ class GradientSource:
         return self.matrix().cpu().numpy()
 
 
+def weighted_sum(split: Split, terms: list[tuple[ModelAdapter, torch.Tensor | None, float]], chunk_size: int = 512,
+                 method: str = "auto", projection: dict | Projection | None = None) -> torch.Tensor:
+    """(n,) sum_k w_k g_i(adapter_k) . V_k over `terms` of (adapter_k, V_k (p,) or None, w_k); V_k None means
+    |g_i(adapter_k)|^2 (TracIn's sums over checkpoints). In this process: one pass per term; when an executor
+    distributes `split`, one shard kernel computes every term, so the checkpoints travel once."""
+    if not terms:
+        raise InputError("weighted_sum needs at least one term")
+    first = terms[0][0]
+    ex = sharding(split)
+    if ex is not None:
+        spec = SourceSpec(chunk_size, method, projection)
+        payload = (spec, [(a, None if V is None else V.detach().to(a.dtype).cpu().numpy(), float(w)) for a, V, w in terms])
+        parts = ex.map_shards(_k_weighted_sum, None, split, payload)
+        return torch.as_tensor(np.concatenate(parts)).to(device=first.device, dtype=first.dtype)
+    total = torch.zeros(len(split), dtype=first.dtype, device=first.device)
+    for a, V, w in terms:
+        src = GradientSource(a, split, chunk_size, None, method, None, projection)
+        total += w * (src.sq_norms() if V is None else src.dot(V))
+    return total
+
+
 # ---- shard kernels ------------------------------------------------------------------------------------------
 # What a `GradientSource` runs on each shard of the split when an executor distributes it (`data.executor`):
 # each takes (adapter, shard, payload) and returns a small numpy array -- per-sample products or norms, never
@@ -292,3 +313,14 @@ def _k_map_rows(adapter: ModelAdapter, shard: Split, payload: tuple[SourceSpec, 
 def _k_rows(adapter: ModelAdapter, shard: Split, spec: SourceSpec) -> np.ndarray:
     """(B, p) gradients of the shard: the one kernel whose result is per-sample gradients."""
     return _np(spec.source(adapter, shard).matrix())
+
+
+def _k_weighted_sum(_: Any, shard: Split, payload: tuple[SourceSpec, list]) -> np.ndarray:
+    """(B,) `weighted_sum` of the shard's rows over every (adapter, V or None, weight) term."""
+    spec, terms = payload
+    total = None
+    for a, V, w in terms:
+        src = spec.source(a, shard)
+        part = w * (src.sq_norms() if V is None else src.dot(torch.as_tensor(V)))
+        total = part if total is None else total + part
+    return _np(total)

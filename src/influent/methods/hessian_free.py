@@ -51,11 +51,11 @@ def inner_product_pairwise(job: Job, test: Split) -> np.ndarray:
 def tracin(job: Job) -> Result:
     """TracIn: raw = sum_c eta_c g_z(theta_c) . grad f(theta_c) over recorded checkpoints; values = raw."""
     target = job.need_target("tracin")
-    total = torch.zeros(len(job.train), dtype=job.adapter.dtype, device=job.adapter.device)
+    terms = []
     for ck in job.checkpoints("tracin"):
         at = job.adapter.with_params(ck.params)
-        total += ck.lr * job.source(at, job.train).dot(target.grad(at))
-    v = to_numpy(total)
+        terms.append((at, target.grad(at), ck.lr))
+    v = to_numpy(job.weighted_sum(terms))
     return Result(v, v)
 
 
@@ -83,8 +83,6 @@ def self_tracin(job: Job) -> Result:
     if job.options.over == "final":
         r = to_numpy(job.source().sq_norms())
         return Result(-r, r)
-    total = torch.zeros(len(job.train), dtype=job.adapter.dtype, device=job.adapter.device)
-    for ck in job.checkpoints("self-tracin"):
-        total += ck.lr * job.source(job.adapter.with_params(ck.params), job.train).sq_norms()
-    r = to_numpy(total)
+    terms = [(job.adapter.with_params(ck.params), None, ck.lr) for ck in job.checkpoints("self-tracin")]
+    r = to_numpy(job.weighted_sum(terms))
     return Result(-r, r)

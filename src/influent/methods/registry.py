@@ -14,7 +14,7 @@ from ..curvature.policy import default_solver, fit_solver, fit_solver_in  # noqa
 from ..data import Split
 from ..data.registry import Registry, first_sentence
 from ..data.validate import InputError
-from ..grads.source import GradientSource, Progress
+from ..grads.source import GradientSource, Progress, weighted_sum
 from ..models.base import ModelAdapter
 from ..models.training import Checkpoint
 from ..targets import Target
@@ -57,6 +57,12 @@ class Job:
         return GradientSource(adapter or self.adapter, split or self.train, self.chunk_size,
                               self.store if fitted else None, getattr(self.options, "grad_method", "auto"),
                               self.progress if fitted else None, getattr(self.options, "projection", None))
+
+    def weighted_sum(self, terms: list[tuple[ModelAdapter, torch.Tensor | None, float]]) -> torch.Tensor:
+        """(n,) sum_k w_k g_i(adapter_k) . V_k over the training split (V_k None: |g_i(adapter_k)|^2), with this
+        job's gradient path and projection (`grads.source.weighted_sum`: one shard kernel when distributed)."""
+        return weighted_sum(self.train, terms, self.chunk_size, getattr(self.options, "grad_method", "auto"),
+                            getattr(self.options, "projection", None))
 
     def solver(self) -> Solver:
         """The curvature solver named by the options `solver`, `damping`, `solver_options` (`SolverOptions`),

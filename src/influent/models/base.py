@@ -50,6 +50,26 @@ def loss_from_outputs(kind: str, out: torch.Tensor, t: torch.Tensor) -> torch.Te
     raise AssertionError(kind)  # unreachable: every loss in LOSSES returned above
 
 
+def output_grad(kind: str, out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(B, ...) d loss_i / d out_i in closed form, the shape of `out` (what autograd of `loss_from_outputs`
+    gives): softmax(out) - onehot(t) for cross-entropy, sigmoid(z) - t for bce, out - t for mse."""
+    if kind == "cross_entropy":
+        g = torch.softmax(out, dim=-1)
+        if t.dtype.is_floating_point:  # class probabilities as targets
+            return g - t.to(g.dtype)
+        g[torch.arange(out.shape[0], device=out.device), t] -= 1
+        return g
+    if kind == "bce":
+        z = out.reshape(out.shape[0], -1)
+        g = torch.zeros_like(z)
+        g[:, 0] = torch.sigmoid(z[:, 0]) - t.to(z.dtype)
+        return g.reshape(out.shape)
+    if kind == "mse":
+        return out - t.reshape(out.shape).to(out.dtype)
+    check_choice(kind, LOSSES, "loss")
+    raise AssertionError(kind)
+
+
 def probabilities(kind: str, out: torch.Tensor) -> torch.Tensor:
     """Class probabilities (B, K) from outputs; for mse the outputs themselves."""
     if kind == "cross_entropy":

@@ -260,9 +260,11 @@ def case_head(cluster: OperatorCluster, tmp: Path) -> list[dict]:
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     t0 = time.time()
-    while time.time() - t0 < 300 and not any("score (" in x for x in err_lines):  # the scoring step began
+    while time.time() - t0 < 300 and p.poll() is None:  # until a worker runs a shard kernel: the scoring began
+        if subprocess.run(["pgrep", "-f", "ray::_run_kernel"], capture_output=True).returncode == 0:
+            break
         time.sleep(0.2)
-    time.sleep(5)
+    time.sleep(2)
     killed_at = time.time()
     cluster.kill_node(0)
     try:

@@ -38,3 +38,23 @@ def test_cli_unknown_backend_exits_2_with_one_line(tmp_path, capsys):
               "--backend", "spark", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and "unknown backend 'spark'" in err and len(err.splitlines()) == 1
+
+
+def test_cli_ray_address_without_the_ray_backend_and_local_backend_options_are_one_line_errors(tmp_path, capsys,
+                                                                                             small_mlp, digits_small):
+    import numpy as np
+    import pandas as pd
+
+    from helpers import run_cli
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(40, 3)), columns=["a", "b", "c"])
+    df["y"] = (df.a > 0).astype(int)
+    df.to_csv(tmp_path / "d.csv", index=False)
+    code, _, err = run_cli(["score", "--train", tmp_path / "d.csv", "--valid", tmp_path / "d.csv", "--label", "y",
+                            "--ray-address", "10.0.0.1:6379", "--out", tmp_path / "out"], capsys)
+    assert code == 2 and "--ray-address needs --backend ray" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    train, valid = digits_small
+    with pytest.raises(InputError, match="backend 'local' takes no backend_options"):
+        inf.score(small_mlp, train, valid, method="ip", backend_options={"workers": 2})

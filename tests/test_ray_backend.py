@@ -84,12 +84,15 @@ def test_a_node_lost_mid_run_changes_nothing(small_mlp, digits_small):
         ray.init(address=c.address, runtime_env={"env_vars": env}, log_to_driver=False)
         c.wait_for_nodes()
         ex = RayExecutor(train, shards=8, task_timeout=60)
-        threading.Timer(2.5, lambda: c.remove_node(node, allow_graceful=False)).start()
+        timer = threading.Timer(2.5, lambda: c.remove_node(node, allow_graceful=False))
+        timer.start()
         out = ex.map_shards(_slow_kernel, small_mlp, train, 1.0)
+        timer.join()
         want = [np.asarray(train.y[a:a + 2], dtype=np.float64) for a in ex.bounds[:-1]]
         assert all(np.array_equal(o, w) for o, w in zip(out, want))
         assert len(ex.describe()["nodes"]) >= 1
     finally:
+        timer.cancel() if "timer" in locals() else None
         ray.shutdown()
         c.shutdown()
 

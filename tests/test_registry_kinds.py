@@ -69,7 +69,7 @@ def test_registered_entries_build_what_the_names_stand_for():
 
     assert isinstance(make_solver("cg", tol=1e-6), CGSolver) and make_solver("cg", tol=1e-6).tol == 1e-6
     assert isinstance(make_target("utility", SPLIT), Utility)
-    assert BACKENDS["local"].load().prepare is not None
+    assert BACKENDS["local"].executor(SPLIT) is None  # local: no executor, the in-process code runs
     # a strategy entry shows its function's signature, so option checks and `valid` detection see it
     assert "valid" in inspect.signature(STRATEGIES["iv"]).parameters
     with pytest.raises(inf.InputError, match="strategy 'bald' has no option 'memebrs'; its options: \\['members'"):

@@ -63,6 +63,8 @@ def connect(address: str | None = None) -> Any:
     import threading
 
     address = address or os.environ.get("RAY_ADDRESS") or None
+    _probe(address)
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray's C++ warnings stay out of the user's terminal
     main = threading.current_thread() is threading.main_thread()
     before = signal.getsignal(signal.SIGTERM) if main else None
     try:
@@ -73,6 +75,19 @@ def connect(address: str | None = None) -> Any:
         if main and before is not None:  # ray.init replaces SIGTERM's handler (exit 15): the caller's stays
             signal.signal(signal.SIGTERM, before)
     return ray
+
+
+def _probe(address: str | None, timeout: float = 5.0) -> None:
+    """A `ClusterError` when `address` (host:port) does not accept a connection: ray.init would retry for
+    minutes, printing Ray's own log lines."""
+    if not address or "://" in address or address == "auto" or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return
+    except (OSError, ValueError) as exc:
+        raise ClusterError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
 
 
 def _node() -> str:
@@ -310,9 +325,11 @@ def _gcs_address(ray: Any) -> str:
 
 
 def _session(ray: Any) -> str:
-    """The Ray session this process is attached to (object references die with it)."""
+    """The Ray session this process is attached to (object references die with it): the cluster's control
+    store, its session folder and this driver's job (job ids restart at 1 on every cluster)."""
     try:
-        return str(ray.get_runtime_context().get_job_id())
+        node = ray._private.worker.global_worker.node
+        return f"{node.gcs_address}|{node.session_name}|{ray.get_runtime_context().get_job_id()}"
     except Exception:  # noqa: BLE001
         return ""
 

@@ -80,6 +80,11 @@ class CurvatureContext:
             self._source = GradientSource(self.adapter, self.train, self.chunk_size, self.store)
         return self._source
 
+    @property
+    def distributed(self) -> bool:
+        """Whether the current executor distributes the training split (then `shard_sums` sums over shards)."""
+        return sharding(self.train) is not None
+
     def shard_sums(self, kernel: Callable[..., Any], payload: Any) -> Any:
         """The sum over the training split's shards of ``kernel(adapter, shard, payload)`` (nested dicts of
         arrays: partial sums of curvature statistics) when the current executor distributes the split;
@@ -179,7 +184,7 @@ class CurvatureContext:
         every block of `hvp_block` columns then costs one batched product (see `hvp_mode`)."""
         vec = V.ndim == 1
         V2 = V.reshape(self.p, -1).to(self.dtype)
-        if index is None:  # full-data products: summed over the shards when an executor distributes them
+        if index is None and self.distributed:  # full-data products: summed over the shards
             S = self.shard_sums(_hvp_sum, V2.detach().cpu().numpy())
             if S is not None:
                 out = torch.as_tensor(S).to(dtype=self.dtype, device=self.device) / self.n + self.reg_diag()[:, None] * V2

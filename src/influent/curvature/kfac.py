@@ -345,8 +345,10 @@ class KFACSolver(Solver):
     def _correct(self, ctx: CurvatureContext, cache: list | None) -> None:
         """EK-FAC: the exact GGN's diagonal in the Kronecker eigenbasis (from the cached first pass,
         or a second data pass; distributed: partial sums per shard)."""
-        bases = ({k: v.cpu().numpy() for k, v in self.QA_.items()}, {k: v.cpu().numpy() for k, v in self.QS_.items()})
-        E = ctx.shard_sums(_eigen_sums, (ctx.chunk_size, bases))
+        E = None
+        if ctx.distributed:
+            bases = ({k: v.cpu().numpy() for k, v in self.QA_.items()}, {k: v.cpu().numpy() for k, v in self.QS_.items()})
+            E = ctx.shard_sums(_eigen_sums, (ctx.chunk_size, bases))
         if E is None:
             E = eigen_pass(ctx.adapter, self.layers_, ctx.X, ctx.chunk_size, self.QA_, self.QS_, cache)
         for L in self.layers_:

@@ -212,3 +212,61 @@ def test_members_record_their_own_checkpoints(data):
         for a, b in zip(m.recorder_.checkpoints, rec.checkpoints):
             for n in a.params:
                 torch.testing.assert_close(a.params[n], b.params[n], rtol=0, atol=0)
+
+
+def test_spread_picks_checkpoints_evenly_over_the_whole_run():
+    from types import SimpleNamespace as C
+
+    from influent.api.ensemble import spread
+
+    ck = [C(step=s) for s in range(1, 21)]
+    assert [c.step for c in spread(ck, 4)] == [5, 10, 15, 20]
+    assert [c.step for c in spread(ck[::-1], 1)] == [20]  # sorted by step; the last is the trained model
+    odd = [C(step=s) for s in (3, 6, 9, 12, 14)]  # every 3 steps, plus the run's last step
+    assert [c.step for c in spread(odd, 2)] == [6, 14]
+    assert [c.step for c in spread(odd, 9)] == [3, 6, 9, 12, 14]  # fewer recorded than asked: all of them
+
+
+def test_ensemble_of_models_x_checkpoints_equals_refits_and_checkpoints_by_hand(data):
+    """Ensemble(models=2, checkpoints=4): each refit (seed 3 + s, as ensemble=k) recorded during its own run;
+    the mean over the 2 x 4 gradient products at steps 5, 10, 15, 20 of the 20 full-batch steps."""
+    from influent.api.ensemble import Ensemble
+
+    train, valid = data
+    model = _mlp(epochs=20).fit(train)
+    A = inf.attribute(model, train, valid, "ip", ensemble=Ensemble(models=2, checkpoints=4), seed=3, ensemble_jobs=1)
+    want = []
+    for s in range(2):
+        rec = inf.models.TrainingRecorder(every=1)
+        run = reseeded(model, 3 + s).fit(train, recorder=rec)
+        for ck in rec.checkpoints:
+            if ck.step in (5, 10, 15, 20):
+                at = run.with_params(ck.params)
+                want.append(_grads(at, train, _loss) @ _grads(at, valid, _loss).T)
+    assert len(want) == 8
+    np.testing.assert_allclose(A, np.mean(want, 0), rtol=1e-9, atol=1e-12)
+    s = inf.score(model, train, valid, "ip", ensemble=Ensemble(models=2, checkpoints=4), seed=3, ensemble_jobs=1)
+    assert s.settings["ensemble"]["members"] == 8 and s.settings["ensemble"]["seeds"] == [3, 4]
+    assert model.recorder_ is None and model.train_config.seed == 0  # the user's model is unchanged
+
+
+def test_ensemble_with_one_checkpoint_per_model_is_the_plain_ensemble(data):
+    """checkpoints=1 is the trained model of each refit; with identical members (one model) it is the single
+    refit's attribution."""
+    from influent.api.ensemble import Ensemble
+
+    train, valid = data
+    model = _mlp(epochs=10).fit(train)
+    A = inf.attribute(model, train, valid, "if", ensemble=Ensemble(models=1, checkpoints=1), seed=4, ensemble_jobs=1)
+    np.testing.assert_allclose(A, inf.attribute(reseeded(model, 4).fit(train), train, valid, "if"), rtol=1e-10, atol=1e-14)
+    with pytest.raises(inf.InputError, match="Ensemble.checkpoints"):
+        Ensemble(models=2, checkpoints=0)
+
+
+def test_checkpoint_ensemble_needs_a_model_trained_by_steps(data):
+    from influent.api.ensemble import Ensemble
+
+    train, valid = data
+    logistic = inf.models.SklearnLogistic(C=1.0).fit(train)
+    with pytest.raises(inf.InputError, match="trained by steps"):
+        inf.attribute(logistic, train, valid, "ip", ensemble=Ensemble(models=2, checkpoints=3), ensemble_jobs=1)

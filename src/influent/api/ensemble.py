@@ -9,7 +9,14 @@ part (TRAK, Park et al., 2023, Sec. 3.3 and Fig. 5: the LDS rises with the numbe
   seed ``seed + s`` (initial weights, data order, dropout: `models.refit.reseeded`), run in parallel
   processes by `models.refit.refit_many`;
 - ``ensemble="checkpoints"`` (or a `TrainingRecorder` / list of `Checkpoint`): the recorded checkpoints of
-  one training run, the cheap variant (no extra training; the members are correlated, so it gains less).
+  one training run, the cheap variant (no extra training; the members are correlated, so it gains less);
+- ``ensemble=Ensemble(models=k, checkpoints=n)``: k refits, each contributing n checkpoints spread evenly
+  over its whole training run (`spread`; the last is the trained model), k x n members for k trainings.
+  An influence function at the end of training misses the samples whose gradients vanished once they were
+  fitted; the influence of removing a sample accumulates along the whole trajectory (SOURCE, Bae et al.,
+  2024, Sec. 3: the unrolled response is a sum over training segments of each segment's influence), and
+  TRAK averages over checkpoints too (Park et al., 2023, Sec. 3.3). Chosen by LDS on held-back problems
+  (docs/evaluation.md, "Checkpoints over the whole run").
 
 Each member is scored on its own, with its own curvature, one after another: memory is that of one member
 plus the running sums (`Running`).
@@ -18,6 +25,7 @@ plus the running sums (`Running`).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -28,6 +36,20 @@ from ..models.base import ModelAdapter
 from ..models.refit import Fitted, refit_many
 
 CHECKPOINTS = "checkpoints"
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """An ensemble to build: `models` refits of the user's model kind (seeds ``seed .. seed + models - 1``),
+    each contributing `checkpoints` checkpoints spread evenly over its whole training run (`spread`; 1: the
+    trained model only). Checkpoints need a model trained by steps (the torch adapters)."""
+
+    models: int = 1
+    checkpoints: int = 1
+
+    def __post_init__(self) -> None:
+        check_number(self.models, "Ensemble.models", kind=int, low=1)
+        check_number(self.checkpoints, "Ensemble.checkpoints", kind=int, low=1)
 
 
 class Running:
@@ -85,6 +107,35 @@ def checkpoint_members(model: ModelAdapter, checkpoints: Any = None) -> list[Mod
     return [model.with_params(c.params) for c in ckpts]
 
 
+def spread(checkpoints: Sequence[Any], n: int) -> list[Any]:
+    """n of a run's recorded checkpoints (sorted by step) spread evenly over the run: for i = 1..n the one
+    nearest to step i * T / n, T the last recorded step (so the last is always included; all of them when
+    fewer than n were recorded)."""
+    n = check_number(n, "checkpoints", kind=int, low=1)
+    ckpts = sorted(checkpoints, key=lambda c: c.step)
+    if len(ckpts) <= n:
+        return ckpts
+    steps = np.array([c.step for c in ckpts], dtype=np.float64)
+    T = steps[-1]
+    picked: list[int] = []
+    for i in range(1, n + 1):
+        order = np.argsort(np.abs(steps - i * T / n), kind="stable")
+        picked.append(next(int(j) for j in order if int(j) not in picked))
+    return [ckpts[j] for j in sorted(picked)]
+
+
+def record_every(model: ModelAdapter, train: Split, n: int) -> int:
+    """Steps between recorded checkpoints so that a training run of `model` on `train` records about 4 n of
+    them (enough for `spread` to pick n evenly, few enough to keep in memory)."""
+    cfg = getattr(model, "train_config", None)
+    if cfg is None or not hasattr(model, "fit") or getattr(cfg, "epochs", None) is None:
+        raise InputError("Ensemble(checkpoints=n > 1) needs a model trained by steps (a torch adapter with a "
+                         "TrainConfig); use checkpoints=1")
+    bs = cfg.batch_size or len(train)
+    total = max(1, int(cfg.epochs) * -(-len(train) // bs))
+    return max(1, total // (4 * n))
+
+
 def members_of(model: ModelAdapter | Sequence[ModelAdapter], train: Split, ensemble: Any, *, seed: int,
                n_jobs: int) -> tuple[list[ModelAdapter], dict[str, Any]]:
     """The members that `score`/`attribute` average over, and the description saved with the scores
@@ -108,10 +159,21 @@ def members_of(model: ModelAdapter | Sequence[ModelAdapter], train: Split, ensem
         k = check_number(int(ensemble), "ensemble", kind=int, low=1)
         members = fit_members(model, train, k, seed=seed, n_jobs=n_jobs)
         info: dict[str, Any] = {"kind": "refits", "members": k, "seeds": [seed + s for s in range(k)]}
-    elif ensemble == CHECKPOINTS or hasattr(ensemble, "checkpoints") or isinstance(ensemble, (list, tuple)):
+    elif isinstance(ensemble, Ensemble):
+        if ensemble.checkpoints == 1:
+            members = fit_members(model, train, ensemble.models, seed=seed, n_jobs=n_jobs)
+        else:
+            runs = fit_members(model, train, ensemble.models, seed=seed, n_jobs=n_jobs,
+                               record_every=record_every(model, train, ensemble.checkpoints))
+            members = [e for r in runs for e in checkpoint_members(r, spread(r.recorder_.checkpoints,
+                                                                              ensemble.checkpoints))]
+        info = {"kind": "refits x checkpoints", "members": len(members), "models": ensemble.models,
+                "checkpoints": ensemble.checkpoints, "seeds": [seed + s for s in range(ensemble.models)]}
+    elif isinstance(ensemble, str) and ensemble == CHECKPOINTS or hasattr(ensemble, "checkpoints") or isinstance(ensemble, (list, tuple)):
         members = checkpoint_members(model, None if ensemble == CHECKPOINTS else ensemble)
         info = {"kind": "checkpoints", "members": len(members)}
     else:
-        raise InputError(f"ensemble must be a number of models, 'checkpoints' or a TrainingRecorder, got {ensemble!r}")
+        raise InputError(f"ensemble must be a number of models, an Ensemble(models=, checkpoints=), 'checkpoints' "
+                         f"or a TrainingRecorder, got {ensemble!r}")
     info["build_seconds"] = time.perf_counter() - t0
     return members, info

@@ -412,8 +412,9 @@ def select_ensemble(quick: bool, cache: Path, names: tuple[str, ...] = ("digits-
             if f != 1.0:
                 variant("last 5 epochs", list(range(E - 4, E + 1)), f, "margin")
         spreads = {"5 over the second half": list(range(E, E // 2, -max(1, E // 10)))[:5][::-1],
-                   "10 over the second half": list(range(E, E // 2, -max(1, E // 20)))[:10][::-1],
                    "every epoch of the second half": list(range(E // 2 + 1, E + 1)),
+                   "2 over the whole run": list(range(E, 0, -max(1, E // 2)))[:2][::-1],
+                   "3 over the whole run": list(range(E, 0, -max(1, E // 3)))[:3][::-1],
                    "5 over the whole run": list(range(E, 0, -max(1, E // 5)))[:5][::-1],
                    "10 over the whole run": list(range(E, 0, -max(1, E // 10)))[:10][::-1],
                    "every epoch": list(range(1, E + 1)),
@@ -472,7 +473,7 @@ def members_x_checkpoints(p: Problem, truth: LDSGroundTruth, t_train: float, ks:
 
 
 def trajectory_rows(p: Problem, truth: LDSGroundTruth, t_train: float, ks: tuple[int, ...], cache: Path,
-                    n_ck: int = 5, part: tuple[int, ...] | None = None, method: str = "if",
+                    n_cks: tuple[int, ...] = (3,), part: tuple[int, ...] | None = None, method: str = "if",
                     single: tuple[int, ...] = ()) -> list[dict]:
     """`Ensemble(models=k, checkpoints=n_ck)`: each of the k members expanded into n_ck checkpoints spread over
     its whole run (`api.ensemble.spread` of its per-epoch checkpoints; the last is the trained model), the mean
@@ -508,20 +509,22 @@ def trajectory_rows(p: Problem, truth: LDSGroundTruth, t_train: float, ks: tuple
                 sum(sec for _, _, sec in got))
 
     todo = range(len(members)) if part is None else part
-    for s in todo:
-        mean_of(s, n_ck)
+    for n_ck in n_cks:
+        for s in todo:
+            mean_of(s, n_ck)
     for n in single:
         if part is None or 0 in part:
             mean_of(0, n)
     if part is not None:
         return []
     rows = []
-    per = [mean_of(s, n_ck) for s in range(len(members))]
-    for k in ks:
-        for label, i in (("", 0), (", target=margin", 1)):
-            rows.append(dict(problem=p.name, method=f"influent {method}{label}, Ensemble(models={k}, checkpoints={n_ck})",
-                             models=k, trainings=k, lds=lds_score(np.mean([x[i] for x in per[:k]], 0), truth).score,
-                             seconds=k * t_train + sum(x[2] for x in per[:k])))
+    for n_ck in n_cks:
+        per = [mean_of(s, n_ck) for s in range(len(members))]
+        for k in ks:
+            for label, i in (("", 0), (", target=margin", 1)):
+                rows.append(dict(problem=p.name, method=f"influent {method}{label}, Ensemble(models={k}, checkpoints={n_ck})",
+                                 models=k, trainings=k, lds=lds_score(np.mean([x[i] for x in per[:k]], 0), truth).score,
+                                 seconds=k * t_train + sum(x[2] for x in per[:k])))
     for n in single:
         A, Am, sec = mean_of(0, n)
         for label, M in (("", A), (", target=margin", Am)):
@@ -543,8 +546,8 @@ def main() -> None:
     ap.add_argument("--trak-parts", default="", help="models whose dattri TRAK-1 parts this process computes "
                     "(e.g. 0,1,2: run several processes; a run with all parts cached assembles TRAK-10)")
     ap.add_argument("--checkpoint-members", type=int, default=0, help="also: each model's last N epoch checkpoints")
-    ap.add_argument("--trajectory", type=int, default=0, help="also: Ensemble(models=k, checkpoints=N), each "
-                    "model's N checkpoints spread over its whole run")
+    ap.add_argument("--trajectory", default="", help="also: Ensemble(models=k, checkpoints=N) for these N "
+                    "(e.g. 3,5), each model's N checkpoints spread over its whole run")
     ap.add_argument("--trajectory-part", default="", help="members whose checkpoint attributions this process "
                     "computes (then it prints nothing; a run with all of them cached prints the rows)")
     ap.add_argument("--trajectory-single", default="", help="member 0 alone with these numbers of checkpoints")
@@ -576,7 +579,8 @@ def main() -> None:
         if args.trajectory:
             part = tuple(int(m) for m in args.trajectory_part.split(",") if m) or None
             single = tuple(int(m) for m in args.trajectory_single.split(",") if m)
-            rows += trajectory_rows(p, truth, t_train, ks, cache, args.trajectory, part, single=single)
+            n_cks = tuple(int(n) for n in args.trajectory.split(","))
+            rows += trajectory_rows(p, truth, t_train, ks, cache, n_cks, part, single=single)
             if part is not None:
                 continue
         if not args.no_dattri:

@@ -114,6 +114,18 @@ def test_running_mean_and_stderr_match_numpy():
     np.testing.assert_allclose(r.stderr(), xs.std(0, ddof=1) / np.sqrt(7), rtol=1e-12)
 
 
+def test_running_groups_each_models_checkpoints_into_one_member():
+    """group=3: 4 models x 3 checkpoints; the mean is over all 12, the standard error over the 4 model means."""
+    xs = np.random.default_rng(1).normal(size=(12, 5))
+    r = Running(group=3)
+    for x in xs:
+        r.add(x)
+    per_model = xs.reshape(4, 3, 5).mean(1)
+    assert r.n == 4
+    np.testing.assert_allclose(r.mean, xs.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(r.stderr(), per_model.std(0, ddof=1) / 2, rtol=1e-12)
+
+
 def test_stderr_round_trips_and_old_files_load(tmp_path):
     s = inf.Scores(np.array([0.3, -1.0, 2.0]), "if", np.array([4, 5, 6]), stderr=np.array([0.1, 0.2, 0.0]))
     for name in ("s.parquet", "s.csv"):

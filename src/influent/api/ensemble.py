@@ -54,15 +54,28 @@ class Ensemble:
 
 class Running:
     """Mean and standard error across members of arrays of one shape, accumulated one member at a time
-    (Welford's update; memory: three arrays)."""
+    (Welford's update; memory: three arrays, plus one when `group` > 1).
 
-    def __init__(self) -> None:
+    group : consecutive members that form one model (its checkpoints, `Ensemble(checkpoints=group)`): each
+        model's mean over its group enters the running sums as one member, so the standard error is that of
+        the mean over independent models, not over correlated checkpoints of one run."""
+
+    def __init__(self, group: int = 1) -> None:
+        self.group = check_number(group, "group", kind=int, low=1)
         self.n = 0
         self.mean: np.ndarray | None = None
         self._m2: np.ndarray | None = None
+        self._part: np.ndarray | None = None
+        self._in_part = 0
 
     def add(self, x: np.ndarray) -> None:
         x = np.asarray(x, dtype=np.float64)
+        if self.group > 1:
+            self._part = x.copy() if self._part is None else self._part + x
+            self._in_part += 1
+            if self._in_part < self.group:
+                return
+            x, self._part, self._in_part = self._part / self.group, None, 0
         self.n += 1
         if self.mean is None:
             self.mean, self._m2 = x.copy(), np.zeros_like(x)
@@ -168,7 +181,7 @@ def members_of(model: ModelAdapter | Sequence[ModelAdapter], train: Split, ensem
             members = [e for r in runs for e in checkpoint_members(r, spread(r.recorder_.checkpoints,
                                                                               ensemble.checkpoints))]
         info = {"kind": "refits x checkpoints", "members": len(members), "models": ensemble.models,
-                "checkpoints": ensemble.checkpoints, "seeds": [seed + s for s in range(ensemble.models)]}
+                "checkpoints": ensemble.checkpoints, "group": ensemble.checkpoints, "seeds": [seed + s for s in range(ensemble.models)]}
     elif isinstance(ensemble, str) and ensemble == CHECKPOINTS or hasattr(ensemble, "checkpoints") or isinstance(ensemble, (list, tuple)):
         members = checkpoint_members(model, None if ensemble == CHECKPOINTS else ensemble)
         info = {"kind": "checkpoints", "members": len(members)}

@@ -282,3 +282,21 @@ def test_checkpoint_ensemble_needs_a_model_trained_by_steps(data):
     logistic = inf.models.SklearnLogistic(C=1.0).fit(train)
     with pytest.raises(inf.InputError, match="trained by steps"):
         inf.attribute(logistic, train, valid, "ip", ensemble=Ensemble(models=2, checkpoints=3), ensemble_jobs=1)
+
+
+def test_default_checkpoints_per_model_switches_ensemble_k(data, monkeypatch):
+    """With DEFAULT_CHECKPOINTS = 3, ensemble=k is Ensemble(models=k, checkpoints=3) for a torch model and
+    stays k plain refits for a model not trained by steps."""
+    import influent.api.ensemble as ens
+
+    train, valid = data
+    model = _mlp(epochs=12).fit(train)
+    plain = inf.attribute(model, train, valid, "ip", ensemble=2, seed=1, ensemble_jobs=1)
+    monkeypatch.setattr(ens, "DEFAULT_CHECKPOINTS", 3)
+    A = inf.attribute(model, train, valid, "ip", ensemble=2, seed=1, ensemble_jobs=1)
+    np.testing.assert_allclose(A, inf.attribute(model, train, valid, "ip", ensemble=ens.Ensemble(models=2, checkpoints=3),
+                                                seed=1, ensemble_jobs=1), rtol=1e-12, atol=0)
+    assert np.abs(A - plain).max() > 1e-6  # the checkpoints moved it
+    logistic = inf.models.SklearnLogistic(C=1.0)
+    members, info = ens.members_of(logistic, train, 2, seed=0, n_jobs=1)
+    assert len(members) == 2 and info["kind"] == "refits"

@@ -249,8 +249,9 @@ def dattri_rows(p: Problem, members: list, truth: LDSGroundTruth, t_train: float
                              lds=lds_score(X * Q[:, None], truth).score,
                              seconds=k * t_train + sum(float(d["seconds"]) for d in loaded[:k])))
             print(rows[-1], flush=True)
+    assembled = bool(rows)
     for k in ks:
-        if k not in (1, 10) or "trak" not in which or rows:
+        if k not in (1, 10) or "trak" not in which or assembled:
             continue
         t0 = time.perf_counter()
         task = AttributionTask(loss_func=margin, model=net, checkpoints=states[:k])

@@ -15,7 +15,10 @@ needs and its seconds (training + attribution), single-threaded (``OMP_NUM_THREA
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/lds_networks.py [--problems mnist-mlp,mnist-cnn,adult-mlp] [--quick]``.
 ``--select-if`` runs instead the held-back selection of `if`'s curvature and damping on networks (sklearn
-digits and breast cancer; no MNIST), see docs/evaluation.md.
+digits and breast cancer; no MNIST), ``--select-ensemble digits-mlp,breast-cancer-mlp`` the held-back
+selection of the ensemble (checkpoints per model, damping, target); ``--trajectory 3,5`` adds
+`Ensemble(models=k, checkpoints=N)` rows (``--trajectory-part`` splits the members over processes), see
+docs/evaluation.md.
 """
 
 from __future__ import annotations

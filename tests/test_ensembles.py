@@ -270,7 +270,8 @@ def test_ensemble_with_one_checkpoint_per_model_is_the_plain_ensemble(data):
     train, valid = data
     model = _mlp(epochs=10).fit(train)
     A = inf.attribute(model, train, valid, "if", ensemble=Ensemble(models=1, checkpoints=1), seed=4, ensemble_jobs=1)
-    np.testing.assert_allclose(A, inf.attribute(reseeded(model, 4).fit(train), train, valid, "if"), rtol=1e-10, atol=1e-14)
+    by_hand = inf.attribute(reseeded(model, 4).fit(train), train, valid, "if")
+    np.testing.assert_allclose(A, by_hand, rtol=1e-10, atol=1e-14)
     with pytest.raises(inf.InputError, match="Ensemble.checkpoints"):
         Ensemble(models=2, checkpoints=0)
 
@@ -294,8 +295,9 @@ def test_default_checkpoints_per_model_switches_ensemble_k(data, monkeypatch):
     plain = inf.attribute(model, train, valid, "ip", ensemble=2, seed=1, ensemble_jobs=1)
     monkeypatch.setattr(ens, "DEFAULT_CHECKPOINTS", 3)
     A = inf.attribute(model, train, valid, "ip", ensemble=2, seed=1, ensemble_jobs=1)
-    np.testing.assert_allclose(A, inf.attribute(model, train, valid, "ip", ensemble=ens.Ensemble(models=2, checkpoints=3),
-                                                seed=1, ensemble_jobs=1), rtol=1e-12, atol=0)
+    explicit = inf.attribute(model, train, valid, "ip", ensemble=ens.Ensemble(models=2, checkpoints=3), seed=1,
+                             ensemble_jobs=1)
+    np.testing.assert_allclose(A, explicit, rtol=1e-12, atol=0)
     assert np.abs(A - plain).max() > 1e-6  # the checkpoints moved it
     logistic = inf.models.SklearnLogistic(C=1.0)
     members, info = ens.members_of(logistic, train, 2, seed=0, n_jobs=1)

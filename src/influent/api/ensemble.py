@@ -195,9 +195,11 @@ def members_of(model: ModelAdapter | Sequence[ModelAdapter], train: Split, ensem
                                record_every=record_every(model, train, ensemble.checkpoints))
             members = [e for r in runs for e in checkpoint_members(r, spread(r.recorder_.checkpoints,
                                                                               ensemble.checkpoints))]
+        per_model = len(members) // ensemble.models  # fewer than asked when a run records fewer steps
         info = {"kind": "refits x checkpoints", "members": len(members), "models": ensemble.models,
-                "checkpoints": ensemble.checkpoints, "group": ensemble.checkpoints, "seeds": [seed + s for s in range(ensemble.models)]}
-    elif isinstance(ensemble, str) and ensemble == CHECKPOINTS or hasattr(ensemble, "checkpoints") or isinstance(ensemble, (list, tuple)):
+                "checkpoints": per_model, "group": per_model, "seeds": [seed + s for s in range(ensemble.models)]}
+    elif (isinstance(ensemble, str) and ensemble == CHECKPOINTS) or hasattr(ensemble, "checkpoints") \
+            or isinstance(ensemble, (list, tuple)):
         members = checkpoint_members(model, None if ensemble == CHECKPOINTS else ensemble)
         info = {"kind": "checkpoints", "members": len(members)}
     else:

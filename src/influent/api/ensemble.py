@@ -13,10 +13,11 @@ part (TRAK, Park et al., 2023, Sec. 3.3 and Fig. 5: the LDS rises with the numbe
 - ``ensemble=Ensemble(models=k, checkpoints=n)``: k refits, each contributing n checkpoints spread evenly
   over its whole training run (`spread`; the last is the trained model), k x n members for k trainings.
   An influence function at the end of training misses the samples whose gradients vanished once they were
-  fitted; the influence of removing a sample accumulates along the whole trajectory (SOURCE, Bae et al.,
-  2024, Sec. 3: the unrolled response is a sum over training segments of each segment's influence), and
-  TRAK averages over checkpoints too (Park et al., 2023, Sec. 3.3). Chosen by LDS on held-back problems
-  (docs/evaluation.md, "Checkpoints over the whole run").
+  fitted; the influence of removing a sample accumulates along the whole trajectory (SOURCE: Bae et al.,
+  2024, "Training Data Attribution via Approximate Unrolled Differentiation": the unrolled response is a
+  sum over training segments of each segment's influence), and TRAK averages over checkpoints too (Park
+  et al., 2023, Sec. 3.3). Chosen by LDS on held-back problems (docs/evaluation.md, "Checkpoints over the
+  whole run").
 
 Each member is scored on its own, with its own curvature, one after another: memory is that of one member
 plus the running sums (`Running`).

@@ -428,7 +428,8 @@ def select_ensemble(quick: bool, cache: Path, names: tuple[str, ...] = ("digits-
                 variant(f"{label} {cks}", cks, 1.0, target)
         for f in SELECT_FACTORS:
             if f != 1.0:
-                variant(f"5 over the second half", spreads["5 over the second half"], f, "loss")
+                variant("5 over the second half", spreads["5 over the second half"], f, "loss")
+                variant("3 over the whole run", spreads["3 over the whole run"], f, "loss")
     df = pd.DataFrame(rows)
     with pd.option_context("display.width", 220, "display.max_colwidth", 60):
         print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -53,7 +53,10 @@ def test_identical_members_equal_the_single_model(data):
                                rtol=1e-12, atol=0)
 
 
-def test_ensemble_k_equals_refits_by_hand_and_stderr_is_the_spread(data):
+def test_ensemble_k_equals_refits_by_hand_and_stderr_is_the_spread(data, monkeypatch):
+    import influent.api.ensemble as ens
+
+    monkeypatch.setattr(ens, "DEFAULT_CHECKPOINTS", 1)  # the trained models only (checkpoints: tests below)
     train, valid = data
     model = _mlp(epochs=15).fit(train)
     s = inf.score(model, train, valid, "ip", ensemble=3, seed=5, ensemble_jobs=1)  # refit_many: any n_jobs, same

@@ -539,6 +539,20 @@ def trajectory_rows(p: Problem, truth: LDSGroundTruth, t_train: float, ks: tuple
     return rows
 
 
+def api_check(p: Problem, truth: LDSGroundTruth, models: int, checkpoints: int) -> dict:
+    """The user's path end to end: `influent.attribute(unfitted model, ..., ensemble=Ensemble(models,
+    checkpoints))` trains the members (seeds 0..models-1, 2 processes) and averages; its LDS and seconds."""
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        A = inf.attribute(p.model, p.train, p.test, "if", ensemble=ens.Ensemble(models=models, checkpoints=checkpoints),
+                          seed=0, ensemble_jobs=2)
+    row = dict(problem=p.name, method=f"influent if, inf.attribute(..., ensemble=Ensemble({models}, {checkpoints}))",
+               models=models, trainings=models, lds=lds_score(A, truth).score, seconds=time.perf_counter() - t0)
+    print(row, flush=True)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--problems", default="mnist-mlp,mnist-cnn,adult-mlp")
@@ -556,6 +570,8 @@ def main() -> None:
     ap.add_argument("--trajectory-part", default="", help="members whose checkpoint attributions this process "
                     "computes (then it prints nothing; a run with all of them cached prints the rows)")
     ap.add_argument("--trajectory-single", default="", help="member 0 alone with these numbers of checkpoints")
+    ap.add_argument("--api-check", default="", help="MODELS,CHECKPOINTS: also the end-to-end library call "
+                    "(trains its own members, 2 processes; wall seconds)")
     ap.add_argument("--halves", type=int, default=50)
     ap.add_argument("--cache", default="/work/wt/cache")
     ap.add_argument("--select-if", action="store_true")
@@ -581,6 +597,9 @@ def main() -> None:
             rows += influent_rows(p, members, ckpts, truth, t_train, ks, args.methods.split(","), cache)
         if args.checkpoint_members:
             rows += members_x_checkpoints(p, truth, t_train, ks, cache, args.checkpoint_members)
+        if args.api_check:
+            k, n = (int(v) for v in args.api_check.split(","))
+            rows.append(api_check(p, truth, k, n))
         if args.trajectory:
             part = tuple(int(m) for m in args.trajectory_part.split(",") if m) or None
             single = tuple(int(m) for m in args.trajectory_single.split(",") if m)

@@ -305,3 +305,21 @@ def test_default_checkpoints_per_model_switches_ensemble_k(data, monkeypatch):
     logistic = inf.models.SklearnLogistic(C=1.0)
     members, info = ens.members_of(logistic, train, 2, seed=0, n_jobs=1)
     assert len(members) == 2 and info["kind"] == "refits"
+
+
+def test_given_models_expand_into_their_own_recorded_checkpoints(data):
+    """attribute([m0, m1], ..., ensemble=Ensemble(checkpoints=2)): each user model's own recorder, spread."""
+    from influent.api.ensemble import Ensemble
+
+    train, valid = data
+    runs = []
+    for s in range(2):
+        rec = inf.models.TrainingRecorder(every=1)
+        runs.append((reseeded(_mlp(epochs=8), s).fit(train, recorder=rec), rec))
+    A = inf.attribute([m for m, _ in runs], train, valid, "ip", ensemble=Ensemble(checkpoints=2))
+    want = [inf.attribute(m.with_params(ck.params), train, valid, "ip")
+            for m, rec in runs for ck in rec.checkpoints if ck.step in (4, 8)]
+    assert len(want) == 4
+    np.testing.assert_allclose(A, np.mean(want, 0), rtol=1e-12, atol=0)
+    with pytest.raises(inf.InputError, match="no recorded checkpoints"):
+        inf.attribute([_mlp(epochs=2).fit(train)], train, valid, "ip", ensemble=Ensemble(checkpoints=2))

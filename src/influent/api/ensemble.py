@@ -162,19 +162,40 @@ def record_every(model: ModelAdapter, train: Split, n: int) -> int:
     return max(1, total // (4 * n))
 
 
+def given_checkpoints(models: list[ModelAdapter], n: int) -> tuple[list[ModelAdapter], dict[str, Any]]:
+    """The user's fitted models, each expanded into n checkpoints spread over its own recorded run (`spread`
+    of its ``recorder_``, from ``fit(..., recorder=TrainingRecorder(...))``)."""
+    members: list[ModelAdapter] = []
+    for i, m in enumerate(models):
+        ckpts = getattr(getattr(m, "recorder_", None), "checkpoints", None)
+        if n > 1 and not ckpts:
+            raise InputError(f"ensemble=Ensemble(checkpoints={n}): model {i} has no recorded checkpoints; fit it "
+                             "with recorder=influent.TrainingRecorder(every=...)")
+        members += checkpoint_members(m, spread(ckpts, n)) if n > 1 else [m]
+    per_model = len(members) // len(models)
+    if per_model * len(models) != len(members):
+        raise InputError("ensemble=Ensemble(checkpoints=n): the models recorded different numbers of checkpoints")
+    return members, {"kind": "given x checkpoints", "members": len(members), "models": len(models),
+                     "checkpoints": per_model, "group": per_model}
+
+
 def members_of(model: ModelAdapter | Sequence[ModelAdapter], train: Split, ensemble: Any, *, seed: int,
                n_jobs: int) -> tuple[list[ModelAdapter], dict[str, Any]]:
     """The members that `score`/`attribute` average over, and the description saved with the scores
     (empty for a single model)."""
     if isinstance(model, (list, tuple)):
-        if ensemble is not None:
-            raise InputError("pass either a list of models or ensemble=..., not both")
         members = list(model)
         if not members:
             raise InputError("model: an empty list of models")
         for m in members:
             if not isinstance(m, ModelAdapter):
-                raise InputError(f"model: every ensemble member must be an influent ModelAdapter, got {type(m).__name__}")
+                raise InputError(f"model: every ensemble member must be an influent ModelAdapter, "
+                                 f"got {type(m).__name__}")
+        if isinstance(ensemble, Ensemble) and ensemble.models in (1, len(members)):
+            return given_checkpoints(members, ensemble.checkpoints)
+        if ensemble is not None:
+            raise InputError("pass either a list of models or ensemble=..., not both (or, with a list of models "
+                             "fitted with a TrainingRecorder, ensemble=Ensemble(checkpoints=n))")
         return members, ({"kind": "given", "members": len(members)} if len(members) > 1 else {})
     if ensemble is None:
         return [model], {}

@@ -579,6 +579,7 @@ def main() -> None:
                     "(e.g. 3,5), each model's N checkpoints spread over its whole run")
     ap.add_argument("--trajectory-part", default="", help="members whose checkpoint attributions this process "
                     "computes (then it prints nothing; a run with all of them cached prints the rows)")
+    ap.add_argument("--trajectory-methods", default="if", help="methods of the --trajectory rows")
     ap.add_argument("--trajectory-single", default="", help="member 0 alone with these numbers of checkpoints")
     ap.add_argument("--api-check", default="", help="MODELS,CHECKPOINTS: also the end-to-end library call "
                     "(trains its own members, 2 processes; wall seconds)")
@@ -614,7 +615,8 @@ def main() -> None:
             part = tuple(int(m) for m in args.trajectory_part.split(",") if m) or None
             single = tuple(int(m) for m in args.trajectory_single.split(",") if m)
             n_cks = tuple(int(n) for n in args.trajectory.split(","))
-            rows += trajectory_rows(p, truth, t_train, ks, cache, n_cks, part, single=single)
+            for method in args.trajectory_methods.split(","):
+                rows += trajectory_rows(p, truth, t_train, ks, cache, n_cks, part, method=method, single=single)
             if part is not None:
                 continue
         if not args.no_dattri:

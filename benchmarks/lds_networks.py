@@ -440,6 +440,9 @@ def select_ensemble(quick: bool, cache: Path, names: tuple[str, ...] = ("digits-
             if f != 1.0:
                 variant("5 over the second half", spreads["5 over the second half"], f, "loss")
                 variant("3 over the whole run", spreads["3 over the whole run"], f, "loss")
+        for label, cks in (("last checkpoint", [E]), ("3 over the whole run", spreads["3 over the whole run"])):
+            # TRAK's curvature in a projected space: P H P^T solved exactly (the projected method's own damping)
+            variant(f"{label}, projected (dim 512)", cks, 1.0, "loss", extra={"projection": {"dim": 512}}, tag="proj")
     df = pd.DataFrame(rows)
     with pd.option_context("display.width", 220, "display.max_colwidth", 60):
         print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

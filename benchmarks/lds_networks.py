@@ -15,7 +15,10 @@ needs and its seconds (training + attribution), single-threaded (``OMP_NUM_THREA
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/lds_networks.py [--problems mnist-mlp,mnist-cnn,adult-mlp] [--quick]``.
 ``--select-if`` runs instead the held-back selection of `if`'s curvature and damping on networks (sklearn
-digits and breast cancer; no MNIST), see docs/evaluation.md.
+digits and breast cancer; no MNIST), ``--select-ensemble digits-mlp,breast-cancer-mlp`` the held-back
+selection of the ensemble (checkpoints per model, damping, target); ``--trajectory 3,5`` adds
+`Ensemble(models=k, checkpoints=N)` rows (``--trajectory-part`` splits the members over processes), see
+docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -81,13 +84,32 @@ def adult_mlp(quick: bool) -> Problem:
     return Problem("adult-mlp", model, parts["train"], parts["test"])
 
 
-PROBLEMS: dict[str, Callable[[bool], Problem]] = {"mnist-mlp": mnist_mlp, "mnist-cnn": mnist_cnn, "adult-mlp": adult_mlp}
+def digits_adam(quick: bool) -> Problem:
+    """A check unlike the selection problems' training: digits, a 128-64 MLP without dropout, Adam (lr 1e-3,
+    batch 32, 20 epochs), LDS on the 497 test digits."""
+    parts = load("digits", seed=1)
+    model = TabularMLP(hidden=(128, 64), dropout=0.0, weight_decay=0.0,
+                       train=TrainConfig(optimizer="adam", lr=1e-3, batch_size=32, epochs=5 if quick else 20))
+    return Problem("digits-adam", model, parts["train"], parts["test"])
+
+
+PROBLEMS: dict[str, Callable[[bool], Problem]] = {"mnist-mlp": mnist_mlp, "mnist-cnn": mnist_cnn, "adult-mlp": adult_mlp,
+                                                  "digits-adam": digits_adam}
 TRUTH_SEED = 1000  # the halves' seeds (1000 + k) never coincide with the members' (0..9)
+
+
+def _describe(p: Problem) -> dict:
+    """The model's description without the training options added after the caches were first written, at
+    their defaults (schedule 'constant', record True, record_every None), so that cache keys stay stable."""
+    d = copy.deepcopy(p.model.describe())
+    defaults = {"schedule": "constant", "record": True, "record_every": None}
+    d["train"] = {k: v for k, v in d.get("train", {}).items() if not (k in defaults and v == defaults[k])}
+    return d
 
 
 def ground_truth(p: Problem, n_halves: int, cache: Path) -> tuple[LDSGroundTruth, float]:
     """The halves' test losses, trained once and cached; returns them and the seconds they took."""
-    key = hashlib.sha256(json.dumps([p.name, p.model.describe(), len(p.train), len(p.test), n_halves,
+    key = hashlib.sha256(json.dumps([p.name, _describe(p), len(p.train), len(p.test), n_halves,
                                      p.train.X[:3].sum().item(), p.test.X[:3].sum().item()],
                                     default=str).encode()).hexdigest()[:12]
     path = cache / f"ens_lds_{p.name}_{key}.npz"
@@ -126,7 +148,7 @@ def fit_members(p: Problem, k: int, cache: Path) -> tuple[list, list, float]:
 
 
 def _key(p: Problem) -> str:
-    return hashlib.sha256(json.dumps([p.name, p.model.describe(), len(p.train), len(p.test),
+    return hashlib.sha256(json.dumps([p.name, _describe(p), len(p.train), len(p.test),
                                       float(p.train.X[:3].sum()), float(p.test.X[:3].sum())],
                                      default=str).encode()).hexdigest()[:12]
 
@@ -240,8 +262,9 @@ def dattri_rows(p: Problem, members: list, truth: LDSGroundTruth, t_train: float
                              lds=lds_score(X * Q[:, None], truth).score,
                              seconds=k * t_train + sum(float(d["seconds"]) for d in loaded[:k])))
             print(rows[-1], flush=True)
+    assembled = bool(rows)
     for k in ks:
-        if k not in (1, 10) or "trak" not in which or rows:
+        if k not in (1, 10) or "trak" not in which or assembled:
             continue
         t0 = time.perf_counter()
         task = AttributionTask(loss_func=margin, model=net, checkpoints=states[:k])
@@ -325,6 +348,107 @@ def select_if(quick: bool, cache: Path, ks: tuple[int, ...] = (1, 5)) -> None:
     print(f"held-back selection of if's default; ks {ks}; single-threaded")
 
 
+# ---- issue 25: which ensemble to use (checkpoints, damping, target), chosen on held-back problems ----
+SELECT_FACTORS = (0.3, 1.0, 3.0)
+
+
+def _ens_members(p: Problem, k: int, cache: Path) -> list:
+    """k members (seeds 0..k-1) of a selection problem, each recording a checkpoint every epoch."""
+    steps = -(-len(p.train) // p.model.train_config.batch_size)
+    path = cache / f"ens_selmembers_{p.name}_{_key(p)}_{k}.pkl"
+    if path.exists():
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    members = ens.fit_members(p.model, p.train, k, seed=0, n_jobs=2, record_every=steps)
+    with open(path, "wb") as f:
+        pickle.dump(members, f)
+    return members
+
+
+def _ckpt_attr(p: Problem, m: Any, s: int, c: int, factor: float, cache: Path, method: str = "if",
+               extra: dict | None = None, tag: str = "") -> tuple[np.ndarray, np.ndarray, float]:
+    """Attribution of member s at its checkpoint c (1-based epoch) with damping factor x mean eigenvalue;
+    also the margin scale of the test points there and the seconds. Cached."""
+    f = cache / f"ens_sel_{p.name}_{_key(p)}_{method}{tag}@{factor:g}_{s}_{c}.npz"
+    if f.exists():
+        d = np.load(f)
+        return d["A"], d["scale"], float(d["seconds"])
+    e = ens.checkpoint_members(m, [m.recorder_.checkpoints[c - 1]])[0]
+    t0 = time.perf_counter()
+    opts = dict(extra or {})
+    if method == "if" and factor != 1.0:
+        opts["damping"] = factor * mean_eigenvalue(e, p.train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        A = inf.attribute(e, p.train, p.test, method, **opts)
+    sec = time.perf_counter() - t0
+    scale = margin_scale(e, p.test)
+    np.savez(f, A=A, scale=scale, seconds=sec)
+    return A, scale, sec
+
+
+def select_ensemble(quick: bool, cache: Path, names: tuple[str, ...] = ("digits-mlp",), k: int = 10) -> None:
+    """LDS of ensemble variants with 1, 5 and 10 trainings on the held-back selection problems: members'
+    last checkpoint vs the mean over each member's last n epoch checkpoints, the damping factor, the target
+    (loss or margin)."""
+    rows = []
+    for p in select_problems(quick):
+        if p.name not in names:
+            continue
+        truth, _ = ground_truth(p, 10 if quick else 30, cache)
+        members = _ens_members(p, k, cache)
+        E = len(members[0].recorder_.checkpoints)
+        print(f"{p.name}: {k} members, {E} checkpoints each", flush=True)
+
+        def variant(label: str, ckpts: list[int], factor: float = 1.0, target: str = "loss", **kw: Any) -> None:
+            per_member, secs = [], []
+            for s, m in enumerate(members):
+                mats = []
+                for c in ckpts:
+                    A, scale, sec = _ckpt_attr(p, m, s, c, factor, cache, **kw)
+                    mats.append(A * scale[None, :] if target == "margin" else A)
+                    secs.append(sec)
+                per_member.append(np.mean(mats, 0))
+            row = dict(problem=p.name, variant=label, ckpts=len(ckpts), damping=factor, target=target,
+                       seconds_per_model=sum(secs) / len(members))
+            for kk in (1, 5, k):
+                row[f"lds_{kk}"] = lds_score(np.mean(per_member[:kk], 0), truth).score
+            rows.append(row)
+            print(row, flush=True)
+
+        for f in SELECT_FACTORS:
+            variant("last checkpoint", [E], f)
+        variant("last checkpoint", [E], 1.0, "margin")
+        for n in (2, 5, 10):
+            variant(f"last {n} epochs", list(range(E - n + 1, E + 1)), 1.0)
+            variant(f"last {n} epochs", list(range(E - n + 1, E + 1)), 1.0, "margin")
+        for f in SELECT_FACTORS:
+            if f != 1.0:
+                variant("last 5 epochs", list(range(E - 4, E + 1)), f, "margin")
+        spreads = {"5 over the second half": list(range(E, E // 2, -max(1, E // 10)))[:5][::-1],
+                   "every epoch of the second half": list(range(E // 2 + 1, E + 1)),
+                   "2 over the whole run": list(range(E, 0, -max(1, E // 2)))[:2][::-1],
+                   "3 over the whole run": list(range(E, 0, -max(1, E // 3)))[:3][::-1],
+                   "5 over the whole run": list(range(E, 0, -max(1, E // 5)))[:5][::-1],
+                   "10 over the whole run": list(range(E, 0, -max(1, E // 10)))[:10][::-1],
+                   "every epoch": list(range(1, E + 1)),
+                   "5 over the first half": list(range(E // 2, 0, -max(1, E // 10)))[:5][::-1]}
+        for label, cks in spreads.items():
+            for target in ("loss", "margin"):
+                variant(f"{label} {cks}", cks, 1.0, target)
+        for f in SELECT_FACTORS:
+            if f != 1.0:
+                variant("5 over the second half", spreads["5 over the second half"], f, "loss")
+                variant("3 over the whole run", spreads["3 over the whole run"], f, "loss")
+        for label, cks in (("last checkpoint", [E]), ("3 over the whole run", spreads["3 over the whole run"])):
+            # TRAK's curvature in a projected space: P H P^T solved exactly (the projected method's own damping)
+            variant(f"{label}, projected (dim 512)", cks, 1.0, "loss", extra={"projection": {"dim": 512}}, tag="proj")
+    df = pd.DataFrame(rows)
+    with pd.option_context("display.width", 220, "display.max_colwidth", 60):
+        print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("held-back selection of the ensemble (issue 25); single-threaded")
+
+
 def members_x_checkpoints(p: Problem, truth: LDSGroundTruth, t_train: float, ks: tuple[int, ...], cache: Path,
                           n_ck: int = 5, method: str = "if") -> list[dict]:
     """Each of the k members expanded into its last `n_ck` epoch checkpoints (`fit_members(record_every=...)`):
@@ -366,6 +490,82 @@ def members_x_checkpoints(p: Problem, truth: LDSGroundTruth, t_train: float, ks:
     return rows
 
 
+def trajectory_rows(p: Problem, truth: LDSGroundTruth, t_train: float, ks: tuple[int, ...], cache: Path,
+                    n_cks: tuple[int, ...] = (3,), part: tuple[int, ...] | None = None, method: str = "if",
+                    single: tuple[int, ...] = ()) -> list[dict]:
+    """`Ensemble(models=k, checkpoints=n_ck)`: each of the k members expanded into n_ck checkpoints spread over
+    its whole run (`api.ensemble.spread` of its per-epoch checkpoints; the last is the trained model), the mean
+    over k x n_ck attributions, k trainings. Each (member, checkpoint) matrix is `influent.attribute` of that
+    checkpoint, cached, so several processes (`part`: the members this one computes) share the work.
+    `single`: also member 0 alone with these numbers of checkpoints (the best single model)."""
+    steps = -(-len(p.train) // p.model.train_config.batch_size)
+    path = cache / f"ens_recmembers_{p.name}_{_key(p)}_{max(ks)}.pkl"
+    if path.exists():
+        with open(path, "rb") as f:
+            members = pickle.load(f)
+    else:
+        members = ens.fit_members(p.model, p.train, max(ks), seed=0, n_jobs=2, record_every=steps)
+        with open(path, "wb") as f:
+            pickle.dump(members, f)
+
+    def one(s: int, ck: Any) -> tuple[np.ndarray, np.ndarray, float]:
+        f = cache / f"ens_traj_{p.name}_{_key(p)}_{method}_{s}_{ck.step}.npz"
+        if not f.exists():
+            e = ens.checkpoint_members(members[s], [ck])[0]
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                A = inf.attribute(e, p.train, p.test, method)
+            np.savez(f, A=A, scale=margin_scale(e, p.test), seconds=time.perf_counter() - t0)
+            print(f"member {s} step {ck.step}: {time.perf_counter() - t0:.0f} s", flush=True)
+        d = np.load(f)
+        return d["A"], d["scale"], float(d["seconds"])
+
+    def mean_of(s: int, n: int) -> tuple[np.ndarray, np.ndarray, float]:
+        got = [one(s, ck) for ck in ens.spread(members[s].recorder_.checkpoints, n)]
+        return (np.mean([A for A, _, _ in got], 0), np.mean([A * sc[None, :] for A, sc, _ in got], 0),
+                sum(sec for _, _, sec in got))
+
+    todo = range(len(members)) if part is None else part
+    for n_ck in n_cks:
+        for s in todo:
+            mean_of(s, n_ck)
+    for n in single:
+        if part is None or 0 in part:
+            mean_of(0, n)
+    if part is not None:
+        return []
+    rows = []
+    for n_ck in n_cks:
+        per = [mean_of(s, n_ck) for s in range(len(members))]
+        for k in ks:
+            for label, i in (("", 0), (", target=margin", 1)):
+                rows.append(dict(problem=p.name, method=f"influent {method}{label}, Ensemble(models={k}, checkpoints={n_ck})",
+                                 models=k, trainings=k, lds=lds_score(np.mean([x[i] for x in per[:k]], 0), truth).score,
+                                 seconds=k * t_train + sum(x[2] for x in per[:k])))
+    for n in single:
+        A, Am, sec = mean_of(0, n)
+        for label, M in (("", A), (", target=margin", Am)):
+            rows.append(dict(problem=p.name, method=f"influent {method}{label}, Ensemble(models=1, checkpoints={n})",
+                             models=1, trainings=1, lds=lds_score(M, truth).score, seconds=t_train + sec))
+    print(pd.DataFrame(rows).to_string(index=False), flush=True)
+    return rows
+
+
+def api_check(p: Problem, truth: LDSGroundTruth, models: int, checkpoints: int) -> dict:
+    """The user's path end to end: `influent.attribute(unfitted model, ..., ensemble=Ensemble(models,
+    checkpoints))` trains the members (seeds 0..models-1, 2 processes) and averages; its LDS and seconds."""
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        A = inf.attribute(p.model, p.train, p.test, "if", ensemble=ens.Ensemble(models=models, checkpoints=checkpoints),
+                          seed=0, ensemble_jobs=2)
+    row = dict(problem=p.name, method=f"influent if, inf.attribute(..., ensemble=Ensemble({models}, {checkpoints}))",
+               models=models, trainings=models, lds=lds_score(A, truth).score, seconds=time.perf_counter() - t0)
+    print(row, flush=True)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--problems", default="mnist-mlp,mnist-cnn,adult-mlp")
@@ -378,13 +578,25 @@ def main() -> None:
     ap.add_argument("--trak-parts", default="", help="models whose dattri TRAK-1 parts this process computes "
                     "(e.g. 0,1,2: run several processes; a run with all parts cached assembles TRAK-10)")
     ap.add_argument("--checkpoint-members", type=int, default=0, help="also: each model's last N epoch checkpoints")
+    ap.add_argument("--trajectory", default="", help="also: Ensemble(models=k, checkpoints=N) for these N "
+                    "(e.g. 3,5), each model's N checkpoints spread over its whole run")
+    ap.add_argument("--trajectory-part", default="", help="members whose checkpoint attributions this process "
+                    "computes (then it prints nothing; a run with all of them cached prints the rows)")
+    ap.add_argument("--trajectory-methods", default="if", help="methods of the --trajectory rows")
+    ap.add_argument("--trajectory-single", default="", help="member 0 alone with these numbers of checkpoints")
+    ap.add_argument("--api-check", default="", help="MODELS,CHECKPOINTS: also the end-to-end library call "
+                    "(trains its own members, 2 processes; wall seconds)")
     ap.add_argument("--halves", type=int, default=50)
     ap.add_argument("--cache", default="/work/wt/cache")
     ap.add_argument("--select-if", action="store_true")
+    ap.add_argument("--select-ensemble", default="", help="held-back selection of the ensemble on these "
+                    "problems (digits-mlp,breast-cancer-mlp)")
     args = ap.parse_args()
     cache = Path(args.cache)
     if args.select_if:
         return select_if(args.quick, cache)
+    if args.select_ensemble:
+        return select_ensemble(args.quick, cache, tuple(args.select_ensemble.split(",")))
     ks = (1, 2, 3) if args.quick else (1, 5, 10)
     rows = []
     for name in args.problems.split(","):
@@ -399,6 +611,17 @@ def main() -> None:
             rows += influent_rows(p, members, ckpts, truth, t_train, ks, args.methods.split(","), cache)
         if args.checkpoint_members:
             rows += members_x_checkpoints(p, truth, t_train, ks, cache, args.checkpoint_members)
+        if args.api_check:
+            k, n = (int(v) for v in args.api_check.split(","))
+            rows.append(api_check(p, truth, k, n))
+        if args.trajectory:
+            part = tuple(int(m) for m in args.trajectory_part.split(",") if m) or None
+            single = tuple(int(m) for m in args.trajectory_single.split(",") if m)
+            n_cks = tuple(int(n) for n in args.trajectory.split(","))
+            for method in args.trajectory_methods.split(","):
+                rows += trajectory_rows(p, truth, t_train, ks, cache, n_cks, part, method=method, single=single)
+            if part is not None:
+                continue
         if not args.no_dattri:
             parts = tuple(int(m) for m in args.trak_parts.split(",") if m)
             rows += dattri_rows(p, members, truth, t_train, ks, tuple(args.dattri.split(",")), cache, parts)

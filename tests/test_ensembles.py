@@ -53,7 +53,10 @@ def test_identical_members_equal_the_single_model(data):
                                rtol=1e-12, atol=0)
 
 
-def test_ensemble_k_equals_refits_by_hand_and_stderr_is_the_spread(data):
+def test_ensemble_k_equals_refits_by_hand_and_stderr_is_the_spread(data, monkeypatch):
+    import influent.api.ensemble as ens
+
+    monkeypatch.setattr(ens, "DEFAULT_CHECKPOINTS", 1)  # the trained models only (checkpoints: tests below)
     train, valid = data
     model = _mlp(epochs=15).fit(train)
     s = inf.score(model, train, valid, "ip", ensemble=3, seed=5, ensemble_jobs=1)  # refit_many: any n_jobs, same
@@ -112,6 +115,18 @@ def test_running_mean_and_stderr_match_numpy():
         r.add(x)
     np.testing.assert_allclose(r.mean, xs.mean(0), rtol=1e-12)
     np.testing.assert_allclose(r.stderr(), xs.std(0, ddof=1) / np.sqrt(7), rtol=1e-12)
+
+
+def test_running_groups_each_models_checkpoints_into_one_member():
+    """group=3: 4 models x 3 checkpoints; the mean is over all 12, the standard error over the 4 model means."""
+    xs = np.random.default_rng(1).normal(size=(12, 5))
+    r = Running(group=3)
+    for x in xs:
+        r.add(x)
+    per_model = xs.reshape(4, 3, 5).mean(1)
+    assert r.n == 4
+    np.testing.assert_allclose(r.mean, xs.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(r.stderr(), per_model.std(0, ddof=1) / 2, rtol=1e-12)
 
 
 def test_stderr_round_trips_and_old_files_load(tmp_path):
@@ -212,3 +227,99 @@ def test_members_record_their_own_checkpoints(data):
         for a, b in zip(m.recorder_.checkpoints, rec.checkpoints):
             for n in a.params:
                 torch.testing.assert_close(a.params[n], b.params[n], rtol=0, atol=0)
+
+
+def test_spread_picks_checkpoints_evenly_over_the_whole_run():
+    from types import SimpleNamespace as C
+
+    from influent.api.ensemble import spread
+
+    ck = [C(step=s) for s in range(1, 21)]
+    assert [c.step for c in spread(ck, 4)] == [5, 10, 15, 20]
+    assert [c.step for c in spread(ck[::-1], 1)] == [20]  # sorted by step; the last is the trained model
+    odd = [C(step=s) for s in (3, 6, 9, 12, 14)]  # every 3 steps, plus the run's last step
+    assert [c.step for c in spread(odd, 2)] == [6, 14]
+    assert [c.step for c in spread(odd, 9)] == [3, 6, 9, 12, 14]  # fewer recorded than asked: all of them
+
+
+def test_ensemble_of_models_x_checkpoints_equals_refits_and_checkpoints_by_hand(data):
+    """Ensemble(models=2, checkpoints=4): each refit (seed 3 + s, as ensemble=k) recorded during its own run;
+    the mean over the 2 x 4 gradient products at steps 5, 10, 15, 20 of the 20 full-batch steps."""
+    from influent.api.ensemble import Ensemble
+
+    train, valid = data
+    model = _mlp(epochs=20).fit(train)
+    A = inf.attribute(model, train, valid, "ip", ensemble=Ensemble(models=2, checkpoints=4), seed=3, ensemble_jobs=1)
+    want = []
+    for s in range(2):
+        rec = inf.models.TrainingRecorder(every=1)
+        run = reseeded(model, 3 + s).fit(train, recorder=rec)
+        for ck in rec.checkpoints:
+            if ck.step in (5, 10, 15, 20):
+                at = run.with_params(ck.params)
+                want.append(_grads(at, train, _loss) @ _grads(at, valid, _loss).T)
+    assert len(want) == 8
+    np.testing.assert_allclose(A, np.mean(want, 0), rtol=1e-9, atol=1e-12)
+    s = inf.score(model, train, valid, "ip", ensemble=Ensemble(models=2, checkpoints=4), seed=3, ensemble_jobs=1)
+    assert s.settings["ensemble"]["members"] == 8 and s.settings["ensemble"]["seeds"] == [3, 4]
+    assert model.recorder_ is None and model.train_config.seed == 0  # the user's model is unchanged
+
+
+def test_ensemble_with_one_checkpoint_per_model_is_the_plain_ensemble(data):
+    """checkpoints=1 is the trained model of each refit; with identical members (one model) it is the single
+    refit's attribution."""
+    from influent.api.ensemble import Ensemble
+
+    train, valid = data
+    model = _mlp(epochs=10).fit(train)
+    A = inf.attribute(model, train, valid, "if", ensemble=Ensemble(models=1, checkpoints=1), seed=4, ensemble_jobs=1)
+    by_hand = inf.attribute(reseeded(model, 4).fit(train), train, valid, "if")
+    np.testing.assert_allclose(A, by_hand, rtol=1e-10, atol=1e-14)
+    with pytest.raises(inf.InputError, match="Ensemble.checkpoints"):
+        Ensemble(models=2, checkpoints=0)
+
+
+def test_checkpoint_ensemble_needs_a_model_trained_by_steps(data):
+    from influent.api.ensemble import Ensemble
+
+    train, valid = data
+    logistic = inf.models.SklearnLogistic(C=1.0).fit(train)
+    with pytest.raises(inf.InputError, match="trained by steps"):
+        inf.attribute(logistic, train, valid, "ip", ensemble=Ensemble(models=2, checkpoints=3), ensemble_jobs=1)
+
+
+def test_default_checkpoints_per_model_switches_ensemble_k(data, monkeypatch):
+    """With DEFAULT_CHECKPOINTS = 3, ensemble=k is Ensemble(models=k, checkpoints=3) for a torch model and
+    stays k plain refits for a model not trained by steps."""
+    import influent.api.ensemble as ens
+
+    train, valid = data
+    model = _mlp(epochs=12).fit(train)
+    plain = inf.attribute(model, train, valid, "ip", ensemble=2, seed=1, ensemble_jobs=1)
+    monkeypatch.setattr(ens, "DEFAULT_CHECKPOINTS", 3)
+    A = inf.attribute(model, train, valid, "ip", ensemble=2, seed=1, ensemble_jobs=1)
+    explicit = inf.attribute(model, train, valid, "ip", ensemble=ens.Ensemble(models=2, checkpoints=3), seed=1,
+                             ensemble_jobs=1)
+    np.testing.assert_allclose(A, explicit, rtol=1e-12, atol=0)
+    assert np.abs(A - plain).max() > 1e-6  # the checkpoints moved it
+    logistic = inf.models.SklearnLogistic(C=1.0)
+    members, info = ens.members_of(logistic, train, 2, seed=0, n_jobs=1)
+    assert len(members) == 2 and info["kind"] == "refits"
+
+
+def test_given_models_expand_into_their_own_recorded_checkpoints(data):
+    """attribute([m0, m1], ..., ensemble=Ensemble(checkpoints=2)): each user model's own recorder, spread."""
+    from influent.api.ensemble import Ensemble
+
+    train, valid = data
+    runs = []
+    for s in range(2):
+        rec = inf.models.TrainingRecorder(every=1)
+        runs.append((reseeded(_mlp(epochs=8), s).fit(train, recorder=rec), rec))
+    A = inf.attribute([m for m, _ in runs], train, valid, "ip", ensemble=Ensemble(checkpoints=2))
+    want = [inf.attribute(m.with_params(ck.params), train, valid, "ip")
+            for m, rec in runs for ck in rec.checkpoints if ck.step in (4, 8)]
+    assert len(want) == 4
+    np.testing.assert_allclose(A, np.mean(want, 0), rtol=1e-12, atol=0)
+    with pytest.raises(inf.InputError, match="no recorded checkpoints"):
+        inf.attribute([_mlp(epochs=2).fit(train)], train, valid, "ip", ensemble=Ensemble(checkpoints=2))

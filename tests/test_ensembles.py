@@ -204,7 +204,8 @@ def test_cli_ensemble_saves_stderr_and_the_report_counts_stable_rankings(data_di
                             "--no-curve", "--top", "5", "--out", out], capsys)
     assert code == 0, err
     s = inf.Scores.load(out / "scores.parquet")
-    assert s.stderr is not None and s.stderr.max() > 0 and s.settings["ensemble"]["members"] == 2
+    ens = s.settings["ensemble"]  # two models x DEFAULT_CHECKPOINTS (3) checkpoints spread over each run
+    assert s.stderr is not None and s.stderr.max() > 0 and (ens["models"], ens["members"]) == (2, 6)
     stable = json.loads((out / "run.json").read_text())["results"]["summary"]["stable"]
     from influent.runs.summary import stability
 

@@ -147,7 +147,8 @@ def _score(model: ModelAdapter | Sequence[ModelAdapter], train: Split, target: T
     if isinstance(target, Split):  # one yardstick for every member
         _check_test(members[0], target)
         target = Utility(target)
-    values, raws, runs = Running(), Running(), []
+    group = int(info.get("group", 1))  # a model's checkpoints enter the standard error as one member
+    values, raws, runs = Running(group), Running(group), []
     for m, member in enumerate(members):
         s = _score_one(member, train, target, method, store=None if store is None else Path(store) / f"member-{m}",
                        options=options, prepare=m == 0, **call)
@@ -164,7 +165,7 @@ def _score(model: ModelAdapter | Sequence[ModelAdapter], train: Split, target: T
         for k, v in s.timing.items():
             timing[k] = timing.get(k, 0.0) + v
     timing["ensemble_build"] = info.get("build_seconds", 0.0)
-    return Scores(values.mean, runs[0].method, train.ids, raws.mean if raws.n == len(runs) else None, settings,
+    return Scores(values.mean, runs[0].method, train.ids, raws.mean if raws.n * raws.group == len(runs) else None, settings,
                   runs[0].target, timing, stderr=values.stderr())
 
 
@@ -212,8 +213,8 @@ def attribute(model: ModelAdapter | Sequence[ModelAdapter], train: Split, test: 
         raise InputError(f"method {method!r} reads training checkpoints; target='margin' needs the test gradients "
                          "at one model: use target='loss'")
     with using(_executor(backend, backend_options, train, spec, None)):
-        members, _ = members_of(model, train, ensemble, seed=seed, n_jobs=ensemble_jobs)
-        mean = Running()
+        members, info = members_of(model, train, ensemble, seed=seed, n_jobs=ensemble_jobs)
+        mean = Running(int(info.get("group", 1)))
         for member in members:  # one at a time: memory is one member's plus the running sums
             out = _attribute_one(spec, member, train, test, method, chunk_size, seed, progress, options)
             if target == "margin":

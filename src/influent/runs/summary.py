@@ -82,7 +82,8 @@ def stability(scores: Scores, k: int, z: float = 1.96) -> dict[str, Any] | None:
     med = float(np.nanmedian(v))
     k = max(0, min(int(k), len(v)))
     low, high = scores.most_harmful(k), scores.most_helpful(k)
-    return {"k": k, "z": z, "median": med, "members": (scores.settings.get("ensemble") or {}).get("members"),
+    ens = scores.settings.get("ensemble") or {}
+    return {"k": k, "z": z, "median": med, "members": ens.get("models", ens.get("members")),
             "harmful": int(np.sum(v[low] + z * se[low] < med)), "helpful": int(np.sum(v[high] - z * se[high] > med))}
 
 

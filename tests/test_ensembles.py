@@ -290,12 +290,14 @@ def test_checkpoint_ensemble_needs_a_model_trained_by_steps(data):
 
 
 def test_default_checkpoints_per_model_switches_ensemble_k(data, monkeypatch):
-    """With DEFAULT_CHECKPOINTS = 3, ensemble=k is Ensemble(models=k, checkpoints=3) for a torch model and
-    stays k plain refits for a model not trained by steps."""
+    """With DEFAULT_CHECKPOINTS = 3 (the default), ensemble=k is Ensemble(models=k, checkpoints=3) for a torch
+    model and stays k plain refits for a model not trained by steps; with 1 it is k plain refits."""
     import influent.api.ensemble as ens
 
     train, valid = data
     model = _mlp(epochs=12).fit(train)
+    assert ens.DEFAULT_CHECKPOINTS == 3
+    monkeypatch.setattr(ens, "DEFAULT_CHECKPOINTS", 1)
     plain = inf.attribute(model, train, valid, "ip", ensemble=2, seed=1, ensemble_jobs=1)
     monkeypatch.setattr(ens, "DEFAULT_CHECKPOINTS", 3)
     A = inf.attribute(model, train, valid, "ip", ensemble=2, seed=1, ensemble_jobs=1)

@@ -14,12 +14,13 @@ Cases (`--cases`, comma-separated):
   fault-free run.
 - ``head``: ``influent score --backend ray --ray-address`` as a subprocess, the head node killed mid-run: the exit
   status, the lines on stderr, what is left in --out.
+- ``signals``: the same run interrupted by SIGINT, then by SIGTERM: exit status (130, 143), stderr lines, --out.
 
 Timings are single-threaded per process (``OMP_NUM_THREADS=1``; each Ray task pins one thread). This machine
 has 2 cores: three one-CPU nodes oversubscribe it, so the three-node figure measures overhead, not speed-up.
 
 Usage:
-    OMP_NUM_THREADS=1 python benchmarks/ray.py [--cases ip1m,mlp,long,fault,head] [--nodes 3]
+    OMP_NUM_THREADS=1 python benchmarks/ray.py [--cases ip1m,mlp,long,fault,head,signals] [--nodes 3]
 """
 
 from __future__ import annotations
@@ -235,29 +236,26 @@ def case_fault(cluster: OperatorCluster, n: int, t_free: float, free_values: np.
              "vs fault-free": t / t_free, "rel diff": rel(free_values, dist.values), "resubmitted": b["resubmitted"]}]
 
 
-def case_head(cluster: OperatorCluster, tmp: Path) -> list[dict]:
+def _cli_run(cluster: OperatorCluster, tmp: Path, out: Path, act) -> tuple[int, str, float]:
+    """``influent score --backend ray --ray-address`` (an MLP, IF with CG: many rounds of shard tasks) as a
+    subprocess; `act(process)` once a worker runs a shard kernel. Returns (exit status, stderr, seconds from
+    the act to the exit)."""
+    import threading
+
     rng = np.random.default_rng(0)
     X = rng.normal(size=(12_000, 16))
     df = pd.DataFrame(X, columns=[f"x{i}" for i in range(16)])
     df["y"] = (X[:, 0] + rng.normal(size=len(X)) > 0).astype(int)
     df.iloc[:10_000].to_csv(tmp / "train.csv", index=False)
     df.iloc[10_000:].to_csv(tmp / "valid.csv", index=False)
-    out = tmp / "out"
     env = {**cluster.env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     cmd = [str(Path(sys.executable).with_name("influent")), "score", "--train", str(tmp / "train.csv"), "--valid",
-           str(tmp / "valid.csv"), "--label", "y", "--model", "mlp", "--method", "if", "--solver", "cg", "--damping", "1", "-o",
-           'solver_options={"tol": 1e-300, "max_iter": 2000}', "--backend", "ray",
+           str(tmp / "valid.csv"), "--label", "y", "--model", "mlp", "--method", "if", "--solver", "cg", "--damping", "1",
+           "-o", 'solver_options={"tol": 1e-300, "max_iter": 2000}', "--backend", "ray",
            "--ray-address", cluster.address, "--epochs", "5", "--no-curve", "--out", str(out)]
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     err_lines: list[str] = []
-
-    def read() -> None:
-        for line in p.stderr:
-            err_lines.append(line)
-
-    import threading
-
-    reader = threading.Thread(target=read, daemon=True)
+    reader = threading.Thread(target=lambda: err_lines.extend(p.stderr), daemon=True)
     reader.start()
     t0 = time.time()
     while time.time() - t0 < 300 and p.poll() is None:  # until a worker runs a shard kernel: the scoring began
@@ -265,26 +263,42 @@ def case_head(cluster: OperatorCluster, tmp: Path) -> list[dict]:
             break
         time.sleep(0.2)
     time.sleep(2)
-    killed_at = time.time()
-    cluster.kill_node(0)
+    acted = time.time()
+    act(p)
     try:
         p.wait(timeout=300)
     except subprocess.TimeoutExpired:
         p.kill()
         p.wait()
     reader.join(5)
-    err = "".join(err_lines)
-    seconds = time.time() - killed_at
-    lines = [x for x in err.splitlines() if x.strip() and not x.startswith(("[", "  ")) and "%" not in x]
-    return [{"case": "head node SIGKILLed mid-run (CLI)", "run": "exit status", "value": p.returncode,
-             "seconds to exit": seconds,
-             "stderr lines": len(err.splitlines()), "last line": (lines or [""])[-1][:120],
-             "left in --out": sorted(x.name for x in out.iterdir()) if out.exists() else []}]
+    return p.returncode, "".join(err_lines), time.time() - acted
+
+
+def _row(case: str, code: int, err: str, seconds: float, out: Path) -> dict:
+    lines = [x for x in err.splitlines() if x.strip()]
+    return {"case": case, "run": "exit status", "value": code, "seconds to exit": seconds,
+            "stderr lines": len(lines), "last line": (lines or [""])[-1][:120],
+            "left in --out": sorted(x.name for x in out.iterdir()) if out.exists() else []}
+
+
+def case_head(cluster: OperatorCluster, tmp: Path) -> list[dict]:
+    out = tmp / "out-head"
+    code, err, seconds = _cli_run(cluster, tmp, out, lambda p: cluster.kill_node(0))
+    return [_row("head node SIGKILLed mid-run (CLI)", code, err, seconds, out)]
+
+
+def case_signals(cluster: OperatorCluster, tmp: Path) -> list[dict]:
+    rows = []
+    for sig, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
+        out = tmp / f"out-{name}"
+        code, err, seconds = _cli_run(cluster, tmp, out, lambda p, sig=sig: p.send_signal(sig))
+        rows.append(_row(f"{name} mid-run (CLI)", code, err, seconds, out))
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cases", default="ip1m,mlp,long,fault,head")
+    ap.add_argument("--cases", default="ip1m,mlp,long,fault,head,signals")
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--mlp-n", type=int, default=20_000)
@@ -312,6 +326,8 @@ def main() -> None:
                     rows += case_fault(cluster, args.long_n, t_free, free_values)
                 elif case == "head":
                     rows += case_head(cluster, tmp)
+                elif case == "signals":
+                    rows += case_signals(cluster, tmp)
             finally:
                 import ray
 

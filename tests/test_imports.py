@@ -108,3 +108,24 @@ def test_each_layer_imports_only_the_layers_below_it():
     upward = sorted((mod, dep) for mod, deps in import_graph().items() if layer(mod) in rank
                     for dep in deps if layer(dep) in rank and rank[layer(dep)] > rank[layer(mod)])
     assert upward == [], upward
+
+
+def test_no_method_name_below_the_method_layer():
+    """Layers below `methods` (and the backends' planner) never name a registered method: what they need to know
+    about a method comes from its registry declaration. String literals are read with `ast`; docstrings are
+    prose and not counted."""
+    from influent.methods import METHODS
+
+    names = set(METHODS.names())
+    below = LAYERS[:LAYERS.index("methods")]
+    found = []
+    for f in ROOT.rglob("*.py"):
+        if f.relative_to(ROOT).parts[0] not in below:
+            continue
+        tree = ast.parse(f.read_text(), str(f))
+        docs = {id(n.body[0].value) for n in ast.walk(tree)
+                if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.body
+                and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        found += [f"{f.relative_to(ROOT)}:{n.lineno} {n.value!r}" for n in ast.walk(tree)
+                  if isinstance(n, ast.Constant) and n.value in names and id(n) not in docs]
+    assert found == []

@@ -25,7 +25,6 @@ from ..data.validate import InputError, check_choice, check_number
 from .linear import LayerFactors
 
 KINDS = ("gaussian", "rademacher", "sparse")
-PROJECTABLE = ("ip", "tracin", "self-tracin", "if", "outlier")  # methods that take `projection=`
 _MAX_CACHED = 1 << 24  # entries of R kept in memory
 _BLOCK = 4096  # rows of R drawn from one seed
 

@@ -2,8 +2,8 @@
 
 A field carries its type, its default and a one-line doc (`opt(default, doc)`); `__post_init__` checks the
 values (a one-line `InputError` each). Shared groups are base classes: `GradOptions` (how per-sample
-gradients are formed), `ProjectionOptions` (a random projection, for the methods of
-`grads.projection.PROJECTABLE`), `SolverOptions` (the curvature solver of the influence-function family) and
+gradients are formed), `ProjectionOptions` (a random projection: a method takes
+`projection=` exactly when its options dataclass derives from it), `SolverOptions` (the curvature solver of the influence-function family) and
 `CheckpointOptions` (recorded training checkpoints).
 
 `build_options` turns the keyword options of `influent.score` / `influent.attribute` into the dataclass; an

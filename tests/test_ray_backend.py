@@ -183,3 +183,24 @@ def test_cli_backend_ray_writes_the_local_scores(cluster, tmp_path, capsys):
     capsys.readouterr()
     col = [c for c in outs["local"].columns if c not in ("id",)][0]
     assert np.allclose(outs["ray"][col], outs["local"][col], atol=1e-12)
+
+
+def test_starting_ray_keeps_the_callers_sigterm_handler_and_an_unreachable_address_is_one_line(tmp_path):
+    """ray.init installs its own SIGTERM handler (exit 15); the CLI's (exit 143) must survive it. A cluster
+    address that accepts no connection is a `ClusterError` at once, not minutes of Ray's retries."""
+    import subprocess
+    import sys
+
+    code = ("import signal, influent.backends.ray as r\n"
+            "h = lambda *a: None\n"
+            "signal.signal(signal.SIGTERM, h)\n"
+            "try:\n"
+            "    r.connect('127.0.0.1:1')\n"
+            "except r.ClusterError as e:\n"
+            "    print('refused:', e)\n"
+            "r.connect()\n"
+            "print('kept', signal.getsignal(signal.SIGTERM) is h)\n")
+    env = {**os.environ, "HOME": str(tmp_path), "PYTHONPATH": PATH, "RAY_ADDRESS": ""}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300).stdout
+    assert "refused: cannot reach the Ray cluster at '127.0.0.1:1'" in out
+    assert "kept True" in out

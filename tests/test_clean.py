@@ -172,6 +172,47 @@ def test_paired_bootstrap_matches_a_loop():
     assert np.allclose(got, np.array(want).T)
 
 
+def test_pooled_holdout_cleans_the_flipped_class_and_leaves_clean_data_alone(digits5):
+    """Issue 22's test on the cross-validated rule (holdout "valid+cv"): half of class 3's labels flipped ->
+    trim or relabel, and the refit model is better on test data; the same data without flips -> "none"."""
+    train, noisy, valid, test, flip = digits5
+    model = SklearnLogistic(C=1.0).fit(noisy)
+    res = inf.clean(model, noisy, valid, n_jobs=1, holdout="valid+cv")
+    assert res.action in ("trim", "relabel") and res.gain > 0 and res.gain_ci[0] <= res.gain
+    assert set(res.candidates["action"]) == {"none", "trim", "relabel"}  # one budget: the count
+    assert (res.candidates["evidence_rows"].iloc[1:] == len(valid) + len(noisy)).all()
+    assert np.isin(res.positions, flip).mean() > 0.5
+    assert _held_out(res, test) > model.accuracy(test) + 0.02
+    assert "held-out (validation + cross-validated training rows) accuracy +" in str(res)
+    clean_model = SklearnLogistic(C=1.0).fit(train)
+    assert inf.clean(clean_model, train, valid, n_jobs=1, holdout="valid+cv").action == "none"
+
+
+def test_cross_validated_evidence_equals_refits_by_hand(digits5):
+    """The training rows' evidence of trimming the count: per fold, refit on the fold's training part, its
+    own find_label_issues count and ranking, drop that many, refit, compare on the held-out fold."""
+    from sklearn.model_selection import StratifiedKFold
+
+    _, noisy, valid, _, _ = digits5
+    model = SklearnLogistic(C=1.0).fit(noisy)
+    res = inf.clean(model, noisy, valid, n_jobs=1, holdout="valid+cv", actions=("trim",), rankings=[{}], cv=3)
+    row = res.candidates.iloc[1]
+    base_full = model.refit(noisy)
+    trim_full = model.refit(noisy.subset(np.setdiff1d(np.arange(len(noisy)), res.positions)))
+    total = 100 * ((trim_full.predict(valid) == valid.y).sum() - (base_full.predict(valid) == valid.y).sum())
+    assert row["valid_accuracy_gain"] == pytest.approx(total / len(valid))
+    folds = StratifiedKFold(3, shuffle=True, random_state=0).split(np.zeros(len(noisy)), noisy.y.astype(str))
+    for fit, held in folds:
+        tr, ho = noisy.subset(fit), noisy.subset(held)
+        base = model.refit(tr)
+        issues = inf.find_label_issues(base, tr, valid=valid)
+        drop = np.argsort(issues["rank"].to_numpy(), kind="stable")[:int(issues["is_issue"].sum())]
+        trimmed = model.refit(tr.without(drop))
+        total += 100 * ((trimmed.predict(ho) == ho.y).sum() - (base.predict(ho) == ho.y).sum())
+    assert row["accuracy_gain"] == pytest.approx(total / (len(valid) + len(noisy)))
+    assert row["accuracy_low"] <= row["accuracy_gain"] <= row["accuracy_high"]
+
+
 def test_user_refit_function_is_used_and_reweight_needs_weights(digits5):
     _, noisy, valid, _, _ = digits5
     model = SklearnLogistic(C=1.0).fit(noisy)

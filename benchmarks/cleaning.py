@@ -32,7 +32,8 @@ Noise: "uniform" (any other class), "nearest" (every flip of class c goes to the
 centroid is nearest c's) and "human" (CIFAR-10N ``worse_label``'s human confusion T[c, k]; for a set of K < 10
 classes the transplanted pattern is the K x K block of the first K CIFAR-10 classes, rows renormalised). On a
 binary set every pattern is the same swap, so only "uniform" is run. Models: `SklearnLogistic(C=1)` and
-`TabularMLP(hidden=(64,))` (its default training; `find_label_issues` analyses its last layer).
+`TabularMLP(hidden=(64,))` (its default training; `find_label_issues` takes probabilities="auto": 5-fold
+probabilities for a network that memorises).
 
 Single-threaded (``OMP_NUM_THREADS=1``, one torch thread, refits in this process): sized for a shared
 2-core machine. ``--quick``: 3 data sets, uniform noise at 0% and 20%, logistic only (a few minutes).

@@ -39,7 +39,7 @@ def test_flipped_half_of_one_class_is_cleaned_and_gains(digits5):
     train, noisy, valid, test, flip = digits5
     model = SklearnLogistic(C=1.0).fit(noisy)
     X0, y0, vy0, p0 = noisy.X.copy(), noisy.y.copy(), valid.y.copy(), {k: v.clone() for k, v in model.params().items()}
-    res = inf.clean(model, noisy, valid, n_jobs=1)
+    res = inf.clean(model, noisy, valid, n_jobs=1, holdout="valid")  # the earlier rule: validation rows only
     assert res.action in ("trim", "relabel")
     chosen = res.candidates[res.candidates["chosen"]].iloc[0]
     assert res.gain > 0 and chosen["passed"] and res.gain_ci[0] <= res.gain <= res.gain_ci[1]
@@ -76,12 +76,14 @@ def test_half_of_one_class_flipped_to_the_other_in_a_binary_table():
     res = inf.clean(model, noisy, valid, n_jobs=1)
     assert res.action in ("trim", "relabel") and res.gain > 0
     assert _held_out(res, test) > model.accuracy(test)
+    old = inf.clean(model, noisy, valid, n_jobs=1, holdout="valid")
+    assert old.action == "none" or _held_out(old, test) > model.accuracy(test)
 
 
 def test_clean_data_is_left_alone_or_not_harmed(digits5):
     train, _, valid, test, _ = digits5
     model = SklearnLogistic(C=1.0).fit(train)
-    res = inf.clean(model, train, valid, n_jobs=1)
+    res = inf.clean(model, train, valid, n_jobs=1, holdout="valid")
     if res.action == "none":
         assert res.budget == 0 and len(res.positions) == 0 and res.train is train and res.gain == 0
     else:
@@ -90,7 +92,7 @@ def test_clean_data_is_left_alone_or_not_harmed(digits5):
     assert res.candidates["chosen"].sum() == 1
     # forced budgets on clean data: acting on the 5% and 10% "least likely right" samples is tried, and kept
     # only if its simultaneous lower bound is above 0 (then it must not cost accuracy on test data)
-    forced = inf.clean(model, train, valid, n_jobs=1, budgets=[0.05, 0.1])
+    forced = inf.clean(model, train, valid, n_jobs=1, budgets=[0.05, 0.1], holdout="valid")
     assert set(forced.candidates["action"]) == {"none", "trim", "relabel", "reweight"} and len(forced.candidates) >= 5
     if forced.action != "none":
         assert forced.gain >= 0 and _held_out(forced, test) >= model.accuracy(test) - 0.004
@@ -99,7 +101,7 @@ def test_clean_data_is_left_alone_or_not_harmed(digits5):
 def test_candidates_equal_refits_by_hand(digits5):
     _, noisy, valid, _, _ = digits5
     model = SklearnLogistic(C=1.0).fit(noisy)
-    res = inf.clean(model, noisy, valid, n_jobs=1)
+    res = inf.clean(model, noisy, valid, n_jobs=1, holdout="valid")
     c = res.candidates
     assert c.loc[0, "action"] == "none"
     base = model.refit(noisy)
@@ -134,7 +136,8 @@ def test_accuracy_evidence_with_bonferroni_bounds(digits5):
     """The stricter variant: decide on accuracy itself, every candidate at (1 - level) / m."""
     _, noisy, valid, test, _ = digits5
     model = SklearnLogistic(C=1.0).fit(noisy)
-    res = inf.clean(model, noisy, valid, n_jobs=1, evidence="accuracy", guard="bonferroni")
+    res = inf.clean(model, noisy, valid, n_jobs=1, evidence="accuracy", guard="bonferroni",
+                    holdout="valid")
     assert res.action in ("trim", "relabel") and res.gain_ci[0] > 0
     m = len(res.candidates) - 1
     assert any(f"{m} candidates x 1 statistic" in n for n in res.notes)
@@ -172,6 +175,49 @@ def test_paired_bootstrap_matches_a_loop():
     assert np.allclose(got, np.array(want).T)
 
 
+def test_pooled_holdout_cleans_the_flipped_class_and_leaves_clean_data_alone(digits5):
+    """Issue 22's test on the default, cross-validated rule (holdout "valid+cv"): half of class 3's labels
+    flipped -> trim or relabel, and the refit model is better on test data; the same data without flips ->
+    "none"."""
+    train, noisy, valid, test, flip = digits5
+    model = SklearnLogistic(C=1.0).fit(noisy)
+    res = inf.clean(model, noisy, valid, n_jobs=1)
+    assert res.holdout == "valid+cv" and res.evidence == "accuracy"
+    assert res.action in ("trim", "relabel") and res.gain > 0 and res.gain_ci[0] <= res.gain
+    assert set(res.candidates["action"]) == {"none", "trim", "relabel"}  # one budget: the count
+    assert (res.candidates["evidence_rows"].iloc[1:] == len(valid) + len(noisy)).all()
+    assert np.isin(res.positions, flip).mean() > 0.5
+    assert _held_out(res, test) > model.accuracy(test) + 0.02
+    assert "held-out (validation + cross-validated training rows) accuracy +" in str(res)
+    clean_model = SklearnLogistic(C=1.0).fit(train)
+    assert inf.clean(clean_model, train, valid, n_jobs=1).action == "none"
+
+
+def test_cross_validated_evidence_equals_refits_by_hand(digits5):
+    """The training rows' evidence of trimming the count: per fold, refit on the fold's training part, its
+    own find_label_issues count and ranking, drop that many, refit, compare on the held-out fold."""
+    from sklearn.model_selection import StratifiedKFold
+
+    _, noisy, valid, _, _ = digits5
+    model = SklearnLogistic(C=1.0).fit(noisy)
+    res = inf.clean(model, noisy, valid, n_jobs=1, holdout="valid+cv", actions=("trim",), rankings=[{}], cv=3)
+    row = res.candidates.iloc[1]
+    base_full = model.refit(noisy)
+    trim_full = model.refit(noisy.subset(np.setdiff1d(np.arange(len(noisy)), res.positions)))
+    total = 100 * ((trim_full.predict(valid) == valid.y).sum() - (base_full.predict(valid) == valid.y).sum())
+    assert row["valid_accuracy_gain"] == pytest.approx(total / len(valid))
+    folds = StratifiedKFold(3, shuffle=True, random_state=0).split(np.zeros(len(noisy)), noisy.y.astype(str))
+    for fit, held in folds:
+        tr, ho = noisy.subset(fit), noisy.subset(held)
+        base = model.refit(tr)
+        issues = inf.find_label_issues(base, tr, valid=valid)
+        drop = np.argsort(issues["rank"].to_numpy(), kind="stable")[:int(issues["is_issue"].sum())]
+        trimmed = model.refit(tr.without(drop))
+        total += 100 * ((trimmed.predict(ho) == ho.y).sum() - (base.predict(ho) == ho.y).sum())
+    assert row["accuracy_gain"] == pytest.approx(total / (len(valid) + len(noisy)))
+    assert row["accuracy_low"] <= row["accuracy_gain"] <= row["accuracy_high"]
+
+
 def test_user_refit_function_is_used_and_reweight_needs_weights(digits5):
     _, noisy, valid, _, _ = digits5
     model = SklearnLogistic(C=1.0).fit(noisy)
@@ -181,17 +227,19 @@ def test_user_refit_function_is_used_and_reweight_needs_weights(digits5):
         calls.append(len(split))
         return SklearnLogistic(C=1.0).fit(split)
 
-    res = inf.clean(model, noisy, valid, n_jobs=1, refit=my_training, budgets=[10], rankings=[{}])
+    res = inf.clean(model, noisy, valid, n_jobs=1, refit=my_training, budgets=[10], rankings=[{}], holdout="valid")
     assert set(res.candidates["action"]) == {"none", "trim", "relabel"}
     assert any("reweight skipped" in n for n in res.notes) and "your refit function" in res.refit_note
     assert sorted(calls) == sorted([len(noisy), len(noisy), len(noisy) - 10])
-    own = inf.clean(model, noisy, valid, n_jobs=1, budgets=[10], actions=("trim", "relabel"), rankings=[{}])
+    own = inf.clean(model, noisy, valid, n_jobs=1, budgets=[10], actions=("trim", "relabel"), rankings=[{}],
+                    holdout="valid")
     assert np.allclose(own.candidates["accuracy"], res.candidates["accuracy"])
 
     def weighted(split, sample_weight=None):
         return SklearnLogistic(C=1.0).fit(split, sample_weight=sample_weight)
 
-    res = inf.clean(model, noisy, valid, n_jobs=1, refit=weighted, budgets=[10], actions=("reweight",), rankings=[{}])
+    res = inf.clean(model, noisy, valid, n_jobs=1, refit=weighted, budgets=[10], actions=("reweight",), rankings=[{}],
+                    holdout="valid")
     row = res.candidates.iloc[1]
     w = np.ones(len(noisy))
     pos = np.argsort(res.issues["rank"].to_numpy(), kind="stable")[:10]
@@ -206,7 +254,7 @@ def test_torch_adapter_says_what_it_refits(digits5):
     net = torch.nn.Linear(64, 5)
     adapter = inf.models.TorchAdapter(net, weight_decay=1e-3, train=inf.models.TrainConfig(epochs=30, lr=0.05),
                                       fitted=False).fit(noisy)
-    res = inf.clean(adapter, noisy, valid, n_jobs=1, budgets=[5], actions=("trim",), n_boot=200)
+    res = inf.clean(adapter, noisy, valid, n_jobs=1, budgets=[5], actions=("trim",), n_boot=200, holdout="valid")
     assert "TrainConfig (adam, lr 0.05, 30 epochs" in res.refit_note and "not your own training loop" in res.refit_note
 
 
@@ -253,8 +301,9 @@ def test_cli_clean_writes_issues_cleaned_data_and_report(digits5, tmp_path, caps
     from influent.runs.inputs import load_data
 
     data = load_data(RunConfig(train=str(tr), valid=str(va), label="digit", id_column="key"))  # as the CLI reads
-    res = inf.clean(SklearnLogistic(C=1.0).fit(data.train), data.train, data.valid, n_jobs=1, n_boot=500)
-    assert res.action in ("trim", "relabel") and " ".join(res.summary().split()) in " ".join(stdout.split())
+    res = inf.clean(SklearnLogistic(C=1.0).fit(data.train), data.train, data.valid, n_jobs=1, n_boot=500,
+                    actions=("trim", "relabel", "reweight"), evidence="both")  # the CLI's defaults
+    assert res.action != "none" and " ".join(res.summary().split()) in " ".join(stdout.split())
     issues = pd.read_csv(out / "issues.csv")
     given = pd.read_csv(tr)
     assert list(issues.columns) == list(given.columns) + ["suggested_label", "p_label", "score", "is_issue", "rank"]
@@ -265,8 +314,10 @@ def test_cli_clean_writes_issues_cleaned_data_and_report(digits5, tmp_path, caps
     if res.action == "trim":
         assert len(cleaned) == len(given) - res.budget and not cleaned["key"].isin(acted).any()
         assert cleaned.drop(columns="key").equals(given[~given["key"].isin(acted)].drop(columns="key").reset_index(drop=True))
-    else:
+    elif res.action == "relabel":
         assert np.array_equal(cleaned["digit"], res.train.y) and (cleaned["digit"] != given["digit"]).sum() == res.budget
+    else:
+        assert np.allclose(cleaned["weight"], res.weights) and (cleaned["weight"] < 1).sum() <= res.budget
     html = (out / "report.html").read_text()
     assert res.summary() in html and "Reproduce:" in html and "<svg" in html
     # the command in the report repeats the run exactly
@@ -276,7 +327,10 @@ def test_cli_clean_writes_issues_cleaned_data_and_report(digits5, tmp_path, caps
     args[args.index("--out") + 1] = str(tmp_path / "again")
     code, _, err = run_cli(args[1:] + ["--jobs", 1], capsys)
     assert code == 0, err
-    assert (tmp_path / "again" / "train-clean.csv").read_bytes() == (out / "train-clean.csv").read_bytes()
+    again, first = pd.read_csv(tmp_path / "again" / "train-clean.csv"), pd.read_csv(out / "train-clean.csv")
+    if "weight" in first:  # reweight: the weights (out-of-sample p_label) repeat to ~1e-8, not bytewise
+        assert np.allclose(again.pop("weight"), first.pop("weight"), rtol=1e-6, atol=1e-9)
+    assert again.equals(first)
     # an earlier output is replaced only with --force
     code, _, err = run_cli(["clean", "--train", tr, "--valid", va, "--label", "digit", "--out", out], capsys)
     assert code == 2 and "--force" in err and len(err.strip().splitlines()) == 1
@@ -299,7 +353,7 @@ def test_cli_clean_keeps_the_input_format_and_writes_weights(digits5, tmp_path, 
 
     data = load_data(RunConfig(train=str(tr), valid=str(va), label="digit", drop=["key"]))
     res = inf.clean(SklearnLogistic().fit(data.train), data.train, data.valid, actions=("reweight",), budgets=[30],
-                    n_jobs=1, n_boot=500)
+                    n_jobs=1, n_boot=500, evidence="both")
     if res.action == "reweight":
         assert np.allclose(cleaned["weight"], res.weights) and (cleaned["weight"] < 1).sum() == 30
     else:

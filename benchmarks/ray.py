@@ -76,6 +76,14 @@ class OperatorCluster:
         self.env.pop("RAY_ADDRESS", None)
         self.procs: list[subprocess.Popen] = []
         mem = str(object_store_mb * 2**20)
+        try:
+            self._launch(nodes, mem)
+        except BaseException:
+            self.close()  # a node that failed to join: end what was started
+            raise
+
+    def _launch(self, nodes: int, mem: str) -> None:
+        root = self.root
         self._start(["start", "--head", f"--port={self.port}", "--num-cpus=1", f"--object-store-memory={mem}",
                      f"--temp-dir={root / 'head'}", "--include-dashboard=false", "--block"])
         self._wait(1)
@@ -103,6 +111,8 @@ class OperatorCluster:
         os.killpg(self.procs[k].pid, signal.SIGKILL)
 
     def close(self) -> None:
+        """SIGTERM the `ray start` process groups, then SIGKILL whatever still runs from this cluster's folders
+        (Ray's daemons leave the process group; every one names the cluster's temp dir in its command line)."""
         for p in reversed(self.procs):
             try:
                 os.killpg(p.pid, signal.SIGTERM)
@@ -113,6 +123,13 @@ class OperatorCluster:
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+        left = subprocess.run(["pgrep", "-f", str(self.root)], capture_output=True, text=True).stdout.split()
+        for pid in left:
+            if int(pid) != os.getpid():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 def connect(cluster: OperatorCluster) -> None:

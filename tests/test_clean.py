@@ -301,8 +301,9 @@ def test_cli_clean_writes_issues_cleaned_data_and_report(digits5, tmp_path, caps
     from influent.runs.inputs import load_data
 
     data = load_data(RunConfig(train=str(tr), valid=str(va), label="digit", id_column="key"))  # as the CLI reads
-    res = inf.clean(SklearnLogistic(C=1.0).fit(data.train), data.train, data.valid, n_jobs=1, n_boot=500,
-                    actions=("trim", "relabel", "reweight"), evidence="both")  # the CLI's defaults
+    res = inf.clean(SklearnLogistic(C=1.0).fit(data.train), data.train, data.valid, n_jobs=1, n_boot=500)  # the
+    # CLI's defaults are the API's (holdout valid+cv, its actions and evidence)
+    assert res.holdout == "valid+cv"
     assert res.action != "none" and " ".join(res.summary().split()) in " ".join(stdout.split())
     issues = pd.read_csv(out / "issues.csv")
     given = pd.read_csv(tr)
@@ -353,7 +354,7 @@ def test_cli_clean_keeps_the_input_format_and_writes_weights(digits5, tmp_path, 
 
     data = load_data(RunConfig(train=str(tr), valid=str(va), label="digit", drop=["key"]))
     res = inf.clean(SklearnLogistic().fit(data.train), data.train, data.valid, actions=("reweight",), budgets=[30],
-                    n_jobs=1, n_boot=500, evidence="both")
+                    n_jobs=1, n_boot=500)
     if res.action == "reweight":
         assert np.allclose(cleaned["weight"], res.weights) and (cleaned["weight"] < 1).sum() == 30
     else:

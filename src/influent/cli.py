@@ -519,13 +519,18 @@ def clean_command(
     lr: Optional[float] = LR_OPTION,
     batch_size: Optional[int] = BATCH_SIZE_OPTION,
     weight_decay: Optional[float] = WEIGHT_DECAY_OPTION,
-    actions: str = typer.Option("trim,relabel,reweight", "--actions", help="actions to try, separated by commas"),
+    holdout: str = typer.Option("valid+cv", "--holdout", help="valid+cv (the validation rows pooled with training "
+                                "rows held out by a cross-validation of the whole cleaning) | valid (the validation "
+                                "rows only)"),
+    actions: Optional[str] = typer.Option(None, "--actions", help="actions to try, separated by commas (default: "
+                                          "trim,relabel with valid+cv; trim,relabel,reweight with valid)"),
     budget: list[str] = typer.Option([], "--budget", help="a budget to try for every action: a count or a fraction "
                                      "(repeatable; default 0.5x, 1x, 1.5x the estimated number of wrong labels)"),
     metric: str = typer.Option("accuracy", "--metric", help="accuracy | log_loss: what the reported gain measures"),
-    evidence: str = typer.Option("both", "--evidence", help="both | accuracy | log_loss: whose one-sided bounds "
-                                 "may show that an action beats leaving the data alone (both: its accuracy gain, or "
-                                 "its log-loss decrease without lower accuracy)"),
+    evidence: Optional[str] = typer.Option(None, "--evidence", help="both | accuracy | log_loss: whose one-sided "
+                                           "bounds may show that an action beats leaving the data alone (both: its "
+                                           "accuracy gain, or its log-loss decrease without lower accuracy; default: "
+                                           "accuracy with valid+cv, both with valid)"),
     n_boot: int = typer.Option(2000, "--n-boot", help="bootstrap replicates over the validation samples"),
     level: float = typer.Option(0.95, "--level", help="joint confidence of the decision's tests (all of them hold "
                                 "together with this probability)"),
@@ -533,6 +538,9 @@ def clean_command(
     option: list[str] = typer.Option([], "--option", "-o", help="option of the wrong-label detector KEY=VALUE "
                                      "(influent methods mislabel)"),
     seed: int = typer.Option(0, "--seed", help="random seed"),
+    backend: str = typer.Option("local", "--backend", help="{backends}: where the refits run (ray: one task each)"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="with --backend ray: the cluster to attach "
+                                              "to (default: RAY_ADDRESS, else a Ray on this machine)"),
     out: Path = typer.Option(..., "--out", help="output folder: issues.<fmt>, train-clean.<fmt>, report.html"),
     force: bool = typer.Option(False, "--force", help="replace the outputs of an earlier run in --out"),
 ) -> None:
@@ -552,14 +560,22 @@ def clean_command(
 
     check_output_dir(out)
     paths = output_paths(out, str(train))
-    from .actions.clean import ACTIONS, EVIDENCE, METRICS
+    from .actions.clean import ACTIONS, EVIDENCE, HOLDOUTS, METRICS
+    from .backends import check_backend
     from .data.validate import check_choice
 
-    acts = [check_choice(a.strip(), ACTIONS, "--actions: each action") for a in actions.split(",") if a.strip()]
-    if not acts:
-        raise InputError("--actions is empty; use e.g. trim,relabel,reweight")
+    check_choice(holdout, HOLDOUTS, "--holdout")
+    acts = None
+    if actions is not None:
+        acts = [check_choice(a.strip(), ACTIONS, "--actions: each action") for a in actions.split(",") if a.strip()]
+        if not acts:
+            raise InputError("--actions is empty; use e.g. trim,relabel,reweight")
     check_choice(metric, METRICS, "--metric")
-    check_choice(evidence, EVIDENCE, "--evidence")
+    if evidence is not None:
+        check_choice(evidence, EVIDENCE, "--evidence")
+    check_backend(backend)
+    if ray_address and backend != "ray":
+        raise InputError("--ray-address needs --backend ray")
     budgets = [parse_budget(b) for b in budget] or None
     check_number(n_boot, "--n-boot", kind=int, low=100)
     check_number(level, "--level", low=0, high=1, low_open=True, high_open=True)
@@ -576,7 +592,9 @@ def clean_command(
         with steps.step("read data"):
             data = load_data(cfg)
         outcome = run_clean(cfg, data, steps, out=out, actions=acts, budgets=budgets, metric=metric,
-                            evidence=evidence, n_boot=n_boot, level=level, n_jobs=jobs, options=options)
+                            evidence=evidence, n_boot=n_boot, level=level, n_jobs=jobs, options=options,
+                            holdout=holdout, backend=backend,
+                            backend_options={"address": ray_address} if ray_address else None)
         with steps.step("write outputs"):
             write_clean(out, paths, outcome)
         _wrote(", ".join(str(p) for p in paths.values()))

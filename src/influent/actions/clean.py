@@ -418,7 +418,7 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
           level: float = 0.95, n_jobs: int = 2, seed: int = 0,
           refit: Callable[..., ModelAdapter] | None = None, rankings: Sequence[dict[str, Any]] | None = None,
           evidence: str | None = None, guard: str = "sequence", holdout: str = "valid+cv", cv: int = 5,
-          **options: Any) -> CleanResult:
+          backend: str = "local", backend_options: dict[str, Any] | None = None, **options: Any) -> CleanResult:
     """Choose and validate what to do about wrong labels: trim, relabel, reweight, or nothing.
 
     Parameters
@@ -455,7 +455,9 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
         defaults, and confident learning's per-class thresholds, ``calibrate=True``, which find flips of one
         class into another that the default ranking can miss); each is laid under `options` (the user's
         settings win), and a ranking equal to an earlier one is dropped
-    options : options of the `mislabel` detector behind `find_label_issues`, for every ranking
+    backend, backend_options : where the refits (and the detector's shard work) run: "local" (processes of
+        this machine, `n_jobs`) or "ray" (one Ray task per refit; `influent.score`'s backend options)
+    options : options of the wrong-label detector behind `find_label_issues`, for every ranking
 
     Returns
     -------
@@ -463,13 +465,27 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
     that `passes` in its ranking's test sequence can be chosen, else "none". `train`, `valid` and `model` are
     not changed.
     """
-    from ..models.refit import refit_many
+    from ..backends import executor_for
+    from ..data.executor import using
 
     if not isinstance(model, ModelAdapter):
         raise InputError(f"model must be an influent ModelAdapter, got {type(model).__name__}")
     for s, nm in ((train, "train"), (valid, "valid")):
         if not isinstance(s, Split):
             raise InputError(f"{nm} must be an influent Split, got {type(s).__name__}")
+    with using(executor_for(backend, train, backend_options)):  # every refit below runs there
+        return _clean(model, train, valid, actions=actions, budgets=budgets, metric=metric, n_boot=n_boot,
+                      level=level, n_jobs=n_jobs, seed=seed, refit=refit, rankings=rankings, evidence=evidence,
+                      guard=guard, holdout=holdout, cv=cv, **options)
+
+
+def _clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[str] | None,
+           budgets: Sequence[int | float] | None, metric: str, n_boot: int, level: float, n_jobs: int, seed: int,
+           refit: Callable[..., ModelAdapter] | None, rankings: Sequence[dict[str, Any]] | None,
+           evidence: str | None, guard: str, holdout: str, cv: int, **options: Any) -> CleanResult:
+    """`clean` in the current executor."""
+    from ..models.refit import refit_many
+
     check_choice(holdout, HOLDOUTS, "clean: holdout")
     pooled = holdout == "valid+cv"
     if pooled:

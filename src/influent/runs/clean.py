@@ -43,8 +43,9 @@ def output_paths(out: Path, train_path: str) -> dict[str, Path]:
             "report": out / "report.html"}
 
 
-def reproduce_command(cfg: RunConfig, out: Path, actions: Sequence[str], budgets: Sequence[Any] | None, metric: str,
-                      n_boot: int, level: float, options: dict[str, Any], evidence: str = "both") -> str:
+def reproduce_command(cfg: RunConfig, out: Path, actions: Sequence[str] | None, budgets: Sequence[Any] | None,
+                      metric: str, n_boot: int, level: float, options: dict[str, Any], evidence: str | None = None,
+                      holdout: str = "valid+cv") -> str:
     """The `influent clean` command line that repeats this run (absolute input paths, every setting)."""
     args = ["influent", "clean", "--train", cfg.train, "--valid", cfg.valid, "--label", cfg.label]
     for flag, value in (("--id", cfg.id_column), ("--group", cfg.group)):
@@ -57,10 +58,15 @@ def reproduce_command(cfg: RunConfig, out: Path, actions: Sequence[str], budgets
     for key, value in cfg.model_options.items():
         flag = "--C" if key == "C" else "--" + key.replace("_", "-")
         args += [flag, ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
-    args += ["--actions", ",".join(actions)]
+    args += ["--holdout", holdout]
+    if actions is not None:
+        args += ["--actions", ",".join(actions)]
     for b in budgets or ():
         args += ["--budget", str(b)]
-    args += ["--metric", metric, "--evidence", evidence, "--n-boot", str(n_boot), "--level", f"{level:g}", "--seed", str(cfg.seed)]
+    args += ["--metric", metric]
+    if evidence is not None:
+        args += ["--evidence", evidence]
+    args += ["--n-boot", str(n_boot), "--level", f"{level:g}", "--seed", str(cfg.seed)]
     for key, value in options.items():
         import json
 
@@ -139,9 +145,10 @@ def clean_record(res: CleanResult, cfg: RunConfig, data: Data, model_label: str,
     })
 
 
-def run_clean(cfg: RunConfig, data: Data, steps: Steps, *, out: Path, actions: Sequence[str],
+def run_clean(cfg: RunConfig, data: Data, steps: Steps, *, out: Path, actions: Sequence[str] | None,
               budgets: Sequence[Any] | None, metric: str, n_boot: int, level: float, n_jobs: int,
-              options: dict[str, Any], model: Any = None, evidence: str = "both") -> CleanOutcome:
+              options: dict[str, Any], model: Any = None, evidence: str | None = None, holdout: str = "valid+cv",
+              backend: str = "local", backend_options: dict[str, Any] | None = None) -> CleanOutcome:
     """Fit the model of `cfg` on the training split (unless a fitted `model` is given), run `clean`, and
     build what `write_clean` writes."""
     from ..models.factory import build_model, model_label
@@ -156,11 +163,12 @@ def run_clean(cfg: RunConfig, data: Data, steps: Steps, *, out: Path, actions: S
                 model.fit(data.train)
     with steps.step("find label issues, refit candidates, bootstrap"):
         res = clean(model, data.train, data.valid, actions=actions, budgets=budgets, metric=metric, n_boot=n_boot,
-                    level=level, n_jobs=n_jobs, seed=cfg.seed, evidence=evidence, **options)
+                    level=level, n_jobs=n_jobs, seed=cfg.seed, evidence=evidence, holdout=holdout, backend=backend,
+                    backend_options=backend_options, **options)
     with steps.step("build report"):
         issues_rows = _add_issue_columns(frame_rows(data, np.arange(len(data.train))), res.issues)
         rows = cleaned_rows(data, cfg, res)
-        command = reproduce_command(cfg, out, actions, budgets, metric, n_boot, level, options, evidence)
+        command = reproduce_command(cfg, out, actions, budgets, metric, n_boot, level, options, evidence, holdout)
         record = clean_record(res, cfg, data, model_label(cfg.model, model), command, dict(steps.timings))
         html = build_clean_report(record)
     return CleanOutcome(res, issues_rows, rows, record, html)

@@ -172,14 +172,14 @@ def demo_clean(cfg: RunConfig, data: Any, model: Any, out: Path, seed: int) -> d
     command that repeats it on the demo's files."""
     import dataclasses
 
-    from ..actions.clean import ACTIONS, clean
+    from ..actions.clean import clean
     from ..models.factory import model_label
     from .clean import clean_record, reproduce_command
 
     res = clean(model, data.train, data.valid, n_jobs=1, seed=seed)
     ccfg = dataclasses.replace(cfg, train=str(Path(cfg.train).resolve()), valid=str(Path(cfg.valid).resolve()),
                                test=None, drop=[cfg.clean_label_column], clean_label_column=None)
-    command = reproduce_command(ccfg, out / "clean", ACTIONS, None, res.metric, 2000, res.level, {}, res.evidence)
+    command = reproduce_command(ccfg, out / "clean", None, None, res.metric, 2000, res.level, {}, None, res.holdout)
     rec = clean_record(res, ccfg, data, model_label(cfg.model, model), command, {}, kind="demo")
     before = model.accuracy(data.test)
     after = before if res.action == "none" else model.refit(res.train, sample_weight=res.weights).accuracy(data.test)

@@ -156,23 +156,10 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def case_ip1m(cluster: OperatorCluster, tmp: Path, n: int) -> list[dict]:
-    from torch import nn
-
-    direct_ip, make_data = _scale().direct_ip, _scale().make_data
-
+    scale = _scale()
     d, K = 256, 10
-    X, y, _ = make_data(tmp / "X.npy", n, d, K)
-    torch.manual_seed(0)
-    lin = nn.Linear(d, K)
-    opt = torch.optim.Adam(lin.parameters(), lr=1e-2)
-    xs, ys = torch.from_numpy(np.array(X[:20_000])), torch.from_numpy(y[:20_000])
-    for _ in range(200):
-        opt.zero_grad()
-        nn.functional.cross_entropy(lin(xs), ys).backward()
-        opt.step()
-    model = inf.models.TorchAdapter(lin, loss="cross_entropy")
-    valid = inf.from_arrays(np.asarray(X[-10_000:]), y[-10_000:])
-    train = inf.from_arrays(X, y)
+    X, y, lin, model, train, valid = scale.linear_problem(tmp / "X.npy", n, d, K)
+    direct_ip = scale.direct_ip
     target = inf.targets.Utility(valid)
     target.prepare(model)
     v = target.grad(model)

@@ -54,6 +54,23 @@ def make_data(path: Path, n: int, d: int, K: int, seed: int = 0) -> tuple[np.mem
     return np.load(path, mmap_mode="c"), y, W  # copy-on-write: writable for torch, never written
 
 
+def linear_problem(path: Path, n: int, d: int = 256, K: int = 10):
+    """The scoring problem of this benchmark: the memory-mapped data (`make_data`), a linear softmax layer trained
+    with Adam on its first 20,000 rows, the adapter, a 10,000-row validation split and the whole file as the
+    training split (a view, not a copy). Returns (X, y, lin, model, train, valid)."""
+    X, y, _ = make_data(path, n, d, K)
+    torch.manual_seed(0)
+    lin = nn.Linear(d, K)
+    opt = torch.optim.Adam(lin.parameters(), lr=1e-2)
+    xs, ys = torch.from_numpy(np.array(X[:20_000])), torch.from_numpy(y[:20_000])
+    for _ in range(200):
+        opt.zero_grad()
+        nn.functional.cross_entropy(lin(xs), ys).backward()
+        opt.step()
+    model = inf.models.TorchAdapter(lin, loss="cross_entropy")
+    return X, y, lin, model, inf.from_arrays(X, y), inf.from_arrays(np.asarray(X[-10_000:]), y[-10_000:])
+
+
 def direct_ip(lin: nn.Linear, X: np.ndarray, y: np.ndarray, vW: torch.Tensor, vb: torch.Tensor, chunk: int) -> np.ndarray:
     """The same IP scores from the closed-form factors of a linear softmax layer: one (B, d) x (d, 2K) product
     gives the logits and V x together, then (p - e_y) . (V x + v_b)."""
@@ -104,19 +121,7 @@ def main() -> None:
     torch.set_num_threads(1)
     d, K = 256, 10
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        X, y, _ = make_data(Path(tmp) / "X.npy", args.n, d, K)
-        torch.manual_seed(0)
-        sub = np.array(X[:20_000])
-        lin = nn.Linear(d, K)
-        opt = torch.optim.Adam(lin.parameters(), lr=1e-2)
-        xs, ys = torch.from_numpy(sub), torch.from_numpy(y[:20_000])
-        for _ in range(200):
-            opt.zero_grad()
-            nn.functional.cross_entropy(lin(xs), ys).backward()
-            opt.step()
-        model = inf.models.TorchAdapter(lin, loss="cross_entropy")
-        valid = inf.from_arrays(np.asarray(X[-10_000:]), y[-10_000:])
-        train = inf.from_arrays(X, y)  # a view of the memory-mapped file, not a copy
+        X, y, lin, model, train, valid = linear_problem(Path(tmp) / "X.npy", args.n, d, K)  # train: a view of the file
         rss0 = rss_mb()
         target = inf.targets.Utility(valid)
         target.prepare(model)

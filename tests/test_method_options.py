@@ -34,9 +34,10 @@ def test_every_method_declares_typed_documented_options():
     ckpt = {k: s.checkpoints for k, s in METHODS.items() if s.checkpoints != "never"}
     assert ckpt == {"tracin": "always", "diffin": "always", "self-diffin": "always", "self-tracin": "option"}
     assert all("checkpoints" in {f.name for f in fields(METHODS[k].options)} for k in ckpt)
-    from influent.grads.projection import PROJECTABLE
+    from influent.methods.options import ProjectionOptions
     takes = sorted(k for k, s in METHODS.items() if "projection" in {f.name for f in fields(s.options)})
-    assert takes == sorted(PROJECTABLE)
+    assert takes == sorted(k for k, s in METHODS.items() if issubclass(s.options, ProjectionOptions))
+    assert {"ip", "if", "tracin", "self-tracin", "outlier"} <= set(takes)
 
 
 def test_unknown_options_fail_before_any_work_and_checks_are_one_line(iris):

@@ -111,7 +111,7 @@ def test_a_stuck_task_is_submitted_again_after_the_timeout(cluster, small_mlp, d
     from influent.backends.ray import RayExecutor
 
     train, _ = digits_small
-    ex = RayExecutor(train, shards=2, task_timeout=3)
+    ex = RayExecutor(train, shards=2, task_timeout=4, retries=25)  # rounds enough for workers to start under load
     out = ex.map_shards(_hang_once, small_mlp, train, str(tmp_path / "stuck"))
     assert [int(o[0]) for o in out] == [80, 80]
     assert ex.describe()["resubmitted"] >= 1

@@ -58,3 +58,30 @@ def test_cli_ray_address_without_the_ray_backend_and_local_backend_options_are_o
     train, valid = digits_small
     with pytest.raises(InputError, match="backend 'local' takes no backend_options"):
         inf.score(small_mlp, train, valid, method="ip", backend_options={"workers": 2})
+
+
+def test_a_signal_raised_inside_rays_cython_code_reaches_the_caller_as_itself():
+    """Ray's Cython wait reports an exception raised by a signal handler during the call as SystemError("...
+    returned a result with an exception set") caused by it; the backend hands the caller the signal's own
+    exception (the CLI then exits 130 / 143), and leaves other errors alone."""
+    from influent.backends.ray import _signal_inside
+
+    class Interrupted(BaseException):
+        pass
+
+    for inner in (KeyboardInterrupt(), Interrupted()):
+        try:
+            try:
+                raise inner
+            except BaseException as e:
+                raise SystemError("<cyfunction CoreWorker.wait> returned a result with an exception set") from e
+        except SystemError as exc:
+            assert _signal_inside(exc) is inner
+    try:
+        try:
+            raise ValueError("x")
+        except ValueError as e:
+            raise SystemError("other") from e
+    except SystemError as exc:
+        assert _signal_inside(exc) is None
+    assert _signal_inside(KeyboardInterrupt()) is None

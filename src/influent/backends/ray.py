@@ -276,9 +276,12 @@ class RayExecutor:
                     last = time.monotonic()
                     if progress is not None:
                         progress(int(done.sum()), n)
-        except BaseException:
+        except BaseException as exc:
             for ref in owner:
                 ray.cancel(ref, force=True)
+            inner = _signal_inside(exc)
+            if inner is not None:  # Ctrl-C / SIGTERM raised inside Ray's wait: the caller's exception, as itself
+                raise inner from None
             raise
         for ref in owner:  # duplicates of finished tasks
             ray.cancel(ref, force=True)
@@ -314,6 +317,17 @@ class RayExecutor:
 
 _CHECKED: set[str] = set()  # Ray sessions whose workers were checked to run this influent
 _SHARDS: dict[tuple, tuple[Any, list[Any], str]] = {}  # (id(split), bounds) -> (weakref, refs, Ray session)
+
+
+def _signal_inside(exc: BaseException) -> BaseException | None:
+    """The exception a signal handler raised while Ray's Cython code ran (KeyboardInterrupt, the CLI's
+    Interrupted: not an `Exception`), which Ray reports as a SystemError "returned a result with an exception
+    set" caused by it; else None."""
+    if isinstance(exc, SystemError):
+        inner = exc.__cause__ or exc.__context__
+        if inner is not None and not isinstance(inner, Exception):
+            return inner
+    return None
 
 
 def _gcs_address(ray: Any) -> str:

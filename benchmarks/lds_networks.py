@@ -352,10 +352,11 @@ def select_if(quick: bool, cache: Path, ks: tuple[int, ...] = (1, 5)) -> None:
 SELECT_FACTORS = (0.3, 1.0, 3.0)
 
 
-def _ens_members(p: Problem, k: int, cache: Path) -> list:
-    """k members (seeds 0..k-1) of a selection problem, each recording a checkpoint every epoch."""
+def recorded_members(p: Problem, k: int, cache: Path, prefix: str = "ens_recmembers") -> list:
+    """k members of the problem's model kind (seeds 0..k-1), each with a checkpoint per epoch (cached as
+    ``<prefix>_<problem>_<key>_<k>.pkl``)."""
     steps = -(-len(p.train) // p.model.train_config.batch_size)
-    path = cache / f"ens_selmembers_{p.name}_{_key(p)}_{k}.pkl"
+    path = cache / f"{prefix}_{p.name}_{_key(p)}_{k}.pkl"
     if path.exists():
         with open(path, "rb") as f:
             return pickle.load(f)
@@ -363,6 +364,11 @@ def _ens_members(p: Problem, k: int, cache: Path) -> list:
     with open(path, "wb") as f:
         pickle.dump(members, f)
     return members
+
+
+def _ens_members(p: Problem, k: int, cache: Path) -> list:
+    """k members (seeds 0..k-1) of a selection problem, each recording a checkpoint every epoch."""
+    return recorded_members(p, k, cache, prefix="ens_selmembers")
 
 
 def _ckpt_attr(p: Problem, m: Any, s: int, c: int, factor: float, cache: Path, method: str = "if",
@@ -453,15 +459,7 @@ def members_x_checkpoints(p: Problem, truth: LDSGroundTruth, t_train: float, ks:
                           n_ck: int = 5, method: str = "if") -> list[dict]:
     """Each of the k members expanded into its last `n_ck` epoch checkpoints (`fit_members(record_every=...)`):
     the mean over k x n_ck members, still k trainings."""
-    steps = -(-len(p.train) // p.model.train_config.batch_size)
-    path = cache / f"ens_recmembers_{p.name}_{_key(p)}_{max(ks)}.pkl"
-    if path.exists():
-        with open(path, "rb") as f:
-            members = pickle.load(f)
-    else:
-        members = ens.fit_members(p.model, p.train, max(ks), seed=0, n_jobs=2, record_every=steps)
-        with open(path, "wb") as f:
-            pickle.dump(members, f)
+    members = recorded_members(p, max(ks), cache)
     mats, margin_mats, secs = [], [], []
     for s, m in enumerate(members):
         f = cache / f"ens_attr_{p.name}_{_key(p)}_{method}x{n_ck}_{s}.npz"
@@ -498,15 +496,7 @@ def trajectory_rows(p: Problem, truth: LDSGroundTruth, t_train: float, ks: tuple
     over k x n_ck attributions, k trainings. Each (member, checkpoint) matrix is `influent.attribute` of that
     checkpoint, cached, so several processes (`part`: the members this one computes) share the work.
     `single`: also member 0 alone with these numbers of checkpoints (the best single model)."""
-    steps = -(-len(p.train) // p.model.train_config.batch_size)
-    path = cache / f"ens_recmembers_{p.name}_{_key(p)}_{max(ks)}.pkl"
-    if path.exists():
-        with open(path, "rb") as f:
-            members = pickle.load(f)
-    else:
-        members = ens.fit_members(p.model, p.train, max(ks), seed=0, n_jobs=2, record_every=steps)
-        with open(path, "wb") as f:
-            pickle.dump(members, f)
+    members = recorded_members(p, max(ks), cache)
 
     def one(s: int, ck: Any) -> tuple[np.ndarray, np.ndarray, float]:
         f = cache / f"ens_traj_{p.name}_{_key(p)}_{method}_{s}_{ck.step}.npz"

@@ -263,7 +263,7 @@ def _cli_run(cluster: OperatorCluster, tmp: Path, out: Path, act) -> tuple[int, 
     reader.start()
     t0 = time.time()
     while time.time() - t0 < 300 and p.poll() is None:  # until a worker runs a shard kernel: the scoring began
-        if subprocess.run(["pgrep", "-f", "ray::_run_kernel"], capture_output=True).returncode == 0:
+        if subprocess.run(["pgrep", "-f", "ray::_run"], capture_output=True).returncode == 0:
             break
         time.sleep(0.2)
     time.sleep(2)

@@ -199,6 +199,18 @@ EPOCHS_OPTION = typer.Option(None, "--epochs", help="mlp/torch: training epochs 
 LR_OPTION = typer.Option(None, "--lr", help="mlp/torch: learning rate (default 0.01)")
 BATCH_SIZE_OPTION = typer.Option(None, "--batch-size", help="mlp/torch: batch size (default: full batch)")
 WEIGHT_DECAY_OPTION = typer.Option(None, "--weight-decay", help="mlp/torch: L2 coefficient")
+RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", help="with --backend ray: the cluster to attach to, e.g. "
+                                  "10.0.0.1:6379 (default: RAY_ADDRESS, else a Ray on this machine)")
+
+
+def _backend(backend: str, ray_address: str | None) -> str:
+    """`backend` if registered, else the registry's one-line error; --ray-address only with --backend ray."""
+    from .backends import check_backend
+
+    backend = check_backend(backend)
+    if ray_address and backend != "ray":
+        raise InputError("--ray-address needs --backend ray")
+    return backend
 
 
 def _model_options(model: str, C: Optional[float], hidden: Optional[str], epochs: Optional[int], lr: Optional[float],
@@ -274,8 +286,7 @@ def score(
                                          "runs, and an interrupted run resumes from its finished chunks"),
     backend: str = typer.Option("local", "--backend", help="{backends} (ray: the method's shard kernels and the "
                                 "curve's refits as Ray tasks; needs pip install \"influent\\[ray]\")"),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="with --backend ray: the cluster to attach "
-                                              "to, e.g. 10.0.0.1:6379 (default: RAY_ADDRESS, else a Ray on this machine)"),
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
     topk: int = typer.Option(0, "--topk", help="with --test: keep the K most helpful and most harmful training "
                              "samples of every test sample (streamed attribution in --out/attribution; read with "
                              "influent explain; the method's pairwise form, else ip)"),
@@ -289,7 +300,6 @@ def score(
     from .runs.record import input_paths, write_outputs
     from .runs.inputs import load_data
     from .runs.pipeline import run_score
-    from .backends import check_backend
 
     check_output_dir(out, "--out")
     method_options = _parse_options(option)
@@ -302,8 +312,7 @@ def score(
     if topk < 0:
         raise InputError(f"--topk must be >= 0, got {topk}")
     check_number(ensemble, "--ensemble", kind=int, low=0)
-    if ray_address and backend != "ray":
-        raise InputError("--ray-address needs --backend ray")
+    backend = _backend(backend, ray_address)
     model_options = _model_options(model, C, hidden, epochs, lr, batch_size, weight_decay)
     if encoder and Path(encoder).exists():
         encoder = _abs(Path(encoder))
@@ -315,7 +324,7 @@ def score(
                     model_options=model_options, method=method,
                     method_options=method_options, target=target, chunk_size=chunk_size or 512, seed=seed, top=top, curve=curve,
                     title=title, params=_params(params) if params is not None else None,
-                    store=_abs(store) if store is not None else None, backend=check_backend(backend),
+                    store=_abs(store) if store is not None else None, backend=backend,
                     ray_address=ray_address,
                     encoder=encoder, embed_cache=_abs(embed_cache) if embed_cache else None, topk=topk,
                     ensemble=ensemble)
@@ -539,8 +548,7 @@ def clean_command(
                                      "(influent methods mislabel)"),
     seed: int = typer.Option(0, "--seed", help="random seed"),
     backend: str = typer.Option("local", "--backend", help="{backends}: where the refits run (ray: one task each)"),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="with --backend ray: the cluster to attach "
-                                              "to (default: RAY_ADDRESS, else a Ray on this machine)"),
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
     out: Path = typer.Option(..., "--out", help="output folder: issues.<fmt>, train-clean.<fmt>, report.html"),
     force: bool = typer.Option(False, "--force", help="replace the outputs of an earlier run in --out"),
 ) -> None:
@@ -561,7 +569,6 @@ def clean_command(
     check_output_dir(out)
     paths = output_paths(out, str(train))
     from .actions.clean import ACTIONS, EVIDENCE, HOLDOUTS, METRICS
-    from .backends import check_backend
     from .data.validate import check_choice
 
     check_choice(holdout, HOLDOUTS, "--holdout")
@@ -573,9 +580,7 @@ def clean_command(
     check_choice(metric, METRICS, "--metric")
     if evidence is not None:
         check_choice(evidence, EVIDENCE, "--evidence")
-    check_backend(backend)
-    if ray_address and backend != "ray":
-        raise InputError("--ray-address needs --backend ray")
+    backend = _backend(backend, ray_address)
     budgets = [parse_budget(b) for b in budget] or None
     check_number(n_boot, "--n-boot", kind=int, low=100)
     check_number(level, "--level", low=0, high=1, low_open=True, high_open=True)
@@ -583,7 +588,8 @@ def clean_command(
     cfg = RunConfig(train=_abs(train), valid=_abs(valid), label=label, group=group, id_column=id_column,
                     drop=list(drop), standardize=default_standardize(model) if standardize is None else standardize,
                     model=_abs_model(model),
-                    model_options=_model_options(model, C, hidden, epochs, lr, batch_size, weight_decay), seed=seed)
+                    model_options=_model_options(model, C, hidden, epochs, lr, batch_size, weight_decay), seed=seed,
+                    backend=backend, ray_address=ray_address)
     check_outputs({"--out": list(paths.values())}, input_paths(cfg), force)
     options = _parse_options(option)
     console, err = _consoles()
@@ -593,8 +599,7 @@ def clean_command(
             data = load_data(cfg)
         outcome = run_clean(cfg, data, steps, out=out, actions=acts, budgets=budgets, metric=metric,
                             evidence=evidence, n_boot=n_boot, level=level, n_jobs=jobs, options=options,
-                            holdout=holdout, backend=backend,
-                            backend_options={"address": ray_address} if ray_address else None)
+                            holdout=holdout)
         with steps.step("write outputs"):
             write_clean(out, paths, outcome)
         _wrote(", ".join(str(p) for p in paths.values()))

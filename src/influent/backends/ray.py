@@ -77,17 +77,24 @@ def connect(address: str | None = None) -> Any:
     return ray
 
 
+def _unreachable(address: str, timeout: float) -> str | None:
+    """Why `address` (host:port) accepts no TCP connection within `timeout` seconds, or None when it does."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return None
+    except (OSError, ValueError) as exc:
+        return str(exc) or type(exc).__name__
+
+
 def _probe(address: str | None, timeout: float = 5.0) -> None:
     """A `ClusterError` when `address` (host:port) does not accept a connection: ray.init would retry for
     minutes, printing Ray's own log lines."""
     if not address or "://" in address or address == "auto" or ":" not in address:
         return
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            return
-    except (OSError, ValueError) as exc:
-        raise ClusterError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
+    why = _unreachable(address, timeout)
+    if why is not None:
+        raise ClusterError(f"cannot reach the Ray cluster at {address!r}: {why}")
 
 
 def _node() -> str:
@@ -96,19 +103,12 @@ def _node() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def _run_kernel(kernel: Callable[..., Any], adapter: Any, shard: Split, payload: Any) -> tuple[Any, str]:
-    """A shard kernel on a worker, single-threaded; returns (result, this node's id)."""
+def _run(fn: Callable[..., Any], *args: Any) -> tuple[Any, str]:
+    """fn(*args) on a worker, single-threaded (a shard kernel, a refit task); returns (result, this node's id)."""
     import torch
 
     torch.set_num_threads(1)
-    return kernel(adapter, shard, payload), _node()
-
-
-def _run_task(fn: Callable[..., Any], item: Any, *shared: Any) -> tuple[Any, str]:
-    import torch
-
-    torch.set_num_threads(1)
-    return fn(item, *shared), _node()
+    return fn(*args), _node()
 
 
 def _version() -> tuple[str, str]:
@@ -155,8 +155,7 @@ class RayExecutor:
         n = len(self.split)
         k = max(1, min(n, int(self._n_shards or 4 * self.workers)))
         self.bounds = np.linspace(0, n, k + 1).round().astype(np.int64)
-        self._kernel = ray.remote(_run_kernel).options(num_cpus=1, max_retries=self.retries)
-        self._task = ray.remote(_run_task).options(num_cpus=1, max_retries=self.retries)
+        self._run = ray.remote(_run).options(num_cpus=1, max_retries=self.retries)
         self._shard_refs: list[Any] | None = None
         self._puts: dict[int, tuple[Any, Any]] = {}  # id(object) -> (object, ref): each sent once
         self.ray = ray
@@ -173,7 +172,7 @@ class RayExecutor:
         refs = self._shards()
         a, p = self._put(adapter), self.ray.put(payload)
         self.stats["bytes_sent"] += _nbytes(payload)
-        out = self._collect([lambda s=s: self._kernel.remote(kernel, a, s, p) for s in refs], progress)
+        out = self._collect([lambda s=s: self._run.remote(kernel, a, s, p) for s in refs], progress)
         got = sum(_nbytes(x) for x in out)
         self.stats["bytes_returned"] += got
         if getattr(kernel, "__name__", "") == "_k_rows":
@@ -184,7 +183,7 @@ class RayExecutor:
                   progress: Callable[[int, int], None] | None = None) -> list[Any]:
         self._start()
         refs = [self._put(x) for x in shared]
-        out = self._collect([lambda it=it: self._task.remote(fn, it, *refs) for it in items], progress)
+        out = self._collect([lambda it=it: self._run.remote(fn, it, *refs) for it in items], progress)
         self.stats["bytes_returned"] += sum(_nbytes(x) for x in out)
         return out
 
@@ -290,13 +289,10 @@ class RayExecutor:
     def _check_head(self, tries: int = 3) -> None:
         """A `ClusterError` when the head node's control store (GCS) no longer answers: Ray itself would end
         this process a minute later with its own log line."""
-        host, _, port = self._gcs.rpartition(":")
-        for k in range(tries):
-            try:
-                with socket.create_connection((host, int(port)), timeout=1.0):
-                    return
-            except OSError:
-                time.sleep(0.5)
+        for _ in range(tries):
+            if _unreachable(self._gcs, 1.0) is None:
+                return
+            time.sleep(0.5)
         raise ClusterError(f"lost the Ray head node at {self._gcs}: its control store does not answer")
 
     def _get(self, ref: Any) -> Any:

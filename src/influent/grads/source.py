@@ -53,7 +53,7 @@ class GradientSource:
         self.chunk_size = check_number(chunk_size, "chunk_size", kind=int, low=1)
         self.method = check_choice(method, GRAD_METHODS, "grad_method")
         self.progress = progress
-        self.X, self.t = adapter.tensors(split)
+        self._Xt: tuple[torch.Tensor, torch.Tensor] | None = None  # (X, t) as tensors, made on first use
         self.n = len(split)
         self.names = adapter.param_names()
         self.like = adapter.params()
@@ -75,6 +75,22 @@ class GradientSource:
             key = store_key(adapter.fingerprint(), split.fingerprint(), self.names, extra)
             dtype = "float64" if adapter.dtype == torch.float64 else "float32"
             self.store = GradientStore(store, key, self.n, self.p, self.chunk_size, dtype)
+
+    @property
+    def X(self) -> torch.Tensor:
+        """(n, ...) features in the model's dtype on its device (made on first use: a source whose products run
+        on an executor's shards never builds them here)."""
+        return self._tensors()[0]
+
+    @property
+    def t(self) -> torch.Tensor:
+        """(n,) encoded targets (made with `X`)."""
+        return self._tensors()[1]
+
+    def _tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._Xt is None:
+            self._Xt = self.adapter.tensors(self.split)
+        return self._Xt
 
     def _executor(self) -> Executor | None:
         """The current executor when it distributes this split and no local store serves it."""

@@ -226,12 +226,13 @@ def _last_layer(adapter: ModelAdapter, train: Split, damping: float, chunk_size:
     if adapter.classes_ is None:
         raise InputError("mislabel needs a classifier (loss 'cross_entropy' or 'bce')")
     name, hw, hb = _final_layer(adapter)
-    X, t = adapter.tensors(train)
     ex = sharding(train)
     if ex is not None:  # the features come from the shards: (n, d) and (n, K) numbers, not gradients
+        t = adapter.encode(train.y)  # the driver needs only the labels
         parts = ex.map_shards(_feature_kernel, adapter, train, (name, chunk_size))
-        a, z = (torch.as_tensor(np.concatenate([p[i] for p in parts])).to(X.device) for i in (0, 1))
+        a, z = (torch.as_tensor(np.concatenate([p[i] for p in parts])).to(adapter.device) for i in (0, 1))
     else:
+        X, t = adapter.tensors(train)
         a, z = _features(adapter, X, name, chunk_size)
     a, z = a.to(torch.float64), z.to(torch.float64)
     n, K = z.shape

@@ -147,8 +147,8 @@ def clean_record(res: CleanResult, cfg: RunConfig, data: Data, model_label: str,
 
 def run_clean(cfg: RunConfig, data: Data, steps: Steps, *, out: Path, actions: Sequence[str] | None,
               budgets: Sequence[Any] | None, metric: str, n_boot: int, level: float, n_jobs: int,
-              options: dict[str, Any], model: Any = None, evidence: str | None = None, holdout: str = "valid+cv",
-              backend: str = "local", backend_options: dict[str, Any] | None = None) -> CleanOutcome:
+              options: dict[str, Any], model: Any = None, evidence: str | None = None,
+              holdout: str = "valid+cv") -> CleanOutcome:
     """Fit the model of `cfg` on the training split (unless a fitted `model` is given), run `clean`, and
     build what `write_clean` writes."""
     from ..models.factory import build_model, model_label
@@ -163,8 +163,8 @@ def run_clean(cfg: RunConfig, data: Data, steps: Steps, *, out: Path, actions: S
                 model.fit(data.train)
     with steps.step("find label issues, refit candidates, bootstrap"):
         res = clean(model, data.train, data.valid, actions=actions, budgets=budgets, metric=metric, n_boot=n_boot,
-                    level=level, n_jobs=n_jobs, seed=cfg.seed, evidence=evidence, holdout=holdout, backend=backend,
-                    backend_options=backend_options, **options)
+                    level=level, n_jobs=n_jobs, seed=cfg.seed, evidence=evidence, holdout=holdout,
+                    backend=cfg.backend, backend_options=cfg.backend_options(), **options)
     with steps.step("build report"):
         issues_rows = _add_issue_columns(frame_rows(data, np.arange(len(data.train))), res.issues)
         rows = cleaned_rows(data, cfg, res)

@@ -101,6 +101,10 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return jsonable(dataclasses.asdict(self))
 
+    def backend_options(self) -> dict[str, Any] | None:
+        """The ``backend_options`` of the run's backend: the cluster address when one is given."""
+        return {"address": self.ray_address} if self.ray_address else None
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         known = {f.name for f in dataclasses.fields(cls)}

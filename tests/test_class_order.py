@@ -18,6 +18,8 @@ from influent.models import SklearnLogistic, TorchAdapter
     (["good", "bad"], ["bad", "good", "good"], [1, 0, 0]),
     ([0, 2, 1], [0, 1, 2, 1], [0, 2, 1, 2]),
     ([10, 3, 7], [3, 7, 10], [1, 2, 0]),
+    ([0, 1, 2], [2, 0, 1, 1], [2, 0, 1, 1]),  # consecutive integer classes: the code is the label itself
+    ([3, 4, 5], [5, 3, 4], [2, 0, 1]),
 ])
 def test_encode_gives_the_position_of_each_class(classes, y, codes):
     net = torch.nn.Linear(2, len(classes))
@@ -28,6 +30,13 @@ def test_encode_gives_the_position_of_each_class(classes, y, codes):
     assert class_codes(np.asarray(y), np.asarray(classes)).tolist() == codes
     with pytest.raises(InputError, match="unknown label"):
         model.encode(np.asarray([classes[0], 99 if not isinstance(classes[0], str) else "ugly"]))
+    if not isinstance(classes[0], str):  # below the smallest class, inside the classes' range but missing
+        with pytest.raises(InputError, match="unknown label"):
+            model.encode(np.asarray([min(classes) - 1]))
+        gap = sorted(set(range(min(classes), max(classes) + 1)) - set(classes))
+        if gap:
+            with pytest.raises(InputError, match="unknown label"):
+                model.encode(np.asarray(gap))
 
 
 def _data(classes, n=40, d=3, seed=0):

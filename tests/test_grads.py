@@ -97,6 +97,56 @@ def test_factor_dot_equals_explicit_gradient_products(digits_small, k, chunk):
     assert _rel(src.dot(V[:, 0]), G @ V[:, 0]) < 1e-12
 
 
+class _Custom(torch.nn.Module):  # a forward of its own: not a chain the fused pass may run
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.lin(x) * 1.0
+
+
+@pytest.mark.parametrize("case", ["linear-ce", "linear-bce", "linear-mse", "last", "first-nested", "bias-only"])
+def test_fused_dot_equals_explicit_gradient_products(case):
+    """The fused pass (one product per layer for the forward and V a) gives the explicit per-sample gradients
+    times the directions, float64: a model that is one nn.Linear (closed-form delta, three losses), a network
+    analysed at its last layer, at its first layer inside a nested Sequential (a backward pass), at a bias."""
+    from influent.grads.linear import fused_dot, linear_layers
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 6))
+    torch.manual_seed(0)
+    loss, params, y = "cross_entropy", "all", np.arange(40) % 3
+    if case.startswith("linear"):
+        net = torch.nn.Linear(6, 1 if case != "linear-ce" else 3)
+        loss = {"linear-ce": "cross_entropy", "linear-bce": "bce", "linear-mse": "mse"}[case]
+        y = rng.normal(size=40) if loss == "mse" else (np.arange(40) % (3 if loss == "cross_entropy" else 2))
+    else:
+        net = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh()), torch.nn.Linear(5, 3))
+        params = {"last": ["1.weight", "1.bias"], "first-nested": ["0.0.weight", "0.0.bias"],
+                  "bias-only": ["0.0.bias", "1.bias"]}[case]
+    classes = None if loss == "mse" else np.unique(y)
+    m = inf.models.TorchAdapter(net, dtype=torch.float64, loss=loss, classes=classes, params=params)
+    train = inf.from_arrays(X, y)
+    src = GradientSource(m, train, chunk_size=7)
+    G = per_sample_grads(m, *m.tensors(train), method="loop")
+    V = torch.randn(src.p, 2, dtype=torch.float64)
+    stacked, i0 = {}, 0
+    for name, p in src.like.items():
+        stacked[name] = V[i0:i0 + p.numel()].T.reshape(2, *p.shape)
+        i0 += p.numel()
+    got = fused_dot(m, *m.tensors(train), linear_layers(m), stacked)
+    assert got is not None and _rel(got, G @ V) < 1e-12
+    assert _rel(src.dot(V), G @ V) < 1e-12
+    h = net.register_forward_hook(lambda mod, inp, out: None)  # the user's hook would be skipped: not fused
+    assert fused_dot(m, *m.tensors(train), linear_layers(m), stacked) is None
+    h.remove()
+    other = inf.models.TorchAdapter(_Custom().double(), dtype=torch.float64, classes=np.arange(3))
+    assert fused_dot(other, *other.tensors(inf.from_arrays(X, np.arange(40) % 3)), linear_layers(other),
+                     {"lin.weight": torch.zeros(1, 3, 6, dtype=torch.float64),
+                      "lin.bias": torch.zeros(1, 3, dtype=torch.float64)}) is None
+
+
 def test_factor_blocks_grow_only_when_the_analysed_layers_are_the_whole_model(digits_small):
     """A linear head on a network keeps `chunk_size` rows per block (its forward pass holds activations the
     row width does not count); analysing every layer of an all-linear network lets the blocks grow."""

@@ -219,9 +219,25 @@ def check_same_length(n: int, values: Any, name: str) -> np.ndarray:
 
 def check_known_labels(y: np.ndarray, classes: np.ndarray, name: str = "labels") -> None:
     """Raise `InputError` if `y` holds a label outside `classes`."""
+    if _consecutive(y, classes) is not None:
+        return
     unknown = np.setdiff1d(np.unique(y), classes)
     if unknown.size:
         raise InputError(f"{name}: unknown label(s) {unknown[:5].tolist()}; the model knows {classes.tolist()}")
+
+
+def _consecutive(y: np.ndarray, classes: np.ndarray) -> int | None:
+    """The first class when `classes` are the consecutive integers start..start+K-1 in order and every
+    integer label of `y` lies among them (two passes, no sort); None otherwise."""
+    y, classes = np.asarray(y), np.asarray(classes)
+    if y.dtype.kind not in "iu" or classes.dtype.kind not in "iu" or classes.ndim != 1 or not classes.size:
+        return None
+    start = int(classes[0])
+    if not np.array_equal(classes, np.arange(start, start + classes.size)):
+        return None
+    if y.size and (int(y.min()) < start or int(y.max()) >= start + classes.size):
+        return None
+    return start
 
 
 def class_codes(y: Any, classes: Any, name: str = "labels") -> np.ndarray:
@@ -230,6 +246,9 @@ def class_codes(y: Any, classes: Any, name: str = "labels") -> np.ndarray:
     its column; a label outside `classes` is a one-line `InputError` (`check_known_labels`)."""
     classes = np.asarray(classes)
     y = np.asarray(y)
+    start = _consecutive(y, classes)
+    if start is not None:  # integer labels and classes start..start+K-1 in order: the code is y - start
+        return y.astype(np.int64) - start
     check_known_labels(y, classes, name)
     order = np.argsort(classes, kind="stable")
     return order[np.searchsorted(classes, y, sorter=order)].astype(np.int64)

@@ -219,6 +219,77 @@ def factor_dot(fa: list[LayerFactors], v: dict[str, torch.Tensor]) -> torch.Tens
     return total
 
 
+def module_chain(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]] | None:
+    """The module as the chain of (name, submodule) its forward runs one after another: an `nn.Linear`
+    itself, or an `nn.Sequential` (nested ones unrolled) whose forward is Sequential's own; None for any other
+    module, or when a module in the chain carries forward hooks (which the fused pass would skip)."""
+    if module._forward_hooks or module._forward_pre_hooks:
+        return None
+    if type(module).forward is nn.Linear.forward:
+        return [(prefix, module)]
+    if type(module).forward is not nn.Sequential.forward:
+        return None
+    chain: list[tuple[str, nn.Module]] = []
+    for name, child in module.named_children():
+        full = f"{prefix}.{name}" if prefix else name
+        sub = module_chain(child, full) if isinstance(child, (nn.Linear, nn.Sequential)) else [(full, child)]
+        if sub is None:
+            return None
+        chain += sub
+    return chain
+
+
+def fused_dot(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor, layers: dict[str, tuple[bool, bool]],
+              v: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """(B, k) products g_i . v_j as `factor_dot(factors(...), v)` gives them, with each analysed layer's
+    forward product and its directions' product ``V_j a_i`` fused into one (B, d_in) x (d_in, (1 + k) d_out)
+    product: the layer inputs are read once. Applies when the module is a chain (`module_chain`) whose
+    analysed layers see 2-D inputs; None otherwise (the caller takes the hooked path). The output layer's
+    delta is closed-form when it is the only analysed layer; otherwise one backward pass to the layer outputs."""
+    module = adapter._require_fitted()
+    chain = module_chain(module)
+    k = next(iter(v.values())).shape[0]
+    if chain is None or not all(name in dict(chain) for name in layers):
+        return None
+    if any(hw and k > dict(chain)[name].weight.shape[1] for name, (hw, _) in layers.items()):
+        return None  # more directions than inputs: factor_dot's weight-gradient form takes less memory
+    module.eval()
+    closed = len(layers) == 1 and chain[-1][0] in layers
+    x, zs, us = X.detach(), [], []
+    with torch.enable_grad() if not closed else torch.no_grad():
+        for name, m in chain:
+            if name not in layers:
+                x = m(x)
+                continue
+            if x.ndim != 2:
+                return None
+            hw, hb = layers[name]
+            prefix = f"{name}." if name else ""
+            W = m.weight.detach()
+            d_out = W.shape[0]
+            M = torch.cat([W, v[prefix + "weight"].reshape(k * d_out, -1)]) if hw else W
+            Z = x @ M.T
+            z = Z[:, :d_out] + m.bias.detach() if m.bias is not None else Z[:, :d_out]
+            if not closed and not z.requires_grad:
+                z = z.detach().requires_grad_()
+            u = Z[:, d_out:].detach().reshape(-1, k, d_out) if hw else None
+            if hb:
+                vb = v[prefix + "bias"]
+                u = vb.expand(x.shape[0], k, d_out) if u is None else u + vb
+            zs.append(z)
+            us.append(u)
+            x = z
+        if closed:
+            deltas = [output_grad(adapter.loss, x, t)]
+        else:
+            deltas = torch.autograd.grad(loss_from_outputs(adapter.loss, x, t).sum(), zs)
+    total = None
+    for u, d in zip(us, deltas):
+        term = (u * d.detach()[:, None, :]).sum(2)
+        total = term if total is None else total + term
+    return total
+
+
 def factor_grads(fa: list[LayerFactors], order: list[str]) -> torch.Tensor:
     """(B, p) per-sample gradients rebuilt from factors, in the adapter's parameter order."""
     parts: dict[str, torch.Tensor] = {}

@@ -22,7 +22,7 @@ from ..data.executor import Executor, sharding
 from ..data.validate import InputError, check_choice, check_number
 from ..models.base import ModelAdapter
 from .linear import (analyses_whole_model, factor_block_rows, factor_dot, factor_gram, factor_grads,
-                     factor_row_width, factor_sq_norms, factors, linear_layers)
+                     factor_row_width, factor_sq_norms, factors, fused_dot, linear_layers)
 from .per_sample import per_sample_grads
 from .projection import Projection, make_projection
 from .store import GradientStore, store_key
@@ -196,9 +196,12 @@ class GradientSource:
             for name, p in self.like.items():  # (p, k) -> {name: (k, *shape)}
                 stacked[name] = V2[i0:i0 + p.numel()].T.reshape(k, *p.shape)
                 i0 += p.numel()
-            slices = self._factor_slices(k)
+            slices, fused = self._factor_slices(k), True
             for i, sl in enumerate(slices):
-                out[sl] = factor_dot(factors(self.adapter, self.X[sl], self.t[sl], self.layers), stacked)
+                X, t = self.X[sl], self.t[sl]
+                r = fused_dot(self.adapter, X, t, self.layers, stacked) if fused else None
+                fused = r is not None
+                out[sl] = r if fused else factor_dot(factors(self.adapter, X, t, self.layers), stacked)
                 self._tick(i, len(slices))
         else:
             for sl, G in self.chunks():

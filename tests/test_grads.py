@@ -138,7 +138,7 @@ def test_fused_dot_equals_explicit_gradient_products(case):
     got = fused_dot(m, *m.tensors(train), linear_layers(m), stacked)
     assert got is not None and _rel(got, G @ V) < 1e-12
     assert _rel(src.dot(V), G @ V) < 1e-12
-    h = net.register_forward_hook(lambda mod, inp, out: None)  # the user's hook would be skipped: not fused
+    h = m._require_fitted().register_forward_hook(lambda mod, inp, out: None)  # a hook the fused pass would skip
     assert fused_dot(m, *m.tensors(train), linear_layers(m), stacked) is None
     h.remove()
     other = inf.models.TorchAdapter(_Custom().double(), dtype=torch.float64, classes=np.arange(3))

@@ -103,12 +103,15 @@ def _node() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def _run(fn: Callable[..., Any], *args: Any) -> tuple[Any, str]:
-    """fn(*args) on a worker, single-threaded (a shard kernel, a refit task); returns (result, this node's id)."""
+def _run(fn: Callable[..., Any], *args: Any) -> tuple[Any, str, float]:
+    """fn(*args) on a worker, single-threaded (a shard kernel, a refit task); returns (result, this node's id,
+    the seconds fn took)."""
     import torch
 
     torch.set_num_threads(1)
-    return fn(*args), _node()
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, _node(), time.perf_counter() - t0
 
 
 def _version() -> tuple[str, str]:
@@ -143,7 +146,7 @@ class RayExecutor:
         self._workers, self._n_shards = workers, shards
         self.ray: Any = None  # connected on first use: a call that never needs the cluster never touches it
         self.stats: dict[str, Any] = {"tasks": 0, "resubmitted": 0, "bytes_sent": 0, "bytes_returned": 0,
-                                      "gradient_bytes": 0, "nodes": set()}
+                                      "gradient_bytes": 0, "task_seconds": 0.0, "nodes": set()}
 
     def _start(self) -> None:
         """Connect, cut the split into shards and check that the cluster runs this influent (once)."""
@@ -269,8 +272,9 @@ class RayExecutor:
                     i = owner.pop(ref)
                     if done[i]:
                         continue
-                    value, node = self._get(ref)
+                    value, node, seconds = self._get(ref)
                     results[i], done[i] = value, True
+                    self.stats["task_seconds"] += seconds
                     self.stats["nodes"].add(node)
                     last = time.monotonic()
                     if progress is not None:

@@ -278,6 +278,22 @@ def weighted_sum(split: Split, terms: list[tuple[ModelAdapter, torch.Tensor | No
     return total
 
 
+@torch.no_grad()
+def member_losses(adapter: ModelAdapter, split: Split, members: list[dict[str, torch.Tensor]],
+                  chunk_size: int = 512) -> torch.Tensor:
+    """(M, n) per-sample losses of `split` at each of M parameter settings `members` (dicts over the analysed
+    parameters; the others as fitted): forward passes only. When an executor distributes `split`, one shard
+    kernel evaluates every member on its rows, so the members travel once and only the losses come back."""
+    ex = sharding(split)
+    if ex is not None:
+        parts = ex.map_shards(_k_losses, adapter, split, ([{k: v.detach().cpu() for k, v in m.items()} for m in members],
+                                                          int(chunk_size)))
+        return torch.as_tensor(np.concatenate(parts, axis=1)).to(device=adapter.device, dtype=adapter.dtype)
+    X, t = adapter.tensors(split)
+    return torch.stack([torch.cat([adapter.per_sample_loss(m, X[s:s + chunk_size], t[s:s + chunk_size])
+                                   for s in range(0, len(split), chunk_size)]) for m in members])
+
+
 # ---- shard kernels ------------------------------------------------------------------------------------------
 # What a `GradientSource` runs on each shard of the split when an executor distributes it (`data.executor`):
 # each takes (adapter, shard, payload) and returns a small numpy array -- per-sample products or norms, never
@@ -332,6 +348,14 @@ def _k_map_rows(adapter: ModelAdapter, shard: Split, payload: tuple[SourceSpec, 
 def _k_rows(adapter: ModelAdapter, shard: Split, spec: SourceSpec) -> np.ndarray:
     """(B, p) gradients of the shard: the one kernel whose result is per-sample gradients."""
     return _np(spec.source(adapter, shard).matrix())
+
+
+def _k_losses(adapter: ModelAdapter, shard: Split, payload: tuple[list[dict[str, torch.Tensor]], int]) -> np.ndarray:
+    """(M, B) per-sample losses of the shard's rows at each member's parameters (`member_losses`)."""
+    members, chunk_size = payload
+    like = adapter.params()
+    moved = [{k: v.to(dtype=like[k].dtype, device=like[k].device) for k, v in m.items()} for m in members]
+    return _np(member_losses(adapter, shard, moved, chunk_size))
 
 
 def _k_weighted_sum(_: Any, shard: Split, payload: tuple[SourceSpec, list]) -> np.ndarray:

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..data import Split
 from ..data.validate import InputError, check_choice, check_number
-from ..grads.source import GradientSource
+from ..grads.source import GradientSource, member_losses
 from ..models.base import ModelAdapter, Params
 from .options import GradOptions, MethodOptions, opt
 from .registry import Job, Result, register_method, register_pairwise, to_numpy
@@ -198,9 +198,6 @@ def _source(job: Job, member: ModelAdapter, split: Split) -> GradientSource:
     return GradientSource(member, split, job.chunk_size, None, method)
 
 
-GEX_LOCAL_ONLY = "its members are drawn by SGD steps over the whole training set in one process"
-
-
 @register_method("ip-ensemble", title="inner product ensemble", options=EnsembleOptions)
 def ip_ensemble(job: Job) -> Result:
     """IP Ensemble ([IP]): raw = sum over M members of g_z(member) . grad f(member); values = raw.
@@ -263,7 +260,6 @@ def gex_members(adapter: ModelAdapter, train: Split, members: int = 8, steps: in
         raise InputError(f"sampling must be 'independent' or 'trajectory', got {sampling!r}")
     if not lr > 0:
         raise InputError(f"lr must be positive, got {lr}")
-    X, t = adapter.tensors(train)
     n = len(train)
     bs = min(int(batch_size), n)
     gen = torch.Generator().manual_seed(int(seed))
@@ -271,10 +267,11 @@ def gex_members(adapter: ModelAdapter, train: Split, members: int = 8, steps: in
     adapter._require_fitted().eval()
 
     def step(theta: Params) -> Params:
-        idx = torch.randperm(n, generator=gen)[:bs].to(X.device)  # drawn on the CPU: the same on every device
+        idx = torch.randperm(n, generator=gen)[:bs]  # drawn on the CPU: the same on every device
+        X, t = adapter.tensors(train.subset(idx.numpy()))  # the batch's rows only: the split stays as it is
         leaves = {k: v.detach().requires_grad_(True) for k, v in theta.items()}
         with torch.enable_grad():
-            obj = adapter.per_sample_loss(leaves, X[idx], t[idx]).mean() + adapter.regularizer(leaves)
+            obj = adapter.per_sample_loss(leaves, X, t).mean() + adapter.regularizer(leaves)
             grads = torch.autograd.grad(obj, list(leaves.values()), allow_unused=True)
         return {k: (v - lr * g).detach() if g is not None else v.detach()
                 for (k, v), g in zip(leaves.items(), grads)}
@@ -290,17 +287,11 @@ def gex_members(adapter: ModelAdapter, train: Split, members: int = 8, steps: in
     return out
 
 
-@torch.no_grad()
-def _losses(adapter: ModelAdapter, params: Params, split: Split, chunk_size: int) -> torch.Tensor:
-    X, t = adapter.tensors(split)
-    return torch.cat([adapter.per_sample_loss(params, X[s:s + chunk_size], t[s:s + chunk_size])
-                      for s in range(0, len(split), chunk_size)])
-
-
 def _gex_deviations(job: Job, split: Split, members: list[Params]) -> torch.Tensor:
-    """(M, n) loss deviations l(z, theta_m) - l(z, theta_hat): forward passes only."""
-    base = _losses(job.adapter, job.adapter.params(), split, job.chunk_size)
-    return torch.stack([_losses(job.adapter, p, split, job.chunk_size) - base for p in members])
+    """(M, n) loss deviations l(z, theta_m) - l(z, theta_hat): forward passes only (`member_losses`: shard
+    kernels when the backend distributes `split`)."""
+    L = member_losses(job.adapter, split, [job.adapter.params(), *members], job.chunk_size)
+    return L[1:] - L[0]
 
 
 @dataclass
@@ -329,7 +320,7 @@ def _gex_members(job: Job) -> list[Params]:
                        o.sampling, job.seed)
 
 
-@register_method("gex", title="GEX", options=GEXOptions, local_only=GEX_LOCAL_ONLY)
+@register_method("gex", title="GEX", options=GEXOptions)
 def gex(job: Job) -> Result:
     """GEX: raw = mean_m (l(z, theta_m) - l(z, theta_hat)) * (f(theta_m) - f(theta_hat)); values = raw.
 
@@ -356,7 +347,7 @@ def gex_pairwise(job: Job, test: Split) -> np.ndarray:
     return to_numpy(D.T @ T / len(members))
 
 
-@register_method("self-gex", needs_target=False, title="self-GEX", options=GEXOptions, local_only=GEX_LOCAL_ONLY)
+@register_method("self-gex", needs_target=False, title="self-GEX", options=GEXOptions)
 def self_gex(job: Job) -> Result:
     """Self-GEX: raw = mean_m (l(z, theta_m) - l(z, theta_hat))^2; values = -raw (high = suspicious).
     Options: `GEXOptions`, as "gex"."""

@@ -144,7 +144,7 @@ def registered_here(path: Path) -> set[str]:
              for t in n.targets if isinstance(t, ast.Name)}
     out = set()
     for n in ast.walk(tree):
-        if isinstance(n, ast.Call) and getattr(n.func, "id", None) in ("register_method", "register_pairwise") and n.args:
+        if isinstance(n, ast.Call) and n.args and getattr(n.func, "id", None) in ("register_method", "register_pairwise"):
             a = n.args[0]
             out.add(a.value if isinstance(a, ast.Constant) else bound.get(getattr(a, "id", None)))
     return out

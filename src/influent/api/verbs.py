@@ -192,9 +192,9 @@ MEASURES = ("loss", "margin")
 
 
 def attribute(model: ModelAdapter | Sequence[ModelAdapter], train: Split, test: Split,
-              method: str = DEFAULT_ATTRIBUTION, *, chunk_size: int = 512, seed: int = 0, progress: Progress | None = None, backend: str = "local",
-              backend_options: dict[str, Any] | None = None, target: str = "loss", ensemble: Any = None,
-              ensemble_jobs: int = 2, **options: Any) -> np.ndarray:
+              method: str = DEFAULT_ATTRIBUTION, *, chunk_size: int = 512, seed: int = 0,
+              progress: Progress | None = None, backend: str = "local", backend_options: dict[str, Any] | None = None,
+              target: str = "loss", ensemble: Any = None, ensemble_jobs: int = 2, **options: Any) -> np.ndarray:
     """(n_train, n_test) pairwise attributions: entry (i, j) estimates how much test sample j's loss rises
     when training sample i is removed (higher = i helps j). Methods: those with a pairwise form.
     `backend`, `backend_options`: as in `score` (the Ray backend computes the training gradients).

@@ -12,5 +12,5 @@ for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _info.name not in ("registry", "options"):
         importlib.import_module(f"{__name__}.{_info.name}")
 
-__all__ = ["DEFAULT_ATTRIBUTION", "DEFAULT_DETECTOR", "DEFAULT_METHOD", "METHODS", "Job", "M", "MethodOptions", "MethodSpec",
-           "Result", "opt", "register_method", "register_pairwise"]
+__all__ = ["DEFAULT_ATTRIBUTION", "DEFAULT_DETECTOR", "DEFAULT_METHOD", "METHODS", "Job", "M", "MethodOptions",
+           "MethodSpec", "Result", "opt", "register_method", "register_pairwise"]

@@ -185,6 +185,25 @@ def test_no_arguments_prints_help(capsys):
     assert code == 0 and "score" in out and "demo" in out
 
 
+def test_method_defaults_are_the_registry_roles(capsys, monkeypatch):
+    """`influent score`, `plan` and `demo` take their --method defaults from `methods.registry` (read when the
+    command is parsed, so `influent --help` imports no torch) and their help shows them."""
+    import typer.main
+
+    from influent.cli import app
+    from influent.methods import DEFAULT_DETECTOR, DEFAULT_METHOD
+
+    monkeypatch.setenv("COLUMNS", "200")
+    cmd = typer.main.get_command(app)
+    args = {"score": ["--out", "o", "--train", "t.csv", "--label", "y"], "plan": ["--train", "t.csv", "--label", "y"],
+            "demo": []}
+    want = {"score": DEFAULT_METHOD, "plan": DEFAULT_METHOD, "demo": DEFAULT_DETECTOR}
+    for name, a in args.items():
+        assert cmd.commands[name].make_context(name, a).params["method"] == want[name]
+        code, out, _ = run_cli([name, "--help"], capsys)
+        assert code == 0 and f"[default: {want[name]}]" in out, out
+
+
 # ---- the bad-input table -------------------------------------------------------------------------------
 def _write(d, name, df):
     p = d / name

@@ -38,10 +38,30 @@ def registry_names(kind: str, sep: str = " | ") -> str:
     return sep.join(sorted(names) if kind in _SORTED else names)
 
 
+class _Declared:
+    """An option default the method registry declares: ``_Declared("DEFAULT_METHOD")`` stands for
+    `influent.methods.registry.DEFAULT_METHOD` and is read when its command is parsed or its help shown."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def value(self) -> Any:
+        from .methods import registry
+
+        return getattr(registry, self.name)
+
+
 class _RegistryHelp(TyperCommand):
     """A command whose option help may name a registry as ``{methods}``, ``{targets}``, ``{solvers}``,
-    ``{strategies}`` or ``{backends}``: the registered names are filled in when the help is shown, so
+    ``{strategies}`` or ``{backends}``, and whose option defaults may be `_Declared` by the method registry: the
+    registered names are filled in when the help is shown, the defaults when the command is parsed, so
     ``influent --help`` imports no registry (and no torch)."""
+
+    def make_context(self, info_name: Any, args: Any, parent: Any = None, **extra: Any) -> Any:
+        for p in self.params:
+            if isinstance(p.default, _Declared):
+                p.default = p.default.value()
+        return super().make_context(info_name, args, parent, **extra)
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         for p in self.params:
@@ -267,7 +287,7 @@ def score(
     lr: Optional[float] = LR_OPTION,
     batch_size: Optional[int] = BATCH_SIZE_OPTION,
     weight_decay: Optional[float] = WEIGHT_DECAY_OPTION,
-    method: str = typer.Option("if", "--method", help="scoring method: {methods} (see influent methods)"),
+    method: str = typer.Option(_Declared("DEFAULT_METHOD"), "--method", help="scoring method: {methods} (see influent methods)"),
     solver: Optional[str] = typer.Option(None, "--solver", help="curvature solver: {solvers}"),
     damping: Optional[float] = typer.Option(None, "--damping", help="damping added to the Hessian (absolute)"),
     option: list[str] = typer.Option([], "--option", "-o", help="method option KEY=VALUE (repeatable; JSON values)"),
@@ -639,7 +659,7 @@ def select(
     """
     import numpy as np
 
-    from .actions.active import resolve_strategy
+    from .actions.active import STRATEGIES, resolve_strategy, takes_valid
     from .data.validate import check_budget
     from .runs.config import RunConfig
     from .runs.steps import Steps
@@ -652,10 +672,11 @@ def select(
     _check_file_out(out, "--out")
     check_outputs({"--out": out}, {"--train": train, "--pool": pool, "--valid": valid}, force)
     options = _parse_options(option)
-    if valid is not None and strategy != "iv":
-        raise InputError(f"--valid is used only by --strategy iv, not {strategy}")
-    if valid is None and strategy == "iv":
-        raise InputError("--strategy iv needs --valid FILE (the loss it lowers)")
+    if valid is not None and not takes_valid(strategy):
+        raise InputError(f"--valid is used only by --strategy {' | '.join(filter(takes_valid, STRATEGIES))}, "
+                         f"not {strategy}")
+    if valid is None and takes_valid(strategy):
+        raise InputError(f"--strategy {strategy} needs --valid FILE (the loss it lowers)")
     rank_pool = resolve_strategy(strategy, {**options, **({"valid": None} if valid is not None else {})})
     cfg = RunConfig(train=str(train), valid=None, label=label, drop=list(drop), model=model,
                     model_options={"C": C} if C is not None else {}, seed=seed)
@@ -763,7 +784,7 @@ def methods(name: Optional[str] = typer.Argument(None, help="a method: print its
 def demo(out: Path = typer.Option(Path("influent-demo"), "--out", help="output folder"),
          dataset: str = typer.Option("digits", "--dataset", help="a data set from `influent datasets`"),
          noise: float = typer.Option(0.1, "--noise", help="fraction of training labels to flip"),
-         method: str = typer.Option("mislabel", "--method", help="the method the report shows: {methods} (default: the wrong-label detector)"),
+         method: str = typer.Option(_Declared("DEFAULT_DETECTOR"), "--method", help="the method the report shows: {methods} (default: the wrong-label detector)"),
          seed: int = typer.Option(0, "--seed", help="random seed"),
          force: bool = typer.Option(False, "--force", help="replace an earlier demo in --out")) -> None:
     """End to end on bundled data with flipped labels: score, detect, choose and measure what to do (influent

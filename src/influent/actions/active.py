@@ -47,6 +47,15 @@ def resolve_strategy(strategy: str | Strategy, options: dict[str, Any]) -> Strat
     return fn
 
 
+def takes_valid(strategy: str | Strategy) -> bool:
+    """Whether a strategy (a registered name, or the function) takes a ``valid`` split option (an unknown name:
+    False)."""
+    import inspect
+
+    fn = STRATEGIES.get(strategy) if isinstance(strategy, str) else strategy
+    return fn is not None and "valid" in inspect.signature(fn).parameters
+
+
 def _entropy(p: np.ndarray) -> np.ndarray:
     return -(p * np.log(np.clip(p, 1e-12, None))).sum(1)
 

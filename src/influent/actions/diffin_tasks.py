@@ -17,6 +17,7 @@ from ..data import Split
 from ..data.validate import InputError, check_budget
 from ..models.base import ModelAdapter
 from ..data.scores import Scores
+from ..methods.registry import M
 from ..targets import Target
 from .edit import coreset_positions
 
@@ -62,7 +63,7 @@ def _result(model: ModelAdapter, train: Split, removed: np.ndarray, scores: Scor
     return TaskResult(kept, removed, split, model.refit(split) if refit else None, scores)
 
 
-def clean(model: ModelAdapter, train: Split, budget: float, *, method: str = "self-diffin",
+def clean(model: ModelAdapter, train: Split, budget: float, *, method: str = M.SELF_DIFFIN,
           scores: Scores | None = None, refit: bool = True, **options: Any) -> TaskResult:
     """Data cleaning: remove the `budget` most suspicious samples by self-influence and refit.
 
@@ -79,7 +80,7 @@ def clean(model: ModelAdapter, train: Split, budget: float, *, method: str = "se
     return _result(model, train, s.most_harmful(k), s, refit)
 
 
-def coreset(model: ModelAdapter, train: Split, target: Target | Split, size: float, *, method: str = "diffin",
+def coreset(model: ModelAdapter, train: Split, target: Target | Split, size: float, *, method: str = M.DIFFIN,
             scores: Scores | None = None, refit: bool = True, stratify: bool = False, **options: Any) -> TaskResult:
     """Coreset selection: keep the `size` highest-valued samples for `target` (a count or a fraction).
 
@@ -124,7 +125,7 @@ def _position_sets(remove: Any, n: int) -> tuple[list[np.ndarray], bool]:
     return out, single
 
 
-def delete(model: ModelAdapter, train: Split, target: Target | Split, remove: Any, *, method: str = "diffin",
+def delete(model: ModelAdapter, train: Split, target: Target | Split, remove: Any, *, method: str = M.DIFFIN,
            scores: Scores | None = None, center: bool = True, **options: Any) -> float | np.ndarray:
     """Data deletion: the predicted change of the target cost when the samples `remove` are deleted,
     without retraining, from the per-sample values (each the estimated rise of the target when that

@@ -111,6 +111,7 @@ def find_label_issues(model: ModelAdapter, train: Split, count: str = "off-diago
     """
     from ..methods.mislabel import COUNTS, MislabelOptions, estimated_count, label_scores, run_leave_one_out
     from ..methods.options import build_options
+    from ..methods.registry import M
 
     if not isinstance(model, ModelAdapter):
         raise InputError(f"model must be an influent ModelAdapter, got {type(model).__name__}")
@@ -122,7 +123,7 @@ def find_label_issues(model: ModelAdapter, train: Split, count: str = "off-diago
         raise InputError("find_label_issues needs a classifier (loss 'cross_entropy' or 'bce')")
     model.check_split(train)
     check_choice(probabilities, PROBABILITIES, "find_label_issues: probabilities")
-    o = build_options("mislabel", MislabelOptions, options)
+    o = build_options(M.MISLABEL, MislabelOptions, options)
     if probabilities == "auto":
         if valid is not None:
             model.check_split(valid)

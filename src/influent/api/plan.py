@@ -7,12 +7,12 @@ from typing import Any
 
 from ..backends.planner import Plan, estimate
 from ..data import Split
-from ..methods import METHODS
+from ..methods import DEFAULT_METHOD, METHODS
 from ..models.base import ModelAdapter
 
 
-def plan(model: ModelAdapter, train: Split, target: Any = None, method: str = "if", *, chunk_size: int = 512,
-         store: Any = None, **options: Any) -> Plan:
+def plan(model: ModelAdapter, train: Split, target: Any = None, method: str = DEFAULT_METHOD, *,
+         chunk_size: int = 512, store: Any = None, **options: Any) -> Plan:
     """The `Plan` of ``influent.score(model, train, target, method, chunk_size=..., store=..., **options)``."""
     spec = METHODS[METHODS.check(method)]
     view = spec.view(model, options) if spec.view is not None else model

@@ -24,6 +24,7 @@ from ..data import Split
 from ..data.validate import InputError, check_number
 from ..data.atomic import atomic_group, atomic_write
 from ..data.io import read_table
+from ..methods import DEFAULT_ATTRIBUTION
 from ..models.base import _eval_mode
 from .verbs import _check_test, _check_used, _job, _pairwise
 
@@ -62,8 +63,8 @@ def _topk(A: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     return (*_top(A, k, True), *_top(A, k, False))
 
 
-def attribute_stream(model: Any, train: Split, test: Split, out: str | Path, method: str = "ip", *, k: int = 10,
-                     block: int = 64, chunk_size: int = 512, seed: int = 0, force: bool = False,
+def attribute_stream(model: Any, train: Split, test: Split, out: str | Path, method: str = DEFAULT_ATTRIBUTION, *,
+                     k: int = 10, block: int = 64, chunk_size: int = 512, seed: int = 0, force: bool = False,
                      check_options: bool = True, **options: Any) -> TopK:
     """Write the (n_train, n_test) attributions of `method` to `out` block by block; return the top-k.
 
@@ -125,8 +126,8 @@ def attribute_stream(model: Any, train: Split, test: Split, out: str | Path, met
     return top
 
 
-def topk_rows(model: Any, train: Split, test: Split, method: str = "ip", *, k: int = 10, chunk_size: int = 512,
-              seed: int = 0, check_options: bool = True, **options: Any) -> TopK:
+def topk_rows(model: Any, train: Split, test: Split, method: str = DEFAULT_ATTRIBUTION, *, k: int = 10,
+              chunk_size: int = 512, seed: int = 0, check_options: bool = True, **options: Any) -> TopK:
     """The top-k of a few test samples computed in memory, nothing written: the (n_train, len(test))
     attribution of `method`'s pairwise form (as `influent.attribute`) reduced to the k most helpful and most
     harmful training samples of each. For `influent explain` on a run scored without ``--topk``."""

@@ -12,7 +12,7 @@ from ..data import Split
 from ..data.executor import current, using
 from ..data.validate import InputError, check_choice, check_fitted, check_number
 from ..grads.source import Progress
-from ..methods import METHODS, Job
+from ..methods import DEFAULT_ATTRIBUTION, DEFAULT_METHOD, METHODS, Job
 from ..methods.registry import MethodSpec, reads_checkpoints
 from ..methods.options import build_options
 from ..models.base import ModelAdapter, _eval_mode
@@ -94,7 +94,7 @@ def _pairwise(method: str) -> MethodSpec:
 
 
 def score(model: ModelAdapter | Sequence[ModelAdapter], train: Split, target: Target | Split | None = None,
-          method: str = "if", *, chunk_size: int = 512, store: str | Path | None = None, seed: int = 0,
+          method: str = DEFAULT_METHOD, *, chunk_size: int = 512, store: str | Path | None = None, seed: int = 0,
           progress: Progress | None = None, backend: str = "local", backend_options: dict[str, Any] | None = None,
           ensemble: Any = None, ensemble_jobs: int = 2, **options: Any) -> Scores:
     """Score every training sample; higher = more valuable to `target`, the lowest are removed first.
@@ -191,10 +191,10 @@ def _score_one(model: ModelAdapter, train: Split, target: Target | Split | None,
 MEASURES = ("loss", "margin")
 
 
-def attribute(model: ModelAdapter | Sequence[ModelAdapter], train: Split, test: Split, method: str = "ip", *,
-              chunk_size: int = 512, seed: int = 0, progress: Progress | None = None, backend: str = "local",
-              backend_options: dict[str, Any] | None = None, target: str = "loss", ensemble: Any = None,
-              ensemble_jobs: int = 2, **options: Any) -> np.ndarray:
+def attribute(model: ModelAdapter | Sequence[ModelAdapter], train: Split, test: Split,
+              method: str = DEFAULT_ATTRIBUTION, *, chunk_size: int = 512, seed: int = 0,
+              progress: Progress | None = None, backend: str = "local", backend_options: dict[str, Any] | None = None,
+              target: str = "loss", ensemble: Any = None, ensemble_jobs: int = 2, **options: Any) -> np.ndarray:
     """(n_train, n_test) pairwise attributions: entry (i, j) estimates how much test sample j's loss rises
     when training sample i is removed (higher = i helps j). Methods: those with a pairwise form.
     `backend`, `backend_options`: as in `score` (the Ray backend computes the training gradients).

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from ..actions.active import ActiveLearner, Strategy
+from ..actions.active import ActiveLearner, Strategy, takes_valid
 from ..data import Split
 from ..data.validate import InputError, check_splits
 from ..models.base import ModelAdapter
@@ -41,7 +41,7 @@ def active_learning_experiment(make_sets: Callable[[int], dict[str, Split]], mak
         check_splits(sets, ("labeled", "pool", "test"), "active learning: make_sets")
         for name, (strategy, options) in strategies.items():
             options = dict(options)
-            if "valid" in sets and "valid" not in options and _takes_valid(strategy):
+            if "valid" in sets and "valid" not in options and takes_valid(strategy):
                 options["valid"] = sets["valid"]
             state = None if state_dir is None else Path(state_dir) / f"{name}-r{rep}.json"
             if state is not None:
@@ -57,15 +57,6 @@ def active_learning_experiment(make_sets: Callable[[int], dict[str, Split]], mak
                 last = rows[-1]
                 progress(f"repeat {rep} {name}: final accuracy {last['accuracy']:.4f} with {last['n_labeled']} labels")
     return pd.DataFrame(rows)
-
-
-def _takes_valid(strategy: str | Strategy) -> bool:
-    import inspect
-
-    from ..actions.active import STRATEGIES
-
-    fn = STRATEGIES.get(strategy) if isinstance(strategy, str) else strategy
-    return fn is not None and "valid" in inspect.signature(fn).parameters
 
 
 def summarize_curves(frame: pd.DataFrame) -> pd.DataFrame:
@@ -160,7 +151,7 @@ def round_costs(model: ModelAdapter, labeled: Split, pool: Split, strategies: di
     rows = []
     for name, (strategy, options) in strategies.items():
         options = dict(options)
-        if valid is not None and "valid" not in options and _takes_valid(strategy):
+        if valid is not None and "valid" not in options and takes_valid(strategy):
             options["valid"] = valid
         fn = resolve_strategy(strategy, options)
         times = []

@@ -28,7 +28,7 @@ from ..api.verbs import score
 from ..curvature import SOLVERS
 from ..data import Split
 from ..data.validate import check_choice, check_number
-from ..methods import METHODS
+from ..methods import METHODS, M
 from ..models import SklearnLogistic
 from ..models.base import ModelAdapter
 from ..actions.edit import relabel, reweight, trim
@@ -38,14 +38,14 @@ from ..models.refit import Accuracy, Several, refit_many
 
 # (label, method, options); entries whose method or solver is not registered are skipped with a note
 DEFENSE_METHODS: list[tuple[str, str, dict[str, Any]]] = [
-    ("IF", "if", {"solver": "exact"}),
-    ("IP", "ip", {}),
-    ("IP Ensemble", "ip-ensemble", {}),
-    ("DataInf", "if", {"solver": "datainf"}),
-    ("Self-IF", "self-if", {"solver": "exact"}),
-    ("TracIn", "tracin", {}),
-    ("Self-TracIn", "self-tracin", {}),
-    ("random", "random", {}),
+    ("IF", M.IF, {"solver": "exact"}),
+    ("IP", M.IP, {}),
+    ("IP Ensemble", M.IP_ENSEMBLE, {}),
+    ("DataInf", M.IF, {"solver": "datainf"}),
+    ("Self-IF", M.SELF_IF, {"solver": "exact"}),
+    ("TracIn", M.TRACIN, {}),
+    ("Self-TracIn", M.SELF_TRACIN, {}),
+    (M.RANDOM, M.RANDOM, {}),
 ]
 ACTIONS = ("trim", "relabel", "reweight")
 

@@ -22,6 +22,7 @@ import pandas as pd
 from ..api.verbs import score
 from ..data import Split
 from ..data.validate import InputError, check_budget
+from ..methods import DEFAULT_METHOD
 from ..models import SklearnLogistic
 from ..models.base import ModelAdapter
 from ..targets import DemographicParity, Utility
@@ -61,7 +62,7 @@ def both_harmful(utility_values: np.ndarray, fairness_values: np.ndarray, k: int
 
 
 def fairness_trimming(model: ModelAdapter, train: Split, valid: Split, test: Split, *, budget: float = 0.05,
-                      method: str = "if", n_jobs: int = 2, seed: int = 0, **options: Any) -> pd.DataFrame:
+                      method: str = DEFAULT_METHOD, n_jobs: int = 2, seed: int = 0, **options: Any) -> pd.DataFrame:
     """Trim by utility / fairness / both / random influence and refit; one row per strategy.
 
     Parameters
@@ -100,7 +101,7 @@ def fairness_trimming(model: ModelAdapter, train: Split, valid: Split, test: Spl
 
 
 def fairness_experiment(datasets: Sequence[str] = ("adult", "compas"), *, seeds: Sequence[int] = (0,),
-                        n_train: int = 5000, budget: float = 0.05, C: float = 1.0, method: str = "if",
+                        n_train: int = 5000, budget: float = 0.05, C: float = 1.0, method: str = DEFAULT_METHOD,
                         n_jobs: int = 2, **options: Any) -> pd.DataFrame:
     """The fairness table: for each data set and seed, `fairness_trimming` with logistic regression;
     rows averaged over seeds (mean, and std when several seeds).

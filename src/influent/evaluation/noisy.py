@@ -14,7 +14,7 @@ import pandas as pd
 from ..api.verbs import score
 from ..data import Split
 from ..data.validate import InputError, check_budget, check_choice, check_number, class_codes
-from ..methods.registry import reads_checkpoints
+from ..methods.registry import M, reads_checkpoints
 from ..models.base import ModelAdapter
 from ..models.refit import Accuracy, refit_many
 from ..targets import Utility
@@ -222,7 +222,7 @@ def noisy_label_experiment(model: ModelAdapter, train: Split, valid: Split, test
     kept = [noisy_train.without(d) for d in drops] + [noisy_train.without(np.flatnonzero(flipped))]
     *rand_acc, oracle = refit_many(fitted, noisy_train, kept, metric, n_jobs=n_jobs, seed=seed)
     rand_prec = float(np.mean([flipped[d].mean() if k else np.nan for d in drops]))
-    rows.append({"label": "random", "method": "random", "auc": 0.5, "precision_at_k": rand_prec,
+    rows.append({"label": M.RANDOM, "method": M.RANDOM, "auc": 0.5, "precision_at_k": rand_prec,
                  "recall_at_k": rand_prec * k / max(1, flipped.sum()), "test_acc": float(np.mean(rand_acc)),
                  "seconds": 0.0})
     rows.append({"label": "oracle (drop flipped)", "method": "", "auc": 1.0, "precision_at_k": np.nan,
@@ -237,25 +237,25 @@ def benchmark_methods(mlp: bool = False, cv: int = 5) -> list[tuple[str, str, di
     appears with its default (parameter dropout) and its options (parameter noise, the previous default for
     models without dropout layers; activation dropout after the MLP's ReLU)."""
     return [
-        ("IF (exact)", "if", {"solver": "exact", "damping": 1e-3 if mlp else 0.0}),
-        ("Self-IF (exact)", "self-if", {"solver": "exact", "damping": 1e-3 if mlp else 0.0}),
-        ("IP", "ip", {}),
-        ("IP Ensemble", "ip-ensemble", {}),
-        ("IP Ensemble (parameter noise 0.01)", "ip-ensemble", {"mode": "noise"}),
-        *([("IP Ensemble (activation dropout 0.01)", "ip-ensemble", {"mode": "dropout", "dropout_points": ["1"]})]
+        ("IF (exact)", M.IF, {"solver": "exact", "damping": 1e-3 if mlp else 0.0}),
+        ("Self-IF (exact)", M.SELF_IF, {"solver": "exact", "damping": 1e-3 if mlp else 0.0}),
+        ("IP", M.IP, {}),
+        ("IP Ensemble", M.IP_ENSEMBLE, {}),
+        ("IP Ensemble (parameter noise 0.01)", M.IP_ENSEMBLE, {"mode": "noise"}),
+        *([("IP Ensemble (activation dropout 0.01)", M.IP_ENSEMBLE, {"mode": "dropout", "dropout_points": ["1"]})]
           if mlp else []),
-        ("TracIn", "tracin", {}),
-        ("Self-TracIn", "self-tracin", {}),
-        ("Self-TracIn (checkpoint sum)", "self-tracin", {"over": "checkpoints"}),
-        ("GEX", "gex", {}),
-        ("Self-GEX", "self-gex", {}),
-        ("OGA Isolation Forest", "outlier", {"detector": "iforest"}),
-        ("OGA L1 norm", "outlier", {"detector": "l1"}),
-        ("OGA L2 norm", "outlier", {"detector": "l2"}),
-        ("OGA One-Class SVM", "outlier", {"detector": "ocsvm"}),
-        ("LQ self-confidence", "label-quality", {"kind": "self-confidence", "cv": cv}),
-        ("LQ normalized margin", "label-quality", {"kind": "normalized-margin", "cv": cv}),
-        ("LQ confidence entropy", "label-quality", {"kind": "confidence-entropy", "cv": cv}),
+        ("TracIn", M.TRACIN, {}),
+        ("Self-TracIn", M.SELF_TRACIN, {}),
+        ("Self-TracIn (checkpoint sum)", M.SELF_TRACIN, {"over": "checkpoints"}),
+        ("GEX", M.GEX, {}),
+        ("Self-GEX", M.SELF_GEX, {}),
+        ("OGA Isolation Forest", M.OUTLIER, {"detector": "iforest"}),
+        ("OGA L1 norm", M.OUTLIER, {"detector": "l1"}),
+        ("OGA L2 norm", M.OUTLIER, {"detector": "l2"}),
+        ("OGA One-Class SVM", M.OUTLIER, {"detector": "ocsvm"}),
+        ("LQ self-confidence", M.LABEL_QUALITY, {"kind": "self-confidence", "cv": cv}),
+        ("LQ normalized margin", M.LABEL_QUALITY, {"kind": "normalized-margin", "cv": cv}),
+        ("LQ confidence entropy", M.LABEL_QUALITY, {"kind": "confidence-entropy", "cv": cv}),
     ]
 
 
@@ -361,7 +361,7 @@ def oga_moons_suite(quick: bool = False, seeds: Sequence[int] | None = None) -> 
             model = TabularMLP(hidden=(32, 32), init_seed=seed, **kw).fit(train)
             before = model.accuracy(test)
             for name, params, opts in variants if regime == "default" else variants[:1]:
-                s = score(model, train, method="outlier", seed=seed, **opts)
+                s = score(model, train, method=M.OUTLIER, seed=seed, **opts)
                 det = detection(s, flipped)
                 flagged = np.zeros(len(train), dtype=bool)
                 flagged[s.most_harmful(int(s.settings.get("n_flagged", det.k)))] = True

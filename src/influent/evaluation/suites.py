@@ -104,6 +104,7 @@ def convex_exactness(quick: bool = False) -> pd.DataFrame:
     import influent as inf
     from ..curvature import SOLVERS
     from ..data.datasets import load_breast_cancer, load_digits
+    from ..methods.registry import M
     from .attribution import loo_correlation
 
     notes = []
@@ -112,7 +113,7 @@ def convex_exactness(quick: bool = False) -> pd.DataFrame:
     cancer = load_breast_cancer(seed=0)
     tr, va = cancer["train"], cancer["valid"]
     model = inf.models.SklearnLogistic(C=0.1).fit(tr)
-    s = inf.score(model, tr, target=va, method="if", solver="exact", damping=0.0)
+    s = inf.score(model, tr, target=va, method=M.IF, solver="exact", damping=0.0)
     n_loo = 40 if quick else len(tr)
     pos = np.sort(np.random.default_rng(0).choice(len(tr), n_loo, replace=False))
     t0 = time.perf_counter()
@@ -130,7 +131,7 @@ def convex_exactness(quick: bool = False) -> pd.DataFrame:
     tr, va = digits["train"], digits["valid"]
     model = inf.models.SklearnLogistic(C=1.0, newton_steps=0).fit(tr)
     damping = 1e-3
-    exact = inf.score(model, tr, target=va, method="if", solver="exact", damping=damping)
+    exact = inf.score(model, tr, target=va, method=M.IF, solver="exact", damping=damping)
     k = max(1, len(tr) // 20)
     top = set(exact.most_harmful(k).tolist())
     notes.append(f"solvers: digits, {len(tr)} train, {model.n_params()} parameters, damping={damping:g} for all; "
@@ -142,7 +143,7 @@ def convex_exactness(quick: bool = False) -> pd.DataFrame:
         if name == "lissa" and quick:
             opts = {**opts, "depth": 500}
         t0 = time.perf_counter()
-        s = inf.score(model, tr, target=va, method="if", solver=name, damping=damping, solver_options=opts)
+        s = inf.score(model, tr, target=va, method=M.IF, solver=name, damping=damping, solver_options=opts)
         rows.append({"check": f"IF {name} vs IF exact", "pearson": float(pearsonr(s.values, exact.values)[0]),
                      "spearman": float(spearmanr(s.values, exact.values)[0]),
                      "top_overlap": len(top & set(s.most_harmful(k).tolist())) / k,
@@ -157,17 +158,19 @@ def convex_exactness(quick: bool = False) -> pd.DataFrame:
 def lds_methods(quick: bool) -> list[tuple[str, dict[str, Any]]]:
     """(label, attribute() options) of the LDS table (damping 0 except LiSSA, whose Neumann series needs
     it); TracIn's checkpoints are added by `lds_digits_table`."""
+    from ..methods.registry import M
+
     lissa = {"depth": 200 if quick else 500, "scale": "auto", "batch_size": 128}
     return [
-        ("IF (exact)", {"method": "if", "solver": "exact"}),
-        ("IF (CG)", {"method": "if", "solver": "cg"}),
-        ("IF (LiSSA)", {"method": "if", "solver": "lissa", "damping": 1e-3, "solver_options": lissa}),
-        ("IF (EK-FAC)", {"method": "if", "solver": "ekfac"}),
-        ("IF (K-FAC)", {"method": "if", "solver": "kfac"}),
-        ("IF (DataInf)", {"method": "if", "solver": "datainf"}),
-        ("IP", {"method": "ip"}),
-        ("IP Ensemble", {"method": "ip-ensemble"}),
-        ("TracIn", {"method": "tracin"}),
+        ("IF (exact)", {"method": M.IF, "solver": "exact"}),
+        ("IF (CG)", {"method": M.IF, "solver": "cg"}),
+        ("IF (LiSSA)", {"method": M.IF, "solver": "lissa", "damping": 1e-3, "solver_options": lissa}),
+        ("IF (EK-FAC)", {"method": M.IF, "solver": "ekfac"}),
+        ("IF (K-FAC)", {"method": M.IF, "solver": "kfac"}),
+        ("IF (DataInf)", {"method": M.IF, "solver": "datainf"}),
+        ("IP", {"method": M.IP}),
+        ("IP Ensemble", {"method": M.IP_ENSEMBLE}),
+        ("TracIn", {"method": M.TRACIN}),
     ]
 
 
@@ -182,6 +185,7 @@ def lds_digits_table(n_train: int = 1000, n_test: int | None = None, n_subsets: 
     from ..data.datasets import load_digits
     from .attribution import lds_ground_truth, lds_score
     from ..methods import METHODS
+    from ..methods.registry import reads_checkpoints
 
     parts = load_digits({"train": n_train, "test": None}, seed=seed)
     train, test = parts["train"], parts["test"]
@@ -202,7 +206,7 @@ def lds_digits_table(n_train: int = 1000, n_test: int | None = None, n_subsets: 
             notes.append(f"{label}: method {method!r} has no registered pairwise form yet; skipped")
             continue
         kw = {k: v for k, v in opts.items() if k != "method"}
-        if method == "tracin":
+        if reads_checkpoints(method, kw):  # (TracIn) the checkpoints of an SGD run of the same objective
             torch.manual_seed(seed)
             net = torch.nn.Linear(train.n_features, len(np.unique(train.y)))
             sgd = inf.models.TorchAdapter(net, dtype=torch.float64, weight_decay=1.0 / (C * len(train)),
@@ -211,7 +215,7 @@ def lds_digits_table(n_train: int = 1000, n_test: int | None = None, n_subsets: 
             rec = inf.models.TrainingRecorder(every=10)
             sgd.fit(train, recorder=rec)
             kw["checkpoints"] = rec.checkpoints
-            notes.append(f"TracIn: {len(rec)} checkpoints of SGD (lr 0.5, batch 100, 30 epochs) on the same objective")
+            notes.append(f"{label}: {len(rec)} checkpoints of SGD (lr 0.5, batch 100, 30 epochs) on the same objective")
         t1 = time.process_time()
         A = inf.attribute(model, train, test, method=method, seed=seed, **kw)
         secs = time.process_time() - t1
@@ -241,6 +245,7 @@ def relabel_digits(quick: bool = False) -> pd.DataFrame:
     from sklearn.datasets import load_digits
 
     from .noisy import noisy_digits
+    from ..methods.registry import M
     from ..models.refit import Accuracy, refit_many
 
     seeds = (0,) if quick else (0, 1, 2)
@@ -253,10 +258,10 @@ def relabel_digits(quick: bool = False) -> pd.DataFrame:
         model = inf.models.SklearnLogistic(C=1.0, newton_steps=0).fit(train)
         k = int(flipped.sum())
         candidates = [("oracle (true flipped ids)", inf.Scores(np.where(flipped, -1.0, 0.0), "oracle", train.ids)),
-                      ("IF (exact)", inf.score(model, train, target=valid, method="if")),
-                      ("IP", inf.score(model, train, target=valid, method="ip")),
-                      ("Self-IF", inf.score(model, train, method="self-if")),
-                      ("random", inf.score(model, train, method="random", seed=seed))]
+                      ("IF (exact)", inf.score(model, train, target=valid, method=M.IF)),
+                      ("IP", inf.score(model, train, target=valid, method=M.IP)),
+                      ("Self-IF", inf.score(model, train, method=M.SELF_IF)),
+                      (M.RANDOM, inf.score(model, train, method=M.RANDOM, seed=seed))]
         edits = []
         for label, s in candidates:
             r, t = relabel(train, s, k, model=model), trim(train, s, k)
@@ -338,12 +343,13 @@ def fi_blobs(seed: int, sizes: tuple[int, int, int] = (150, 100, 600)) -> dict:
 def fi_table1(quick: bool = False) -> pd.DataFrame:
     """[FI] Table 1: remove the b lowest-valued of 150 training samples, refit, test accuracy (%) per
     method and the number of seeds where FI beats IV (30 seeds; quick: 3)."""
+    from ..methods.registry import M
     from ..models.sklearn_logistic import SklearnLogistic
     from .trimming import method_scorer, random_scorer, trimming_experiment, wins_table
 
     seeds = 3 if quick else 30
     res = trimming_experiment(fi_blobs, lambda s: SklearnLogistic(C=1.0),
-                              {"fi": method_scorer("fi"), "iv": method_scorer("iv"), "random": random_scorer()},
+                              {M.FI: method_scorer(M.FI), M.IV: method_scorer(M.IV), M.RANDOM: random_scorer()},
                               (0, 5, 10, 20), range(seeds))
     df = wins_table(res)
     paper = [FI_TABLE1_PAPER.get(int(b), (np.nan, np.nan, "")) for b in df["budget"]]

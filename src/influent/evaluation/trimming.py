@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..data import Split
 from ..data.validate import InputError, check_budget, check_splits
+from ..methods.registry import M
 from ..models.base import ModelAdapter
 from ..models.refit import Accuracy
 from ..data.scores import Scores
@@ -41,7 +42,7 @@ def random_scorer() -> Scorer:
 
     def scorer(model: ModelAdapter, train: Split, valid: Split, seed: int) -> Scores:
         rng = np.random.default_rng(seed)
-        return Scores(rng.standard_normal(len(train)), "random", train.ids, settings={"seed": seed})
+        return Scores(rng.standard_normal(len(train)), M.RANDOM, train.ids, settings={"seed": seed})
 
     return scorer
 
@@ -84,7 +85,7 @@ def trimming_experiment(make_splits: Callable[[int], dict[str, Split]], make_mod
     return pd.DataFrame(rows)
 
 
-def wins_table(results: pd.DataFrame, a: str = "fi", b: str = "iv") -> pd.DataFrame:
+def wins_table(results: pd.DataFrame, a: str = M.FI, b: str = M.IV) -> pd.DataFrame:
     """Per budget: mean test accuracy (in %) of every method, and the number of seeds where ``a``'s
     accuracy is strictly higher than ``b``'s (``wins``), equal (``ties``) and lower (``losses``)."""
     piv = results.pivot_table(index=["budget", "seed"], columns="method", values="accuracy")
@@ -103,7 +104,7 @@ def wins_table(results: pd.DataFrame, a: str = "fi", b: str = "iv") -> pd.DataFr
     return pd.DataFrame(out)
 
 
-def format_wins(table: pd.DataFrame, a: str = "fi", b: str = "iv", paper: dict | None = None,
+def format_wins(table: pd.DataFrame, a: str = M.FI, b: str = M.IV, paper: dict | None = None,
                 title: str = "") -> str:
     """The paper's format: one row per budget with mean accuracies, '<a> beats <b>' seed counts, and
     (optionally) the paper's numbers beside ours: ``paper = {budget: (acc_a, acc_b, wins)}`` (numbers or

@@ -5,10 +5,12 @@ import importlib
 import pkgutil
 
 from .options import MethodOptions, opt
-from .registry import METHODS, Job, MethodSpec, Result, register_method, register_pairwise
+from .registry import (DEFAULT_ATTRIBUTION, DEFAULT_DETECTOR, DEFAULT_METHOD, METHODS, Job, M, MethodSpec, Result,
+                       register_method, register_pairwise)
 
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _info.name not in ("registry", "options"):
         importlib.import_module(f"{__name__}.{_info.name}")
 
-__all__ = ["METHODS", "Job", "MethodOptions", "MethodSpec", "Result", "opt", "register_method", "register_pairwise"]
+__all__ = ["DEFAULT_ATTRIBUTION", "DEFAULT_DETECTOR", "DEFAULT_METHOD", "METHODS", "Job", "M", "MethodOptions",
+           "MethodSpec", "Result", "opt", "register_method", "register_pairwise"]

@@ -149,6 +149,43 @@ class MethodSpec:
 METHODS: Registry[MethodSpec] = Registry("method")
 
 
+class M:
+    """The name of every registered method, one constant each. Code outside a method's own module and this
+    registry names a method as ``M.IF``, never as a string (`tests/test_imports.py` checks it, and that these
+    constants are exactly `METHODS`'s names); users still pass the strings (``method="if"``)."""
+
+    DIFFIN = "diffin"
+    FI = "fi"
+    FI_PAIRED = "fi-paired"
+    GEX = "gex"
+    IF = "if"
+    IP = "ip"
+    IP_ENSEMBLE = "ip-ensemble"
+    IV = "iv"
+    LABEL_QUALITY = "label-quality"
+    LOO = "loo"
+    MISLABEL = "mislabel"
+    OUTLIER = "outlier"
+    RANDOM = "random"
+    SELF_DIFFIN = "self-diffin"
+    SELF_GEX = "self-gex"
+    SELF_IF = "self-if"
+    SELF_TRACIN = "self-tracin"
+    TMC_SHAPLEY = "tmc-shapley"
+    TRACIN = "tracin"
+    UNROLLED = "unrolled"
+
+
+# The methods that play a role by default, declared once: `influent.score`, `influent.plan`, ``influent score
+# --method`` and a run's config score with DEFAULT_METHOD (the influence function of [IF]); `attribute`,
+# `attribute_stream`, `topk_rows` and a run's ``--topk`` (when its method has no pairwise form) attribute with
+# DEFAULT_ATTRIBUTION (the gradient inner product); ``influent demo`` shows DEFAULT_DETECTOR (the wrong-label
+# detector).
+DEFAULT_METHOD = M.IF
+DEFAULT_ATTRIBUTION = M.IP
+DEFAULT_DETECTOR = M.MISLABEL
+
+
 def register_method(name: str, needs_target: bool = True, summary: str = "", *, title: str = "",
                     options: type = MethodOptions, checkpoints: str = "never",
                     verdict: str = "", local_only: str = "", on_driver: str = "",

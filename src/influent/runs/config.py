@@ -31,6 +31,14 @@ def default_standardize(model: str, encoder: str | None = None) -> bool:
     return model in STANDARDIZED_MODELS and not encoder
 
 
+def _default_method() -> str:
+    """`methods.DEFAULT_METHOD`, read when a config is made without a method (reading the module imports no
+    method)."""
+    from ..methods import DEFAULT_METHOD
+
+    return DEFAULT_METHOD
+
+
 @dataclass
 class RunConfig:
     """Every setting of one run; saved as ``config`` in ``run.json`` and enough to repeat the run.
@@ -79,7 +87,7 @@ class RunConfig:
     image_shape: list[int] | None = None
     model: str = "logistic"
     model_options: dict[str, Any] = field(default_factory=dict)
-    method: str = "if"
+    method: str = field(default_factory=_default_method)
     method_options: dict[str, Any] = field(default_factory=dict)
     target: str = "utility"
     chunk_size: int = 512

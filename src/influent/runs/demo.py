@@ -29,6 +29,7 @@ from .record import write_outputs
 from ..data.scores import jsonable
 from ..data.atomic import atomic_write
 from ..evaluation.noisy import noisy_digits, noisy_splits
+from ..methods.registry import DEFAULT_DETECTOR, M
 
 IMAGE_SHAPES = {"digits": [8, 8], "mnist": [28, 28]}
 
@@ -63,8 +64,8 @@ def demo_config(data_dir: Path, dataset: str, method: str, seed: int, C: float =
 
 
 def run_demo(out: str | Path | None = "influent-demo", noise: float = 0.1, seed: int = 0, dataset: str = "digits",
-             method: str = "mislabel", compare: tuple[str, ...] = ("if", "ip", "self-if", "random"), budget: int | None = None,
-             steps: Steps | None = None, echo: Any = None) -> dict[str, Any]:
+             method: str = DEFAULT_DETECTOR, compare: tuple[str, ...] = (M.IF, M.IP, M.SELF_IF, M.RANDOM),
+             budget: int | None = None, steps: Steps | None = None, echo: Any = None) -> dict[str, Any]:
     """Flip labels of a bundled data set, score with `method`, compare with other methods, write the outputs.
 
     Parameters
@@ -141,13 +142,13 @@ def _run(out: Path, noise: float, seed: int, dataset: str, method: str, compare:
             rows.append({"method": m, "seconds": secs, "auc": d.auc, "precision_at_budget": d.precision_at_k,
                          "test_acc_after_trim": acc})
             tick(i + 1, len(methods) + 1)
-        # fixed sets rather than a ranking: 3 random trims (unless "random" is a compared method) and the oracle
+        # fixed sets rather than a ranking: 3 random trims (unless the random method is compared) and the oracle
         rng = np.random.default_rng(seed)
-        drops = [] if "random" in methods else [rng.choice(len(train), budget, replace=False) for _ in range(3)]
+        drops = [] if M.RANDOM in methods else [rng.choice(len(train), budget, replace=False) for _ in range(3)]
         *accs, oracle = refit_many(refit, train, [train.without(d) for d in drops + [np.flatnonzero(flipped)]],
                                    metric, n_jobs=1, seed=seed)
         if drops:
-            rows.append({"method": "random", "seconds": 0.0, "auc": 0.5, "precision_at_budget": float(flipped.mean()),
+            rows.append({"method": M.RANDOM, "seconds": 0.0, "auc": 0.5, "precision_at_budget": float(flipped.mean()),
                          "test_acc_after_trim": float(np.mean(accs))})
         tick(len(methods) + 1, len(methods) + 1)
     with steps.step("clean: choose an action and measure it"):

@@ -181,14 +181,15 @@ def prediction_columns(model: Any, train: Any, batch_size: int = 4096) -> dict[s
 
 def pairwise_method(cfg: RunConfig) -> tuple[str, dict[str, Any], str | None]:
     """The method behind a run's train x test attributions (``--topk``, ``influent explain``): the run's own
-    method when it has a pairwise form, else "ip" with the run's projection, if any. Returns (method,
-    options, a note when "ip" stands in)."""
-    from ..methods import METHODS
+    method when it has a pairwise form, else `methods.DEFAULT_ATTRIBUTION` ("ip") with the run's projection, if
+    any. Returns (method, options, a note when that one stands in)."""
+    from ..methods import DEFAULT_ATTRIBUTION, METHODS
 
     if METHODS[cfg.method].pairwise is not None:
         return cfg.method, dict(cfg.method_options), None
     options = {k: v for k, v in cfg.method_options.items() if k in ("projection", "grad_method")}
-    return "ip", options, f"{cfg.method!r} has no pairwise form; the attribution uses the gradient inner product (ip)"
+    return DEFAULT_ATTRIBUTION, options, (f"{cfg.method!r} has no pairwise form; the attribution uses the "
+                                          f"{METHODS[DEFAULT_ATTRIBUTION].title} ({DEFAULT_ATTRIBUTION})")
 
 
 EXAMPLES = 3  # test samples whose top-k training samples go into the record (and the report)

@@ -215,7 +215,10 @@ def case_mlp(cluster: OperatorCluster, n: int) -> list[dict]:
         rows.append({"case": f"mlp {n:,} x 64, {len(cluster.procs)} nodes", "run": m, "local s": local[m][1],
                      "ray s": t, "local / ray": local[m][1] / t, "rel diff": rel(local[m][0].values, dist.values),
                      "MiB returned": b["bytes_returned"] / 2**20, "gradient MiB": b["gradient_bytes"] / 2**20,
-                     "nodes": len(b["nodes"])})
+                     "tasks": b["tasks"], "task s": b["task_seconds"], "nodes": len(b["nodes"])})
+    rows.append({"case": rows[0]["case"], "run": "all methods", "local s": sum(r["local s"] for r in rows),
+                 "ray s": sum(r["ray s"] for r in rows), "task s": sum(r["task s"] for r in rows)})
+    rows[-1]["local / ray"] = rows[-1]["local s"] / rows[-1]["ray s"]
     return rows
 
 
@@ -231,7 +234,8 @@ def case_long(cluster: OperatorCluster, n: int) -> tuple[list[dict], float, np.n
     dist, t_ray = timed(lambda: job(backend="ray"))
     return ([{"case": f"long (self-if, EK-FAC, {n:,} x 128, hidden 512)", "run": f"{len(cluster.procs)} nodes",
               "local s": t_local, "ray s": t_ray, "local / ray": t_local / t_ray,
-              "rel diff": rel(local.values, dist.values)}], t_ray, dist.values)
+              "rel diff": rel(local.values, dist.values), "tasks": dist.settings["backend"]["tasks"],
+              "task s": dist.settings["backend"]["task_seconds"]}], t_ray, dist.values)
 
 
 def case_fault(cluster: OperatorCluster, n: int, t_free: float, free_values: np.ndarray) -> list[dict]:

@@ -128,7 +128,8 @@ class RayExecutor:
     split : the training split whose work is distributed
     address : the cluster (see module docstring)
     workers : tasks in flight at once (default: the cluster's CPUs)
-    shards : number of shards of `split` (default: 4 per worker, at most one per row)
+    shards : number of shards of `split` (default: one per worker, at most one per row; more shards balance
+        uneven nodes and lower the memory of a task, at about 40 ms per extra task and round)
     task_timeout : seconds without any finished task after which the unfinished ones are submitted again
     retries : Ray's retries of a task whose worker or node died, and the number of timeout rounds
     """
@@ -156,7 +157,7 @@ class RayExecutor:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = int(self._workers or max(1, cpus))
         n = len(self.split)
-        k = max(1, min(n, int(self._n_shards or 4 * self.workers)))
+        k = max(1, min(n, int(self._n_shards or self.workers)))
         self.bounds = np.linspace(0, n, k + 1).round().astype(np.int64)
         self._run = ray.remote(_run).options(num_cpus=1, max_retries=self.retries)
         self._shard_refs: list[Any] | None = None

@@ -115,7 +115,10 @@ def _run(fn: Callable[..., Any], *args: Any) -> tuple[Any, str, float]:
 
 
 def _version() -> tuple[str, str]:
+    """The worker's influent version and folder, after importing what kernels and tasks run (torch, the
+    models, gradients, curvature and methods): a worker's first task does not pay for it."""
     import influent
+    import influent.methods  # noqa: F401
 
     return influent.__version__, str(Path(influent.__file__).resolve().parent)
 
@@ -201,20 +204,21 @@ class RayExecutor:
 
     # ---- internals --------------------------------------------------------------------------------------------
     def _check_cluster(self) -> None:
-        """One task on the cluster imports the shipped influent: else one line, before any work (once per Ray
-        session of this process)."""
+        """A task per worker slot imports the shipped influent (so the workers start together, before the first
+        round): else one line, before any work (once per Ray session of this process)."""
         import influent
 
         session = _session(self.ray)
         if session in _CHECKED:
             return
 
-        f = self.ray.remote(_version).options(num_cpus=1, max_retries=0)
-        try:
-            version, _ = self.ray.get(f.remote(), timeout=max(60.0, self.task_timeout))
+        f = self.ray.remote(_version).options(num_cpus=1, max_retries=0, scheduling_strategy="SPREAD")
+        try:  # one check per worker slot, spread over the nodes: every worker starts (imports) now, in parallel
+            found = self.ray.get([f.remote() for _ in range(self.workers)], timeout=max(60.0, self.task_timeout))
         except Exception as exc:  # noqa: BLE001 - any failure here means the cluster cannot run influent
             line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise ClusterError(f"the Ray cluster cannot run influent {influent.__version__}: {line}") from None
+        version = next((v for v, _ in found if v != influent.__version__), influent.__version__)
         if version != influent.__version__:
             raise ClusterError(f"the Ray workers import influent {version}, the driver runs {influent.__version__}")
         _CHECKED.add(session)

@@ -84,6 +84,7 @@ def test_a_node_lost_mid_run_changes_nothing(small_mlp, digits_small):
         ray.init(address=c.address, runtime_env={"env_vars": env}, log_to_driver=False)
         c.wait_for_nodes()
         ex = RayExecutor(train, shards=8, task_timeout=60)
+        ex._start()  # the cluster check done: the node goes while the kernels run
         timer = threading.Timer(2.5, lambda: c.remove_node(node, allow_graceful=False))
         timer.start()
         out = ex.map_shards(_slow_kernel, small_mlp, train, 1.0)

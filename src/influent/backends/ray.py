@@ -212,7 +212,7 @@ class RayExecutor:
         if session in _CHECKED:
             return
 
-        f = self.ray.remote(_version).options(num_cpus=1, max_retries=0, scheduling_strategy="SPREAD")
+        f = self.ray.remote(_version).options(num_cpus=1, max_retries=self.retries, scheduling_strategy="SPREAD")
         try:  # one check per worker slot, spread over the nodes: every worker starts (imports) now, in parallel
             found = self.ray.get([f.remote() for _ in range(self.workers)], timeout=max(60.0, self.task_timeout))
         except Exception as exc:  # noqa: BLE001 - any failure here means the cluster cannot run influent

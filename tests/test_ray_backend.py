@@ -139,6 +139,8 @@ def test_methods_that_cannot_distribute_refuse_ray_in_one_line(small_mlp, digits
     for name in local_only:
         with pytest.raises(InputError, match=f"method {name!r} cannot run on backend 'ray'"):
             inf.score(small_mlp, train, valid, method=name, backend="ray")
+    with pytest.raises(InputError, match="cannot run on a distributed backend"):  # FI's seeded variants
+        inf.score(small_mlp, train, valid, method="fi", backend="ray", subsample=0.5)
     with pytest.raises(InputError, match="store is a gradient cache"):
         inf.score(small_mlp, train, valid, method="ip", backend="ray", store=tmp_path / "s")
     with pytest.raises(InputError, match=r"unknown \['worker'\]"):

@@ -115,10 +115,10 @@ def _run(fn: Callable[..., Any], *args: Any) -> tuple[Any, str, float]:
 
 
 def _version() -> tuple[str, str]:
-    """The worker's influent version and folder, after importing what kernels and tasks run (torch, the
-    models, gradients, curvature and methods): a worker's first task does not pay for it."""
+    """The worker's influent version and folder, after importing what every kernel runs on (torch, the models,
+    the gradient sources): a worker's first task does not pay for most of its imports."""
     import influent
-    import influent.methods  # noqa: F401
+    import influent.grads.source  # noqa: F401
 
     return influent.__version__, str(Path(influent.__file__).resolve().parent)
 

@@ -63,6 +63,7 @@ from ..curvature import Solver
 from ..curvature.factor import default_rcond, gram_pinv
 from ..curvature.policy import fit_solver, local_influence_damping, local_influence_solver
 from ..data import Split
+from ..data.executor import sharding
 from ..data.validate import InputError, check_choice, check_number
 from ..grads.per_sample import flatten
 from ..grads.source import GradientSource
@@ -458,13 +459,31 @@ def subsample_fi(fi_of: Callable[[np.ndarray], np.ndarray], features: np.ndarray
 
 
 # ---- registered methods -------------------------------------------------------------------------
+def _fi_kernel(adapter: ModelAdapter, shard: Split, payload: tuple) -> np.ndarray:
+    """Shard kernel: (B,) FI of the shard's rows (`fi_matrix` with the driver's fitted solver, the target's
+    gradient g and the training set's size n)."""
+    solver, g, cfg, n = payload
+    X, t = adapter.tensors(shard)
+    return to_numpy(fi_matrix(adapter, X, t, n, solver, g, cfg)[:, 0])
+
+
 def _target_fi(job: Job, method: str) -> np.ndarray:
     target = job.need_target(method)
-    solver, cfg, t_solver = _job_config(job, method)
     alpha = job.options.subsample
-    X, t = job.adapter.tensors(job.train)
+    ex = sharding(job.train)
+    if ex is not None and (alpha is not None or job.options.approx != "exact"):
+        raise InputError(f"method {method!r} with approx={job.options.approx!r}"
+                         f"{'' if alpha is None else f', subsample={alpha}'} cannot run on a distributed backend "
+                         "(its random draws follow the row order of one process); use approx='exact' without "
+                         "subsample, or backend='local'")
+    solver, cfg, t_solver = _job_config(job, method)
     g = target.grad(job.adapter)
     t1 = time.perf_counter()
+    if ex is not None:  # the rows' FI on the shards: the solver and g travel once, n numbers come back
+        parts = ex.map_shards(_fi_kernel, job.adapter, job.train, (solver, g, cfg, len(job.train)), job.progress)
+        job.timing.update(curvature=t_solver, scoring=time.perf_counter() - t1)
+        return np.concatenate(parts)
+    X, t = job.adapter.tensors(job.train)
     fi_rows = lambda rows: to_numpy(fi_matrix(job.adapter, X[rows], t[rows], len(job.train), solver, g, cfg)[:, 0])
     if alpha is None:
         raw = fi_rows(np.arange(len(job.train)))
@@ -481,7 +500,7 @@ def _target_fi(job: Job, method: str) -> np.ndarray:
 LOCAL_ONLY = "it solves its local-influence system over the whole training set in one process"
 
 
-@register_method("fi", title="FI local influence", options=FIOptions, local_only=LOCAL_ONLY)
+@register_method("fi", title="FI local influence", options=FIOptions)
 def fi_util(job: Job) -> Result:
     """FI local influence [FI]: raw = a^T pinv(G_z) a with a = (dtheta/dw)^T grad f; values = -raw.
 

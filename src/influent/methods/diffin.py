@@ -51,6 +51,7 @@ import torch
 from torch.func import jvp, vmap
 
 from ..data import Split
+from ..data.executor import sharding
 from ..data.validate import InputError
 from ..grads.per_sample import flatten, per_sample_grads, per_sample_grads_vmap, unflatten
 from ..models.base import ModelAdapter, Params
@@ -310,46 +311,80 @@ def diffin_parts(adapter: ModelAdapter, train: Split, checkpoints: Sequence[Chec
     batch_size, n_batches, eps, hvp_kind = _check_options(batch_size, n_batches, eps, hvp_kind)
     ckpts = sorted(checkpoints, key=lambda c: c.step)
     n = len(train)
-    X, t = adapter.tensors(train)
     like = adapter.params()
     obj = _Objective(adapter, like)
     batches = proxy_batches(n, len(ckpts), batch_size, n_batches, seed)
     m = len(ckpts)
-    first = np.zeros((m, n))
-    bterm = np.zeros((m, n))
-    sterm = np.zeros((m, n))
-    chunk = max(1, int(chunk_size))
-    t_v = t_s = 0.0
-    for c, ck in enumerate(ckpts):
+    items: list[_Item] = []
+    t_v = 0.0
+    for c, ck in enumerate(ckpts):  # on this process: per checkpoint and proxy batch, the shared directions
         theta = flatten({k: ck.params[k].to(adapter.dtype) for k in like}).detach()
         t0 = time.perf_counter()
         v = None if target is None else target_grad(target, adapter, ck).to(adapter.dtype)
-        t1 = time.perf_counter()
+        t_v += time.perf_counter() - t0
         for B in batches[c]:
-            idx = torch.as_tensor(B, device=X.device)
-            batch_fn = obj.batch(X[idx], t[idx])
+            Xb, tb = adapter.tensors(train.subset(np.asarray(B)))  # the batch's rows only
+            batch_fn = obj.batch(Xb, tb)
             GB = torch.func.grad(batch_fn)(theta).detach()
-            if v is not None:
-                u = hvp(torch.func.grad(batch_fn), theta, v, hvp_kind, eps, GB)
-            rows = max(1, min(chunk, 16384 // len(B)))
-            for a in range(0, n, chunk):
-                sl = slice(a, min(n, a + chunk))
-                if v is not None:
-                    f, b, s = _target_terms(obj, theta, X[sl], t[sl], v, u, GB, hvp_kind, eps)
-                else:
-                    f, b, s = _self_terms(obj, theta, X[sl], t[sl], batch_fn, GB, hvp_kind, eps, rows)
-                first[c, sl] = f.detach().double().cpu().numpy()  # the same for every batch
-                bterm[c, sl] += b.detach().double().cpu().numpy() / n_batches
-                sterm[c, sl] += s.detach().double().cpu().numpy() / n_batches
-        t_v += t1 - t0
-        t_s += time.perf_counter() - t1
-        if progress is not None:
-            progress(c + 1, m)
+            u = None if v is None else hvp(torch.func.grad(batch_fn), theta, v, hvp_kind, eps, GB)
+            items.append(_Item(c, theta, v, u, GB, Xb, tb))
+    t1 = time.perf_counter()
+    payload = (items, m, n_batches, hvp_kind, eps, max(1, int(chunk_size)))
+    ex = sharding(train)
+    if ex is not None:  # the per-sample terms on the shards: the directions travel once, (3, m, n) numbers back
+        parts = ex.map_shards(_terms_kernel, adapter, train, payload, progress)
+        first, bterm, sterm = (np.concatenate([q[i] for q in parts], axis=1) for i in range(3))
+    else:
+        first, bterm, sterm = _terms(adapter, *adapter.tensors(train), *payload, progress=progress)
     if timing is not None:
-        timing.update(target_grads=t_v, scoring=t_s)
+        timing.update(target_grads=t_v, scoring=time.perf_counter() - t1)
     T = int(max(c.step for c in ckpts)) if total_steps is None else int(total_steps)
     return DiffInParts(np.array([c.step for c in ckpts], dtype=np.float64),
                        np.array([c.lr for c in ckpts], dtype=np.float64), n, T, first, bterm, sterm)
+
+
+@dataclass
+class _Item:
+    """One checkpoint's proxy batch: the checkpoint index c, its flat parameters theta (p,), the target's
+    gradient v (p,) and u = H_B v (None for self-influence), the batch gradient G_B (p,) and its rows."""
+
+    c: int
+    theta: torch.Tensor
+    v: torch.Tensor | None
+    u: torch.Tensor | None
+    GB: torch.Tensor
+    Xb: torch.Tensor
+    tb: torch.Tensor
+
+
+def _terms(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor, items: list[_Item], m: int, n_batches: int,
+           hvp_kind: str, eps: float, chunk: int,
+           progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(m, B) first, batch and sample terms of the rows (X, t) over every item (batch terms averaged over a
+    checkpoint's proxy batches)."""
+    obj = _Objective(adapter, adapter.params())
+    B = X.shape[0]
+    first, bterm, sterm = np.zeros((m, B)), np.zeros((m, B)), np.zeros((m, B))
+    for k, it in enumerate(items):
+        batch_fn = obj.batch(it.Xb, it.tb)
+        rows = max(1, min(chunk, 16384 // len(it.Xb)))
+        for a in range(0, B, chunk):
+            sl = slice(a, min(B, a + chunk))
+            if it.v is not None:
+                f, b, s = _target_terms(obj, it.theta, X[sl], t[sl], it.v, it.u, it.GB, hvp_kind, eps)
+            else:
+                f, b, s = _self_terms(obj, it.theta, X[sl], t[sl], batch_fn, it.GB, hvp_kind, eps, rows)
+            first[it.c, sl] = f.detach().double().cpu().numpy()  # the same for every batch
+            bterm[it.c, sl] += b.detach().double().cpu().numpy() / n_batches
+            sterm[it.c, sl] += s.detach().double().cpu().numpy() / n_batches
+        if progress is not None and (k + 1 == len(items) or items[k + 1].c != it.c):
+            progress(it.c + 1, m)
+    return first, bterm, sterm
+
+
+def _terms_kernel(adapter: ModelAdapter, shard: Split, payload: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shard kernel: `_terms` of the shard's rows."""
+    return _terms(adapter, *adapter.tensors(shard), *payload)
 
 
 def _run(job: Job, method: str, target: Target | None) -> Result:
@@ -368,10 +403,7 @@ def _run(job: Job, method: str, target: Target | None) -> Result:
     return Result(values, parts.raw())
 
 
-LOCAL_ONLY = "it replays the training trajectory over the whole training set in one process"
-
-
-@register_method("diffin", title="Diff-In", options=DiffInOptions, checkpoints="always", local_only=LOCAL_ONLY)
+@register_method("diffin", title="Diff-In", options=DiffInOptions, checkpoints="always")
 def diffin(job: Job) -> Result:
     """Diff-In over recorded checkpoints; values = estimated rise of the target when z is removed
     (retraining's sign), raw = the paper's sum_t a_t grad f(theta_t) . (H_B G_z + H_z G_B).
@@ -381,7 +413,7 @@ def diffin(job: Job) -> Result:
     return _run(job, "diffin", job.need_target("diffin"))
 
 
-@register_method("self-diffin", needs_target=False, title="self-Diff-In", options=DiffInOptions, local_only=LOCAL_ONLY,
+@register_method("self-diffin", needs_target=False, title="self-Diff-In", options=DiffInOptions,
                  checkpoints="always")
 def self_diffin(job: Job) -> Result:
     """Self-Diff-In: the target gradient replaced by G_z; values = -(estimated rise of z's own loss when

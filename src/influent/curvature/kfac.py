@@ -227,7 +227,7 @@ def factor_pass(adapter: ModelAdapter, layers: list[_Layer], X: torch.Tensor, ch
     """K-FAC's first pass over the rows X: the unnormalised Kronecker factors {"A": sum a~ a~^T, "S": sum s s^T,
     "T": positions} per layer, and (``cache_mb`` given) the layer inputs and pseudo-gradients while they fit in
     that many MiB (EK-FAC's correction then needs no second pass), else None."""
-    dev, dt = X.device, adapter.dtype
+    dev, dt = X.device, torch.float64  # sums in float64: the same factors whatever the chunks or shards
     A = {L.name: torch.zeros(L.cols, L.cols, dtype=dt, device=dev) for L in layers}
     S = {L.name: torch.zeros(L.d_out, L.d_out, dtype=dt, device=dev) for L in layers}
     T: dict[str, int] = {}
@@ -238,8 +238,8 @@ def factor_pass(adapter: ModelAdapter, layers: list[_Layer], X: torch.Tensor, ch
         for L, a, g in zip(layers, acts, grads):
             T[L.name] = a.shape[1]
             a2, g2 = a.reshape(-1, a.shape[2]), g.reshape(-1, g.shape[3])
-            A[L.name] += a2.T @ a2
-            S[L.name] += g2.T @ g2
+            A[L.name] += (a2.T @ a2).to(dt)
+            S[L.name] += (g2.T @ g2).to(dt)
         if cache is not None:
             cached += sum(a.numel() + g.numel() for a, g in zip(acts, grads)) * acts[0].element_size()
             if cached <= cache_mb * 2**20:
@@ -254,7 +254,7 @@ def eigen_pass(adapter: ModelAdapter, layers: list[_Layer], X: torch.Tensor, chu
                ) -> dict[str, torch.Tensor]:
     """EK-FAC's pass over the rows X: per layer the unnormalised (d_out, cols) sums of squared per-sample
     gradients rotated into the Kronecker eigenbasis, sum_i sum_c (Q_S^T s_ic a~_i^T Q_A)^2."""
-    E = {L.name: torch.zeros(L.d_out, L.cols, dtype=adapter.dtype, device=X.device) for L in layers}
+    E = {L.name: torch.zeros(L.d_out, L.cols, dtype=torch.float64, device=X.device) for L in layers}  # float64 sums
     batches = cache if cache is not None else (
         pseudo_gradients(adapter, layers, X[s:s + chunk_size]) for s in range(0, X.shape[0], chunk_size))
     for acts, grads in batches:
@@ -263,12 +263,12 @@ def eigen_pass(adapter: ModelAdapter, layers: list[_Layer], X: torch.Tensor, chu
             v = a @ QA[L.name]  # (B, T, cols): Q_A^T a~_it
             if a.shape[1] == 1:
                 # rank one per (i, c): the square factorises, sum_c (Q_S^T s_ic)^2 outer (Q_A^T a_i)^2
-                E[L.name] += (u[:, :, 0] ** 2).sum(0).T @ (v[:, 0] ** 2)
+                E[L.name] += ((u[:, :, 0] ** 2).sum(0).T @ (v[:, 0] ** 2)).to(torch.float64)
             else:  # per-sample gradients summed over positions, rotated, squared; chunked over samples
                 step = max(1, int(2**22 // max(1, u.shape[0] * L.d_out * L.cols)))
                 for b in range(0, a.shape[0], step):
                     Gr = torch.einsum("cbto,btk->cbok", u[:, b:b + step], v[b:b + step])
-                    E[L.name] += (Gr**2).sum((0, 1))
+                    E[L.name] += (Gr**2).sum((0, 1)).to(torch.float64)
     return E
 
 
@@ -293,6 +293,10 @@ def _np(d: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 def _as(x: Any, ctx: CurvatureContext) -> torch.Tensor:
     return torch.as_tensor(x).to(dtype=ctx.dtype, device=ctx.device)
+
+
+def _as64(x: Any, ctx: CurvatureContext) -> torch.Tensor:
+    return torch.as_tensor(x).to(dtype=torch.float64, device=ctx.device)
 
 
 @register("kfac")
@@ -330,13 +334,14 @@ class KFACSolver(Solver):
         self.A_, self.S_ = {}, {}
         self.QA_, self.QS_, self.evals_ = {}, {}, {}
         for L in self.layers_:
-            self.A_[L.name] = _as(A[L.name], ctx) / (ctx.n * int(T[L.name]))
-            self.S_[L.name] = _as(S[L.name], ctx) / ctx.n
-            a, QA = torch.linalg.eigh(self.A_[L.name])
-            s, QS = torch.linalg.eigh(self.S_[L.name])
-            self.QA_[L.name], self.QS_[L.name] = QA, QS
+            A64 = _as64(A[L.name], ctx) / (ctx.n * int(T[L.name]))  # eigenbases from the float64 sums
+            S64 = _as64(S[L.name], ctx) / ctx.n
+            self.A_[L.name], self.S_[L.name] = A64.to(ctx.dtype), S64.to(ctx.dtype)
+            a, QA = torch.linalg.eigh(A64)
+            s, QS = torch.linalg.eigh(S64)
+            self.QA_[L.name], self.QS_[L.name] = QA.to(ctx.dtype), QS.to(ctx.dtype)
             # PSD factors: clip round-off negatives
-            self.evals_[L.name] = torch.outer(s.clamp_min(0), a.clamp_min(0))
+            self.evals_[L.name] = torch.outer(s.clamp_min(0), a.clamp_min(0)).to(ctx.dtype)
         if self.corrected:
             self._correct(ctx, cache)
         rcond = self.rcond if self.rcond is not None else (1e-10 if ctx.dtype == torch.float64 else 1e-5)

@@ -102,8 +102,11 @@ def _hang_once(adapter, shard, marker):
     """Hangs (as a stuck worker would) the first time it runs anywhere, then returns at once."""
     import time
 
-    if not os.path.exists(marker):
-        Path(marker).write_text("stuck")
+    try:  # atomic: of tasks that start together, exactly one hangs
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        pass
+    else:
         time.sleep(600)
     return np.asarray([len(shard)], dtype=np.float64)
 

@@ -121,6 +121,27 @@ def test_a_stuck_task_is_submitted_again_after_the_timeout(cluster, small_mlp, d
     assert ex.describe()["resubmitted"] >= 1
 
 
+def _sleep_by_shard(adapter, shard, seconds):
+    """Sleeps seconds[0] on the shard that starts at row 0, seconds[1] on the other."""
+    import time
+
+    time.sleep(seconds[0] if shard.ids[0] == 0 else seconds[1])
+    return np.asarray([len(shard)], dtype=np.float64)
+
+
+def test_a_task_longer_than_the_timeout_is_not_taken_for_stuck_once_others_show_the_pace(cluster, small_mlp,
+                                                                                       digits_small):
+    """Tasks grow with their shard: after a 3 s task has finished, a 7.5 s one is within twice the longest
+    (the patience), although the timeout is 2 s and only one resubmission round is allowed."""
+    from influent.backends.ray import RayExecutor
+
+    train, _ = digits_small
+    RayExecutor(train, shards=2).map_shards(_sleep_by_shard, small_mlp, train, (0.0, 0.0))  # both workers up
+    ex = RayExecutor(train, shards=2, task_timeout=2, retries=1)
+    out = ex.map_shards(_sleep_by_shard, small_mlp, train, (3.0, 7.5))
+    assert [int(o[0]) for o in out] == [80, 80]
+
+
 def _refuse(adapter, shard, payload):
     raise InputError("a kernel's own one-line error")
 

@@ -13,8 +13,9 @@ else a Ray started on this machine for the process. The installed influent is sh
 Ray's runtime environment (``py_modules``), and a first task on the cluster checks that it imports there.
 
 Faults: tasks, not pinned actors. A task whose worker or node dies is retried by Ray on another node
-(``retries``); a round in which no task finishes for ``task_timeout`` seconds submits the unfinished ones
-again and takes whichever copy finishes first (no hang); a failure that persists is one line
+(``retries``); a period in which no task finishes for ``task_timeout`` seconds (or twice the longest task
+finished so far in the call, when longer) submits the unfinished ones again and takes whichever copy finishes
+first (no hang); a failure that persists is one line
 (`ClusterError`, an `InputError`: the CLI exits 2).
 """
 
@@ -247,27 +248,29 @@ class RayExecutor:
         return hit[1]
 
     def _collect(self, submit: list[Callable[[], Any]], progress: Callable[[int, int], None] | None) -> list[Any]:
-        """Run every submitted task and return the results in order. A round of `task_timeout` seconds in which
-        none finishes submits the unfinished ones again (the first copy to finish wins; the others are
-        cancelled); KeyboardInterrupt cancels everything in flight."""
+        """Run every submitted task and return the results in order. A period without any finished task longer
+        than the patience (`task_timeout`, or twice the longest task finished so far in this call when that is
+        longer: a shard's task grows with the shard) submits the unfinished ones again; the first copy to finish
+        wins and its other copies are cancelled at once. KeyboardInterrupt cancels everything in flight."""
         ray = self.ray
         n = len(submit)
         results: list[Any] = [None] * n
         done = np.zeros(n, dtype=bool)
         owner = {submit[i](): i for i in range(n)}
         self.stats["tasks"] += n
-        last, rounds = time.monotonic(), 0
+        last, rounds, longest = time.monotonic(), 0, 0.0
         try:
             while not done.all():
-                ready, _ = ray.wait(list(owner), num_returns=1, timeout=min(1.0, self.task_timeout))
+                patience = max(self.task_timeout, 2.0 * longest)
+                ready, _ = ray.wait(list(owner), num_returns=1, timeout=min(1.0, patience))
                 if not ready:
                     self._check_head()
-                    if time.monotonic() - last < self.task_timeout:
+                    if time.monotonic() - last < patience:
                         continue
                     rounds += 1
                     if rounds > max(1, self.retries):
                         raise ClusterError(f"no task of the Ray backend finished in {rounds} rounds of "
-                                           f"{self.task_timeout:g} s ({int(done.sum())} of {n} done)")
+                                           f"{patience:g} s ({int(done.sum())} of {n} done)")
                     for i in np.flatnonzero(~done):  # a stuck or lost task: run it again elsewhere
                         owner[submit[int(i)]()] = int(i)
                         self.stats["resubmitted"] += 1
@@ -279,9 +282,13 @@ class RayExecutor:
                         continue
                     value, node, seconds = self._get(ref)
                     results[i], done[i] = value, True
+                    for other in [r for r, j in owner.items() if j == i]:  # its copies: no longer needed
+                        ray.cancel(other, force=True)
+                        del owner[other]
                     self.stats["task_seconds"] += seconds
                     self.stats["nodes"].add(node)
-                    last = time.monotonic()
+                    longest = max(longest, seconds)
+                    last, rounds = time.monotonic(), 0
                     if progress is not None:
                         progress(int(done.sum()), n)
         except BaseException as exc:
@@ -291,8 +298,6 @@ class RayExecutor:
             if inner is not None:  # Ctrl-C / SIGTERM raised inside Ray's wait: the caller's exception, as itself
                 raise inner from None
             raise
-        for ref in owner:  # duplicates of finished tasks
-            ray.cancel(ref, force=True)
         return results
 
     def _check_head(self, tries: int = 3) -> None:

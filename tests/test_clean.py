@@ -184,7 +184,9 @@ def test_pooled_holdout_cleans_the_flipped_class_and_leaves_clean_data_alone(dig
     res = inf.clean(model, noisy, valid, n_jobs=1)
     assert res.holdout == "valid+cv" and res.evidence == "accuracy"
     assert res.action in ("trim", "relabel") and res.gain > 0 and res.gain_ci[0] <= res.gain
-    assert set(res.candidates["action"]) == {"none", "trim", "relabel"}  # one budget: the count
+    assert set(res.candidates["action"]) == {"none", "trim", "relabel"}
+    count = res.n_issues  # budgets 1, 1.5 and 2 x the count (relabel: at most the differing suggestions)
+    assert {count, round(1.5 * count), 2 * count} == set(res.candidates.query("action == 'trim'")["budget"])
     assert (res.candidates["evidence_rows"].iloc[1:] == len(valid) + len(noisy)).all()
     assert np.isin(res.positions, flip).mean() > 0.5
     assert _held_out(res, test) > model.accuracy(test) + 0.02
@@ -200,7 +202,8 @@ def test_cross_validated_evidence_equals_refits_by_hand(digits5):
 
     _, noisy, valid, _, _ = digits5
     model = SklearnLogistic(C=1.0).fit(noisy)
-    res = inf.clean(model, noisy, valid, n_jobs=1, holdout="valid+cv", actions=("trim",), rankings=[{}], cv=3)
+    res = inf.clean(model, noisy, valid, n_jobs=1, holdout="valid+cv", actions=("trim",), rankings=[{}], cv=3,
+                    budget_factors=(1,))
     row = res.candidates.iloc[1]
     base_full = model.refit(noisy)
     trim_full = model.refit(noisy.subset(np.setdiff1d(np.arange(len(noisy)), res.positions)))

@@ -18,7 +18,7 @@ the action only if the refit model is measurably better on held-out data.
 4. Uncertainty: a paired bootstrap over the validation samples (Efron & Tibshirani 1993, ch. 13; the
    same resampled rows for every candidate) of the difference candidate - none, in accuracy points and in
    log-loss.
-5. The decision (`choose_in_sequence`): a candidate *passes* when it beats leaving the data alone beyond
+5. The decision with holdout "valid" (`choose_in_sequence`; every guard: `decide`): a candidate *passes* when it beats leaving the data alone beyond
    its bound: the one-sided lower bound of its validation accuracy gain is above 0, or the lower bound of
    its log-loss decrease is above 0 and its validation accuracy is not lower (``evidence="both"``; log-loss
    is a proper scoring rule and far less noisy than 0/1 accuracy on a few hundred samples, accuracy is what
@@ -43,10 +43,14 @@ ranks and counts there, the candidate's action is applied with its budget rule (
 the refit is compared with the fold's "none" refit on the held-out fold. No held-out label informs what is
 cleaned (selection inside the loop: Varma & Simon 2006), so a held-out row's difference is honest evidence;
 its per-sample differences are pooled with the validation rows' (candidate refit on all of `train` against
-"none") before the paired bootstrap: n + n_valid rows instead of n_valid. Fewer candidates keep the
-multiplicity low: trim and relabel at the estimated count (`POOLED_ACTIONS`, `POOLED_FACTORS`), tested
-on accuracy (``evidence="accuracy"``: the log-loss on noisy held-out labels is lowest for the model that
-learned their noise). Cost: ``cv x (1 + candidates)`` more refits and `cv` more detections. The bootstrap
+"none") before the paired bootstrap: n + n_valid rows instead of n_valid. Its candidates are trim and
+relabel (`POOLED_ACTIONS`) at 1, 1.5 and 2 x the estimated count (`POOLED_FACTORS`: cleanlab's larger count
+often trims more flips), tested on accuracy (``evidence="accuracy"``: the log-loss on noisy held-out labels
+is lowest for the model that learned their noise) all at once by the studentized step-down max-t procedure
+(``guard="stepdown"``, `stepdown`; Romano & Wolf 2005): its simultaneous bounds take the candidates' joint
+bootstrap distribution into account, so candidates that move together (budgets of one action, the two
+rankings) cost little of the level; of those that pass the largest accuracy gain is chosen. The earlier
+default is ``guard="sequence", budget_factors=(1,)``. Cost: ``cv x (1 + candidates)`` more refits and `cv` more detections. The bootstrap
 treats the pooled rows as independent, which ignores the variance shared through each fold's refits
 (Bengio & Grandvalet 2004), so its bounds are somewhat narrow; docs/cleaning.md measures what that does.
 """

@@ -110,7 +110,7 @@ def test_network_last_layer():
     noisy, flipped = flip_labels(y, 0.1, "uniform", seed=2)
     train = from_arrays(X.astype(np.float32), noisy)
     model = TabularMLP(hidden=(16,)).fit(train)
-    df = inf.find_label_issues(model, train)
+    df = inf.find_label_issues(model, train, probabilities="loo")  # last layer ("auto" without valid: "cv")
     s = label_scores(leave_one_out(inf.models.base.resolve_params(model, "auto"), train, 0.0, "loo", 512, 5, 1, 5,
                                    "float32").proba(), np.searchsorted(model.classes_, noisy), "margin", False)
     np.testing.assert_allclose(df["score"], s, rtol=1e-6, atol=1e-9)

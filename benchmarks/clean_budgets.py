@@ -4,9 +4,9 @@ On the design sets only (digits and breast cancer, as benchmarks/cleaning.py bui
 the same data and flips), `influent.clean(holdout="valid+cv")` is run once with every candidate budget
 factor in `--factors`; each candidate of its table (action, ranking, budget) is also refit on the full noisy
 training split by `clean` itself and scored on the test split (a side channel: `_Measure` also predicts the
-test rows). The rules compared (which candidates each ranking's fixed sequence holds, how a winner is
-picked among those that pass) are then replayed on the same tables, bounds and bootstrap: no rule sees the
-test rows. One thread (``OMP_NUM_THREADS=1``), refits in process.
+test rows). The rules compared (`RULES`: which budgets, which guard) are then replayed by `clean`'s own
+`decide` on the captured per-row evidence (the same bootstrap seed): no rule sees the test rows. The run's
+own choice used factors 1, 1.5, 2 with the sequence guard (the step-down guard did not exist yet). One thread (``OMP_NUM_THREADS=1``), refits in process.
 
     OMP_NUM_THREADS=1 python benchmarks/clean_budgets.py --models logistic --out budgets_logistic.pkl
     OMP_NUM_THREADS=1 python benchmarks/clean_budgets.py --replay budgets_logistic.pkl,budgets_mlp.pkl
@@ -101,62 +101,56 @@ def run(names, models, factors, out):
             pickle.dump(records, f)
 
 
-def replay(table: pd.DataFrame, factors, order: str = "budget", pick: str = "gain") -> int:
-    """The row a rule would choose from a run's candidates table: only candidates whose spec factor is in
-    `factors`; `order` "budget" (the budget closest to the count first: trim@c, relabel@c, trim@1.5c, ...) or
-    "action" (trim@c, trim@1.5c, ..., relabel@c, ...); `pick` "gain" (largest accuracy gain among those that
-    passed) or "first" (the last one passed in the sequence: the largest budget that passed)."""
-    rows = [i for i in range(1, len(table)) if table.loc[i, "spec"][1] in factors and np.isfinite(table.loc[i, "accuracy_low"])]
-    passed = []
-    for k in sorted({table.loc[i, "rank_k"] for i in rows}):
-        mem = [i for i in rows if table.loc[i, "rank_k"] == k]
-        a = {"trim": 0, "relabel": 1, "reweight": 2}
-        key = ((lambda i: (table.loc[i, "spec"][1], a[table.loc[i, "action"]])) if order == "budget"
-               else (lambda i: (a[table.loc[i, "action"]], table.loc[i, "spec"][1])))
-        for i in sorted(mem, key=key):
-            if table.loc[i, "accuracy_low"] > 0:
-                passed.append(i)
-            else:
-                break
-    if not passed:
-        return 0
-    if pick == "first":
-        return passed[-1]
-    return max(passed, key=lambda i: (table.loc[i, "accuracy_gain"], table.loc[i, "log_loss_gain"]))
+RULES = {  # name: (budget factors, guard) replayed with `clean`'s own `decide` on the captured evidence
+    "count, sequence (earlier default)": ((1.0,), "sequence"),
+    "1, 1.5, 2 x count, sequence": ((1.0, 1.5, 2.0), "sequence"),
+    "count, step-down": ((1.0,), "stepdown"),
+    "1, 1.5 x count, step-down": ((1.0, 1.5), "stepdown"),
+    "1, 2 x count, step-down": ((1.0, 2.0), "stepdown"),
+    "1, 1.5, 2 x count, step-down (new default)": ((1.0, 1.5, 2.0), "stepdown"),
+}
+
+
+def replay(rec: dict, factors, guard: str) -> int:
+    """The row `clean`'s `decide` picks from a run's candidates when only the budgets `factors` x the count
+    are tried and `guard` keeps the choice honest (evidence "accuracy", level 0.95, the run's seed)."""
+    t = rec["table"].copy()
+    rows = [i for i in rec["rows"] if t.loc[i, "spec"][1] in factors]
+    acc = np.zeros((len(t), rec["diff"].shape[1] if rec["rows"] else 1))
+    for j, i in enumerate(rec["rows"]):
+        acc[i] = rec["diff"][j]
+    ranks = [int(k) for k in t["rank_k"]]
+    pick, _ = cm.decide(t, {"accuracy": acc, "log_loss": np.zeros_like(acc)}, rows, ranks, rec["counts"]["valid"],
+                        guard=guard, evidence="accuracy", level=0.95, n_boot=2000, seed=0)
+    return pick
 
 
 def report(paths):
     recs = sum((pickle.load(open(p, "rb")) for p in paths), [])
-    rules = {"old (c)": ((1.0,), "budget", "gain"), "c,1.5c": ((1.0, 1.5), "budget", "gain"),
-             "c,1.5c,2c": ((1.0, 1.5, 2.0), "budget", "gain"), "c,2c": ((1.0, 2.0), "budget", "gain"),
-             "c,1.5c byact": ((1.0, 1.5), "action", "gain"), "c,1.5c,2c byact": ((1.0, 1.5, 2.0), "action", "gain"),
-             "c,1.5c last": ((1.0, 1.5), "budget", "first")}
     rows = []
     for r in recs:
         t = r["table"]
-        noisy = t.loc[0, "test_acc"]
-        cl, oracle = r["csv"].get("cleanlab", np.nan), r["csv"].get("oracle", np.nan)
         out = {"setting": f"{r['data']}/{r['model']}/{r['pattern']}/{r['rate']:.0%}", "rate": r["rate"],
-               "flips": r["flips"], "count": r["counts"]["valid"], "cleanlab": cl, "oracle": oracle,
-               "noisy_csv": r["csv"].get("noisy"), "noisy": r["noisy"], "base": noisy}
-        for nm, (f, o, p) in rules.items():
-            i = replay(t, f, o, p)
+               "noisy": r["noisy"], "oracle": r["csv"].get("oracle", np.nan), "cleanlab": r["csv"].get("cleanlab", np.nan)}
+        for nm, (f, g) in RULES.items():
+            i = replay(r, f, g)
             out[nm] = t.loc[i, "test_acc"]
-            out[nm + " act"] = f"{t.loc[i, 'action']} {int(t.loc[i, 'budget'])}"
+            out["action: " + nm] = f"{t.loc[i, 'action']} {int(t.loc[i, 'budget'])}"
+        out["run's choice"] = r["chosen"]
         rows.append(out)
     df = pd.DataFrame(rows)
+    pd.set_option("display.width", 250)
+    print(df.round(3).to_string())
     noisy = df[df.rate > 0]
-    print(df.drop(columns=[c for c in df.columns if c.endswith(" act")]).round(3).to_string())
-    print()
-    for nm in rules:
-        gap = noisy.oracle - noisy.noisy
-        ok = gap >= 0.01
+    gap = noisy.oracle - noisy.noisy
+    ok = gap >= 0.01
+    print("\n| rule | mean gap share | below cleanlab | no noise: actions |\n| --- | --- | --- | --- |")
+    print(f"| cleanlab | {((noisy.cleanlab - noisy.noisy) / gap)[ok].mean():.2f} | | |")
+    for nm in RULES:
         share = ((noisy[nm] - noisy.noisy) / gap)[ok].mean()
-        cls = ((noisy.cleanlab - noisy.noisy) / gap)[ok].mean()
         below = int((noisy[nm] < noisy.cleanlab - 1e-12).sum())
-        zero = df[df.rate == 0]
-        print(f"{nm:16s} share {share:.3f} (cleanlab {cls:.3f}) below cleanlab {below}/{len(noisy)} "
-              f"no-noise acts {list(zero[nm + ' act'])}")
+        acts = df[df.rate == 0]["action: " + nm].str.split().str[0].value_counts().to_dict()
+        print(f"| {nm} | {share:.2f} | {below} of {len(noisy)} | {acts} |")
 
 
 if __name__ == "__main__":

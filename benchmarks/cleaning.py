@@ -7,9 +7,10 @@ the test labels stay clean. Then:
 
 - **noisy**: the model fitted on the noisy training labels
 - **oracle**: refit without the flipped samples (the ceiling of trimming)
-- **clean-cv**: `influent.clean(model, train, valid, holdout="valid+cv")` (noisy `valid`; evidence from the
-  validation rows and the training rows held out by a 5-fold cross-validation of the cleaning procedure),
-  refit on its ``train`` (and weights)
+- **clean-cv**: `influent.clean(model, train, valid)` with its defaults (holdout "valid+cv": evidence from
+  the noisy validation rows and the training rows held out by a 5-fold cross-validation of the cleaning
+  procedure; trim and relabel at 1, 1.5 and 2 x the count; step-down max-t guard), refit on its ``train``
+- **clean-cv-count**: the previous default (``guard="sequence", budget_factors=(1,)``: the count only)
 - **clean-valid**: the same with ``holdout="valid"`` (the earlier rule: every candidate measured on the
   validation rows only), side by side in the same run
 - **cleanlab**: ``cleanlab.filter.find_label_issues`` (its defaults: prune by noise rate) on 5-fold
@@ -40,6 +41,7 @@ Single-threaded (``OMP_NUM_THREADS=1``, one torch thread, refits in this process
 
     OMP_NUM_THREADS=1 python benchmarks/cleaning.py [--quick] [--seeds 0] [--models logistic,mlp]
         [--data breast-cancer,...] [--cache DIR] [--out docs/cleaning.csv]
+        [--rules clean-cv,clean-cv-count --reuse docs/cleaning.csv]   # the other rules' rows copied
 """
 
 from __future__ import annotations

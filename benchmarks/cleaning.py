@@ -7,9 +7,10 @@ the test labels stay clean. Then:
 
 - **noisy**: the model fitted on the noisy training labels
 - **oracle**: refit without the flipped samples (the ceiling of trimming)
-- **clean-cv**: `influent.clean(model, train, valid, holdout="valid+cv")` (noisy `valid`; evidence from the
-  validation rows and the training rows held out by a 5-fold cross-validation of the cleaning procedure),
-  refit on its ``train`` (and weights)
+- **clean-cv**: `influent.clean(model, train, valid)` with its defaults (holdout "valid+cv": evidence from
+  the noisy validation rows and the training rows held out by a 5-fold cross-validation of the cleaning
+  procedure; trim and relabel at 1, 1.5 and 2 x the count; step-down max-t guard), refit on its ``train``
+- **clean-cv-count**: the previous default (``guard="sequence", budget_factors=(1,)``: the count only)
 - **clean-valid**: the same with ``holdout="valid"`` (the earlier rule: every candidate measured on the
   validation rows only), side by side in the same run
 - **cleanlab**: ``cleanlab.filter.find_label_issues`` (its defaults: prune by noise rate) on 5-fold
@@ -40,6 +41,7 @@ Single-threaded (``OMP_NUM_THREADS=1``, one torch thread, refits in this process
 
     OMP_NUM_THREADS=1 python benchmarks/cleaning.py [--quick] [--seeds 0] [--models logistic,mlp]
         [--data breast-cancer,...] [--cache DIR] [--out docs/cleaning.csv]
+        [--rules clean-cv,clean-cv-count --reuse docs/cleaning.csv]   # the other rules' rows copied
 """
 
 from __future__ import annotations
@@ -72,8 +74,10 @@ from influent.models.refit import refit_many  # noqa: E402
 DATASETS = ("breast-cancer", "adult", "digits", "mnist", "bbc-news", "rotten-tomatoes")
 PATTERNS = ("uniform", "nearest", "human")
 RATES = (0.0, 0.1, 0.2, 0.4)
-METHODS = ("noisy", "oracle", "clean-cv", "clean-valid", "cleanlab", "flags", "random")
-CLEAN_RULES = {"clean-cv": {"holdout": "valid+cv"}, "clean-valid": {"holdout": "valid"}}  # clean's two rules
+METHODS = ("noisy", "oracle", "clean-cv", "clean-cv-count", "clean-valid", "cleanlab", "flags", "random")
+CLEAN_RULES = {"clean-cv": {"holdout": "valid+cv"},  # clean's rules: the default (budgets 1, 1.5, 2 x the count, step-down)
+               "clean-cv-count": {"holdout": "valid+cv", "guard": "sequence", "budget_factors": (1.0,)},  # the earlier default
+               "clean-valid": {"holdout": "valid"}}  # the validation rows only
 CLEANS = tuple(CLEAN_RULES)
 
 
@@ -202,7 +206,8 @@ def _timed(fn):
 
 
 def run_setting(parts: dict[str, Split], kind: str, pattern: str, rate: float, seed: int, clean_fn,
-                noisy_valid_labels: bool = True, issue_options: dict | None = None) -> tuple[list, dict]:
+                noisy_valid_labels: bool = True, issue_options: dict | None = None,
+                rules: tuple[str, ...] = CLEANS, reuse: pd.DataFrame | None = None) -> tuple[list, dict]:
     """Rows (one per method) and the count estimates of one setting; `clean` measures on the validation
     split with labels corrupted like the training labels (`noisy_valid_labels`) or with its true labels."""
     from cleanlab.count import num_label_issues
@@ -236,6 +241,8 @@ def run_setting(parts: dict[str, Split], kind: str, pattern: str, rate: float, s
     res["random"] = (rnd, n_flags, t_one)
     action, clean_gain = {}, {}
     for name, rule in (CLEAN_RULES.items() if clean_fn is not None else ()):  # refit on what clean returns
+        if name not in rules:
+            continue
         try:
             cr, t_clean = _timed(lambda: clean_fn(model, noisy, noisy_valid, n_jobs=1, seed=seed, **rule, **opts))
         except Exception as exc:  # a failing rule is recorded as missing, the run goes on
@@ -253,6 +260,10 @@ def run_setting(parts: dict[str, Split], kind: str, pattern: str, rate: float, s
     gap = acc["oracle"] - acc["noisy"]
     rows = []
     for m in METHODS:
+        if m not in res and m not in rules and reuse is not None and m in set(reuse.method):  # a rule not run
+            old = reuse[reuse.method == m].iloc[0].to_dict()
+            rows.append({k: v for k, v in old.items() if k not in ("data", "model", "pattern", "rate", "seed")})
+            continue
         if m not in res:
             rows.append({"method": m, "test_acc": np.nan, "test_loss": np.nan})
             continue
@@ -306,7 +317,7 @@ def summary(df: pd.DataFrame, counts: pd.DataFrame) -> str:
     if len(zero):
         lines.append("\nNo noise (accuracy change in points against the model fitted on all labels; samples removed):\n")
         lines.append("| data | model | " + " | ".join(METHODS[2:]) + " | " + " | ".join(f"{c} action" for c in CLEANS) + " |")
-        lines.append("| --- | --- | " + " | ".join("---" for _ in METHODS[2:]) + " | --- | --- |")
+        lines.append("| --- | --- | " + " | ".join("---" for _ in METHODS[2:]) + "".join(" | ---" for _ in CLEANS) + " |")
         for (d, k), sub in zero.groupby(["data", "model"], sort=False):
             s = sub.set_index("method")
             cells = [("" if pd.isna(s.diff_points.get(m)) else f"{s.diff_points[m]:+.1f} ({int(s.n_changed[m])})") for m in METHODS[2:]]
@@ -367,7 +378,7 @@ def setting_table(df: pd.DataFrame, counts: pd.DataFrame) -> str:
     """One line per setting: accuracies, clean's actions, counts."""
     lines = ["| setting | " + " | ".join(METHODS) + " | " + " | ".join(f"{c} action" for c in CLEANS)
              + " | flips | influent count | cleanlab count |",
-             "| --- | " + " | ".join("---" for _ in METHODS) + " | --- | --- | --- | --- | --- |"]
+             "| --- | " + " | ".join("---" for _ in METHODS) + "".join(" | ---" for _ in CLEANS) + " | --- | --- | --- |"]
     for key, sub in df.groupby(["data", "model", "pattern", "rate", "seed"], sort=False):
         s = sub.set_index("method")
         cnt = counts.set_index(["data", "model", "pattern", "rate", "seed"]).loc[key]
@@ -391,6 +402,9 @@ def main(argv=None) -> None:
     ap.add_argument("--cv-probabilities", action="store_true",
                     help="find_label_issues (and clean) on 5-fold probabilities (probabilities='cv')")
     ap.add_argument("--tables", default=None, help="print the tables of an earlier run's CSV (no run)")
+    ap.add_argument("--rules", default=",".join(CLEANS), help="clean rules to run (default all: " + ",".join(CLEANS) + ")")
+    ap.add_argument("--reuse", default=None, help="earlier run's CSV: the rows of the clean rules not run are "
+                    "copied from it (its noisy test accuracy must equal this run's: same seed, data and flips)")
     a = ap.parse_args(argv)
     if a.tables:
         df = pd.read_csv(a.tables)
@@ -401,6 +415,10 @@ def main(argv=None) -> None:
     names = a.data.split(",") if a.data else (["breast-cancer", "digits", "rotten-tomatoes"] if a.quick else list(DATASETS))
     models = a.models.split(",") if a.models else (["logistic"] if a.quick else ["logistic", "mlp"])
     clean_fn = _clean_function()
+    rules = tuple(r for r in a.rules.split(",") if r)
+    if set(rules) - set(CLEANS):
+        raise SystemExit(f"unknown rules {set(rules) - set(CLEANS)}; known: {CLEANS}")
+    ref = pd.read_csv(a.reuse) if a.reuse else None
     if clean_fn is None:
         print("influent.clean is not on this branch: the clean rows stay empty (hook: _clean_function)")
     rows, counts = [], []
@@ -411,8 +429,18 @@ def main(argv=None) -> None:
             if name not in loaded:
                 loaded = {name: load(name, seed, a.quick, Path(a.cache))}
             key = {"data": name, "model": kind, "pattern": pattern, "rate": rate, "seed": seed}
+            old = None
+            if ref is not None:
+                old = ref[(ref.data == name) & (ref.model == kind) & (ref.pattern == pattern) & (ref.rate == rate)
+                          & (ref.seed == seed)]
             r, c = run_setting(loaded[name], kind, pattern, rate, seed, clean_fn, a.valid_labels == "noisy",
-                               {"probabilities": "cv"} if a.cv_probabilities else None)
+                               {"probabilities": "cv"} if a.cv_probabilities else None, rules, old)
+            if old is not None:
+                was = old[old.method == "noisy"].test_acc
+                now = [x["test_acc"] for x in r if x["method"] == "noisy"][0]
+                if len(was) != 1 or abs(float(was.iloc[0]) - now) > 1e-12:
+                    raise SystemExit(f"{name}/{kind}/{pattern}/{rate}: noisy accuracy {now} differs from --reuse's "
+                                     f"{list(was)}: not the same data and flips")
             rows += [{**key, **x} for x in r]
             counts.append({**key, **c})
             acc = {x["method"]: x["test_acc"] for x in r}
@@ -421,6 +449,8 @@ def main(argv=None) -> None:
                 pd.DataFrame(counts).to_csv(str(Path(a.out).with_suffix("")) + "_counts.csv", index=False)
             print(f"{name}/{kind}/{pattern}/{rate:.0%}/s{seed}: " + " ".join(f"{m} {acc[m]:.3f}" for m in METHODS)
                   + f" | flips {c['true']} influent {c['influent']} cleanlab {c['cleanlab find_label_issues']}"
+                  + ("" if old is None else " | before: " + " ".join(
+                      f"{m} {v:.3f}" for m, v in old.set_index("method").test_acc.items() if m in ("clean-cv", "flags")))
                   + f" ({time.perf_counter() - t0:.0f}s)", flush=True)
     df, cdf = pd.DataFrame(rows), pd.DataFrame(counts)
     print()

@@ -163,6 +163,60 @@ def test_fixed_sequence_stops_at_the_first_failure():
     assert choose_in_sequence(t, [1, 2, 3, 4, 5], [0, 0, 0, 0, 0, 1], count=10, evidence="log_loss") == 0
 
 
+def test_stepdown_equals_a_loop_and_steps_down():
+    """Romano & Wolf's step-down max-t against a direct loop: step 1 takes the (1 - alpha) quantile of the
+    largest studentized deviation over all hypotheses, rejects those above it, and repeats on the rest with
+    the smaller maximum (a smaller critical value), so a gain too small for step 1 can pass in step 2."""
+    from influent.actions.clean import stepdown
+
+    rng = np.random.default_rng(0)
+    m, B = 4, 4000
+    common = rng.standard_normal(B)
+    noise = np.vstack([0.3 * common + rng.standard_normal(B) for _ in range(m)])  # correlated replicates
+    noise -= noise.mean(1, keepdims=True)
+    s = noise.std(1)
+    z = noise / s[:, None]
+    c1 = np.quantile(z.max(0), 0.95)
+    c2 = np.quantile(z[1:].max(0), 0.95)
+    c3 = np.quantile(z[2:].max(0), 0.95)
+    means = np.array([5.0, (c1 + c2) / 2 * s[1], -1.0, 0.5])
+    boots = noise + means[:, None]
+    low, high = stepdown(boots, means, 0.05)
+    assert means[1] - c1 * s[1] < 0 < means[1] - c2 * s[1]             # passes only in the second step
+    assert low[0] == pytest.approx(means[0] - c1 * s[0]) and low[1] == pytest.approx(means[1] - c2 * s[1])
+    assert np.allclose(low[2:], means[2:] - c3 * s[2:]) and (low[2:] < 0).all()
+    assert np.allclose(high, means + np.array([c1, c2, c3, c3]) * s)
+    # identical candidates cost nothing: the critical value is the single test's
+    one = stepdown(boots[:1], means[:1], 0.05)[0]
+    assert np.allclose(stepdown(np.repeat(boots[:1], 3, 0), np.repeat(means[:1], 3), 0.05)[0], one[0])
+
+
+def test_stepdown_chooses_a_larger_budget_only_when_it_passes():
+    """Budgets 1, 1.5, 2 x the count tested at once: the largest point gain wins only among candidates that
+    pass; a larger budget with a higher mean but too much spread to pass is not chosen."""
+    import pandas as pd
+    from influent.actions.clean import decide
+
+    rng = np.random.default_rng(1)
+    n = 600
+
+    def rows(up, down):  # per-row accuracy differences (points): `up` rows +100, `down` rows -100
+        return rng.permutation(np.r_[np.full(up, 100.0), np.full(down, -100.0), np.zeros(n - up - down)])
+
+    acc = np.vstack([np.zeros(n), rows(20, 2), rows(120, 102), rows(129, 105)])  # +3 (t 3.9), +3 (1.2), +4 (1.6)
+    t = pd.DataFrame({"action": ["none", "trim", "trim", "trim"], "budget": [0, 10, 15, 20], "n_changed": [0, 10, 15, 20],
+                      "note": [""] * 4})
+    diffs = {"accuracy": acc, "log_loss": acc / 100}
+    pick, how = decide(t, diffs, [1, 2, 3], [0, 0, 0, 0], 10, guard="stepdown", evidence="accuracy", level=0.95,
+                       n_boot=2000, seed=0)
+    assert list(t["passed"]) == [False, True, False, False] and pick == 1 and "step-down" in how
+    assert t.loc[3, "accuracy_gain"] > t.loc[1, "accuracy_gain"] > 0 > t.loc[3, "accuracy_low"]  # larger, not shown
+    acc[3] = rows(120, 12)                                                # now 2c gains +18 and passes: chosen
+    pick, _ = decide(t, {"accuracy": acc, "log_loss": acc / 100}, [1, 2, 3], [0, 0, 0, 0], 10, guard="stepdown",
+                     evidence="accuracy", level=0.95, n_boot=2000, seed=0)
+    assert pick == 3 and t.loc[1, "passed"] and t.loc[3, "passed"] and not t.loc[2, "passed"]
+
+
 def test_paired_bootstrap_matches_a_loop():
     rng = np.random.default_rng(3)
     diff = rng.integers(-1, 2, size=(3, 37)).astype(float)
@@ -184,7 +238,9 @@ def test_pooled_holdout_cleans_the_flipped_class_and_leaves_clean_data_alone(dig
     res = inf.clean(model, noisy, valid, n_jobs=1)
     assert res.holdout == "valid+cv" and res.evidence == "accuracy"
     assert res.action in ("trim", "relabel") and res.gain > 0 and res.gain_ci[0] <= res.gain
-    assert set(res.candidates["action"]) == {"none", "trim", "relabel"}  # one budget: the count
+    assert set(res.candidates["action"]) == {"none", "trim", "relabel"}
+    count = res.n_issues  # budgets 1, 1.5 and 2 x the count (relabel: at most the differing suggestions)
+    assert {count, round(1.5 * count), 2 * count} == set(res.candidates.query("action == 'trim'")["budget"])
     assert (res.candidates["evidence_rows"].iloc[1:] == len(valid) + len(noisy)).all()
     assert np.isin(res.positions, flip).mean() > 0.5
     assert _held_out(res, test) > model.accuracy(test) + 0.02
@@ -200,7 +256,8 @@ def test_cross_validated_evidence_equals_refits_by_hand(digits5):
 
     _, noisy, valid, _, _ = digits5
     model = SklearnLogistic(C=1.0).fit(noisy)
-    res = inf.clean(model, noisy, valid, n_jobs=1, holdout="valid+cv", actions=("trim",), rankings=[{}], cv=3)
+    res = inf.clean(model, noisy, valid, n_jobs=1, holdout="valid+cv", actions=("trim",), rankings=[{}], cv=3,
+                    budget_factors=(1,))
     row = res.candidates.iloc[1]
     base_full = model.refit(noisy)
     trim_full = model.refit(noisy.subset(np.setdiff1d(np.arange(len(noisy)), res.positions)))

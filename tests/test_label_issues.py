@@ -110,7 +110,7 @@ def test_network_last_layer():
     noisy, flipped = flip_labels(y, 0.1, "uniform", seed=2)
     train = from_arrays(X.astype(np.float32), noisy)
     model = TabularMLP(hidden=(16,)).fit(train)
-    df = inf.find_label_issues(model, train)
+    df = inf.find_label_issues(model, train, probabilities="loo")  # last layer ("auto" without valid: "cv")
     s = label_scores(leave_one_out(inf.models.base.resolve_params(model, "auto"), train, 0.0, "loo", 512, 5, 1, 5,
                                    "float32").proba(), np.searchsorted(model.classes_, noisy), "margin", False)
     np.testing.assert_allclose(df["score"], s, rtol=1e-6, atol=1e-9)
@@ -199,3 +199,20 @@ def test_auto_probabilities_follow_memorisation():
     lin = SklearnLogistic(C=1.0).fit(train)                  # one layer: never "memorised"
     assert not memorised(lin, train, valid)
     assert inf.find_label_issues(lin, train, valid=valid).attrs["probabilities"] == "loo"
+
+
+def test_auto_probabilities_without_valid_take_cv_for_any_network():
+    """Without `valid` memorisation cannot be judged: a network that fits only part of its flips (in-sample
+    accuracy well below 99%, so the earlier rule took the last layer's leave-one-out step) still gets the
+    cross-validated probabilities; a one-layer model keeps the leave-one-out step."""
+    from influent.models import TrainConfig
+
+    X, y = _blobs(150, 2, d=10, seed=6, shift=3.0)
+    noisy, _ = flip_labels(y, 0.2, "uniform", seed=3)
+    train = from_arrays(X.astype(np.float32), noisy)
+    net = TabularMLP(hidden=(16,), weight_decay=1e-2, train=TrainConfig(epochs=60, lr=0.02)).fit(train)
+    assert net.accuracy(train) < 0.95                         # does not memorise its flips
+    auto = inf.find_label_issues(net, train, seed=1)
+    assert auto.attrs["probabilities"] == "cv"
+    pd.testing.assert_frame_equal(auto, inf.find_label_issues(net, train, probabilities="cv", seed=1))
+    assert inf.find_label_issues(SklearnLogistic(C=1.0).fit(train), train).attrs["probabilities"] == "loo"

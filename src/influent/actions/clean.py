@@ -18,7 +18,7 @@ the action only if the refit model is measurably better on held-out data.
 4. Uncertainty: a paired bootstrap over the validation samples (Efron & Tibshirani 1993, ch. 13; the
    same resampled rows for every candidate) of the difference candidate - none, in accuracy points and in
    log-loss.
-5. The decision (`choose_in_sequence`): a candidate *passes* when it beats leaving the data alone beyond
+5. The decision with holdout "valid" (`choose_in_sequence`; every guard: `decide`): a candidate *passes* when it beats leaving the data alone beyond
    its bound: the one-sided lower bound of its validation accuracy gain is above 0, or the lower bound of
    its log-loss decrease is above 0 and its validation accuracy is not lower (``evidence="both"``; log-loss
    is a proper scoring rule and far less noisy than 0/1 accuracy on a few hundred samples, accuracy is what
@@ -43,10 +43,14 @@ ranks and counts there, the candidate's action is applied with its budget rule (
 the refit is compared with the fold's "none" refit on the held-out fold. No held-out label informs what is
 cleaned (selection inside the loop: Varma & Simon 2006), so a held-out row's difference is honest evidence;
 its per-sample differences are pooled with the validation rows' (candidate refit on all of `train` against
-"none") before the paired bootstrap: n + n_valid rows instead of n_valid. Fewer candidates keep the
-multiplicity low: trim and relabel at the estimated count (`POOLED_ACTIONS`, `POOLED_FACTORS`), tested
-on accuracy (``evidence="accuracy"``: the log-loss on noisy held-out labels is lowest for the model that
-learned their noise). Cost: ``cv x (1 + candidates)`` more refits and `cv` more detections. The bootstrap
+"none") before the paired bootstrap: n + n_valid rows instead of n_valid. Its candidates are trim and
+relabel (`POOLED_ACTIONS`) at 1, 1.5 and 2 x the estimated count (`POOLED_FACTORS`: cleanlab's larger count
+often trims more flips), tested on accuracy (``evidence="accuracy"``: the log-loss on noisy held-out labels
+is lowest for the model that learned their noise) all at once by the studentized step-down max-t procedure
+(``guard="stepdown"``, `stepdown`; Romano & Wolf 2005): its simultaneous bounds take the candidates' joint
+bootstrap distribution into account, so candidates that move together (budgets of one action, the two
+rankings) cost little of the level; of those that pass the largest accuracy gain is chosen. The earlier
+default is ``guard="sequence", budget_factors=(1,)``. Cost: ``cv x (1 + candidates)`` more refits and `cv` more detections. The bootstrap
 treats the pooled rows as independent, which ignores the variance shared through each fold's refits
 (Bengio & Grandvalet 2004), so its bounds are somewhat narrow; docs/cleaning.md measures what that does.
 """
@@ -67,13 +71,14 @@ from ..models.base import ModelAdapter
 ACTIONS = ("trim", "relabel", "reweight")
 METRICS = ("accuracy", "log_loss")
 EVIDENCE = ("both", "accuracy", "log_loss")  # what may show that a candidate beats leaving the data alone
-GUARDS = ("sequence", "bonferroni")  # how the choice among many candidates is kept honest
+GUARDS = ("stepdown", "sequence", "bonferroni")  # how the choice among many candidates is kept honest
 BUDGET_FACTORS = (0.5, 1.0, 1.5)
 RANKINGS = ({}, {"calibrate": True})  # find_label_issues options of the rankings the candidates act on
 HOLDOUTS = ("valid", "valid+cv")  # where the evidence comes from: the validation rows, or those and the
 # training rows held out by a cross-validation of the whole cleaning procedure (`cv_evidence`)
 POOLED_ACTIONS = ("trim", "relabel")  # default actions and budget factors with holdout "valid+cv"
-POOLED_FACTORS = (1.0,)
+POOLED_FACTORS = (1.0, 1.5, 2.0)  # x the estimated count: above it too (cleanlab's count is often larger)
+POOLED_GUARD = "stepdown"  # default guard with holdout "valid+cv" ("sequence" with "valid")
 CANDIDATE_COLUMNS = ("action", "ranking", "budget", "n_changed", "accuracy", "log_loss", "gain", "gain_low", "gain_high",
                      "accuracy_gain", "accuracy_low", "accuracy_high", "log_loss_gain", "log_loss_low", "log_loss_high",
                      "valid_accuracy_gain", "valid_log_loss_gain", "evidence_rows", "passed", "chosen", "note")
@@ -417,7 +422,8 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
           budgets: Sequence[int | float] | None = None, metric: str = "accuracy", n_boot: int = 2000,
           level: float = 0.95, n_jobs: int = 2, seed: int = 0,
           refit: Callable[..., ModelAdapter] | None = None, rankings: Sequence[dict[str, Any]] | None = None,
-          evidence: str | None = None, guard: str = "sequence", holdout: str = "valid+cv", cv: int = 5,
+          evidence: str | None = None, guard: str | None = None, holdout: str = "valid+cv", cv: int = 5,
+          budget_factors: Sequence[float] | None = None,
           backend: str = "local", backend_options: dict[str, Any] | None = None, **options: Any) -> CleanResult:
     """Choose and validate what to do about wrong labels: trim, relabel, reweight, or nothing.
 
@@ -437,14 +443,21 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
         rows for ``(1 + len(candidates)) x cv`` more refits; measured against "valid" in docs/cleaning.md) or
         "valid" (the earlier rule: the validation rows only)
     cv : folds of that cross-validation
+    budget_factors : multiples of the estimated number of wrong labels tried as budgets when `budgets` is not
+        given (default `POOLED_FACTORS` = 1, 1.5 and 2 x the count with "valid+cv", `BUDGET_FACTORS` with
+        "valid"; each budget at least 1 and at most n // 2); ``budget_factors=(1,)`` with
+        ``guard="sequence"`` is the earlier "valid+cv" rule
     metric : what `gain` reports: "accuracy" (points) or "log_loss" (decrease in mean validation log-loss)
     evidence : what may show that a candidate beats leaving the data alone (`passes`): "both" (its accuracy
         gain, or its log-loss decrease without lower accuracy; the default with holdout "valid"), "accuracy"
         (the default with "valid+cv": the training rows' labels are as noisy as the data, and the log-loss on
         noisy labels rewards the model that learned their noise) or "log_loss"
     n_boot : bootstrap replicates of the paired difference; level : joint confidence of the decision
-    guard : "sequence" (default; fixed-sequence tests per ranking, `choose_in_sequence`) or "bonferroni"
-        (every candidate tested at (1 - level) / m, `choose`): how choosing among many stays honest
+    guard : how choosing among many candidates stays honest (`decide`): "stepdown" (the default with
+        "valid+cv": every candidate tested at once by the studentized step-down max-t procedure, Romano & Wolf
+        2005, `stepdown`; simultaneous bounds at `level`; of those that pass the largest point gain is chosen),
+        "sequence" (the default with "valid": fixed-sequence tests per ranking, `choose_in_sequence`) or
+        "bonferroni" (every candidate tested at (1 - level) / m, `choose`)
     n_jobs : parallel refits (`refit_many`); seed : refit and bootstrap seed
     refit : optional ``fn(split) -> fitted adapter`` that trains the model the way you do; it receives the
         candidate's split (trim: the kept rows; relabel: every row with the new labels). Reweighting calls
@@ -476,13 +489,14 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
     with using(executor_for(backend, train, backend_options)):  # every refit below runs there
         return _clean(model, train, valid, actions=actions, budgets=budgets, metric=metric, n_boot=n_boot,
                       level=level, n_jobs=n_jobs, seed=seed, refit=refit, rankings=rankings, evidence=evidence,
-                      guard=guard, holdout=holdout, cv=cv, **options)
+                      guard=guard, holdout=holdout, cv=cv, budget_factors=budget_factors, **options)
 
 
 def _clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[str] | None,
            budgets: Sequence[int | float] | None, metric: str, n_boot: int, level: float, n_jobs: int, seed: int,
            refit: Callable[..., ModelAdapter] | None, rankings: Sequence[dict[str, Any]] | None,
-           evidence: str | None, guard: str, holdout: str, cv: int, **options: Any) -> CleanResult:
+           evidence: str | None, guard: str | None, holdout: str, cv: int,
+           budget_factors: Sequence[float] | None = None, **options: Any) -> CleanResult:
     """`clean` in the current executor."""
     from ..models.refit import refit_many
 
@@ -496,7 +510,13 @@ def _clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence
         actions = (actions,)
     actions = tuple(dict.fromkeys(check_choice(a, ACTIONS, "clean: action") for a in actions))
     check_choice(metric, METRICS, "clean: metric")
+    if guard is None:
+        guard = POOLED_GUARD if pooled else "sequence"
     check_choice(guard, GUARDS, "clean: guard")
+    if budget_factors is None:
+        budget_factors = POOLED_FACTORS if pooled else BUDGET_FACTORS
+    budget_factors = tuple(check_number(f, "clean: budget_factors", low=0, low_open=True) for f in
+                           ((budget_factors,) if isinstance(budget_factors, (int, float)) else budget_factors))
     if evidence is None:
         evidence = "accuracy" if holdout == "valid+cv" else "both"
     check_choice(evidence, EVIDENCE, "clean: evidence")
@@ -518,7 +538,7 @@ def _clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence
     notes += more
     issues = tables[0][1]
     count = int(issues["is_issue"].sum())
-    specs = budget_specs(budgets, count, len(train), POOLED_FACTORS if pooled else BUDGET_FACTORS)
+    specs = budget_specs(budgets, count, len(train), budget_factors)
     if not specs:
         notes.append("find_label_issues counts no wrong labels: only the baseline was refit")
     cands = []
@@ -550,30 +570,9 @@ def _clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence
         rows = [i for i in rows if results[i] is not None]
         diffs = {k: np.hstack([diffs[k], train_diffs[k]]) for k in diffs}
         table["evidence_rows"] = len(valid) + len(train)
-    stats = ("accuracy", "log_loss")
-    both = paired_bootstrap(np.vstack([diffs[k][rows] for k in stats]), n_boot, seed) if rows else np.zeros((0, n_boot))
-    boots = {k: both[j * len(rows):(j + 1) * len(rows)] for j, k in enumerate(stats)}
     ranks = [c.ranking for c in cands]
-    n_fam = len({ranks[i] for i in rows}) if guard == "sequence" else max(1, len(rows))
-    n_stat = 2 if evidence == "both" else 1
-    alpha = (1 - level) / max(1, n_fam) / n_stat  # one-sided level of each bound
-    for k in stats:
-        table[f"{k}_gain"] = diffs[k].mean(1)
-        table.loc[0, [f"{k}_low", f"{k}_high"]] = 0.0
-        for j, i in enumerate(rows):
-            table.loc[i, [f"{k}_low", f"{k}_high"]] = np.quantile(boots[k][j], [alpha, 1 - alpha])
-    for suffix in ("", "_low", "_high"):
-        table[f"gain{suffix}"] = table[f"{metric}{suffix if suffix else '_gain'}"]
-    table["passed"] = [i in rows and passes(table, i, evidence) for i in range(len(cands))]
-    if guard == "sequence":
-        pick = choose_in_sequence(table, rows, ranks, count, evidence)
-        how = (f"tests in a fixed sequence per ranking (the budget closest to the count first), joint "
-               f"confidence {level:g}: {n_fam} ranking(s) x {n_stat} statistic(s), each bound one-sided at "
-               f"{1 - alpha:.4f}")
-    else:
-        pick = choose(table, boots["log_loss" if evidence == "log_loss" else "accuracy"], rows, alpha, count, evidence)
-        how = (f"{len(rows)} candidates x {n_stat} statistic(s), one-sided Bonferroni bounds at {1 - alpha:.4f} "
-               f"(joint level {level:g})")
+    pick, how = decide(table, diffs, rows, ranks, count, guard=guard, evidence=evidence, level=level,
+                       n_boot=n_boot, seed=seed, metric=metric)
     table["chosen"] = table.index == pick
     for i, c in enumerate(cands):
         if results[i] is None:
@@ -590,6 +589,97 @@ def _clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence
                        holdout=holdout,
                        notes=notes + [f"{count:,} of {len(train):,} labels look wrong (confident learning's count); "
                                       + how])
+
+
+def decide(table: pd.DataFrame, diffs: dict[str, np.ndarray], rows: list[int], ranks: list[int], count: int, *,
+           guard: str, evidence: str, level: float, n_boot: int, seed: int, metric: str = "accuracy") -> tuple[int, str]:
+    """Fill the bounds, ``passed`` and ``gain*`` columns of the candidates `table` and return (the row chosen,
+    0 = "none"; a sentence saying how the tests were made).
+
+    diffs : per statistic ("accuracy", "log_loss") the (len(table), n_rows) per-sample differences candidate -
+    "none" (gain units); rows : the candidates that were measured (refits did not fail); ranks : each table
+    row's ranking; count : the estimated number of wrong labels. One paired bootstrap (`paired_bootstrap`)
+    over the evidence rows serves every guard:
+
+    - "stepdown" (`stepdown`): Romano & Wolf's (2005) studentized step-down max-t test over every candidate
+      (and statistic of `evidence`) at once, with the joint distribution from the bootstrap; the bounds are
+      simultaneous, so every candidate that passes beats leaving the data alone with joint confidence
+      `level`, whatever the number of candidates (highly correlated candidates cost little).
+    - "sequence" (`choose_in_sequence`): a fixed sequence per ranking, Bonferroni across rankings and
+      statistics, percentile bounds.
+    - "bonferroni" (`choose`): every candidate at the level divided by their number.
+    """
+    stats = ("accuracy", "log_loss")
+    both = paired_bootstrap(np.vstack([diffs[k][rows] for k in stats]), n_boot, seed) if rows else np.zeros((0, n_boot))
+    boots = {k: both[j * len(rows):(j + 1) * len(rows)] for j, k in enumerate(stats)}
+    n_fam = len({ranks[i] for i in rows}) if guard == "sequence" else max(1, len(rows))
+    tested = stats if evidence == "both" else (evidence,)
+    n_stat = len(tested)
+    alpha = (1 - level) / max(1, n_fam) / n_stat  # one-sided level of each percentile bound
+    for k in stats:
+        table[f"{k}_gain"] = diffs[k].mean(1)
+        table.loc[0, [f"{k}_low", f"{k}_high"]] = 0.0
+        a = (1 - level) if (guard == "stepdown" and k not in tested) else alpha
+        for j, i in enumerate(rows):
+            table.loc[i, [f"{k}_low", f"{k}_high"]] = np.quantile(boots[k][j], [a, 1 - a])
+    if guard == "stepdown" and rows:
+        means = np.concatenate([table.loc[rows, f"{k}_gain"].to_numpy(np.float64) for k in tested])
+        low, high = stepdown(np.vstack([boots[k] for k in tested]), means, 1 - level)
+        for j, k in enumerate(tested):
+            table.loc[rows, f"{k}_low"] = low[j * len(rows):(j + 1) * len(rows)]
+            table.loc[rows, f"{k}_high"] = high[j * len(rows):(j + 1) * len(rows)]
+    for suffix in ("", "_low", "_high"):
+        table[f"gain{suffix}"] = table[f"{metric}{suffix if suffix else '_gain'}"]
+    table["passed"] = [i in rows and passes(table, i, evidence) for i in range(len(table))]
+    if guard == "sequence":
+        pick = choose_in_sequence(table, rows, ranks, count, evidence)
+        how = (f"tests in a fixed sequence per ranking (the budget closest to the count first), joint "
+               f"confidence {level:g}: {n_fam} ranking(s) x {n_stat} statistic(s), each bound one-sided at "
+               f"{1 - alpha:.4f}")
+    elif guard == "stepdown":
+        passed = [i for i in rows if table.loc[i, "passed"]]
+        pick = max(passed, key=lambda i: (_score(table, i, evidence), [-v for v in sequence_order(table, i, count)]),
+                   default=0)
+        how = (f"{len(rows)} candidates x {n_stat} statistic(s) tested at once (studentized step-down max-t, "
+               f"Romano & Wolf 2005), joint confidence {level:g}; bounds simultaneous")
+    else:
+        pick = choose(table, boots["log_loss" if evidence == "log_loss" else "accuracy"], rows, alpha, count, evidence)
+        how = (f"{len(rows)} candidates x {n_stat} statistic(s), one-sided Bonferroni bounds at {1 - alpha:.4f} "
+               f"(joint level {level:g})")
+    return int(pick), how
+
+
+def stepdown(boots: np.ndarray, means: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Simultaneous one-sided bounds of m gains by the studentized step-down max-t procedure (Romano & Wolf
+    2005, "Stepwise multiple testing as formalized data snooping", sec. 4; White 2000's reality check is its
+    first step).
+
+    boots : (m, n_boot) bootstrap replicates of the m mean gains (one paired bootstrap: their joint
+    distribution); means : (m,) the observed gains; alpha : familywise error rate. Each gain's standard error
+    s_k is its replicates' standard deviation; step j takes the (1 - alpha) quantile c_j of
+    max_k (boot_k - mean_k) / s_k over the hypotheses not yet rejected and rejects "gain_k <= 0" where
+    mean_k - c_j s_k > 0; it repeats on the rest until no more are rejected. With probability >= 1 - alpha
+    (asymptotically) no true gain <= 0 is rejected. Returns (low, high): (m,) mean_k -/+ c s_k with c the
+    critical value of the step that rejected k (the last step's for the rest); a gain whose replicates do
+    not vary (the candidate predicts every evidence row like "none") is never rejected and gets its mean.
+    """
+    m = len(means)
+    s = boots.std(1)
+    live = s > 0
+    z = np.full(boots.shape, -np.inf)
+    z[live] = (boots[live] - means[live, None]) / s[live, None]
+    crit = np.full(m, np.inf)
+    active = live.copy()
+    c = np.inf
+    while active.any():
+        c = float(np.quantile(z[active].max(0), 1 - alpha))
+        new = active & (means - c * s > 0)
+        crit[active] = c
+        if not new.any():
+            break
+        active &= ~new
+    crit[~live] = 0.0
+    return np.where(live, means - crit * s, np.minimum(means, 0.0)), means + crit * s
 
 
 def sequence_order(table: pd.DataFrame, i: int, count: int) -> tuple:

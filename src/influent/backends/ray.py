@@ -25,8 +25,9 @@ import os
 import socket
 import time
 import weakref
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -69,13 +70,32 @@ def connect(address: str | None = None) -> Any:
     main = threading.current_thread() is threading.main_thread()
     before = signal.getsignal(signal.SIGTERM) if main else None
     try:
-        ray.init(address=address, runtime_env=runtime_env(), log_to_driver=False, logging_level="ERROR")
+        with _quiet_stderr():  # Ray's C++ core announces its log level on the process's stderr as it starts
+            ray.init(address=address, runtime_env=runtime_env(), log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ClusterError(f"cannot reach the Ray cluster at {address!r}: {str(exc).splitlines()[0]}") from None
     finally:
         if main and before is not None:  # ray.init replaces SIGTERM's handler (exit 15): the caller's stays
             signal.signal(signal.SIGTERM, before)
     return ray
+
+
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """File descriptor 2 sent to /dev/null for the body (lines that native code writes there directly); Python
+    exceptions still propagate."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _unreachable(address: str, timeout: float) -> str | None:
@@ -163,7 +183,8 @@ class RayExecutor:
         n = len(self.split)
         k = max(1, min(n, int(self._n_shards or self.workers)))
         self.bounds = np.linspace(0, n, k + 1).round().astype(np.int64)
-        self._run = ray.remote(_run).options(num_cpus=1, max_retries=self.retries)
+        self._remote = ray.remote(_run)
+        self._run = self._remote.options(num_cpus=1, max_retries=self.retries)
         self._shard_refs: list[Any] | None = None
         self._puts: dict[int, tuple[Any, Any]] = {}  # id(object) -> (object, ref): each sent once
         self.ray = ray
@@ -180,7 +201,9 @@ class RayExecutor:
         refs = self._shards()
         a, p = self._put(adapter), self.ray.put(payload)
         self.stats["bytes_sent"] += _nbytes(payload)
-        out = self._collect([lambda s=s: self._run.remote(kernel, a, s, p) for s in refs], progress)
+        homes = self._homes
+        out = self._collect([lambda again=False, k=k, s=s: self._pinned(None if again else homes[k]).remote(kernel, a, s, p)
+                             for k, s in enumerate(refs)], progress, homes)
         got = sum(_nbytes(x) for x in out)
         self.stats["bytes_returned"] += got
         if getattr(kernel, "__name__", "") == "_k_rows":
@@ -191,7 +214,7 @@ class RayExecutor:
                   progress: Callable[[int, int], None] | None = None) -> list[Any]:
         self._start()
         refs = [self._put(x) for x in shared]
-        out = self._collect([lambda it=it: self._run.remote(fn, it, *refs) for it in items], progress)
+        out = self._collect([lambda again=False, it=it: self._run.remote(fn, it, *refs) for it in items], progress)
         self.stats["bytes_returned"] += sum(_nbytes(x) for x in out)
         return out
 
@@ -231,13 +254,14 @@ class RayExecutor:
             key = (id(self.split), tuple(self.bounds.tolist()))
             hit = _SHARDS.get(key)
             if hit is not None and hit[0]() is self.split and hit[2] == _session(self.ray):
-                self._shard_refs = hit[1]
+                self._shard_refs, self._homes = hit[1], hit[3]
             else:
+                self._homes = [None] * (len(self.bounds) - 1)
                 self._shard_refs = [self.ray.put(self.split.subset(np.arange(a, b)))
                                     for a, b in zip(self.bounds[:-1], self.bounds[1:])]
                 self.stats["bytes_sent"] += _nbytes(self.split.X) + _nbytes(self.split.y)
                 _SHARDS[key] = (weakref.ref(self.split, lambda _, k=key: _SHARDS.pop(k, None)), self._shard_refs,
-                                _session(self.ray))
+                                _session(self.ray), self._homes)
         return self._shard_refs
 
     def _put(self, obj: Any) -> Any:
@@ -247,11 +271,23 @@ class RayExecutor:
             self._puts[id(obj)] = hit
         return hit[1]
 
-    def _collect(self, submit: list[Callable[[], Any]], progress: Callable[[int, int], None] | None) -> list[Any]:
+    def _pinned(self, node: str | None) -> Any:
+        """The remote task function, preferring `node` (soft affinity: the node that holds the shard's copy from
+        an earlier call; Ray runs it elsewhere when that node is busy past its queue, gone or unknown)."""
+        if node is None:
+            return self._run
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        return self._remote.options(num_cpus=1, max_retries=self.retries,
+                                    scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True))
+
+    def _collect(self, submit: list[Callable[..., Any]], progress: Callable[[int, int], None] | None,
+                 homes: list[str | None] | None = None) -> list[Any]:
         """Run every submitted task and return the results in order. A period without any finished task longer
         than the patience (`task_timeout`, or twice the longest task finished so far in this call when that is
         longer: a shard's task grows with the shard) submits the unfinished ones again; the first copy to finish
-        wins and its other copies are cancelled at once. KeyboardInterrupt cancels everything in flight."""
+        wins and its other copies are cancelled at once (a copy is not pinned to a node). `homes`, when given,
+        records the node that ran each task. KeyboardInterrupt cancels everything in flight."""
         ray = self.ray
         n = len(submit)
         results: list[Any] = [None] * n
@@ -272,7 +308,7 @@ class RayExecutor:
                         raise ClusterError(f"no task of the Ray backend finished in {rounds} rounds of "
                                            f"{patience:g} s ({int(done.sum())} of {n} done)")
                     for i in np.flatnonzero(~done):  # a stuck or lost task: run it again elsewhere
-                        owner[submit[int(i)]()] = int(i)
+                        owner[submit[int(i)](True)] = int(i)
                         self.stats["resubmitted"] += 1
                     last = time.monotonic()
                     continue
@@ -287,6 +323,8 @@ class RayExecutor:
                         del owner[other]
                     self.stats["task_seconds"] += seconds
                     self.stats["nodes"].add(node)
+                    if homes is not None:
+                        homes[i] = node
                     longest = max(longest, seconds)
                     last, rounds = time.monotonic(), 0
                     if progress is not None:
@@ -326,7 +364,8 @@ class RayExecutor:
 
 
 _CHECKED: set[str] = set()  # Ray sessions whose workers were checked to run this influent
-_SHARDS: dict[tuple, tuple[Any, list[Any], str]] = {}  # (id(split), bounds) -> (weakref, refs, Ray session)
+# (id(split), bounds) -> (weakref, shard refs, Ray session, the node that last ran each shard's task)
+_SHARDS: dict[tuple, tuple[Any, list[Any], str, list[str | None]]] = {}
 
 
 def _signal_inside(exc: BaseException) -> BaseException | None:

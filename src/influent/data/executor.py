@@ -6,9 +6,10 @@ partial sums) runs once per shard and the caller concatenates or sums the result
 ``fn(item, *shared)``. Where they run is decided once, at the edge (`influent.score(..., backend=...)`,
 ``influent --backend``): with no executor set (the default, ``backend="local"``) the caller runs its own
 in-process code on the whole split (today's fast paths, no overhead); inside ``using(executor)`` the
-mechanisms that read training gradients (`grads.source.GradientSource`) and refit models
-(`models.refit.refit_many`) hand their kernels and tasks to that executor (`backends.ray.RayExecutor`:
-Ray tasks over shards). Only those two mechanisms consult it.
+mechanisms that read the training set hand their kernels and tasks to that executor (`backends.ray.RayExecutor`:
+Ray tasks over shards): `grads.source.GradientSource` (gradient products, `member_losses`), the curvature
+context's partial sums, `models.refit.refit_many`, and the few methods whose per-sample work is their own
+(mislabel's last-layer features, FI's local influence, Diff-In's terms), each through `sharding(split)`.
 """
 
 from __future__ import annotations

@@ -184,7 +184,8 @@ class RayExecutor:
         k = max(1, min(n, int(self._n_shards or self.workers)))
         self.bounds = np.linspace(0, n, k + 1).round().astype(np.int64)
         self._remote = ray.remote(_run)
-        self._run = self._remote.options(num_cpus=1, max_retries=self.retries)
+        self._opts = {"num_cpus": 1, "max_retries": self.retries}  # every task's: one CPU, Ray's retries
+        self._run = self._remote.options(**self._opts)
         self._shard_refs: list[Any] | None = None
         self._puts: dict[int, tuple[Any, Any]] = {}  # id(object) -> (object, ref): each sent once
         self.ray = ray
@@ -242,9 +243,9 @@ class RayExecutor:
         except Exception as exc:  # noqa: BLE001 - any failure here means the cluster cannot run influent
             line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise ClusterError(f"the Ray cluster cannot run influent {influent.__version__}: {line}") from None
-        version = next((v for v, _ in found if v != influent.__version__), influent.__version__)
-        if version != influent.__version__:
-            raise ClusterError(f"the Ray workers import influent {version}, the driver runs {influent.__version__}")
+        other = next((v for v, _ in found if v != influent.__version__), None)
+        if other is not None:
+            raise ClusterError(f"the Ray workers import influent {other}, the driver runs {influent.__version__}")
         _CHECKED.add(session)
 
     def _shards(self) -> list[Any]:
@@ -278,8 +279,7 @@ class RayExecutor:
             return self._run
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        return self._remote.options(num_cpus=1, max_retries=self.retries,
-                                    scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True))
+        return self._remote.options(**self._opts, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True))
 
     def _collect(self, submit: list[Callable[..., Any]], progress: Callable[[int, int], None] | None,
                  homes: list[str | None] | None = None) -> list[Any]:

@@ -291,12 +291,8 @@ def _np(d: dict[str, torch.Tensor]) -> dict[str, Any]:
     return {k: v.detach().cpu().numpy() for k, v in d.items()}
 
 
-def _as(x: Any, ctx: CurvatureContext) -> torch.Tensor:
-    return torch.as_tensor(x).to(dtype=ctx.dtype, device=ctx.device)
-
-
-def _as64(x: Any, ctx: CurvatureContext) -> torch.Tensor:
-    return torch.as_tensor(x).to(dtype=torch.float64, device=ctx.device)
+def _as(x: Any, ctx: CurvatureContext, dtype: torch.dtype | None = None) -> torch.Tensor:
+    return torch.as_tensor(x).to(dtype=dtype or ctx.dtype, device=ctx.device)
 
 
 @register("kfac")
@@ -334,8 +330,8 @@ class KFACSolver(Solver):
         self.A_, self.S_ = {}, {}
         self.QA_, self.QS_, self.evals_ = {}, {}, {}
         for L in self.layers_:
-            A64 = _as64(A[L.name], ctx) / (ctx.n * int(T[L.name]))  # eigenbases from the float64 sums
-            S64 = _as64(S[L.name], ctx) / ctx.n
+            A64 = _as(A[L.name], ctx, torch.float64) / (ctx.n * int(T[L.name]))  # eigenbases from the float64 sums
+            S64 = _as(S[L.name], ctx, torch.float64) / ctx.n
             self.A_[L.name], self.S_[L.name] = A64.to(ctx.dtype), S64.to(ctx.dtype)
             a, QA = torch.linalg.eigh(A64)
             s, QS = torch.linalg.eigh(S64)

@@ -249,9 +249,10 @@ def fused_dot(adapter: ModelAdapter, X: torch.Tensor, t: torch.Tensor, layers: d
     module = adapter._require_fitted()
     chain = module_chain(module)
     k = next(iter(v.values())).shape[0]
-    if chain is None or not all(name in dict(chain) for name in layers):
+    mods = dict(chain or [])
+    if chain is None or not all(name in mods for name in layers):
         return None
-    if any(hw and k > dict(chain)[name].weight.shape[1] for name, (hw, _) in layers.items()):
+    if any(hw and k > mods[name].weight.shape[1] for name, (hw, _) in layers.items()):
         return None  # more directions than inputs: factor_dot's weight-gradient form takes less memory
     module.eval()
     closed = len(layers) == 1 and chain[-1][0] in layers

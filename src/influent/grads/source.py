@@ -101,8 +101,7 @@ class GradientSource:
 
     def _gather(self, ex: Executor, kernel: Callable[..., Any], payload: Any) -> torch.Tensor:
         """The shard results of `kernel`, concatenated in row order on this source's device."""
-        parts = ex.map_shards(kernel, self.adapter, self.split, payload, self.progress)
-        return torch.as_tensor(np.concatenate(parts)).to(device=self.device, dtype=self.adapter.dtype)
+        return gather(ex, kernel, self.adapter, self.split, payload, self.adapter, self.progress)
 
     @property
     def factorised(self) -> bool:
@@ -269,8 +268,7 @@ def weighted_sum(split: Split, terms: list[tuple[ModelAdapter, torch.Tensor | No
     if ex is not None:
         spec = SourceSpec(chunk_size, method, projection)
         payload = (spec, [(a, None if V is None else V.detach().to(a.dtype).cpu().numpy(), float(w)) for a, V, w in terms])
-        parts = ex.map_shards(_k_weighted_sum, None, split, payload)
-        return torch.as_tensor(np.concatenate(parts)).to(device=first.device, dtype=first.dtype)
+        return gather(ex, _k_weighted_sum, None, split, payload, first)
     total = torch.zeros(len(split), dtype=first.dtype, device=first.device)
     for a, V, w in terms:
         src = GradientSource(a, split, chunk_size, None, method, None, projection)
@@ -286,12 +284,19 @@ def member_losses(adapter: ModelAdapter, split: Split, members: list[dict[str, t
     kernel evaluates every member on its rows, so the members travel once and only the losses come back."""
     ex = sharding(split)
     if ex is not None:
-        parts = ex.map_shards(_k_losses, adapter, split, ([{k: v.detach().cpu() for k, v in m.items()} for m in members],
-                                                          int(chunk_size)))
-        return torch.as_tensor(np.concatenate(parts, axis=1)).to(device=adapter.device, dtype=adapter.dtype)
+        payload = ([{k: v.detach().cpu() for k, v in m.items()} for m in members], int(chunk_size))
+        return gather(ex, _k_losses, adapter, split, payload, adapter, axis=1)
     X, t = adapter.tensors(split)
     return torch.stack([torch.cat([adapter.per_sample_loss(m, X[s:s + chunk_size], t[s:s + chunk_size])
                                    for s in range(0, len(split), chunk_size)]) for m in members])
+
+
+def gather(ex: Executor, kernel: Callable[..., Any], adapter: ModelAdapter | None, split: Split, payload: Any,
+           like: ModelAdapter, progress: Progress | None = None, axis: int = 0) -> torch.Tensor:
+    """`kernel`'s results over the shards of `split`, concatenated along `axis` (the rows' axis of the results)
+    in row order, as a tensor in `like`'s dtype on its device."""
+    parts = ex.map_shards(kernel, adapter, split, payload, progress)
+    return torch.as_tensor(np.concatenate(parts, axis=axis)).to(device=like.device, dtype=like.dtype)
 
 
 # ---- shard kernels ------------------------------------------------------------------------------------------
@@ -353,8 +358,7 @@ def _k_rows(adapter: ModelAdapter, shard: Split, spec: SourceSpec) -> np.ndarray
 def _k_losses(adapter: ModelAdapter, shard: Split, payload: tuple[list[dict[str, torch.Tensor]], int]) -> np.ndarray:
     """(M, B) per-sample losses of the shard's rows at each member's parameters (`member_losses`)."""
     members, chunk_size = payload
-    like = adapter.params()
-    moved = [{k: v.to(dtype=like[k].dtype, device=like[k].device) for k, v in m.items()} for m in members]
+    moved = [{k: v.to(dtype=adapter.dtype, device=adapter.device) for k, v in m.items()} for m in members]
     return _np(member_losses(adapter, shard, moved, chunk_size))
 
 

@@ -34,18 +34,30 @@ def cluster():
     c.shutdown()
 
 
-def test_ray_scores_equal_local_scores_and_ran_on_both_nodes(cluster, small_mlp, digits_small):
+def test_ray_scores_equal_local_scores_and_ran_on_both_nodes(cluster, small_mlp, digits_small, monkeypatch):
     """Every distributing method family: shard products (ip, if, self-if, self-tracin), gathered gradients
-    (outlier), refit tasks (loo); the same values as the local backend, work on both nodes, and only the
+    (outlier), refit tasks (loo), the last layer's Hessian sums and leverage blocks (mislabel, its rounds with
+    exact and with stale leverages); the same values as the local backend, work on both nodes, and only the
     gathered-gradient method brings per-sample gradients to the driver."""
     train, valid = digits_small
     cases = [("ip", {}), ("if", {"solver": "exact", "solver_options": {"curvature": "ggn"}, "damping": 0.01}),
              ("self-if", {"solver": "exact", "solver_options": {"curvature": "ggn"}, "damping": 0.01}),
-             ("self-tracin", {}), ("outlier", {"params": "all"}), ("loo", {"subset": [0, 5, 9, 20]})]
+             ("self-tracin", {}), ("outlier", {"params": "all"}), ("loo", {"subset": [0, 5, 9, 20]}),
+             ("mislabel", {"precision": "float64", "refresh": 1, "check_rounds": False}),
+             ("mislabel", {"precision": "float64", "refresh": 3, "check_rounds": False})]
+    y = np.asarray(train.y).copy()
+    y[:40] = (y[:40] + 1) % 4  # 40 of 160 labels moved: the rounds' first Hessian update is a shard sum
+    noisy = inf.from_arrays(np.asarray(train.X), y)
+    from influent.curvature import last_layer
+
+    maps, shard_map = [], last_layer.Shards.map
+    monkeypatch.setattr(last_layer.Shards, "map", lambda self, mode, rest=(): maps.append(
+        mode if mode != "hessian" else ("update" if rest[0][0] == 0 else "build")) or shard_map(self, mode, rest))
     for method, opts in cases:
-        target = None if method in ("outlier", "self-if", "self-tracin") else valid
-        local = inf.score(small_mlp, train, target, method=method, chunk_size=20, **opts)
-        dist = inf.score(small_mlp, train, target, method=method, chunk_size=20, backend="ray",
+        target = None if method in ("outlier", "self-if", "self-tracin", "mislabel") else valid
+        data = noisy if method == "mislabel" else train
+        local = inf.score(small_mlp, data, target, method=method, chunk_size=20, **opts)
+        dist = inf.score(small_mlp, data, target, method=method, chunk_size=20, backend="ray",
                          backend_options={"shards": 4}, **opts)
         a, b = np.nan_to_num(local.values), np.nan_to_num(dist.values)
         assert np.allclose(b, a, rtol=1e-8, atol=1e-10 * np.abs(a).max()), method
@@ -54,6 +66,7 @@ def test_ray_scores_equal_local_scores_and_ran_on_both_nodes(cluster, small_mlp,
         assert len(ran["nodes"]) == 2, (method, ran)  # work ran on both nodes
         assert (ran["gradient_bytes"] > 0) == (method == "outlier"), (method, ran)
         assert "backend" not in local.settings
+    assert {"features", "build", "update", "leverage"} <= set(maps), maps  # mislabel's products ran on the shards
     A = inf.attribute(small_mlp, train, valid, method="ip", backend="ray", chunk_size=40)
     assert np.allclose(A, inf.attribute(small_mlp, train, valid, method="ip"), atol=1e-10)
 

@@ -36,9 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..curvature.factor import Factor, factorize
+from ..curvature.last_layer import LastLayer, last_layer
 from ..data import Split
-from ..data.executor import sharding
 from ..data.validate import InputError, check_choice, check_damping, check_number, unknown_name
 from ..grads.linear import linear_layers
 from ..models.base import ModelAdapter, resolve_params
@@ -85,201 +84,21 @@ class LeaveOneOut:
         return torch.softmax(z, 1).numpy()
 
 
-def _final_layer(adapter: ModelAdapter) -> tuple[str, bool, bool]:
-    layers = linear_layers(adapter)
-    if layers is None or len(layers) != 1:
-        raise InputError("mislabel: the analysed parameters must be one final nn.Linear layer "
-                         f"(got {adapter.param_names()[:4]}); use params='last' or 'auto'")
-    name, (hw, hb) = next(iter(layers.items()))
-    return name, hw, hb
+def _last_layer(adapter: ModelAdapter, train: Split, damping: float, chunk_size: int) -> LastLayer:
+    return last_layer(adapter, train, damping, chunk_size, "mislabel")
 
 
-def _features(adapter: ModelAdapter, X: torch.Tensor, name: str, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs (n, d) of layer `name` and the model outputs (n, K); checks that the layer's output is the
-    model's output (the logits are linear in the analysed parameters)."""
-    module = adapter._require_fitted()
-    module.eval()
-    layer = dict(module.named_modules())[name]
-    feats, outs = [], []
-    seen: dict[str, torch.Tensor] = {}
-    handle = layer.register_forward_hook(lambda m, i, o: seen.update(a=i[0].detach(), z=o.detach()))
-    try:
-        with torch.no_grad():
-            for s in range(0, X.shape[0], chunk):
-                out = module(X[s:s + chunk]).reshape(min(chunk, X.shape[0] - s), -1)
-                zl = seen["z"]
-                if seen["a"].ndim != 2 or zl.numel() != out.numel() or not torch.equal(zl.reshape(out.shape), out):
-                    raise InputError(f"mislabel: layer {name!r} is not the model's output layer; the analysed "
-                                     "parameters must be the final linear layer (params='last')")
-                feats.append(seen["a"])
-                outs.append(out)
-    finally:
-        handle.remove()
-    return torch.cat(feats), torch.cat(outs)
-
-
-@dataclass
-class _LastLayer:
-    """The final-layer problem: logits z = F theta^T with F (n, q) augmented features, theta (K, q)."""
-
-    F: torch.Tensor
-    t: torch.Tensor
-    reg: torch.Tensor  # (K q,) L2 coefficients of the regulariser, in the (class, feature) layout
-    damping: float
-    theta: torch.Tensor  # (K, q) fitted parameters
-    loss: str
-
-    def derivatives(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Logits (n, K), residuals r = dl/dz (n, K) and output curvature Lambda = d2l/dz2 (n, K, K)."""
-        z = self.F @ theta.T
-        n = z.shape[0]
-        if self.loss == "bce":
-            pr = torch.sigmoid(z[:, 0])
-            return z, (pr - self.t.to(z.dtype))[:, None], (pr * (1 - pr))[:, None, None]
-        P = torch.softmax(z, 1)
-        r = P.clone()
-        r[torch.arange(n, device=z.device), self.t] -= 1
-        return z, r, torch.diag_embed(P) - P[:, :, None] * P[:, None, :]
-
-    def hessian(self, Lam: torch.Tensor, w: torch.Tensor | None, rows: torch.Tensor | None = None,
-                add_reg: bool = True, dtype: torch.dtype = torch.float64,
-                chunk_elems: int = 1_000_000) -> torch.Tensor:
-        """(K q, K q) Hessian (1/n) sum_i w_i Lambda_i (x) f_i f_i^T + reg + damping (over `rows` only,
-        without reg and damping, when `add_reg` is False: an update for changed weights).
-
-        All K (K + 1) / 2 symmetric blocks F^T diag(Lambda[:, k, m]) F come from one matmul
-        F^T [F * Lambda[:, k, m]]_{k <= m} per chunk of rows, in `dtype` (accumulated in float64)."""
-        n, q = self.F.shape
-        K = Lam.shape[1]
-        L = Lam if w is None else Lam * w[:, None, None]
-        F = self.F if rows is None else self.F[rows]
-        L = L if rows is None else L[rows]
-        dev = self.F.device
-        ks, ms = torch.triu_indices(K, K, device=dev)
-        Lp, F = L[:, ks, ms].to(dtype), F.to(dtype)  # (m, P)
-        P = len(ks)
-        acc = torch.zeros(q, P * q, dtype=torch.float64, device=dev)
-        step = max(1, int(chunk_elems // max(1, P * q)))
-        for s in range(0, len(F), step):
-            Fc = F[s:s + step]
-            acc += (Fc.T @ (Lp[s:s + step, :, None] * Fc[:, None, :]).reshape(len(Fc), P * q)).to(torch.float64)
-        blocks = acc.reshape(q, P, q).permute(1, 0, 2)  # (P, q, q), each symmetric
-        H = torch.empty(K, K, q, q, dtype=torch.float64, device=dev)
-        H[ks, ms] = blocks
-        H[ms, ks] = blocks
-        H = H.permute(0, 2, 1, 3).reshape(K * q, K * q) / n
-        return H + torch.diag(self.reg + self.damping) if add_reg else H
-
-    def gauge(self) -> torch.Tensor | None:
-        """(K q,) unit vector of the uniform intercept shift when it is a null direction of H (softmax,
-        unpenalised analysed intercept, no damping): it changes no probability and carries no gradient."""
-        n, q = self.F.shape
-        K = self.theta.shape[0]
-        if self.loss == "bce" or K < 2 or self.damping > 0 or self.reg[q - 1] > 0 \
-                or not torch.all(self.F[:, -1] == 1):
-            return None
-        u = torch.zeros(K, q, dtype=self.F.dtype, device=self.F.device)
-        u[:, -1] = 1 / K**0.5
-        return u.reshape(-1)
-
-    def factor(self, H: torch.Tensor) -> Factor:
-        """`factorize(H)` with the gauge direction, if any, lifted (Cholesky succeeds; the results are
-        projected back, which moves logits only by a common shift); H is PSD by construction, so on the eigh
-        fallback (H singular otherwise) negative eigenvalues count as round-off."""
-        return factorize(H, gauge=self.gauge(), psd=True)
-
-    def inverse(self, H: torch.Tensor) -> torch.Tensor:
-        """(K q, K q) H^-1 (the pseudo-inverse H^+ where H is singular: the gauge, or the eigh fallback)."""
-        return self.factor(H).inverse()
-
-    def solve(self, H: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """(K q,) H^-1 g as `inverse(H) @ g`, from the factor (no explicit inverse)."""
-        return self.factor(H).solve(g)
-
-    def gradient(self, theta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """(K q,) gradient of (1/n) sum w_i l_i + reg + damping/2 |theta - theta_fitted|^2."""
-        _, r, _ = self.derivatives(theta)
-        g = (r * w[:, None]).T @ self.F / self.F.shape[0]
-        return (g + self.reg.reshape(theta.shape) * theta + self.damping * (theta - self.theta)).reshape(-1)
-
-    def newton(self, w: torch.Tensor, steps: int, start: torch.Tensor | None = None,
-               H: torch.Tensor | None = None) -> torch.Tensor:
-        """Parameters (K, q) after `steps` Newton steps on (1/n) sum w_i l_i + reg from `start` (default
-        the fitted ones); damping enters as the proximal term damping/2 |theta - theta_fitted|^2, so H
-        keeps its meaning. `H`: the Hessian at `start` and `w`, if known."""
-        theta = (self.theta if start is None else start).clone()
-        for k in range(steps):
-            if H is None or k > 0:
-                H = self.hessian(self.derivatives(theta)[2], w)
-            theta = theta - self.solve(H, self.gradient(theta, w)).reshape(theta.shape)
-        return theta
-
-
-def _feature_kernel(adapter: ModelAdapter, shard: Split, payload: tuple[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Shard kernel: `_features` of one shard, as numpy."""
-    X, _ = adapter.tensors(shard)
-    a, z = _features(adapter, X, *payload)
-    return a.cpu().numpy(), z.cpu().numpy()
-
-
-def _last_layer(adapter: ModelAdapter, train: Split, damping: float, chunk_size: int) -> _LastLayer:
-    if adapter.classes_ is None:
-        raise InputError("mislabel needs a classifier (loss 'cross_entropy' or 'bce')")
-    name, hw, hb = _final_layer(adapter)
-    ex = sharding(train)
-    if ex is not None:  # the features come from the shards: (n, d) and (n, K) numbers, not gradients
-        t = adapter.encode(train.y)  # the driver needs only the labels
-        parts = ex.map_shards(_feature_kernel, adapter, train, (name, chunk_size))
-        a, z = (torch.as_tensor(np.concatenate([p[i] for p in parts])).to(adapter.device) for i in (0, 1))
-    else:
-        X, t = adapter.tensors(train)
-        a, z = _features(adapter, X, name, chunk_size)
-    a, z = a.to(torch.float64), z.to(torch.float64)
-    n, K = z.shape
-    F = torch.cat(([a] if hw else []) + ([torch.ones(n, 1, dtype=a.dtype, device=a.device)] if hb else []), 1)  # (n, q)
-    layer = dict(adapter._require_fitted().named_modules())[name]
-    theta = torch.cat(([layer.weight.detach().to(torch.float64).reshape(K, -1)] if hw else [])
-                      + ([layer.bias.detach().to(torch.float64).reshape(K, 1)] if hb else []), 1)
-    names = adapter.param_names()
-    wname = next((nm for nm in names if nm.endswith("weight")), None)
-    bname = next((nm for nm in names if nm.endswith("bias")), None)
-    reg = torch.zeros(F.shape[1], dtype=torch.float64, device=F.device)
-    if hw:
-        reg[: a.shape[1]] = float(adapter.reg_coef.get(wname, 0.0))
-    if hb:
-        reg[-1] = float(adapter.reg_coef.get(bname, 0.0))
-    prob = _LastLayer(F, t, reg.repeat(K), float(damping), theta, adapter.loss)
-    if not torch.allclose(prob.F @ theta.T, z, rtol=1e-4, atol=1e-5 * (1 + z.abs().max().item())):
-        raise InputError(f"mislabel: layer {name!r} output is not the model's output")
-    return prob
-
-
-def _loo_shift(prob: _LastLayer, theta: torch.Tensor, w: torch.Tensor | None, hessian: str,
-               dtype: torch.dtype = torch.float64, skip_out: bool = True,
-               chunk_elems: int = 200_000) -> tuple[torch.Tensor, ...]:
+def _loo_shift(prob: LastLayer, theta: torch.Tensor, w: torch.Tensor | None, hessian: str,
+               dtype: torch.dtype = torch.float64, skip_out: bool = True) -> tuple[torch.Tensor, ...]:
     """Logits (n, K), leave-one-out logit shifts (n, K), leverages (n,), the Hessian (K q, K q), the
     output curvatures Lambda (n, K, K) and the leverage blocks A (n, K, K) at `theta` and weights `w`.
 
-    The n-sized products (Hessian build, leverage blocks) run in `dtype`; the inverse in float64. With
-    `skip_out`, rows of weight 0 get A_i = 0 (their shift is 0 whatever A_i: they are out of sample).
-    Chunks of `chunk_elems` / (K (K + 1) / 2 q) rows keep the (rows, pairs * q) product in cache."""
+    The n-sized products (Hessian build, leverage blocks; `LastLayer`, over the shards on a distributed
+    executor) run in `dtype`; the inverse in float64. With `skip_out`, rows of weight 0 get A_i = 0 (their
+    shift is 0 whatever A_i: they are out of sample)."""
     z, r, Lam = prob.derivatives(theta)
-    n, q = prob.F.shape
-    K = z.shape[1]
-    H = prob.hessian(Lam, w, dtype=dtype)
-    Hinv = prob.inverse(H)
-    dev = prob.F.device
-    ks, ms = torch.triu_indices(K, K, device=dev)  # A_i is symmetric: the blocks k <= m only
-    Hp = Hinv.reshape(K, q, K, q)[ks, :, ms, :].permute(1, 0, 2).reshape(q, -1).to(dtype)  # (q, pairs * q)
-    Amat = torch.zeros(n, K, K, dtype=torch.float64, device=dev)
-    rows = torch.arange(n, device=dev) if w is None or not skip_out else torch.nonzero(w != 0)[:, 0]
-    F = prob.F[rows].to(dtype)
-    step = max(1, int(chunk_elems // max(1, len(ks) * q)))
-    for s in range(0, len(rows), step):
-        Fc, idx = F[s:s + step], rows[s:s + step]
-        pairs = ((Fc @ Hp).reshape(len(Fc), -1, q) * Fc[:, None, :]).sum(-1).to(torch.float64) / n  # (B, pairs)
-        Amat[idx[:, None], ks, ms] = pairs
-        Amat[idx[:, None], ms, ks] = pairs
+    H = prob.hessian(theta, w, dtype=dtype, Lam=Lam)
+    Amat = prob.leverage_blocks(prob.inverse(H), w if skip_out else None, dtype)
     shift, lev = _shift(Amat, Lam, r, w, hessian)
     return z, shift, lev, H, Lam, Amat
 
@@ -353,6 +172,7 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
     z0 = z.cpu().numpy()
     res = first = LeaveOneOut(z0, (z + shift).cpu().numpy(), lev.cpu().numpy(), classes, labels, adapter.loss)
     theta, w = prob.theta, torch.ones(len(labels), dtype=torch.float64, device=prob.F.device)
+    theta_lam = theta  # the parameters of Lam (and of H's terms)
     stale = False  # whether res comes from leverage blocks of an earlier theta (refresh > 1)
     for k in range(int(rounds)):
         flagged = label_scores(res.proba(), labels, "margin", calibrate=calibrate) < 0
@@ -363,12 +183,13 @@ def leave_one_out(adapter: ModelAdapter, train: Split, damping: float = 0.0, hes
         if len(changed) == 0 and k > 0:  # the flagged set is stable: its model has had its Newton steps
             break
         # the Hessian at theta for the new weights: the last one, updated on the samples that changed
-        H = H + prob.hessian(Lam, new_w - w, changed, add_reg=False, dtype=dt)
+        H = H + prob.hessian(theta_lam, new_w - w, changed, add_reg=False, dtype=dt, Lam=Lam)
         w = new_w
         theta = prob.newton(w, newton_steps, theta, H)
         last = k == int(rounds) - 1
         if last or (k + 1) % refresh == 0:  # rows of weight 0 need blocks only if later rounds reuse them
             z, shift, lev, H, Lam, Amat = _loo_shift(prob, theta, w, hessian, dt, skip_out=refresh == 1 or last)
+            theta_lam = theta
             stale = False
         else:  # flags for the next round from the last leverage blocks (cheap: no new inverse)
             z, r, _ = prob.derivatives(theta)
@@ -565,7 +386,8 @@ def relabel_probabilities(model: Any, train: Split, scores: Any) -> np.ndarray |
 
 @register_method("mislabel", needs_target=False, title="wrong-label detector", options=MislabelOptions,
                  probabilities=relabel_probabilities,
-                 on_driver="the leave-one-out algebra on the gathered last-layer features (n x q numbers)",
+                 on_driver="the rounds' O(n K q) algebra and the (K q)^2 inverse on the gathered last-layer "
+                           "features; the Hessian sums and leverage blocks run on the shards",
                  verdict="mislabelled")
 def mislabel(job: Job) -> Result:
     """Wrong-label detector: leave-one-out label margins from one Newton step per sample, with cleaning rounds.

@@ -23,6 +23,19 @@ def test_influent_import_does_not_import_ray():
     assert out.strip() == "False"
 
 
+def test_a_workers_kernel_modules_do_not_import_scikit_learn():
+    """What a Ray worker imports to run the shard kernels of the gradient, curvature and last-layer products
+    (the cluster check imports `influent.grads.source`) leaves scikit-learn, SciPy's statistics and pandas
+    unloaded: each costs every starting worker a second or more."""
+    import subprocess
+
+    code = ("import influent.grads.source, influent.curvature.last_layer, influent.curvature.kfac, "
+            "influent.models.torch_adapter, sys; "
+            "print(sorted(m for m in ('sklearn', 'scipy.stats', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_cli_unknown_backend_exits_2_with_one_line(tmp_path, capsys):
     import numpy as np
     import pandas as pd

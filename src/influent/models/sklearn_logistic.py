@@ -11,15 +11,18 @@ from __future__ import annotations
 import copy
 import warnings
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from ..data import Split
 from ..data.validate import InputError, check_finite, check_number, check_shape
 from .base import ModelAdapter
+
+if TYPE_CHECKING:  # scikit-learn loads where a model is fitted, not where a Ray worker unpickles an adapter
+    from sklearn.linear_model import LogisticRegression
 
 
 SLOW_ITERATIONS = 1000  # lbfgs on standardised features takes tens of iterations (breast cancer: 45)
@@ -71,6 +74,8 @@ class SklearnLogistic(ModelAdapter):
         self.estimator_: LogisticRegression | None = None
 
     def _estimator(self, warm: LogisticRegression | None = None) -> LogisticRegression:
+        from sklearn.linear_model import LogisticRegression
+
         est = LogisticRegression(C=self.C, fit_intercept=self.fit_intercept, tol=self.tol,
                                  max_iter=self.max_iter, warm_start=warm is not None)
         if warm is not None:
@@ -86,6 +91,8 @@ class SklearnLogistic(ModelAdapter):
         self._set_classes(split.y)
         est = self._estimator(_warm)
         with warnings.catch_warnings():
+            from sklearn.exceptions import ConvergenceWarning
+
             warnings.simplefilter("ignore", ConvergenceWarning)
             est.fit(split.X.astype(np.float64), split.y, sample_weight=sample_weight)
         if _warm is None:
@@ -126,6 +133,8 @@ class SklearnLogistic(ModelAdapter):
         from ..data.validate import check_known_labels
 
         coef = getattr(estimator, "coef_", None)
+        from sklearn.linear_model import LogisticRegression
+
         if not isinstance(estimator, LogisticRegression) or coef is None:
             raise InputError(f"from_estimator needs a fitted scikit-learn LogisticRegression, got {type(estimator).__name__}")
         if getattr(estimator, "penalty", "l2") not in ("l2", "deprecated") or getattr(estimator, "l1_ratio", None) not in (None, 0, 0.0):

@@ -86,11 +86,17 @@ def output_curvature(z: torch.Tensor, loss: str) -> torch.Tensor:
     return torch.diag_embed(P) - P[:, :, None] * P[:, None, :]
 
 
-def pair_sums(F: torch.Tensor, L: torch.Tensor, dtype: torch.dtype, chunk_elems: int = 1_000_000) -> torch.Tensor:
+SUM_CHUNK = 8_000_000  # elements of a chunk's (rows, P q) product in `pair_sums` (32-64 MB)
+QUAD_CHUNK = 1_000_000  # the same for `pair_quads`
+
+
+def pair_sums(F: torch.Tensor, L: torch.Tensor, dtype: torch.dtype, chunk_elems: int = SUM_CHUNK) -> torch.Tensor:
     """(q, P q) float64 sums F^T [F * L[:, k, m]] over rows, for the P = K (K + 1) / 2 pairs k <= m: the
     symmetric blocks of sum_i L_i (x) f_i f_i^T, one matmul per chunk of rows in `dtype`.
 
-    F : (m, q) features; L : (m, K, K) weighted output curvatures."""
+    F : (m, q) features; L : (m, K, K) weighted output curvatures. Chunks of `chunk_elems` / (P q) rows: each
+    chunk's product is added to the float64 sum, so small chunks pay that addition many times (20,000 x 257,
+    K = 10, float32: 3.9 s at 1e6 elements, 1.6 s at 8e6)."""
     m, q = F.shape
     K = L.shape[1]
     ks, ms = torch.triu_indices(K, K, device=F.device)
@@ -111,9 +117,9 @@ def pair_blocks(Hinv: torch.Tensor, K: int, dtype: torch.dtype) -> torch.Tensor:
     return Hinv.reshape(K, q, K, q)[ks, :, ms, :].permute(1, 0, 2).reshape(q, -1).to(dtype)
 
 
-def pair_quads(F: torch.Tensor, Hp: torch.Tensor, chunk_elems: int = 200_000) -> torch.Tensor:
+def pair_quads(F: torch.Tensor, Hp: torch.Tensor, chunk_elems: int = QUAD_CHUNK) -> torch.Tensor:
     """(m, P) float64 quadratic forms f_i^T Hinv[k, m] f_i for the P pairs k <= m, from `pair_blocks` Hp
-    (q, P q) in its dtype; chunks of `chunk_elems` / (P q) rows keep the (rows, P q) product in cache."""
+    (q, P q) in its dtype, in chunks of `chunk_elems` / (P q) rows."""
     m, q = F.shape
     P = Hp.shape[1] // q
     F = F.to(Hp.dtype)
@@ -223,7 +229,7 @@ class LastLayer:
 
     def hessian(self, theta: torch.Tensor, w: torch.Tensor | None, rows: torch.Tensor | None = None,
                 add_reg: bool = True, dtype: torch.dtype = torch.float64, Lam: torch.Tensor | None = None,
-                chunk_elems: int = 1_000_000) -> torch.Tensor:
+                chunk_elems: int = SUM_CHUNK) -> torch.Tensor:
         """(K q, K q) Hessian (1/n) sum_i w_i Lambda_i (x) f_i f_i^T + reg + damping at `theta` (over `rows`
         only, without reg and damping, when `add_reg` is False: an update for changed weights).
 

@@ -266,9 +266,12 @@ class RayExecutor:
         return self._shard_refs
 
     def _put(self, obj: Any) -> Any:
+        """The object reference of `obj`, put once per call; a model goes without its training records
+        (`ModelAdapter.for_workers`: the recorded checkpoints stay on the driver)."""
         hit = self._puts.get(id(obj))
         if hit is None or hit[0] is not obj:
-            hit = (obj, self.ray.put(obj))
+            lean = getattr(obj, "for_workers", None)
+            hit = (obj, self.ray.put(lean() if callable(lean) else obj))
             self._puts[id(obj)] = hit
         return hit[1]
 

@@ -267,7 +267,8 @@ def weighted_sum(split: Split, terms: list[tuple[ModelAdapter, torch.Tensor | No
     ex = sharding(split)
     if ex is not None:
         spec = SourceSpec(chunk_size, method, projection)
-        payload = (spec, [(a, None if V is None else V.detach().to(a.dtype).cpu().numpy(), float(w)) for a, V, w in terms])
+        payload = (spec, [(a.for_workers(), None if V is None else V.detach().to(a.dtype).cpu().numpy(), float(w))
+                          for a, V, w in terms])
         return gather(ex, _k_weighted_sum, None, split, payload, first)
     total = torch.zeros(len(split), dtype=first.dtype, device=first.device)
     for a, V, w in terms:

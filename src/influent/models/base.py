@@ -325,6 +325,16 @@ class ModelAdapter:
                 "dtype": str(self.dtype).replace("torch.", ""),
                 "n_params": self.n_params() if self.fitted else None}
 
+    def for_workers(self) -> "ModelAdapter":
+        """A shallow copy without the training records (``recorder_``'s checkpoints, ``record_``'s states): what
+        a shard kernel or a refit task reads of the model, sent to a distributed executor's workers; methods
+        that need the records read them on the driver and send what they use in their payload."""
+        other = copy.copy(self)
+        for name in ("recorder_", "record_"):
+            if getattr(other, name, None) is not None:
+                setattr(other, name, None)
+        return other
+
     def with_params(self, params: Params) -> "ModelAdapter":
         """A copy whose analysed parameters are replaced by `params` (for checkpoints, ensembles)."""
         other = copy.copy(self)

@@ -74,8 +74,11 @@ from influent.models.refit import refit_many  # noqa: E402
 DATASETS = ("breast-cancer", "adult", "digits", "mnist", "bbc-news", "rotten-tomatoes")
 PATTERNS = ("uniform", "nearest", "human")
 RATES = (0.0, 0.1, 0.2, 0.4)
-METHODS = ("noisy", "oracle", "clean-cv", "clean-cv-count", "clean-valid", "cleanlab", "flags", "random")
+METHODS = ("noisy", "oracle", "clean-cv", "clean-cv-1se", "clean-cv-bound", "clean-cv-count", "clean-valid", "cleanlab",
+           "flags", "random")
 CLEAN_RULES = {"clean-cv": {"holdout": "valid+cv"},  # clean's rules: the default (budgets 1, 1.5, 2 x the count, step-down)
+               "clean-cv-1se": {"holdout": "valid+cv", "select": "one-se"},  # the one-standard-error rule among those that pass
+               "clean-cv-bound": {"holdout": "valid+cv", "select": "bound"},  # the largest lower bound among those that pass
                "clean-cv-count": {"holdout": "valid+cv", "guard": "sequence", "budget_factors": (1.0,)},  # the earlier default
                "clean-valid": {"holdout": "valid"}}  # the validation rows only
 CLEANS = tuple(CLEAN_RULES)

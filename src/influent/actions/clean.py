@@ -49,10 +49,12 @@ often trims more flips), tested on accuracy (``evidence="accuracy"``: the log-lo
 is lowest for the model that learned their noise) all at once by the studentized step-down max-t procedure
 (``guard="stepdown"``, `stepdown`; Romano & Wolf 2005): its simultaneous bounds take the candidates' joint
 bootstrap distribution into account, so candidates that move together (budgets of one action, the two
-rankings) cost little of the level; of those that pass the one `select` names is chosen (`select_passed`:
-the largest accuracy gain, "best"; or by the one-standard-error rule, "one-se", the fewest samples changed
-within one bootstrap standard error of it; or the largest lower bound, "bound"). The earlier
-default is ``guard="sequence", budget_factors=(1,)``. Cost: ``cv x (1 + candidates)`` more refits and `cv` more detections. The bootstrap
+rankings) cost little of the level; of those that pass the one with the largest simultaneous lower bound
+of its accuracy gain is chosen (``select="bound"``, `select_passed`: the gain shown, not the one estimated;
+the point estimate of the best of several is biased up, the winner's curse). ``select="best"`` (the largest
+point gain) was the default before; ``select="one-se"`` is the one-standard-error rule (the fewest samples
+changed within one bootstrap standard error of the best gain). The default before the step-down guard
+is ``guard="sequence", budget_factors=(1,)``. Cost: ``cv x (1 + candidates)`` more refits and `cv` more detections. The bootstrap
 treats the pooled rows as independent, which ignores the variance shared through each fold's refits
 (Bengio & Grandvalet 2004), so its bounds are somewhat narrow; docs/cleaning.md measures what that does.
 """
@@ -82,7 +84,8 @@ POOLED_ACTIONS = ("trim", "relabel")  # default actions and budget factors with 
 POOLED_FACTORS = (1.0, 1.5, 2.0)  # x the estimated count: above it too (cleanlab's count is often larger)
 POOLED_GUARD = "stepdown"  # default guard with holdout "valid+cv" ("sequence" with "valid")
 SELECTS = ("best", "one-se", "bound")  # which of the candidates that pass the guard is chosen (`select_passed`)
-POOLED_SELECT = "best"  # default selection with holdout "valid+cv" ("best" with "valid")
+POOLED_SELECT = "bound"  # default selection with holdout "valid+cv" ("best" with "valid"): chosen on the design
+# sets of docs/cleaning.md (digits, breast cancer) against "best" and "one-se"
 CANDIDATE_COLUMNS = ("action", "ranking", "budget", "n_changed", "accuracy", "log_loss", "gain", "gain_low", "gain_high",
                      "accuracy_gain", "accuracy_low", "accuracy_high", "accuracy_se", "log_loss_gain", "log_loss_low",
                      "log_loss_high", "log_loss_se",
@@ -460,15 +463,16 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
     n_boot : bootstrap replicates of the paired difference; level : joint confidence of the decision
     guard : how choosing among many candidates stays honest (`decide`): "stepdown" (the default with
         "valid+cv": every candidate tested at once by the studentized step-down max-t procedure, Romano & Wolf
-        2005, `stepdown`; simultaneous bounds at `level`; of those that pass the largest point gain is chosen),
+        2005, `stepdown`; simultaneous bounds at `level`; of those that pass `select` chooses),
         "sequence" (the default with "valid": fixed-sequence tests per ranking, `choose_in_sequence`) or
         "bonferroni" (every candidate tested at (1 - level) / m, `choose`)
     select : which of the candidates that pass the guard is chosen (`select_passed`; guards "stepdown" and
-        "sequence"): "best" (the largest held-out gain; the default with "valid"), "one-se" (the
-        one-standard-error rule, Breiman et al. 1984 sec. 3.4.3, ESL sec. 7.10: of the passing candidates
-        whose gain is within one bootstrap standard error of the best gain, the one changing the fewest
-        samples) or "bound" (the largest lower bound); default `POOLED_SELECT` with "valid+cv" (measured in
-        docs/cleaning.md)
+        "sequence"): "bound" (the default with "valid+cv", `POOLED_SELECT`: the largest lower bound of the
+        gain, simultaneous under "stepdown"), "best" (the largest held-out gain; the default with "valid",
+        and with "valid+cv" before) or "one-se" (the one-standard-error rule, Breiman et al. 1984 sec. 3.4.3,
+        ESL sec. 7.10: of the passing candidates whose gain is within one bootstrap standard error of the
+        best gain, the one changing the fewest samples); the three measured side by side in
+        docs/cleaning.md
     n_jobs : parallel refits (`refit_many`); seed : refit and bootstrap seed
     refit : optional ``fn(split) -> fitted adapter`` that trains the model the way you do; it receives the
         candidate's split (trim: the kept rows; relabel: every row with the new labels). Reweighting calls
@@ -693,8 +697,10 @@ def select_passed(table: pd.DataFrame, passed: list[int], count: int, evidence: 
       as in both books, not of the paired difference to it), every passing candidate with gain >= g* - s*
       is as good as the best on this evidence; of those, the one changing the fewest samples (``n_changed``),
       ties to the larger gain (as "best" orders them).
-    - "bound": the largest lower bound ``{stat}_low`` (the guard's, simultaneous for "stepdown"): the gain
-      that is shown, not the one estimated; ties as "best".
+    - "bound": the largest lower bound ``{stat}_low`` (the guard's: under "stepdown" the simultaneous bound
+      gain - c s of `stepdown`), the gain that is shown rather than the one estimated: a pessimistic choice
+      that discounts a gain by its spread, so a larger budget wins only when its gain is larger by more than
+      its extra uncertainty; ties as "best". The default with holdout "valid+cv" (`POOLED_SELECT`).
     """
     if not passed:
         return 0

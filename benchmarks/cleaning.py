@@ -210,7 +210,7 @@ class Replay:
     the same table, per-row evidence, bootstrap seed and options with another ``select`` and returns what
     `clean` returns with it (action, budget, train, weights, gain, gain_ci): the same refits and bootstrap,
     so the same answer as a separate call with that ``select`` (`decide` is a function of its inputs; the
-    design run checked it on breast cancer MLP against separate calls, docs/cleaning.md)."""
+    run of docs/cleaning.md checked it against separate calls on 7 design settings)."""
 
     def __enter__(self):
         self.cm = sys.modules["influent.actions.clean"]

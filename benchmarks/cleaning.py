@@ -9,8 +9,13 @@ the test labels stay clean. Then:
 - **oracle**: refit without the flipped samples (the ceiling of trimming)
 - **clean-cv**: `influent.clean(model, train, valid)` with its defaults (holdout "valid+cv": evidence from
   the noisy validation rows and the training rows held out by a 5-fold cross-validation of the cleaning
-  procedure; trim and relabel at 1, 1.5 and 2 x the count; step-down max-t guard), refit on its ``train``
-- **clean-cv-count**: the previous default (``guard="sequence", budget_factors=(1,)``: the count only)
+  procedure; trim and relabel at 1, 1.5 and 2 x the count; step-down max-t guard; of those that pass the
+  largest lower bound), refit on its ``train``
+- **clean-cv-best**: the same evidence and guard, of the candidates that pass the largest held-out gain
+  (``select="best"``, the default before the default became ``select="bound"``, the largest lower bound;
+  named "clean-cv" in runs before that); **clean-cv-1se**: the one-standard-error rule (``select="one-se"``).
+  Rules that differ only in ``select`` share one `clean` run (`Replay`): their seconds are that run's.
+- **clean-cv-count**: the default before the step-down guard (``guard="sequence", budget_factors=(1,)``: the count only)
 - **clean-valid**: the same with ``holdout="valid"`` (the earlier rule: every candidate measured on the
   validation rows only), side by side in the same run
 - **cleanlab**: ``cleanlab.filter.find_label_issues`` (its defaults: prune by noise rate) on 5-fold
@@ -41,7 +46,7 @@ Single-threaded (``OMP_NUM_THREADS=1``, one torch thread, refits in this process
 
     OMP_NUM_THREADS=1 python benchmarks/cleaning.py [--quick] [--seeds 0] [--models logistic,mlp]
         [--data breast-cancer,...] [--cache DIR] [--out docs/cleaning.csv]
-        [--rules clean-cv,clean-cv-count --reuse docs/cleaning.csv]   # the other rules' rows copied
+        [--rules clean-cv,clean-cv-best --reuse docs/cleaning.csv]   # the other rules' rows copied
 """
 
 from __future__ import annotations
@@ -74,8 +79,12 @@ from influent.models.refit import refit_many  # noqa: E402
 DATASETS = ("breast-cancer", "adult", "digits", "mnist", "bbc-news", "rotten-tomatoes")
 PATTERNS = ("uniform", "nearest", "human")
 RATES = (0.0, 0.1, 0.2, 0.4)
-METHODS = ("noisy", "oracle", "clean-cv", "clean-cv-count", "clean-valid", "cleanlab", "flags", "random")
-CLEAN_RULES = {"clean-cv": {"holdout": "valid+cv"},  # clean's rules: the default (budgets 1, 1.5, 2 x the count, step-down)
+METHODS = ("noisy", "oracle", "clean-cv", "clean-cv-best", "clean-cv-1se", "clean-cv-count", "clean-valid", "cleanlab",
+           "flags", "random")
+CLEAN_RULES = {"clean-cv": {"holdout": "valid+cv"},  # clean's rules: the default (budgets 1, 1.5, 2 x the count,
+               # step-down, of those that pass the largest lower bound: select="bound")
+               "clean-cv-best": {"holdout": "valid+cv", "select": "best"},  # the previous default: the largest gain
+               "clean-cv-1se": {"holdout": "valid+cv", "select": "one-se"},  # the one-standard-error rule
                "clean-cv-count": {"holdout": "valid+cv", "guard": "sequence", "budget_factors": (1.0,)},  # the earlier default
                "clean-valid": {"holdout": "valid"}}  # the validation rows only
 CLEANS = tuple(CLEAN_RULES)
@@ -195,6 +204,46 @@ def boot_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0) -> 
     return float(np.percentile(m, 2.5)), float(np.percentile(m, 97.5))
 
 
+class Replay:
+    """Inside one `clean` call, captures its candidates (`_evaluate`) and the inputs of its `decide`, so that
+    clean's rules that differ only in ``select`` share one run: `result` calls clean's own `decide` again on
+    the same table, per-row evidence, bootstrap seed and options with another ``select`` and returns what
+    `clean` returns with it (action, budget, train, weights, gain, gain_ci): the same refits and bootstrap,
+    so the same answer as a separate call with that ``select`` (`decide` is a function of its inputs; the
+    run of docs/cleaning.md checked it against separate calls on 7 design settings)."""
+
+    def __enter__(self):
+        self.cm = sys.modules["influent.actions.clean"]
+        self.orig = (self.cm._evaluate, self.cm.decide)
+        self.cands, self.call = None, None
+
+        def evaluate(cands, results, valid):
+            self.cands = list(cands)
+            return self.orig[0](cands, results, valid)
+
+        def decide(table, diffs, rows, ranks, count, **kw):
+            self.call = (table.copy(), {k: v.copy() for k, v in diffs.items()}, list(rows), list(ranks), count, kw)
+            return self.orig[1](table, diffs, rows, ranks, count, **kw)
+
+        self.cm._evaluate, self.cm.decide = evaluate, decide
+        return self
+
+    def __exit__(self, *exc):
+        self.cm._evaluate, self.cm.decide = self.orig
+
+    def result(self, train: Split, select: str | None):
+        from types import SimpleNamespace
+
+        table, diffs, rows, ranks, count, kw = self.call
+        t = table.copy()
+        pick, _ = self.orig[1](t, diffs, rows, ranks, count, **{**kw, "select": select})
+        c = self.cands[pick]
+        split = c.data if isinstance(c.data, Split) else train.subset(c.data)
+        return SimpleNamespace(action=c.action, budget=c.budget, train=split, weights=c.weights,
+                               gain=float(t.loc[pick, "gain"]),
+                               gain_ci=(float(t.loc[pick, "gain_low"]), float(t.loc[pick, "gain_high"])))
+
+
 def make_model(kind: str):
     return SklearnLogistic(C=1.0) if kind == "logistic" else TabularMLP(hidden=(64,), dtype=torch.float64)
 
@@ -239,12 +288,19 @@ def run_setting(parts: dict[str, Split], kind: str, pattern: str, rate: float, s
     res["flags"] = (outs[2], n_flags, t_issues + t_one)
     rnd = {"correct": np.mean([o["correct"] for o in outs[3:]], 0), "loss": np.mean([o["loss"] for o in outs[3:]], 0)}
     res["random"] = (rnd, n_flags, t_one)
-    action, clean_gain = {}, {}
+    action, clean_gain, runs = {}, {}, {}
     for name, rule in (CLEAN_RULES.items() if clean_fn is not None else ()):  # refit on what clean returns
         if name not in rules:
             continue
+        same = tuple(sorted((k, str(v)) for k, v in rule.items() if k != "select"))  # rules that differ only in select
         try:
-            cr, t_clean = _timed(lambda: clean_fn(model, noisy, noisy_valid, n_jobs=1, seed=seed, **rule, **opts))
+            if same in runs:  # share one clean run: its decision replayed with this rule's select
+                select = rule.get("select") or sys.modules["influent.actions.clean"].POOLED_SELECT
+                cr, t_clean = runs[same][0].result(noisy, select), runs[same][1]
+            else:
+                with Replay() as rep:
+                    cr, t_clean = _timed(lambda: clean_fn(model, noisy, noisy_valid, n_jobs=1, seed=seed, **rule, **opts))
+                runs[same] = (rep, t_clean)
         except Exception as exc:  # a failing rule is recorded as missing, the run goes on
             print(f"{name} failed: {type(exc).__name__}: {exc}", flush=True)
             continue

@@ -217,6 +217,36 @@ def test_stepdown_chooses_a_larger_budget_only_when_it_passes():
     assert pick == 3 and t.loc[1, "passed"] and t.loc[3, "passed"] and not t.loc[2, "passed"]
 
 
+def test_one_se_rule_picks_the_smaller_budget_within_one_standard_error_of_the_best():
+    """Three candidates that all pass: +5 (5 changed), +10 (10 changed), +11 (20 changed) points. "best" takes
+    +11; "one-se" the fewest changed whose gain is within one bootstrap SE (about 1.3) of +11: +10, not +5;
+    "bound" the largest lower bound. Checked against the bootstrap computed here."""
+    import pandas as pd
+    from influent.actions.clean import decide
+
+    rng = np.random.default_rng(2)
+    n = 600
+    up = lambda k: rng.permutation(np.r_[np.full(k, 100.0), np.zeros(n - k)])  # k rows +100 points
+    acc = np.vstack([np.zeros(n), up(30), up(60), up(66)])
+    picks = {}
+    for select in ("best", "one-se", "bound"):
+        t = pd.DataFrame({"action": ["none"] + ["trim"] * 3, "budget": [0, 5, 10, 20], "n_changed": [0, 5, 10, 20],
+                          "note": [""] * 4})
+        picks[select], how = decide(t, {"accuracy": acc, "log_loss": acc / 100}, [1, 2, 3], [0] * 4, 10,
+                                    guard="stepdown", evidence="accuracy", level=0.95, n_boot=2000, seed=0,
+                                    select=select)
+        assert t.loc[1:, "passed"].all()
+    se = paired_bootstrap(acc[1:], 2000, 0).std(1)  # the SE of each gain, as decide draws it
+    assert np.allclose(t.loc[1:, "accuracy_se"], se)
+    gains = acc[1:].mean(1)
+    assert gains[2] - se[2] < gains[1] < gains[2] and gains[0] < gains[2] - se[2]  # the case the rule is about
+    low = t.loc[1:, "accuracy_low"].to_numpy()
+    assert picks == {"best": 3, "one-se": 2, "bound": 1 + int(np.argmax(low))}
+    assert "one-standard-error" in decide(t, {"accuracy": acc, "log_loss": acc / 100}, [1, 2, 3], [0] * 4, 10,
+                                          guard="sequence", evidence="accuracy", level=0.95, n_boot=2000,
+                                          seed=0, select="one-se")[1]
+
+
 def test_paired_bootstrap_matches_a_loop():
     rng = np.random.default_rng(3)
     diff = rng.integers(-1, 2, size=(3, 37)).astype(float)
@@ -324,6 +354,10 @@ def test_bad_input_is_one_line(digits5):
         inf.clean(model, noisy, valid.X)
     with pytest.raises(InputError, match="metric"):
         inf.clean(model, noisy, valid, metric="f1")
+    with pytest.raises(InputError, match=r"^clean: select must be one of \['best', 'one-se', 'bound'\], got 'smallest'$"):
+        inf.clean(model, noisy, valid, select="smallest")
+    with pytest.raises(InputError, match="bonferroni chooses by its own rule"):
+        inf.clean(model, noisy, valid, guard="bonferroni", select="one-se")
 
 
 # ---- influent clean (the command) ------------------------------------------------------------------------

@@ -49,8 +49,12 @@ often trims more flips), tested on accuracy (``evidence="accuracy"``: the log-lo
 is lowest for the model that learned their noise) all at once by the studentized step-down max-t procedure
 (``guard="stepdown"``, `stepdown`; Romano & Wolf 2005): its simultaneous bounds take the candidates' joint
 bootstrap distribution into account, so candidates that move together (budgets of one action, the two
-rankings) cost little of the level; of those that pass the largest accuracy gain is chosen. The earlier
-default is ``guard="sequence", budget_factors=(1,)``. Cost: ``cv x (1 + candidates)`` more refits and `cv` more detections. The bootstrap
+rankings) cost little of the level; of those that pass the one with the largest simultaneous lower bound
+of its accuracy gain is chosen (``select="bound"``, `select_passed`: the gain shown, not the one estimated;
+the point estimate of the best of several is biased up, the winner's curse). ``select="best"`` (the largest
+point gain) was the default before; ``select="one-se"`` is the one-standard-error rule (the fewest samples
+changed within one bootstrap standard error of the best gain). The default before the step-down guard
+is ``guard="sequence", budget_factors=(1,)``. Cost: ``cv x (1 + candidates)`` more refits and `cv` more detections. The bootstrap
 treats the pooled rows as independent, which ignores the variance shared through each fold's refits
 (Bengio & Grandvalet 2004), so its bounds are somewhat narrow; docs/cleaning.md measures what that does.
 """
@@ -79,8 +83,12 @@ HOLDOUTS = ("valid", "valid+cv")  # where the evidence comes from: the validatio
 POOLED_ACTIONS = ("trim", "relabel")  # default actions and budget factors with holdout "valid+cv"
 POOLED_FACTORS = (1.0, 1.5, 2.0)  # x the estimated count: above it too (cleanlab's count is often larger)
 POOLED_GUARD = "stepdown"  # default guard with holdout "valid+cv" ("sequence" with "valid")
+SELECTS = ("best", "one-se", "bound")  # which of the candidates that pass the guard is chosen (`select_passed`)
+POOLED_SELECT = "bound"  # default selection with holdout "valid+cv" ("best" with "valid"): chosen on the design
+# sets of docs/cleaning.md (digits, breast cancer) against "best" and "one-se"
 CANDIDATE_COLUMNS = ("action", "ranking", "budget", "n_changed", "accuracy", "log_loss", "gain", "gain_low", "gain_high",
-                     "accuracy_gain", "accuracy_low", "accuracy_high", "log_loss_gain", "log_loss_low", "log_loss_high",
+                     "accuracy_gain", "accuracy_low", "accuracy_high", "accuracy_se", "log_loss_gain", "log_loss_low",
+                     "log_loss_high", "log_loss_se",
                      "valid_accuracy_gain", "valid_log_loss_gain", "evidence_rows", "passed", "chosen", "note")
 
 
@@ -423,7 +431,7 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
           level: float = 0.95, n_jobs: int = 2, seed: int = 0,
           refit: Callable[..., ModelAdapter] | None = None, rankings: Sequence[dict[str, Any]] | None = None,
           evidence: str | None = None, guard: str | None = None, holdout: str = "valid+cv", cv: int = 5,
-          budget_factors: Sequence[float] | None = None,
+          budget_factors: Sequence[float] | None = None, select: str | None = None,
           backend: str = "local", backend_options: dict[str, Any] | None = None, **options: Any) -> CleanResult:
     """Choose and validate what to do about wrong labels: trim, relabel, reweight, or nothing.
 
@@ -455,9 +463,16 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
     n_boot : bootstrap replicates of the paired difference; level : joint confidence of the decision
     guard : how choosing among many candidates stays honest (`decide`): "stepdown" (the default with
         "valid+cv": every candidate tested at once by the studentized step-down max-t procedure, Romano & Wolf
-        2005, `stepdown`; simultaneous bounds at `level`; of those that pass the largest point gain is chosen),
+        2005, `stepdown`; simultaneous bounds at `level`; of those that pass `select` chooses),
         "sequence" (the default with "valid": fixed-sequence tests per ranking, `choose_in_sequence`) or
         "bonferroni" (every candidate tested at (1 - level) / m, `choose`)
+    select : which of the candidates that pass the guard is chosen (`select_passed`; guards "stepdown" and
+        "sequence"): "bound" (the default with "valid+cv", `POOLED_SELECT`: the largest lower bound of the
+        gain, simultaneous under "stepdown"), "best" (the largest held-out gain; the default with "valid",
+        and with "valid+cv" before) or "one-se" (the one-standard-error rule, Breiman et al. 1984 sec. 3.4.3,
+        ESL sec. 7.10: of the passing candidates whose gain is within one bootstrap standard error of the
+        best gain, the one changing the fewest samples); the three measured side by side in
+        docs/cleaning.md
     n_jobs : parallel refits (`refit_many`); seed : refit and bootstrap seed
     refit : optional ``fn(split) -> fitted adapter`` that trains the model the way you do; it receives the
         candidate's split (trim: the kept rows; relabel: every row with the new labels). Reweighting calls
@@ -489,14 +504,16 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
     with using(executor_for(backend, train, backend_options)):  # every refit below runs there
         return _clean(model, train, valid, actions=actions, budgets=budgets, metric=metric, n_boot=n_boot,
                       level=level, n_jobs=n_jobs, seed=seed, refit=refit, rankings=rankings, evidence=evidence,
-                      guard=guard, holdout=holdout, cv=cv, budget_factors=budget_factors, **options)
+                      guard=guard, holdout=holdout, cv=cv, budget_factors=budget_factors, select=select,
+                      **options)
 
 
 def _clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[str] | None,
            budgets: Sequence[int | float] | None, metric: str, n_boot: int, level: float, n_jobs: int, seed: int,
            refit: Callable[..., ModelAdapter] | None, rankings: Sequence[dict[str, Any]] | None,
            evidence: str | None, guard: str | None, holdout: str, cv: int,
-           budget_factors: Sequence[float] | None = None, **options: Any) -> CleanResult:
+           budget_factors: Sequence[float] | None = None, select: str | None = None,
+           **options: Any) -> CleanResult:
     """`clean` in the current executor."""
     from ..models.refit import refit_many
 
@@ -513,6 +530,10 @@ def _clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence
     if guard is None:
         guard = POOLED_GUARD if pooled else "sequence"
     check_choice(guard, GUARDS, "clean: guard")
+    if select is not None and guard == "bonferroni":
+        raise InputError("clean: select applies to guards stepdown and sequence; bonferroni chooses by its own rule")
+    select = check_choice(select if select is not None else (POOLED_SELECT if pooled else "best"), SELECTS,
+                          "clean: select")
     if budget_factors is None:
         budget_factors = POOLED_FACTORS if pooled else BUDGET_FACTORS
     budget_factors = tuple(check_number(f, "clean: budget_factors", low=0, low_open=True) for f in
@@ -572,7 +593,7 @@ def _clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence
         table["evidence_rows"] = len(valid) + len(train)
     ranks = [c.ranking for c in cands]
     pick, how = decide(table, diffs, rows, ranks, count, guard=guard, evidence=evidence, level=level,
-                       n_boot=n_boot, seed=seed, metric=metric)
+                       n_boot=n_boot, seed=seed, metric=metric, select=select)
     table["chosen"] = table.index == pick
     for i, c in enumerate(cands):
         if results[i] is None:
@@ -592,7 +613,8 @@ def _clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence
 
 
 def decide(table: pd.DataFrame, diffs: dict[str, np.ndarray], rows: list[int], ranks: list[int], count: int, *,
-           guard: str, evidence: str, level: float, n_boot: int, seed: int, metric: str = "accuracy") -> tuple[int, str]:
+           guard: str, evidence: str, level: float, n_boot: int, seed: int, metric: str = "accuracy",
+           select: str = "best") -> tuple[int, str]:
     """Fill the bounds, ``passed`` and ``gain*`` columns of the candidates `table` and return (the row chosen,
     0 = "none"; a sentence saying how the tests were made).
 
@@ -608,6 +630,10 @@ def decide(table: pd.DataFrame, diffs: dict[str, np.ndarray], rows: list[int], r
     - "sequence" (`choose_in_sequence`): a fixed sequence per ranking, Bonferroni across rankings and
       statistics, percentile bounds.
     - "bonferroni" (`choose`): every candidate at the level divided by their number.
+
+    select : which of the candidates that pass the "stepdown" or "sequence" guard is chosen (`select_passed`:
+    "best", "one-se" or "bound"); "bonferroni" has its own rule (`choose`). The ``*_se`` columns get each
+    candidate's bootstrap standard error.
     """
     stats = ("accuracy", "log_loss")
     both = paired_bootstrap(np.vstack([diffs[k][rows] for k in stats]), n_boot, seed) if rows else np.zeros((0, n_boot))
@@ -618,7 +644,9 @@ def decide(table: pd.DataFrame, diffs: dict[str, np.ndarray], rows: list[int], r
     alpha = (1 - level) / max(1, n_fam) / n_stat  # one-sided level of each percentile bound
     for k in stats:
         table[f"{k}_gain"] = diffs[k].mean(1)
-        table.loc[0, [f"{k}_low", f"{k}_high"]] = 0.0
+        table.loc[0, [f"{k}_low", f"{k}_high", f"{k}_se"]] = 0.0
+        if rows:
+            table.loc[rows, f"{k}_se"] = boots[k].std(1)
         a = (1 - level) if (guard == "stepdown" and k not in tested) else alpha
         for j, i in enumerate(rows):
             table.loc[i, [f"{k}_low", f"{k}_high"]] = np.quantile(boots[k][j], [a, 1 - a])
@@ -632,21 +660,61 @@ def decide(table: pd.DataFrame, diffs: dict[str, np.ndarray], rows: list[int], r
         table[f"gain{suffix}"] = table[f"{metric}{suffix if suffix else '_gain'}"]
     table["passed"] = [i in rows and passes(table, i, evidence) for i in range(len(table))]
     if guard == "sequence":
-        pick = choose_in_sequence(table, rows, ranks, count, evidence)
+        choose_in_sequence(table, rows, ranks, count, evidence)  # marks the candidates it did not test
+        pick = select_passed(table, [i for i in rows if table.loc[i, "passed"]], count, evidence, select)
         how = (f"tests in a fixed sequence per ranking (the budget closest to the count first), joint "
                f"confidence {level:g}: {n_fam} ranking(s) x {n_stat} statistic(s), each bound one-sided at "
-               f"{1 - alpha:.4f}")
+               f"{1 - alpha:.4f}; {SELECT_WORDS[select]}")
     elif guard == "stepdown":
-        passed = [i for i in rows if table.loc[i, "passed"]]
-        pick = max(passed, key=lambda i: (_score(table, i, evidence), [-v for v in sequence_order(table, i, count)]),
-                   default=0)
+        pick = select_passed(table, [i for i in rows if table.loc[i, "passed"]], count, evidence, select)
         how = (f"{len(rows)} candidates x {n_stat} statistic(s) tested at once (studentized step-down max-t, "
-               f"Romano & Wolf 2005), joint confidence {level:g}; bounds simultaneous")
+               f"Romano & Wolf 2005), joint confidence {level:g}; bounds simultaneous; {SELECT_WORDS[select]}")
     else:
         pick = choose(table, boots["log_loss" if evidence == "log_loss" else "accuracy"], rows, alpha, count, evidence)
         how = (f"{len(rows)} candidates x {n_stat} statistic(s), one-sided Bonferroni bounds at {1 - alpha:.4f} "
                f"(joint level {level:g})")
     return int(pick), how
+
+
+SELECT_WORDS = {"best": "of those that passed, the largest gain chosen",
+                "one-se": "of those that passed, the fewest samples changed within one standard error of the "
+                          "largest gain chosen (one-standard-error rule)",
+                "bound": "of those that passed, the largest lower bound chosen"}
+
+
+def select_passed(table: pd.DataFrame, passed: list[int], count: int, evidence: str = "accuracy",
+                  select: str = "best") -> int:
+    """The row of `table` chosen among the candidate rows `passed` (those that beat leaving the data alone
+    under the guard; none: row 0, "none"). The gain compared is the first statistic of `_score` (accuracy
+    with ``evidence="accuracy"``, else log-loss), its columns ``{stat}_gain``, ``_low``, ``_se``.
+
+    - "best": the largest gain (then the other statistic, then `sequence_order`). The point estimate of the
+      best of several is biased up (the winner's curse), which favours the larger budgets whose gains vary
+      more.
+    - "one-se": the one-standard-error rule (Breiman, Friedman, Olshen & Stone 1984, sec. 3.4.3; Hastie,
+      Tibshirani & Friedman, ESL 2nd ed., sec. 7.10): with g* the gain of the "best" candidate and s* the
+      bootstrap standard error of that gain (its replicates' deviation; the SE of the best's own estimate,
+      as in both books, not of the paired difference to it), every passing candidate with gain >= g* - s*
+      is as good as the best on this evidence; of those, the one changing the fewest samples (``n_changed``),
+      ties to the larger gain (as "best" orders them).
+    - "bound": the largest lower bound ``{stat}_low`` (the guard's: under "stepdown" the simultaneous bound
+      gain - c s of `stepdown`), the gain that is shown rather than the one estimated: a pessimistic choice
+      that discounts a gain by its spread, so a larger budget wins only when its gain is larger by more than
+      its extra uncertainty; ties as "best". The default with holdout "valid+cv" (`POOLED_SELECT`).
+    """
+    if not passed:
+        return 0
+    order = sorted(passed, key=lambda i: (_score(table, i, evidence), [-v for v in sequence_order(table, i, count)]),
+                   reverse=True)  # "best" first
+    stat = "accuracy" if evidence == "accuracy" else "log_loss"
+    if select == "bound":
+        return int(max(order, key=lambda i: table.loc[i, f"{stat}_low"]))  # max keeps the first of ties
+    if select == "one-se":
+        top = order[0]
+        floor = table.loc[top, f"{stat}_gain"] - table.loc[top, f"{stat}_se"]
+        return int(min((i for i in order if table.loc[i, f"{stat}_gain"] >= floor),
+                       key=lambda i: table.loc[i, "n_changed"]))  # min keeps the first (larger gain) of ties
+    return int(order[0])
 
 
 def stepdown(boots: np.ndarray, means: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:

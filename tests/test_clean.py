@@ -452,11 +452,44 @@ def test_cli_clean_keeps_the_input_format_and_writes_weights(digits5, tmp_path, 
         assert "weight" not in cleaned and len(cleaned) == len(noisy)
 
 
+def test_cli_clean_decision_options_reach_clean_and_the_reproduce_command(digits5, tmp_path, capsys):
+    """--guard, --select and --budget-factor: the CLI's recommendation is the API's with the same options, and
+    the report's command repeats them."""
+    import html as html_mod
+    import shlex
+
+    _, noisy, valid, _, _ = digits5
+    tr, va = _write(noisy, tmp_path / "train.csv", ids=False), _write(valid, tmp_path / "valid.csv", ids=False)
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["clean", "--train", tr, "--valid", va, "--label", "digit", "--no-standardize",
+                                 "--holdout", "valid", "--actions", "trim", "--guard", "sequence", "--select", "one-se",
+                                 "--budget-factor", 1, "--budget-factor", 2, "--jobs", 1, "--n-boot", 500,
+                                 "--out", out], capsys)
+    assert code == 0, err
+    from influent.runs.config import RunConfig
+    from influent.runs.inputs import load_data
+
+    data = load_data(RunConfig(train=str(tr), valid=str(va), label="digit"))
+    res = inf.clean(SklearnLogistic(C=1.0).fit(data.train), data.train, data.valid, holdout="valid", actions=("trim",),
+                    guard="sequence", select="one-se", budget_factors=(1, 2), n_jobs=1, n_boot=500)
+    count = res.n_issues
+    assert sorted(set(res.candidates["budget"]) - {0}) == sorted({max(1, round(count)), max(1, round(2 * count))})
+    assert " ".join(res.summary().split()) in " ".join(stdout.split())
+    cmd = re.search(r"Reproduce: <code>(.*?)</code>", (out / "report.html").read_text()).group(1)
+    args = shlex.split(html_mod.unescape(cmd))
+    assert args[args.index("--guard") + 1] == "sequence" and args[args.index("--select") + 1] == "one-se"
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--budget-factor"] == ["1", "2"]
+
+
 @pytest.mark.parametrize("args, words", [
     (["--label", "nope"], "nope"),
     (["--label", "digit", "--actions", "trim,delete"], "delete"),
     (["--label", "digit", "--budget", "0"], "--budget"),
     (["--label", "digit", "--level", "1.5"], "--level"),
+    (["--label", "digit", "--guard", "maybe"], "--guard"),
+    (["--label", "digit", "--select", "first"], "--select"),
+    (["--label", "digit", "--budget-factor", "0"], "--budget-factor"),
+    (["--label", "digit", "--guard", "bonferroni", "--select", "best"], "select"),
 ])
 def test_cli_clean_bad_input_exits_2_with_one_line(digits5, tmp_path, capsys, args, words):
     _, noisy, valid, _, _ = digits5

@@ -554,7 +554,16 @@ def clean_command(
     actions: Optional[str] = typer.Option(None, "--actions", help="actions to try, separated by commas (default: "
                                           "trim,relabel with valid+cv; trim,relabel,reweight with valid)"),
     budget: list[str] = typer.Option([], "--budget", help="a budget to try for every action: a count or a fraction "
-                                     "(repeatable; default 0.5x, 1x, 1.5x the estimated number of wrong labels)"),
+                                     "(repeatable; default: --budget-factor times the estimated number of wrong "
+                                     "labels)"),
+    budget_factor: list[float] = typer.Option([], "--budget-factor", help="a multiple of the estimated number of "
+                                              "wrong labels to try as a budget (repeatable; default 1, 1.5, 2 with "
+                                              "valid+cv; 0.5, 1, 1.5 with valid)"),
+    guard: Optional[str] = typer.Option(None, "--guard", help="stepdown | sequence | bonferroni: how the candidates "
+                                        "are tested together (default: stepdown with valid+cv, sequence with "
+                                        "valid)"),
+    select: Optional[str] = typer.Option(None, "--select", help="bound | best | one-se: which of the candidates that "
+                                         "pass is chosen (default: bound with valid+cv, best with valid)"),
     metric: str = typer.Option("accuracy", "--metric", help="accuracy | log_loss: what the reported gain measures"),
     evidence: Optional[str] = typer.Option(None, "--evidence", help="both | accuracy | log_loss: whose one-sided "
                                            "bounds may show that an action beats leaving the data alone (both: its "
@@ -588,10 +597,17 @@ def clean_command(
 
     check_output_dir(out)
     paths = output_paths(out, str(train))
-    from .actions.clean import ACTIONS, EVIDENCE, HOLDOUTS, METRICS
+    from .actions.clean import ACTIONS, EVIDENCE, GUARDS, HOLDOUTS, METRICS, SELECTS
     from .data.validate import check_choice
 
     check_choice(holdout, HOLDOUTS, "--holdout")
+    decision: dict[str, Any] = {}  # the decision rule's options the user set (the others: clean's defaults)
+    if guard is not None:
+        decision["guard"] = check_choice(guard, GUARDS, "--guard")
+    if select is not None:
+        decision["select"] = check_choice(select, SELECTS, "--select")
+    if budget_factor:
+        decision["budget_factors"] = [check_number(f, "--budget-factor", low=0, low_open=True) for f in budget_factor]
     acts = None
     if actions is not None:
         acts = [check_choice(a.strip(), ACTIONS, "--actions: each action") for a in actions.split(",") if a.strip()]
@@ -619,7 +635,7 @@ def clean_command(
             data = load_data(cfg)
         outcome = run_clean(cfg, data, steps, out=out, actions=acts, budgets=budgets, metric=metric,
                             evidence=evidence, n_boot=n_boot, level=level, n_jobs=jobs, options=options,
-                            holdout=holdout)
+                            holdout=holdout, decision=decision)
         with steps.step("write outputs"):
             write_clean(out, paths, outcome)
         _wrote(", ".join(str(p) for p in paths.values()))

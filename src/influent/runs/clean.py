@@ -43,10 +43,14 @@ def output_paths(out: Path, train_path: str) -> dict[str, Path]:
             "report": out / "report.html"}
 
 
+DECISION_FLAGS = {"guard": "--guard", "select": "--select", "budget_factors": "--budget-factor"}
+
+
 def reproduce_command(cfg: RunConfig, out: Path, actions: Sequence[str] | None, budgets: Sequence[Any] | None,
                       metric: str, n_boot: int, level: float, options: dict[str, Any], evidence: str | None = None,
-                      holdout: str = "valid+cv") -> str:
-    """The `influent clean` command line that repeats this run (absolute input paths, every setting)."""
+                      holdout: str = "valid+cv", decision: dict[str, Any] | None = None) -> str:
+    """The `influent clean` command line that repeats this run (absolute input paths, every setting; `decision`:
+    the decision rule's options given, `guard`, `select`, `budget_factors`)."""
     args = ["influent", "clean", "--train", cfg.train, "--valid", cfg.valid, "--label", cfg.label]
     for flag, value in (("--id", cfg.id_column), ("--group", cfg.group)):
         if value:
@@ -63,6 +67,9 @@ def reproduce_command(cfg: RunConfig, out: Path, actions: Sequence[str] | None, 
         args += ["--actions", ",".join(actions)]
     for b in budgets or ():
         args += ["--budget", str(b)]
+    for key, value in (decision or {}).items():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            args += [DECISION_FLAGS[key], f"{v:g}" if isinstance(v, float) else str(v)]
     args += ["--metric", metric]
     if evidence is not None:
         args += ["--evidence", evidence]
@@ -148,9 +155,13 @@ def clean_record(res: CleanResult, cfg: RunConfig, data: Data, model_label: str,
 def run_clean(cfg: RunConfig, data: Data, steps: Steps, *, out: Path, actions: Sequence[str] | None,
               budgets: Sequence[Any] | None, metric: str, n_boot: int, level: float, n_jobs: int,
               options: dict[str, Any], model: Any = None, evidence: str | None = None,
-              holdout: str = "valid+cv") -> CleanOutcome:
-    """Fit the model of `cfg` on the training split (unless a fitted `model` is given), run `clean`, and
-    build what `write_clean` writes."""
+              holdout: str = "valid+cv", decision: dict[str, Any] | None = None) -> CleanOutcome:
+    """Fit the model of `cfg` on the training split (unless a fitted `model` is given), run `clean` (with the
+    decision rule's options `decision`: guard, select, budget_factors), and build what `write_clean` writes."""
+    decision = dict(decision or {})
+    both = sorted(set(decision) & set(options))
+    if both:
+        raise InputError(f"{both[0]} is an option of clean's decision, not of the detector: use --{both[0].replace('_', '-')}")
     from ..models.factory import build_model, model_label
     from ..report.clean import build_clean_report
 
@@ -164,11 +175,12 @@ def run_clean(cfg: RunConfig, data: Data, steps: Steps, *, out: Path, actions: S
     with steps.step("find label issues, refit candidates, bootstrap"):
         res = clean(model, data.train, data.valid, actions=actions, budgets=budgets, metric=metric, n_boot=n_boot,
                     level=level, n_jobs=n_jobs, seed=cfg.seed, evidence=evidence, holdout=holdout,
-                    backend=cfg.backend, backend_options=cfg.backend_options(), **options)
+                    backend=cfg.backend, backend_options=cfg.backend_options(), **decision, **options)
     with steps.step("build report"):
         issues_rows = _add_issue_columns(frame_rows(data, np.arange(len(data.train))), res.issues)
         rows = cleaned_rows(data, cfg, res)
-        command = reproduce_command(cfg, out, actions, budgets, metric, n_boot, level, options, evidence, holdout)
+        command = reproduce_command(cfg, out, actions, budgets, metric, n_boot, level, options, evidence, holdout,
+                                    decision)
         record = clean_record(res, cfg, data, model_label(cfg.model, model), command, dict(steps.timings))
         html = build_clean_report(record)
     return CleanOutcome(res, issues_rows, rows, record, html)

@@ -6,8 +6,9 @@ Cases (`--cases`, comma-separated):
 - ``ip1m``: IP validation scores of 1,000,000 memory-mapped rows (benchmarks/scale.py's linear softmax model,
   256 features, 10 classes, float32): local vs Ray, the bytes that crossed the object store, gradient bytes
   among them; the direct factorised computation in the same run (the local backend's reference).
-- ``mlp``: an MLP (20,000 x 64, hidden 256, float32): every distributing method on the local backend
-  (one thread) and on Ray with `--nodes` one-CPU nodes; ratio local / Ray per method, max relative difference.
+- ``mlp``: an MLP (20,000 x 64, hidden 256, float32): 13 methods (`MLP_METHODS`: every distributing method
+  but the four too slow at this size) on the local backend (one thread) and on Ray with `--nodes` one-CPU
+  nodes; ratio local / Ray per method, max relative difference.
 - ``long``: a job of a minute or more locally (EK-FAC self-influence of a wider MLP), local vs Ray on two
   one-CPU nodes.
 - ``fault``: the ``long`` job with a worker node SIGKILLed a few seconds in: identical scores, time against the
@@ -43,6 +44,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # this file's name would shadow the ray package
 import influent as inf  # noqa: E402
+from influent.methods import METHODS  # noqa: E402
 
 
 def _scale():
@@ -197,7 +199,10 @@ def mlp_problem(n: int, d: int, hidden: int, seed: int = 0):
 
 
 MLP_METHODS = [("ip", {}), ("if", {}), ("self-if", {}), ("self-tracin", {}), ("tracin", {}), ("ip-ensemble", {}),
-               ("mislabel", {}), ("outlier", {"detector": "l2"}), ("iv", {"solver": "kfac"})]
+               ("mislabel", {}), ("outlier", {"detector": "l2"}), ("iv", {"solver": "kfac"}), ("gex", {}),
+               ("self-gex", {}), ("label-quality", {}), ("diffin", {})]
+# Left out of the job: fi (exact per-sample local influence: over 9 minutes locally at this size), self-diffin
+# (407 s locally), loo and tmc-shapley (a refit per sample or permutation), fi-paired and unrolled (local-only).
 
 
 def case_mlp(cluster: OperatorCluster, n: int) -> list[dict]:
@@ -205,11 +210,11 @@ def case_mlp(cluster: OperatorCluster, n: int) -> list[dict]:
     rows = []
     local = {}
     for m, o in MLP_METHODS:
-        tgt = None if m.startswith("self") or m in ("mislabel", "outlier") else valid
+        tgt = valid if METHODS[m].needs_target else None
         local[m] = timed(lambda: inf.score(model, train, tgt, method=m, **o))
     connect(cluster)
     for m, o in MLP_METHODS:
-        tgt = None if m.startswith("self") or m in ("mislabel", "outlier") else valid
+        tgt = valid if METHODS[m].needs_target else None
         dist, t = timed(lambda: inf.score(model, train, tgt, method=m, backend="ray", **o))
         b = dist.settings["backend"]
         rows.append({"case": f"mlp {n:,} x 64, {len(cluster.procs)} nodes", "run": m, "local s": local[m][1],

@@ -51,8 +51,9 @@ def _check_test(model: ModelAdapter, test: Any) -> None:
 
 
 def _executor(backend: str, backend_options: dict[str, Any] | None, train: Split, spec: MethodSpec,
-              store: str | Path | None) -> Any:
-    """The executor of one call (None: in this process), after the method and the options say it may run there."""
+              store: str | Path | None, chunk_size: int | None = None) -> Any:
+    """The executor of one call (None: in this process), after the method and the options say it may run there
+    (its shards cut at multiples of `chunk_size`)."""
     from ..backends import check_backend, executor_for
 
     backend = check_backend(backend)
@@ -63,7 +64,7 @@ def _executor(backend: str, backend_options: dict[str, Any] | None, train: Split
     ex = current()
     if ex is not None and ex.name == backend and ex.shards(train):  # a run's executor (influent score --backend)
         return ex
-    return executor_for(backend, train, backend_options)
+    return executor_for(backend, train, backend_options, chunk_size)
 
 
 def _ran_on(ex: Any, spec: MethodSpec) -> dict[str, Any] | None:
@@ -126,7 +127,7 @@ def score(model: ModelAdapter | Sequence[ModelAdapter], train: Split, target: Ta
         method's options dataclass (`METHODS[method].options`, `influent methods NAME`) lists them
     """
     spec = METHODS[METHODS.check(method)]
-    ex = _executor(backend, backend_options, train, spec, store)
+    ex = _executor(backend, backend_options, train, spec, store, chunk_size)
     with using(ex):  # every shard kernel and refit of this call (ensemble members too) runs there
         out = _score(model, train, target, method, chunk_size=chunk_size, store=store, seed=seed, progress=progress,
                      ensemble=ensemble, ensemble_jobs=ensemble_jobs, options=options)
@@ -212,7 +213,7 @@ def attribute(model: ModelAdapter | Sequence[ModelAdapter], train: Split, test: 
     if target == "margin" and reads_checkpoints(method, options):
         raise InputError(f"method {method!r} reads training checkpoints; target='margin' needs the test gradients "
                          "at one model: use target='loss'")
-    with using(_executor(backend, backend_options, train, spec, None)):
+    with using(_executor(backend, backend_options, train, spec, None, chunk_size)):
         members, info = members_of(model, train, ensemble, seed=seed, n_jobs=ensemble_jobs)
         mean = Running(int(info.get("group", 1)))
         for member in members:  # one at a time: memory is one member's plus the running sums

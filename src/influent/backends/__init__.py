@@ -26,9 +26,11 @@ class BackendSpec(Entry):
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
 
-    def executor(self, split: Any, options: dict[str, Any] | None = None) -> Any:
-        """The executor of one call over `split` (None: in this process)."""
-        return self.load().executor(split, options)
+    def executor(self, split: Any, options: dict[str, Any] | None = None, chunk_size: int | None = None) -> Any:
+        """The executor of one call over `split` (None: in this process); `chunk_size`: the call's chunk of rows
+        (a distributed executor cuts its shards at multiples of it, so every chunk holds the rows it holds in
+        this process and per-sample results are the same to the bit)."""
+        return self.load().executor(split, options, chunk_size)
 
 
 BACKENDS: Registry[BackendSpec] = Registry("backend")
@@ -42,9 +44,11 @@ def check_backend(name: Any) -> str:
     return BACKENDS.check(name)
 
 
-def executor_for(backend: str, split: Any, options: dict[str, Any] | None = None) -> Any:
-    """The executor of a call with `backend` over the training split `split` (None for "local")."""
-    return BACKENDS[check_backend(backend)].executor(split, options)
+def executor_for(backend: str, split: Any, options: dict[str, Any] | None = None,
+                 chunk_size: int | None = None) -> Any:
+    """The executor of a call with `backend` over the training split `split` (None for "local"; `chunk_size`:
+    the call's chunk of rows, `BackendSpec.executor`)."""
+    return BACKENDS[check_backend(backend)].executor(split, options, chunk_size)
 
 
 __all__ = ["BACKENDS", "BackendSpec", "check_backend", "executor_for"]

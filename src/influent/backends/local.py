@@ -9,7 +9,7 @@ from ..data import Split
 from ..data.validate import InputError
 
 
-def executor(split: Split, options: dict[str, Any] | None = None) -> None:
+def executor(split: Split, options: dict[str, Any] | None = None, chunk_size: int | None = None) -> None:
     """None: run in this process. The local backend takes no ``backend_options``."""
     if options:
         raise InputError(f"backend 'local' takes no backend_options; got {sorted(options)}")

@@ -144,6 +144,16 @@ def _version() -> tuple[str, str]:
     return influent.__version__, str(Path(influent.__file__).resolve().parent)
 
 
+def shard_bounds(n: int, k: int, align: int = 1) -> np.ndarray:
+    """(k' + 1,) row bounds of at most k shards of n rows, as equal as multiples of `align` allow: a shard's
+    chunks of `align` rows are then the chunks the in-process code makes, so batched float32 products see the
+    same rows together and give the same bits (cut anywhere, they differ by ~1e-7 and more after cancellation:
+    Diff-In's terms 1e-5 on a 20,000-row MLP); empty shards are dropped."""
+    cuts = (np.linspace(0, n, k + 1) / align).round().astype(np.int64) * align
+    cuts[-1] = n
+    return np.unique(np.clip(cuts, 0, n))
+
+
 class RayExecutor:
     """Runs shard kernels and refit tasks on a Ray cluster (`data.executor.Executor`).
 
@@ -161,7 +171,8 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, split: Split, address: str | None = None, workers: int | None = None,
-                 shards: int | None = None, task_timeout: float = 300.0, retries: int = 3) -> None:
+                 shards: int | None = None, task_timeout: float = 300.0, retries: int = 3,
+                 align: int | None = None) -> None:
         check_number(workers, "backend_options workers", kind=int, low=1, none=True)
         check_number(shards, "backend_options shards", kind=int, low=1, none=True)
         check_number(task_timeout, "backend_options task_timeout", low=1e-3)
@@ -169,6 +180,7 @@ class RayExecutor:
         self.split, self.address = split, address
         self.task_timeout, self.retries = float(task_timeout), int(retries)
         self._workers, self._n_shards = workers, shards
+        self.align = int(check_number(align, "chunk size", kind=int, low=1, none=True) or 1)
         self.ray: Any = None  # connected on first use: a call that never needs the cluster never touches it
         self.stats: dict[str, Any] = {"tasks": 0, "resubmitted": 0, "bytes_sent": 0, "bytes_returned": 0,
                                       "gradient_bytes": 0, "task_seconds": 0.0, "nodes": set()}
@@ -182,7 +194,7 @@ class RayExecutor:
         self.workers = int(self._workers or max(1, cpus))
         n = len(self.split)
         k = max(1, min(n, int(self._n_shards or self.workers)))
-        self.bounds = np.linspace(0, n, k + 1).round().astype(np.int64)
+        self.bounds = shard_bounds(n, k, self.align)
         self._remote = ray.remote(_run)
         self._opts = {"num_cpus": 1, "max_retries": self.retries}  # every task's: one CPU, Ray's retries
         self._run = self._remote.options(**self._opts)
@@ -408,11 +420,11 @@ def _nbytes(x: Any) -> int:
     return 0
 
 
-def executor(split: Split, options: dict[str, Any] | None = None) -> RayExecutor:
+def executor(split: Split, options: dict[str, Any] | None = None, chunk_size: int | None = None) -> RayExecutor:
     """The executor of one call: `options` are ``backend_options`` (address, workers, shards, task_timeout,
-    retries); an unknown one is a one-line `InputError`."""
+    retries); an unknown one is a one-line `InputError`. `chunk_size`: the shards are cut at its multiples."""
     options = dict(options or {})
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise InputError(f"backend_options for 'ray' takes {list(OPTIONS)}; unknown {unknown}")
-    return RayExecutor(split, **options)
+    return RayExecutor(split, **options, align=chunk_size)

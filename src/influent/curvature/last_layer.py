@@ -86,27 +86,40 @@ def output_curvature(z: torch.Tensor, loss: str) -> torch.Tensor:
     return torch.diag_embed(P) - P[:, :, None] * P[:, None, :]
 
 
-SUM_CHUNK = 8_000_000  # elements of a chunk's (rows, P q) product in `pair_sums` (32-64 MB)
+SUM_CHUNK = 8_000_000  # most elements of a piece's (rows, P q) product in `pair_sums` (32-64 MB)
 QUAD_CHUNK = 1_000_000  # the same for `pair_quads`
 
 
-def pair_sums(F: torch.Tensor, L: torch.Tensor, dtype: torch.dtype, chunk_elems: int = SUM_CHUNK) -> torch.Tensor:
-    """(q, P q) float64 sums F^T [F * L[:, k, m]] over rows, for the P = K (K + 1) / 2 pairs k <= m: the
-    symmetric blocks of sum_i L_i (x) f_i f_i^T, one matmul per chunk of rows in `dtype`.
+def row_pieces(m: int, block: int, per_row: int, cap: int) -> list[tuple[int, int]]:
+    """(start, stop) row ranges covering m rows: blocks of `block` rows by position, each cut into equal pieces
+    of at most `cap` / `per_row` rows. A shard that starts at a multiple of `block` (the Ray backend's cut)
+    gets the pieces the whole split gets there, so each piece's float32 product has the same bits."""
+    parts = max(1, -(-block * per_row // cap))
+    step = max(1, -(-block // parts))
+    return [(s, min(s + step, b + block, m)) for b in range(0, m, block) for s in range(b, min(b + block, m), step)]
 
-    F : (m, q) features; L : (m, K, K) weighted output curvatures. Chunks of `chunk_elems` / (P q) rows: each
-    chunk's product is added to the float64 sum, so small chunks pay that addition many times (20,000 x 257,
-    K = 10, float32: 3.9 s at 1e6 elements, 1.6 s at 8e6)."""
+
+def pair_sums(F: torch.Tensor, L: torch.Tensor, dtype: torch.dtype, block: int, keep: torch.Tensor | None = None,
+              cap: int = SUM_CHUNK) -> torch.Tensor:
+    """(q, P q) float64 sums F^T [F * L[:, k, m]] over the rows kept, for the P = K (K + 1) / 2 pairs k <= m: the
+    symmetric blocks of sum_i L_i (x) f_i f_i^T, one matmul in `dtype` per piece of rows (`row_pieces`: blocks
+    of `block` rows by position, cut to at most `cap` elements), added to a float64 sum.
+
+    F : (m, q) features; L : (m, K, K) weighted output curvatures; keep : (m,) bool, the rows summed (None:
+    all). Each piece's product is added to the float64 sum, so small pieces pay that addition many times
+    (20,000 x 257, K = 10, float32: 3.9 s at 70 rows a piece, 1.6 s at 512)."""
     m, q = F.shape
     K = L.shape[1]
     ks, ms = torch.triu_indices(K, K, device=F.device)
     P = len(ks)
     Lp, F = L[:, ks, ms].to(dtype), F.to(dtype)
     acc = torch.zeros(q, P * q, dtype=torch.float64, device=F.device)
-    step = max(1, int(chunk_elems // max(1, P * q)))
-    for s in range(0, m, step):
-        Fc = F[s:s + step]
-        acc += (Fc.T @ (Lp[s:s + step, :, None] * Fc[:, None, :]).reshape(len(Fc), P * q)).to(torch.float64)
+    for s, e in row_pieces(m, block, P * q, cap):
+        Fc, Lc = F[s:e], Lp[s:e]
+        if keep is not None:
+            Fc, Lc = Fc[keep[s:e]], Lc[keep[s:e]]
+        if len(Fc):
+            acc += (Fc.T @ (Lc[:, :, None] * Fc[:, None, :]).reshape(len(Fc), P * q)).to(torch.float64)
     return acc
 
 
@@ -117,17 +130,19 @@ def pair_blocks(Hinv: torch.Tensor, K: int, dtype: torch.dtype) -> torch.Tensor:
     return Hinv.reshape(K, q, K, q)[ks, :, ms, :].permute(1, 0, 2).reshape(q, -1).to(dtype)
 
 
-def pair_quads(F: torch.Tensor, Hp: torch.Tensor, chunk_elems: int = QUAD_CHUNK) -> torch.Tensor:
+def pair_quads(F: torch.Tensor, Hp: torch.Tensor, block: int, keep: torch.Tensor | None = None,
+               cap: int = QUAD_CHUNK) -> torch.Tensor:
     """(m, P) float64 quadratic forms f_i^T Hinv[k, m] f_i for the P pairs k <= m, from `pair_blocks` Hp
-    (q, P q) in its dtype, in chunks of `chunk_elems` / (P q) rows."""
+    (q, P q) in its dtype, per piece of rows as in `pair_sums`; 0 at rows not kept (keep: (m,) bool)."""
     m, q = F.shape
     P = Hp.shape[1] // q
     F = F.to(Hp.dtype)
-    out = torch.empty(m, P, dtype=torch.float64, device=F.device)
-    step = max(1, int(chunk_elems // max(1, P * q)))
-    for s in range(0, m, step):
-        Fc = F[s:s + step]
-        out[s:s + step] = ((Fc @ Hp).reshape(len(Fc), P, q) * Fc[:, None, :]).sum(-1).to(torch.float64)
+    out = torch.zeros(m, P, dtype=torch.float64, device=F.device)
+    for s, e in row_pieces(m, block, P * q, cap):
+        idx = torch.arange(s, e, device=F.device) if keep is None else s + torch.nonzero(keep[s:e])[:, 0]
+        if len(idx):
+            Fc = F[idx]
+            out[idx] = ((Fc @ Hp).reshape(len(Fc), P, q) * Fc[:, None, :]).sum(-1).to(torch.float64)
     return out
 
 
@@ -155,16 +170,12 @@ def _shard_kernel(adapter: ModelAdapter, shard: Split, payload: tuple) -> Any:
         return a.cpu().numpy(), z.cpu().numpy()
     F = augment(a, hw, hb)
     w = torch.as_tensor(_row_weights(np.asarray(shard.ids), rest[0]), device=F.device)
-    rows = torch.nonzero(w != 0)[:, 0]
+    keep = w != 0
     if mode == "hessian":
         theta, loss, dtype = rest[1:]
-        theta = torch.as_tensor(theta, device=F.device)
-        Lam = output_curvature(F[rows] @ theta.T, loss) * w[rows, None, None]
-        return pair_sums(F[rows], Lam, getattr(torch, dtype)).cpu().numpy()
-    Hp = torch.as_tensor(rest[1], device=F.device)
-    out = torch.zeros(len(F), Hp.shape[1] // F.shape[1], dtype=torch.float64, device=F.device)
-    out[rows] = pair_quads(F[rows], Hp)
-    return out.cpu().numpy()
+        Lam = output_curvature(F @ torch.as_tensor(theta, device=F.device).T, loss) * w[:, None, None]
+        return pair_sums(F, Lam, getattr(torch, dtype), chunk, keep).cpu().numpy()
+    return pair_quads(F, torch.as_tensor(rest[1], device=F.device), chunk, keep).cpu().numpy()
 
 
 @dataclass
@@ -213,6 +224,7 @@ class LastLayer:
     damping: float
     theta: torch.Tensor  # (K, q) fitted parameters
     loss: str
+    chunk: int = 512  # rows per block of the n-sized products (`row_pieces`; the shards start at its multiples)
     shards: Shards | None = None
 
     def derivatives(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -228,8 +240,7 @@ class LastLayer:
         return z, r, output_curvature(z, self.loss)
 
     def hessian(self, theta: torch.Tensor, w: torch.Tensor | None, rows: torch.Tensor | None = None,
-                add_reg: bool = True, dtype: torch.dtype = torch.float64, Lam: torch.Tensor | None = None,
-                chunk_elems: int = SUM_CHUNK) -> torch.Tensor:
+                add_reg: bool = True, dtype: torch.dtype = torch.float64, Lam: torch.Tensor | None = None) -> torch.Tensor:
         """(K q, K q) Hessian (1/n) sum_i w_i Lambda_i (x) f_i f_i^T + reg + damping at `theta` (over `rows`
         only, without reg and damping, when `add_reg` is False: an update for changed weights).
 
@@ -242,11 +253,14 @@ class LastLayer:
             spec = self.shards.weights(w, rows)
             parts = self.shards.map("hessian", (spec, theta.cpu().numpy(), self.loss, str(dtype).split(".")[-1]))
             acc = torch.as_tensor(np.sum(parts, 0), device=self.F.device)
-        else:
+        else:  # the rows of non-zero weight (among `rows`), in the pieces the shards make
             L = self.derivatives(theta)[2] if Lam is None else Lam
-            L = L if w is None else L * w[:, None, None]
-            F = self.F if rows is None else self.F[rows]
-            acc = pair_sums(F, L if rows is None else L[rows], dtype, chunk_elems)
+            keep = torch.ones(n, dtype=torch.bool, device=self.F.device) if w is None else w != 0
+            if rows is not None:
+                only = torch.zeros(n, dtype=torch.bool, device=self.F.device)
+                only[rows] = True
+                keep = keep & only
+            acc = pair_sums(self.F, L if w is None else L * w[:, None, None], dtype, self.chunk, keep)
         ks, ms = torch.triu_indices(K, K, device=self.F.device)
         blocks = acc.reshape(q, len(ks), q).permute(1, 0, 2)  # (P, q, q), each symmetric
         H = torch.empty(K, K, q, q, dtype=torch.float64, device=self.F.device)
@@ -266,9 +280,7 @@ class LastLayer:
             pairs = torch.as_tensor(np.concatenate(self.shards.map("leverage", (spec, Hp.cpu().numpy()))),
                                     device=self.F.device)
         else:
-            pairs = torch.zeros(n, Hp.shape[1] // q, dtype=torch.float64, device=self.F.device)
-            rows = torch.arange(n, device=self.F.device) if w is None else torch.nonzero(w != 0)[:, 0]
-            pairs[rows] = pair_quads(self.F[rows], Hp)
+            pairs = pair_quads(self.F, Hp, self.chunk, None if w is None else w != 0)
         ks, ms = torch.triu_indices(K, K, device=self.F.device)
         A = torch.zeros(n, K, K, dtype=torch.float64, device=self.F.device)
         A[:, ks, ms] = pairs / n
@@ -350,7 +362,7 @@ def last_layer(adapter: ModelAdapter, train: Split, damping: float, chunk_size: 
         reg[: a.shape[1]] = float(adapter.reg_coef.get(wname, 0.0))
     if hb:
         reg[-1] = float(adapter.reg_coef.get(bname, 0.0))
-    prob = LastLayer(F, t, reg.repeat(K), float(damping), theta, adapter.loss, shards)
+    prob = LastLayer(F, t, reg.repeat(K), float(damping), theta, adapter.loss, int(chunk_size), shards)
     if not torch.allclose(prob.F @ theta.T, z, rtol=1e-4, atol=1e-5 * (1 + z.abs().max().item())):
         raise InputError(f"{who}: layer {name!r} output is not the model's output")
     return prob

@@ -75,7 +75,7 @@ def run_score(cfg: RunConfig, data: Data, steps: Steps | None = None, *, command
     from ..backends import executor_for
     from ..data.executor import using
 
-    with using(executor_for(cfg.backend, data.train, cfg.backend_options())):  # the scores and the curve's refits
+    with using(executor_for(cfg.backend, data.train, cfg.backend_options(), cfg.chunk_size)):  # scores, curve refits
         with steps.step(f"score ({cfg.method})") as tick:
             scores = score(model, data.train, target, method=cfg.method, chunk_size=cfg.chunk_size, seed=cfg.seed,
                            progress=tick, store=cfg.store, backend=cfg.backend, ensemble=cfg.ensemble or None,

@@ -205,16 +205,26 @@ MLP_METHODS = [("ip", {}), ("if", {}), ("self-if", {}), ("self-tracin", {}), ("t
 # (407 s locally), loo and tmc-shapley (a refit per sample or permutation), fi-paired and unrolled (local-only).
 
 
+def fresh() -> None:
+    """Forget label-quality's cached cross-validated probabilities (kept for the same model and data), so that
+    every timed call computes them."""
+    from influent.methods import label_quality
+
+    label_quality._CACHE.clear()
+
+
 def case_mlp(cluster: OperatorCluster, n: int) -> list[dict]:
     model, train, valid = mlp_problem(n, 64, 256)
     rows = []
     local = {}
     for m, o in MLP_METHODS:
         tgt = valid if METHODS[m].needs_target else None
+        fresh()
         local[m] = timed(lambda: inf.score(model, train, tgt, method=m, **o))
     connect(cluster)
     for m, o in MLP_METHODS:
         tgt = valid if METHODS[m].needs_target else None
+        fresh()
         dist, t = timed(lambda: inf.score(model, train, tgt, method=m, backend="ray", **o))
         b = dist.settings["backend"]
         rows.append({"case": f"mlp {n:,} x 64, {len(cluster.procs)} nodes", "run": m, "local s": local[m][1],

@@ -26,13 +26,13 @@ def test_influent_import_does_not_import_ray():
 
 
 def test_a_workers_kernel_modules_do_not_import_scikit_learn():
-    """What a Ray worker imports to run the shard kernels of the gradient, curvature and last-layer products
-    (the cluster check imports `influent.grads.source`) leaves scikit-learn, SciPy's statistics and pandas
-    unloaded: each costs every starting worker a second or more."""
+    """What a Ray worker imports to run the shard kernels of the gradient, curvature and last-layer products and
+    the methods' own kernels and refit tasks (the cluster check imports `influent.grads.source`) leaves
+    scikit-learn, SciPy's statistics and pandas unloaded: each costs every starting worker a second or more."""
     import subprocess
 
     code = ("import influent.grads.source, influent.curvature.last_layer, influent.curvature.kfac, "
-            "influent.models.torch_adapter, sys; "
+            "influent.models.torch_adapter, influent.methods, sys; "
             "print(sorted(m for m in ('sklearn', 'scipy.stats', 'pandas') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -13,12 +13,10 @@ each; the pairwise form of ``method="outlier"`` spreads those scores over the tr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
-from sklearn.ensemble import IsolationForest
-from sklearn.svm import OneClassSVM
 
 from ..backends.planner import MATRIX_COPIES
 from ..data import Split
@@ -27,6 +25,9 @@ from ..grads.source import GradientSource
 from ..models.base import ModelAdapter, resolve_params
 from .options import ProjectionOptions, check_params, opt
 from .registry import Job, Result, register_method, register_pairwise, to_numpy
+
+if TYPE_CHECKING:  # scikit-learn loads where a detector is fitted: a Ray worker importing the methods skips it
+    from sklearn.ensemble import IsolationForest
 
 DETECTORS = ("iforest", "l1", "l2", "ocsvm")
 KERNELS = ("linear", "poly", "rbf", "sigmoid")  # those of scikit-learn's OneClassSVM taking gradient rows
@@ -133,6 +134,8 @@ def _forest(job: Job) -> IsolationForest:
     contamination = job.options.contamination
     if contamination != "auto":
         contamination = float(contamination)
+    from sklearn.ensemble import IsolationForest
+
     return IsolationForest(n_estimators=int(job.options.n_estimators), contamination=contamination,
                            max_samples=job.options.max_samples, random_state=job.seed)
 
@@ -186,6 +189,8 @@ def outlier(job: Job) -> Result:
         target = job.need_target("outlier (detector='ocsvm')")
         Zv = _features(job, view, target.valid)
         o = job.options
+        from sklearn.svm import OneClassSVM
+
         svm = OneClassSVM(kernel=o.kernel, nu=float(o.nu), gamma=o.gamma)
         raw = -svm.fit(Zv).decision_function(Z)
     raw = np.asarray(raw, dtype=np.float64)
@@ -246,6 +251,8 @@ def class_forests(model: ModelAdapter, train: Split, test: Split, params: str | 
         rows = np.flatnonzero(train.y == c)
         if rows.size < 2:
             raise InputError(f"class {c!r} has {rows.size} training sample(s); a forest needs at least 2")
+        from sklearn.ensemble import IsolationForest
+
         forest = IsolationForest(n_estimators=int(n_estimators), max_samples=max_samples, random_state=seed)
         cols.append(forest.fit(Z[rows]).score_samples(Zt))
     S = np.stack(cols, axis=1)

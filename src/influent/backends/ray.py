@@ -289,12 +289,18 @@ class RayExecutor:
 
     def _pinned(self, node: str | None) -> Any:
         """The remote task function, preferring `node` (soft affinity: the node that holds the shard's copy from
-        an earlier call; Ray runs it elsewhere when that node is busy past its queue, gone or unknown)."""
+        an earlier call). Ray runs it elsewhere when that node is gone, unknown or busy: a soft affinity alone
+        waits for a busy node (two shards whose copies are on one node would run one after the other while
+        another node idles), so the task may spill (`_spill_on_unavailable`, where this Ray has it)."""
         if node is None:
             return self._run
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        return self._remote.options(**self._opts, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True))
+        try:
+            where = NodeAffinitySchedulingStrategy(node, soft=True, _spill_on_unavailable=True)
+        except TypeError:  # a Ray without the option
+            where = NodeAffinitySchedulingStrategy(node, soft=True)
+        return self._remote.options(**self._opts, scheduling_strategy=where)
 
     def _collect(self, submit: list[Callable[..., Any]], progress: Callable[[int, int], None] | None,
                  homes: list[str | None] | None = None) -> list[Any]:

@@ -197,7 +197,9 @@ class RayExecutor:
         self.bounds = shard_bounds(n, k, self.align)
         self._remote = ray.remote(_run)
         self._opts = {"num_cpus": 1, "max_retries": self.retries}  # every task's: one CPU, Ray's retries
-        self._run = self._remote.options(**self._opts)
+        self._run = self._remote.options(**self._opts, scheduling_strategy="SPREAD")  # a task without a preferred
+        # node goes to the least busy one: Ray's default packs the first node while it has room, and short tasks
+        # can all finish there before another node's worker has started
         self._shard_refs: list[Any] | None = None
         self._puts: dict[int, tuple[Any, Any]] = {}  # id(object) -> (object, ref): each sent once
         self.ray = ray

@@ -112,15 +112,22 @@ def pair_sums(F: torch.Tensor, L: torch.Tensor, dtype: torch.dtype, block: int, 
     K = L.shape[1]
     ks, ms = torch.triu_indices(K, K, device=F.device)
     P = len(ks)
-    Lp, F = L[:, ks, ms].to(dtype), F.to(dtype)
     acc = torch.zeros(q, P * q, dtype=torch.float64, device=F.device)
     for s, e in row_pieces(m, block, P * q, cap):
-        Fc, Lc = F[s:e], Lp[s:e]
-        if keep is not None:
-            Fc, Lc = Fc[keep[s:e]], Lc[keep[s:e]]
-        if len(Fc):
-            acc += (Fc.T @ (Lc[:, :, None] * Fc[:, None, :]).reshape(len(Fc), P * q)).to(torch.float64)
+        rows = _kept(s, e, keep)
+        if rows is None:
+            continue
+        Fc, Lc = F[rows].to(dtype), L[rows][:, ks, ms].to(dtype)  # only the piece's kept rows are converted
+        acc += (Fc.T @ (Lc[:, :, None] * Fc[:, None, :]).reshape(len(Fc), P * q)).to(torch.float64)
     return acc
+
+
+def _kept(s: int, e: int, keep: torch.Tensor | None) -> slice | torch.Tensor | None:
+    """The rows s:e that `keep` keeps (a slice when all are), None when it keeps none."""
+    if keep is None:
+        return slice(s, e)
+    idx = s + torch.nonzero(keep[s:e])[:, 0]
+    return idx if len(idx) else None
 
 
 def pair_blocks(Hinv: torch.Tensor, K: int, dtype: torch.dtype) -> torch.Tensor:
@@ -136,13 +143,13 @@ def pair_quads(F: torch.Tensor, Hp: torch.Tensor, block: int, keep: torch.Tensor
     (q, P q) in its dtype, per piece of rows as in `pair_sums`; 0 at rows not kept (keep: (m,) bool)."""
     m, q = F.shape
     P = Hp.shape[1] // q
-    F = F.to(Hp.dtype)
     out = torch.zeros(m, P, dtype=torch.float64, device=F.device)
     for s, e in row_pieces(m, block, P * q, cap):
-        idx = torch.arange(s, e, device=F.device) if keep is None else s + torch.nonzero(keep[s:e])[:, 0]
-        if len(idx):
-            Fc = F[idx]
-            out[idx] = ((Fc @ Hp).reshape(len(Fc), P, q) * Fc[:, None, :]).sum(-1).to(torch.float64)
+        rows = _kept(s, e, keep)
+        if rows is None:
+            continue
+        Fc = F[rows].to(Hp.dtype)
+        out[rows] = ((Fc @ Hp).reshape(len(Fc), P, q) * Fc[:, None, :]).sum(-1).to(torch.float64)
     return out
 
 
@@ -246,21 +253,30 @@ class LastLayer:
 
         The K (K + 1) / 2 symmetric blocks come from `pair_sums` in `dtype` (accumulated in float64): here on
         the gathered features (`Lam`: the curvatures at theta, if known), or summed over the shards' kernels
-        (a full build, or an update on more than an eighth of the rows)."""
+        (a full build, or an update on more than an eighth of the rows).
+
+        A small update (at most an eighth of the rows) stays in this process on every backend and sums its rows
+        gathered, in pieces of `chunk` of them; anything larger sums the rows of non-zero weight in the pieces
+        the shards make (by position), here or on the shards, so both backends give the same bits."""
         n, q = self.F.shape
         K = self.theta.shape[0]
-        if self.shards is not None and (rows is None or 8 * len(rows) > n):  # a small update stays here
+        small = rows is not None and 8 * len(rows) <= n
+        if self.shards is not None and not small:
             spec = self.shards.weights(w, rows)
             parts = self.shards.map("hessian", (spec, theta.cpu().numpy(), self.loss, str(dtype).split(".")[-1]))
             acc = torch.as_tensor(np.sum(parts, 0), device=self.F.device)
-        else:  # the rows of non-zero weight (among `rows`), in the pieces the shards make
+        else:
             L = self.derivatives(theta)[2] if Lam is None else Lam
-            keep = torch.ones(n, dtype=torch.bool, device=self.F.device) if w is None else w != 0
-            if rows is not None:
-                only = torch.zeros(n, dtype=torch.bool, device=self.F.device)
-                only[rows] = True
-                keep = keep & only
-            acc = pair_sums(self.F, L if w is None else L * w[:, None, None], dtype, self.chunk, keep)
+            L = L if w is None else L * w[:, None, None]
+            if small:  # a few rows scattered over many pieces would each add a (q, P q) product
+                acc = pair_sums(self.F[rows], L[rows], dtype, self.chunk)
+            else:
+                keep = torch.ones(n, dtype=torch.bool, device=self.F.device) if w is None else w != 0
+                if rows is not None:
+                    only = torch.zeros(n, dtype=torch.bool, device=self.F.device)
+                    only[rows] = True
+                    keep = keep & only
+                acc = pair_sums(self.F, L, dtype, self.chunk, keep)
         ks, ms = torch.triu_indices(K, K, device=self.F.device)
         blocks = acc.reshape(q, len(ks), q).permute(1, 0, 2)  # (P, q, q), each symmetric
         H = torch.empty(K, K, q, q, dtype=torch.float64, device=self.F.device)

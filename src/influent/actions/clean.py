@@ -494,15 +494,15 @@ def clean(model: ModelAdapter, train: Split, valid: Split, *, actions: Sequence[
     not changed.
     """
     from ..backends import executor_for
-    from ..data.executor import using
+    from ..data.executor import CHUNK_SIZE, using
 
     if not isinstance(model, ModelAdapter):
         raise InputError(f"model must be an influent ModelAdapter, got {type(model).__name__}")
     for s, nm in ((train, "train"), (valid, "valid")):
         if not isinstance(s, Split):
             raise InputError(f"{nm} must be an influent Split, got {type(s).__name__}")
-    with using(executor_for(backend, train, backend_options, 512)):  # every refit below runs there (shards cut
-        # at multiples of the detector's default chunk of rows, as find_label_issues reads them in this process)
+    with using(executor_for(backend, train, backend_options, CHUNK_SIZE)):  # every refit below runs there (shards
+        # cut at multiples of the detector's chunk of rows, as find_label_issues reads them in this process)
         return _clean(model, train, valid, actions=actions, budgets=budgets, metric=metric, n_boot=n_boot,
                       level=level, n_jobs=n_jobs, seed=seed, refit=refit, rankings=rankings, evidence=evidence,
                       guard=guard, holdout=holdout, cv=cv, budget_factors=budget_factors, select=select,

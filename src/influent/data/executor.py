@@ -20,6 +20,9 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 Kernel = Callable[[Any, Any, Any], Any]
 
+CHUNK_SIZE = 512  # rows per chunk where a caller names none (the wrong-label detector's; a distributed executor
+# cuts its shards at multiples of the call's chunk, so a call that runs the detector cuts at this one)
+
 
 class Executor(Protocol):
     """Runs shard kernels and tasks somewhere other than this process's own loop."""

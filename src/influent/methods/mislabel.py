@@ -38,6 +38,7 @@ import torch
 
 from ..curvature.last_layer import LastLayer, last_layer
 from ..data import Split
+from ..data.executor import CHUNK_SIZE
 from ..data.validate import InputError, check_choice, check_damping, check_number, unknown_name
 from ..grads.linear import linear_layers
 from ..models.base import ModelAdapter, resolve_params
@@ -349,7 +350,7 @@ class MislabelOptions(MethodOptions):
             check_damping(self.damping)
 
 
-def run_leave_one_out(adapter: ModelAdapter, train: Split, o: "MislabelOptions", chunk_size: int = 512,
+def run_leave_one_out(adapter: ModelAdapter, train: Split, o: "MislabelOptions", chunk_size: int = CHUNK_SIZE,
                       used: dict | None = None) -> LeaveOneOut:
     """`leave_one_out` with the options `o` (the analysed parameters, damping 'auto' resolved; the damping
     used goes into `used` when given)."""
